@@ -1,0 +1,10 @@
+"""Finite-element solver for the transport inverse problem (Li & Shi, "A Flow Model of Neural Networks").
+
+A ResNet is the Euler discretization of the characteristics x' = v(t, x) of the transport
+equation ∂t u + v·∇u = 0 with terminal value u(T, ·) = f; the prediction is u(0, ·).
+"""
+
+# mpi4py must be imported before dolfinx, or libmpi.so.12 is not found (DESIGN.md).
+from mpi4py import MPI  # noqa: F401
+
+__version__ = "0.1.0"

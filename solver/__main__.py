@@ -1,0 +1,152 @@
+"""Command line: ``python -m solver compare CONFIG`` (also under ``mpirun -n P``).
+
+The only place that reads ``MPI.COMM_WORLD``. Bad input (an ``InputError``, raised on every rank
+alike) prints one message on rank 0 and exits with status 2 on every rank; any other exception
+prints its traceback and aborts the MPI job, so that no rank waits forever in a collective.
+"""
+
+from __future__ import annotations
+
+# mpi4py before dolfinx, or libmpi.so.12 is not found (DESIGN.md).
+from mpi4py import MPI
+
+import argparse
+import logging
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from solver.errors import InputError
+
+log = logging.getLogger("solver")
+
+
+def setup_logging(comm: MPI.Comm, verbose: bool) -> None:
+    """One logger, on rank 0 only: no duplicated lines under mpirun."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.handlers[:] = [handler] if comm.rank == 0 else [logging.NullHandler()]
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.propagate = False
+
+
+def parse_cells(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"--refine takes comma-separated integers like 8,16,32, got {text!r}") from None
+    return values
+
+
+def command_compare(comm: MPI.Comm, args) -> int:
+    """Solve the PDE and the characteristics for the configured field and compare them."""
+    # Imported here so that a bad config fails before dolfinx is loaded.
+    from solver.config import load_config
+
+    config = load_config(args.config)
+    from solver import compare as cmp
+    from solver.io import prepare_run_directory, write_json_atomic
+    from solver.output import write_comparison_outputs
+
+    out = prepare_run_directory(comm, args.out, force=args.force)
+    if comm.rank == 0:
+        (out / "config.toml").write_text(config.to_toml())
+    refine = parse_cells(args.refine) if args.refine is not None else list(config.compare.refine)
+
+    started = time.perf_counter()
+    points, grid = cmp.sample_points(config)
+    log.info(
+        "compare %s: %s, mesh %d cells/direction, DG%d, %d ranks",
+        args.config, config.field.kind, config.mesh.cells, config.mesh.degree, comm.size,
+    )
+    comparison, state = cmp.compare_on_mesh(comm, config, config.mesh.cells, points, grid, keep=True)
+    metrics = dict(
+        config=str(args.config),
+        ranks=comm.size,
+        degree=config.mesh.degree,
+        comparison=comparison.row(),
+        steps_per_piece=state["result"].steps_per_piece,
+        dt_per_piece=state["result"].dt_per_piece,
+    )
+    log.info(
+        "  dofs %d x %d components, %d time steps, solve %.2f s",
+        comparison.dofs, state["terminal"].num_components, comparison.steps, comparison.seconds_solve,
+    )
+    log.info(
+        "  PDE vs characteristics: L2 %.3e (relative %.3e), max at %d points %.3e, "
+        "max on the %d-point grid %.3e",
+        comparison.l2, comparison.l2_relative, len(points), comparison.max_points,
+        len(grid), comparison.max_grid,
+    )
+    write_json_atomic_rank0(comm, out / "metrics.json", metrics, write_json_atomic)
+    write_comparison_outputs(comm, config, out, grid, state)
+    if refine:
+        log.info("refinement study over cells = %s", refine)
+        study = cmp.refinement_study(comm, config, refine)
+        log.info("%s", cmp.format_table(study))
+        metrics["refinement"] = study
+        write_json_atomic_rank0(comm, out / "metrics.json", metrics, write_json_atomic)
+        if config.output.png and comm.rank == 0:
+            from solver.plots import convergence_figure
+
+            convergence_figure(out / "convergence.png", study, f"DG{config.mesh.degree}: {args.config}")
+    state["solver"].destroy()
+    metrics["seconds"] = comm.allreduce(time.perf_counter() - started, op=MPI.MAX)
+    write_json_atomic_rank0(comm, out / "metrics.json", metrics, write_json_atomic)
+    log.info("wrote %s (metrics.json%s)", out, ", PNG, VTX" if config.output.png else "")
+    return 0
+
+
+def write_json_atomic_rank0(comm, path, data, writer) -> None:
+    if comm.rank == 0:
+        writer(path, data)
+    comm.Barrier()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m solver",
+        description="Transport inverse problem solver (Li & Shi, 'A Flow Model of Neural Networks').",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("compare", help="solve the PDE and the characteristics and compare them")
+    p.add_argument("config", type=Path, help="problem file (TOML), e.g. problems/default.toml")
+    p.add_argument("--out", type=Path, default=None, help="run directory (default runs/<config name>)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing run directory")
+    p.add_argument(
+        "--refine", default=None, metavar="N1,N2,...",
+        help="refinement study over these mesh cell counts (default: compare.refine of the config; '' for none)",
+    )
+    p.set_defaults(run=command_compare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    comm = MPI.COMM_WORLD
+    args = build_parser().parse_args(argv)
+    setup_logging(comm, args.verbose)
+    if getattr(args, "out", "unset") is None:
+        args.out = Path("runs") / Path(args.config).stem
+    try:
+        return args.run(comm, args)
+    except InputError as error:
+        # Raised alike on every rank (inputs are read and checked collectively): one message.
+        if comm.rank == 0:
+            print(f"error: {error}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        if comm.size > 1:
+            comm.Abort(130)
+        return 130
+    except Exception:
+        traceback.print_exc()
+        sys.stderr.flush()
+        if comm.size > 1:
+            comm.Abort(1)  # the other ranks may be waiting in a collective
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

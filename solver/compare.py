@@ -1,0 +1,276 @@
+"""The PDE against the characteristics: u_h(0, ·) from the FE solver and f(q(T; ·)) (eq. 6).
+
+One comparison solves the transport problem on the configured mesh and measures, against the
+method of characteristics (an independent ODE solver at tolerance ~1e-10):
+
+- the max difference at random points of Ω and on a uniform grid,
+- the L2 difference over Ω, by quadrature of u_h − I(u_ref), where I(u_ref) interpolates the
+  characteristics solution into DG of degree k + 2 (its own error is O(h^{k+3}), below u_h's),
+- for a field with an exact flow (rigid rotation), the same against the exact solution.
+
+A refinement study repeats this over a list of meshes and fits the observed orders.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import ufl
+from mpi4py import MPI
+
+from dolfinx import fem
+
+from solver import characteristics
+from solver.config import Config
+from solver.domain import Domain
+from solver.errors import InputError
+from solver.forward import ForwardResult, TransportSolver
+from solver.mesh import create_mesh
+from solver.pointeval import evaluate_everywhere
+from solver.velocity import RigidRotation, VelocityModel
+
+log = logging.getLogger("solver")
+
+# Tolerance of the characteristics reference; its error must stay far below the FE error.
+REFERENCE_RTOL = 1e-10
+REFERENCE_ATOL = 1e-12
+
+
+def build_field(config: Config, domain: Domain, theta: np.ndarray | None = None):
+    """The configured velocity field: an MLP (eq. 2, random θ of the given seed unless ``theta``
+    is passed) or a rigid rotation."""
+    fc = config.field
+    if fc.kind == "rotation":
+        return RigidRotation(omega=fc.omega, center=tuple(domain.center), T=fc.T, dim=domain.dim)
+    model = VelocityModel(
+        dim=domain.dim,
+        width=fc.width,
+        slabs=fc.slabs,
+        T=fc.T,
+        activation=fc.activation,
+        domain=domain,
+        time=fc.time,
+    )
+    if theta is None:
+        theta = model.init(fc.seed, fc.scale)
+    return model.field(theta)
+
+
+def exact_solution(field, terminal):
+    """u(0, ·) = f(q(T; ·)) in closed form, if the field's flow is known exactly, else None."""
+    if hasattr(field, "exact_flow"):
+        return lambda x: terminal(field.exact_flow(x, 0.0, field.T))
+    return None
+
+
+def reference_function(solver: TransportSolver, field, terminal, degree: int) -> list[fem.Function]:
+    """The characteristics solution interpolated into nodal DG_degree, one function per component.
+
+    Each rank integrates the characteristics from its own interpolation points (serial per
+    rank): no communication, and the cost is that of the local points.
+    """
+    V = fem.functionspace(solver.mesh, ("DG", degree))
+    x = V.tabulate_dof_coordinates()[:, : solver.dim]
+    exact = exact_solution(field, terminal)
+    if exact is not None:
+        values = exact(x)
+    else:
+        q = characteristics.flow(field, x, 0.0, field.T, rtol=REFERENCE_RTOL, atol=REFERENCE_ATOL)
+        values = terminal(q)
+    functions = []
+    for c in range(values.shape[1]):
+        f = fem.Function(V)
+        f.x.array[:] = values[:, c]
+        functions.append(f)
+    return functions
+
+
+def l2_norm(comm: MPI.Comm, expression, quadrature_degree: int) -> float:
+    """‖expression‖_L2(Ω), summed over ranks (collective)."""
+    mesh = ufl.domain.extract_unique_domain(expression)
+    dx = ufl.Measure("dx", domain=mesh, metadata={"quadrature_degree": quadrature_degree})
+    local = fem.assemble_scalar(fem.form(expression**2 * dx))
+    return float(np.sqrt(comm.allreduce(local, op=MPI.SUM)))
+
+
+@dataclass
+class Comparison:
+    """One mesh: the FE solution and its differences to the characteristics."""
+
+    cells: int
+    h_min: float
+    dofs: int
+    steps: int
+    l2: float  # ‖u_h − u_ref‖_L2 over all components
+    l2_relative: float
+    max_points: float  # max |u_h − u_ref| at the random points
+    max_grid: float  # max |u_h − u_ref| on the uniform grid
+    l2_exact: float | None  # against the closed-form solution, where there is one
+    seconds_solve: float
+    seconds_reference: float
+
+    def row(self) -> dict:
+        return dict(self.__dict__)
+
+
+def compare_on_mesh(
+    comm: MPI.Comm,
+    config: Config,
+    cells: int,
+    points: np.ndarray,
+    grid: np.ndarray,
+    keep: bool = False,
+):
+    """Solve on a mesh of ``cells`` and measure the differences (collective).
+
+    Returns:
+        The ``Comparison``, and with ``keep`` also (solver, forward result, u_h and reference
+        values at the points and on the grid) for plots and output.
+    """
+    domain = config.domain_object()
+    terminal = config.terminal_object()
+    field = build_field(config, domain)
+    mesh = create_mesh(comm, domain, cells)
+    solver = TransportSolver(
+        comm,
+        mesh,
+        degree=config.mesh.degree,
+        num_components=terminal.num_components,
+        cfl=config.solver.cfl,
+        dt=config.solver.dt or None,
+        checkpoint_every=config.solver.checkpoint_every,
+    )
+    t0 = time.perf_counter()
+    result = solver.solve(field, terminal)
+    seconds_solve = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
+
+    t0 = time.perf_counter()
+    k = config.mesh.degree
+    reference = reference_function(solver, field, terminal, k + 2)
+    seconds_reference = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
+    q = 2 * (k + 2)
+    l2 = np.sqrt(sum(l2_norm(comm, u - r, q) ** 2 for u, r in zip(result.u0, reference)))
+    norm = np.sqrt(sum(l2_norm(comm, r, q) ** 2 for r in reference))
+
+    exact = exact_solution(field, terminal)
+    l2_exact = l2 if exact is not None else None  # the reference *is* the exact solution then
+
+    fe_points = evaluate_everywhere(comm, solver.V, result.u0, points, "compare.points")
+    fe_grid = evaluate_everywhere(comm, solver.V, result.u0, grid, "compare.grid")
+    ref_points = characteristics.solve(
+        comm, field, terminal, points, rtol=REFERENCE_RTOL, atol=REFERENCE_ATOL
+    ).u0
+    ref_grid = characteristics.solve(
+        comm, field, terminal, grid, rtol=REFERENCE_RTOL, atol=REFERENCE_ATOL
+    ).u0
+    comparison = Comparison(
+        cells=cells,
+        h_min=solver.h_min,
+        dofs=solver.num_dofs_global,
+        steps=result.trajectory.num_steps,
+        l2=float(l2),
+        l2_relative=float(l2 / norm) if norm > 0 else float(l2),
+        max_points=float(np.max(np.abs(fe_points - ref_points), initial=0.0)),
+        max_grid=float(np.max(np.abs(fe_grid - ref_grid), initial=0.0)),
+        l2_exact=l2_exact,
+        seconds_solve=seconds_solve,
+        seconds_reference=seconds_reference,
+    )
+    if not keep:
+        solver.destroy()
+        return comparison
+    return comparison, dict(
+        solver=solver,
+        result=result,
+        field=field,
+        terminal=terminal,
+        fe_points=fe_points,
+        ref_points=ref_points,
+        fe_grid=fe_grid,
+        ref_grid=ref_grid,
+    )
+
+
+def observed_orders(h: np.ndarray, errors: np.ndarray) -> np.ndarray:
+    """Orders between successive meshes, log(e_i / e_{i+1}) / log(h_i / h_{i+1})."""
+    h, errors = np.asarray(h, float), np.asarray(errors, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(errors[:-1] / errors[1:]) / np.log(h[:-1] / h[1:])
+
+
+def fitted_order(h: np.ndarray, errors: np.ndarray) -> float:
+    """Least-squares slope of log(error) against log(h)."""
+    return float(np.polyfit(np.log(h), np.log(errors), 1)[0])
+
+
+def sample_points(config: Config) -> tuple[np.ndarray, np.ndarray]:
+    """The comparison's random points in Ω (seeded) and its uniform grid (same on every rank)."""
+    domain = config.domain_object()
+    rng = np.random.default_rng(config.compare.seed)
+    # Rejection sampling in the bounding box, kept off ∂Ω by 1% so that every point is in Ω.
+    lower, upper = np.asarray(domain.lower), np.asarray(domain.upper)
+    center, half = 0.5 * (lower + upper), 0.5 * (upper - lower)
+    points = np.empty((0, domain.dim))
+    while len(points) < config.compare.points:
+        x = center + 0.99 * half * rng.uniform(-1, 1, (2 * config.compare.points + 16, domain.dim))
+        x = x[domain.contains(x) & (domain.cutoff(x) > 1e-4)]
+        points = np.concatenate([points, x])
+    points = points[: config.compare.points]
+    # The closed domain, pulled inside and shifted by a small generic offset: a grid aligned
+    # with the mesh puts points on facets, where a DG function has two values and which one is
+    # seen would depend on the partition.
+    grid = domain.grid(config.compare.grid)
+    offset = 1e-7 * domain.diameter * np.array([0.3137, 0.1729, 0.2281])[: domain.dim]
+    grid = center + (grid - center) * (1 - 1e-6) + offset
+    return points, grid
+
+
+def refinement_study(comm: MPI.Comm, config: Config, cells_list: list[int]) -> dict:
+    """Compare on each mesh of ``cells_list`` and fit the observed orders (collective)."""
+    if len(cells_list) < 2 or any(b <= a for a, b in zip(cells_list, cells_list[1:])):
+        raise InputError(f"compare.refine must be >= 2 increasing cell counts, got {cells_list}")
+    points, grid = sample_points(config)
+    rows = []
+    for cells in cells_list:
+        c = compare_on_mesh(comm, config, cells, points, grid)
+        log.info(
+            "refine: cells %4d  dofs %8d  steps %5d  L2 %.3e  max %.3e  (%.2f s)",
+            c.cells, c.dofs, c.steps, c.l2, c.max_points, c.seconds_solve,
+        )
+        rows.append(c.row())
+    h = np.array([r["h_min"] for r in rows])
+    l2 = np.array([r["l2"] for r in rows])
+    mx = np.array([r["max_points"] for r in rows])
+    orders_l2 = observed_orders(h, l2)
+    orders_max = observed_orders(h, mx)
+    for r, o2, om in zip(rows[1:], orders_l2, orders_max):
+        r["order_l2"], r["order_max"] = float(o2), float(om)
+    return dict(
+        rows=rows,
+        fitted_order_l2=fitted_order(h, l2),
+        fitted_order_max=fitted_order(h, mx),
+        degree=config.mesh.degree,
+    )
+
+
+def format_table(study: dict) -> str:
+    """The refinement study as a fixed-width table."""
+    lines = [
+        f"{'cells':>6} {'h_min':>9} {'dofs':>9} {'steps':>6} {'L2 error':>10} {'order':>6} "
+        f"{'max error':>10} {'order':>6} {'solve s':>8}"
+    ]
+    for r in study["rows"]:
+        o2 = f"{r['order_l2']:6.2f}" if "order_l2" in r else f"{'-':>6}"
+        om = f"{r['order_max']:6.2f}" if "order_max" in r else f"{'-':>6}"
+        lines.append(
+            f"{r['cells']:6d} {r['h_min']:9.3e} {r['dofs']:9d} {r['steps']:6d} {r['l2']:10.3e} "
+            f"{o2} {r['max_points']:10.3e} {om} {r['seconds_solve']:8.2f}"
+        )
+    lines.append(
+        f"fitted order (DG{study['degree']}): L2 {study['fitted_order_l2']:.2f}, "
+        f"max {study['fitted_order_max']:.2f}"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,14 @@
+"""The one exception type for bad user input."""
+
+
+class InputError(ValueError):
+    """Bad user input: a config value, a file, a point set or a time step.
+
+    The message names the bad value and what was expected; ``source`` is the file (and key)
+    it came from, if any. The command line prints it once on rank 0 and exits non-zero on
+    every rank.
+    """
+
+    def __init__(self, message: str, source: str | None = None):
+        self.source = source
+        super().__init__(f"{source}: {message}" if source else message)

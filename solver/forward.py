@@ -1,0 +1,386 @@
+"""The terminal-value transport problem (eq. 1) on a mesh: DG upwind in space, SSP-RK3 in time.
+
+    ∂t u + v·∇u = 0 in (0, T) × Ω,   u(T, ·) = f,
+
+solved backward from t = T to t = 0. With τ = T − t this is the forward problem
+∂τ u + w·∇u = 0 with w = −v. Ω is invariant (v·n = 0 on ∂Ω, see ``domain.py``), so there are
+no boundary terms and no inflow data.
+
+Space: discontinuous Galerkin of degree k in the *advective* upwind form (the paper's equation
+is ∂t u + v·∇u = 0, not the conservative ∂t u + ∇·(v u) = 0; the velocity of eq. 2 is not
+divergence-free, DESIGN.md)::
+
+    a(w; u, φ) = Σ_K ∫_K (w·∇u) φ dx − Σ_F ∫_F [u] ((w·n)⁺ φ⁻ + (w·n)⁻ φ⁺) ds,
+
+with [u] = u⁺ − u⁻ and n = n⁺: on each interior facet the jump is penalized on the downwind
+side. The velocity enters as v_h, its Lagrange interpolant of degree k, which is continuous, so
+w·n is single-valued on facets.
+
+The DG basis is basix's orthonormal (Legendre) variant, so on affine simplices the mass matrix is
+diagonal and the semi-discrete operator L = −M⁻¹A is a row scaling of A: assembled once per
+piece of time on which v does not depend on t (a slab of piecewise-constant θ), never per stage.
+
+Time: SSP-RK3 (Shu–Osher), three products with L per step; the step count on each piece follows
+from the CFL bound dt ≤ cfl · h_min / ((2k + 1) max|v_h|).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field as dataclass_field
+
+import basix
+import basix.ufl
+import numpy as np
+import ufl
+from mpi4py import MPI
+from petsc4py import PETSc
+
+import dolfinx.fem.petsc
+from dolfinx import fem
+from dolfinx import mesh as dmesh
+
+from solver.errors import InputError
+
+log = logging.getLogger("solver")
+
+
+def dg_space(mesh: dmesh.Mesh, degree: int) -> fem.FunctionSpace:
+    """Discontinuous P_k with basix's orthonormal (Legendre) basis: a diagonal mass matrix."""
+    element = basix.ufl.element(
+        "DG",
+        mesh.basix_cell(),
+        degree,
+        lagrange_variant=basix.LagrangeVariant.legendre,
+    )
+    return fem.functionspace(mesh, element)
+
+
+def velocity_space(mesh: dmesh.Mesh, degree: int) -> fem.FunctionSpace:
+    """Continuous vector P_k, for the interpolant v_h of the velocity."""
+    d = mesh.geometry.dim
+    return fem.functionspace(mesh, ("Lagrange", degree, (d,)))
+
+
+def cell_sizes(mesh: dmesh.Mesh) -> np.ndarray:
+    """Per owned cell, the diameter of the inscribed sphere (2 × inradius), shape=(num_owned_cells,)."""
+    tdim = mesh.topology.dim
+    num_cells = mesh.topology.index_map(tdim).size_local
+    x = mesh.geometry.x[mesh.geometry.dofmap[:num_cells]][:, :, : mesh.geometry.dim]
+    # Affine simplices: inradius = d·|K| / |∂K|.
+    edges = x[:, 1:, :] - x[:, :1, :]
+    volume = np.abs(np.linalg.det(edges)) / math.factorial(tdim)
+    area = np.zeros(num_cells)
+    for i in range(tdim + 1):
+        face = np.delete(x, i, axis=1)
+        e = face[:, 1:, :] - face[:, :1, :]
+        gram = np.einsum("cij,ckj->cik", e, e)
+        area += np.sqrt(np.abs(np.linalg.det(gram))) / math.factorial(tdim - 1)
+    return 2.0 * tdim * volume / area
+
+
+@dataclass
+class Trajectory:
+    """The states a later adjoint needs, with bounded memory.
+
+    The time grid is a list of pieces, each with its own number of RK3 steps. The state at the
+    start of every ``checkpoint_every``-th step is kept (owned dofs, shape=(K, n_owned)); the
+    others are recomputed from the nearest earlier checkpoint.
+    """
+
+    times: np.ndarray  # τ-grid, shape=(num_steps + 1,): τ = T − t, increasing
+    piece_of_step: np.ndarray  # shape=(num_steps,): index of the time piece of each step
+    checkpoint_every: int
+    states: dict[int, np.ndarray] = dataclass_field(default_factory=dict)
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.piece_of_step)
+
+    def nbytes(self) -> int:
+        return sum(s.nbytes for s in self.states.values())
+
+
+@dataclass
+class ForwardResult:
+    """u_h(0, ·) as K DG functions, and how it was reached."""
+
+    u0: list[fem.Function]
+    trajectory: Trajectory
+    steps_per_piece: list[int]
+    dt_per_piece: list[float]
+    max_speed: list[float]
+
+
+class TransportSolver:
+    """Solves ∂t u + v·∇u = 0, u(T) = f backward in time for K components sharing one operator.
+
+    Args:
+        comm: the communicator of ``mesh``.
+        mesh: an affine simplex mesh of an invariant domain Ω, ghosted on shared facets.
+        degree: the DG degree k (1, 2, 3).
+        num_components: K, the number of components of u (one per class).
+        cfl: Courant number: dt ≤ cfl · h_min / ((2k + 1) max|v_h|).
+        dt: if given, a forced maximal time step; it must respect the CFL bound.
+        checkpoint_every: keep the state at the start of every n-th step (0: keep none).
+        quadrature_degree: fixed quadrature degree of the cell and facet integrals (the upwind
+            switch makes facet integrands non-polynomial; a fixed rule keeps the discrete
+            operator, and so an exact discrete adjoint, well defined). Default 3k.
+    """
+
+    def __init__(
+        self,
+        comm: MPI.Comm,
+        mesh: dmesh.Mesh,
+        degree: int = 1,
+        num_components: int = 1,
+        cfl: float = 1.0,
+        dt: float | None = None,
+        checkpoint_every: int = 1,
+        quadrature_degree: int | None = None,
+    ):
+        if degree not in (1, 2, 3):
+            raise InputError(f"DG degree must be 1, 2 or 3, got {degree}")
+        if not cfl > 0:
+            raise InputError(f"cfl must be > 0, got {cfl}")
+        if dt is not None and not dt > 0:
+            raise InputError(f"forced time step dt must be > 0, got {dt}")
+        if mesh.geometry.cmap.degree != 1 or mesh.topology.cell_type not in (
+            dmesh.CellType.triangle,
+            dmesh.CellType.tetrahedron,
+        ):
+            raise InputError("the transport solver needs an affine triangle or tetrahedron mesh")
+        self.comm = comm
+        self.mesh = mesh
+        self.degree = degree
+        self.num_components = num_components
+        self.cfl = cfl
+        self.dt = dt
+        self.checkpoint_every = checkpoint_every
+        self.dim = mesh.geometry.dim
+
+        self.V = dg_space(mesh, degree)
+        self.Vv = velocity_space(mesh, degree)
+        self.velocity = fem.Function(self.Vv, name="velocity")
+        # Velocity dofs are point values at these coordinates (Lagrange): v_h = I_h v exactly,
+        # and the chain rule through θ (the adjoint) is a VJP at the same points.
+        self.velocity_points = self.Vv.tabulate_dof_coordinates()[:, : self.dim].copy()
+
+        tdim = mesh.topology.dim
+        mesh.topology.create_entities(tdim - 1)
+        mesh.topology.create_connectivity(tdim - 1, tdim)
+        h_local = cell_sizes(mesh)
+        self.h_min = comm.allreduce(h_local.min() if h_local.size else np.inf, op=MPI.MIN)
+
+        q = quadrature_degree if quadrature_degree is not None else 3 * degree
+        self.quadrature_degree = q
+        dx = ufl.Measure("dx", domain=mesh, metadata={"quadrature_degree": q})
+        dS = ufl.Measure("dS", domain=mesh, metadata={"quadrature_degree": q})
+        u, phi = ufl.TrialFunction(self.V), ufl.TestFunction(self.V)
+        w = -self.velocity  # backward in t is forward in τ = T − t with velocity −v
+        n = ufl.FacetNormal(mesh)
+        wn = ufl.dot(w("+"), n("+"))
+        wn_plus, wn_minus = 0.5 * (wn + abs(wn)), 0.5 * (wn - abs(wn))
+        a = ufl.dot(w, ufl.grad(u)) * phi * dx - ufl.jump(u) * (
+            wn_plus * phi("-") + wn_minus * phi("+")
+        ) * dS
+        # L = −M⁻¹A: assemble −A, then scale rows by the inverse of the diagonal mass.
+        self.operator_form = fem.form(-a)
+        self.L = dolfinx.fem.petsc.create_matrix(self.operator_form)
+
+        mass = fem.form(u * phi * dx)
+        M = dolfinx.fem.petsc.assemble_matrix(mass)
+        M.assemble()
+        self.inverse_mass = M.createVecLeft()
+        M.getDiagonal(self.inverse_mass)
+        # The Legendre basis is orthonormal on the reference cell, so M is diagonal on affine
+        # cells; check rather than assume.
+        off = M.copy()
+        off.setDiagonal(self.inverse_mass * 0.0)
+        off_norm, diag_min = off.norm(PETSc.NormType.INFINITY), self.inverse_mass.min()[1]
+        off.destroy()
+        M.destroy()
+        if off_norm > 1e-10 * self.inverse_mass.max()[1]:
+            raise RuntimeError(f"DG mass matrix is not diagonal (off-diagonal norm {off_norm:.3e})")
+        assert diag_min > 0
+        self.inverse_mass.reciprocal()
+
+        self._work = [self.L.createVecRight() for _ in range(3)]
+        self.num_owned = self.V.dofmap.index_map.size_local
+        self.num_dofs_global = self.V.dofmap.index_map.size_global
+
+    # --- velocity and operator -------------------------------------------------------------
+
+    def set_velocity(self, field, t: float) -> float:
+        """Interpolate v(t, ·) into v_h and return the global max |v_h| at its nodes (collective)."""
+        values = np.asarray(field(t, self.velocity_points), dtype=np.float64)
+        self.velocity.x.array[:] = values.ravel()
+        speed = np.linalg.norm(values, axis=1).max() if len(values) else 0.0
+        return self.comm.allreduce(speed, op=MPI.MAX)
+
+    def assemble_operator(self) -> None:
+        """L = −M⁻¹A(v_h) for the current v_h (collective)."""
+        self.L.zeroEntries()
+        dolfinx.fem.petsc.assemble_matrix(self.L, self.operator_form)
+        self.L.assemble()
+        self.L.diagonalScale(L=self.inverse_mass)
+
+    def max_dt(self, speed: float) -> float:
+        """The largest step the CFL bound allows at max |v_h| = ``speed``."""
+        if speed == 0.0:
+            return np.inf
+        return self.cfl * self.h_min / ((2 * self.degree + 1) * speed)
+
+    def _steps_for(self, length: float, speed: float) -> int:
+        bound = self.max_dt(speed)
+        if self.dt is not None:
+            if self.dt > bound * (1 + 1e-12):
+                raise InputError(
+                    f"forced time step dt={self.dt:g} breaks the CFL bound dt <= {bound:.4g} "
+                    f"(cfl={self.cfl:g}, h_min={self.h_min:.4g}, degree={self.degree}, "
+                    f"max|v|={speed:.4g})"
+                )
+            return max(1, math.ceil(length / self.dt - 1e-9))
+        if not np.isfinite(bound):
+            return 1
+        return max(1, math.ceil(length / bound - 1e-9))
+
+    # --- time stepping ---------------------------------------------------------------------
+
+    def rk3_step(self, u: PETSc.Vec, dt: float) -> None:
+        """One SSP-RK3 step u ← u + dt L u (in place), three products with L."""
+        y, u1, u2 = self._work
+        self.L.mult(u, y)
+        u.copy(u1)
+        u1.axpy(dt, y)  # u1 = u + dt L u
+        self.L.mult(u1, y)
+        u1.axpy(dt, y)
+        u.copy(u2)
+        u2.axpby(0.25, 0.75, u1)  # u2 = 3/4 u + 1/4 (u1 + dt L u1)
+        self.L.mult(u2, y)
+        u2.axpy(dt, y)
+        u.axpby(2.0 / 3.0, 1.0 / 3.0, u2)  # u = 1/3 u + 2/3 (u2 + dt L u2)
+
+    def terminal_vectors(self, terminal) -> list[PETSc.Vec]:
+        """Interpolate f into the DG space: one PETSc vector per component (collective)."""
+        d = self.dim
+        K = self.num_components
+        fh = fem.Function(self.V)
+        cache: dict[str, np.ndarray] = {}
+
+        def component(c):
+            def evaluate(x):
+                key = x.tobytes()
+                if cache.get("key") != key:
+                    values = np.asarray(terminal(x[:d].T), dtype=np.float64).reshape(x.shape[1], -1)
+                    if values.shape[1] != K:
+                        raise InputError(
+                            f"terminal function has {values.shape[1]} components, the solver "
+                            f"expects {K}"
+                        )
+                    cache["key"], cache["values"] = key, values
+                return cache["values"][:, c]
+
+            return evaluate
+
+        vectors = []
+        for c in range(K):
+            fh.interpolate(component(c))
+            vec = self.L.createVecRight()
+            vec.array[:] = fh.x.array[: self.num_owned]
+            vectors.append(vec)
+        bad = sum(int(not np.all(np.isfinite(v.array))) for v in vectors)
+        if self.comm.allreduce(bad, op=MPI.SUM):
+            raise InputError("terminal function f returned non-finite values on the mesh")
+        return vectors
+
+    def time_pieces(self, field) -> np.ndarray:
+        """Times 0 = t_0 < … < t_L = T on which v does not depend on t, or a fine grid."""
+        pieces = field.pieces()
+        if pieces is None:
+            raise NotImplementedError(
+                "fields that vary continuously in time (time = 'linear') are not yet supported "
+                "by the FE solver; use time = 'constant'"
+            )
+        return np.asarray(pieces, dtype=np.float64)
+
+    def solve(self, field, terminal) -> ForwardResult:
+        """u_h(0, ·) from u(T) = f (collective).
+
+        Args:
+            field: the velocity, a ``velocity.Field`` (called at the velocity nodes).
+            terminal: f, a vectorized callable x (shape=(n, d)) -> (n, K).
+
+        Returns:
+            The K components of u_h(0, ·), and the trajectory a later adjoint needs.
+        """
+        if field.dim != self.dim:
+            raise InputError(f"velocity field has dimension {field.dim}, the mesh {self.dim}")
+        states = self.terminal_vectors(terminal)
+        terminal_max = self.comm.allreduce(
+            max(float(np.max(np.abs(s.array), initial=0.0)) for s in states), op=MPI.MAX
+        )
+        pieces = self.time_pieces(field)
+        T = pieces[-1]
+        steps_per_piece, dt_per_piece, speeds = [], [], []
+        taus, piece_of_step = [0.0], []
+        stored: dict[int, np.ndarray] = {}
+        step = 0
+        # Backward in t: the last piece first.
+        for j in reversed(range(len(pieces) - 1)):
+            t_start, t_end = pieces[j], pieces[j + 1]
+            speed = self.set_velocity(field, 0.5 * (t_start + t_end))
+            n_steps = self._steps_for(t_end - t_start, speed)
+            dt = (t_end - t_start) / n_steps
+            steps_per_piece.append(n_steps)
+            dt_per_piece.append(dt)
+            speeds.append(speed)
+            self.assemble_operator()
+            for _ in range(n_steps):
+                if self.checkpoint_every and step % self.checkpoint_every == 0:
+                    stored[step] = np.stack([s.array.copy() for s in states])
+                for s in states:
+                    self.rk3_step(s, dt)
+                step += 1
+                taus.append(taus[-1] + dt)
+                piece_of_step.append(j)
+        u0 = []
+        for c, s in enumerate(states):
+            uh = fem.Function(self.V, name=f"u{c}")
+            uh.x.array[: self.num_owned] = s.array
+            uh.x.scatter_forward()
+            u0.append(uh)
+            s.destroy()
+        # The exact solution obeys a maximum principle, max|u(0)| <= max|f|; DG overshoots
+        # a little, an unstable step by orders of magnitude (measured: RK3 blows up at
+        # cfl ≈ 2.5 for k = 1, 2 and at ≈ 2 for k = 3 in this normalization).
+        growth = self.comm.allreduce(
+            max(float(np.max(np.abs(u.x.array), initial=0.0)) for u in u0), op=MPI.MAX
+        )
+        if not np.isfinite(growth) or growth > 10.0 * terminal_max + 1e-12:
+            raise InputError(
+                f"the transport solve is unstable (max|u(0)| = {growth:.3g} against "
+                f"max|f| = {terminal_max:.3g}); reduce cfl={self.cfl:g} or the forced dt"
+            )
+        trajectory = Trajectory(
+            times=T - np.asarray(taus),
+            piece_of_step=np.asarray(piece_of_step),
+            checkpoint_every=self.checkpoint_every,
+            states=stored,
+        )
+        log.info(
+            "forward: %d steps on %d pieces, dofs %d x %d components",
+            step,
+            len(pieces) - 1,
+            self.num_dofs_global,
+            self.num_components,
+        )
+        return ForwardResult(u0, trajectory, steps_per_piece[::-1], dt_per_piece[::-1], speeds[::-1])
+
+    def destroy(self) -> None:
+        """Free the PETSc objects this solver owns."""
+        self.L.destroy()
+        self.inverse_mass.destroy()
+        for v in self._work:
+            v.destroy()

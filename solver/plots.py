@@ -1,0 +1,95 @@
+"""Pictures (rank-local, matplotlib's Agg backend): plotting lives at the edge, not in the core."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _slice_2d(grid: np.ndarray, *values: np.ndarray):
+    """For a 3D grid, the points (and values) of the plane nearest the middle of x3."""
+    if grid.shape[1] == 2:
+        return (grid, *values)
+    x3 = grid[:, 2]
+    levels = np.unique(np.round(x3, 12))
+    middle = levels[np.argmin(np.abs(levels - 0.5 * (x3.min() + x3.max())))]
+    mask = np.abs(x3 - middle) < 1e-9
+    return (grid[mask][:, :2], *(v[mask] for v in values))
+
+
+def comparison_figure(
+    path: str | Path,
+    grid: np.ndarray,
+    fe_grid: np.ndarray,
+    ref_grid: np.ndarray,
+    trajectories: np.ndarray | None,
+    title: str,
+) -> None:
+    """u_h(0, ·), the characteristics solution with sample characteristics, and |error| (log).
+
+    Args:
+        path: the PNG to write.
+        grid: points, shape=(n, d); in 3D the middle x3-plane is shown.
+        fe_grid: u_h(0) at the points, component 0, shape=(n,).
+        ref_grid: f(q(T; x)) at the points, shape=(n,).
+        trajectories: sample characteristics q(t), shape=(num_times, num_points, d), or None.
+        title: the figure's title.
+    """
+    plt = _pyplot()
+    xy, fe, ref = _slice_2d(grid, fe_grid, ref_grid)
+    err = np.abs(fe - ref)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), constrained_layout=True)
+    vmin, vmax = min(fe.min(), ref.min()), max(fe.max(), ref.max())
+    for ax, values, name in ((axes[0], fe, "u_h(0, x)  (finite elements)"), (axes[1], ref, "f(q(T; x))  (characteristics)")):
+        tc = ax.tricontourf(xy[:, 0], xy[:, 1], values, levels=30, vmin=vmin, vmax=vmax, cmap="viridis")
+        fig.colorbar(tc, ax=ax, shrink=0.85)
+        ax.set_title(name)
+    if trajectories is not None:
+        for i in range(trajectories.shape[1]):
+            path_i = trajectories[:, i, :2]
+            axes[1].plot(path_i[:, 0], path_i[:, 1], "w-", lw=0.8, alpha=0.9)
+            axes[1].plot(path_i[0, 0], path_i[0, 1], "wo", ms=3)
+            axes[1].plot(path_i[-1, 0], path_i[-1, 1], "r.", ms=4)
+    floor = max(err.max() * 1e-6, 1e-16)
+    tc = axes[2].tricontourf(
+        xy[:, 0], xy[:, 1], np.log10(np.maximum(err, floor)), levels=30, cmap="magma"
+    )
+    fig.colorbar(tc, ax=axes[2], shrink=0.85, label="log10 |difference|")
+    axes[2].set_title(f"|u_h − f∘q|, max {err.max():.2e}")
+    for ax in axes:
+        ax.set_aspect("equal")
+        ax.set_xlabel("x1")
+        ax.set_ylabel("x2")
+    fig.suptitle(title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def convergence_figure(path: str | Path, study: dict, title: str) -> None:
+    """Errors against h_min on log-log axes, with the fitted orders."""
+    plt = _pyplot()
+    rows = study["rows"]
+    h = np.array([r["h_min"] for r in rows])
+    fig, ax = plt.subplots(figsize=(5.5, 4.5), constrained_layout=True)
+    for key, label, order in (
+        ("l2", "L2", study["fitted_order_l2"]),
+        ("max_points", "max at points", study["fitted_order_max"]),
+    ):
+        ax.loglog(h, [r[key] for r in rows], "o-", label=f"{label} (order {order:.2f})")
+    ax.set_xlabel("h_min")
+    ax.set_ylabel("|u_h(0) − f(q(T))|")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    ax.set_title(title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

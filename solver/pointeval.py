@@ -1,0 +1,123 @@
+"""Point evaluation u_h(X_i) in parallel, as a sparse matrix P and its transpose.
+
+Each rank hands in its own points (any distribution; a rank may have none). The rank whose
+owned cell contains a point evaluates it: there P is a local sparse matrix (points it owns ×
+local dofs), built once from the pulled-back points and the basix tabulation, so applying it
+costs one sparse product. The values travel back to the rank that asked, in its order.
+
+Pᵀ r (for an adjoint) is the reverse: residuals go to the owners, the sparse transpose product
+adds them into local dofs. For DG spaces on owned cells every touched dof is owned, so no ghost
+accumulation is needed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse
+from mpi4py import MPI
+
+import dolfinx.geometry
+from dolfinx import fem
+
+from solver.errors import InputError
+
+
+class PointEvaluator:
+    """P for a scalar finite-element space and a fixed set of points (collective).
+
+    Args:
+        comm: the mesh's communicator.
+        V: a scalar, affine-simplex function space (e.g. the DG space of the transport solver).
+        points: this rank's points, shape=(n, gdim).
+        source: where the points came from, for error messages.
+
+    Raises:
+        InputError: on every rank, if any rank has a point outside the mesh or a non-finite one.
+    """
+
+    def __init__(self, comm: MPI.Comm, V: fem.FunctionSpace, points: np.ndarray, source: str = "points"):
+        mesh = V.mesh
+        gdim = mesh.geometry.dim
+        points = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, gdim)
+        self.comm = comm
+        self.num_points = len(points)
+        n_bad = int(np.sum(~np.all(np.isfinite(points), axis=1)))
+        if comm.allreduce(n_bad, op=MPI.SUM):
+            raise InputError(f"{comm.allreduce(n_bad):d} non-finite point(s)", source)
+
+        padded = np.zeros((len(points), 3))
+        padded[:, :gdim] = points
+        tdim = mesh.topology.dim
+        num_cells = mesh.topology.index_map(tdim).size_local
+        # Only owned cells may own a point, so that every dof P touches is an owned DG dof.
+        ownership = dolfinx.geometry.determine_point_ownership(
+            mesh, padded, 1e-10, np.arange(num_cells, dtype=np.int32)
+        )
+        src_owner = np.asarray(ownership.src_owner)
+        outside = np.flatnonzero(src_owner < 0)
+        total_outside = comm.allreduce(len(outside), op=MPI.SUM)
+        if total_outside:
+            examples = comm.allgather(points[outside[:3]].tolist())
+            shown = [p for chunk in examples for p in chunk][:5]
+            raise InputError(f"{total_outside} point(s) lie outside the mesh, e.g. {shown}", source)
+
+        dest_points = np.asarray(ownership.dest_points).reshape(-1, 3)[:, :gdim]
+        dest_cells = np.asarray(ownership.dest_cells)
+        dest_owner = np.asarray(ownership.dest_owner)
+        size = comm.size
+        # Points come back to their rank in the order that rank listed them: determine_point_
+        # ownership groups the owned points by sending rank (dest_owner sorted), and keeps each
+        # sender's order.
+        self._send_counts = np.bincount(dest_owner, minlength=size).astype(np.int64)
+        self._recv_counts = np.bincount(src_owner, minlength=size).astype(np.int64)
+        self._recv_order = np.argsort(src_owner, kind="stable")
+
+        # Pull back to the reference cell: affine simplices, X = J⁻¹ (x − x₀).
+        geometry = mesh.geometry.x[mesh.geometry.dofmap[dest_cells]][:, :, :gdim]
+        J = np.transpose(geometry[:, 1:, :] - geometry[:, :1, :], (0, 2, 1))
+        X = np.linalg.solve(J, (dest_points - geometry[:, 0, :])[:, :, None])[:, :, 0]
+        X = np.clip(X, 0.0, 1.0)  # points on a facet can round to just outside the cell
+        basis = V.element.basix_element.tabulate(0, X)[0, :, :, 0]
+        dofs = V.dofmap.list[dest_cells]
+        n_local = V.dofmap.index_map.size_local + V.dofmap.index_map.num_ghosts
+        rows = np.repeat(np.arange(len(dest_cells)), dofs.shape[1])
+        self.P = scipy.sparse.csr_matrix(
+            (basis.ravel(), (rows, dofs.ravel())), shape=(len(dest_cells), n_local)
+        )
+
+    def __call__(self, u: fem.Function | np.ndarray) -> np.ndarray:
+        """u_h at this rank's points, in its order (collective). Returns shape=(n,)."""
+        values = u.x.array if isinstance(u, fem.Function) else u
+        owned_values = self.P @ values
+        received = np.empty(self.num_points)
+        self.comm.Alltoallv(
+            [owned_values, self._send_counts, MPI.DOUBLE],
+            [received, self._recv_counts, MPI.DOUBLE],
+        )
+        result = np.empty(self.num_points)
+        result[self._recv_order] = received
+        return result
+
+    def transpose(self, r: np.ndarray) -> np.ndarray:
+        """Pᵀ r: adds the weights ``r`` (shape=(n,), this rank's points) into local dofs (collective)."""
+        send = np.ascontiguousarray(np.asarray(r, dtype=np.float64)[self._recv_order])
+        owned = np.empty(int(self._send_counts.sum()))
+        self.comm.Alltoallv([send, self._recv_counts, MPI.DOUBLE], [owned, self._send_counts, MPI.DOUBLE])
+        return self.P.T @ owned
+
+
+def evaluate_everywhere(comm: MPI.Comm, V: fem.FunctionSpace, functions, points: np.ndarray, source: str = "points") -> np.ndarray:
+    """Values of several functions at the same points, returned in full on every rank (collective).
+
+    ``points`` (shape=(n, gdim)) must be the same on every rank; each rank locates a contiguous
+    share. Returns shape=(n, len(functions)).
+    """
+    n = len(points)
+    bounds = np.linspace(0, n, comm.size + 1).astype(int)
+    mine = points[bounds[comm.rank] : bounds[comm.rank + 1]]
+    evaluator = PointEvaluator(comm, V, mine, source)
+    local = np.stack([evaluator(u) for u in functions], axis=1) if functions else np.zeros((len(mine), 0))
+    counts = np.diff(bounds) * local.shape[1]
+    full = np.empty((n, local.shape[1]))
+    comm.Allgatherv(np.ascontiguousarray(local), [full, counts, MPI.DOUBLE])
+    return full

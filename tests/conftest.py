@@ -1,0 +1,30 @@
+# mpi4py before dolfinx, or libmpi.so.12 is not found (DESIGN.md).
+from mpi4py import MPI
+
+import os
+import sys
+
+import pytest
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """Under mpirun, only rank 0 reports to the terminal; the others write to PYTEST_RANK_LOG."""
+    comm = MPI.COMM_WORLD
+    if comm.size > 1 and comm.rank > 0:
+        path = os.environ.get("PYTEST_RANK_LOG", os.devnull)
+        path = path if comm.rank == 1 else os.devnull
+        sys.stdout = open(path, "w")
+
+
+def pytest_collection_modifyitems(config, items):
+    if MPI.COMM_WORLD.size > 1:
+        skip = pytest.mark.skip(reason="serial test (runs on one rank only)")
+        for item in items:
+            if "serial" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture
+def comm():
+    return MPI.COMM_WORLD

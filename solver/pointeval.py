@@ -73,7 +73,7 @@ class PointEvaluator:
         self._recv_order = np.argsort(src_owner, kind="stable")
 
         # Pull back to the reference cell: affine simplices, X = J⁻¹ (x − x₀).
-        geometry = mesh.geometry.x[mesh.geometry.dofmap[dest_cells]][:, :, :gdim]
+        geometry = mesh.geometry.x[mesh.geometry.dofmaps[0][dest_cells]][:, :, :gdim]
         J = np.transpose(geometry[:, 1:, :] - geometry[:, :1, :], (0, 2, 1))
         X = np.linalg.solve(J, (dest_points - geometry[:, 0, :])[:, :, None])[:, :, 0]
         X = np.clip(X, 0.0, 1.0)  # points on a facet can round to just outside the cell

@@ -1,0 +1,159 @@
+"""Benchmark of the forward transport solver (DG1, SSP-RK3): time per step, dof-steps per second,
+the cost of a step in matrix-vector products with the same operator, and the speedup 1 → 2 ranks.
+
+    .venv/bin/python scripts/bench_forward.py            # driver: runs the cases on 1 and 2 ranks
+    .venv/bin/python scripts/bench_forward.py --quick    # small meshes (what the tests run)
+
+The driver starts one ``mpirun -n P`` worker per (case, P), alternating 1 and 2 ranks over the
+repeats so that both see the same machine load, and reports medians. A worker
+(``--worker``) builds the mesh and operator once, then times steps and products.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES = {
+    "box2d-128": dict(dim=2, cells=128),
+    "box2d-256": dict(dim=2, cells=256),
+    "box3d-24": dict(dim=3, cells=24),
+}
+QUICK = {"box2d-32": dict(dim=2, cells=32), "box3d-6": dict(dim=3, cells=6)}
+
+
+def worker(case: dict, steps: int, products: int) -> dict:
+    from mpi4py import MPI
+
+    import numpy as np
+
+    from solver.domain import Box
+    from solver.forward import TransportSolver
+    from solver.mesh import create_mesh
+    from solver.velocity import VelocityModel
+
+    comm = MPI.COMM_WORLD
+    d = case["dim"]
+    domain = Box((-2.0,) * d, (2.0,) * d)
+    mesh = create_mesh(comm, domain, case["cells"])
+    model = VelocityModel(dim=d, width=8, slabs=1, T=1.0, activation="tanh", domain=domain)
+    field = model.field(model.init(seed=0, scale=1.0))
+    solver = TransportSolver(comm, mesh, degree=1)
+
+    comm.Barrier()
+    t0 = time.perf_counter()
+    speed = solver.set_velocity(field, 0.5)
+    solver.assemble_operator()
+    comm.Barrier()
+    assemble = time.perf_counter() - t0
+
+    u = solver.L.createVecRight()
+    u.setRandom()
+    y = solver.L.createVecLeft()
+    dt = 0.5 * solver.max_dt(speed)
+    for _ in range(3):  # warm up
+        solver.rk3_step(u, dt)
+        solver.L.mult(u, y)
+
+    def timed(fn, n):
+        comm.Barrier()
+        t = time.perf_counter()
+        for _ in range(n):
+            fn()
+        comm.Barrier()
+        return (time.perf_counter() - t) / n
+
+    step = timed(lambda: solver.rk3_step(u, dt), steps)
+    matvec = timed(lambda: solver.L.mult(u, y), products)
+    dofs = solver.num_dofs_global
+    u.destroy()
+    y.destroy()
+    solver.destroy()
+    return dict(
+        ranks=comm.size,
+        dofs=dofs,
+        assemble_s=assemble,
+        step_ms=1e3 * step,
+        matvec_ms=1e3 * matvec,
+        step_over_matvec=step / matvec,
+        dof_steps_per_s=dofs / step,
+    )
+
+
+def run_worker(name: str, case: dict, ranks: int, steps: int, products: int) -> dict:
+    mpirun = ROOT / ".venv" / "bin" / "mpirun"
+    python = ROOT / ".venv" / "bin" / "python"
+    cmd = [str(mpirun), "-n", str(ranks), str(python), __file__, "--worker", json.dumps(case),
+           "--steps", str(steps), "--products", str(products)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    line = [l for l in out.stdout.splitlines() if l.startswith("{")][-1]
+    return json.loads(line)
+
+
+def median(values):
+    values = sorted(values)
+    n = len(values)
+    return values[n // 2] if n % 2 else 0.5 * (values[n // 2 - 1] + values[n // 2])
+
+
+def driver(cases: dict, repeats: int, steps: int, products: int, out: Path | None) -> list[dict]:
+    rows = []
+    for name, case in cases.items():
+        runs = {1: [], 2: []}
+        for r in range(repeats):
+            for ranks in ((1, 2) if r % 2 == 0 else (2, 1)):
+                runs[ranks].append(run_worker(name, case, ranks, steps, products))
+        row = dict(case=name, dofs=runs[1][0]["dofs"])
+        for ranks in (1, 2):
+            for key in ("step_ms", "matvec_ms", "step_over_matvec", "dof_steps_per_s", "assemble_s"):
+                row[f"{key}@{ranks}"] = median([x[key] for x in runs[ranks]])
+        row["speedup_step"] = row["step_ms@1"] / row["step_ms@2"]
+        rows.append(row)
+        print_row(row, header=len(rows) == 1)
+    if out:
+        out.write_text(json.dumps(dict(date=time.strftime("%Y-%m-%d"), rows=rows), indent=2))
+    return rows
+
+
+def print_row(row: dict, header: bool) -> None:
+    if header:
+        print(f"{'case':>10} {'dofs':>9} | {'step ms':>8} {'Mdof-steps/s':>12} {'step/matvec':>11} "
+              f"| {'step ms':>8} {'step/matvec':>11} | {'speedup':>7}")
+        print(f"{'':>10} {'':>9} | {'1 rank':^33} | {'2 ranks':^20} |")
+    print(f"{row['case']:>10} {row['dofs']:9d} | {row['step_ms@1']:8.2f} "
+          f"{row['dof_steps_per_s@1'] / 1e6:12.1f} {row['step_over_matvec@1']:11.2f} | "
+          f"{row['step_ms@2']:8.2f} {row['step_over_matvec@2']:11.2f} | {row['speedup_step']:7.2f}",
+          flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="small meshes, one repeat")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--products", type=int, default=120)
+    parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON")
+    args = parser.parse_args()
+    if args.worker:
+        sys.path.insert(0, str(ROOT))
+        result = worker(json.loads(args.worker), args.steps, args.products)
+        from mpi4py import MPI
+
+        if MPI.COMM_WORLD.rank == 0:
+            print(json.dumps(result), flush=True)
+        return
+    cases = QUICK if args.quick else CASES
+    repeats = 1 if args.quick else args.repeats
+    driver(cases, repeats, args.steps if not args.quick else 5, args.products if not args.quick else 10, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+from mpi4py import MPI  # noqa: F401  (before anything that may load dolfinx)
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from solver.config import Config, config_from_dict, load_config
+from solver.domain import Ball, Box
+from solver.errors import InputError
+
+PROBLEMS = sorted((Path(__file__).parent.parent / "problems").glob("*.toml"))
+
+
+def test_shipped_problems_exist():
+    names = {p.name for p in PROBLEMS}
+    assert {"default.toml", "rotation_disk.toml", "box3d.toml"} <= names
+
+
+@pytest.mark.parametrize("path", PROBLEMS, ids=lambda p: p.name)
+def test_round_trip(path):
+    config = load_config(path)
+    assert config.source == str(path)
+    assert config_from_dict(config.to_dict()) == config
+    assert config_from_dict(tomllib.loads(config.to_toml())) == config
+    assert config.domain_object().dim == config.dim
+    assert config.terminal_object()(config.domain_object().grid(3)).shape[1] >= 1
+
+
+def test_shipped_problems_say_what_they_claim():
+    default = load_config(PROBLEMS[0].parent / "default.toml")
+    assert default.domain_object() == Box((-1.0, -1.0), (1.0, 1.0))
+    assert (default.mesh.cells, default.mesh.degree) == (32, 1)
+    f = default.field
+    assert (f.kind, f.width, f.activation, f.slabs, f.T) == ("mlp", 8, "tanh", 4, 1.0)
+    disk = load_config(PROBLEMS[0].parent / "rotation_disk.toml")
+    assert disk.domain_object() == Ball((0.0, 0.0), 1.0)
+    assert disk.field.kind == "rotation"
+    assert disk.field.omega * disk.field.T == pytest.approx(6.283185307179586)
+    assert disk.field.width is None
+    assert load_config(PROBLEMS[0].parent / "box3d.toml").dim == 3
+
+
+def test_defaults_are_a_working_problem():
+    config = config_from_dict({})
+    assert config == Config()
+    assert config.domain.kind == "box" and config.dim == 2
+    assert config.terminal.kind == "gaussian"
+    assert config.terminal_object().num_components == 1
+    assert config.compare.refine == () and config.solver.dt == 0.0
+
+
+def test_partial_sections_fill_defaults():
+    config = config_from_dict(
+        {"domain": {"kind": "ball", "radius": 2.0}, "terminal": {"kind": "softmax"}}
+    )
+    assert config.domain.center == (0.0, 0.0, 0.0) and config.dim == 3
+    assert config.terminal_object().num_components == 2
+    box = config_from_dict({"domain": {"lower": [0, 0, 0]}})
+    assert box.domain.upper == (1.0, 1.0, 1.0)
+    # The default Gaussian sits in the middle of the domain.
+    assert box.terminal.params["center"] == (0.5, 0.5, 0.5)
+
+
+@pytest.mark.serial  # a child python inside an MPI job would try to join it
+def test_config_does_not_import_dolfinx():
+    code = "import sys; import solver.config; assert 'dolfinx' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
+
+
+# name, file text, key (or fragment) the message must contain, line it must point at
+BAD = [
+    ("syntax", "[mesh]\ncells = 8\n\n[field]\nwidth = = 3\n", "invalid TOML", 5),
+    ("typo", "[field]\nkind = 'mlp'\nwidht = 3\n", "field.widht", 3),
+    ("wrong_type", "[mesh]\ncells = '32'\n", "mesh.cells", 2),
+    ("bool_as_int", "[mesh]\ndegree = true\n", "mesh.degree", 2),
+    ("range", "[mesh]\ndegree = 4\n", "mesh.degree", 2),
+    ("activation", "[field]\nactivation = 'gelu'\n", "field.activation", 2),
+    ("rotation_on_box", "[field]\nkind = 'rotation'\n", "field.kind", 2),
+    ("mlp_key_on_rotation", "[domain]\nkind='disk'\n[field]\nkind='rotation'\nwidth=4\n",
+     "field.width", 5),
+    ("box_key_on_disk", "[domain]\nkind = 'disk'\nlower = [0, 0]\n", "domain.lower", 3),
+    ("dims", "[domain]\nlower = [0, 0, 0]\nupper = [1, 1]\n", "domain.upper", 3),
+    ("terminal_dim", "[terminal]\ncenter = [0, 0, 0]\n", "terminal.center", 2),
+    ("terminal_key", "[terminal]\nkind = 'sine'\nsigma = 1\n", "terminal.sigma", 3),
+    ("cfl", "[solver]\ncfl = 0\n", "solver.cfl", 2),
+    ("refine", "[compare]\nrefine = [16, 8]\n", "compare.refine", 2),
+    ("section", "[optimizer]\nsteps = 3\n", "optimizer", 1),
+]
+
+
+@pytest.mark.parametrize("name, text, key, line", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_names_key_file_and_line(tmp_path, name, text, key, line):
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text)
+    with pytest.raises(InputError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert key in message
+    assert f"{path}:{line}" in message
+    assert info.value.source == f"{path}:{line}"
+
+
+def test_unknown_key_lists_valid_keys(tmp_path):
+    path = tmp_path / "typo.toml"
+    path.write_text("[mesh]\ncell = 8\n")
+    with pytest.raises(InputError, match=r"mesh\.cell.*Valid keys: \['cells', 'degree'\]"):
+        load_config(path)
+
+
+def test_bad_activation_names_valid_ones(tmp_path):
+    path = tmp_path / "act.toml"
+    path.write_text("[field]\nactivation = 'gelu'\n")
+    with pytest.raises(InputError, match=r"\['relu', 'tanh', 'softplus', 'sigmoid'\], got 'gelu'"):
+        load_config(path)
+
+
+def test_rotation_on_a_box_says_why(tmp_path):
+    path = tmp_path / "rot.toml"
+    path.write_text("[field]\nkind = 'rotation'\n")
+    with pytest.raises(InputError, match=r"only valid on a disk or ball.*domain\.kind = \"box\""):
+        load_config(path)
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nothere.toml"
+    with pytest.raises(InputError, match="not found") as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_dict_source_is_named():
+    with pytest.raises(InputError, match=r"^<cli>: mesh\.cells: expected an integer >= 1, got 0$"):
+        config_from_dict({"mesh": {"cells": 0}}, source="<cli>")

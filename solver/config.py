@@ -48,7 +48,7 @@ FIELD_KEYS = {
 SECTION_KEYS = {
     "mesh": ("cells", "degree"),
     "solver": ("cfl", "dt", "checkpoint_every"),
-    "compare": ("points", "grid", "seed", "refine"),
+    "compare": ("points", "points_file", "grid", "seed", "refine"),
     "output": ("vtx", "png"),
 }
 SECTIONS = ("domain", "mesh", "field", "terminal", "solver", "compare", "output")
@@ -121,6 +121,9 @@ class CompareConfig:
     grid: int = 65
     seed: int = 1
     refine: tuple[int, ...] = ()
+    # A CSV file of points (one per row, d columns) to compare at instead of random ones;
+    # a relative path is relative to the config file.
+    points_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -276,6 +279,7 @@ def config_from_dict(
         grid=r.integer("compare", c, "grid", 65, low=2),
         seed=r.integer("compare", c, "seed", 1, low=0),
         refine=tuple(refine),
+        points_file=r.path("compare", c, "points_file", source),
     )
     o = sections["output"]
     r.check_keys("output", o, SECTION_KEYS["output"])
@@ -481,6 +485,18 @@ class _Reader:
         if not all(_is_number(v) for v in value):
             raise self._bad(section, key, value, expected)
         return [float(v) for v in value]
+
+    def path(self, section: str, s: dict, key: str, source: str) -> str | None:
+        """An optional file path; relative paths are taken relative to the config file."""
+        value = s.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            raise self._bad(section, key, value, "a file path (string)")
+        path = Path(value)
+        if not path.is_absolute() and not source.startswith("<"):
+            path = Path(source).parent / path
+        return str(path)
 
     def integer_list(
         self, section: str, s: dict, key: str, default: list[int], low: int

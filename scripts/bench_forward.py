@@ -58,7 +58,7 @@ def worker(case: dict, steps: int, products: int) -> dict:
     y = solver.L.createVecLeft()
     dt = 0.5 * solver.max_dt(speed)
     for _ in range(3):  # warm up
-        solver.rk3_step(u, dt)
+        solver.rk3_step([u], dt)
         solver.L.mult(u, y)
 
     def timed(fn, n):
@@ -69,7 +69,7 @@ def worker(case: dict, steps: int, products: int) -> dict:
         comm.Barrier()
         return (time.perf_counter() - t) / n
 
-    step = timed(lambda: solver.rk3_step(u, dt), steps)
+    step = timed(lambda: solver.rk3_step([u], dt), steps)
     matvec = timed(lambda: solver.L.mult(u, y), products)
     dofs = solver.num_dofs_global
     u.destroy()

@@ -21,7 +21,8 @@ diagonal and the semi-discrete operator L = −M⁻¹A is a row scaling of A: as
 piece of time on which v does not depend on t (a slab of piecewise-constant θ), never per stage.
 
 Time: SSP-RK3 (Shu–Osher), three products with L per step; the step count on each piece follows
-from the CFL bound dt ≤ cfl · h_min / ((2k + 1) max|v_h|).
+from the CFL bound dt ≤ cfl · h_min / ((2k + 1) max|v_h|). A field that varies continuously in
+t (θ linear in time) is re-interpolated and L re-assembled at each stage time instead.
 """
 
 from __future__ import annotations
@@ -189,7 +190,8 @@ class TransportSolver:
         assert diag_min > 0
         self.inverse_mass.reciprocal()
 
-        self._work = [self.L.createVecRight() for _ in range(3)]
+        self._work = [self.L.createVecRight()]
+        self._stages: list[tuple[PETSc.Vec, PETSc.Vec]] = []
         self.num_owned = self.V.dofmap.index_map.size_local
         self.num_dofs_global = self.V.dofmap.index_map.size_global
 
@@ -231,19 +233,41 @@ class TransportSolver:
 
     # --- time stepping ---------------------------------------------------------------------
 
-    def rk3_step(self, u: PETSc.Vec, dt: float) -> None:
-        """One SSP-RK3 step u ← u + dt L u (in place), three products with L."""
-        y, u1, u2 = self._work
-        self.L.mult(u, y)
-        u.copy(u1)
-        u1.axpy(dt, y)  # u1 = u + dt L u
-        self.L.mult(u1, y)
-        u1.axpy(dt, y)
-        u.copy(u2)
-        u2.axpby(0.25, 0.75, u1)  # u2 = 3/4 u + 1/4 (u1 + dt L u1)
-        self.L.mult(u2, y)
-        u2.axpy(dt, y)
-        u.axpby(2.0 / 3.0, 1.0 / 3.0, u2)  # u = 1/3 u + 2/3 (u2 + dt L u2)
+    # SSP-RK3 (Shu–Osher) stage times as fractions of the step, in τ = T − t.
+    STAGE_FRACTIONS = (0.0, 1.0, 0.5)
+
+    def rk3_step(self, states: list[PETSc.Vec], dt: float, set_stage=None) -> None:
+        """One SSP-RK3 step u ← u + dt L u of every state (in place): three products with L each.
+
+        Args:
+            states: the K components.
+            dt: the step in τ.
+            set_stage: if given, called with the stage index (0, 1, 2) before each stage to
+                re-assemble L at the stage time (fields that vary continuously in t).
+        """
+        y = self._work[0]
+        while len(self._stages) < len(states):
+            self._stages.append((self.L.createVecRight(), self.L.createVecRight()))
+        stages = self._stages[: len(states)]
+        if set_stage:
+            set_stage(0)
+        for u, (u1, _) in zip(states, stages):
+            self.L.mult(u, y)
+            u.copy(u1)
+            u1.axpy(dt, y)  # u1 = u + dt L u
+        if set_stage:
+            set_stage(1)
+        for u, (u1, u2) in zip(states, stages):
+            self.L.mult(u1, y)
+            u1.axpy(dt, y)
+            u.copy(u2)
+            u2.axpby(0.25, 0.75, u1)  # u2 = 3/4 u + 1/4 (u1 + dt L u1)
+        if set_stage:
+            set_stage(2)
+        for u, (_, u2) in zip(states, stages):
+            self.L.mult(u2, y)
+            u2.axpy(dt, y)
+            u.axpby(2.0 / 3.0, 1.0 / 3.0, u2)  # u = 1/3 u + 2/3 (u2 + dt L u2)
 
     def terminal_vectors(self, terminal) -> list[PETSc.Vec]:
         """Interpolate f into the DG space: one PETSc vector per component (collective)."""
@@ -278,15 +302,20 @@ class TransportSolver:
             raise InputError("terminal function f returned non-finite values on the mesh")
         return vectors
 
-    def time_pieces(self, field) -> np.ndarray:
-        """Times 0 = t_0 < … < t_L = T on which v does not depend on t, or a fine grid."""
+    @staticmethod
+    def time_pieces(field) -> tuple[np.ndarray, bool]:
+        """Times 0 = t_0 < … < t_L = T that split the time grid, and whether v varies inside.
+
+        A piecewise-steady field (θ constant on slabs) has its pieces; a field that varies
+        continuously (θ linear in t) is split at its breakpoints (where ∂v/∂t jumps), if it
+        has them, and its operator is then re-assembled at every stage.
+        """
         pieces = field.pieces()
-        if pieces is None:
-            raise NotImplementedError(
-                "fields that vary continuously in time (time = 'linear') are not yet supported "
-                "by the FE solver; use time = 'constant'"
-            )
-        return np.asarray(pieces, dtype=np.float64)
+        if pieces is not None:
+            return np.asarray(pieces, dtype=np.float64), False
+        if hasattr(field, "breakpoints"):
+            return np.asarray(field.breakpoints(), dtype=np.float64), True
+        return np.array([0.0, float(field.T)]), True
 
     def solve(self, field, terminal) -> ForwardResult:
         """u_h(0, ·) from u(T) = f (collective).
@@ -304,7 +333,7 @@ class TransportSolver:
         terminal_max = self.comm.allreduce(
             max(float(np.max(np.abs(s.array), initial=0.0)) for s in states), op=MPI.MAX
         )
-        pieces = self.time_pieces(field)
+        pieces, varying = self.time_pieces(field)
         T = pieces[-1]
         steps_per_piece, dt_per_piece, speeds = [], [], []
         taus, piece_of_step = [0.0], []
@@ -313,18 +342,29 @@ class TransportSolver:
         # Backward in t: the last piece first.
         for j in reversed(range(len(pieces) - 1)):
             t_start, t_end = pieces[j], pieces[j + 1]
-            speed = self.set_velocity(field, 0.5 * (t_start + t_end))
+            if varying:
+                samples = np.linspace(t_start, t_end, 5)
+                speed = max(self.set_velocity(field, t) for t in samples)
+            else:
+                speed = self.set_velocity(field, 0.5 * (t_start + t_end))
+                self.assemble_operator()
             n_steps = self._steps_for(t_end - t_start, speed)
             dt = (t_end - t_start) / n_steps
             steps_per_piece.append(n_steps)
             dt_per_piece.append(dt)
             speeds.append(speed)
-            self.assemble_operator()
-            for _ in range(n_steps):
+            for i in range(n_steps):
                 if self.checkpoint_every and step % self.checkpoint_every == 0:
                     stored[step] = np.stack([s.array.copy() for s in states])
-                for s in states:
-                    self.rk3_step(s, dt)
+                set_stage = None
+                if varying:
+                    t_step = t_end - i * dt
+
+                    def set_stage(stage, t_step=t_step, dt=dt):
+                        self.set_velocity(field, t_step - self.STAGE_FRACTIONS[stage] * dt)
+                        self.assemble_operator()
+
+                self.rk3_step(states, dt, set_stage)
                 step += 1
                 taus.append(taus[-1] + dt)
                 piece_of_step.append(j)
@@ -368,3 +408,6 @@ class TransportSolver:
         self.inverse_mass.destroy()
         for v in self._work:
             v.destroy()
+        for u1, u2 in self._stages:
+            u1.destroy()
+            u2.destroy()

@@ -1,0 +1,533 @@
+"""The transport velocity v(t, x; θ) of eq. 2, cut off at ∂Ω, with its vector-Jacobian product.
+
+    v(t, x) = χ(x) · [W2(t) a(W1(t) x + b1(t)) + b2(t)],   x ∈ Ω ⊂ R^d, d = 2 or 3,
+
+with hidden width m (W1: m×d, b1: m, W2: d×m, b2: d; eq. 2 has m = d, any m is allowed here).
+χ is the domain's cutoff: it vanishes on ∂Ω, so v·n = 0 there and Ω is invariant (DESIGN.md).
+
+Time: [0, T] is split into L equal slabs t_0 = 0 < … < t_L = T (the partition of eq. 9).
+``time="constant"`` keeps one parameter set per slab (one slab ≈ one ResNet block of eq. 17);
+``time="linear"`` keeps parameter sets at the L + 1 nodes t_j and interpolates linearly.
+
+numpy only: the characteristics solver and the ResNet exporter use this without the FE code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field as dataclass_field
+from typing import Callable, ClassVar, NamedTuple, Protocol, runtime_checkable
+
+import numpy as np
+
+from solver.domain import Domain
+from solver.errors import InputError
+
+TIME_MODES = ("constant", "linear")
+FIELD_KINDS = ("mlp", "rotation")
+
+
+# --------------------------------------------------------------------------------------------
+# Activations
+# --------------------------------------------------------------------------------------------
+
+
+class Activation(NamedTuple):
+    """An activation a and its derivative a', both elementwise on arrays of any shape.
+
+    ``smooth`` is False if a' jumps (relu at 0): v then has kinks in x, which an ODE solver
+    must treat with care (see ``MLPField.kinks``).
+    """
+
+    name: str
+    value: Callable[[np.ndarray], np.ndarray]
+    derivative: Callable[[np.ndarray], np.ndarray]
+    smooth: bool = True
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    # The tanh form never overflows, unlike 1 / (1 + exp(-z)) for large negative z.
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def _sigmoid_derivative(z: np.ndarray) -> np.ndarray:
+    s = _sigmoid(z)
+    return s * (1.0 - s)
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    # relu' is taken as 0 at the kink: a set of measure zero for the points and parameters.
+    "relu": Activation(
+        "relu", lambda z: np.maximum(z, 0.0), lambda z: (z > 0.0).astype(float), smooth=False
+    ),
+    "tanh": Activation("tanh", np.tanh, lambda z: 1.0 - np.tanh(z) ** 2),
+    # logaddexp(0, z) = log(1 + e^z) without overflow for large z.
+    "softplus": Activation("softplus", lambda z: np.logaddexp(0.0, z), _sigmoid),
+    "sigmoid": Activation("sigmoid", _sigmoid, _sigmoid_derivative),
+}
+
+
+def activation(name: str) -> Activation:
+    """The activation called ``name``; raises InputError for an unknown name."""
+    try:
+        return ACTIVATIONS[name]
+    except (KeyError, TypeError):
+        raise InputError(
+            f'Invalid activation "{name}". Must be one of {list(ACTIVATIONS)}'
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# The Field protocol: what the characteristics solver and the FE solver need from a velocity
+# --------------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Field(Protocol):
+    """A velocity field v(t, x) on [0, T] × R^dim.
+
+    Attributes:
+        dim: The space dimension d.
+        T: The final time.
+
+    Optional extras that ``characteristics.flow`` uses if present: ``vectorized_time = True``
+    (``__call__`` also takes one time per point, shape=(n,)), ``breakpoints()`` (times where
+    ∂v/∂t may jump, to restart at), ``kinks(t, x)`` (values whose sign changes mark where v is
+    not smooth in x, or None) and ``domain`` (to check the points).
+    """
+
+    dim: int
+    T: float
+
+    def __call__(self, t: float, x: np.ndarray) -> np.ndarray:
+        """v(t, x) at the points ``x`` (shape=(n, dim)); returns shape=(n, dim)."""
+        ...
+
+    def pieces(self) -> np.ndarray | None:
+        """Times 0 = t_0 < … < t_L = T with v independent of t inside each [t_j, t_{j+1}].
+
+        Returns None if v varies continuously in t. Integrators must not step across these
+        times with a high-order method: v jumps there.
+        """
+        ...
+
+
+# --------------------------------------------------------------------------------------------
+# The MLP velocity model of eq. 2
+# --------------------------------------------------------------------------------------------
+
+
+class Params(NamedTuple):
+    """The parameters of eq. 2 at one time node.
+
+    Attributes:
+        W1: Inner weights, shape=(width, dim).
+        b1: Inner bias, shape=(width,).
+        W2: Outer weights, shape=(dim, width).
+        b2: Outer bias, shape=(dim,).
+    """
+
+    W1: np.ndarray
+    b1: np.ndarray
+    W2: np.ndarray
+    b2: np.ndarray
+
+
+_BLOCKS = ("W1", "b1", "W2", "b2")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class VelocityModel:
+    """The velocity model v(t, x; θ) = χ(x)·[W2(t) a(W1(t) x + b1(t)) + b2(t)] (eq. 2).
+
+    θ is a flat float64 vector: node by node (slab j for ``time="constant"``, time node t_j for
+    ``time="linear"``), each node W1 (row-major), b1, W2, b2.
+
+    Attributes:
+        dim: Space dimension d, 2 or 3.
+        width: Hidden width m >= 1.
+        slabs: Number L >= 1 of equal time slabs of [0, T].
+        T: Final time, > 0.
+        activation: Name of the activation, a key of ``ACTIVATIONS``.
+        domain: The domain Ω; its cutoff χ multiplies the velocity.
+        time: ``"constant"`` (one parameter set per slab) or ``"linear"`` (parameter sets at the
+            L + 1 slab times, linearly interpolated).
+    """
+
+    dim: int
+    width: int
+    slabs: int
+    T: float
+    activation: str
+    domain: Domain
+    time: str = "constant"
+    _act: Activation = dataclass_field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        if not _is_int(self.dim) or self.dim not in (2, 3):
+            raise InputError(f"velocity dim must be 2 or 3, got {self.dim!r}")
+        if not _is_int(self.width) or self.width < 1:
+            raise InputError(f"velocity width must be an integer >= 1, got {self.width!r}")
+        if not _is_int(self.slabs) or self.slabs < 1:
+            raise InputError(f"velocity slabs must be an integer >= 1, got {self.slabs!r}")
+        if not (isinstance(self.T, (int, float, np.floating)) and np.isfinite(self.T) and self.T > 0):
+            raise InputError(f"final time T must be a finite number > 0, got {self.T!r}")
+        if self.time not in TIME_MODES:
+            raise InputError(f'Invalid time mode "{self.time}". Must be one of {list(TIME_MODES)}')
+        if getattr(self.domain, "dim", None) != self.dim:
+            raise InputError(
+                f"velocity dim {self.dim} does not match the domain {self.domain!r} "
+                f"(dim {getattr(self.domain, 'dim', None)})"
+            )
+        # Validate the name now and keep the functions, so a bad name fails at construction.
+        object.__setattr__(self, "_act", activation(self.activation))
+
+    # ---- layout of θ ------------------------------------------------------------------------
+
+    @property
+    def num_nodes(self) -> int:
+        """Number of parameter sets: L for ``time="constant"``, L + 1 for ``time="linear"``."""
+        return self.slabs if self.time == "constant" else self.slabs + 1
+
+    @property
+    def node_size(self) -> int:
+        """Number of parameters of one node: 2 m d + m + d."""
+        return 2 * self.width * self.dim + self.width + self.dim
+
+    @property
+    def n_params(self) -> int:
+        """Length of θ."""
+        return self.num_nodes * self.node_size
+
+    @property
+    def slab_times(self) -> np.ndarray:
+        """The slab times t_0 = 0 < … < t_L = T, shape=(L + 1,)."""
+        return np.linspace(0.0, float(self.T), self.slabs + 1)
+
+    def _block_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        m, d = self.width, self.dim
+        return [("W1", (m, d)), ("b1", (m,)), ("W2", (d, m)), ("b2", (d,))]
+
+    def block_slices(self) -> dict[str, slice]:
+        """Slices of θ, one per parameter block, in θ's order.
+
+        Keys are ``"slab{j}.W1"`` … for ``time="constant"`` and ``"node{j}.W1"`` … for
+        ``time="linear"`` (node j sits at the slab time t_j). Together they cover θ exactly.
+        """
+        prefix = "slab" if self.time == "constant" else "node"
+        slices: dict[str, slice] = {}
+        start = 0
+        for j in range(self.num_nodes):
+            for name, shape in self._block_shapes():
+                size = int(np.prod(shape))
+                slices[f"{prefix}{j}.{name}"] = slice(start, start + size)
+                start += size
+        return slices
+
+    def _check_theta(self, theta: np.ndarray) -> np.ndarray:
+        theta = np.asarray(theta)
+        if theta.shape != (self.n_params,):
+            raise InputError(
+                f"θ must have shape ({self.n_params},) for this model, got shape {theta.shape}"
+            )
+        return theta
+
+    def unpack(self, theta: np.ndarray) -> list[Params]:
+        """θ (shape=(n_params,)) -> one ``Params`` per node (views into θ, not copies)."""
+        theta = self._check_theta(theta)
+        nodes = []
+        for j in range(self.num_nodes):
+            start = j * self.node_size
+            blocks = []
+            for _, shape in self._block_shapes():
+                size = int(np.prod(shape))
+                blocks.append(theta[start : start + size].reshape(shape))
+                start += size
+            nodes.append(Params(*blocks))
+        return nodes
+
+    def pack(self, params: list[Params]) -> np.ndarray:
+        """One ``Params`` per node -> θ, a new float64 array of shape=(n_params,)."""
+        if len(params) != self.num_nodes:
+            raise InputError(
+                f"pack needs {self.num_nodes} parameter sets (time={self.time!r}, "
+                f"slabs={self.slabs}), got {len(params)}"
+            )
+        parts = []
+        for j, p in enumerate(params):
+            for (name, shape), block in zip(self._block_shapes(), p):
+                block = np.asarray(block, dtype=np.float64)
+                if block.shape != shape:
+                    raise InputError(
+                        f"node {j} block {name} must have shape {shape}, got {block.shape}"
+                    )
+                parts.append(block.ravel())
+        return np.concatenate(parts)
+
+    def init(self, seed: int, scale: float = 1.0) -> np.ndarray:
+        """A random θ, deterministic in ``seed``.
+
+        Weights are N(0, scale²/fan_in) (fan_in = d for W1, m for W2), biases N(0, (0.1 scale)²):
+        O(scale) velocities whatever the width.
+        """
+        rng = np.random.default_rng(seed)
+        m, d = self.width, self.dim
+        params = [
+            Params(
+                W1=rng.normal(0.0, scale / np.sqrt(d), (m, d)),
+                b1=rng.normal(0.0, 0.1 * scale, m),
+                W2=rng.normal(0.0, scale / np.sqrt(m), (d, m)),
+                b2=rng.normal(0.0, 0.1 * scale, d),
+            )
+            for _ in range(self.num_nodes)
+        ]
+        return self.pack(params)
+
+    # ---- time dependence ----------------------------------------------------------------------
+
+    def _locate_many(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Slabs j (shape=(n,)) holding the times t (shape=(n,)) and weights w in [0, 1]."""
+        t = np.asarray(t, dtype=np.float64)
+        # Integrators may land a rounding error outside [0, T]; anything further is a bug.
+        slack = 1e-12 * max(1.0, float(self.T))
+        bad = ~(np.isfinite(t) & (t >= -slack) & (t <= self.T + slack))
+        if bad.any():
+            raise InputError(
+                f"time t must lie in [0, T] = [0, {self.T}], got {t[bad][:5].tolist()}"
+            )
+        times = self.slab_times
+        # side="right": t = t_j belongs to slab j; t = T belongs to the last slab.
+        j = np.clip(np.searchsorted(times, t, side="right") - 1, 0, self.slabs - 1)
+        w = np.clip((t - times[j]) / (times[j + 1] - times[j]), 0.0, 1.0)
+        return j, w
+
+    def _locate(self, t: float) -> tuple[int, float]:
+        """Slab j holding the time t and the weight w = (t − t_j)/(t_{j+1} − t_j) in [0, 1]."""
+        j, w = self._locate_many(np.array([float(t)]))
+        return int(j[0]), float(w[0])
+
+    def params_at(self, theta: np.ndarray, t: float) -> Params:
+        """The parameters W1(t), b1(t), W2(t), b2(t) at time t ∈ [0, T]."""
+        nodes = self.unpack(theta)
+        j, w = self._locate(t)
+        if self.time == "constant":
+            return nodes[j]
+        a, b = nodes[j], nodes[j + 1]
+        return Params(*((1.0 - w) * pa + w * pb for pa, pb in zip(a, b)))
+
+    # ---- evaluation ---------------------------------------------------------------------------
+
+    def _check_points(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise InputError(f"points must have shape (n, {self.dim}), got shape {x.shape}")
+        return x
+
+    def _evaluate(self, p: Params, x: np.ndarray) -> np.ndarray:
+        """v at ``x`` (shape=(n, d)) for the fixed parameters ``p``; returns shape=(n, d)."""
+        hidden = self._act.value(x @ p.W1.T + p.b1)
+        return self.domain.cutoff(x)[:, None] * (hidden @ p.W2.T + p.b2)
+
+    def velocity(self, theta: np.ndarray, t: float, x: np.ndarray) -> np.ndarray:
+        """v(t, x; θ) of eq. 2 at the points ``x`` (shape=(n, d)); returns shape=(n, d)."""
+        return self._evaluate(self.params_at(theta, t), self._check_points(x))
+
+    def vjp(self, theta: np.ndarray, t: float, x: np.ndarray, g: np.ndarray) -> np.ndarray:
+        """Gradient with respect to θ of Σ_i g_i · v(t, x_i; θ).
+
+        Args:
+            theta: Parameters, shape=(n_params,).
+            t: Time in [0, T].
+            x: Points, shape=(n, d).
+            g: Cotangents, shape=(n, d).
+
+        Returns:
+            The gradient, shape=(n_params,). For ``time="linear"`` it is split between the two
+            nodes of the slab holding t with the interpolation weights 1 − w and w.
+        """
+        x = self._check_points(x)
+        g = np.asarray(g, dtype=np.float64)
+        if g.shape != x.shape:
+            raise InputError(f"cotangent g must have the shape of x {x.shape}, got {g.shape}")
+        p = self.params_at(theta, t)
+        z = x @ p.W1.T + p.b1  # (n, m)
+        hidden = self._act.value(z)
+        gc = self.domain.cutoff(x)[:, None] * g  # χ is θ-independent: fold it into g
+        dz = (gc @ p.W2) * self._act.derivative(z)  # (n, m)
+        local = Params(W1=dz.T @ x, b1=dz.sum(axis=0), W2=gc.T @ hidden, b2=gc.sum(axis=0))
+        flat = np.concatenate([block.ravel() for block in local])
+
+        grad = np.zeros(self.n_params)
+        j, w = self._locate(t)
+        size = self.node_size
+        if self.time == "constant":
+            grad[j * size : (j + 1) * size] = flat
+        else:
+            grad[j * size : (j + 1) * size] = (1.0 - w) * flat
+            grad[(j + 1) * size : (j + 2) * size] = w * flat
+        return grad
+
+    def field(self, theta: np.ndarray) -> MLPField:
+        """The velocity field v(·, ·; θ) as a ``Field``."""
+        return MLPField(self, theta)
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: identity equality, as θ is an array
+class MLPField:
+    """The ``Field`` v(t, x; θ) of a ``VelocityModel`` at a fixed θ (held as a read-only copy)."""
+
+    model: VelocityModel
+    theta: np.ndarray
+    # Accepts one time per point: an integrator may then give each point its own step.
+    vectorized_time: ClassVar[bool] = True
+    _nodes: list[Params] = dataclass_field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        theta = np.array(self.model._check_theta(self.theta), dtype=np.float64)
+        theta.flags.writeable = False  # the field is a value: θ must not change under it
+        object.__setattr__(self, "theta", theta)
+        # Unpacked once: an integrator calls the field a dozen times per step.
+        object.__setattr__(self, "_nodes", self.model.unpack(theta))
+
+    @property
+    def dim(self) -> int:
+        return self.model.dim
+
+    @property
+    def T(self) -> float:
+        return float(self.model.T)
+
+    @property
+    def domain(self) -> Domain:
+        return self.model.domain
+
+    def __call__(self, t: float | np.ndarray, x: np.ndarray) -> np.ndarray:
+        """v(t, x) at ``x`` (shape=(n, dim)); returns shape=(n, dim).
+
+        ``t`` is a float, or one time per point (shape=(n,)): see ``vectorized_time``.
+        """
+        model = self.model
+        x = model._check_points(x)
+        if np.ndim(t) == 0:
+            j, w = model._locate(t)
+            if model.time == "constant":
+                return model._evaluate(self._nodes[j], x)
+            a, b = self._nodes[j], self._nodes[j + 1]
+            return model._evaluate(Params(*((1.0 - w) * pa + w * pb for pa, pb in zip(a, b))), x)
+
+        t = np.asarray(t, dtype=np.float64)
+        if t.shape != (len(x),):
+            raise InputError(f"per-point times must have shape ({len(x)},), got {t.shape}")
+        j, w = model._locate_many(t)
+        if len(j) and j.min() == j.max():  # the usual case inside an integrator: no scatter
+            return self._evaluate_slab(int(j[0]), w, x)
+        out = np.empty_like(x)
+        for slab in np.unique(j):
+            mask = j == slab
+            out[mask] = self._evaluate_slab(int(slab), w[mask], x[mask])
+        return out
+
+    def kinks(self, t: float | np.ndarray, x: np.ndarray) -> np.ndarray | None:
+        """Pre-activations z = W1(t) x + b1(t) (shape=(n, width)) if a is not smooth, else None.
+
+        v is smooth in x except where some z_k changes sign (relu): a characteristic whose z
+        changes sign within a step crossed a kink. ``t`` as in ``__call__``.
+        """
+        model = self.model
+        if model._act.smooth:
+            return None
+        x = model._check_points(x)
+        j, w = model._locate_many(np.broadcast_to(np.asarray(t, dtype=np.float64), (len(x),)))
+        z = np.empty((len(x), model.width))
+        for slab in np.unique(j):
+            mask = j == slab
+            a = self._nodes[slab]
+            z[mask] = x[mask] @ a.W1.T + a.b1
+            if model.time == "linear":
+                b = self._nodes[slab + 1]
+                ws = w[mask][:, None]
+                z[mask] = (1.0 - ws) * z[mask] + ws * (x[mask] @ b.W1.T + b.b1)
+        return z
+
+    def _evaluate_slab(self, j: int, w: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """v at points ``x`` (shape=(n, d)) in slab j at per-point weights ``w`` (shape=(n,))."""
+        model = self.model
+        if model.time == "constant":
+            return model._evaluate(self._nodes[j], x)
+        # The parameters are linear in t, so interpolating the affine maps per point equals
+        # evaluating with per-point interpolated parameters, without per-point matrices.
+        a, b = self._nodes[j], self._nodes[j + 1]
+        w = w[:, None]
+        z = (1.0 - w) * (x @ a.W1.T + a.b1) + w * (x @ b.W1.T + b.b1)
+        hidden = model._act.value(z)
+        out = (1.0 - w) * (hidden @ a.W2.T + a.b2) + w * (hidden @ b.W2.T + b.b2)
+        return model.domain.cutoff(x)[:, None] * out
+
+    def pieces(self) -> np.ndarray | None:
+        """The slab times for ``time="constant"``; None for ``time="linear"``."""
+        return self.model.slab_times if self.model.time == "constant" else None
+
+    def breakpoints(self) -> np.ndarray:
+        """Times where v or ∂v/∂t may jump: the slab times (in both time modes).
+
+        Not part of ``Field``; ``characteristics.flow`` restarts there if the field has it,
+        which keeps a high-order method from stepping across the kinks of ``time="linear"``.
+        """
+        return self.model.slab_times
+
+
+# --------------------------------------------------------------------------------------------
+# A field with an exact flow, for testing
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RigidRotation:
+    """Rigid rotation with angular velocity ω about ``center`` (about the x3 axis in 3D).
+
+    v = ω (−(x2 − c2), x1 − c1) in 2D and ω (−(x2 − c2), x1 − c1, 0) in 3D. No cutoff: v is
+    tangent to every disk or ball centred at ``center``, which is therefore invariant.
+    """
+
+    omega: float
+    center: tuple[float, ...]
+    T: float
+    dim: int
+
+    def __post_init__(self):
+        if not _is_int(self.dim) or self.dim not in (2, 3):
+            raise InputError(f"rotation dim must be 2 or 3, got {self.dim!r}")
+        if len(self.center) != self.dim:
+            raise InputError(
+                f"rotation center must have {self.dim} entries, got {tuple(self.center)}"
+            )
+        if not (np.isfinite(self.T) and self.T > 0):
+            raise InputError(f"final time T must be a finite number > 0, got {self.T!r}")
+        if not np.isfinite(self.omega):
+            raise InputError(f"rotation omega must be finite, got {self.omega!r}")
+        object.__setattr__(self, "center", tuple(float(c) for c in self.center))
+
+    def __call__(self, t: float, x: np.ndarray) -> np.ndarray:
+        """v(t, x) at ``x`` (shape=(n, dim)); returns shape=(n, dim)."""
+        y = np.asarray(x, dtype=np.float64) - np.asarray(self.center)
+        v = np.zeros_like(y)
+        v[:, 0] = -self.omega * y[:, 1]
+        v[:, 1] = self.omega * y[:, 0]
+        return v
+
+    def pieces(self) -> np.ndarray:
+        """[0, T]: the field is steady."""
+        return np.array([0.0, float(self.T)])
+
+    def exact_flow(self, x: np.ndarray, t0: float, t1: float) -> np.ndarray:
+        """The characteristics from time t0 to t1: ``x`` (shape=(n, dim)) rotated by ω (t1 − t0)."""
+        angle = self.omega * (t1 - t0)
+        c, s = np.cos(angle), np.sin(angle)
+        y = np.asarray(x, dtype=np.float64) - np.asarray(self.center)
+        out = y.copy()
+        out[:, 0] = c * y[:, 0] - s * y[:, 1]
+        out[:, 1] = s * y[:, 0] + c * y[:, 1]
+        return out + np.asarray(self.center)

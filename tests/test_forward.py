@@ -1,0 +1,217 @@
+"""The FE transport solver against the characteristics reference: orders, rank invariance, inputs."""
+
+from mpi4py import MPI
+
+import gc
+
+import numpy as np
+import pytest
+
+from solver import compare as cmp
+from solver.config import config_from_dict
+from solver.errors import InputError
+from solver.forward import TransportSolver
+from solver.mesh import create_mesh
+from solver.pointeval import evaluate_everywhere
+from solver.problems import make_terminal
+
+BOX2 = dict(kind="box", lower=[-1, -1], upper=[1, 1])
+BOX3 = dict(kind="box", lower=[-1, -1, -1], upper=[1, 1, 1])
+DISK = dict(kind="disk", center=[0, 0], radius=1.0)
+MLP2 = dict(kind="mlp", width=8, activation="tanh", slabs=2, seed=3, scale=1.0)
+MLP3 = dict(kind="mlp", width=6, activation="tanh", slabs=2, seed=3, scale=0.5)
+ROTATION = dict(kind="rotation", omega=2 * np.pi, T=1.0)
+GAUSS2 = dict(kind="gaussian", center=[0.2, -0.1], sigma=0.3)
+GAUSS3 = dict(kind="gaussian", center=[0.1, -0.1, 0.1], sigma=0.5)
+OFFCENTRE = dict(kind="gaussian", center=[0.4, 0.0], sigma=0.25)
+
+
+def make_config(domain, field, terminal, degree=1, cells=8, **solver):
+    return config_from_dict(
+        dict(
+            domain=domain,
+            field=field,
+            terminal=terminal,
+            mesh=dict(cells=cells, degree=degree),
+            solver=dict(cfl=1.0, **solver),
+            compare=dict(points=100, grid=5),
+            output=dict(vtx=False, png=False),
+        )
+    )
+
+
+# Observed L2 order of u_h(0) against f(q(T)) on the finest pair of meshes. The rotation on the
+# disk has a closed-form solution (f rotated back), which the comparison uses there.
+CONVERGENCE = [
+    # name,           domain, field,    terminal,  k, cells,       min order
+    ("box2d-DG1", BOX2, MLP2, GAUSS2, 1, (8, 16, 32), 1.8),
+    ("box2d-DG2", BOX2, MLP2, GAUSS2, 2, (8, 16, 32), 2.6),
+    ("box3d-DG1", BOX3, MLP3, GAUSS3, 1, (8, 16), 1.8),
+    ("box3d-DG2", BOX3, MLP3, GAUSS3, 2, (6, 12), 2.6),
+    ("disk-rotation-DG1", DISK, ROTATION, OFFCENTRE, 1, (8, 16, 32), 1.8),
+    ("disk-rotation-DG2", DISK, ROTATION, OFFCENTRE, 2, (8, 16, 32), 2.6),
+]
+
+
+@pytest.mark.parametrize(
+    "name, domain, field, terminal, degree, cells, min_order",
+    CONVERGENCE,
+    ids=[c[0] for c in CONVERGENCE],
+)
+def test_convergence_order(comm, name, domain, field, terminal, degree, cells, min_order):
+    config = make_config(domain, field, terminal, degree, cells[0])
+    study = cmp.refinement_study(comm, config, list(cells))
+    table = cmp.format_table(study)
+    print(f"\n{name}\n{table}")
+    observed = study["rows"][-1]["order_l2"]
+    assert observed >= min_order, f"{name}: observed L2 order {observed:.2f} < {min_order}\n{table}"
+    # Errors must also be small in absolute terms on the finest mesh.
+    assert study["rows"][-1]["l2_relative"] < 0.05, table
+    gc.collect()
+    comm.Barrier()
+
+
+def test_rotation_matches_exact_solution(comm):
+    """One revolution of a rigid rotation returns f: u_h(0) ≈ f, the error shrinking with h."""
+    errors = []
+    terminal = make_terminal("gaussian", 2, center=[0.4, 0.0], sigma=0.25)
+    config = make_config(DISK, ROTATION, OFFCENTRE, degree=2)
+    for cells in (8, 16):
+        mesh = create_mesh(comm, config.domain_object(), cells)
+        solver = TransportSolver(comm, mesh, degree=2, cfl=1.0)
+        result = solver.solve(cmp.build_field(config, config.domain_object()), terminal)
+        points = np.random.default_rng(0).uniform(-0.6, 0.6, (200, 2))
+        values = evaluate_everywhere(comm, solver.V, result.u0, points)[:, 0]
+        errors.append(np.abs(values - terminal(points)[:, 0]).max())
+        solver.destroy()
+    assert errors[1] < errors[0] / 4, errors
+    assert errors[1] < 5e-3, errors
+    gc.collect()
+    comm.Barrier()
+
+
+@pytest.mark.parametrize("domain, field, terminal, degree", [
+    (BOX2, MLP2, GAUSS2, 1),
+    (BOX2, MLP2, GAUSS2, 2),
+    (BOX3, MLP3, GAUSS3, 1),
+    (DISK, ROTATION, OFFCENTRE, 1),
+])
+def test_same_answer_on_one_and_all_ranks(comm, domain, field, terminal, degree):
+    """The partition must not change the answer beyond round-off: COMM_SELF vs this comm."""
+    config = make_config(domain, field, terminal, degree, cells=8)
+    points, grid = cmp.sample_points(config)
+    results = []
+    for c in (MPI.COMM_SELF, comm):
+        comparison, state = cmp.compare_on_mesh(c, config, 8, points, grid, keep=True)
+        results.append((comparison, state["fe_points"], state["fe_grid"]))
+        state["solver"].destroy()
+    (c1, p1, g1), (c2, p2, g2) = results
+    scale = np.abs(p1).max()
+    assert np.abs(p1 - p2).max() <= 1e-10 * scale
+    assert np.abs(g1 - g2).max() <= 1e-10 * scale
+    assert c1.steps == c2.steps and c1.dofs == c2.dofs
+    assert abs(c1.l2 - c2.l2) <= 1e-10 * c1.l2
+    gc.collect()
+    comm.Barrier()
+
+
+def test_components_share_one_operator(comm):
+    """K components solved together equal each component solved alone."""
+    config = make_config(BOX2, MLP2, GAUSS2)
+    domain = config.domain_object()
+    field = cmp.build_field(config, domain)
+    mesh = create_mesh(comm, domain, 8)
+    terminal = make_terminal("linear", 2, num_components=3, seed=1)
+    together = TransportSolver(comm, mesh, num_components=3).solve(field, terminal)
+    for c in range(3):
+        single = make_terminal("linear", 2, num_components=3, seed=1)
+        alone = TransportSolver(comm, mesh, num_components=1).solve(
+            field, lambda x, c=c: single(x)[:, c : c + 1]
+        )
+        assert np.allclose(alone.u0[0].x.array, together.u0[c].x.array, rtol=0, atol=1e-13)
+    gc.collect()
+    comm.Barrier()
+
+
+def test_linear_terminal_transported_along_exact_characteristics(comm):
+    """A check independent of the characteristics solver: for the rotation, u(0) = f∘R exactly;
+    with a linear f (in the DG1 space) the only error is the velocity/time discretization."""
+    config = make_config(DISK, ROTATION, OFFCENTRE)
+    domain = config.domain_object()
+    field = cmp.build_field(config, domain)
+    terminal = make_terminal("linear", 2, num_components=1, weights=[[1.0, -0.5]], bias=[0.2])
+    errors = []
+    for cells in (8, 16):
+        solver = TransportSolver(comm, create_mesh(comm, domain, cells), degree=1)
+        u0 = solver.solve(field, terminal).u0
+        points = np.random.default_rng(1).uniform(-0.5, 0.5, (100, 2))
+        exact = terminal(field.exact_flow(points, 0.0, field.T))[:, 0]
+        errors.append(np.abs(evaluate_everywhere(comm, solver.V, u0, points)[:, 0] - exact).max())
+    assert errors[1] < errors[0] / 3, errors
+    gc.collect()
+    comm.Barrier()
+
+
+def test_checkpoints_are_bounded(comm):
+    config = make_config(BOX2, MLP2, GAUSS2)
+    domain = config.domain_object()
+    field = cmp.build_field(config, domain)
+    mesh = create_mesh(comm, domain, 8)
+    terminal = config.terminal_object()
+    every = TransportSolver(comm, mesh, checkpoint_every=1).solve(field, terminal).trajectory
+    sparse = TransportSolver(comm, mesh, checkpoint_every=5).solve(field, terminal).trajectory
+    none = TransportSolver(comm, mesh, checkpoint_every=0).solve(field, terminal).trajectory
+    assert len(every.states) == every.num_steps
+    assert len(sparse.states) == -(-sparse.num_steps // 5)
+    assert not none.states
+    assert np.isclose(every.times[0], field.T) and np.isclose(every.times[-1], 0.0)
+    np.testing.assert_array_equal(every.states[5], sparse.states[5])
+
+
+def test_forced_dt_beyond_cfl_bound_is_refused(comm):
+    config = make_config(BOX2, MLP2, GAUSS2)
+    domain = config.domain_object()
+    mesh = create_mesh(comm, domain, 8)
+    solver = TransportSolver(comm, mesh, dt=0.5)
+    with pytest.raises(InputError, match=r"dt=0.5 breaks the CFL bound"):
+        solver.solve(cmp.build_field(config, domain), config.terminal_object())
+
+
+def test_unstable_cfl_is_detected(comm):
+    config = make_config(BOX2, dict(MLP2, scale=3.0), GAUSS2)
+    domain = config.domain_object()
+    mesh = create_mesh(comm, domain, 16)
+    solver = TransportSolver(comm, mesh, cfl=8.0)
+    with pytest.raises(InputError, match="unstable"):
+        solver.solve(cmp.build_field(config, domain), config.terminal_object())
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(degree=4), "DG degree must be 1, 2 or 3, got 4"),
+    (dict(cfl=0.0), "cfl must be > 0, got 0.0"),
+    (dict(dt=-1.0), "dt must be > 0, got -1.0"),
+])
+def test_bad_solver_arguments(comm, kwargs, message):
+    mesh = create_mesh(comm, make_config(BOX2, MLP2, GAUSS2).domain_object(), 4)
+    with pytest.raises(InputError, match=message):
+        TransportSolver(comm, mesh, **kwargs)
+
+
+def test_non_finite_terminal_is_refused(comm):
+    config = make_config(BOX2, MLP2, GAUSS2)
+    domain = config.domain_object()
+    solver = TransportSolver(comm, create_mesh(comm, domain, 4))
+    with pytest.raises(InputError, match="non-finite"):
+        solver.solve(cmp.build_field(config, domain), lambda x: np.full((len(x), 1), np.nan))
+
+
+def test_field_linear_in_time(comm):
+    """θ linear in t: the operator follows v(t) stage by stage; DG1 and DG2 still converge."""
+    field = dict(MLP2, time="linear", slabs=2)
+    errors = {}
+    for degree in (1, 2):
+        config = make_config(BOX2, field, GAUSS2, degree)
+        study = cmp.refinement_study(comm, config, [8, 16])
+        errors[degree] = study["rows"][-1]["order_l2"]
+        print(cmp.format_table(study))
+    assert errors[1] >= 1.8 and errors[2] >= 2.6, errors

@@ -65,6 +65,22 @@ def velocity_space(mesh: dmesh.Mesh, degree: int) -> fem.FunctionSpace:
     return fem.functionspace(mesh, ("Lagrange", degree, (d,)))
 
 
+def operator_integrand(velocity, u, phi, dx: ufl.Measure, dS: ufl.Measure) -> ufl.Form:
+    """−a(w; u, φ) with w = −v: the form whose matrix A gives L = M⁻¹A (see the module doc).
+
+    ``u`` and ``phi`` may be trial/test functions or coefficients (the adjoint uses the latter
+    to differentiate ξᵀ L η with respect to v).
+    """
+    w = -velocity  # backward in t is forward in τ = T − t with velocity −v
+    n = ufl.FacetNormal(velocity.function_space.mesh)
+    wn = ufl.dot(w("+"), n("+"))
+    wn_plus, wn_minus = 0.5 * (wn + abs(wn)), 0.5 * (wn - abs(wn))
+    a = ufl.dot(w, ufl.grad(u)) * phi * dx - ufl.jump(u) * (
+        wn_plus * phi("-") + wn_minus * phi("+")
+    ) * dS
+    return -a
+
+
 @dataclass
 class Trajectory:
     """The states a later adjoint needs, with bounded memory.
@@ -162,15 +178,9 @@ class TransportSolver:
         dx = ufl.Measure("dx", domain=mesh, metadata={"quadrature_degree": q})
         dS = ufl.Measure("dS", domain=mesh, metadata={"quadrature_degree": q})
         u, phi = ufl.TrialFunction(self.V), ufl.TestFunction(self.V)
-        w = -self.velocity  # backward in t is forward in τ = T − t with velocity −v
-        n = ufl.FacetNormal(mesh)
-        wn = ufl.dot(w("+"), n("+"))
-        wn_plus, wn_minus = 0.5 * (wn + abs(wn)), 0.5 * (wn - abs(wn))
-        a = ufl.dot(w, ufl.grad(u)) * phi * dx - ufl.jump(u) * (
-            wn_plus * phi("-") + wn_minus * phi("+")
-        ) * dS
+        self.dx, self.dS = dx, dS
         # L = −M⁻¹A: assemble −A, then scale rows by the inverse of the diagonal mass.
-        self.operator_form = fem.form(-a)
+        self.operator_form = fem.form(operator_integrand(self.velocity, u, phi, dx, dS))
         self.L = dolfinx.fem.petsc.create_matrix(self.operator_form)
 
         mass = fem.form(u * phi * dx)
@@ -217,15 +227,19 @@ class TransportSolver:
             return np.inf
         return self.cfl * self.h_min / ((2 * self.degree + 1) * speed)
 
+    def _check_dt(self, dt: float, speed: float) -> None:
+        bound = self.max_dt(speed)
+        if dt > bound * (1 + 1e-12):
+            raise InputError(
+                f"forced time step dt={dt:g} breaks the CFL bound dt <= {bound:.4g} "
+                f"(cfl={self.cfl:g}, h_min={self.h_min:.4g}, degree={self.degree}, "
+                f"max|v|={speed:.4g})"
+            )
+
     def _steps_for(self, length: float, speed: float) -> int:
         bound = self.max_dt(speed)
         if self.dt is not None:
-            if self.dt > bound * (1 + 1e-12):
-                raise InputError(
-                    f"forced time step dt={self.dt:g} breaks the CFL bound dt <= {bound:.4g} "
-                    f"(cfl={self.cfl:g}, h_min={self.h_min:.4g}, degree={self.degree}, "
-                    f"max|v|={speed:.4g})"
-                )
+            self._check_dt(self.dt, speed)
             return max(1, math.ceil(length / self.dt - 1e-9))
         if not np.isfinite(bound):
             return 1
@@ -317,12 +331,16 @@ class TransportSolver:
             return np.asarray(field.breakpoints(), dtype=np.float64), True
         return np.array([0.0, float(field.T)]), True
 
-    def solve(self, field, terminal) -> ForwardResult:
+    def solve(self, field, terminal, frozen_steps: list[int] | None = None) -> ForwardResult:
         """u_h(0, ·) from u(T) = f (collective).
 
         Args:
             field: the velocity, a ``velocity.Field`` (called at the velocity nodes).
             terminal: f, a vectorized callable x (shape=(n, d)) -> (n, K).
+            frozen_steps: if given, the number of steps on each time piece (in increasing
+                t) instead of the CFL choice: frozen, e.g. inside a Taylor test, where a step
+                count that jumps with θ would make J non-smooth. Still checked against the
+                CFL bound.
 
         Returns:
             The K components of u_h(0, ·), and the trajectory a later adjoint needs.
@@ -348,13 +366,19 @@ class TransportSolver:
             else:
                 speed = self.set_velocity(field, 0.5 * (t_start + t_end))
                 self.assemble_operator()
-            n_steps = self._steps_for(t_end - t_start, speed)
+            if frozen_steps is not None:
+                n_steps = int(frozen_steps[j])
+                self._check_dt((t_end - t_start) / n_steps, speed)
+            else:
+                n_steps = self._steps_for(t_end - t_start, speed)
             dt = (t_end - t_start) / n_steps
             steps_per_piece.append(n_steps)
             dt_per_piece.append(dt)
             speeds.append(speed)
             for i in range(n_steps):
-                if self.checkpoint_every and step % self.checkpoint_every == 0:
+                # Every piece starts with a checkpoint, so that recomputation from one never
+                # crosses into a piece with another operator.
+                if self.checkpoint_every and (step % self.checkpoint_every == 0 or i == 0):
                     stored[step] = np.stack([s.array.copy() for s in states])
                 set_stage = None
                 if varying:

@@ -132,9 +132,6 @@ class Params(NamedTuple):
     b2: np.ndarray
 
 
-_BLOCKS = ("W1", "b1", "W2", "b2")
-
-
 def _is_int(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
@@ -164,16 +161,16 @@ class VelocityModel:
     activation: str
     domain: Domain
     time: str = "constant"
-    _act: Activation = dataclass_field(init=False, repr=False, compare=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not _is_int(self.dim) or self.dim not in (2, 3):
             raise InputError(f"velocity dim must be 2 or 3, got {self.dim!r}")
         if not _is_int(self.width) or self.width < 1:
             raise InputError(f"velocity width must be an integer >= 1, got {self.width!r}")
         if not _is_int(self.slabs) or self.slabs < 1:
             raise InputError(f"velocity slabs must be an integer >= 1, got {self.slabs!r}")
-        if not (isinstance(self.T, (int, float, np.floating)) and np.isfinite(self.T) and self.T > 0):
+        if not (isinstance(self.T, (int, float, np.floating)) and np.isfinite(self.T)
+                and self.T > 0):
             raise InputError(f"final time T must be a finite number > 0, got {self.T!r}")
         if self.time not in TIME_MODES:
             raise InputError(f'Invalid time mode "{self.time}". Must be one of {list(TIME_MODES)}')
@@ -182,8 +179,12 @@ class VelocityModel:
                 f"velocity dim {self.dim} does not match the domain {self.domain!r} "
                 f"(dim {getattr(self.domain, 'dim', None)})"
             )
-        # Validate the name now and keep the functions, so a bad name fails at construction.
-        object.__setattr__(self, "_act", activation(self.activation))
+        activation(self.activation)  # a bad name fails here, not at the first evaluation
+
+    @property
+    def _act(self) -> Activation:
+        # Looked up, not stored: the model stays picklable (the registry holds lambdas).
+        return ACTIVATIONS[self.activation]
 
     # ---- layout of θ ------------------------------------------------------------------------
 
@@ -385,7 +386,7 @@ class MLPField:
     vectorized_time: ClassVar[bool] = True
     _nodes: list[Params] = dataclass_field(init=False, repr=False, compare=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         theta = np.array(self.model._check_theta(self.theta), dtype=np.float64)
         theta.flags.writeable = False  # the field is a value: θ must not change under it
         object.__setattr__(self, "theta", theta)
@@ -497,7 +498,7 @@ class RigidRotation:
     T: float
     dim: int
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not _is_int(self.dim) or self.dim not in (2, 3):
             raise InputError(f"rotation dim must be 2 or 3, got {self.dim!r}")
         if len(self.center) != self.dim:
@@ -523,7 +524,7 @@ class RigidRotation:
         return np.array([0.0, float(self.T)])
 
     def exact_flow(self, x: np.ndarray, t0: float, t1: float) -> np.ndarray:
-        """The characteristics from time t0 to t1: ``x`` (shape=(n, dim)) rotated by ω (t1 − t0)."""
+        """The characteristics from t0 to t1: ``x`` (shape=(n, dim)) rotated by ω (t1 − t0)."""
         angle = self.omega * (t1 - t0)
         c, s = np.cos(angle), np.sin(angle)
         y = np.asarray(x, dtype=np.float64) - np.asarray(self.center)

@@ -1,0 +1,211 @@
+"""The reduced functional J(p) of the learning problem and its exact discrete gradient.
+
+p = (θ, A, b): the velocity parameters θ of eq. 2 and the output layer of the terminal value
+f(x) = A x + b (K logits). The forward solve carries f back to t = 0, the prediction at the
+data X_i is u_h(0, X_i) = P u^N, and
+
+    J(p) = (1/N) Σ_i loss(u_h(0, X_i), y_i) + (α/2)|θ|² + (β/2) Σ_j |θ_{j+1} − θ_j|²,
+
+with softmax cross-entropy (classification) or squared error (regression). The gradient is the
+gradient of exactly this discrete J: λ^N = Pᵀ ∂loss, the transposed steps (``adjoint.py``),
+the VJP of the velocity model per slab, and for the output layer (f is linear, so its DG
+interpolant is A·I(x) + b·I(1)) the products of λ⁰ with the interpolated coordinates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from mpi4py import MPI
+
+from dolfinx import fem
+
+from solver.adjoint import Adjoint
+from solver.errors import InputError
+from solver.forward import TransportSolver
+from solver.pointeval import PointEvaluator
+from solver.velocity import VelocityModel
+
+LOSSES = ("cross_entropy", "squared_error")
+
+
+def cross_entropy(u: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """Σ_i −log softmax(u_i)[y_i] and its gradient w.r.t. u (shape=(n, K)); rank-local sums."""
+    z = u - u.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    n = len(y)
+    loss = -float(log_p[np.arange(n), y].sum())
+    grad = np.exp(log_p)
+    grad[np.arange(n), y] -= 1.0
+    return loss, grad
+
+
+def squared_error(u: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """Σ_i ½|u_i − y_i|² and its gradient (shape=(n, K)); y of shape (n,) or (n, K)."""
+    r = u - y.reshape(len(u), -1)
+    return 0.5 * float((r * r).sum()), r
+
+
+@dataclass
+class Evaluation:
+    """One evaluation of J: the value, its parts, and what the gradient needs."""
+
+    value: float
+    data_loss: float
+    regularization: float
+    predictions: np.ndarray  # u_h(0, X_i) at this rank's points, shape=(n, K)
+    steps: list[int]
+
+
+class ReducedFunctional:
+    """J(p) and J'(p) for the transport learning problem (collective).
+
+    Args:
+        comm: the mesh's communicator.
+        solver: the transport solver (its checkpoint_every must be ≥ 1 for gradients).
+        model: the velocity model (θ constant on slabs).
+        points: this rank's data points in Ω, shape=(n, d) (any distribution over ranks).
+        labels: this rank's labels, shape=(n,) (ints for cross-entropy, floats for regression).
+        num_classes: K.
+        loss: "cross_entropy" or "squared_error".
+        weight_decay: α.
+        smoothness: β, coupling θ of adjacent slabs (adjacent ResNet blocks should be close).
+    """
+
+    def __init__(
+        self,
+        comm: MPI.Comm,
+        solver: TransportSolver,
+        model: VelocityModel,
+        points: np.ndarray,
+        labels: np.ndarray,
+        num_classes: int,
+        loss: str = "cross_entropy",
+        weight_decay: float = 0.0,
+        smoothness: float = 0.0,
+    ):
+        if loss not in LOSSES:
+            raise InputError(f'Invalid loss "{loss}". Must be one of {list(LOSSES)}')
+        if model.time != "constant":
+            raise InputError("learning needs θ constant on slabs (field.time = 'constant')")
+        if solver.num_components != num_classes:
+            raise InputError(f"solver has {solver.num_components} components, data {num_classes} classes")
+        self.comm = comm
+        self.solver = solver
+        self.model = model
+        self.K = num_classes
+        self.d = model.dim
+        self.labels = np.asarray(labels)
+        self.loss = cross_entropy if loss == "cross_entropy" else squared_error
+        self.num_points = comm.allreduce(len(points), op=MPI.SUM)
+        self.evaluator = PointEvaluator(comm, solver.V, points, "data")
+        self.weight_decay = weight_decay
+        self.smoothness = smoothness
+        self.n_theta = model.n_params
+        self.n_params = self.n_theta + self.K * self.d + self.K
+        self.frozen_steps: list[int] | None = None
+        self.adjoint: Adjoint | None = None
+        # I(x_j) and I(1) in the DG space: f = A x + b is linear, so I f = Σ_j A_kj I(x_j) + b_k I(1).
+        basis = fem.Function(solver.V)
+        self._coordinates = []
+        for j in range(self.d):
+            basis.interpolate(lambda x, j=j: x[j])
+            self._coordinates.append(basis.x.array[: solver.num_owned].copy())
+        basis.interpolate(lambda x: np.ones(x.shape[1]))
+        self._ones = basis.x.array[: solver.num_owned].copy()
+        self._last = None
+
+    # --- parameters ---------------------------------------------------------------------
+
+    def split(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """p → (θ, A (K×d), b (K))."""
+        p = np.asarray(p, dtype=np.float64)
+        if p.shape != (self.n_params,):
+            raise InputError(f"parameter vector must have shape ({self.n_params},), got {p.shape}")
+        theta = p[: self.n_theta]
+        A = p[self.n_theta : self.n_theta + self.K * self.d].reshape(self.K, self.d)
+        b = p[self.n_theta + self.K * self.d :]
+        return theta, A, b
+
+    def initial(self, seed: int, scale: float = 1.0) -> np.ndarray:
+        """A starting p: random θ (the model's init) and a random output layer."""
+        rng = np.random.default_rng(seed + 7919)
+        A = rng.normal(0.0, 1.0 / np.sqrt(self.d), (self.K, self.d))
+        return np.concatenate([self.model.init(seed, scale), A.ravel(), np.zeros(self.K)])
+
+    def freeze_steps(self, steps: list[int] | None) -> None:
+        """Fix the number of time steps per slab (None: follow the CFL bound again)."""
+        self.frozen_steps = None if steps is None else list(steps)
+
+    # --- J and J' -------------------------------------------------------------------------
+
+    def _regularization(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        value = 0.5 * self.weight_decay * float(theta @ theta)
+        grad = self.weight_decay * theta
+        if self.smoothness and self.model.slabs > 1:
+            nodes = theta.reshape(self.model.num_nodes, -1)
+            diff = np.diff(nodes, axis=0)
+            value += 0.5 * self.smoothness * float((diff * diff).sum())
+            g = np.zeros_like(nodes)
+            g[1:] += self.smoothness * diff
+            g[:-1] -= self.smoothness * diff
+            grad = grad + g.ravel()
+        return value, grad
+
+    def _forward(self, p: np.ndarray):
+        theta, A, b = self.split(p)
+        field = self.model.field(theta)
+        result = self.solver.solve(field, lambda x: x @ A.T + b, frozen_steps=self.frozen_steps)
+        predictions = np.stack([self.evaluator(u) for u in result.u0], axis=1)
+        local_loss, dloss = self.loss(predictions, self.labels)
+        data_loss = self.comm.allreduce(local_loss, op=MPI.SUM) / self.num_points
+        reg, _ = self._regularization(theta)
+        evaluation = Evaluation(data_loss + reg, data_loss, reg, predictions, result.steps_per_piece)
+        return evaluation, field, result, dloss / self.num_points
+
+    def __call__(self, p: np.ndarray) -> float:
+        """J(p) (collective)."""
+        evaluation, *_ = self._forward(p)
+        self._last = evaluation
+        return evaluation.value
+
+    def evaluate(self, p: np.ndarray) -> Evaluation:
+        """J(p) with its parts and the predictions (collective)."""
+        evaluation, *_ = self._forward(p)
+        self._last = evaluation
+        return evaluation
+
+    def value_and_gradient(self, p: np.ndarray) -> tuple[float, np.ndarray]:
+        """J(p) and ∇J(p), the gradient of the discrete J (collective; the same on every rank)."""
+        evaluation, field, result, dloss = self._forward(p)
+        self._last = evaluation
+        theta, A, b = self.split(p)
+        lam_final = [self.evaluator.transpose(dloss[:, k])[: self.solver.num_owned] for k in range(self.K)]
+        if self.adjoint is None:
+            self.adjoint = Adjoint(self.solver, self.K)
+        lam0, velocity_grads = self.adjoint.backward(field, result, lam_final)
+
+        grad_theta = np.zeros(self.n_theta)
+        pieces = np.asarray(field.pieces())
+        n_owned_nodes = self.solver.Vv.dofmap.index_map.size_local
+        x_nodes = self.solver.velocity_points[:n_owned_nodes]
+        for j, g in velocity_grads.items():
+            t_mid = 0.5 * (pieces[j] + pieces[j + 1])
+            grad_theta += self.model.vjp(theta, t_mid, x_nodes, g)
+        grad_A = np.array([[lam0[k] @ self._coordinates[j] for j in range(self.d)] for k in range(self.K)])
+        grad_b = np.array([lam0[k] @ self._ones for k in range(self.K)])
+        local = np.concatenate([grad_theta, grad_A.ravel(), grad_b])
+        grad = np.empty_like(local)
+        self.comm.Allreduce(local, grad, op=MPI.SUM)
+        _, reg_grad = self._regularization(theta)
+        grad[: self.n_theta] += reg_grad
+        return evaluation.value, grad
+
+    def derivative(self, p: np.ndarray) -> np.ndarray:
+        """∇J(p) (collective)."""
+        return self.value_and_gradient(p)[1]
+
+    def destroy(self) -> None:
+        if self.adjoint is not None:
+            self.adjoint.destroy()

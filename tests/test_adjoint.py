@@ -1,0 +1,109 @@
+"""The gradient of the discrete objective: Taylor tests per block, on 1 and 2 ranks, and the same
+gradient on one rank and on all."""
+
+from mpi4py import MPI
+
+import gc
+
+import numpy as np
+import pytest
+
+from solver.domain import Box, Ball
+from solver.errors import InputError
+from solver.forward import TransportSolver
+from solver.mesh import create_mesh
+from solver.reduced import ReducedFunctional
+from solver.taylor import taylor_remainders
+from solver.velocity import VelocityModel
+
+
+def make_problem(comm, domain=None, cells=12, degree=1, K=2, activation="tanh", slabs=2,
+                 checkpoint_every=3, loss="cross_entropy"):
+    """A small learning problem; the data are the same on every rank count (dealt out by rank)."""
+    domain = domain or Box((-1.0, -1.0), (1.0, 1.0))
+    mesh = create_mesh(comm, domain, cells)
+    solver = TransportSolver(comm, mesh, degree=degree, num_components=K, checkpoint_every=checkpoint_every)
+    model = VelocityModel(dim=domain.dim, width=4, slabs=slabs, T=1.0, activation=activation, domain=domain)
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-0.6, 0.6, (60, domain.dim))
+    y = (X[:, 0] * X[:, 1] > 0).astype(int) if loss == "cross_entropy" else np.sin(3 * X[:, :K])
+    mine = slice(comm.rank, None, comm.size)
+    J = ReducedFunctional(comm, solver, model, X[mine], y[mine], K, loss=loss,
+                          weight_decay=1e-3, smoothness=1e-2)
+    return J
+
+
+# Blocks of p whose gradient each gets its own Taylor test.
+def blocks(J):
+    names = dict(J.model.block_slices())
+    n = J.n_theta
+    names["output.A"] = slice(n, n + J.K * J.d)
+    names["output.b"] = slice(n + J.K * J.d, J.n_params)
+    return names
+
+
+CASES = [
+    # name, kwargs
+    ("box2d-DG1-tanh", dict()),
+    ("box2d-DG2-softplus", dict(degree=2, activation="softplus", cells=8)),
+    ("disk-DG1-sigmoid-3classes", dict(domain=Ball((0.0, 0.0), 1.0), K=3, activation="sigmoid")),
+    ("box3d-DG1-tanh", dict(domain=Box((-1.0,) * 3, (1.0,) * 3), cells=4, slabs=2)),
+    ("box2d-squared-error", dict(loss="squared_error", checkpoint_every=1)),
+]
+
+
+@pytest.mark.parametrize("name, kwargs", CASES, ids=[c[0] for c in CASES])
+def test_taylor_every_block(comm, name, kwargs):
+    J = make_problem(comm, **kwargs)
+    p = J.initial(seed=1, scale=1.5)
+    J0 = J(p)
+    J.freeze_steps(J.evaluate(p).steps)  # a step count jumping with θ would make J non-smooth
+    value, gradient = J.value_and_gradient(p)
+    assert value == J0
+    rng = np.random.default_rng(3)  # the same direction on every rank
+    lines = []
+    for block, where in blocks(J).items():
+        direction = np.zeros(J.n_params)
+        direction[where] = rng.standard_normal(where.stop - where.start)
+        remainders, rates = taylor_remainders(J, p, gradient, direction, J0=J0, epsilon=0.02, num=4)
+        lines.append(f"{block:>12}: rates {np.array2string(rates, precision=3)}")
+        assert min(rates) >= 1.9, f"{name} {block}: remainders {remainders}, rates {rates}"
+    print(f"\n{name}\n" + "\n".join(lines))
+    # No state was left perturbed: J at p is what it was.
+    assert J(p) == J0
+    J.destroy()
+    gc.collect()
+    comm.Barrier()
+
+
+def test_gradient_same_on_one_rank_and_all(comm):
+    """The partition changes neither J nor ∇J beyond round-off (1e-10 relative)."""
+    results = []
+    for c in (MPI.COMM_SELF, comm):
+        J = make_problem(c)
+        value, gradient = J.value_and_gradient(J.initial(seed=2, scale=1.0))
+        results.append((value, gradient))
+        J.destroy()
+    (v1, g1), (v2, g2) = results
+    assert abs(v1 - v2) <= 1e-10 * abs(v1)
+    assert np.abs(g1 - g2).max() <= 1e-10 * np.abs(g1).max()
+    gc.collect()
+    comm.Barrier()
+
+
+def test_gradient_needs_checkpoints(comm):
+    J = make_problem(comm, checkpoint_every=0)
+    with pytest.raises(InputError, match="checkpoint"):
+        J.value_and_gradient(J.initial(seed=0))
+
+
+def test_bad_loss_and_time_mode(comm):
+    domain = Box((-1.0, -1.0), (1.0, 1.0))
+    solver = TransportSolver(comm, create_mesh(comm, domain, 4), num_components=2)
+    model = VelocityModel(dim=2, width=4, slabs=2, T=1.0, activation="tanh", domain=domain)
+    X, y = np.zeros((1, 2)), np.zeros(1, dtype=int)
+    with pytest.raises(InputError, match='Invalid loss "hinge"'):
+        ReducedFunctional(comm, solver, model, X, y, 2, loss="hinge")
+    linear = VelocityModel(dim=2, width=4, slabs=2, T=1.0, activation="tanh", domain=domain, time="linear")
+    with pytest.raises(InputError, match="constant"):
+        ReducedFunctional(comm, solver, linear, X, y, 2)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m solver compare CONFIG`` (also under ``mpirun -n P``).
+"""Command line: ``python -m solver compare|train CONFIG`` (also under ``mpirun -n P``).
 
 The only place that reads ``MPI.COMM_WORLD``. Bad input (an ``InputError``, raised on every rank
 alike) prints one message on rank 0 and exits with status 2 on every rank; any other exception
@@ -98,6 +98,50 @@ def command_compare(comm: MPI.Comm, args) -> int:
     return 0
 
 
+def command_train(comm: MPI.Comm, args) -> int:
+    """Learn the velocity field for the configured data; write a run directory."""
+    from solver.config import load_config
+
+    if args.resume:
+        config_path = args.out / "config.toml"
+        if not config_path.exists():
+            raise InputError("--resume needs a run directory with config.toml", str(args.out))
+        config = load_config(config_path)
+    else:
+        config = load_config(args.config)
+    from solver.io import prepare_run_directory
+    from solver.output import write_training_outputs
+    from solver.train import Problem, train
+
+    if not args.resume:
+        out = prepare_run_directory(comm, args.out, force=args.force)
+        if comm.rank == 0:
+            (out / "config.toml").write_text(config.to_toml())
+    else:
+        out = args.out
+    started = time.perf_counter()
+    problem = Problem.build(comm, config)
+    from solver.data import describe
+
+    log.info("%s", describe(problem.dataset))
+    log.info(
+        "train: %d parameters (%d velocity, %d output), mesh %d cells/direction, DG%d, %d dofs x %d, "
+        "%s, %d iterations, %d ranks",
+        problem.J.n_params, problem.J.n_theta, problem.J.n_params - problem.J.n_theta,
+        config.mesh.cells, config.mesh.degree, problem.solver.num_dofs_global,
+        problem.dataset.num_classes, config.train.optimizer, config.train.iterations, comm.size,
+    )
+    state, history = train(comm, problem, out, resume=args.resume)
+    metrics = write_training_outputs(comm, problem, state, history, out)
+    log.info(
+        "trained: loss %.5f, train accuracy %.4f, test accuracy %.4f, %d iterations, %.1f s -> %s",
+        metrics["final_loss"], metrics["train_accuracy"], metrics["test_accuracy"],
+        metrics["iterations"], time.perf_counter() - started, out,
+    )
+    problem.J.destroy()
+    return 0
+
+
 def write_json_atomic_rank0(comm, path, data, writer) -> None:
     if comm.rank == 0:
         writer(path, data)
@@ -120,6 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="refinement study over these mesh cell counts (default: compare.refine of the config; '' for none)",
     )
     p.set_defaults(run=command_compare)
+
+    p = sub.add_parser("train", help="learn the velocity field (adjoint-based optimizer)")
+    p.add_argument("config", type=Path, nargs="?", default=None, help="problem file (TOML)")
+    p.add_argument("--out", type=Path, default=None, help="run directory (default runs/<config name>)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing run directory")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.set_defaults(run=command_train)
     return parser
 
 
@@ -127,7 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     comm = MPI.COMM_WORLD
     args = build_parser().parse_args(argv)
     setup_logging(comm, args.verbose)
+    if getattr(args, "config", "unset") is None and not getattr(args, "resume", False):
+        build_parser().error("a problem file is needed (or --resume with --out RUN)")
     if getattr(args, "out", "unset") is None:
+        if args.config is None:
+            build_parser().error("--resume needs --out RUN")
         args.out = Path("runs") / Path(args.config).stem
     try:
         return args.run(comm, args)

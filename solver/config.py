@@ -21,6 +21,9 @@ from types import MappingProxyType
 from typing import Any
 
 from solver import velocity
+from solver.data import DATASET_KINDS, DATASET_PARAMS
+from solver.optimize import OPTIMIZERS
+from solver.reduced import LOSSES
 from solver.domain import DOMAIN_KINDS, Domain, make_domain
 from solver.errors import InputError
 from solver.problems import (
@@ -46,12 +49,17 @@ FIELD_KEYS = {
     "rotation": ("kind", "T", "omega"),
 }
 SECTION_KEYS = {
+    "train": (
+        "loss", "weight_decay", "smoothness", "optimizer", "iterations", "learning_rate",
+        "memory", "max_step", "save_every", "seed",
+    ),
     "mesh": ("cells", "degree"),
     "solver": ("cfl", "dt", "checkpoint_every"),
     "compare": ("points", "points_file", "grid", "seed", "refine"),
     "output": ("vtx", "png"),
 }
-SECTIONS = ("domain", "mesh", "field", "terminal", "solver", "compare", "output")
+SECTIONS = ("domain", "mesh", "field", "terminal", "solver", "compare", "output", "data", "train")
+DATA_KEYS = ("kind", "points", "noise", "seed", "test_fraction", "classes", "augment_dim", "margin")
 
 
 @dataclass(frozen=True)
@@ -127,6 +135,37 @@ class CompareConfig:
 
 
 @dataclass(frozen=True)
+class DataConfig:
+    """The learning problem's data (``solver.data``): generated or read from CSV, scaled into Ω."""
+
+    kind: str = "moons"
+    points: int | None = 400  # None: all rows of a CSV file
+    noise: float | None = None  # None: the kind's default
+    seed: int = 0
+    test_fraction: float = 0.25
+    classes: int | None = None  # blobs: number of classes
+    augment_dim: int | None = None  # append zero coordinates up to this dimension
+    margin: float = 0.2
+    params: Mapping[str, Any] = dataclass_field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Learning the velocity: objective, optimizer, checkpoints."""
+
+    loss: str = "cross_entropy"
+    weight_decay: float = 1e-4
+    smoothness: float = 1e-2
+    optimizer: str = "lbfgs"
+    iterations: int = 100
+    learning_rate: float = 0.02  # Adam
+    memory: int = 10  # L-BFGS curvature pairs
+    max_step: float = 1.0  # L-BFGS: the longest first trial step |Δp|
+    save_every: int = 10  # checkpoint every n iterations
+    seed: int = 0  # initial θ and output layer
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     """What a run writes besides numbers: VTX fields for ParaView, PNG plots."""
 
@@ -147,6 +186,8 @@ class Config:
     solver: SolverConfig = SolverConfig()
     compare: CompareConfig = CompareConfig()
     output: OutputConfig = OutputConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
     source: str = dataclass_field(default="<dict>", compare=False)
 
     @property
@@ -162,6 +203,9 @@ class Config:
             section = getattr(self, f.name)
             if f.name == "terminal":
                 values = {"kind": section.kind, **section.params}
+            elif f.name == "data":
+                values = {f.name: getattr(section, f.name) for f in fields(section) if f.name != "params"}
+                values.update(section.params)
             else:
                 values = asdict(section)
             out[f.name] = {k: _plain(v) for k, v in values.items() if v is not None}
@@ -286,7 +330,45 @@ def config_from_dict(
     output = OutputConfig(
         vtx=r.boolean("output", o, "vtx", True), png=r.boolean("output", o, "png", True)
     )
-    return Config(domain, mesh, field, terminal, solver, compare, output, source=source)
+    data = _data(r, sections["data"], source)
+    t = sections["train"]
+    r.check_keys("train", t, SECTION_KEYS["train"])
+    train = TrainConfig(
+        loss=r.choice("train", t, "loss", "cross_entropy", LOSSES),
+        weight_decay=r.number("train", t, "weight_decay", 1e-4, low=0.0),
+        smoothness=r.number("train", t, "smoothness", 1e-2, low=0.0),
+        optimizer=r.choice("train", t, "optimizer", "lbfgs", OPTIMIZERS),
+        iterations=r.integer("train", t, "iterations", 100, low=0),
+        learning_rate=r.number("train", t, "learning_rate", 0.02, low=0.0, low_open=True),
+        memory=r.integer("train", t, "memory", 10, low=1),
+        max_step=r.number("train", t, "max_step", 1.0, low=0.0, low_open=True),
+        save_every=r.integer("train", t, "save_every", 10, low=1),
+        seed=r.integer("train", t, "seed", 0, low=0),
+    )
+    return Config(domain, mesh, field, terminal, solver, compare, output, data, train, source=source)
+
+
+def _data(r: _Reader, s: dict[str, Any], source: str) -> DataConfig:
+    kind = r.choice("data", s, "kind", "moons", DATASET_KINDS)
+    r.check_keys("data", s, DATA_KEYS + DATASET_PARAMS[kind], f'for kind "{kind}"')
+    params = {k: v for k, v in s.items() if k in DATASET_PARAMS[kind]}
+    if kind == "csv":
+        if "path" not in params:
+            raise r.error("data", "path", 'kind "csv" needs path = "file.csv"')
+        params["path"] = r.path("data", s, "path", source)
+    optional = lambda key, read: None if s.get(key) is None else read()  # noqa: E731
+    return DataConfig(
+        kind=kind,
+        points=optional("points", lambda: r.integer("data", s, "points", 400, low=2))
+        if kind == "csv" else r.integer("data", s, "points", 400, low=2),
+        noise=optional("noise", lambda: r.number("data", s, "noise", 0.0, low=0.0)),
+        seed=r.integer("data", s, "seed", 0, low=0),
+        test_fraction=r.number("data", s, "test_fraction", 0.25, low=0.0, high=0.9),
+        classes=optional("classes", lambda: r.integer("data", s, "classes", 3, low=2)),
+        augment_dim=optional("augment_dim", lambda: r.integer("data", s, "augment_dim", 3, low=2, high=3)),
+        margin=r.number("data", s, "margin", 0.2, low=0.0, high=0.9),
+        params=MappingProxyType({k: _frozen(v) for k, v in params.items()}),
+    )
 
 
 def _min_cells(domain_kind: str) -> int:

@@ -54,3 +54,94 @@ def write_comparison_outputs(comm: MPI.Comm, config: Config, out: Path, grid: np
     if config.output.vtx:
         solver = state["solver"]
         write_fields(comm, out / "u0.bp", nodal_copies(state["result"].u0, solver.degree))
+
+
+def plane_grid(domain, n: int) -> np.ndarray:
+    """A uniform n × n grid of the middle x1-x2 plane of Ω (the plane augmented data live in),
+    kept inside the mesh and off its facets (see ``compare.sample_points``)."""
+    from solver.domain import Ball
+
+    lower, upper = np.asarray(domain.lower), np.asarray(domain.upper)
+    center = 0.5 * (lower + upper)
+    axes = [np.linspace(lower[i], upper[i], n) for i in range(2)]
+    g = np.stack([a.ravel() for a in np.meshgrid(*axes, indexing="ij")], axis=1)
+    points = np.tile(center, (len(g), 1))
+    points[:, :2] = g
+    if isinstance(domain, Ball):
+        points = points[np.linalg.norm(points - center, axis=1) <= 0.97 * domain.radius]
+    offset = 1e-6 * domain.diameter * np.array([0.3137, 0.1729, 0.2281])[: domain.dim]
+    shrink = 1.0 - 1e-5 * np.array([1.0, 1.37, 1.71])[: domain.dim]
+    return center + (points - center) * shrink + offset
+
+
+def softmax(u: np.ndarray) -> np.ndarray:
+    z = np.exp(u - u.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def write_parameters(path: Path, problem, p: np.ndarray) -> None:
+    """theta.npz: the learned parameters and what they mean (rank-local)."""
+    import json
+
+    theta, A, b = problem.J.split(p)
+    model = problem.model
+    meta = dict(
+        format="transport-inverse parameters", version=1,
+        model=dict(dim=model.dim, width=model.width, slabs=model.slabs, T=model.T,
+                   activation=model.activation, time=model.time),
+        domain=problem.config.to_dict()["domain"],
+        scaling=problem.dataset.scaling.to_dict(),
+        num_classes=problem.dataset.num_classes,
+        blocks={k: [v.start, v.stop] for k, v in model.block_slices().items()},
+    )
+    np.savez(path, p=p, theta=theta, A=A, b=b, meta=json.dumps(meta))
+
+
+def write_training_outputs(comm: MPI.Comm, problem, state, history: list[dict], out: Path) -> dict:
+    """theta.npz, metrics.json, the PNGs and u_h(0, ·) for ParaView (collective)."""
+    from solver.io import write_json_atomic
+    from solver.pointeval import evaluate_everywhere
+
+    config, dataset, J = problem.config, problem.dataset, problem.J
+    if comm.rank == 0:
+        write_parameters(out / "theta.npz", problem, state.p)
+    last = history[-1]
+    metrics = dict(
+        final_loss=state.value, data_loss=last["data_loss"],
+        train_accuracy=last["train_accuracy"], test_accuracy=last["test_accuracy"],
+        iterations=state.iteration, evaluations=state.evaluations,
+        wall_seconds=float(sum(h["seconds"] for h in history)), ranks=comm.size,
+        mesh_cells=config.mesh.cells, degree=config.mesh.degree,
+        dofs=problem.solver.num_dofs_global, components=dataset.num_classes,
+        parameters=J.n_params, time_steps=last["steps"],
+        train_points=len(dataset.y_train), test_points=len(dataset.y_test),
+    )
+    if config.output.png:
+        grid = plane_grid(problem.domain, 81)
+        probabilities = softmax(evaluate_everywhere(comm, problem.solver.V, J.last.u0, grid, "plot grid"))
+        theta = J.split(state.p)[0]
+        field = problem.model.field(theta)
+        from solver import characteristics
+
+        sample = np.arange(0, len(dataset.y_test), max(1, len(dataset.y_test) // 60))
+        traj = characteristics.solve(comm, field, lambda x: x, dataset.X_test[sample], num_trajectory_times=40).trajectories
+        if comm.rank == 0:
+            from solver import plots
+
+            name = Path(config.source).stem
+            plots.prediction_figure(out / "prediction.png", grid, probabilities, dataset.X_train, dataset.y_train,
+                                    dataset.X_test, dataset.y_test,
+                                    f"{name}: prediction u_h(0, ·), test accuracy {last['test_accuracy']:.3f}")
+            coarse = plane_grid(problem.domain, 17)
+            times = [0.5 * (a + b) for a, b in zip(problem.model.slab_times[:-1], problem.model.slab_times[1:])][:4]
+            plots.velocity_figure(out / "velocity.png", coarse, np.array([field(t, coarse) for t in times]), times,
+                                  f"{name}: learned velocity field")
+            plots.characteristics_figure(out / "characteristics.png", traj, dataset.y_test[sample],
+                                         f"{name}: characteristics of test points, t = 0 → T")
+            plots.loss_figure(out / "loss.png", history, f"{name}: training")
+    if config.output.vtx:
+        write_fields(comm, out / "u0.bp", nodal_copies(J.last.u0, problem.solver.degree))
+    if comm.rank == 0:
+        write_json_atomic(out / "metrics.json", metrics)
+    comm.Barrier()
+    return metrics

@@ -93,3 +93,91 @@ def convergence_figure(path: str | Path, study: dict, title: str) -> None:
     ax.set_title(title)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _plane(points: np.ndarray) -> np.ndarray:
+    return points[:, :2]
+
+
+def prediction_figure(path, grid, probabilities, X_train, y_train, X_test, y_test, title) -> None:
+    """The predicted class (colour) and its probability (shade) over Ω, with the data.
+
+    Args:
+        grid: points of a plane of Ω, shape=(n, d) (the first two coordinates are drawn).
+        probabilities: softmax of u_h(0, grid), shape=(n, K).
+    """
+    plt = _pyplot()
+    K = probabilities.shape[1]
+    cmap = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(6, 5.5), constrained_layout=True)
+    xy = _plane(grid)
+    label = probabilities.argmax(axis=1)
+    ax.tricontourf(xy[:, 0], xy[:, 1], label, levels=np.arange(K + 1) - 0.5, colors=[cmap(k) for k in range(K)], alpha=0.25)
+    ax.tricontour(xy[:, 0], xy[:, 1], probabilities.max(axis=1), levels=[0.6, 0.8, 0.95], colors="k", linewidths=0.4, alpha=0.5)
+    for k in range(K):
+        ax.scatter(*X_train[y_train == k, :2].T, s=8, color=cmap(k), edgecolor="none", label=f"class {k} (train)")
+        ax.scatter(*X_test[y_test == k, :2].T, s=14, color=cmap(k), edgecolor="k", linewidth=0.4, marker="s")
+    ax.set_aspect("equal")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def velocity_figure(path, grid, velocities, times, title) -> None:
+    """Quiver plots of v(t, ·) at several times.
+
+    Args:
+        grid: points, shape=(n, d); velocities: shape=(len(times), n, d).
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(times), figsize=(4 * len(times), 4.2), constrained_layout=True)
+    axes = np.atleast_1d(axes)
+    xy = _plane(grid)
+    for ax, v, t in zip(axes, velocities, times):
+        speed = np.linalg.norm(v, axis=1)
+        ax.quiver(xy[:, 0], xy[:, 1], v[:, 0], v[:, 1], speed, cmap="viridis")
+        ax.set_aspect("equal")
+        ax.set_title(f"v(t = {t:.2f}), max |v| {speed.max():.2f}")
+    fig.suptitle(title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def characteristics_figure(path, trajectories, labels, title) -> None:
+    """Characteristics q(t; X_i) from t = 0 (dot) to T (cross), coloured by class.
+
+    Args:
+        trajectories: shape=(num_times, n, d); labels: shape=(n,).
+    """
+    plt = _pyplot()
+    cmap = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(6, 5.5), constrained_layout=True)
+    for i in range(trajectories.shape[1]):
+        c = cmap(int(labels[i]))
+        ax.plot(trajectories[:, i, 0], trajectories[:, i, 1], "-", color=c, lw=0.6, alpha=0.7)
+        ax.plot(trajectories[0, i, 0], trajectories[0, i, 1], "o", color=c, ms=2.5)
+        ax.plot(trajectories[-1, i, 0], trajectories[-1, i, 1], "x", color=c, ms=3.5)
+    ax.set_aspect("equal")
+    ax.set_title(title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def loss_figure(path, history: list[dict], title) -> None:
+    """Loss (log scale) and train/test accuracy against the iteration."""
+    plt = _pyplot()
+    it = [h["iteration"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    ax.semilogy(it, [h["loss"] for h in history], "k-", label="J")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("J")
+    ax2 = ax.twinx()
+    ax2.plot(it, [h["train_accuracy"] for h in history], "b-", lw=0.8, label="train accuracy")
+    ax2.plot(it, [h["test_accuracy"] for h in history], "r-", lw=0.8, label="test accuracy")
+    ax2.set_ylim(0, 1.02)
+    ax2.set_ylabel("accuracy")
+    fig.legend(loc="center right", fontsize=8)
+    ax.set_title(title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

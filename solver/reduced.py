@@ -56,6 +56,7 @@ class Evaluation:
     regularization: float
     predictions: np.ndarray  # u_h(0, X_i) at this rank's points, shape=(n, K)
     steps: list[int]
+    u0: list  # u_h(0, ·), K DG functions
 
 
 class ReducedFunctional:
@@ -114,7 +115,7 @@ class ReducedFunctional:
             self._coordinates.append(basis.x.array[: solver.num_owned].copy())
         basis.interpolate(lambda x: np.ones(x.shape[1]))
         self._ones = basis.x.array[: solver.num_owned].copy()
-        self._last = None
+        self.last: Evaluation | None = None  # the latest evaluation (the accepted iterate, in an optimizer)
 
     # --- parameters ---------------------------------------------------------------------
 
@@ -161,25 +162,25 @@ class ReducedFunctional:
         local_loss, dloss = self.loss(predictions, self.labels)
         data_loss = self.comm.allreduce(local_loss, op=MPI.SUM) / self.num_points
         reg, _ = self._regularization(theta)
-        evaluation = Evaluation(data_loss + reg, data_loss, reg, predictions, result.steps_per_piece)
+        evaluation = Evaluation(data_loss + reg, data_loss, reg, predictions, result.steps_per_piece, result.u0)
         return evaluation, field, result, dloss / self.num_points
 
     def __call__(self, p: np.ndarray) -> float:
         """J(p) (collective)."""
         evaluation, *_ = self._forward(p)
-        self._last = evaluation
+        self.last = evaluation
         return evaluation.value
 
     def evaluate(self, p: np.ndarray) -> Evaluation:
         """J(p) with its parts and the predictions (collective)."""
         evaluation, *_ = self._forward(p)
-        self._last = evaluation
+        self.last = evaluation
         return evaluation
 
     def value_and_gradient(self, p: np.ndarray) -> tuple[float, np.ndarray]:
         """J(p) and ∇J(p), the gradient of the discrete J (collective; the same on every rank)."""
         evaluation, field, result, dloss = self._forward(p)
-        self._last = evaluation
+        self.last = evaluation
         theta, A, b = self.split(p)
         lam_final = [self.evaluator.transpose(dloss[:, k])[: self.solver.num_owned] for k in range(self.K)]
         if self.adjoint is None:

@@ -1,0 +1,119 @@
+"""``python -m solver plain2resnet NET --substeps l --out NEW.onnx``: a plain MLP as a ResNet.
+
+NET is an MLP in npz or ONNX (``solver.plainnet_io``); pickle/joblib files are refused (loading
+one runs its code). The plain net's flow model (section 3) is re-discretized with l Euler
+substeps per unit of time (section 4) and written as ONNX and/or npz + JSON next to ``--out``.
+Rank 0 does the work; an ``InputError`` is raised alike on every rank.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+from mpi4py import MPI
+
+from solver.errors import InputError
+
+log = logging.getLogger("solver")
+FORMATS = ("onnx", "npz")
+DTYPES = {"float32": np.float32, "float64": np.float64}
+CHECK_POINTS = 256  # standard-normal inputs for the logged ResNet-vs-plain-net error
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register the ``plain2resnet`` subcommand on ``subparsers`` (from ``add_subparsers``)."""
+    p = subparsers.add_parser(
+        "plain2resnet",
+        help="construct the ResNet of a plain MLP from its flow model (sections 3-4)",
+        description=__doc__.split("\n\n")[1],
+    )
+    p.add_argument("net", type=Path, help="plain MLP: .npz (keys W0, b0, …, activations) or .onnx (Gemm + activations)")
+    p.add_argument("--substeps", type=int, required=True, metavar="L", help="Euler substeps per unit of time (l of eq. 52)")
+    p.add_argument("--beta", type=float, default=10.0, help="β of the stretch flow, zero singular values → e^-β (eq. 21; default 10)")
+    p.add_argument("--out", type=Path, required=True, help="output path, e.g. NEW.onnx; npz output goes to NEW.npz + NEW.json")
+    p.add_argument("--format", default="onnx,npz", metavar="onnx,npz", help="comma-separated output formats (default onnx,npz)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="ONNX element type (default float32)")
+    p.add_argument(
+        "--anchor", choices=("input", "zero"), default="input",
+        help="where tanh/sigmoid flows are linearized (eq. 66): the stage input z_k (paper) or 0 (constant weights)",
+    )
+    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    p.set_defaults(run=run)
+    return p
+
+
+def parse_formats(text: str) -> list[str]:
+    """``"onnx,npz"`` → ["onnx", "npz"]; raises InputError for an unknown or empty list."""
+    formats = [f.strip().lower() for f in text.split(",") if f.strip()]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise InputError(f"--format takes a comma-separated list of {list(FORMATS)}, got {text!r}")
+    return formats
+
+
+def output_paths(out: Path, formats: list[str]) -> dict[str, list[Path]]:
+    """The files each format writes: NEW.onnx; NEW.npz and NEW.json."""
+    paths = {"onnx": [out.with_suffix(".onnx")], "npz": [out.with_suffix(".npz"), out.with_suffix(".json")]}
+    return {f: paths[f] for f in formats}
+
+
+def run(comm: MPI.Comm, args: argparse.Namespace) -> int:
+    """The ``plain2resnet`` command (collective: rank 0 works, the others wait for its verdict)."""
+    error = None
+    if comm.rank == 0:
+        try:
+            convert(args)
+        except InputError as raised:
+            message = str(raised).removeprefix(f"{raised.source}: ") if raised.source else str(raised)
+            error = (message, raised.source)
+    error = comm.bcast(error, root=0)
+    if error is not None:
+        raise InputError(*error)
+    return 0
+
+
+def convert(args: argparse.Namespace) -> None:
+    """Read NET, build the ResNet, check it against the plain net, write it. Rank-local."""
+    from solver.flow_resnet_export import save_npz, save_onnx
+    from solver.plainflow import flow_model, discretize
+    from solver.plainnet_io import load_plain_net
+
+    formats = parse_formats(args.format)
+    if args.substeps < 1:
+        raise InputError(f"--substeps must be >= 1, got {args.substeps}")
+    if not np.isfinite(args.beta) or args.beta <= 0:
+        raise InputError(f"--beta must be a positive number, got {args.beta}")
+    paths = output_paths(args.out, formats)
+    existing = [str(p) for group in paths.values() for p in group if p.exists()]
+    if existing and not args.force:
+        raise InputError(f"output files exist: {', '.join(existing)}; pass --force to overwrite them")
+    if not args.out.parent.is_dir():
+        raise InputError(f"output directory {args.out.parent} does not exist")
+
+    net = load_plain_net(args.net)
+    flow = flow_model(net)
+    log.info(
+        "plain net %s: widths %s, activations %s, output %s; ambient dimension d = %d",
+        args.net, net.widths, [layer.activation for layer in net.layers], net.output, flow.dim,
+    )
+    if args.substeps <= 2 * args.beta:
+        # α ḣ β < 1 needs l > max ḣ · β = 2β (eq. 29 with Euler): else the e^{-β} directions oscillate and grow.
+        log.warning(
+            "warning: l = %d <= 2β = %g: Euler on the compressed directions (eq. 29) is not monotone "
+            "and may amplify them; use more substeps or a smaller --beta", args.substeps, 2 * args.beta,
+        )
+    resnet = discretize(flow, args.substeps, args.beta, anchor=args.anchor)
+    x = np.random.default_rng(0).standard_normal((CHECK_POINTS, flow.n_in))
+    error = np.max(np.abs(resnet.forward(x) - net.forward(x)))
+    log.info(
+        "ResNet: %d blocks in %d stages (l = %d, β = %g, anchor %s); max |ResNet − plain net| = %.3e at %d standard-normal inputs",
+        resnet.num_blocks, len(resnet.stages), args.substeps, args.beta, args.anchor, error, CHECK_POINTS,
+    )
+    if "onnx" in paths:
+        save_onnx(resnet, paths["onnx"][0], DTYPES[args.dtype])
+    if "npz" in paths:
+        save_npz(resnet, paths["npz"][0])
+    log.info("wrote %s", ", ".join(str(p) for group in paths.values() for p in group))

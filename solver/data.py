@@ -1,0 +1,718 @@
+"""Labelled data sets (X_i, y_i) for the classification problems, placed inside Ω.
+
+numpy + scikit-learn only. The flow model transports each X_i inside Ω and classifies it at the
+end (eq. 13), so the data must lie in Ω and away from ∂Ω, where the cut-off velocity χ·v
+vanishes and the flow cannot move them. :class:`Scaling` is that placement: an affine map fitted
+on the training points only, applied unchanged to the test points.
+
+Everything here is deterministic for a given ``seed``: every MPI rank calls
+:func:`make_dataset` with the same arguments and gets the same arrays, so no communication (and
+no ``comm`` argument) is needed. Errors about a parameter name it as ``data.<key>`` so the config
+loader can point at the line it came from; errors about a CSV file carry the file as ``source``.
+
+Kinds (:data:`DATASET_KINDS`), with their default ``noise`` (:data:`DEFAULT_NOISE`):
+
+- ``moons``: sklearn's two interleaving half circles; Gaussian noise std 0.1. 2 classes.
+- ``circles``: sklearn's concentric circles, radii 1 and ``factor`` (0.5); noise 0.05.
+  2 classes. A 2D flow is a homeomorphism and cannot pull the inner circle out of the outer
+  one, so a linear classifier at the end fails: use ``augment_dim=3`` (augmented neural ODEs).
+- ``spirals``: ``num_classes`` (2) interleaved Archimedean arms r = s, θ = 2π·turns·s + 2πk/K,
+  s ∈ [0.1, 1] with density ∝ s (uniform along the arm); ``turns`` (1.5); noise 0.03.
+- ``xor``: the 2×2 checkerboard on [−1, 1]²; noise 0.
+- ``checkerboard``: ``cells`` (4, even) cells per axis on [−1, 1]^dim, dim 2 or 3, label =
+  parity of the cell index sum; noise 0 (noise jitters points after labelling).
+- ``blobs``: sklearn's isotropic Gaussian blobs, ``num_classes`` (3) centres evenly spaced on
+  the unit circle (dim 2) or a Fibonacci lattice of the unit sphere (dim 3); noise = cluster
+  std, 0.25. Fixed centres, not sklearn's random ones, so that two blobs never coincide.
+- ``peaks``: Haber & Ruthotto's 5-class problem ("Stable architectures for deep neural
+  networks", 2017): points uniform on [−3, 3]², labelled by the band of MATLAB's peaks
+  function (:func:`peaks`) they fall in; see :data:`PEAKS_LEVELS`. Noise 0.
+- ``csv``: the user's file ``path`` (:func:`load_csv`); all rows, or a seeded random subset of
+  ``num_points`` rows. Noise must be 0.
+
+Classes are exactly balanced (within one point) for moons, circles, spirals, xor, checkerboard
+and blobs; peaks and csv keep their natural class frequencies.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+from sklearn.datasets import make_blobs, make_circles, make_moons
+from sklearn.model_selection import train_test_split
+
+from solver.domain import Ball, Box, Domain
+from solver.errors import InputError
+
+DATASET_KINDS = ("moons", "circles", "spirals", "xor", "checkerboard", "blobs", "peaks", "csv")
+
+# The extra parameters each kind accepts (the ``**kw`` of make_dataset).
+DATASET_PARAMS: dict[str, tuple[str, ...]] = {
+    "moons": (),
+    "circles": ("factor",),
+    "spirals": ("turns",),
+    "xor": (),
+    "checkerboard": ("cells",),
+    "blobs": (),
+    "peaks": ("levels",),
+    "csv": ("path",),
+}
+
+DEFAULT_NOISE: dict[str, float] = {
+    "moons": 0.1,
+    "circles": 0.05,
+    "spirals": 0.03,
+    "xor": 0.0,
+    "checkerboard": 0.0,
+    "blobs": 0.25,
+    "peaks": 0.0,
+    "csv": 0.0,
+}
+
+# Thresholds of the peaks function between the 5 classes: class k is levels[k-1] < f <= levels[k].
+# Under uniform sampling of [−3, 3]² the classes hold about 12.5%, 13.0%, 31.9%, 19.5%, 23.1%
+# of the points (10⁶ samples). Meganet's setupPeaks cuts [min f, max f] into 5 equal bands
+# instead; those hold 2.8%, 12%, 72%, 10%, 2.8% of the square, so it resamples every class to
+# the same size, which makes the density jump between classes. Here the density is uniform.
+PEAKS_LEVELS = (-1.0, -0.1, 0.1, 1.0)
+
+# Default margin: the training data fill the central 80% of Ω (per half-axis, or of the radius).
+DEFAULT_MARGIN = 0.2
+
+
+def peaks(x: np.ndarray) -> np.ndarray:
+    """MATLAB's peaks function at points ``x`` (shape=(n, 2)); returns shape=(n,).
+
+    f(x, y) = 3(1−x)² e^{−x²−(y+1)²} − 10(x/5 − x³ − y⁵) e^{−x²−y²} − 1/3 e^{−(x+1)²−y²}.
+    """
+    u, v = x[:, 0], x[:, 1]
+    return (
+        3.0 * (1.0 - u) ** 2 * np.exp(-(u**2) - (v + 1.0) ** 2)
+        - 10.0 * (u / 5.0 - u**3 - v**5) * np.exp(-(u**2) - v**2)
+        - np.exp(-((u + 1.0) ** 2) - v**2) / 3.0
+    )
+
+
+# --------------------------------------------------------------------------- the placement in Ω
+
+
+def min_cutoff(domain: Domain, margin: float = DEFAULT_MARGIN) -> float:
+    """The lower bound on χ that :meth:`Scaling.fit` guarantees for every training point.
+
+    With r = 1 − margin the training data lie in the central box of relative half-widths r
+    (box Ω), where each factor of χ is ≥ 1 − r², or in the ball of radius r·R (disk/ball Ω).
+
+    Returns:
+        (1 − r²)^dim for a box (0.1296 in 2D, 0.0467 in 3D at margin 0.2), 1 − r² for a
+        disk/ball (0.36 at margin 0.2).
+    """
+    bound = 1.0 - (1.0 - margin) ** 2
+    return bound ** domain.dim if isinstance(domain, Box) else bound
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """The affine map x_Ω = scale ⊙ x + shift from data coordinates into Ω.
+
+    Attributes:
+        scale: per-axis factors, all > 0, len = dim.
+        shift: per-axis offsets, len = dim.
+    """
+
+    scale: tuple[float, ...]
+    shift: tuple[float, ...]
+
+    def __post_init__(self):
+        if len(self.scale) != len(self.shift) or not self.scale:
+            raise InputError(
+                f"scaling needs scale and shift of the same nonzero length, got "
+                f"scale={self.scale}, shift={self.shift}"
+            )
+        if not all(np.isfinite(self.scale)) or any(s <= 0 for s in self.scale):
+            raise InputError(f"scaling factors must be finite and > 0, got scale={self.scale}")
+        if not all(np.isfinite(self.shift)):
+            raise InputError(f"scaling shifts must be finite, got shift={self.shift}")
+
+    @property
+    def dim(self) -> int:
+        return len(self.scale)
+
+    @classmethod
+    def identity(cls, dim: int) -> Scaling:
+        return cls((1.0,) * dim, (0.0,) * dim)
+
+    @classmethod
+    def fit(
+        cls,
+        x: np.ndarray,
+        domain: Domain,
+        margin: float = DEFAULT_MARGIN,
+        uniform: bool = True,
+    ) -> Scaling:
+        """The map that places the points ``x`` (shape=(n, dim)) inside ``domain``.
+
+        Box: the data's bounding box, centred, goes into the central box of half-widths
+        (1 − margin)·(upper − lower)/2. Disk/ball: the ball around the bounding box's centre that
+        holds all points goes into the ball of radius (1 − margin)·R. Every point of ``x`` then
+        has χ ≥ :func:`min_cutoff` (domain, margin). Axes along which all points agree (e.g.
+        augmented zero coordinates) are sent to the centre of Ω.
+
+        Args:
+            x: the training points, shape=(n, dim) with dim = domain.dim.
+            domain: Ω.
+            margin: the fraction of Ω's half-width (or radius) left free, 0 < margin < 1.
+            uniform: one factor for all axes, so that the geometry is not distorted (default).
+                False stretches each axis of a box separately; a disk/ball needs True.
+
+        Raises:
+            InputError: wrong shape, bad margin, coincident points, or uniform=False on a ball.
+        """
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] != domain.dim:
+            hint = ""
+            if x.ndim == 2 and x.shape[1] < domain.dim:
+                hint = f"; set data.augment_dim = {domain.dim} to embed the data in Ω"
+            raise InputError(
+                f"cannot place points of shape {x.shape} in a {domain.dim}D domain: expected "
+                f"shape (n >= 1, {domain.dim}){hint}"
+            )
+        if not 0.0 < margin < 1.0:
+            raise InputError(f"data.margin must be in (0, 1), got {margin!r}")
+        if isinstance(domain, Ball) and not uniform:
+            raise InputError(
+                "data.uniform_scaling = false needs a box domain; a disk/ball is scaled uniformly"
+            )
+        lower, upper = x.min(axis=0), x.max(axis=0)
+        mid, half_data = 0.5 * (lower + upper), 0.5 * (upper - lower)
+        center = 0.5 * (np.asarray(domain.lower) + np.asarray(domain.upper))
+        r = 1.0 - margin
+        if isinstance(domain, Ball):
+            extent = float(np.max(np.linalg.norm(x - mid, axis=1)))
+            if extent == 0.0:
+                raise InputError(f"all {len(x)} training points coincide; cannot fit a scaling")
+            scale = np.full(domain.dim, r * domain.radius / extent)
+        else:
+            # Axes with (relatively) zero extent carry no information on the size of the data.
+            spread = half_data > 1e-12 * max(float(half_data.max()), 1e-300)
+            if not np.any(spread):
+                raise InputError(f"all {len(x)} training points coincide; cannot fit a scaling")
+            half_omega = 0.5 * (np.asarray(domain.upper) - np.asarray(domain.lower))
+            ratios = np.full(domain.dim, np.inf)
+            ratios[spread] = r * half_omega[spread] / half_data[spread]
+            smallest = float(ratios.min())
+            scale = np.full(domain.dim, smallest) if uniform else np.where(spread, ratios, smallest)
+        shift = center - scale * mid
+        return cls(tuple(map(float, scale)), tuple(map(float, shift)))
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Data coordinates ``x`` (shape=(n, dim)) -> Ω coordinates, shape=(n, dim)."""
+        return np.asarray(x, dtype=np.float64) * np.asarray(self.scale) + np.asarray(self.shift)
+
+    def inverse(self, x: np.ndarray) -> np.ndarray:
+        """Ω coordinates ``x`` (shape=(n, dim)) -> data coordinates, shape=(n, dim)."""
+        return (np.asarray(x, dtype=np.float64) - np.asarray(self.shift)) / np.asarray(self.scale)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        """JSON/TOML-ready: ``{"scale": [...], "shift": [...]}``."""
+        return {"scale": list(self.scale), "shift": list(self.shift)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Scaling:
+        """The inverse of :meth:`to_dict`."""
+        try:
+            return cls(tuple(map(float, d["scale"])), tuple(map(float, d["shift"])))
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(
+                f'scaling must be {{"scale": [...], "shift": [...]}}, got {d!r} ({e})'
+            ) from None
+
+
+def check_inside(domain: Domain, x: np.ndarray, index: np.ndarray, what: str = "test") -> None:
+    """Raise if any of the scaled points ``x`` (shape=(n, dim)) lies outside Ω.
+
+    Args:
+        domain: Ω.
+        x: points in Ω coordinates, shape=(n, dim).
+        index: their 0-based positions in the generated (or file) order, shape=(n,), for the
+            message.
+        what: what the points are, for the message.
+    """
+    outside = np.flatnonzero(~domain.contains(x))
+    if outside.size:
+        raise InputError(
+            f"{outside.size} of {len(x)} {what} points fall outside Ω after the scaling fitted on "
+            f"the training points, e.g. points {index[outside[:5]].tolist()} (0-based, in "
+            f"generation/file order) at {x[outside[:5]].round(4).tolist()}; increase data.margin "
+            f"or the domain"
+        )
+
+
+# --------------------------------------------------------------------------------- generators
+
+
+def _fail(key: str, message: str) -> InputError:
+    return InputError(f"data.{key}: {message}")
+
+
+def _class_sizes(n: int, k: int) -> np.ndarray:
+    """n points split into k classes as evenly as possible, shape=(k,)."""
+    sizes = np.full(k, n // k)
+    sizes[: n % k] += 1
+    return sizes
+
+
+def _moons(n, noise, seed, dim, k, kw):
+    return make_moons(n_samples=n, noise=noise, random_state=seed)
+
+
+def _circles(n, noise, seed, dim, k, kw):
+    factor = float(kw.get("factor", 0.5))
+    if not 0.0 < factor < 1.0:
+        raise _fail("factor", f"inner/outer radius ratio must be in (0, 1), got {kw['factor']!r}")
+    return make_circles(n_samples=n, noise=noise, factor=factor, random_state=seed)
+
+
+def _spirals(n, noise, seed, dim, k, kw):
+    turns = float(kw.get("turns", 1.5))
+    if not turns > 0:
+        raise _fail("turns", f"expected a number > 0, got {kw['turns']!r}")
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(k), _class_sizes(n, k))
+    # Density ∝ s on [s0, 1] makes points uniform along the arm (arc length grows like s²);
+    # s0 > 0 keeps them off the centre, where all arms meet.
+    s0 = 0.1
+    s = np.sqrt(s0**2 + (1.0 - s0**2) * rng.uniform(size=n))
+    theta = 2.0 * np.pi * (turns * s + y / k)
+    x = s[:, None] * np.c_[np.cos(theta), np.sin(theta)]
+    return x + noise * rng.standard_normal(x.shape), y
+
+
+def _checkerboard(n, noise, seed, dim, k, kw, cells=None):
+    cells = kw.get("cells", 4) if cells is None else cells
+    if isinstance(cells, bool) or not isinstance(cells, int | np.integer) or cells < 2 or cells % 2:
+        raise _fail("cells", f"expected an even integer >= 2 (equal class areas), got {cells!r}")
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(2), _class_sizes(n, 2))
+    # A cell of the right colour, uniformly: free indices on all axes but the last, whose index
+    # then has the parity that makes the sum ≡ y (mod 2); `cells` even gives cells/2 choices.
+    idx = rng.integers(0, cells, size=(n, dim))
+    idx[:, -1] = 2 * rng.integers(0, cells // 2, size=n) + (y - idx[:, :-1].sum(axis=1)) % 2
+    x = 2.0 * (idx + rng.uniform(size=(n, dim))) / cells - 1.0
+    return x + noise * rng.standard_normal(x.shape), y
+
+
+def _xor(n, noise, seed, dim, k, kw):
+    return _checkerboard(n, noise, seed, dim, k, kw, cells=2)
+
+
+def _blob_centers(k: int, dim: int) -> np.ndarray:
+    """k unit vectors spread evenly: a regular polygon (dim 2), a Fibonacci lattice (dim 3)."""
+    if dim == 2:
+        a = 2.0 * np.pi * np.arange(k) / k
+        return np.c_[np.cos(a), np.sin(a)]
+    z = 1.0 - (2.0 * np.arange(k) + 1.0) / k
+    a = np.pi * (3.0 - np.sqrt(5.0)) * np.arange(k)
+    rho = np.sqrt(1.0 - z**2)
+    return np.c_[rho * np.cos(a), rho * np.sin(a), z]
+
+
+def _blobs(n, noise, seed, dim, k, kw):
+    if noise == 0.0:
+        raise _fail("noise", "blobs need a cluster standard deviation > 0, got 0")
+    return make_blobs(
+        n_samples=n, centers=_blob_centers(k, dim), cluster_std=noise, random_state=seed
+    )
+
+
+def _peaks(n, noise, seed, dim, k, kw):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-3.0, 3.0, size=(n, 2))
+    y = np.digitize(peaks(x), _peaks_levels(kw), right=True)
+    return x + noise * rng.standard_normal(x.shape), y
+
+
+def _peaks_levels(kw: dict[str, Any]) -> np.ndarray:
+    levels = kw.get("levels", PEAKS_LEVELS)
+    try:
+        a = np.asarray(levels, dtype=np.float64)
+    except (TypeError, ValueError):
+        a = np.empty(0)
+    if a.ndim != 1 or a.size < 1 or not np.all(np.isfinite(a)) or np.any(np.diff(a) <= 0):
+        raise _fail("levels", f"expected increasing finite thresholds of f, got {levels!r}")
+    return a
+
+
+_Generator = Callable[..., tuple[np.ndarray, np.ndarray]]
+
+# kind -> (generator, allowed dims, default number of classes, whether num_classes is free)
+_GENERATORS: dict[str, tuple[_Generator, tuple[int, ...], int, bool]] = {
+    "moons": (_moons, (2,), 2, False),
+    "circles": (_circles, (2,), 2, False),
+    "spirals": (_spirals, (2,), 2, True),
+    "xor": (_xor, (2,), 2, False),
+    "checkerboard": (_checkerboard, (2, 3), 2, False),
+    "blobs": (_blobs, (2, 3), 3, True),
+    "peaks": (_peaks, (2,), 5, False),
+}
+
+
+# ----------------------------------------------------------------------------------- CSV files
+
+
+class LabelledPoints(NamedTuple):
+    """Points and labels as read from a file.
+
+    Attributes:
+        X: features, shape=(n, d), float64.
+        y: labels, shape=(n,), int64 in 0..K−1.
+        feature_names: the d feature column names, in file order.
+        class_names: the K original labels; class k is ``class_names[k]``.
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    feature_names: tuple[str, ...]
+    class_names: tuple[str, ...]
+
+
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
+def load_csv(path: str | Path) -> LabelledPoints:
+    """Labelled points from a CSV file with a header line.
+
+    One column is named ``label`` (any position, any case); every other column is a feature,
+    named by its header (e.g. ``x1,x2,label``). Blank lines are skipped. Labels that are all
+    integers must be exactly 0..K−1 (each occurring); otherwise all labels are read as strings
+    and class k is the k-th of them in sorted (string) order, e.g. ``cat, dog`` -> 0, 1.
+    Deterministic: every rank reading the same file gets the same arrays.
+
+    Raises:
+        InputError: (source = the file) missing or unreadable file, no header or no ``label``
+            column, a row with the wrong number of fields, a non-numeric feature (line and
+            column named), non-finite features (count and first lines), integer labels not
+            0..K−1, or fewer than 2 classes.
+    """
+    src = str(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            rows = [(reader.line_num, row) for row in reader if any(v.strip() for v in row)]
+    except FileNotFoundError:
+        raise InputError("data file not found", source=src) from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise InputError(f"cannot read the data file as CSV: {e}", source=src) from None
+    if not rows:
+        raise InputError("the file is empty; expected a header such as x1,x2,label", source=src)
+
+    _, header = rows[0]
+    header = [h.strip() for h in header]
+    label_cols = [j for j, h in enumerate(header) if h.lower() == "label"]
+    if len(label_cols) != 1:
+        found = "no" if not label_cols else f"{len(label_cols)}"
+        raise InputError(
+            f'{found} "label" column in the header {header}; expected one, e.g. x1,x2,label '
+            f"(a header line is required)",
+            source=src,
+        )
+    lab = label_cols[0]
+    feat = [j for j in range(len(header)) if j != lab]
+    if not feat:
+        raise InputError(f"no feature columns in the header {header}; expected x1,x2,label", src)
+    if len(rows) == 1:
+        raise InputError("no data rows after the header", source=src)
+
+    lines = np.array([n for n, _ in rows[1:]])
+    X = np.empty((len(rows) - 1, len(feat)))
+    labels: list[str] = []
+    for i, (n, row) in enumerate(rows[1:]):
+        if len(row) != len(header):
+            raise InputError(
+                f"line {n} has {len(row)} fields, expected {len(header)} ({header})", src
+            )
+        for c, j in enumerate(feat):
+            try:
+                X[i, c] = float(row[j])
+            except ValueError:
+                raise InputError(
+                    f'line {n}, column "{header[j]}": {row[j].strip()!r} is not a number', src
+                ) from None
+        labels.append(row[lab].strip())
+        if not labels[-1]:
+            raise InputError(f"line {n}: empty label", src)
+
+    bad = np.flatnonzero(~np.all(np.isfinite(X), axis=1))
+    if bad.size:
+        raise InputError(
+            f"{bad.size} row(s) have non-finite features (nan/inf), e.g. lines "
+            f"{lines[bad[:5]].tolist()}",
+            src,
+        )
+    y, class_names = _label_indices(labels, lines, src)
+    return LabelledPoints(X, y, tuple(header[j] for j in feat), class_names)
+
+
+def _label_indices(
+    labels: list[str], lines: np.ndarray, src: str
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Integer labels checked to be 0..K−1, or string labels mapped to sorted indices."""
+    if all(_INTEGER.fullmatch(s) for s in labels):
+        y = np.array([int(s) for s in labels], dtype=np.int64)
+        if y.min() < 0:
+            i = int(np.argmin(y))
+            raise InputError(
+                f"line {lines[i]}: label {labels[i]}; integer labels must be 0..K-1", src
+            )
+        missing = sorted(set(range(int(y.max()) + 1)) - set(y.tolist()))
+        if missing:
+            raise InputError(
+                f"integer labels must be 0..K-1 with every class present; labels run 0..{y.max()} "
+                f"but {missing[:10]} never occur",
+                src,
+            )
+        class_names = tuple(str(c) for c in range(int(y.max()) + 1))
+    else:
+        class_names = tuple(sorted(set(labels)))
+        lookup = {name: c for c, name in enumerate(class_names)}
+        y = np.array([lookup[s] for s in labels], dtype=np.int64)
+    if len(class_names) < 2:
+        raise InputError(
+            f"found 1 class ({class_names[0]!r}) in {len(labels)} rows; expected at least 2",
+            src,
+        )
+    return y, class_names
+
+
+def write_csv(path: str | Path, X: np.ndarray, y: np.ndarray, feature_names=None) -> None:
+    """Write points ``X`` (shape=(n, d)) and integer labels ``y`` (shape=(n,)) as
+    ``x1,…,xd,label`` (or the given feature names), readable by :func:`load_csv`."""
+    X, y = np.asarray(X, dtype=np.float64), np.asarray(y)
+    names = list(feature_names or [f"x{j + 1}" for j in range(X.shape[1])])
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([*names, "label"])
+        w.writerows([*map(repr, map(float, row)), int(label)] for row, label in zip(X, y))
+
+
+# ---------------------------------------------------------------------------------- data sets
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A labelled train/test split, in Ω coordinates (compare arrays, not datasets: eq=False).
+
+    Attributes:
+        kind: one of :data:`DATASET_KINDS`.
+        X_train: training points in Ω, shape=(n_train, dim).
+        y_train: their classes, shape=(n_train,), int64 in 0..num_classes−1.
+        X_test: test points in Ω, shape=(n_test, dim) (n_test may be 0).
+        y_test: their classes, shape=(n_test,).
+        num_classes: K.
+        feature_names: the dim coordinate names (augmented ones included).
+        class_names: the K class names (the file's labels for csv, else "0".."K−1").
+        scaling: the map from data coordinates to Ω (identity if no domain was given).
+        augmented: how many zero coordinates were appended to the data (augment_dim − d).
+        train_index: positions of the training points in generation/file order, shape=(n_train,).
+        test_index: the same for the test points, shape=(n_test,).
+    """
+
+    kind: str
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    feature_names: tuple[str, ...]
+    class_names: tuple[str, ...]
+    scaling: Scaling
+    augmented: int = 0
+    train_index: np.ndarray | None = field(default=None, repr=False)
+    test_index: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def dim(self) -> int:
+        return self.X_train.shape[1]
+
+
+def _integer(key: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise _fail(key, f"expected an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _number(key: str, value: Any, low: float, high: float | None = None) -> float:
+    ok = not isinstance(value, bool) and isinstance(value, int | float | np.number)
+    if ok and np.isfinite(value) and value >= low and (high is None or value < high):
+        return float(value)
+    expected = f"a number in [{low}, {high})" if high is not None else f"a number >= {low}"
+    raise _fail(key, f"expected {expected}, got {value!r}")
+
+
+def _generate(
+    kind: str, num_points: int | None, noise: float, seed: int, num_classes: int | None,
+    dim: int | None, kw: dict[str, Any],
+) -> tuple[np.ndarray, np.ndarray, int, tuple[str, ...], tuple[str, ...]]:
+    """Raw points (n, d), labels (n,), K, feature names, class names of a kind."""
+    if kind == "csv":
+        if "path" not in kw:
+            raise _fail("path", 'kind "csv" needs the CSV file: data.path = "points.csv"')
+        if noise != 0.0:
+            raise _fail("noise", f"csv data are used as they are; expected 0, got {noise!r}")
+        X, y, names, class_names = load_csv(kw["path"])
+        if dim is not None and dim != X.shape[1]:
+            raise InputError(
+                f"data.dim = {dim}, but the file has {X.shape[1]} features {names}", kw["path"]
+            )
+        if num_classes is not None and num_classes != len(class_names):
+            raise InputError(
+                f"data.num_classes = {num_classes}, but the file has {len(class_names)} classes",
+                kw["path"],
+            )
+        if num_points is not None:
+            if num_points > len(X):
+                raise _fail("num_points", f"the file has {len(X)} rows, cannot take {num_points}")
+            keep = np.sort(np.random.default_rng(seed).choice(len(X), num_points, replace=False))
+            X, y = X[keep], y[keep]
+        return X, y, len(class_names), names, class_names
+
+    generator, dims, default_k, free_k = _GENERATORS[kind]
+    dim = dims[0] if dim is None else dim
+    if dim not in dims:
+        hint = " (use data.augment_dim to embed it in 3D)" if dims == (2,) else ""
+        raise _fail("dim", f'kind "{kind}" is defined in dim {list(dims)}, got {dim!r}{hint}')
+    if kind == "peaks":
+        default_k = len(_peaks_levels(kw)) + 1
+    k = default_k if num_classes is None else _integer("num_classes", num_classes, 2)
+    if k != default_k and not free_k:
+        raise _fail("num_classes", f'kind "{kind}" has {default_k} classes, got {num_classes!r}')
+    if num_points is None:
+        raise _fail("num_points", f'kind "{kind}" needs the number of points, got None')
+    X, y = generator(num_points, noise, seed, dim, k, kw)
+    names = tuple(f"x{j + 1}" for j in range(dim))
+    X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.int64)
+    return X, y, k, names, tuple(map(str, range(k)))
+
+
+def make_dataset(
+    kind: str,
+    num_points: int | None,
+    *,
+    noise: float | None = None,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    num_classes: int | None = None,
+    dim: int | None = None,
+    augment_dim: int | None = None,
+    domain: Domain | None = None,
+    margin: float = DEFAULT_MARGIN,
+    uniform_scaling: bool = True,
+    **kw: Any,
+) -> Dataset:
+    """A labelled data set by name, split into train and test and placed inside Ω.
+
+    Deterministic for a given ``seed``: the same on every MPI rank without communication.
+
+    Args:
+        kind: one of :data:`DATASET_KINDS` (see the module docstring).
+        num_points: total number of points, train + test (csv: None takes every row).
+        noise: the kind's noise level (std of Gaussian jitter, or blob std); None takes
+            :data:`DEFAULT_NOISE`.
+        seed: seeds the generator and the split.
+        test_fraction: the share of points held out for testing, 0 <= f < 1; the split is
+            stratified, so each class keeps its proportion.
+        num_classes: K; None takes the kind's (2, or 3 for blobs, 5 for peaks, the file's).
+            Free for spirals and blobs only.
+        dim: the data dimension; None takes the kind's (2, the file's for csv); checkerboard and
+            blobs also have 3.
+        augment_dim: if given (> dim), append augment_dim − dim zero coordinates, so that e.g.
+            2D data sit on the plane x3 = 0 (mapped to the centre plane of Ω) of a 3D mesh.
+        domain: Ω; None leaves the data unscaled (identity :class:`Scaling`).
+        margin: see :meth:`Scaling.fit`; every training point has χ >= :func:`min_cutoff`.
+        uniform_scaling: one scale factor for all axes (default), see :meth:`Scaling.fit`.
+        **kw: the kind's extra parameters (:data:`DATASET_PARAMS`).
+
+    Returns:
+        The :class:`Dataset`, points in Ω coordinates.
+
+    Raises:
+        InputError: unknown kind or key, a bad parameter (named ``data.<key>``), a bad CSV file,
+            a split with too few points per class, or test points that land outside Ω.
+    """
+    if kind not in DATASET_KINDS:
+        raise InputError(f'Invalid data kind "{kind}". Must be one of {list(DATASET_KINDS)}')
+    unknown = sorted(set(kw) - set(DATASET_PARAMS[kind]))
+    if unknown:
+        valid = ["kind", "num_points", "noise", "seed", "test_fraction", "num_classes", "dim",
+                 "augment_dim", "margin", "uniform_scaling", *DATASET_PARAMS[kind]]
+        raise _fail(unknown[0], f'unknown key for data kind "{kind}". Valid keys: {valid}')
+    if num_points is not None:
+        num_points = _integer("num_points", num_points, 2)
+    noise = DEFAULT_NOISE[kind] if noise is None else _number("noise", noise, 0.0)
+    seed = _integer("seed", seed, 0)
+    test_fraction = _number("test_fraction", test_fraction, 0.0, 1.0)
+    if dim is not None:
+        dim = _integer("dim", dim, 1)
+    margin = _number("margin", margin, 0.0, 1.0)
+    if margin == 0.0:
+        raise _fail("margin", "expected a number in (0, 1), got 0 (points on ∂Ω cannot move)")
+
+    X, y, k, names, class_names = _generate(kind, num_points, noise, seed, num_classes, dim, kw)
+    augmented = 0
+    if augment_dim is not None:
+        augment_dim = _integer("augment_dim", augment_dim, 1)
+        if augment_dim <= X.shape[1]:
+            raise _fail(
+                "augment_dim", f"must exceed the data dimension {X.shape[1]}, got {augment_dim}"
+            )
+        augmented = augment_dim - X.shape[1]
+        X = np.hstack([X, np.zeros((len(X), augmented))])
+        extra = [f"x{j + 1}" for j in range(len(names), augment_dim)]
+        names = names + tuple(f"augmented_{e}" if e in names else e for e in extra)
+
+    index = np.arange(len(X))
+    if test_fraction > 0.0:
+        try:
+            train, test = train_test_split(
+                index, test_size=test_fraction, random_state=seed, stratify=y
+            )
+        except ValueError as e:
+            counts = np.bincount(y, minlength=k).tolist()
+            raise _fail(
+                "test_fraction",
+                f"cannot split {len(X)} points with class counts {counts} at test_fraction="
+                f"{test_fraction}: {e}",
+            ) from None
+        train, test = np.sort(train), np.sort(test)
+    else:
+        train, test = index, index[:0]
+
+    if domain is None:
+        scaling = Scaling.identity(X.shape[1])
+    else:
+        scaling = Scaling.fit(X[train], domain, margin, uniform_scaling)
+    X_train, X_test = scaling.apply(X[train]), scaling.apply(X[test])
+    if domain is not None:
+        check_inside(domain, X_test, test)
+    return Dataset(kind, X_train, y[train], X_test, y[test], k, names, class_names, scaling,
+                   augmented, train, test)
+
+
+def describe(dataset: Dataset) -> str:
+    """One line for the log: kind, sizes, dimension, classes and scaling."""
+    d = dataset
+    dims = f"{d.dim}D"
+    if d.augmented:
+        dims += f" ({d.dim - d.augmented}D data + {d.augmented} zero coordinate(s))"
+    counts = np.bincount(d.y_train, minlength=d.num_classes).tolist()
+    scale = ", ".join(f"{s:.4g}" for s in d.scaling.scale)
+    shift = ", ".join(f"{s:.4g}" for s in d.scaling.shift)
+    return (
+        f"data {d.kind}: {len(d.X_train)} train + {len(d.X_test)} test points in {dims}, "
+        f"{d.num_classes} classes (train counts {counts}), x_Ω = [{scale}]⊙x + [{shift}]"
+    )

@@ -1,0 +1,190 @@
+"""Writing a ``FlowResNet`` as ONNX (opset 17, float32 or float64) and as npz + JSON.
+
+ONNX: input ``x`` of shape (N, n_0), output ``y`` = x_L of shape (N, n_L), and, if the plain
+net has an output function, ``probabilities`` = f(x_L) (Softmax or Sigmoid). Every block is a
+residual ``Add`` of the state and its increment, so the graph is a ResNet block by block.
+
+npz + JSON: ``NAME.json`` lists the stages and blocks in order (kinds and scalars, see
+``FORMAT``), ``NAME.npz`` holds the arrays it names. ``load_npz`` reads the pair back.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from solver.errors import InputError
+from solver.flow_resnet import SATURATED, ActivationBlock, FlowResNet, LinearBlock, ReluBlock, Stage
+from solver.onnx_export import OnnxGraph
+
+FORMAT = "flow-resnet/1"
+ONNX_OUTPUTS = {"softmax": ("Softmax", {"axis": -1}), "logistic": ("Sigmoid", {})}
+ONNX_ACTIVATIONS = {"tanh": "Tanh", "sigmoid": "Sigmoid"}
+
+
+def to_onnx(resnet: FlowResNet, dtype: np.dtype | type = np.float32) -> OnnxGraph:
+    """The ONNX graph of ``resnet`` in ``dtype`` (float32 or float64); ``.save(path)`` writes it."""
+    g = OnnxGraph("flow_resnet", dtype)
+    y = g.input("x", resnet.n_in)
+    if resnet.dim > resnet.n_in:  # embedding in R^d (section 3.1.1)
+        y = g.node("Pad", y, g.constant(np.array([0, 0, 0, resnet.dim - resnet.n_in], dtype=np.int64), "pads"))
+    for stage in resnet.stages:
+        y = _stage_onnx(g, stage, y)
+    if resnet.dim > resnet.n_out:
+        ints = lambda *v: g.constant(np.array(v, dtype=np.int64), "index")  # noqa: E731
+        y = g.node("Slice", y, ints(0), ints(resnet.n_out), ints(1))
+    g.output(y, "y", resnet.n_out)
+    if resnet.output in ONNX_OUTPUTS:
+        op, attributes = ONNX_OUTPUTS[resnet.output]
+        g.node(op, "y", out="probabilities", **attributes)
+        g.outputs.append(_value_info(g, "probabilities", resnet.n_out))
+    return g
+
+
+def _value_info(g: OnnxGraph, name: str, width: int):
+    from onnx import helper
+
+    return helper.make_tensor_value_info(name, g.elem_type, ["N", width])
+
+
+def _stage_onnx(g: OnnxGraph, stage: Stage, y: str) -> str:
+    stage_input = y
+    cache: dict[str, str] = {}  # a(z_k) and a'(z_k), computed once per activation stage
+    for block in stage.blocks:
+        if isinstance(block, LinearBlock):
+            increment = None
+            if block.matrix is not None:
+                m = block.matrix
+                increment = g.node("Mul", y, g.constant(m, "m")) if m.ndim == 1 else g.node("MatMul", y, g.constant(m.T, "m"))
+            if block.shift is not None:
+                c = g.constant(block.shift, "c")
+                increment = c if increment is None else g.node("Add", increment, c)
+            y = y if increment is None else g.node("Add", y, increment)
+        elif isinstance(block, ReluBlock):  # eq. 58
+            y = g.node("Add", y, g.node("Relu", g.node("Mul", y, g.constant(np.array(block.weight), "w"))))
+        elif isinstance(block, ActivationBlock):
+            y = _activation_block_onnx(g, block, y, stage_input, cache)
+        else:
+            raise TypeError(f"unknown block type {type(block).__name__}")
+    return y
+
+
+def _activation_block_onnx(g: OnnxGraph, block: ActivationBlock, y: str, zk: str, cache: dict[str, str]) -> str:
+    """y + step · (a(Ẑ) − Ẑ), Ẑ = W⁽¹⁾ y + b⁽¹⁾ (eq. 68, 69), as ``ActivationBlock`` evaluates it."""
+    op = ONNX_ACTIVATIONS[block.activation]
+    step = g.constant(np.array(block.step), "step")
+    if block.anchor is not None:  # constant weights: the literal 2-layer block of eq. 69
+        w1_value, b1_value = block.weights(block.anchor)
+        z = g.node("Add", g.node("Mul", y, g.constant(w1_value, "w1")), g.constant(b1_value, "b1"))
+        return g.node("Add", y, g.node("Mul", step, g.node("Sub", g.node(op, z), z)))
+    # Eq. 66, 67 at the stage input z_k: W⁽¹⁾ and b⁽¹⁾ are elementwise functions of z_k.
+    if not cache:
+        cache["a"] = g.node(op, zk)
+        # a' from Exp, accurate to rounding where tiny: tanh' = 4t/(1+t)², t = e^{-2|z|}, and
+        # σ' = t/(1+t)², t = e^{-|z|}. onnxruntime's Sigmoid is only absolutely accurate in its
+        # tails (float32: 3% off at −15, 0 below −20), and q = 1/(1 + ratio·a') needs a' to
+        # relative accuracy where ratio = h/(1 − h) is huge.
+        scale = 2.0 if block.activation == "tanh" else 1.0
+        t = g.node("Exp", g.node("Mul", g.constant(np.array(-scale), "minus"), g.node("Abs", zk)))
+        one_plus = g.node("Add", g.constant(np.array(1.0), "one"), t)
+        cache["da"] = g.node("Div", g.node("Mul", g.constant(np.array(scale**2), "coefficient"), t), g.node("Mul", one_plus, one_plus))
+    # Constants capped to the float type's range; see ActivationBlock for the formulas.
+    ratio, inv_keep = block.coefficients(cap=float(np.finfo(g.dtype).max) / 16)
+    scalar = lambda value, stem: g.constant(np.array(value), stem)  # noqa: E731
+    q = g.node("Reciprocal", g.node("Add", scalar(1.0, "one"), g.node("Mul", scalar(ratio, "ratio"), cache["da"])))
+    flow = g.node("Add", g.node("Mul", scalar(block.keep, "keep"), zk), g.node("Mul", scalar(block.h, "h"), cache["a"]))  # eq. 36
+    residual = g.node("Sub", y, flow)
+    shift = g.node("Mul", g.node("Mul", residual, q), scalar(inv_keep, "inv_keep"))
+    bound = scalar(SATURATED, "bound")
+    z = g.node("Clip", g.node("Add", zk, shift), g.node("Neg", bound), bound)  # ≈ φ⁻¹(τ_r, y), eq. 68
+    increment = g.node(
+        "Sub",
+        g.node("Mul", step, g.node("Sub", g.node(op, z), zk)),
+        g.node("Mul", g.node("Mul", scalar(block.rate, "rate"), q), residual),
+    )
+    return g.node("Add", y, increment)
+
+
+def save_onnx(resnet: FlowResNet, path: str | Path, dtype: np.dtype | type = np.float32) -> Path:
+    """Write ``resnet`` as a checked ONNX model; returns the path."""
+    return to_onnx(resnet, dtype).save(path)
+
+
+def save_npz(resnet: FlowResNet, path: str | Path) -> tuple[Path, Path]:
+    """Write ``path`` (.npz, the arrays) and the same stem .json (the structure); returns both."""
+    path = Path(path).with_suffix(".npz")
+    arrays: dict[str, np.ndarray] = {}
+    stages = []
+    for i, stage in enumerate(resnet.stages):
+        blocks = []
+        for j, block in enumerate(stage.blocks):
+            key = f"s{i:03d}_b{j:04d}"
+            if isinstance(block, LinearBlock):
+                entry = {"kind": "linear", "matrix": None, "shift": None}
+                for field in ("matrix", "shift"):
+                    value = getattr(block, field)
+                    if value is not None:
+                        entry[field] = f"{key}_{field}"
+                        arrays[entry[field]] = value
+            elif isinstance(block, ReluBlock):
+                entry = {"kind": "relu", "weight": block.weight}
+            else:
+                entry = {
+                    "kind": "activation", "activation": block.activation, "step": block.step, "h": block.h,
+                    "keep": block.keep, "rate": block.rate, "anchor": "stage_input",
+                }
+                if block.anchor is not None:
+                    arrays[f"{key}_anchor"] = block.anchor
+                    entry["anchor"] = f"{key}_anchor"
+            blocks.append(entry)
+        stages.append({"label": stage.label, "blocks": blocks})
+    manifest = {
+        "format": FORMAT,
+        "equations": "Li & Shi, A Flow Model of Neural Networks, eq. 52 (linear), 58 (relu), 69-70 (activation)",
+        "dim": resnet.dim, "n_in": resnet.n_in, "n_out": resnet.n_out, "output": resnet.output,
+        "substeps": resnet.substeps, "beta": resnet.beta,
+        "h": "sigma(1/(1-tau) - 1/tau) on (0, 1)",
+        "blocks": {
+            "linear": "y + matrix @ y + shift (matrix of shape (d,) is a diagonal)",
+            "relu": "y + relu(weight * y)",
+            "activation": "y + step*(a(Z) - Z), Z = w1*y + b1, w1 = 1/J, J = keep + h a'(anchor), keep = 1 - h, "
+            "b1 = anchor - w1*(keep anchor + h a(anchor)); anchor 'stage_input' = the stage's input z_k; "
+            "evaluate step*w1 as rate*keep/J (rate = step/keep) where J underflows",
+        },
+        "stages": stages,
+    }
+    np.savez(path, **arrays)
+    json_path = path.with_suffix(".json")
+    json_path.write_text(json.dumps(manifest, indent=1) + "\n")
+    return path, json_path
+
+
+def load_npz(path: str | Path) -> FlowResNet:
+    """Read a ResNet written by ``save_npz`` (the .npz and its .json)."""
+    path = Path(path).with_suffix(".npz")
+    json_path = path.with_suffix(".json")
+    try:
+        manifest = json.loads(json_path.read_text())
+    except (OSError, ValueError) as error:
+        raise InputError(f"cannot read the ResNet manifest ({error})", str(json_path)) from None
+    if manifest.get("format") != FORMAT:
+        raise InputError(f"format {manifest.get('format')!r}, expected {FORMAT!r}", str(json_path))
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {key: data[key] for key in data.files}
+    stages = []
+    for stage in manifest["stages"]:
+        blocks = []
+        for entry in stage["blocks"]:
+            if entry["kind"] == "linear":
+                blocks.append(LinearBlock(*(arrays[entry[f]] if entry.get(f) else None for f in ("matrix", "shift"))))
+            elif entry["kind"] == "relu":
+                blocks.append(ReluBlock(float(entry["weight"])))
+            else:
+                anchor = None if entry["anchor"] == "stage_input" else arrays[entry["anchor"]]
+                scalars = (float(entry[k]) for k in ("step", "h", "keep", "rate"))
+                blocks.append(ActivationBlock(entry["activation"], *scalars, anchor))
+        stages.append(Stage(stage["label"], tuple(blocks)))
+    sizes = {k: int(manifest[k]) for k in ("dim", "n_in", "n_out", "substeps")}
+    return FlowResNet(**sizes, stages=tuple(stages), output=manifest["output"], beta=float(manifest["beta"]))

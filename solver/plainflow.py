@@ -1,0 +1,270 @@
+"""The flow model of a plain net (section 3) and its re-discretization as a ResNet (section 4).
+
+Every layer x_k = a(W x_{k-1} + b) (eq. 18) is embedded in one ambient dimension d with
+rank(W) < d, and written as five flows of one unit of time each (eq. 48, 49):
+
+    V = exp Ψ        ż = ḣ Ψ z            eq. 27      (rotation)
+    S ≈ exp(Λ + βΠ)  ż = ḣ (Λ + βΠ) z     eq. 21, 29  (stretch; zero singular values → e^{-β})
+    U = exp Φ        ż = ḣ Φ z            eq. 31      (rotation)
+    + b              ż = ḣ b              eq. 33      (translation)
+    a                φ(τ, Z) = (1 − h) Z + h a(Z)    eq. 36–42 (activation; none for identity)
+
+with the C∞ step h(τ) = σ(1/(1 − τ) − 1/τ) on (0, 1), 0 before, 1 after (section 3: ḣ = 0
+outside (0, 1), so the flows glue smoothly, eq. 50). ``discretize`` takes l Euler substeps
+per unit of time (eq. 52–58, 69–70). Only the stretch flow is approximate in the limit: the
+zero singular values become e^{-β}.
+
+numpy/scipy only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+from scipy.special import expit
+
+from solver.errors import InputError
+from solver.flow_resnet import LINEARIZED_ACTIVATIONS, ActivationBlock, FlowResNet, LinearBlock, ReluBlock, Stage
+from solver.plainnet import PlainNet, activation_value
+from solver.rotations import proper_svd, rotation_log
+
+ANCHORS = ("input", "zero")
+
+
+def _step_argument(tau: np.ndarray | float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """τ ∈ (0, 1) as a mask, u = 1/(1 − τ) − 1/τ and u' there (0 outside)."""
+    tau = np.asarray(tau, dtype=float)
+    inside = (tau > 0.0) & (tau < 1.0)
+    t = np.where(inside, tau, 0.5)
+    u = np.where(inside, 1.0 / (1.0 - t) - 1.0 / t, 0.0)
+    du = np.where(inside, 1.0 / (1.0 - t) ** 2 + 1.0 / t**2, 0.0)
+    return inside, u, du
+
+
+def smooth_step(tau: np.ndarray | float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """h(τ), 1 − h(τ) and ḣ(τ) of the smooth step h = σ(u), u = 1/(1 − τ) − 1/τ on (0, 1).
+
+    h is C∞, increasing, h = 0 for τ <= 0 and 1 for τ >= 1, and every derivative vanishes
+    at 0 and 1 (the requirements of section 3); max ḣ = ḣ(1/2) = 2. 1 − h = σ(−u) is
+    returned separately because 1 − h rounds to 0 long before it is 0 (needed in eq. 58).
+    """
+    tau = np.asarray(tau, dtype=float)
+    inside, u, du = _step_argument(tau)
+    h = np.where(inside, expit(u), (tau >= 1.0).astype(float))
+    one_minus_h = np.where(inside, expit(-u), (tau <= 0.0).astype(float))
+    hdot = np.where(inside, expit(u) * expit(-u) * du, 0.0)
+    return h, one_minus_h, hdot
+
+
+def relu_flow_rate(tau: np.ndarray | float, slope: float = 0.0) -> np.ndarray:
+    """ḣ (1 − s) / (1 − h (1 − s)): the rate of the (leaky) relu flow's velocity for z < 0.
+
+    For a(Z) = max(Z, sZ), φ(τ, Z) = (1 − h (1 − s)) Z for Z < 0, so (eq. 45–47 at s = 0)
+    v(τ, z) = −rate · z there and 0 for z >= 0. Computed without 0/0 as h → 1.
+    """
+    if slope == 0.0:
+        # ḣ / (1 − h) = σ(u) u': the factor σ(−u), which underflows near τ = 1, cancels.
+        inside, u, du = _step_argument(tau)
+        return np.where(inside, expit(u) * du, 0.0)
+    h, one_minus_h, hdot = smooth_step(tau)
+    return hdot * (1.0 - slope) / (one_minus_h + h * slope)
+
+
+@dataclass(frozen=True)
+class LayerFlow:
+    """The generators of one layer's flow (eq. 49) in dimension d.
+
+    Attributes:
+        psi: Ψ, shape=(d, d), skew-symmetric, V = exp Ψ.
+        log_singular: the diagonal of Λ, shape=(d,): log s_i for i < rank, 0 beyond.
+        rank: r, the number of nonzero singular values; Π = −1 on the last d − r.
+        phi: Φ, shape=(d, d), skew-symmetric, U = exp Φ.
+        bias: b, shape=(d,).
+        activation: a (``solver.plainnet.LAYER_ACTIVATIONS``); identity has no activation flow.
+        slope: leaky_relu's negative slope.
+    """
+
+    psi: np.ndarray
+    log_singular: np.ndarray
+    rank: int
+    phi: np.ndarray
+    bias: np.ndarray
+    activation: str
+    slope: float
+
+    def stretch(self, beta: float) -> np.ndarray:
+        """The diagonal of Λ + βΠ (eq. 21), shape=(d,)."""
+        d = self.log_singular.shape[0]
+        return self.log_singular - beta * (np.arange(d) >= self.rank)
+
+
+@dataclass(frozen=True)
+class PlainFlow:
+    """The flow model of a whole plain net: its layers' flows in one ambient dimension d."""
+
+    dim: int
+    n_in: int
+    n_out: int
+    layers: tuple[LayerFlow, ...]
+    output: str
+
+
+def embedding_dimension(net: PlainNet) -> int:
+    """The smallest d with every W_k fitting in d × d and rank(W_k) < d (section 3.1.1)."""
+    return int(max(max(layer.n_in, layer.n_out, int(np.linalg.matrix_rank(layer.weight)) + 1) for layer in net.layers))
+
+
+def flow_model(net: PlainNet, dim: int | None = None) -> PlainFlow:
+    """The generators Ψ, Λ, Φ, b of every layer, embedded in dimension d (eq. 19–21).
+
+    Args:
+        net: the plain net.
+        dim: the ambient dimension d; default ``embedding_dimension(net)``, the smallest.
+
+    Raises:
+        InputError: if ``dim`` is below ``embedding_dimension(net)``.
+    """
+    smallest = embedding_dimension(net)
+    d = smallest if dim is None else int(dim)
+    if d < smallest:
+        raise InputError(f"ambient dimension {d} is too small: the widths and ranks of this net need d >= {smallest}")
+    layers = []
+    for layer in net.layers:
+        weight = np.zeros((d, d))
+        weight[: layer.n_out, : layer.n_in] = layer.weight  # embedding: zero rows/columns
+        bias = np.zeros(d)
+        bias[: layer.n_out] = layer.bias
+        u, s, v, rank = proper_svd(weight)
+        log_s = np.where(np.arange(d) < rank, np.log(np.where(s > 0.0, s, 1.0)), 0.0)
+        layers.append(LayerFlow(rotation_log(v), log_s, rank, rotation_log(u), bias, layer.activation, layer.slope))
+    return PlainFlow(d, net.widths[0], net.widths[-1], tuple(layers), net.output)
+
+
+def activation_flow(tau: float, z: np.ndarray, activation: str, slope: float = 0.01) -> np.ndarray:
+    """φ(τ, Z) = (1 − h(τ)) Z + h(τ) a(Z) (eq. 36), elementwise on Z of any shape."""
+    h, one_minus_h, _ = smooth_step(tau)
+    return one_minus_h * z + h * activation_value(activation, z, slope)
+
+
+def flow_map(flow: PlainFlow, beta: float, x: np.ndarray) -> np.ndarray:
+    """The exact time-5L map of the flow model (eq. 48 at τ = 5 per layer): no discretization.
+
+    Equals the plain net up to the stretch limit of eq. 22 (an error of order e^{-β}).
+
+    Args:
+        flow: the flow model.
+        beta: β of eq. 21.
+        x: inputs, shape=(N, n_0).
+
+    Returns:
+        x_L, shape=(N, n_L).
+    """
+    y = np.zeros((x.shape[0], flow.dim))
+    y[:, : flow.n_in] = x
+    for layer in flow.layers:
+        y = y @ scipy.linalg.expm(layer.psi).T
+        y = y * np.exp(layer.stretch(beta))
+        y = y @ scipy.linalg.expm(layer.phi).T + layer.bias
+        y = activation_flow(1.0, y, layer.activation, layer.slope)
+    return y[:, : flow.n_out]
+
+
+def discretize(flow: PlainFlow, substeps: int, beta: float, anchor: str = "input") -> FlowResNet:
+    """Re-discretize the flow model with l Euler substeps per unit of time (section 4).
+
+    Substep r of a stage uses τ_r = r/l, α = 1/l (eq. 52, 54). Substeps with ḣ(τ_r) = 0
+    (r = 0) are the identity and are left out, so a stage has l − 1 blocks.
+
+    Args:
+        flow: the flow model (``flow_model``).
+        substeps: l >= 1.
+        beta: β > 0 of the stretch flow (eq. 21). Euler on the compressed directions is
+            monotone only for α ḣ β < 1, i.e. l > max ḣ · β = 2β.
+        anchor: where tanh/sigmoid flows are linearized (eq. 64–67): "input" is the paper's
+            z_k (data-dependent weights, converges as l grows); "zero" linearizes at Z = 0
+            (constant weights; the linearization error does not vanish as l grows).
+
+    Returns:
+        The ResNet.
+    """
+    if not isinstance(substeps, (int, np.integer)) or substeps < 1:
+        raise InputError(f"substeps must be an integer >= 1, got {substeps!r}")
+    if not np.isfinite(beta) or beta <= 0:
+        raise InputError(f"beta must be a positive number, got {beta!r}")
+    if anchor not in ANCHORS:
+        raise InputError(f'invalid anchor "{anchor}"; must be one of {list(ANCHORS)}')
+    alpha = 1.0 / substeps
+    tau = np.arange(substeps) * alpha
+    h, _, hdot = smooth_step(tau)
+    live = np.flatnonzero(hdot > 0.0)
+    steps = alpha * hdot
+    stages: list[Stage] = []
+    for k, layer in enumerate(flow.layers):
+        stretch = layer.stretch(beta)
+        stages += [
+            Stage(f"layer {k}: V", tuple(LinearBlock(matrix=steps[r] * layer.psi) for r in live)),  # eq. 52
+            Stage(f"layer {k}: S", tuple(LinearBlock(matrix=steps[r] * stretch) for r in live)),  # eq. 29
+            Stage(f"layer {k}: U", tuple(LinearBlock(matrix=steps[r] * layer.phi) for r in live)),  # eq. 31
+            Stage(f"layer {k}: b", tuple(LinearBlock(shift=steps[r] * layer.bias) for r in live)),  # eq. 33
+        ]
+        if layer.activation != "identity":
+            stages.append(Stage(f"layer {k}: a", _activation_blocks(layer, tau, alpha, h, steps, live, anchor, flow.dim)))
+    return FlowResNet(flow.dim, flow.n_in, flow.n_out, tuple(stages), flow.output, int(substeps), float(beta))
+
+
+def _activation_blocks(layer, tau, alpha, h, steps, live, anchor, dim) -> tuple:
+    if layer.activation in ("relu", "leaky_relu"):
+        slope = 0.0 if layer.activation == "relu" else layer.slope
+        # eq. 58, 59: W_r = α ḣ / (h − 1), and for leaky relu α ḣ (1 − s) / (h (1 − s) − 1).
+        weights = -alpha * relu_flow_rate(tau, slope)
+        return tuple(ReluBlock(float(weights[r])) for r in live)
+    if layer.activation in LINEARIZED_ACTIVATIONS:
+        fixed = None if anchor == "input" else np.zeros(dim)
+        _, keep, _ = smooth_step(tau)
+        rate = alpha * relu_flow_rate(tau)  # α ḣ / (1 − h)
+        return tuple(
+            ActivationBlock(layer.activation, float(steps[r]), float(h[r]), float(keep[r]), float(rate[r]), fixed) for r in live
+        )
+    raise InputError(f'no activation flow for "{layer.activation}"')
+
+
+def plain_to_resnet(net: PlainNet, substeps: int, beta: float, anchor: str = "input", dim: int | None = None) -> FlowResNet:
+    """``discretize(flow_model(net, dim), substeps, beta, anchor)``: the whole construction."""
+    return discretize(flow_model(net, dim), substeps, beta, anchor)
+
+
+def convergence_study(
+    net: PlainNet, x: np.ndarray, substeps: list[int], beta: float, anchor: str = "input"
+) -> list[dict]:
+    """max |ResNet(x) − plain net(x)| for each l, with the observed order log2(e_{l/2} / e_l).
+
+    Args:
+        net: the plain net.
+        x: inputs, shape=(N, n_0).
+        substeps: the values of l, increasing (doubling, for the order to be meaningful).
+        beta: β of eq. 21.
+        anchor: see ``discretize``.
+
+    Returns:
+        One row per l: {"substeps", "blocks", "error", "order"} (order None for the first row).
+    """
+    flow = flow_model(net)
+    reference = net.forward(x)
+    rows: list[dict] = []
+    for l in substeps:
+        resnet = discretize(flow, l, beta, anchor)
+        error = float(np.max(np.abs(resnet.forward(x) - reference)))
+        order = None
+        if rows and error > 0.0 and rows[-1]["error"] > 0.0:
+            order = float(np.log(rows[-1]["error"] / error) / np.log(l / rows[-1]["substeps"]))
+        rows.append({"substeps": l, "blocks": resnet.num_blocks, "error": error, "order": order})
+    return rows
+
+
+def fitted_order(rows: list[dict], smallest: int = 1) -> float:
+    """The slope −d log e / d log l of a least-squares fit over the rows with l >= ``smallest``."""
+    kept = [(r["substeps"], r["error"]) for r in rows if r["substeps"] >= smallest]
+    l, e = np.array(kept, dtype=float).T
+    return float(-np.polyfit(np.log(l), np.log(e), 1)[0])

@@ -1,0 +1,178 @@
+"""A plain net x_k = a_k(W_k x_{k-1} + b_k) (eq. 18) with an output function f, and its forward pass.
+
+A ``PlainNet`` is a list of ``Layer`` (W, b, activation) plus the output function applied after
+the last layer (softmax, logistic or identity; the terminal function f of Table 1). The output
+function is *not* a layer: the flow model of ``solver.plainflow`` transports the layers only,
+so an MLP's softmax is left as the terminal function (eq. 6).
+
+Layer activations are monotone, as section 3.2 assumes: identity, relu, leaky_relu (slope s in
+[0, 1)), tanh, sigmoid. Readers for npz, ONNX and fitted scikit-learn models are in
+``solver.plainnet_io``.
+
+numpy and scipy.special only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from scipy.special import expit
+
+from solver.errors import InputError
+
+LAYER_ACTIVATIONS = ("identity", "relu", "leaky_relu", "tanh", "sigmoid")
+OUTPUT_FUNCTIONS = ("identity", "softmax", "logistic")
+DEFAULT_LEAKY_SLOPE = 0.01  # ONNX LeakyRelu's default alpha
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """The logistic function σ(z) = 1 / (1 + e^{-z}), without overflow and accurate in the tails."""
+    return expit(z)
+
+
+def activation_value(name: str, z: np.ndarray, slope: float = DEFAULT_LEAKY_SLOPE) -> np.ndarray:
+    """a(z) elementwise; ``slope`` is leaky_relu's negative slope s (a(z) = s z for z < 0)."""
+    if name == "identity":
+        return z
+    if name == "relu":
+        return np.maximum(z, 0.0)
+    if name == "leaky_relu":
+        return np.where(z >= 0.0, z, slope * z)
+    if name == "tanh":
+        return np.tanh(z)
+    if name == "sigmoid":
+        return sigmoid(z)
+    raise InputError(f'invalid activation "{name}"; must be one of {list(LAYER_ACTIVATIONS)}')
+
+
+def activation_derivative(name: str, z: np.ndarray, slope: float = DEFAULT_LEAKY_SLOPE) -> np.ndarray:
+    """a'(z) elementwise (the right derivative at a kink), accurate to relative rounding."""
+    if name == "identity":
+        return np.ones_like(z)
+    if name == "relu":
+        return (z >= 0.0).astype(z.dtype)
+    if name == "leaky_relu":
+        return np.where(z >= 0.0, 1.0, slope).astype(z.dtype)
+    # Both in products of σ(±z): accurate where a' is tiny (1 − tanh² rounds to 0 for |z| > 19),
+    # which the inverse Jacobian of eq. 63 divides by.
+    if name == "tanh":
+        return 4.0 * expit(2.0 * z) * expit(-2.0 * z)
+    if name == "sigmoid":
+        return expit(z) * expit(-z)
+    raise InputError(f'invalid activation "{name}"; must be one of {list(LAYER_ACTIVATIONS)}')
+
+
+def _softmax(y: np.ndarray) -> np.ndarray:
+    e = np.exp(y - y.max(axis=-1, keepdims=True))  # shifted: no overflow
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+_OUTPUTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "identity": lambda y: y,
+    "softmax": _softmax,
+    "logistic": sigmoid,
+}
+
+
+def apply_output(name: str, y: np.ndarray) -> np.ndarray:
+    """The output function ``name`` (one of ``OUTPUT_FUNCTIONS``) of y, shape (N, n_L), row-wise."""
+    if name not in _OUTPUTS:
+        raise InputError(f'invalid output function "{name}"; must be one of {list(OUTPUT_FUNCTIONS)}')
+    return _OUTPUTS[name](y)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One plain layer x ↦ a(W x + b) (eq. 18).
+
+    Attributes:
+        weight: W, shape=(n_out, n_in).
+        bias: b, shape=(n_out,).
+        activation: one of ``LAYER_ACTIVATIONS``.
+        slope: the negative slope s of leaky_relu, 0 <= s < 1 (ignored otherwise).
+    """
+
+    weight: np.ndarray
+    bias: np.ndarray
+    activation: str
+    slope: float = DEFAULT_LEAKY_SLOPE
+
+    def __post_init__(self) -> None:
+        w = np.asarray(self.weight, dtype=float)
+        b = np.asarray(self.bias, dtype=float).reshape(-1)
+        if w.ndim != 2 or b.shape != (w.shape[0],):
+            raise InputError(f"a layer needs W of shape (n_out, n_in) and b of shape (n_out,), got W {w.shape}, b {b.shape}")
+        if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
+            raise InputError("a layer's W or b holds NaN or inf")
+        if self.activation not in LAYER_ACTIVATIONS:
+            raise InputError(f'invalid activation "{self.activation}"; must be one of {list(LAYER_ACTIVATIONS)}')
+        # Section 3.2 needs a non-decreasing a, so that φ(τ, ·) of eq. 36 is invertible for τ < 1.
+        if self.activation == "leaky_relu" and not 0.0 <= self.slope < 1.0:
+            raise InputError(f"leaky_relu slope must be in [0, 1) (a non-decreasing, section 3.2), got {self.slope}")
+        object.__setattr__(self, "weight", w)
+        object.__setattr__(self, "bias", b)
+
+    @property
+    def n_in(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def n_out(self) -> int:
+        return self.weight.shape[0]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """a(W x + b) for a batch x of shape (N, n_in); returns shape (N, n_out)."""
+        return activation_value(self.activation, x @ self.weight.T + self.bias, self.slope)
+
+
+@dataclass(frozen=True)
+class PlainNet:
+    """x_L = layer_L ∘ … ∘ layer_1 (x_0), then the output function f (eq. 6, Table 1).
+
+    Attributes:
+        layers: the layers in order; consecutive widths must match.
+        output: the output function, one of ``OUTPUT_FUNCTIONS``; scikit-learn's
+            ``out_activation_`` (softmax for multi-class, logistic for binary/multi-label,
+            identity for regression).
+    """
+
+    layers: tuple[Layer, ...]
+    output: str = "identity"
+
+    def __post_init__(self) -> None:
+        layers = tuple(self.layers)
+        if not layers:
+            raise InputError("a plain net needs at least one layer")
+        for k in range(1, len(layers)):
+            if layers[k].n_in != layers[k - 1].n_out:
+                raise InputError(
+                    f"layer {k}: W{k} has shape {layers[k].weight.shape} but layer {k - 1} has "
+                    f"{layers[k - 1].n_out} outputs"
+                )
+        if self.output not in OUTPUT_FUNCTIONS:
+            raise InputError(f'invalid output function "{self.output}"; must be one of {list(OUTPUT_FUNCTIONS)}')
+        object.__setattr__(self, "layers", layers)
+
+    @property
+    def widths(self) -> list[int]:
+        """[n_0, n_1, …, n_L]."""
+        return [self.layers[0].n_in] + [layer.n_out for layer in self.layers]
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """x_L for inputs x of shape (N, n_0); returns shape (N, n_L), before the output function."""
+        x = np.asarray(x, dtype=float)
+        if x.ndim != 2 or x.shape[1] != self.widths[0]:
+            raise InputError(f"inputs must have shape (N, {self.widths[0]}), got {x.shape}")
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def output_function(self, y: np.ndarray) -> np.ndarray:
+        """f(y) for y of shape (N, n_L), e.g. softmax probabilities."""
+        return apply_output(self.output, y)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """f(x_L(x)), shape (N, n_L): for a multi-class MLPClassifier, its ``predict_proba``."""
+        return self.output_function(self.forward(x))

@@ -1,0 +1,668 @@
+"""The explicit ResNet of a learned velocity field: eq. 17, or blocks of a higher-order scheme.
+
+The characteristics x' = v(t, x), x(0) = x0 (eq. 3) carry u: u(0, x0) = f(q(T; x0)) (eq. 6).
+Cutting [0, T] into N equal steps t_k = k T / N, s = T / N, and taking one explicit step per
+block gives the ResNet of eq. 13, f ∘ (block_N) ∘ … ∘ (block_1), with (eq. 17, cutoff χ kept)
+
+    x_k = x_{k-1} + χ(x_{k-1}) · [W̄2_k a(W1_k x_{k-1} + b1_k) + b̄2_k],  W̄2 = s W2, b̄2 = s b2.
+
+``scheme="midpoint"`` and ``"rk4"`` make each block an explicit Runge–Kutta step (2 and 4
+stages; each stage is one such 2-layer sub-block, its W̄2, b̄2 scaled by s like eq. 16):
+
+    K̄_i = χ(y_i) · [W̄2_{k,i} a(W1_{k,i} y_i + b1_{k,i}) + b̄2_{k,i}],
+    y_i = x_{k-1} + Σ_j a_ij K̄_j,
+    x_k = x_{k-1} + Σ_i b_i K̄_i        (Butcher tableau a, b, c of the scheme).
+
+Where θ(t) is sampled (documented choice):
+
+- ``time="constant"`` (θ piecewise constant on L slabs): every stage of block k uses the slab
+  holding the block's midpoint t_{k-1/2}. That time lies strictly inside the block, so no
+  rounding of t_{k-1} or t_k onto a slab time can pick the wrong slab; when N is a multiple of L
+  the block lies in that slab and the scheme keeps its order; a block that straddles a slab
+  time (N not a multiple of L) uses the slab covering most of it, a local error O(s) in at most
+  L − 1 blocks, so Euler stays first order (measured ~1.0 with L = 3, N = 4 … 256), while
+  midpoint and rk4 drop to first order too (measured). Choose N a multiple of L for them.
+- ``time="linear"`` (θ continuous, piecewise linear): stage i samples θ at its own time
+  t_{k-1} + c_i s. Euler (c = 1/2 here, not the paper's t_k of eq. 14) then integrates the time
+  dependence of θ by the midpoint rule, so only the x-dependence costs first order. θ has kinks
+  at the slab times: with N not a multiple of L midpoint keeps order 2 but rk4 fell to ~3
+  (measured, L = 3).
+
+The exported net documents its input scaling: it takes data coordinates and first maps them to
+Ω by x_Ω = scale ⊙ x_data + shift.
+
+numpy only, and independent of the FE solver and of the characteristics solver (DESIGN.md):
+``depth_table`` takes the reference end points as an argument. ONNX export is in
+``solver.resnet_onnx``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zipfile
+from dataclasses import dataclass, field as dataclass_field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from solver import __version__
+from solver.domain import Ball, Box, Domain
+from solver.errors import InputError
+# _affine is private to problems.py: sharing it is what guarantees output_layer's weights are
+# those of make_terminal.
+from solver.problems import _affine, make_terminal, terminal_defaults
+from solver.velocity import ACTIVATIONS, VelocityModel, activation
+
+log = logging.getLogger("solver")
+
+FORMAT = "transport-resnet"
+FORMAT_VERSION = 1
+OUTPUT_KINDS = ("linear", "softmax", "sigmoid")
+
+
+# --------------------------------------------------------------------------------------------
+# Schemes: explicit Runge–Kutta tableaux
+# --------------------------------------------------------------------------------------------
+
+
+class Tableau(NamedTuple):
+    """An explicit Runge–Kutta method: stage times c, coupling a (strictly lower), weights b."""
+
+    a: tuple[tuple[float, ...], ...]
+    b: tuple[float, ...]
+    c: tuple[float, ...]
+    order: int
+
+
+SCHEMES: dict[str, Tableau] = {
+    # Euler samples θ at the block midpoint (c = 1/2): see the module docstring.
+    "euler": Tableau(a=((),), b=(1.0,), c=(0.5,), order=1),
+    "midpoint": Tableau(a=((), (0.5,)), b=(0.0, 1.0), c=(0.0, 0.5), order=2),
+    "rk4": Tableau(
+        a=((), (0.5,), (0.0, 0.5), (0.0, 0.0, 1.0)),
+        b=(1.0 / 6.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 6.0),
+        c=(0.0, 0.5, 0.5, 1.0),
+        order=4,
+    ),
+}
+
+
+def scheme_tableau(name: str) -> Tableau:
+    """The tableau of the scheme ``name``; raises InputError for an unknown name."""
+    try:
+        return SCHEMES[name]
+    except (KeyError, TypeError):
+        raise InputError(f'Invalid scheme "{name}". Must be one of {list(SCHEMES)}') from None
+
+
+# --------------------------------------------------------------------------------------------
+# The output layer f
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class OutputLayer:
+    """The terminal function f as the net's output layer: z = x Aᵀ + b, then a link.
+
+    Attributes:
+        kind: ``"linear"`` (logits z), ``"softmax"`` (softmax of z) or ``"sigmoid"`` (K = 1).
+        weights: A, shape=(K, d).
+        bias: b, shape=(K,).
+    """
+
+    kind: str
+    weights: np.ndarray
+    bias: np.ndarray
+
+    def __post_init__(self):
+        if self.kind not in OUTPUT_KINDS:
+            raise InputError(
+                f'Invalid output kind "{self.kind}". Must be one of {list(OUTPUT_KINDS)}'
+            )
+        weights = np.array(self.weights, dtype=np.float64, ndmin=2)
+        bias = np.array(self.bias, dtype=np.float64, ndmin=1)
+        if weights.ndim != 2 or bias.shape != (weights.shape[0],):
+            raise InputError(
+                f"output weights must have shape (K, d) and bias shape (K,), got "
+                f"{weights.shape} and {bias.shape}"
+            )
+        if not (np.all(np.isfinite(weights)) and np.all(np.isfinite(bias))):
+            raise InputError("output weights and bias must be finite")
+        if self.kind == "softmax" and weights.shape[0] < 2:
+            raise InputError(f"softmax output needs K >= 2 components, got {weights.shape[0]}")
+        if self.kind == "sigmoid" and weights.shape[0] != 1:
+            raise InputError(f"sigmoid output needs K = 1 component, got {weights.shape[0]}")
+        object.__setattr__(self, "weights", weights)
+        object.__setattr__(self, "bias", bias)
+
+    @property
+    def num_components(self) -> int:
+        return self.weights.shape[0]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """f at points ``x`` (shape=(n, d)); returns shape=(n, K)."""
+        z = x @ self.weights.T + self.bias
+        if self.kind == "softmax":
+            # Subtracting the row maximum keeps exp from overflowing; the result is unchanged.
+            e = np.exp(z - z.max(axis=1, keepdims=True))
+            return e / e.sum(axis=1, keepdims=True)
+        if self.kind == "sigmoid":
+            return 0.5 * (1.0 + np.tanh(0.5 * z))  # tanh form: no overflow
+        return z
+
+    @classmethod
+    def identity(cls, dim: int) -> OutputLayer:
+        """f = id: the net's output is the flow map x_N itself."""
+        return cls("linear", np.eye(dim), np.zeros(dim))
+
+
+def output_layer(kind: str, dim: int, **params: Any) -> OutputLayer:
+    """The output layer equal to ``problems.make_terminal(kind, dim, **params)``.
+
+    ``Terminal`` keeps its weights in a closure, so they are rebuilt here from the same
+    parameters (a config's ``terminal.params``) by the same code as ``make_terminal``: the
+    weights given, or the same random ones for the same ``seed`` and ``scale``.
+
+    Raises:
+        InputError: For a kind that is not an affine map plus link (gaussian, sine), or bad
+            parameters (named ``terminal.<key>``).
+    """
+    if kind not in OUTPUT_KINDS:
+        raise InputError(
+            f'terminal kind "{kind}" cannot be a ResNet output layer; it must be one of '
+            f"{list(OUTPUT_KINDS)}"
+        )
+    make_terminal(kind, dim, **params)  # the same validation and messages as the solver's f
+    p = {**terminal_defaults(kind, dim), **params}
+    k = 1 if kind == "sigmoid" else int(p["num_components"])
+    weights, bias = _affine(dim, k, p)
+    return OutputLayer(kind, weights, bias)
+
+
+# --------------------------------------------------------------------------------------------
+# The domain's cutoff χ, as data
+# --------------------------------------------------------------------------------------------
+
+
+def domain_description(domain: Domain) -> dict[str, Any]:
+    """The domain as JSON data: ``{"kind": "box", "lower", "upper"}`` or disk/ball with
+    ``center``, ``radius``."""
+    if isinstance(domain, Box):
+        return {"kind": "box", "lower": list(map(float, domain.lower)),
+                "upper": list(map(float, domain.upper))}
+    if isinstance(domain, Ball):
+        return {"kind": "disk" if domain.dim == 2 else "ball",
+                "center": list(map(float, domain.center)), "radius": float(domain.radius)}
+    raise InputError(f"cannot export the cutoff of domain {domain!r}: expected a Box or Ball")
+
+
+def domain_from_description(desc: dict[str, Any], source: str | None = None) -> Domain:
+    """The inverse of ``domain_description``; ``source`` names the file for errors."""
+    try:
+        if desc["kind"] == "box":
+            return Box(tuple(map(float, desc["lower"])), tuple(map(float, desc["upper"])))
+        if desc["kind"] in ("disk", "ball"):
+            return Ball(tuple(map(float, desc["center"])), float(desc["radius"]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise InputError(f"bad domain description {desc!r}: {err}", source) from None
+    raise InputError(
+        f"bad domain kind {desc.get('kind')!r}: expected box, disk or ball", source
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The net
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class ResNet:
+    """An explicit ResNet f ∘ block_N ∘ … ∘ block_1 ∘ (input scaling), all parameters as arrays.
+
+    Block k has S stages (S = 1, 2, 4 for euler, midpoint, rk4); stage i is the 2-layer
+    sub-block K̄ = χ(y) [W̄2 a(W1 y + b1) + b̄2] with W̄2 = s_k W2(τ), b̄2 = s_k b2(τ) (eq. 16)
+    at its sample time τ (see the module docstring).
+
+    Attributes:
+        scheme: A key of ``SCHEMES``.
+        activation: A key of ``velocity.ACTIVATIONS``.
+        domain: Ω; its cutoff χ multiplies every stage (it vanishes on ∂Ω).
+        W1: Inner weights, shape=(N, S, m, d).
+        b1: Inner biases, shape=(N, S, m).
+        W2: Outer weights times the step, s_k W2, shape=(N, S, d, m).
+        b2: Outer biases times the step, s_k b2, shape=(N, S, d).
+        block_times: t_0 = 0 < … < t_N = T, shape=(N + 1,).
+        sample_times: The time θ was sampled at for each stage, shape=(N, S).
+        output: The output layer f.
+        input_scale: ``scale`` of x_Ω = scale ⊙ x_data + shift, shape=(d,).
+        input_shift: ``shift``, shape=(d,).
+        time: The velocity model's time mode ("constant"/"linear"), for the record.
+        slabs: The velocity model's number of slabs L, for the record.
+        source: The file the net was loaded from, for error messages; None if built here.
+    """
+
+    scheme: str
+    activation: str
+    domain: Domain
+    W1: np.ndarray
+    b1: np.ndarray
+    W2: np.ndarray
+    b2: np.ndarray
+    block_times: np.ndarray
+    sample_times: np.ndarray
+    output: OutputLayer
+    input_scale: np.ndarray
+    input_shift: np.ndarray
+    time: str = "constant"
+    slabs: int = 1
+    source: str | None = dataclass_field(default=None, compare=False)
+
+    def __post_init__(self):
+        src = self.source
+        tableau = _tableau(self.scheme, src)
+        if self.activation not in ACTIVATIONS:
+            raise InputError(
+                f'Invalid activation "{self.activation}". Must be one of {list(ACTIVATIONS)}', src
+            )
+        arrays = {name: np.asarray(getattr(self, name), dtype=np.float64)
+                  for name in ("W1", "b1", "W2", "b2", "block_times", "sample_times",
+                               "input_scale", "input_shift")}
+        W1 = arrays["W1"]
+        if W1.ndim != 4 or W1.shape[0] < 1:
+            raise InputError(f"W1 must have shape (N, S, m, d) with N >= 1, got {W1.shape}", src)
+        n, s, m, d = W1.shape
+        expected = {"b1": (n, s, m), "W2": (n, s, d, m), "b2": (n, s, d),
+                    "block_times": (n + 1,), "sample_times": (n, s),
+                    "input_scale": (d,), "input_shift": (d,)}
+        for name, shape in expected.items():
+            if arrays[name].shape != shape:
+                raise InputError(
+                    f"{name} must have shape {shape} for W1 of shape {W1.shape}, got "
+                    f"{arrays[name].shape}", src
+                )
+        if s != len(tableau.b):
+            raise InputError(
+                f'scheme "{self.scheme}" has {len(tableau.b)} stages, the arrays have {s}', src
+            )
+        for name, a in arrays.items():
+            if not np.all(np.isfinite(a)):
+                raise InputError(f"{name} must be finite", src)
+        if np.any(arrays["input_scale"] == 0):
+            raise InputError(f"input scale must be nonzero, got {arrays['input_scale']}", src)
+        if getattr(self.domain, "dim", None) != d:
+            raise InputError(f"domain {self.domain!r} does not have the net's dimension {d}", src)
+        if self.output.weights.shape[1] != d:
+            raise InputError(
+                f"output weights must have shape (K, {d}), got {self.output.weights.shape}", src
+            )
+        for name, a in arrays.items():
+            a = a.copy()
+            a.flags.writeable = False  # the net is a value, like MLPField's θ
+            object.__setattr__(self, name, a)
+
+    @property
+    def dim(self) -> int:
+        """The input dimension d."""
+        return self.W1.shape[3]
+
+    @property
+    def width(self) -> int:
+        """The hidden width m."""
+        return self.W1.shape[2]
+
+    @property
+    def depth(self) -> int:
+        """The number of blocks N."""
+        return self.W1.shape[0]
+
+    @property
+    def stages(self) -> int:
+        """Stages (2-layer sub-blocks) per block S."""
+        return self.W1.shape[1]
+
+    @property
+    def T(self) -> float:
+        return float(self.block_times[-1])
+
+    @property
+    def tableau(self) -> Tableau:
+        return SCHEMES[self.scheme]
+
+    def metadata(self) -> dict[str, Any]:
+        """The net's description as JSON data (what the npz and ONNX files carry)."""
+        tab = self.tableau
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "producer": f"solver {__version__}",
+            "dim": self.dim,
+            "width": self.width,
+            "depth": self.depth,
+            "scheme": self.scheme,
+            "stages": self.stages,
+            "tableau": {"a": [list(r) for r in tab.a], "b": list(tab.b), "c": list(tab.c)},
+            "activation": self.activation,
+            "domain": domain_description(self.domain),
+            "cutoff": "v = chi(x) * [W2 a(W1 x + b1) + b2], chi = 0 on the boundary of the domain",
+            "T": self.T,
+            "time": self.time,
+            "slabs": int(self.slabs),
+            "block_times": self.block_times.tolist(),
+            "sample_times": self.sample_times.tolist(),
+            "input_scaling": {
+                "formula": "x_domain = scale * x_data + shift",
+                "scale": self.input_scale.tolist(),
+                "shift": self.input_shift.tolist(),
+            },
+            "output": {"kind": self.output.kind,
+                       "num_components": self.output.num_components},
+        }
+
+
+def _tableau(scheme: str, source: str | None) -> Tableau:
+    try:
+        return scheme_tableau(scheme)
+    except InputError as err:
+        raise InputError(str(err), source) from None
+
+
+def _vector(name: str, value: Any, dim: int) -> np.ndarray:
+    try:
+        a = np.broadcast_to(np.asarray(value, dtype=np.float64), (dim,)).copy()
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number or shape ({dim},), got {value!r}") from None
+    if not np.all(np.isfinite(a)):
+        raise InputError(f"{name} must be finite, got {value!r}")
+    return a
+
+
+def resnet_from_velocity(
+    model: VelocityModel,
+    theta: np.ndarray,
+    depth: int,
+    scheme: str = "euler",
+    output: OutputLayer | None = None,
+    input_scale: float | np.ndarray = 1.0,
+    input_shift: float | np.ndarray = 0.0,
+) -> ResNet:
+    """The ResNet of ``depth`` blocks that integrates v(·, ·; θ) from 0 to T (eqs. 13, 17).
+
+    Args:
+        model: The velocity model of eq. 2.
+        theta: Its parameters, shape=(model.n_params,).
+        depth: The number of blocks N >= 1 (equal steps s = T / N).
+        scheme: ``"euler"`` (eq. 17), ``"midpoint"`` or ``"rk4"``.
+        output: The output layer f (see ``output_layer``); None for f = id (the net's output is
+            then the flow map x_N).
+        input_scale: ``scale`` in x_Ω = scale ⊙ x_data + shift, a number or shape=(d,).
+        input_shift: ``shift``, a number or shape=(d,).
+
+    Returns:
+        The net; a larger ``depth`` refines the same flow.
+    """
+    tableau = scheme_tableau(scheme)
+    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
+        raise InputError(f"ResNet depth must be an integer >= 1, got {depth!r}")
+    if output is None:
+        output = OutputLayer.identity(model.dim)
+    if not isinstance(output, OutputLayer):
+        raise InputError(
+            f"output must be an OutputLayer (build one with resnet.output_layer(kind, dim, "
+            f"**params)), got {type(output).__name__}"
+        )
+    model.unpack(theta)  # checks θ's shape, with the model's message
+    if tableau.order > 1 and depth % model.slabs:
+        log.warning(
+            "ResNet depth %d is not a multiple of the %d slabs: blocks straddle slab times, "
+            "where θ jumps or kinks, and the %s blocks lose their order there",
+            depth, model.slabs, scheme,
+        )
+    d, m, n, s = model.dim, model.width, int(depth), len(tableau.c)
+    times = np.linspace(0.0, float(model.T), n + 1)
+    step = np.diff(times)  # s_k; equal up to rounding
+    sample = times[:-1, None] + np.outer(step, tableau.c)  # stage times, shape (N, S)
+    if model.time == "constant":
+        # Every stage samples the slab holding the block midpoint: see the module docstring.
+        sample[:] = (0.5 * (times[:-1] + times[1:]))[:, None]
+    W1 = np.empty((n, s, m, d))
+    b1 = np.empty((n, s, m))
+    W2 = np.empty((n, s, d, m))
+    b2 = np.empty((n, s, d))
+    for k in range(n):
+        for i in range(s):
+            p = model.params_at(theta, float(min(sample[k, i], model.T)))
+            W1[k, i], b1[k, i] = p.W1, p.b1
+            W2[k, i], b2[k, i] = step[k] * p.W2, step[k] * p.b2  # eq. 16
+    return ResNet(
+        scheme=scheme, activation=model.activation, domain=model.domain,
+        W1=W1, b1=b1, W2=W2, b2=b2, block_times=times, sample_times=sample, output=output,
+        input_scale=_vector("input_scale", input_scale, d),
+        input_shift=_vector("input_shift", input_shift, d),
+        time=model.time, slabs=model.slabs,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The pure-numpy forward pass (the reference for the ONNX graph)
+# --------------------------------------------------------------------------------------------
+
+
+def _check_input(net: ResNet, x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != net.dim:
+        raise InputError(
+            f"ResNet input must have shape (n, {net.dim}) (the net's input dimension), "
+            f"got shape {x.shape}", net.source
+        )
+    return x
+
+
+def to_domain(net: ResNet, x_data: np.ndarray) -> np.ndarray:
+    """x_Ω = scale ⊙ x_data + shift for ``x_data`` of shape=(n, d)."""
+    return _check_input(net, x_data) * net.input_scale + net.input_shift
+
+
+def flow_map(net: ResNet, x_data: np.ndarray) -> np.ndarray:
+    """x_N: the blocks applied to the scaled input; shape=(n, d), in Ω's coordinates.
+
+    Args:
+        net: The net.
+        x_data: Points in data coordinates, shape=(n, d); scaled into Ω first.
+
+    Returns:
+        The end points x_N ≈ q(T; x_Ω) (eq. 12), shape=(n, d).
+    """
+    x = to_domain(net, x_data)
+    act = activation(net.activation).value
+    tab = net.tableau
+    for k in range(net.depth):
+        stages: list[np.ndarray] = []
+        for i in range(net.stages):
+            y = x
+            for a_ij, kj in zip(tab.a[i], stages):
+                if a_ij != 0.0:
+                    y = y + a_ij * kj
+            hidden = act(y @ net.W1[k, i].T + net.b1[k, i])
+            stages.append(net.domain.cutoff(y)[:, None] * (hidden @ net.W2[k, i].T + net.b2[k, i]))
+        for b_i, ki in zip(tab.b, stages):
+            if b_i != 0.0:
+                x = x + b_i * ki
+    return x
+
+
+def forward(net: ResNet, x_data: np.ndarray) -> np.ndarray:
+    """The net's output f(x_N) (eq. 13): logits, probabilities or x_N; shape=(n, K)."""
+    return net.output(flow_map(net, x_data))
+
+
+# --------------------------------------------------------------------------------------------
+# npz + JSON metadata
+# --------------------------------------------------------------------------------------------
+
+_ARRAYS = ("W1", "b1", "W2", "b2")
+
+
+def save_npz(net: ResNet, path: str | Path) -> Path:
+    """Write the net to ``path`` (.npz): the block arrays, the output layer, and the JSON
+    metadata (``net.metadata()``, incl. the input scaling) as the string entry ``metadata``.
+
+    Returns:
+        The path written (numpy appends ``.npz`` if missing).
+    """
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    np.savez(
+        path,
+        metadata=np.array(json.dumps(net.metadata(), indent=1)),
+        output_weights=net.output.weights,
+        output_bias=net.output.bias,
+        **{name: getattr(net, name) for name in _ARRAYS},
+    )
+    return path
+
+
+def _metadata(text: str, source: str) -> dict[str, Any]:
+    """Parse and check the JSON metadata of an exported net (npz or ONNX)."""
+    try:
+        meta = json.loads(text)
+    except (TypeError, ValueError) as err:
+        raise InputError(
+            f"not an exported ResNet: its metadata is not JSON ({err})", source
+        ) from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise InputError(
+            f'not an exported ResNet: metadata format is {found!r}, expected "{FORMAT}"', source
+        )
+    version = meta.get("format_version")
+    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+        raise InputError(
+            f"unsupported ResNet format version {version!r}; this solver reads 1 to "
+            f"{FORMAT_VERSION}", source
+        )
+    return meta
+
+
+def load_npz(path: str | Path) -> ResNet:
+    """Read a net written by ``save_npz``.
+
+    Raises:
+        InputError: If the file is missing, is not an npz, or is not an exported ResNet (no or
+            bad metadata, missing or inconsistent arrays); the message names the file.
+    """
+    path = Path(path)
+    src = str(path)
+    if not path.is_file():
+        raise InputError("no such file (expected a ResNet .npz written by save_npz)", src)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            entries = {name: data[name] for name in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise InputError(f"not an exported ResNet: cannot read it as .npz ({err})", src) from None
+    if "metadata" not in entries:
+        raise InputError("not an exported ResNet: the npz has no 'metadata' entry", src)
+    meta = _metadata(str(entries["metadata"]), src)
+    missing = [n for n in (*_ARRAYS, "output_weights", "output_bias") if n not in entries]
+    if missing:
+        raise InputError(f"exported ResNet is missing the arrays {missing}", src)
+    try:
+        scaling = meta["input_scaling"]
+        net = ResNet(
+            scheme=meta["scheme"],
+            activation=meta["activation"],
+            domain=domain_from_description(meta["domain"], src),
+            **{name: entries[name] for name in _ARRAYS},
+            block_times=np.asarray(meta["block_times"], dtype=np.float64),
+            sample_times=np.asarray(meta["sample_times"], dtype=np.float64),
+            output=OutputLayer(meta["output"]["kind"], entries["output_weights"],
+                               entries["output_bias"]),
+            input_scale=np.asarray(scaling["scale"], dtype=np.float64),
+            input_shift=np.asarray(scaling["shift"], dtype=np.float64),
+            time=meta.get("time", "constant"),
+            slabs=int(meta.get("slabs", 1)),
+            source=src,
+        )
+    except InputError as err:  # before ValueError: InputError is one
+        if err.source:
+            raise
+        raise InputError(str(err), src) from None
+    except KeyError as err:
+        raise InputError(f"exported ResNet metadata lacks the key {err}", src) from None
+    except (TypeError, ValueError) as err:
+        raise InputError(f"exported ResNet metadata is malformed: {err}", src) from None
+    if meta.get("dim") != net.dim or meta.get("depth") != net.depth:
+        raise InputError(
+            f"metadata says dim {meta.get('dim')}, depth {meta.get('depth')}, the arrays have "
+            f"dim {net.dim}, depth {net.depth}", src
+        )
+    return net
+
+
+# --------------------------------------------------------------------------------------------
+# Depth study: error against a reference flow, observed orders
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DepthRow:
+    """One row of a depth table.
+
+    Attributes:
+        depth: N.
+        max_error: max over the points of |x_N − q(T)| (Euclidean).
+        order: log(e_prev / e) / log(N / N_prev) against the previous row; NaN for the first.
+        label_agreement: Fraction of points where argmax f(x_N) = argmax f(q(T)) (for K = 1:
+            the same side of 1/2); NaN without an output layer to compare.
+    """
+
+    depth: int
+    max_error: float
+    order: float
+    label_agreement: float
+
+
+def labels(values: np.ndarray) -> np.ndarray:
+    """Class labels of outputs (shape=(n, K)): argmax, or value > 1/2 for K = 1 (sigmoid)."""
+    return (values[:, 0] > 0.5).astype(int) if values.shape[1] == 1 else values.argmax(axis=1)
+
+
+def depth_table(
+    model: VelocityModel,
+    theta: np.ndarray,
+    x0: np.ndarray,
+    q_T: np.ndarray,
+    depths: list[int],
+    scheme: str = "euler",
+    output: OutputLayer | None = None,
+) -> list[DepthRow]:
+    """Export at each depth and measure the flow map against reference end points.
+
+    Args:
+        model, theta: The velocity model and its parameters.
+        x0: Start points in Ω, shape=(n, d) (no input scaling is applied).
+        q_T: The reference end points q(T; x0), e.g. ``characteristics.flow``, shape=(n, d).
+        depths: Increasing depths N.
+        scheme: The block scheme.
+        output: If given, the label agreement of f(x_N) with f(q(T)) is measured too.
+
+    Returns:
+        One row per depth.
+    """
+    rows: list[DepthRow] = []
+    ref_labels = None if output is None else labels(output(q_T))
+    for n in depths:
+        net = resnet_from_velocity(model, theta, n, scheme)
+        x_n = flow_map(net, x0)
+        err = float(np.max(np.linalg.norm(x_n - q_T, axis=1)))
+        order = float("nan")
+        if rows:
+            prev = rows[-1]
+            order = float(np.log(prev.max_error / err) / np.log(n / prev.depth))
+        agree = float("nan")
+        if output is not None:
+            agree = float(np.mean(labels(output(x_n)) == ref_labels))
+        rows.append(DepthRow(n, err, order, agree))
+    return rows

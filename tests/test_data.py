@@ -1,0 +1,252 @@
+from mpi4py import MPI  # first: mpi4py before anything that may load dolfinx
+
+import gc
+
+import numpy as np
+import pytest
+
+from solver.data import (
+    DATASET_KINDS,
+    PEAKS_LEVELS,
+    Scaling,
+    check_inside,
+    describe,
+    load_csv,
+    make_dataset,
+    min_cutoff,
+    peaks,
+    write_csv,
+)
+from solver.domain import Ball, Box
+from solver.errors import InputError
+
+GENERATED = [k for k in DATASET_KINDS if k != "csv"]
+BALANCED = {"moons", "circles", "spirals", "xor", "checkerboard", "blobs"}
+# Off-centre and non-square on purpose: the scaling must handle shifts and aspect ratios.
+DOMAINS = {
+    "box": Box((0.0, -1.0), (3.0, 1.0)),
+    "disk": Ball((0.5, -0.25), 2.0),
+}
+
+
+@pytest.mark.parametrize("kind", GENERATED)
+def test_shapes_classes_and_determinism(kind):
+    a = make_dataset(kind, 300, seed=3, test_fraction=0.2)
+    b = make_dataset(kind, 300, seed=3, test_fraction=0.2)
+    c = make_dataset(kind, 300, seed=4, test_fraction=0.2)
+    assert a.X_train.shape == (240, 2) and a.X_test.shape == (60, 2)
+    assert a.y_train.shape == (240,) and a.y_test.shape == (60,)
+    assert a.y_train.dtype == np.int64 and a.feature_names == ("x1", "x2")
+    assert a.num_classes == len(a.class_names) == {"blobs": 3, "peaks": 5}.get(kind, 2)
+    y = np.concatenate([a.y_train, a.y_test])
+    counts = np.bincount(y, minlength=a.num_classes)
+    if kind in BALANCED:
+        assert counts.max() - counts.min() <= 1, counts
+    # The split is stratified: each class keeps its share in the test set (to rounding).
+    test_counts = np.bincount(a.y_test, minlength=a.num_classes)
+    assert np.all(np.abs(test_counts - 0.2 * counts) <= 1), (test_counts, counts)
+    for name in ("X_train", "y_train", "X_test", "y_test"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert not np.array_equal(a.X_train, c.X_train)
+    assert a.scaling == Scaling.identity(2)
+
+
+@pytest.mark.parametrize("domain", DOMAINS.values(), ids=DOMAINS.keys())
+@pytest.mark.parametrize("kind", GENERATED)
+def test_scaled_points_inside_with_cutoff_bound(kind, domain):
+    d = make_dataset(kind, 400, seed=1, domain=domain)
+    bound = min_cutoff(domain)
+    assert bound == pytest.approx(0.1296 if isinstance(domain, Box) else 0.36)
+    assert np.all(domain.cutoff(d.X_train) >= bound - 1e-12)
+    assert np.all(domain.contains(d.X_test))
+    assert np.allclose(d.scaling.scale, d.scaling.scale[0]), "uniform scaling by default"
+    # The bound is attained (the data fill the allowed region): the margin is not wasted.
+    assert domain.cutoff(d.X_train).min() < 3 * bound
+
+
+def test_checkerboard_and_blobs_in_3d():
+    ball = Ball((0.0, 0.0, 0.0), 1.0)
+    for kind, k in (("checkerboard", 2), ("blobs", 4)):
+        d = make_dataset(kind, 200, dim=3, num_classes=k, domain=ball)
+        assert d.X_train.shape == (160, 3) and d.num_classes == k
+        assert np.all(ball.cutoff(d.X_train) >= min_cutoff(ball) - 1e-12)
+
+
+def test_circles_augmented_to_3d_sit_on_x3_zero():
+    raw = make_dataset("circles", 200, augment_dim=3)
+    assert raw.X_train.shape == (160, 3) and raw.augmented == 1
+    assert raw.feature_names == ("x1", "x2", "x3")
+    assert np.all(raw.X_train[:, 2] == 0) and np.all(raw.X_test[:, 2] == 0)
+    box = Box((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0))
+    d = make_dataset("circles", 200, augment_dim=3, domain=box)
+    assert np.all(d.X_train[:, 2] == 0) and np.all(d.X_test[:, 2] == 0)
+    assert np.all(box.cutoff(d.X_train) >= min_cutoff(box) - 1e-12)
+    assert "3D (2D data + 1 zero coordinate(s))" in describe(d)
+
+
+def test_peaks_has_five_sizeable_classes():
+    d = make_dataset("peaks", 2000, seed=0)
+    y = np.concatenate([d.y_train, d.y_test])
+    share = np.bincount(y, minlength=5) / len(y)
+    assert d.num_classes == 5 and share.size == 5
+    assert share.min() >= 0.05, share
+    # The labels are the level bands of f in the original coordinates.
+    x = d.scaling.inverse(d.X_train)
+    np.testing.assert_array_equal(d.y_train, np.digitize(peaks(x), PEAKS_LEVELS, right=True))
+
+
+def test_peaks_function_closed_forms():
+    # f(0, 0) = 3/e − 1/(3e) = 8/(3e); f(1, −1) = −10·(1/5)·e⁻² − e⁻⁵/3.
+    f = peaks(np.array([[0.0, 0.0], [1.0, -1.0]]))
+    np.testing.assert_allclose(f, [8 / (3 * np.e), -2 * np.exp(-2) - np.exp(-5) / 3], rtol=1e-14)
+
+
+def test_scaling_round_trips_and_refusals():
+    box = DOMAINS["box"]
+    x = np.random.default_rng(0).normal(size=(50, 2)) * [1.0, 5.0]
+    s = Scaling.fit(x, box)
+    np.testing.assert_allclose(s.inverse(s.apply(x)), x)
+    assert Scaling.from_dict(s.to_dict()) == s
+    stretched = Scaling.fit(x, box, uniform=False)
+    assert stretched.scale[0] != stretched.scale[1]
+    assert np.all(box.cutoff(stretched.apply(x)) >= min_cutoff(box) - 1e-12)
+    with pytest.raises(InputError, match="augment_dim = 3"):
+        Scaling.fit(x, Box((0, 0, 0), (1, 1, 1)))
+    with pytest.raises(InputError, match="needs a box"):
+        Scaling.fit(x, DOMAINS["disk"], uniform=False)
+    with pytest.raises(InputError, match="coincide"):
+        Scaling.fit(np.ones((4, 2)), box)
+    with pytest.raises(InputError, match="margin"):
+        Scaling.fit(x, box, margin=1.0)
+    with pytest.raises(InputError, match="scale"):
+        Scaling.from_dict({"scale": [1.0]})
+
+
+def test_test_points_outside_omega_are_reported():
+    box = Box((-1.0, -1.0), (1.0, 1.0))
+    x = np.array([[0.0, 0.0], [2.0, 0.0], [0.5, 0.5], [0.0, -3.0]])
+    with pytest.raises(InputError, match=r"2 of 4 test points .* points \[11, 13\]"):
+        check_inside(box, x, np.array([10, 11, 12, 13]))
+
+
+def test_csv_outlier_in_test_set_raises(tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(size=(40, 2)), np.repeat([0, 1], 20)
+    write_csv(tmp_path / "clean.csv", x, y)
+    test_index = make_dataset("csv", None, path=str(tmp_path / "clean.csv")).test_index
+    # The split depends only on the labels and the seed: the same rows go to the test set.
+    x[test_index[:2]] = [[50.0, 50.0], [-40.0, 3.0]]
+    write_csv(tmp_path / "outliers.csv", x, y)
+    with pytest.raises(InputError, match=rf"2 of 8 test points .*{test_index[:2].tolist()}"):
+        make_dataset("csv", None, path=str(tmp_path / "outliers.csv"), domain=DOMAINS["box"])
+
+
+def test_csv_round_trip(tmp_path):
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(30, 3)), np.arange(30) % 3
+    path = tmp_path / "points.csv"
+    write_csv(path, x, y, feature_names=["a", "b", "c"])
+    points = load_csv(path)
+    np.testing.assert_array_equal(points.X, x)
+    np.testing.assert_array_equal(points.y, y)
+    assert points.feature_names == ("a", "b", "c") and points.class_names == ("0", "1", "2")
+    ball = Ball((0.0, 0.0, 0.0), 1.0)
+    d = make_dataset("csv", None, path=str(path), test_fraction=0.2, domain=ball)
+    assert d.num_classes == 3 and d.X_train.shape == (24, 3) and d.feature_names == ("a", "b", "c")
+    back = np.empty_like(x)
+    back[d.train_index], back[d.test_index] = (d.scaling.inverse(d.X_train),
+                                               d.scaling.inverse(d.X_test))
+    np.testing.assert_allclose(back, x, atol=1e-12)
+    sub = make_dataset("csv", 15, path=str(path), test_fraction=0.2, seed=2)
+    assert len(sub.X_train) + len(sub.X_test) == 15
+
+
+def test_csv_string_labels_map_to_sorted_indices(tmp_path):
+    path = tmp_path / "animals.csv"
+    path.write_text("x1,label,x2\n0,dog,1\n1,cat,2\n\n2,dog,3\n3,emu,4\n")
+    points = load_csv(path)
+    assert points.class_names == ("cat", "dog", "emu")
+    np.testing.assert_array_equal(points.y, [1, 0, 1, 2])
+    np.testing.assert_array_equal(points.X, [[0, 1], [1, 2], [2, 3], [3, 4]])
+    assert points.feature_names == ("x1", "x2")
+
+
+BAD_CSV = {
+    "no_label": ("x1,x2,y\n0,0,0\n1,1,1\n", r'no "label" column'),
+    "no_header": ("0,0,0\n1,1,1\n", r'no "label" column'),
+    "non_numeric": ("x1,x2,label\n0,0,0\n1,abc,1\n", r'line 3, column "x2": \'abc\''),
+    "non_finite": ("x1,x2,label\n0,0,0\n1,nan,1\n2,inf,0\n3,3,1\n", r"2 row\(s\) .* lines \[3, 4\]"),
+    "one_class": ("x1,x2,label\n0,0,a\n1,1,a\n", r"found 1 class \('a'\)"),
+    "gap_in_labels": ("x1,x2,label\n0,0,0\n1,1,2\n", r"\[1\] never occur"),
+    "negative_label": ("x1,x2,label\n0,0,-1\n1,1,1\n", r"line 2: label -1"),
+    "ragged": ("x1,x2,label\n0,0,0\n1,1\n", r"line 3 has 2 fields, expected 3"),
+    "empty": ("", r"empty"),
+    "header_only": ("x1,x2,label\n", r"no data rows"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CSV)
+def test_bad_csv_raises_naming_the_file(tmp_path, case):
+    text, message = BAD_CSV[case]
+    path = tmp_path / f"{case}.csv"
+    path.write_text(text)
+    with pytest.raises(InputError, match=message) as info:
+        load_csv(path)
+    assert str(path) in str(info.value) and info.value.source == str(path)
+
+
+def test_missing_csv_file(tmp_path):
+    path = tmp_path / "nowhere.csv"
+    with pytest.raises(InputError, match="not found") as info:
+        make_dataset("csv", None, path=str(path))
+    assert str(path) in str(info.value)
+
+
+def test_unknown_kind_lists_the_valid_ones():
+    with pytest.raises(InputError) as info:
+        make_dataset("swissroll", 100)
+    message = str(info.value)
+    assert message.startswith('Invalid data kind "swissroll". Must be one of [')
+    assert all(f"'{k}'" in message for k in DATASET_KINDS)
+
+
+@pytest.mark.parametrize(
+    "kind, kwargs, message",
+    [
+        ("moons", {"num_points": 1}, r"data.num_points: expected an integer >= 2, got 1"),
+        ("moons", {"num_points": 2.5}, r"data.num_points"),
+        ("moons", {"noise": -0.1}, r"data.noise: expected a number >= 0.0, got -0.1"),
+        ("moons", {"test_fraction": 1.0}, r"data.test_fraction: expected a number in \[0.0, 1.0\)"),
+        ("moons", {"num_classes": 3}, r'data.num_classes: kind "moons" has 2 classes, got 3'),
+        ("moons", {"dim": 3}, r"data.dim: .* data.augment_dim"),
+        ("moons", {"augment_dim": 2}, r"data.augment_dim: must exceed the data dimension 2"),
+        ("moons", {"seed": -1}, r"data.seed"),
+        ("moons", {"margin": 0.0}, r"data.margin"),
+        ("moons", {"radius": 1.0}, r'data.radius: unknown key for data kind "moons"'),
+        ("checkerboard", {"cells": 3}, r"data.cells: expected an even integer"),
+        ("blobs", {"noise": 0.0}, r"data.noise"),
+        ("circles", {"factor": 1.5}, r"data.factor"),
+        ("peaks", {"levels": [1.0, 0.0]}, r"data.levels: expected increasing"),
+        ("spirals", {"num_points": 4, "num_classes": 3}, r"data.test_fraction: cannot split"),
+        ("csv", {}, r"data.path"),
+    ],
+)
+def test_bad_parameters(kind, kwargs, message):
+    kwargs = {"num_points": 100, **kwargs}
+    with pytest.raises(InputError, match=message):
+        make_dataset(kind, **kwargs)
+
+
+def test_describe_is_one_line():
+    d = make_dataset("moons", 100, domain=DOMAINS["box"])
+    line = describe(d)
+    assert "\n" not in line and line.startswith("data moons: 80 train + 20 test points in 2D")
+    assert "2 classes (train counts [40, 40])" in line and "⊙x" in line
+
+
+def test_same_data_on_every_rank(comm):
+    d = make_dataset("spirals", 200, seed=5, domain=DOMAINS["disk"])
+    mine = (d.X_train.tobytes(), d.y_train.tobytes(), d.X_test.tobytes(), d.scaling)
+    assert all(other == mine for other in comm.allgather(mine))
+    gc.collect()
+    comm.Barrier()

@@ -40,7 +40,13 @@ def parse_cells(text: str) -> list[int]:
 
 
 def command_compare(comm: MPI.Comm, args) -> int:
-    """Solve the PDE and the characteristics for the configured field and compare them."""
+    """Solve the PDE and the characteristics for the configured field and compare them; for a
+    trained run directory, check the learned field's predictions against the characteristics."""
+    if args.config.is_dir():
+        from solver.runcheck import compare_run
+
+        compare_run(comm, args.config)
+        return 0
     # Imported here so that a bad config fails before dolfinx is loaded.
     from solver.config import load_config
 
@@ -156,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("compare", help="solve the PDE and the characteristics and compare them")
-    p.add_argument("config", type=Path, help="problem file (TOML), e.g. problems/default.toml")
+    p.add_argument("config", type=Path, help="problem file (TOML), e.g. problems/default.toml, or a trained run directory")
     p.add_argument("--out", type=Path, default=None, help="run directory (default runs/<config name>)")
     p.add_argument("--force", action="store_true", help="overwrite an existing run directory")
     p.add_argument(

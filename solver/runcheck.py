@@ -1,0 +1,74 @@
+"""A trained run against the method of characteristics: does the PDE predict what the flow does?
+
+For the learned θ and output layer (A, b), the FE prediction u_h(0, X_i) and the
+characteristics' f(q(T; X_i)) = A q(T; X_i) + b (eq. 6) are compared on the training and test
+points: the fraction of equal predicted labels and the max difference of the logits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+from mpi4py import MPI
+
+from solver import characteristics
+from solver.config import load_config
+from solver.errors import InputError
+from solver.io import write_json_atomic
+
+log = logging.getLogger("solver")
+
+
+def load_parameters(run: Path) -> np.ndarray:
+    path = run / "theta.npz"
+    try:
+        with np.load(path) as data:
+            return np.array(data["p"])
+    except FileNotFoundError:
+        raise InputError("no theta.npz: is this a finished training run?", str(run)) from None
+    except (OSError, KeyError, ValueError) as error:
+        raise InputError(f"cannot read learned parameters: {error}", str(path)) from None
+
+
+def compare_run(comm: MPI.Comm, run: Path) -> dict:
+    """Compare the PDE and the characteristics for a trained run; writes run/compare.json."""
+    from solver.pointeval import evaluate_everywhere
+    from solver.train import Problem
+
+    config = load_config(run / "config.toml")
+    p = load_parameters(run)
+    problem = Problem.build(comm, config)
+    J = problem.J
+    if p.shape != (J.n_params,):
+        raise InputError(f"theta.npz has {p.size} parameters, the config needs {J.n_params}", str(run))
+    evaluation = J.evaluate(p)
+    theta, A, b = J.split(p)
+    field = problem.model.field(theta)
+    logits = lambda x: x @ A.T + b  # noqa: E731 (the output layer f of eq. 13)
+    result = {}
+    for name, X, y in (("train", problem.dataset.X_train, problem.dataset.y_train),
+                       ("test", problem.dataset.X_test, problem.dataset.y_test)):
+        fe = evaluate_everywhere(comm, problem.solver.V, evaluation.u0, X, f"data ({name})")
+        ch = characteristics.solve(comm, field, logits, X).u0
+        agree = float(np.mean(fe.argmax(1) == ch.argmax(1))) if len(X) else float("nan")
+        result[name] = dict(
+            points=len(X),
+            label_agreement=agree,
+            max_logit_difference=float(np.max(np.abs(fe - ch), initial=0.0)),
+            accuracy_pde=float(np.mean(fe.argmax(1) == y)) if len(X) else float("nan"),
+            accuracy_characteristics=float(np.mean(ch.argmax(1) == y)) if len(X) else float("nan"),
+        )
+        log.info(
+            "%5s: PDE and characteristics agree on %.2f%% of %d labels; max |u_h(0, X) − f(q(T; X))| "
+            "= %.3e; accuracy PDE %.4f, characteristics %.4f",
+            name, 100 * agree, len(X), result[name]["max_logit_difference"],
+            result[name]["accuracy_pde"], result[name]["accuracy_characteristics"],
+        )
+    if comm.rank == 0:
+        write_json_atomic(run / "compare.json", result)
+    comm.Barrier()
+    J.destroy()
+    return result

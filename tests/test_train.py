@@ -1,0 +1,107 @@
+"""Training: the loss goes down on 1 and 2 ranks, checkpoints resume to the same iterates, a run
+killed with SIGKILL and resumed ends where an uninterrupted run ends, and bad configs fail."""
+
+from mpi4py import MPI
+
+import gc
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from solver.config import config_from_dict
+from solver.errors import InputError
+from solver.train import Problem, train
+
+MPIRUN = Path(sys.executable).parent / "mpirun"
+
+SMALL = dict(
+    mesh=dict(cells=16),
+    field=dict(width=6, slabs=3),
+    data=dict(kind="moons", points=200, test_fraction=0.2),
+    train=dict(iterations=8, save_every=2, max_step=2.0),
+    output=dict(png=False, vtx=False),
+)
+
+
+def shared_directory(comm, tmp_path_factory) -> Path:
+    """One directory for all ranks (pytest gives each process its own tmp_path)."""
+    path = str(tmp_path_factory.mktemp("run")) if comm.rank == 0 else None
+    return Path(comm.bcast(path, root=0))
+
+
+def test_training_reduces_the_loss(comm, tmp_path_factory):
+    config = config_from_dict(SMALL)
+    out = shared_directory(comm, tmp_path_factory)
+    problem = Problem.build(comm, config)
+    state, history = train(comm, problem, out)
+    first, last = history[0]["loss"], history[-1]["loss"]
+    print(f"\nloss {first:.4f} -> {last:.4f}, train accuracy {history[-1]['train_accuracy']:.3f}")
+    assert last < first / 3, (first, last)
+    assert history[-1]["train_accuracy"] >= 0.9
+    assert [h["iteration"] for h in history] == list(range(9))
+    problem.J.destroy()
+    gc.collect()
+    comm.Barrier()
+
+
+def test_resume_reaches_the_same_iterates(comm, tmp_path_factory):
+    """6 iterations in one go, or 4 then resumed to 6: the same θ to round-off."""
+    whole = shared_directory(comm, tmp_path_factory)
+    parts = shared_directory(comm, tmp_path_factory)
+    six = config_from_dict({**SMALL, "train": dict(SMALL["train"], iterations=6)})
+    four = config_from_dict({**SMALL, "train": dict(SMALL["train"], iterations=4)})
+    state_whole, _ = train(comm, Problem.build(comm, six), whole)
+    train(comm, Problem.build(comm, four), parts)
+    state_parts, history = train(comm, Problem.build(comm, six), parts, resume=True)
+    assert state_parts.iteration == 6 and len(history) == 7
+    np.testing.assert_allclose(state_parts.p, state_whole.p, rtol=0, atol=1e-12)
+    gc.collect()
+    comm.Barrier()
+
+
+def test_bad_training_configs(comm):
+    with pytest.raises(InputError, match='"mlp"'):
+        Problem.build(comm, config_from_dict({"domain": dict(kind="disk"), "field": dict(kind="rotation")}))
+    with pytest.raises(InputError, match="augment_dim"):
+        Problem.build(comm, config_from_dict({"domain": dict(kind="box", lower=[-1] * 3, upper=[1] * 3)}))
+    with pytest.raises(InputError, match='Invalid data kind|data.kind'):
+        config_from_dict({"data": dict(kind="mnist")})
+
+
+@pytest.mark.serial
+def test_killed_run_resumes_to_the_same_theta(tmp_path):
+    config = tmp_path / "moons.toml"
+    config.write_text(
+        "[mesh]\ncells = 16\n[field]\nwidth = 6\nslabs = 3\n[data]\npoints = 200\n"
+        "[train]\niterations = 12\nsave_every = 2\nmax_step = 2.0\n[output]\npng = false\nvtx = false\n"
+    )
+
+    def train_cmd(*args):
+        return [str(MPIRUN), "-n", "2", sys.executable, "-m", "solver", "train", *map(str, args)]
+
+    whole = subprocess.run(train_cmd(config, "--out", tmp_path / "whole"), capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr
+    killed = subprocess.Popen(train_cmd(config, "--out", tmp_path / "killed"), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    history = tmp_path / "killed" / "history.csv"
+    deadline = time.time() + 240
+    while time.time() < deadline:  # wait for a checkpoint past iteration 4, then SIGKILL everything
+        if history.exists() and len(history.read_text().splitlines()) >= 6:
+            break
+        time.sleep(0.05)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert not (tmp_path / "killed" / "theta.npz").exists(), "the run finished before it was killed"
+    resumed = subprocess.run(train_cmd("--resume", "--out", tmp_path / "killed"), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed at iteration" in resumed.stdout
+    with np.load(tmp_path / "whole" / "theta.npz") as a, np.load(tmp_path / "killed" / "theta.npz") as b:
+        np.testing.assert_allclose(b["p"], a["p"], rtol=0, atol=1e-12)
+    lines = (tmp_path / "killed" / "history.csv").read_text().splitlines()
+    assert len(lines) == 1 + 13  # header + iterations 0..12, no duplicates after the resume

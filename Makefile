@@ -1,16 +1,25 @@
-# The two commands of the README. Each creates .venv (Python >= 3.12) if it is missing.
+# The README's commands. Each creates .venv (Python >= 3.12) if it is missing.
 NP ?= 2
+PY := .venv/bin/python
+MPIRUN := .venv/bin/mpirun
 
-.PHONY: demo test bench env
+.PHONY: demo test transport bench env
 
 env:
 	scripts/bootstrap.sh
 
+# The main job: learn two moons on NP ranks, then check the learned run against the characteristics.
 demo: env
-	.venv/bin/mpirun -n $(NP) .venv/bin/python -m solver compare problems/default.toml --out runs/default --force
+	$(MPIRUN) -n $(NP) $(PY) -m solver train problems/moons.toml --out runs/moons --force
+	$(MPIRUN) -n $(NP) $(PY) -m solver compare runs/moons
+
+# The transport solver alone: a random field, PDE vs characteristics, with a refinement study.
+transport: env
+	$(MPIRUN) -n $(NP) $(PY) -m solver compare problems/default.toml --out runs/default --force
 
 test:
 	scripts/test.sh
 
 bench: env
-	scripts/bench_forward.sh
+	$(PY) scripts/bench_forward.py
+	$(MPIRUN) -n $(NP) $(PY) scripts/bench_gradient.py

@@ -429,7 +429,7 @@ class TransportSolver:
             checkpoint_every=self.checkpoint_every,
             states=stored,
         )
-        log.info(
+        log.debug(
             "forward: %d steps on %d pieces, dofs %d x %d components",
             step,
             len(pieces) - 1,

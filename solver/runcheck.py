@@ -33,6 +33,29 @@ def load_parameters(run: Path) -> np.ndarray:
         raise InputError(f"cannot read learned parameters: {error}", str(path)) from None
 
 
+def resnet_depth_tables(model, theta, A, b, X, field) -> dict:
+    """The exported ResNet at depths N against the characteristics, per block scheme (rank-local).
+
+    Depths are multiples of the slab count, where every block lies in one slab and a scheme
+    keeps its order (``resnet.py``).
+    """
+    from solver.resnet import OutputLayer, depth_table
+
+    q_T = characteristics.flow(field, X, 0.0, model.T, rtol=1e-12, atol=1e-13)
+    output = OutputLayer("linear", A, b)
+    L = model.slabs
+    tables = {}
+    for scheme, depths in (("euler", [L * 2**i for i in range(7)]), ("midpoint", [L * 2**i for i in range(5)])):
+        rows = depth_table(model, theta, X, q_T, depths, scheme, output)
+        tables[scheme] = [dict(depth=r.depth, max_error=r.max_error, order=r.order,
+                               label_agreement=r.label_agreement) for r in rows]
+        log.info("exported ResNet (%s blocks) against the characteristics, test points:", scheme)
+        log.info("  %6s %12s %7s %16s", "depth", "max |x_N − q(T)|", "order", "label agreement")
+        for r in rows:
+            log.info("  %6d %12.3e %7.2f %15.2f%%", r.depth, r.max_error, r.order, 100 * r.label_agreement)
+    return tables
+
+
 def compare_run(comm: MPI.Comm, run: Path) -> dict:
     """Compare the PDE and the characteristics for a trained run; writes run/compare.json."""
     from solver.pointeval import evaluate_everywhere
@@ -67,6 +90,7 @@ def compare_run(comm: MPI.Comm, run: Path) -> dict:
             name, 100 * agree, len(X), result[name]["max_logit_difference"],
             result[name]["accuracy_pde"], result[name]["accuracy_characteristics"],
         )
+    result["resnet"] = resnet_depth_tables(problem.model, theta, A, b, problem.dataset.X_test, field)
     if comm.rank == 0:
         write_json_atomic(run / "compare.json", result)
     comm.Barrier()

@@ -1,0 +1,64 @@
+"""Export a trained run as an explicit ResNet (eq. 17, or midpoint/RK4 blocks): ONNX and npz.
+
+The net takes data coordinates: its first step is the run's input scaling x_Ω = scale ⊙ x + shift
+(``data.Scaling``), then N residual blocks of the learned flow, then the learned output layer
+(logits A x + b).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from solver.config import load_config
+from solver.errors import InputError
+from solver.resnet import OutputLayer, ResNet, resnet_from_velocity, save_npz
+from solver.resnet_onnx import save_onnx
+from solver.train import velocity_model
+
+log = logging.getLogger("solver")
+
+FORMATS = ("onnx", "npz")
+
+
+def learned_net(run: Path, depth: int, scheme: str = "euler", output: str = "linear") -> ResNet:
+    """The run's learned flow as an explicit ResNet of ``depth`` blocks (rank-local)."""
+    config = load_config(run / "config.toml")
+    path = run / "theta.npz"
+    try:
+        with np.load(path) as data:
+            theta, A, b = np.array(data["theta"]), np.array(data["A"]), np.array(data["b"])
+            meta = json.loads(str(data["meta"]))
+    except FileNotFoundError:
+        raise InputError("no theta.npz: is this a finished training run?", str(run)) from None
+    except (OSError, KeyError, ValueError) as error:
+        raise InputError(f"cannot read learned parameters: {error}", str(path)) from None
+    model = velocity_model(config, config.domain_object())
+    scaling = meta["scaling"]
+    return resnet_from_velocity(
+        model, theta, depth, scheme, output=OutputLayer(output, A, b),
+        input_scale=np.asarray(scaling["scale"]), input_shift=np.asarray(scaling["shift"]),
+    )
+
+
+def export(run: Path, depth: int, scheme: str, formats: list[str], output: str = "linear") -> list[Path]:
+    """Write resnet-<scheme>-<depth>.{onnx,npz} (and a float64 ONNX) into the run directory."""
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise InputError(f'Invalid format "{bad[0]}". Must be one of {list(FORMATS)}')
+    if depth < 1:
+        raise InputError(f"--depth must be >= 1, got {depth}")
+    net = learned_net(run, depth, scheme, output)
+    stem = run / f"resnet-{scheme}-{depth}"
+    written = []
+    if "npz" in formats:
+        written.append(save_npz(net, stem.with_suffix(".npz")))
+    if "onnx" in formats:
+        for dtype in ("float32", "float64"):
+            path = Path(f"{stem}-{dtype}.onnx")
+            save_onnx(net, path, dtype)
+            written.append(path)
+    return written

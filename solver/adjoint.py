@@ -104,10 +104,14 @@ class Adjoint:
         num_components: K.
     """
 
-    def __init__(self, solver: TransportSolver, num_components: int):
+    def __init__(self, solver: TransportSolver, num_components: int, steps_per_assembly: int = 1):
         self.solver = solver
         self.K = num_components
-        self.gradient = VelocityGradient(solver, 3 * num_components)
+        # Several steps may share one assembly (fewer calls, a larger kernel). Measured on a 48²
+        # DG1 moons-like problem, the gradient cost per forward solve was 5.9× with 1 step per
+        # assembly, 6.6× with 2, 8.0× with 4: the kernel's cost grows faster than the pairs.
+        self.steps_per_assembly = steps_per_assembly
+        self.gradient = VelocityGradient(solver, 3 * num_components * steps_per_assembly)
         L = solver.L
         self._y = L.createVecLeft()
         self._lam = [[L.createVecLeft() for _ in range(3)] for _ in range(num_components)]
@@ -157,9 +161,24 @@ class Adjoint:
         assembled_piece = None
         y = self._y
         ends = checkpoints[1:] + [N]
+        etas: list[np.ndarray] = []
+        psis: list[np.ndarray] = []
+
+        def flush(piece):
+            """Assemble the pending stage pairs (padded with zero pairs) into piece's gradient."""
+            if etas:
+                zero = np.zeros_like(etas[0])
+                pad = self.gradient.num_pairs - len(etas)
+                g = self.gradient.assemble(etas + [zero] * pad, psis + [zero] * pad)
+                grads[piece] = grads.get(piece, 0.0) + g
+                etas.clear()
+                psis.clear()
+
         for start, end in reversed(list(zip(checkpoints, ends))):
             j = int(traj.piece_of_step[start])
             if j != assembled_piece:
+                # The pending pairs belong to the previous piece's v_h: assemble before it changes.
+                flush(assembled_piece)
                 solver.set_velocity(field, 0.5 * (pieces[j] + pieces[j + 1]))
                 solver.assemble_operator()
                 assembled_piece = j
@@ -173,11 +192,10 @@ class Adjoint:
                 starts.append(np.stack([s.array.copy() for s in state]))
             for s in state:
                 s.destroy()
-            g = grads.setdefault(j, 0.0)
             for n in reversed(range(start, end)):
                 dt = dts[n]
                 stages = self._stage_states(starts[n - start], dt)
-                etas, psis = [], []
+                inv_mass = solver.inverse_mass.array
                 for k in range(self.K):
                     lam1, lam2, _ = self._lam[k]
                     u, u1, u2 = stages[k]
@@ -187,17 +205,17 @@ class Adjoint:
                     solver.L.multTranspose(lam2, y)
                     lam1.array[:] = 0.25 * (lam2.array + dt * y.array)
                     solver.L.multTranspose(lam1, y)
-                    inv_mass = solver.inverse_mass.array
                     # Pairs (η, ψ = M_mass⁻¹ ξ) with ξ the stage weights, in the step's order.
-                    etas += [u2.array, u1.array, u.array]
-                    psis += [
+                    etas.extend([u2.array.copy(), u1.array.copy(), u.array.copy()])
+                    psis.extend([
                         inv_mass * dt * (2.0 / 3.0) * lp.array,
                         inv_mass * dt * 0.25 * lam2.array,
                         inv_mass * dt * lam1.array,
-                    ]
+                    ])
                     lp.array[:] = (1.0 / 3.0) * lp.array + 0.75 * lam2.array + lam1.array + dt * y.array
-                g = g + self.gradient.assemble(etas, psis)
-            grads[j] = g
+                if len(etas) == self.gradient.num_pairs:
+                    flush(j)
+        flush(assembled_piece)
         lam0 = [l.array.copy() for l in lam]
         for l in lam:
             l.destroy()

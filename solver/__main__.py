@@ -148,6 +148,18 @@ def command_train(comm: MPI.Comm, args) -> int:
     return 0
 
 
+def command_export(comm: MPI.Comm, args) -> int:
+    """Export a trained run as an explicit ResNet (rank 0 writes; numpy and ONNX only)."""
+    from solver.export import export
+
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    written = export(args.run_dir, args.depth, args.scheme, formats, args.output) if comm.rank == 0 else []
+    for path in written:
+        log.info("wrote %s", path)
+    comm.Barrier()
+    return 0
+
+
 def write_json_atomic_rank0(comm, path, data, writer) -> None:
     if comm.rank == 0:
         writer(path, data)
@@ -177,6 +189,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.set_defaults(run=command_train)
+
+    p = sub.add_parser("export", help="export a trained run as an explicit ResNet (ONNX, npz)")
+    p.add_argument("run_dir", type=Path, metavar="RUN", help="a trained run directory")
+    p.add_argument("--depth", type=int, default=16, help="number of residual blocks N (default 16)")
+    p.add_argument("--scheme", default="euler", choices=["euler", "midpoint", "rk4"],
+                   help="block scheme: euler is eq. 17; midpoint/rk4 need fewer blocks")
+    p.add_argument("--format", default="onnx,npz", help="comma-separated: onnx, npz")
+    p.add_argument("--output", default="linear", choices=["linear", "softmax"], help="logits or probabilities")
+    p.set_defaults(run=command_export)
+
+    from solver.cli_plain2resnet import add_parser as add_plain2resnet
+
+    add_plain2resnet(sub)
     return parser
 
 

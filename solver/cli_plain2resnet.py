@@ -16,6 +16,7 @@ import numpy as np
 from mpi4py import MPI
 
 from solver.errors import InputError
+from solver.time_scaling import DEFAULT_SCALING, TIME_SCALINGS
 
 log = logging.getLogger("solver")
 FORMATS = ("onnx", "npz")
@@ -39,6 +40,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--anchor", choices=("input", "zero"), default="input",
         help="where tanh/sigmoid flows are linearized (eq. 66): the stage input z_k (paper) or 0 (constant weights)",
+    )
+    p.add_argument(
+        "--time-scaling", choices=TIME_SCALINGS, default=DEFAULT_SCALING,
+        help=f"the time scaling h(τ) of section 3 (default {DEFAULT_SCALING}; see solver/time_scaling.py)",
     )
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     p.set_defaults(run=run)
@@ -78,7 +83,7 @@ def run(comm: MPI.Comm, args: argparse.Namespace) -> int:
 def convert(args: argparse.Namespace) -> None:
     """Read NET, build the ResNet, check it against the plain net, write it. Rank-local."""
     from solver.flow_resnet_export import save_npz, save_onnx
-    from solver.plainflow import flow_model, discretize
+    from solver.plainflow import discretize, flow_model
     from solver.plainnet_io import load_plain_net
 
     formats = parse_formats(args.format)
@@ -105,12 +110,13 @@ def convert(args: argparse.Namespace) -> None:
             "warning: l = %d <= 2β = %g: Euler on the compressed directions (eq. 29) is not monotone "
             "and may amplify them; use more substeps or a smaller --beta", args.substeps, 2 * args.beta,
         )
-    resnet = discretize(flow, args.substeps, args.beta, anchor=args.anchor)
+    resnet = discretize(flow, args.substeps, args.beta, anchor=args.anchor, scaling=args.time_scaling)
     x = np.random.default_rng(0).standard_normal((CHECK_POINTS, flow.n_in))
     error = np.max(np.abs(resnet.forward(x) - net.forward(x)))
     log.info(
-        "ResNet: %d blocks in %d stages (l = %d, β = %g, anchor %s); max |ResNet − plain net| = %.3e at %d standard-normal inputs",
-        resnet.num_blocks, len(resnet.stages), args.substeps, args.beta, args.anchor, error, CHECK_POINTS,
+        "ResNet: %d blocks in %d stages (l = %d, β = %g, anchor %s, h %s); max |ResNet − plain net| = %.3e "
+        "at %d standard-normal inputs",
+        resnet.num_blocks, len(resnet.stages), args.substeps, args.beta, args.anchor, args.time_scaling, error, CHECK_POINTS,
     )
     if "onnx" in paths:
         save_onnx(resnet, paths["onnx"][0], DTYPES[args.dtype])

@@ -23,7 +23,7 @@ from typing import Any
 from solver import velocity
 from solver.data import DATASET_KINDS, DATASET_PARAMS
 from solver.optimize import OPTIMIZERS
-from solver.reduced import LOSSES
+from solver.objective import LOSSES
 from solver.domain import DOMAIN_KINDS, Domain, make_domain
 from solver.errors import InputError
 from solver.problems import (

@@ -5,16 +5,18 @@ with zeros to d; the output is the first n_L coordinates, followed by the plain 
 function f. The blocks, each one Euler substep of size α = 1/l (eq. 54):
 
     LinearBlock      y ← y + M y + c                 eq. 52 (and its analogues for S, U, b)
-    ReluBlock        y ← y + relu(w y), w scalar     eq. 58, 59 (leaky relu: w scaled, below)
+    ReluBlock        y ← y + relu(w y), w scalar     eq. 58, 59 (leaky relu s: w = αḣ(1−s)/(h(1−s)−1))
     ActivationBlock  y ← y + αḣ (a(Ẑ) − Ẑ),          eq. 69, 70 with Ẑ = W⁽¹⁾ y + b⁽¹⁾ (eq. 68)
 
 ActivationBlock linearizes φ(τ_r, ·) at an anchor ẑ (eq. 64–67): W⁽¹⁾ = J⁻¹(τ_r, ẑ) (diagonal,
 eq. 63) and b⁽¹⁾ = ẑ − J⁻¹ φ(τ_r, ẑ). The paper's anchor is z_k, the input of the activation
 stage (eq. 66: "linearize φ at y_0 = z_k"), which depends on the data: W⁽¹⁾ and b⁽¹⁾ are then
-elementwise functions of the stage input, not constants. ``anchor=None`` means that; a fixed
-anchor vector gives a constant-weight 2-layer block but the linearization error no longer
-vanishes as l grows. Eq. 70 is used rather than eq. 72, which divides by ḣ(τ_r) (0 at τ_0)
-and by (id − αḣW⁽¹⁾) (singular when αḣ/J = 1).
+elementwise functions of the stage input, not constants: the exported graph carries z_k from
+the start of the stage to every block (a skip connection besides the residual one).
+``anchor=None`` means that; a fixed anchor vector gives a constant-weight 2-layer block, but
+then the linearization error does not vanish as l grows. Eq. 70 is used rather than eq. 72,
+which divides by ḣ(τ_r) (0 at τ_0) and by (id − αḣW⁽¹⁾) (singular when αḣ/J = 1); eq. 71
+as printed also omits b_r⁽²⁾ = −W_r⁽²⁾ b_r⁽¹⁾, which eq. 70 → 72 needs.
 
 The blocks are grouped in stages, one per unit of time of the layer flow (eq. 48):
 V (Ψ), S (Λ + βΠ), U (Φ), b, a. Exports: ``solver.flow_resnet_export``.
@@ -27,9 +29,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from solver.plainnet import OUTPUT_FUNCTIONS, activation_derivative, activation_value, apply_output
+from solver.time_scaling import DEFAULT_SCALING
 
 LINEARIZED_ACTIVATIONS = ("tanh", "sigmoid")
-CAP = 1e300  # bound on h/(1 − h) and 1/(1 − h), finite where 1 − h underflows
+CAP = float(np.finfo(float).max) / 16  # bound on h/(1 − h), 1/(1 − h) (as the float64 ONNX export)
 # Ẑ is clipped to ±SATURATED before a(Ẑ): tanh and σ are constant to rounding beyond it, and an
 # ill-conditioned Ẑ = ẑ + (y − φ)/J (J tiny) must not overflow to inf (onnxruntime: NaN).
 SATURATED = 100.0
@@ -79,7 +82,7 @@ class ActivationBlock:
 
     which is eq. 69 (step · W⁽¹⁾ = rate · q) but never forms J: near τ = 1 at a saturated ẑ,
     J underflows and the literal form gives inf − inf. ``ratio`` and ``inv_keep`` are capped
-    (at 1e300 here, at the float type's range in ONNX) and Ẑ is clipped to ±``SATURATED``,
+    (at 1/16 of the float type's range) and Ẑ is clipped to ±``SATURATED``,
     beyond which tanh and σ are constant to rounding; both change nothing where they act,
     because there step ≈ 0.
 
@@ -144,6 +147,7 @@ class FlowResNet:
         output: the plain net's output function (``solver.plainnet.OUTPUT_FUNCTIONS``).
         substeps: l, Euler substeps per unit of time.
         beta: β of the stretch flow (eq. 21).
+        scaling: the time scaling h (``solver.time_scaling``).
     """
 
     dim: int
@@ -153,6 +157,7 @@ class FlowResNet:
     output: str = "identity"
     substeps: int = 0
     beta: float = 0.0
+    scaling: str = DEFAULT_SCALING
 
     def __post_init__(self) -> None:
         if self.output not in OUTPUT_FUNCTIONS:

@@ -31,7 +31,7 @@ def to_onnx(resnet: FlowResNet, dtype: np.dtype | type = np.float32) -> OnnxGrap
     if resnet.dim > resnet.n_in:  # embedding in R^d (section 3.1.1)
         y = g.node("Pad", y, g.constant(np.array([0, 0, 0, resnet.dim - resnet.n_in], dtype=np.int64), "pads"))
     for stage in resnet.stages:
-        y = _stage_onnx(g, stage, y)
+        y = _stage_onnx(g, stage, y, resnet.dim)
     if resnet.dim > resnet.n_out:
         ints = lambda *v: g.constant(np.array(v, dtype=np.int64), "index")  # noqa: E731
         y = g.node("Slice", y, ints(0), ints(resnet.n_out), ints(1))
@@ -49,7 +49,8 @@ def _value_info(g: OnnxGraph, name: str, width: int):
     return helper.make_tensor_value_info(name, g.elem_type, ["N", width])
 
 
-def _stage_onnx(g: OnnxGraph, stage: Stage, y: str) -> str:
+def _stage_onnx(g: OnnxGraph, stage: Stage, y: str, width: int) -> str:
+    """The blocks of one stage; scalar factors are (width,) vectors (``OnnxGraph.vector``)."""
     stage_input = y
     cache: dict[str, str] = {}  # a(z_k) and a'(z_k), computed once per activation stage
     for block in stage.blocks:
@@ -63,18 +64,19 @@ def _stage_onnx(g: OnnxGraph, stage: Stage, y: str) -> str:
                 increment = c if increment is None else g.node("Add", increment, c)
             y = y if increment is None else g.node("Add", y, increment)
         elif isinstance(block, ReluBlock):  # eq. 58
-            y = g.node("Add", y, g.node("Relu", g.node("Mul", y, g.constant(np.array(block.weight), "w"))))
+            y = g.node("Add", y, g.node("Relu", g.node("Mul", y, g.vector(block.weight, width, "w"))))
         elif isinstance(block, ActivationBlock):
-            y = _activation_block_onnx(g, block, y, stage_input, cache)
+            y = _activation_block_onnx(g, block, y, stage_input, cache, width)
         else:
             raise TypeError(f"unknown block type {type(block).__name__}")
     return y
 
 
-def _activation_block_onnx(g: OnnxGraph, block: ActivationBlock, y: str, zk: str, cache: dict[str, str]) -> str:
+def _activation_block_onnx(g: OnnxGraph, block: ActivationBlock, y: str, zk: str, cache: dict[str, str], width: int) -> str:
     """y + step · (a(Ẑ) − Ẑ), Ẑ = W⁽¹⁾ y + b⁽¹⁾ (eq. 68, 69), as ``ActivationBlock`` evaluates it."""
     op = ONNX_ACTIVATIONS[block.activation]
-    step = g.constant(np.array(block.step), "step")
+    scalar = lambda value, stem: g.vector(value, width, stem)  # noqa: E731
+    step = scalar(block.step, "step")
     if block.anchor is not None:  # constant weights: the literal 2-layer block of eq. 69
         w1_value, b1_value = block.weights(block.anchor)
         z = g.node("Add", g.node("Mul", y, g.constant(w1_value, "w1")), g.constant(b1_value, "b1"))
@@ -87,18 +89,17 @@ def _activation_block_onnx(g: OnnxGraph, block: ActivationBlock, y: str, zk: str
         # tails (float32: 3% off at −15, 0 below −20), and q = 1/(1 + ratio·a') needs a' to
         # relative accuracy where ratio = h/(1 − h) is huge.
         scale = 2.0 if block.activation == "tanh" else 1.0
-        t = g.node("Exp", g.node("Mul", g.constant(np.array(-scale), "minus"), g.node("Abs", zk)))
-        one_plus = g.node("Add", g.constant(np.array(1.0), "one"), t)
-        cache["da"] = g.node("Div", g.node("Mul", g.constant(np.array(scale**2), "coefficient"), t), g.node("Mul", one_plus, one_plus))
+        t = g.node("Exp", g.node("Mul", scalar(-scale, "minus"), g.node("Abs", zk)))
+        one_plus = g.node("Add", scalar(1.0, "one"), t)
+        cache["da"] = g.node("Div", g.node("Mul", scalar(scale**2, "coefficient"), t), g.node("Mul", one_plus, one_plus))
     # Constants capped to the float type's range; see ActivationBlock for the formulas.
     ratio, inv_keep = block.coefficients(cap=float(np.finfo(g.dtype).max) / 16)
-    scalar = lambda value, stem: g.constant(np.array(value), stem)  # noqa: E731
     q = g.node("Reciprocal", g.node("Add", scalar(1.0, "one"), g.node("Mul", scalar(ratio, "ratio"), cache["da"])))
     flow = g.node("Add", g.node("Mul", scalar(block.keep, "keep"), zk), g.node("Mul", scalar(block.h, "h"), cache["a"]))  # eq. 36
     residual = g.node("Sub", y, flow)
     shift = g.node("Mul", g.node("Mul", residual, q), scalar(inv_keep, "inv_keep"))
-    bound = scalar(SATURATED, "bound")
-    z = g.node("Clip", g.node("Add", zk, shift), g.node("Neg", bound), bound)  # ≈ φ⁻¹(τ_r, y), eq. 68
+    low, high = g.constant(np.array(-SATURATED), "low"), g.constant(np.array(SATURATED), "high")  # Clip needs scalars
+    z = g.node("Clip", g.node("Add", zk, shift), low, high)  # ≈ φ⁻¹(τ_r, y), eq. 68
     increment = g.node(
         "Sub",
         g.node("Mul", step, g.node("Sub", g.node(op, z), zk)),
@@ -145,13 +146,14 @@ def save_npz(resnet: FlowResNet, path: str | Path) -> tuple[Path, Path]:
         "equations": "Li & Shi, A Flow Model of Neural Networks, eq. 52 (linear), 58 (relu), 69-70 (activation)",
         "dim": resnet.dim, "n_in": resnet.n_in, "n_out": resnet.n_out, "output": resnet.output,
         "substeps": resnet.substeps, "beta": resnet.beta,
-        "h": "sigma(1/(1-tau) - 1/tau) on (0, 1)",
+        "scaling": resnet.scaling,
         "blocks": {
             "linear": "y + matrix @ y + shift (matrix of shape (d,) is a diagonal)",
             "relu": "y + relu(weight * y)",
-            "activation": "y + step*(a(Z) - Z), Z = w1*y + b1, w1 = 1/J, J = keep + h a'(anchor), keep = 1 - h, "
-            "b1 = anchor - w1*(keep anchor + h a(anchor)); anchor 'stage_input' = the stage's input z_k; "
-            "evaluate step*w1 as rate*keep/J (rate = step/keep) where J underflows",
+            "activation": "y + step*(a(Z) - Z) with Z = w1*y + b1, w1 = 1/J, J = keep + h a'(anchor), keep = 1 - h, "
+            "b1 = anchor - w1*phi, phi = keep*anchor + h*a(anchor); anchor 'stage_input' = the stage's input z_k. "
+            "Evaluated as y + step*(a(Z) - anchor) - rate*q*(y - phi), q = 1/(1 + ratio*a'(anchor)), "
+            "Z = clip(anchor + q*(y - phi)/keep, -100, 100), ratio = h/keep, rate = step/keep (eq. 69; finite where J underflows)",
         },
         "stages": stages,
     }
@@ -187,4 +189,4 @@ def load_npz(path: str | Path) -> FlowResNet:
                 blocks.append(ActivationBlock(entry["activation"], *scalars, anchor))
         stages.append(Stage(stage["label"], tuple(blocks)))
     sizes = {k: int(manifest[k]) for k in ("dim", "n_in", "n_out", "substeps")}
-    return FlowResNet(**sizes, stages=tuple(stages), output=manifest["output"], beta=float(manifest["beta"]))
+    return FlowResNet(**sizes, stages=tuple(stages), output=manifest["output"], beta=float(manifest["beta"]), scaling=manifest["scaling"])

@@ -8,6 +8,11 @@
 
 Constants are cast to the graph's dtype (float32 or float64), so one builder writes both.
 Integer constants (``Pad`` pads, ``Slice`` starts/ends) stay int64.
+
+onnxruntime (1.32, measured) has a trap for float64 graphs: its NoopElimination checks a
+one-element constant against 0 (Add, Sub) or 1 (Mul, Div) after rounding it to float32, so
+``Add(x, 1e-111)`` becomes x and ``Mul(x, 1 − 1e-9)`` becomes x. Use ``vector`` for scalar
+factors that may be close to 0 or 1: a constant with d >= 2 equal entries is left alone.
 """
 
 from __future__ import annotations
@@ -67,6 +72,11 @@ class OnnxGraph:
         name = self.fresh(stem)
         self.initializers.append(numpy_helper.from_array(array, name))
         return name
+
+    def vector(self, value: float, width: int, stem: str = "c") -> str:
+        """A constant of shape (width,), every entry ``value``: a scalar factor broadcast over the
+        features that onnxruntime's NoopElimination cannot mistake for 0 or 1 (module docstring)."""
+        return self.constant(np.full(width, float(value)), stem)
 
     def node(self, op: str, *inputs: str, out: str | None = None, **attributes) -> str:
         """Append a node ``op(inputs)`` with one output; returns the output's name."""

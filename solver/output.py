@@ -32,6 +32,28 @@ def write_fields(comm: MPI.Comm, path: Path, functions: list[fem.Function], t: f
         writer.write(t)
 
 
+def write_trajectory(comm: MPI.Comm, path: Path, solver, result, every: int = 1) -> None:
+    """u_h(t, ·) at the kept step starts (and t = 0) as one VTX time series for ParaView (collective).
+
+    Written in t (not τ): the series runs from t = T (u = f) down to t = 0 (the prediction).
+    """
+    legendre = [fem.Function(solver.V, name=f"u{c}") for c in range(solver.num_components)]
+    V = fem.functionspace(solver.mesh, ("DG", solver.degree))
+    nodal = [fem.Function(V, name=f"u{c}") for c in range(solver.num_components)]
+    traj = result.trajectory
+    kept = sorted(traj.states)[::every]
+    with VTXWriter(comm, path, nodal, engine="BP4") as writer:
+        for step in kept:
+            for c, (f, g) in enumerate(zip(legendre, nodal)):
+                f.x.array[: solver.num_owned] = traj.states[step][c]
+                f.x.scatter_forward()
+                g.interpolate(f)
+            writer.write(float(traj.times[step]))
+        for f, g in zip(result.u0, nodal):
+            g.interpolate(f)
+        writer.write(0.0)
+
+
 def write_comparison_outputs(comm: MPI.Comm, config: Config, out: Path, grid: np.ndarray, state: dict) -> None:
     """The comparison picture (rank 0) and u_h(0, ·) for ParaView (collective)."""
     if config.output.png:
@@ -141,6 +163,11 @@ def write_training_outputs(comm: MPI.Comm, problem, state, history: list[dict], 
             plots.loss_figure(out / "loss.png", history, f"{name}: training")
     if config.output.vtx:
         write_fields(comm, out / "u0.bp", nodal_copies(J.last.u0, problem.solver.degree))
+        # u_h(t, ·) over the whole solve: one more forward at the final θ, its checkpoints kept.
+        theta, A, b = J.split(state.p)
+        result = problem.solver.solve(problem.model.field(theta), lambda x: x @ A.T + b)
+        steps = result.trajectory.num_steps
+        write_trajectory(comm, out / "u_t.bp", problem.solver, result, every=max(1, steps // (50 * problem.solver.checkpoint_every)))
     if comm.rank == 0:
         write_json_atomic(out / "metrics.json", metrics)
     comm.Barrier()

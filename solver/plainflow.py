@@ -9,8 +9,8 @@ rank(W) < d, and written as five flows of one unit of time each (eq. 48, 49):
     + b              ż = ḣ b              eq. 33      (translation)
     a                φ(τ, Z) = (1 − h) Z + h a(Z)    eq. 36–42 (activation; none for identity)
 
-with the C∞ step h(τ) = σ(1/(1 − τ) − 1/τ) on (0, 1), 0 before, 1 after (section 3: ḣ = 0
-outside (0, 1), so the flows glue smoothly, eq. 50). ``discretize`` takes l Euler substeps
+with a time scaling h(τ) from 0 to 1 on [0, 1] (``solver.time_scaling``; ḣ = 0 outside
+(0, 1), so the flows glue smoothly, eq. 50). ``discretize`` takes l Euler substeps
 per unit of time (eq. 52–58, 69–70). Only the stretch flow is approximate in the limit: the
 zero singular values become e^{-β}.
 
@@ -23,53 +23,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
-from scipy.special import expit
 
 from solver.errors import InputError
 from solver.flow_resnet import LINEARIZED_ACTIVATIONS, ActivationBlock, FlowResNet, LinearBlock, ReluBlock, Stage
 from solver.plainnet import PlainNet, activation_value
 from solver.rotations import proper_svd, rotation_log
+from solver.time_scaling import DEFAULT_SCALING, relu_flow_rate, time_scaling
 
 ANCHORS = ("input", "zero")
-
-
-def _step_argument(tau: np.ndarray | float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """τ ∈ (0, 1) as a mask, u = 1/(1 − τ) − 1/τ and u' there (0 outside)."""
-    tau = np.asarray(tau, dtype=float)
-    inside = (tau > 0.0) & (tau < 1.0)
-    t = np.where(inside, tau, 0.5)
-    u = np.where(inside, 1.0 / (1.0 - t) - 1.0 / t, 0.0)
-    du = np.where(inside, 1.0 / (1.0 - t) ** 2 + 1.0 / t**2, 0.0)
-    return inside, u, du
-
-
-def smooth_step(tau: np.ndarray | float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """h(τ), 1 − h(τ) and ḣ(τ) of the smooth step h = σ(u), u = 1/(1 − τ) − 1/τ on (0, 1).
-
-    h is C∞, increasing, h = 0 for τ <= 0 and 1 for τ >= 1, and every derivative vanishes
-    at 0 and 1 (the requirements of section 3); max ḣ = ḣ(1/2) = 2. 1 − h = σ(−u) is
-    returned separately because 1 − h rounds to 0 long before it is 0 (needed in eq. 58).
-    """
-    tau = np.asarray(tau, dtype=float)
-    inside, u, du = _step_argument(tau)
-    h = np.where(inside, expit(u), (tau >= 1.0).astype(float))
-    one_minus_h = np.where(inside, expit(-u), (tau <= 0.0).astype(float))
-    hdot = np.where(inside, expit(u) * expit(-u) * du, 0.0)
-    return h, one_minus_h, hdot
-
-
-def relu_flow_rate(tau: np.ndarray | float, slope: float = 0.0) -> np.ndarray:
-    """ḣ (1 − s) / (1 − h (1 − s)): the rate of the (leaky) relu flow's velocity for z < 0.
-
-    For a(Z) = max(Z, sZ), φ(τ, Z) = (1 − h (1 − s)) Z for Z < 0, so (eq. 45–47 at s = 0)
-    v(τ, z) = −rate · z there and 0 for z >= 0. Computed without 0/0 as h → 1.
-    """
-    if slope == 0.0:
-        # ḣ / (1 − h) = σ(u) u': the factor σ(−u), which underflows near τ = 1, cancels.
-        inside, u, du = _step_argument(tau)
-        return np.where(inside, expit(u) * du, 0.0)
-    h, one_minus_h, hdot = smooth_step(tau)
-    return hdot * (1.0 - slope) / (one_minus_h + h * slope)
 
 
 @dataclass(frozen=True)
@@ -142,9 +103,9 @@ def flow_model(net: PlainNet, dim: int | None = None) -> PlainFlow:
     return PlainFlow(d, net.widths[0], net.widths[-1], tuple(layers), net.output)
 
 
-def activation_flow(tau: float, z: np.ndarray, activation: str, slope: float = 0.01) -> np.ndarray:
+def activation_flow(tau: float, z: np.ndarray, activation: str, slope: float = 0.01, scaling: str = DEFAULT_SCALING) -> np.ndarray:
     """φ(τ, Z) = (1 − h(τ)) Z + h(τ) a(Z) (eq. 36), elementwise on Z of any shape."""
-    h, one_minus_h, _ = smooth_step(tau)
+    h, one_minus_h, _ = time_scaling(tau, scaling)
     return one_minus_h * z + h * activation_value(activation, z, slope)
 
 
@@ -171,7 +132,7 @@ def flow_map(flow: PlainFlow, beta: float, x: np.ndarray) -> np.ndarray:
     return y[:, : flow.n_out]
 
 
-def discretize(flow: PlainFlow, substeps: int, beta: float, anchor: str = "input") -> FlowResNet:
+def discretize(flow: PlainFlow, substeps: int, beta: float, anchor: str = "input", scaling: str = DEFAULT_SCALING) -> FlowResNet:
     """Re-discretize the flow model with l Euler substeps per unit of time (section 4).
 
     Substep r of a stage uses τ_r = r/l, α = 1/l (eq. 52, 54). Substeps with ḣ(τ_r) = 0
@@ -181,10 +142,11 @@ def discretize(flow: PlainFlow, substeps: int, beta: float, anchor: str = "input
         flow: the flow model (``flow_model``).
         substeps: l >= 1.
         beta: β > 0 of the stretch flow (eq. 21). Euler on the compressed directions is
-            monotone only for α ḣ β < 1, i.e. l > max ḣ · β = 2β.
+            monotone only for α ḣ β < 1, i.e. l > max ḣ · β ≈ 2β.
         anchor: where tanh/sigmoid flows are linearized (eq. 64–67): "input" is the paper's
             z_k (data-dependent weights, converges as l grows); "zero" linearizes at Z = 0
             (constant weights; the linearization error does not vanish as l grows).
+        scaling: the time scaling h, a name in ``solver.time_scaling.TIME_SCALINGS``.
 
     Returns:
         The ResNet.
@@ -197,7 +159,7 @@ def discretize(flow: PlainFlow, substeps: int, beta: float, anchor: str = "input
         raise InputError(f'invalid anchor "{anchor}"; must be one of {list(ANCHORS)}')
     alpha = 1.0 / substeps
     tau = np.arange(substeps) * alpha
-    h, _, hdot = smooth_step(tau)
+    h, keep, hdot = time_scaling(tau, scaling)
     live = np.flatnonzero(hdot > 0.0)
     steps = alpha * hdot
     stages: list[Stage] = []
@@ -209,34 +171,30 @@ def discretize(flow: PlainFlow, substeps: int, beta: float, anchor: str = "input
             Stage(f"layer {k}: U", tuple(LinearBlock(matrix=steps[r] * layer.phi) for r in live)),  # eq. 31
             Stage(f"layer {k}: b", tuple(LinearBlock(shift=steps[r] * layer.bias) for r in live)),  # eq. 33
         ]
-        if layer.activation != "identity":
-            stages.append(Stage(f"layer {k}: a", _activation_blocks(layer, tau, alpha, h, steps, live, anchor, flow.dim)))
-    return FlowResNet(flow.dim, flow.n_in, flow.n_out, tuple(stages), flow.output, int(substeps), float(beta))
+        if layer.activation in ("relu", "leaky_relu"):
+            slope = 0.0 if layer.activation == "relu" else layer.slope
+            # Eq. 58, 59: W_r = α ḣ / (h − 1); for leaky relu α ḣ (1 − s) / (h (1 − s) − 1).
+            weights = -alpha * relu_flow_rate(tau, slope, scaling)
+            stages.append(Stage(f"layer {k}: a", tuple(ReluBlock(float(weights[r])) for r in live)))
+        elif layer.activation in LINEARIZED_ACTIVATIONS:
+            fixed = None if anchor == "input" else np.zeros(flow.dim)
+            rate = alpha * relu_flow_rate(tau, 0.0, scaling)  # α ḣ / (1 − h)
+            blocks = (ActivationBlock(layer.activation, *map(float, (steps[r], h[r], keep[r], rate[r])), fixed) for r in live)
+            stages.append(Stage(f"layer {k}: a", tuple(blocks)))
+        elif layer.activation != "identity":
+            raise InputError(f'no activation flow for "{layer.activation}"')
+    return FlowResNet(flow.dim, flow.n_in, flow.n_out, tuple(stages), flow.output, int(substeps), float(beta), scaling)
 
 
-def _activation_blocks(layer, tau, alpha, h, steps, live, anchor, dim) -> tuple:
-    if layer.activation in ("relu", "leaky_relu"):
-        slope = 0.0 if layer.activation == "relu" else layer.slope
-        # eq. 58, 59: W_r = α ḣ / (h − 1), and for leaky relu α ḣ (1 − s) / (h (1 − s) − 1).
-        weights = -alpha * relu_flow_rate(tau, slope)
-        return tuple(ReluBlock(float(weights[r])) for r in live)
-    if layer.activation in LINEARIZED_ACTIVATIONS:
-        fixed = None if anchor == "input" else np.zeros(dim)
-        _, keep, _ = smooth_step(tau)
-        rate = alpha * relu_flow_rate(tau)  # α ḣ / (1 − h)
-        return tuple(
-            ActivationBlock(layer.activation, float(steps[r]), float(h[r]), float(keep[r]), float(rate[r]), fixed) for r in live
-        )
-    raise InputError(f'no activation flow for "{layer.activation}"')
-
-
-def plain_to_resnet(net: PlainNet, substeps: int, beta: float, anchor: str = "input", dim: int | None = None) -> FlowResNet:
-    """``discretize(flow_model(net, dim), substeps, beta, anchor)``: the whole construction."""
-    return discretize(flow_model(net, dim), substeps, beta, anchor)
+def plain_to_resnet(
+    net: PlainNet, substeps: int, beta: float, anchor: str = "input", scaling: str = DEFAULT_SCALING, dim: int | None = None
+) -> FlowResNet:
+    """``discretize(flow_model(net, dim), substeps, beta, anchor, scaling)``: the whole construction."""
+    return discretize(flow_model(net, dim), substeps, beta, anchor, scaling)
 
 
 def convergence_study(
-    net: PlainNet, x: np.ndarray, substeps: list[int], beta: float, anchor: str = "input"
+    net: PlainNet, x: np.ndarray, substeps: list[int], beta: float, anchor: str = "input", scaling: str = DEFAULT_SCALING
 ) -> list[dict]:
     """max |ResNet(x) − plain net(x)| for each l, with the observed order log2(e_{l/2} / e_l).
 
@@ -245,7 +203,7 @@ def convergence_study(
         x: inputs, shape=(N, n_0).
         substeps: the values of l, increasing (doubling, for the order to be meaningful).
         beta: β of eq. 21.
-        anchor: see ``discretize``.
+        anchor, scaling: see ``discretize``.
 
     Returns:
         One row per l: {"substeps", "blocks", "error", "order"} (order None for the first row).
@@ -254,7 +212,7 @@ def convergence_study(
     reference = net.forward(x)
     rows: list[dict] = []
     for l in substeps:
-        resnet = discretize(flow, l, beta, anchor)
+        resnet = discretize(flow, l, beta, anchor, scaling)
         error = float(np.max(np.abs(resnet.forward(x) - reference)))
         order = None
         if rows and error > 0.0 and rows[-1]["error"] > 0.0:

@@ -155,7 +155,9 @@ def load_onnx(path: str | Path) -> PlainNet:
     pending: list[list] = []  # [W, b, activation, slope] per layer, activation filled in later
     output = "identity"
     for node in graph.node:
-        if node.op_type == "Constant":
+        if node.op_type in ("Constant", "Identity"):
+            if node.op_type == "Identity":
+                current = node.output[0] if node.input and node.input[0] == current else current
             continue
         where = f"node {node.name or '?'} ({node.op_type})"
         if not node.input or node.input[0] != current:
@@ -184,7 +186,7 @@ def load_onnx(path: str | Path) -> PlainNet:
             if attributes.get("axis", -1) not in (-1, 1):
                 raise InputError(f"{where}: Softmax over axis {attributes['axis']}, expected the feature axis -1", source)
             output = "softmax"
-        elif node.op_type != "Identity":
+        else:
             raise InputError(
                 f"unsupported ONNX op {node.op_type} ({where}); a plain net is made of Gemm, MatMul, Add, "
                 f"{', '.join(ONNX_ACTIVATIONS)}, a final Softmax and Identity",

@@ -22,30 +22,11 @@ from mpi4py import MPI
 from dolfinx import fem
 
 from solver.adjoint import Adjoint
+from solver.objective import LOSSES, cross_entropy, squared_error
 from solver.errors import InputError
 from solver.forward import TransportSolver
 from solver.pointeval import PointEvaluator
 from solver.velocity import VelocityModel
-
-LOSSES = ("cross_entropy", "squared_error")
-
-
-def cross_entropy(u: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-    """Σ_i −log softmax(u_i)[y_i] and its gradient w.r.t. u (shape=(n, K)); rank-local sums."""
-    z = u - u.max(axis=1, keepdims=True)
-    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    n = len(y)
-    loss = -float(log_p[np.arange(n), y].sum())
-    grad = np.exp(log_p)
-    grad[np.arange(n), y] -= 1.0
-    return loss, grad
-
-
-def squared_error(u: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-    """Σ_i ½|u_i − y_i|² and its gradient (shape=(n, K)); y of shape (n,) or (n, K)."""
-    r = u - y.reshape(len(u), -1)
-    return 0.5 * float((r * r).sum()), r
-
 
 @dataclass
 class Evaluation:

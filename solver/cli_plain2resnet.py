@@ -31,18 +31,53 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="construct the ResNet of a plain MLP from its flow model (sections 3-4)",
         description=__doc__.split("\n\n")[1],
     )
-    p.add_argument("net", type=Path, help="plain MLP: .npz (keys W0, b0, …, activations) or .onnx (Gemm + activations)")
-    p.add_argument("--substeps", type=int, required=True, metavar="L", help="Euler substeps per unit of time (l of eq. 52)")
-    p.add_argument("--beta", type=float, default=10.0, help="β of the stretch flow, zero singular values → e^-β (eq. 21; default 10)")
-    p.add_argument("--out", type=Path, required=True, help="output path, e.g. NEW.onnx; npz output goes to NEW.npz + NEW.json")
-    p.add_argument("--format", default="onnx,npz", metavar="onnx,npz", help="comma-separated output formats (default onnx,npz)")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="ONNX element type (default float32)")
     p.add_argument(
-        "--anchor", choices=("input", "zero"), default="input",
-        help="where tanh/sigmoid flows are linearized (eq. 66): the stage input z_k (paper) or 0 (constant weights)",
+        "net",
+        type=Path,
+        help="plain MLP: .npz (keys W0, b0, …, activations) or .onnx (Gemm + activations)",
     )
     p.add_argument(
-        "--time-scaling", choices=TIME_SCALINGS, default=DEFAULT_SCALING,
+        "--substeps",
+        type=int,
+        required=True,
+        metavar="L",
+        help="Euler substeps per unit of time (l of eq. 52)",
+    )
+    p.add_argument(
+        "--beta",
+        type=float,
+        default=10.0,
+        help="β of the stretch flow, zero singular values → e^-β (eq. 21; default 10)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output path, e.g. NEW.onnx; npz output goes to NEW.npz + NEW.json",
+    )
+    p.add_argument(
+        "--format",
+        default="onnx,npz",
+        metavar="onnx,npz",
+        help="comma-separated output formats (default onnx,npz)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=sorted(DTYPES),
+        default="float32",
+        help="ONNX element type (default float32)",
+    )
+    p.add_argument(
+        "--anchor",
+        choices=("input", "zero"),
+        default="input",
+        help="where tanh/sigmoid flows are linearized (eq. 66): the stage input z_k (paper) "
+        "or 0 (constant weights)",
+    )
+    p.add_argument(
+        "--time-scaling",
+        choices=TIME_SCALINGS,
+        default=DEFAULT_SCALING,
         help=f"the time scaling h(τ) of section 3 (default {DEFAULT_SCALING}; see solver/time_scaling.py)",
     )
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
@@ -61,7 +96,10 @@ def parse_formats(text: str) -> list[str]:
 
 def output_paths(out: Path, formats: list[str]) -> dict[str, list[Path]]:
     """The files each format writes: NEW.onnx; NEW.npz and NEW.json."""
-    paths = {"onnx": [out.with_suffix(".onnx")], "npz": [out.with_suffix(".npz"), out.with_suffix(".json")]}
+    paths = {
+        "onnx": [out.with_suffix(".onnx")],
+        "npz": [out.with_suffix(".npz"), out.with_suffix(".json")],
+    }
     return {f: paths[f] for f in formats}
 
 
@@ -72,7 +110,9 @@ def run(comm: MPI.Comm, args: argparse.Namespace) -> int:
         try:
             convert(args)
         except InputError as raised:
-            message = str(raised).removeprefix(f"{raised.source}: ") if raised.source else str(raised)
+            message = (
+                str(raised).removeprefix(f"{raised.source}: ") if raised.source else str(raised)
+            )
             error = (message, raised.source)
     error = comm.bcast(error, root=0)
     if error is not None:
@@ -94,7 +134,9 @@ def convert(args: argparse.Namespace) -> None:
     paths = output_paths(args.out, formats)
     existing = [str(p) for group in paths.values() for p in group if p.exists()]
     if existing and not args.force:
-        raise InputError(f"output files exist: {', '.join(existing)}; pass --force to overwrite them")
+        raise InputError(
+            f"output files exist: {', '.join(existing)}; pass --force to overwrite them"
+        )
     if not args.out.parent.is_dir():
         raise InputError(f"output directory {args.out.parent} does not exist")
 
@@ -102,21 +144,36 @@ def convert(args: argparse.Namespace) -> None:
     flow = flow_model(net)
     log.info(
         "plain net %s: widths %s, activations %s, output %s; ambient dimension d = %d",
-        args.net, net.widths, [layer.activation for layer in net.layers], net.output, flow.dim,
+        args.net,
+        net.widths,
+        [layer.activation for layer in net.layers],
+        net.output,
+        flow.dim,
     )
     if args.substeps <= 2 * args.beta:
         # α ḣ β < 1 needs l > max ḣ · β = 2β (eq. 29 with Euler): else the e^{-β} directions oscillate and grow.
         log.warning(
             "warning: l = %d <= 2β = %g: Euler on the compressed directions (eq. 29) is not monotone "
-            "and may amplify them; use more substeps or a smaller --beta", args.substeps, 2 * args.beta,
+            "and may amplify them; use more substeps or a smaller --beta",
+            args.substeps,
+            2 * args.beta,
         )
-    resnet = discretize(flow, args.substeps, args.beta, anchor=args.anchor, scaling=args.time_scaling)
+    resnet = discretize(
+        flow, args.substeps, args.beta, anchor=args.anchor, scaling=args.time_scaling
+    )
     x = np.random.default_rng(0).standard_normal((CHECK_POINTS, flow.n_in))
     error = np.max(np.abs(resnet.forward(x) - net.forward(x)))
     log.info(
         "ResNet: %d blocks in %d stages (l = %d, β = %g, anchor %s, h %s); max |ResNet − plain net| = %.3e "
         "at %d standard-normal inputs",
-        resnet.num_blocks, len(resnet.stages), args.substeps, args.beta, args.anchor, args.time_scaling, error, CHECK_POINTS,
+        resnet.num_blocks,
+        len(resnet.stages),
+        args.substeps,
+        args.beta,
+        args.anchor,
+        args.time_scaling,
+        error,
+        CHECK_POINTS,
     )
     if "onnx" in paths:
         save_onnx(resnet, paths["onnx"][0], DTYPES[args.dtype])

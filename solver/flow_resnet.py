@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from solver.errors import InputError
 from solver.plainnet import OUTPUT_FUNCTIONS, activation_derivative, activation_value, apply_output
 from solver.time_scaling import DEFAULT_SCALING
 
@@ -118,10 +119,18 @@ class ActivationBlock:
         anchor = stage_input if self.anchor is None else self.anchor
         ratio, inv_keep = self.coefficients()
         q = 1.0 / (1.0 + ratio * activation_derivative(self.activation, anchor))
-        residual = y - (self.keep * anchor + self.h * activation_value(self.activation, anchor))  # y − φ, eq. 36
+        residual = y - (
+            self.keep * anchor + self.h * activation_value(self.activation, anchor)
+        )  # y − φ, eq. 36
         with np.errstate(over="ignore"):
-            z = np.clip(anchor + (q * residual) * inv_keep, -SATURATED, SATURATED)  # ≈ φ⁻¹(τ_r, y), eq. 68
-        return y + self.step * (activation_value(self.activation, z) - anchor) - self.rate * q * residual
+            z = np.clip(
+                anchor + (q * residual) * inv_keep, -SATURATED, SATURATED
+            )  # ≈ φ⁻¹(τ_r, y), eq. 68
+        return (
+            y
+            + self.step * (activation_value(self.activation, z) - anchor)
+            - self.rate * q * residual
+        )
 
 
 Block = LinearBlock | ReluBlock | ActivationBlock
@@ -161,7 +170,7 @@ class FlowResNet:
 
     def __post_init__(self) -> None:
         if self.output not in OUTPUT_FUNCTIONS:
-            raise ValueError(f'output must be one of {list(OUTPUT_FUNCTIONS)}, got "{self.output}"')
+            raise InputError(f'output must be one of {list(OUTPUT_FUNCTIONS)}, got "{self.output}"')
 
     @property
     def num_blocks(self) -> int:
@@ -171,7 +180,7 @@ class FlowResNet:
         """Pad inputs x of shape (N, n_0) with zeros to shape (N, d) (section 3.1.1)."""
         x = np.asarray(x, dtype=float)
         if x.ndim != 2 or x.shape[1] != self.n_in:
-            raise ValueError(f"inputs must have shape (N, {self.n_in}), got {x.shape}")
+            raise InputError(f"inputs must have shape (N, {self.n_in}), got {x.shape}")
         y = np.zeros((x.shape[0], self.dim))
         y[:, : self.n_in] = x
         return y

@@ -29,7 +29,11 @@ def to_onnx(resnet: FlowResNet, dtype: np.dtype | type = np.float32) -> OnnxGrap
     g = OnnxGraph("flow_resnet", dtype)
     y = g.input("x", resnet.n_in)
     if resnet.dim > resnet.n_in:  # embedding in R^d (section 3.1.1)
-        y = g.node("Pad", y, g.constant(np.array([0, 0, 0, resnet.dim - resnet.n_in], dtype=np.int64), "pads"))
+        y = g.node(
+            "Pad",
+            y,
+            g.constant(np.array([0, 0, 0, resnet.dim - resnet.n_in], dtype=np.int64), "pads"),
+        )
     for stage in resnet.stages:
         y = _stage_onnx(g, stage, y, resnet.dim)
     if resnet.dim > resnet.n_out:
@@ -58,13 +62,19 @@ def _stage_onnx(g: OnnxGraph, stage: Stage, y: str, width: int) -> str:
             increment = None
             if block.matrix is not None:
                 m = block.matrix
-                increment = g.node("Mul", y, g.constant(m, "m")) if m.ndim == 1 else g.node("MatMul", y, g.constant(m.T, "m"))
+                increment = (
+                    g.node("Mul", y, g.constant(m, "m"))
+                    if m.ndim == 1
+                    else g.node("MatMul", y, g.constant(m.T, "m"))
+                )
             if block.shift is not None:
                 c = g.constant(block.shift, "c")
                 increment = c if increment is None else g.node("Add", increment, c)
             y = y if increment is None else g.node("Add", y, increment)
         elif isinstance(block, ReluBlock):  # eq. 58
-            y = g.node("Add", y, g.node("Relu", g.node("Mul", y, g.vector(block.weight, width, "w"))))
+            y = g.node(
+                "Add", y, g.node("Relu", g.node("Mul", y, g.vector(block.weight, width, "w")))
+            )
         elif isinstance(block, ActivationBlock):
             y = _activation_block_onnx(g, block, y, stage_input, cache, width)
         else:
@@ -72,7 +82,9 @@ def _stage_onnx(g: OnnxGraph, stage: Stage, y: str, width: int) -> str:
     return y
 
 
-def _activation_block_onnx(g: OnnxGraph, block: ActivationBlock, y: str, zk: str, cache: dict[str, str], width: int) -> str:
+def _activation_block_onnx(
+    g: OnnxGraph, block: ActivationBlock, y: str, zk: str, cache: dict[str, str], width: int
+) -> str:
     """y + step · (a(Ẑ) − Ẑ), Ẑ = W⁽¹⁾ y + b⁽¹⁾ (eq. 68, 69), as ``ActivationBlock`` evaluates it."""
     op = ONNX_ACTIVATIONS[block.activation]
     scalar = lambda value, stem: g.vector(value, width, stem)  # noqa: E731
@@ -91,14 +103,27 @@ def _activation_block_onnx(g: OnnxGraph, block: ActivationBlock, y: str, zk: str
         scale = 2.0 if block.activation == "tanh" else 1.0
         t = g.node("Exp", g.node("Mul", scalar(-scale, "minus"), g.node("Abs", zk)))
         one_plus = g.node("Add", scalar(1.0, "one"), t)
-        cache["da"] = g.node("Div", g.node("Mul", scalar(scale**2, "coefficient"), t), g.node("Mul", one_plus, one_plus))
+        cache["da"] = g.node(
+            "Div",
+            g.node("Mul", scalar(scale**2, "coefficient"), t),
+            g.node("Mul", one_plus, one_plus),
+        )
     # Constants capped to the float type's range; see ActivationBlock for the formulas.
     ratio, inv_keep = block.coefficients(cap=float(np.finfo(g.dtype).max) / 16)
-    q = g.node("Reciprocal", g.node("Add", scalar(1.0, "one"), g.node("Mul", scalar(ratio, "ratio"), cache["da"])))
-    flow = g.node("Add", g.node("Mul", scalar(block.keep, "keep"), zk), g.node("Mul", scalar(block.h, "h"), cache["a"]))  # eq. 36
+    q = g.node(
+        "Reciprocal",
+        g.node("Add", scalar(1.0, "one"), g.node("Mul", scalar(ratio, "ratio"), cache["da"])),
+    )
+    flow = g.node(
+        "Add",
+        g.node("Mul", scalar(block.keep, "keep"), zk),
+        g.node("Mul", scalar(block.h, "h"), cache["a"]),
+    )  # eq. 36
     residual = g.node("Sub", y, flow)
     shift = g.node("Mul", g.node("Mul", residual, q), scalar(inv_keep, "inv_keep"))
-    low, high = g.constant(np.array(-SATURATED), "low"), g.constant(np.array(SATURATED), "high")  # Clip needs scalars
+    low, high = g.constant(np.array(-SATURATED), "low"), g.constant(
+        np.array(SATURATED), "high"
+    )  # Clip needs scalars
     z = g.node("Clip", g.node("Add", zk, shift), low, high)  # ≈ φ⁻¹(τ_r, y), eq. 68
     increment = g.node(
         "Sub",
@@ -133,8 +158,13 @@ def save_npz(resnet: FlowResNet, path: str | Path) -> tuple[Path, Path]:
                 entry = {"kind": "relu", "weight": block.weight}
             else:
                 entry = {
-                    "kind": "activation", "activation": block.activation, "step": block.step, "h": block.h,
-                    "keep": block.keep, "rate": block.rate, "anchor": "stage_input",
+                    "kind": "activation",
+                    "activation": block.activation,
+                    "step": block.step,
+                    "h": block.h,
+                    "keep": block.keep,
+                    "rate": block.rate,
+                    "anchor": "stage_input",
                 }
                 if block.anchor is not None:
                     arrays[f"{key}_anchor"] = block.anchor
@@ -143,17 +173,24 @@ def save_npz(resnet: FlowResNet, path: str | Path) -> tuple[Path, Path]:
         stages.append({"label": stage.label, "blocks": blocks})
     manifest = {
         "format": FORMAT,
-        "equations": "Li & Shi, A Flow Model of Neural Networks, eq. 52 (linear), 58 (relu), 69-70 (activation)",
-        "dim": resnet.dim, "n_in": resnet.n_in, "n_out": resnet.n_out, "output": resnet.output,
-        "substeps": resnet.substeps, "beta": resnet.beta,
+        "equations": "Li & Shi, A Flow Model of Neural Networks: "
+        "eq. 52 (linear), 58 (relu), 69-70 (activation)",
+        "dim": resnet.dim,
+        "n_in": resnet.n_in,
+        "n_out": resnet.n_out,
+        "output": resnet.output,
+        "substeps": resnet.substeps,
+        "beta": resnet.beta,
         "scaling": resnet.scaling,
         "blocks": {
             "linear": "y + matrix @ y + shift (matrix of shape (d,) is a diagonal)",
             "relu": "y + relu(weight * y)",
-            "activation": "y + step*(a(Z) - Z) with Z = w1*y + b1, w1 = 1/J, J = keep + h a'(anchor), keep = 1 - h, "
-            "b1 = anchor - w1*phi, phi = keep*anchor + h*a(anchor); anchor 'stage_input' = the stage's input z_k. "
-            "Evaluated as y + step*(a(Z) - anchor) - rate*q*(y - phi), q = 1/(1 + ratio*a'(anchor)), "
-            "Z = clip(anchor + q*(y - phi)/keep, -100, 100), ratio = h/keep, rate = step/keep (eq. 69; finite where J underflows)",
+            "activation": "y + step*(a(Z) - Z) with Z = w1*y + b1, w1 = 1/J, "
+            "J = keep + h a'(anchor), keep = 1 - h, b1 = anchor - w1*phi, "
+            "phi = keep*anchor + h*a(anchor); anchor 'stage_input' = the stage's input z_k. "
+            "Evaluated as y + step*(a(Z) - anchor) - rate*q*(y - phi), "
+            "q = 1/(1 + ratio*a'(anchor)), Z = clip(anchor + q*(y - phi)/keep, -100, 100), "
+            "ratio = h/keep, rate = step/keep (eq. 69; finite where J underflows)",
         },
         "stages": stages,
     }
@@ -180,7 +217,11 @@ def load_npz(path: str | Path) -> FlowResNet:
         blocks = []
         for entry in stage["blocks"]:
             if entry["kind"] == "linear":
-                blocks.append(LinearBlock(*(arrays[entry[f]] if entry.get(f) else None for f in ("matrix", "shift"))))
+                blocks.append(
+                    LinearBlock(
+                        *(arrays[entry[f]] if entry.get(f) else None for f in ("matrix", "shift"))
+                    )
+                )
             elif entry["kind"] == "relu":
                 blocks.append(ReluBlock(float(entry["weight"])))
             else:
@@ -189,4 +230,10 @@ def load_npz(path: str | Path) -> FlowResNet:
                 blocks.append(ActivationBlock(entry["activation"], *scalars, anchor))
         stages.append(Stage(stage["label"], tuple(blocks)))
     sizes = {k: int(manifest[k]) for k in ("dim", "n_in", "n_out", "substeps")}
-    return FlowResNet(**sizes, stages=tuple(stages), output=manifest["output"], beta=float(manifest["beta"]), scaling=manifest["scaling"])
+    return FlowResNet(
+        **sizes,
+        stages=tuple(stages),
+        output=manifest["output"],
+        beta=float(manifest["beta"]),
+        scaling=manifest["scaling"],
+    )

@@ -86,8 +86,12 @@ class OnnxGraph:
 
     def model(self) -> onnx.ModelProto:
         """The model, checked by ``onnx.checker`` (raises ``onnx.checker.ValidationError``)."""
-        graph = helper.make_graph(self.nodes, self.name, self.inputs, self.outputs, self.initializers)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name=PRODUCER)
+        graph = helper.make_graph(
+            self.nodes, self.name, self.inputs, self.outputs, self.initializers
+        )
+        model = helper.make_model(
+            graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name=PRODUCER
+        )
         # IR version 8 is what onnxruntime >= 1.14 accepts with opset 17; newer onnx defaults higher.
         model.ir_version = 8
         onnx.checker.check_model(model, full_check=True)

@@ -25,8 +25,15 @@ import numpy as np
 import scipy.linalg
 
 from solver.errors import InputError
-from solver.flow_resnet import LINEARIZED_ACTIVATIONS, ActivationBlock, FlowResNet, LinearBlock, ReluBlock, Stage
-from solver.plainnet import PlainNet, activation_value
+from solver.flow_resnet import (
+    LINEARIZED_ACTIVATIONS,
+    ActivationBlock,
+    FlowResNet,
+    LinearBlock,
+    ReluBlock,
+    Stage,
+)
+from solver.plainnet import DEFAULT_LEAKY_SLOPE, PlainNet, activation_value
 from solver.rotations import proper_svd, rotation_log
 from solver.time_scaling import DEFAULT_SCALING, relu_flow_rate, time_scaling
 
@@ -74,7 +81,12 @@ class PlainFlow:
 
 def embedding_dimension(net: PlainNet) -> int:
     """The smallest d with every W_k fitting in d × d and rank(W_k) < d (section 3.1.1)."""
-    return int(max(max(layer.n_in, layer.n_out, int(np.linalg.matrix_rank(layer.weight)) + 1) for layer in net.layers))
+    return int(
+        max(
+            max(layer.n_in, layer.n_out, int(np.linalg.matrix_rank(layer.weight)) + 1)
+            for layer in net.layers
+        )
+    )
 
 
 def flow_model(net: PlainNet, dim: int | None = None) -> PlainFlow:
@@ -90,7 +102,9 @@ def flow_model(net: PlainNet, dim: int | None = None) -> PlainFlow:
     smallest = embedding_dimension(net)
     d = smallest if dim is None else int(dim)
     if d < smallest:
-        raise InputError(f"ambient dimension {d} is too small: the widths and ranks of this net need d >= {smallest}")
+        raise InputError(
+            f"ambient dimension {d} is too small: the widths and ranks of this net need d >= {smallest}"
+        )
     layers = []
     for layer in net.layers:
         weight = np.zeros((d, d))
@@ -99,11 +113,21 @@ def flow_model(net: PlainNet, dim: int | None = None) -> PlainFlow:
         bias[: layer.n_out] = layer.bias
         u, s, v, rank = proper_svd(weight)
         log_s = np.where(np.arange(d) < rank, np.log(np.where(s > 0.0, s, 1.0)), 0.0)
-        layers.append(LayerFlow(rotation_log(v), log_s, rank, rotation_log(u), bias, layer.activation, layer.slope))
+        layers.append(
+            LayerFlow(
+                rotation_log(v), log_s, rank, rotation_log(u), bias, layer.activation, layer.slope
+            )
+        )
     return PlainFlow(d, net.widths[0], net.widths[-1], tuple(layers), net.output)
 
 
-def activation_flow(tau: float, z: np.ndarray, activation: str, slope: float = 0.01, scaling: str = DEFAULT_SCALING) -> np.ndarray:
+def activation_flow(
+    tau: float,
+    z: np.ndarray,
+    activation: str,
+    slope: float = DEFAULT_LEAKY_SLOPE,
+    scaling: str = DEFAULT_SCALING,
+) -> np.ndarray:
     """φ(τ, Z) = (1 − h(τ)) Z + h(τ) a(Z) (eq. 36), elementwise on Z of any shape."""
     h, one_minus_h, _ = time_scaling(tau, scaling)
     return one_minus_h * z + h * activation_value(activation, z, slope)
@@ -132,7 +156,13 @@ def flow_map(flow: PlainFlow, beta: float, x: np.ndarray) -> np.ndarray:
     return y[:, : flow.n_out]
 
 
-def discretize(flow: PlainFlow, substeps: int, beta: float, anchor: str = "input", scaling: str = DEFAULT_SCALING) -> FlowResNet:
+def discretize(
+    flow: PlainFlow,
+    substeps: int,
+    beta: float,
+    anchor: str = "input",
+    scaling: str = DEFAULT_SCALING,
+) -> FlowResNet:
     """Re-discretize the flow model with l Euler substeps per unit of time (section 4).
 
     Substep r of a stage uses τ_r = r/l, α = 1/l (eq. 52, 54). Substeps with ḣ(τ_r) = 0
@@ -166,10 +196,18 @@ def discretize(flow: PlainFlow, substeps: int, beta: float, anchor: str = "input
     for k, layer in enumerate(flow.layers):
         stretch = layer.stretch(beta)
         stages += [
-            Stage(f"layer {k}: V", tuple(LinearBlock(matrix=steps[r] * layer.psi) for r in live)),  # eq. 52
-            Stage(f"layer {k}: S", tuple(LinearBlock(matrix=steps[r] * stretch) for r in live)),  # eq. 29
-            Stage(f"layer {k}: U", tuple(LinearBlock(matrix=steps[r] * layer.phi) for r in live)),  # eq. 31
-            Stage(f"layer {k}: b", tuple(LinearBlock(shift=steps[r] * layer.bias) for r in live)),  # eq. 33
+            Stage(
+                f"layer {k}: V", tuple(LinearBlock(matrix=steps[r] * layer.psi) for r in live)
+            ),  # eq. 52
+            Stage(
+                f"layer {k}: S", tuple(LinearBlock(matrix=steps[r] * stretch) for r in live)
+            ),  # eq. 29
+            Stage(
+                f"layer {k}: U", tuple(LinearBlock(matrix=steps[r] * layer.phi) for r in live)
+            ),  # eq. 31
+            Stage(
+                f"layer {k}: b", tuple(LinearBlock(shift=steps[r] * layer.bias) for r in live)
+            ),  # eq. 33
         ]
         if layer.activation in ("relu", "leaky_relu"):
             slope = 0.0 if layer.activation == "relu" else layer.slope
@@ -179,22 +217,46 @@ def discretize(flow: PlainFlow, substeps: int, beta: float, anchor: str = "input
         elif layer.activation in LINEARIZED_ACTIVATIONS:
             fixed = None if anchor == "input" else np.zeros(flow.dim)
             rate = alpha * relu_flow_rate(tau, 0.0, scaling)  # α ḣ / (1 − h)
-            blocks = (ActivationBlock(layer.activation, *map(float, (steps[r], h[r], keep[r], rate[r])), fixed) for r in live)
+            blocks = (
+                ActivationBlock(
+                    layer.activation, *map(float, (steps[r], h[r], keep[r], rate[r])), fixed
+                )
+                for r in live
+            )
             stages.append(Stage(f"layer {k}: a", tuple(blocks)))
         elif layer.activation != "identity":
             raise InputError(f'no activation flow for "{layer.activation}"')
-    return FlowResNet(flow.dim, flow.n_in, flow.n_out, tuple(stages), flow.output, int(substeps), float(beta), scaling)
+    return FlowResNet(
+        flow.dim,
+        flow.n_in,
+        flow.n_out,
+        tuple(stages),
+        flow.output,
+        int(substeps),
+        float(beta),
+        scaling,
+    )
 
 
 def plain_to_resnet(
-    net: PlainNet, substeps: int, beta: float, anchor: str = "input", scaling: str = DEFAULT_SCALING, dim: int | None = None
+    net: PlainNet,
+    substeps: int,
+    beta: float,
+    anchor: str = "input",
+    scaling: str = DEFAULT_SCALING,
+    dim: int | None = None,
 ) -> FlowResNet:
     """``discretize(flow_model(net, dim), substeps, beta, anchor, scaling)``: the whole construction."""
     return discretize(flow_model(net, dim), substeps, beta, anchor, scaling)
 
 
 def convergence_study(
-    net: PlainNet, x: np.ndarray, substeps: list[int], beta: float, anchor: str = "input", scaling: str = DEFAULT_SCALING
+    net: PlainNet,
+    x: np.ndarray,
+    substeps: list[int],
+    beta: float,
+    anchor: str = "input",
+    scaling: str = DEFAULT_SCALING,
 ) -> list[dict]:
     """max |ResNet(x) − plain net(x)| for each l, with the observed order log2(e_{l/2} / e_l).
 

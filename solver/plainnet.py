@@ -47,7 +47,9 @@ def activation_value(name: str, z: np.ndarray, slope: float = DEFAULT_LEAKY_SLOP
     raise InputError(f'invalid activation "{name}"; must be one of {list(LAYER_ACTIVATIONS)}')
 
 
-def activation_derivative(name: str, z: np.ndarray, slope: float = DEFAULT_LEAKY_SLOPE) -> np.ndarray:
+def activation_derivative(
+    name: str, z: np.ndarray, slope: float = DEFAULT_LEAKY_SLOPE
+) -> np.ndarray:
     """a'(z) elementwise (the right derivative at a kink), accurate to relative rounding."""
     if name == "identity":
         return np.ones_like(z)
@@ -79,7 +81,9 @@ _OUTPUTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 def apply_output(name: str, y: np.ndarray) -> np.ndarray:
     """The output function ``name`` (one of ``OUTPUT_FUNCTIONS``) of y, shape (N, n_L), row-wise."""
     if name not in _OUTPUTS:
-        raise InputError(f'invalid output function "{name}"; must be one of {list(OUTPUT_FUNCTIONS)}')
+        raise InputError(
+            f'invalid output function "{name}"; must be one of {list(OUTPUT_FUNCTIONS)}'
+        )
     return _OUTPUTS[name](y)
 
 
@@ -103,14 +107,20 @@ class Layer:
         w = np.asarray(self.weight, dtype=float)
         b = np.asarray(self.bias, dtype=float).reshape(-1)
         if w.ndim != 2 or b.shape != (w.shape[0],):
-            raise InputError(f"a layer needs W of shape (n_out, n_in) and b of shape (n_out,), got W {w.shape}, b {b.shape}")
+            raise InputError(
+                f"a layer needs W of shape (n_out, n_in) and b of shape (n_out,), got W {w.shape}, b {b.shape}"
+            )
         if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
             raise InputError("a layer's W or b holds NaN or inf")
         if self.activation not in LAYER_ACTIVATIONS:
-            raise InputError(f'invalid activation "{self.activation}"; must be one of {list(LAYER_ACTIVATIONS)}')
+            raise InputError(
+                f'invalid activation "{self.activation}"; must be one of {list(LAYER_ACTIVATIONS)}'
+            )
         # Section 3.2 needs a non-decreasing a, so that φ(τ, ·) of eq. 36 is invertible for τ < 1.
         if self.activation == "leaky_relu" and not 0.0 <= self.slope < 1.0:
-            raise InputError(f"leaky_relu slope must be in [0, 1) (a non-decreasing, section 3.2), got {self.slope}")
+            raise InputError(
+                f"leaky_relu slope must be in [0, 1) (a non-decreasing, section 3.2), got {self.slope}"
+            )
         object.__setattr__(self, "weight", w)
         object.__setattr__(self, "bias", b)
 
@@ -152,7 +162,9 @@ class PlainNet:
                     f"{layers[k - 1].n_out} outputs"
                 )
         if self.output not in OUTPUT_FUNCTIONS:
-            raise InputError(f'invalid output function "{self.output}"; must be one of {list(OUTPUT_FUNCTIONS)}')
+            raise InputError(
+                f'invalid output function "{self.output}"; must be one of {list(OUTPUT_FUNCTIONS)}'
+            )
         object.__setattr__(self, "layers", layers)
 
     @property

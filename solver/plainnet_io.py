@@ -25,7 +25,12 @@ from solver.errors import InputError
 from solver.plainnet import DEFAULT_LEAKY_SLOPE, LAYER_ACTIVATIONS, Layer, PlainNet
 
 ONNX_ACTIVATIONS = {"Relu": "relu", "LeakyRelu": "leaky_relu", "Tanh": "tanh", "Sigmoid": "sigmoid"}
-SKLEARN_ACTIVATIONS = {"identity": "identity", "relu": "relu", "tanh": "tanh", "logistic": "sigmoid"}
+SKLEARN_ACTIVATIONS = {
+    "identity": "identity",
+    "relu": "relu",
+    "tanh": "tanh",
+    "logistic": "sigmoid",
+}
 
 
 def load_plain_net(path: str | Path) -> PlainNet:
@@ -60,14 +65,24 @@ def from_sklearn(model) -> PlainNet:
     """
     for attribute in ("coefs_", "intercepts_", "activation", "out_activation_"):
         if not hasattr(model, attribute):
-            raise InputError(f"expected a fitted scikit-learn MLPClassifier/MLPRegressor, got {type(model).__name__} without {attribute}")
+            raise InputError(
+                "expected a fitted scikit-learn MLPClassifier/MLPRegressor, got "
+                f"{type(model).__name__} without {attribute}"
+            )
     if model.activation not in SKLEARN_ACTIVATIONS:
-        raise InputError(f'unsupported scikit-learn activation "{model.activation}"; expected one of {list(SKLEARN_ACTIVATIONS)}')
+        raise InputError(
+            f'unsupported scikit-learn activation "{model.activation}"; '
+            f"expected one of {list(SKLEARN_ACTIVATIONS)}"
+        )
     hidden = SKLEARN_ACTIVATIONS[model.activation]
     count = len(model.coefs_)
     # scikit-learn stores coefs_[k] as (n_in, n_out): x @ coefs_[k]; W_k of eq. 18 is its transpose.
     layers = [
-        Layer(np.asarray(w, dtype=float).T, np.asarray(b, dtype=float), hidden if k < count - 1 else "identity")
+        Layer(
+            np.asarray(w, dtype=float).T,
+            np.asarray(b, dtype=float),
+            hidden if k < count - 1 else "identity",
+        )
         for k, (w, b) in enumerate(zip(model.coefs_, model.intercepts_))
     ]
     return PlainNet(tuple(layers), output=model.out_activation_)
@@ -101,18 +116,32 @@ def load_npz(path: str | Path) -> PlainNet:
     while f"W{count}" in arrays:
         count += 1
     if count == 0:
-        raise InputError(f"not a plain-net npz: no key W0 (keys: {sorted(arrays)}); expected W0, b0, …, activations", source)
-    missing = [f"b{k}" for k in range(count) if f"b{k}" not in arrays] + (["activations"] if "activations" not in arrays else [])
+        raise InputError(
+            f"not a plain-net npz: no key W0 (keys: {sorted(arrays)}); expected W0, b0, …, activations",
+            source,
+        )
+    missing = [f"b{k}" for k in range(count) if f"b{k}" not in arrays] + (
+        ["activations"] if "activations" not in arrays else []
+    )
     if missing:
         raise InputError(f"missing keys {missing}", source)
     activations = np.atleast_1d(arrays["activations"])
     if activations.dtype.kind != "U" or activations.shape != (count,):
-        raise InputError(f"'activations' must be {count} strings, one per layer, got {activations!r}", source)
-    slopes = np.broadcast_to(np.asarray(arrays.get("slopes", DEFAULT_LEAKY_SLOPE), dtype=float), (count,))
+        raise InputError(
+            f"'activations' must be {count} strings, one per layer, got {activations!r}", source
+        )
+    slopes = np.broadcast_to(
+        np.asarray(arrays.get("slopes", DEFAULT_LEAKY_SLOPE), dtype=float), (count,)
+    )
     output = str(arrays.get("output", "identity"))
     try:
         layers = [
-            Layer(_float_array(arrays, f"W{k}", source), _float_array(arrays, f"b{k}", source), str(activations[k]), float(slopes[k]))
+            Layer(
+                _float_array(arrays, f"W{k}", source),
+                _float_array(arrays, f"b{k}", source),
+                str(activations[k]),
+                float(slopes[k]),
+            )
             for k in range(count)
         ]
         return PlainNet(tuple(layers), output=output)
@@ -147,10 +176,15 @@ def load_onnx(path: str | Path) -> PlainNet:
     constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     for node in graph.node:
         if node.op_type == "Constant":
-            constants[node.output[0]] = numpy_helper.to_array(onnx.helper.get_attribute_value(node.attribute[0]))
+            constants[node.output[0]] = numpy_helper.to_array(
+                onnx.helper.get_attribute_value(node.attribute[0])
+            )
     inputs = [i.name for i in graph.input if i.name not in constants]
     if len(inputs) != 1 or len(graph.output) != 1:
-        raise InputError(f"expected one input and one output, got inputs {inputs} and {len(graph.output)} outputs", source)
+        raise InputError(
+            f"expected one input and one output, got inputs {inputs} and {len(graph.output)} outputs",
+            source,
+        )
     current = inputs[0]
     pending: list[list] = []  # [W, b, activation, slope] per layer, activation filled in later
     output = "identity"
@@ -161,21 +195,36 @@ def load_onnx(path: str | Path) -> PlainNet:
             continue
         where = f"node {node.name or '?'} ({node.op_type})"
         if not node.input or node.input[0] != current:
-            raise InputError(f"{where} does not continue the chain from {current!r}: only a plain feed-forward chain is supported", source)
+            raise InputError(
+                f"{where} does not continue the chain from {current!r}: "
+                "only a plain feed-forward chain is supported",
+                source,
+            )
         attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         if output != "identity":
             raise InputError(f"{where} follows the final Softmax", source)
         if node.op_type == "Gemm":
-            pending.append([*_gemm(node, attributes, constants, where, source), "identity", DEFAULT_LEAKY_SLOPE])
+            pending.append(
+                [
+                    *_gemm(node, attributes, constants, where, source),
+                    "identity",
+                    DEFAULT_LEAKY_SLOPE,
+                ]
+            )
         elif node.op_type == "MatMul":
             weight = _constant(constants, node.input[1], where, source)
             if weight.ndim != 2:
-                raise InputError(f"{where}: weight {node.input[1]} has shape {weight.shape}, expected 2-D", source)
+                raise InputError(
+                    f"{where}: weight {node.input[1]} has shape {weight.shape}, expected 2-D",
+                    source,
+                )
             pending.append([weight.T, np.zeros(weight.shape[1]), "identity", DEFAULT_LEAKY_SLOPE])
         elif node.op_type == "Add":
             bias = _constant(constants, node.input[1], where, source)
             if not pending or pending[-1][2] != "identity" or np.any(pending[-1][1]):
-                raise InputError(f"{where}: an Add is supported only as the bias right after a MatMul", source)
+                raise InputError(
+                    f"{where}: an Add is supported only as the bias right after a MatMul", source
+                )
             pending[-1][1] = _bias(bias, pending[-1][0].shape[0], where, source)
         elif node.op_type in ONNX_ACTIVATIONS:
             if not pending or pending[-1][2] != "identity":
@@ -184,7 +233,10 @@ def load_onnx(path: str | Path) -> PlainNet:
             pending[-1][3] = float(attributes.get("alpha", DEFAULT_LEAKY_SLOPE))
         elif node.op_type == "Softmax":
             if attributes.get("axis", -1) not in (-1, 1):
-                raise InputError(f"{where}: Softmax over axis {attributes['axis']}, expected the feature axis -1", source)
+                raise InputError(
+                    f"{where}: Softmax over axis {attributes['axis']}, expected the feature axis -1",
+                    source,
+                )
             output = "softmax"
         else:
             raise InputError(
@@ -194,7 +246,10 @@ def load_onnx(path: str | Path) -> PlainNet:
             )
         current = node.output[0]
     if current != graph.output[0].name:
-        raise InputError(f"the chain ends at {current!r}, not at the graph output {graph.output[0].name!r}", source)
+        raise InputError(
+            f"the chain ends at {current!r}, not at the graph output {graph.output[0].name!r}",
+            source,
+        )
     if not pending:
         raise InputError("no Gemm or MatMul node: not an MLP", source)
     try:
@@ -205,7 +260,10 @@ def load_onnx(path: str | Path) -> PlainNet:
 
 def _constant(constants: dict[str, np.ndarray], name: str, where: str, source: str) -> np.ndarray:
     if name not in constants:
-        raise InputError(f"{where}: {name!r} is not a constant initializer; only constant weights are supported", source)
+        raise InputError(
+            f"{where}: {name!r} is not a constant initializer; only constant weights are supported",
+            source,
+        )
     return np.asarray(constants[name], dtype=float)
 
 
@@ -217,16 +275,26 @@ def _bias(value: np.ndarray, width: int, where: str, source: str) -> np.ndarray:
     return value.reshape(width)
 
 
-def _gemm(node, attributes: dict, constants: dict, where: str, source: str) -> tuple[np.ndarray, np.ndarray]:
+def _gemm(
+    node, attributes: dict, constants: dict, where: str, source: str
+) -> tuple[np.ndarray, np.ndarray]:
     """W, b of Y = alpha·A·B' + beta·C with A the chain (transA = 0)."""
     if attributes.get("transA", 0):
-        raise InputError(f"{where}: transA=1 is not supported (the batch must be the first axis)", source)
+        raise InputError(
+            f"{where}: transA=1 is not supported (the batch must be the first axis)", source
+        )
     b_matrix = _constant(constants, node.input[1], where, source)
     if b_matrix.ndim != 2:
-        raise InputError(f"{where}: weight {node.input[1]} has shape {b_matrix.shape}, expected 2-D", source)
+        raise InputError(
+            f"{where}: weight {node.input[1]} has shape {b_matrix.shape}, expected 2-D", source
+        )
     # Y = A B' with B' = B^T if transB: then W = B, else W = B^T (W acts on columns, eq. 18).
-    weight = attributes.get("alpha", 1.0) * (b_matrix if attributes.get("transB", 0) else b_matrix.T)
+    weight = attributes.get("alpha", 1.0) * (
+        b_matrix if attributes.get("transB", 0) else b_matrix.T
+    )
     bias = np.zeros(weight.shape[0])
     if len(node.input) > 2 and node.input[2]:
-        bias = attributes.get("beta", 1.0) * _bias(_constant(constants, node.input[2], where, source), weight.shape[0], where, source)
+        bias = attributes.get("beta", 1.0) * _bias(
+            _constant(constants, node.input[2], where, source), weight.shape[0], where, source
+        )
     return weight, bias

@@ -18,7 +18,9 @@ import scipy.linalg
 from solver.errors import InputError
 
 
-def proper_svd(weight: np.ndarray, rtol: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def proper_svd(
+    weight: np.ndarray, rtol: float | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """W = U diag(s) V with U, V proper rotations (det = +1), eq. 19.
 
     Singular values below ``rtol · max(s)`` are set to exactly 0 (they are the projections
@@ -40,7 +42,9 @@ def proper_svd(weight: np.ndarray, rtol: float | None = None) -> tuple[np.ndarra
     rtol = d * np.finfo(float).eps if rtol is None else rtol
     rank = int(np.sum(s > rtol * max(s[0], np.finfo(float).tiny)))
     if rank >= d:
-        raise InputError(f"the embedded W has full rank {rank} = d; section 3.1.1 needs rank(W) < d")
+        raise InputError(
+            f"the embedded W has full rank {rank} = d; section 3.1.1 needs rank(W) < d"
+        )
     s = np.where(np.arange(d) < rank, s, 0.0)
     if np.linalg.det(u) < 0:
         u[:, -1] *= -1.0  # multiplies s[-1] = 0: W unchanged
@@ -83,7 +87,9 @@ def rotation_log(rotation: np.ndarray, atol: float = 1e-8) -> np.ndarray:
                 negatives.append(i)
             i += 1
     if len(negatives) % 2:
-        raise InputError(f"rotation_log: an odd number ({len(negatives)}) of eigenvalues −1; det U = +1 expected")
+        raise InputError(
+            f"rotation_log: an odd number ({len(negatives)}) of eigenvalues −1; det U = +1 expected"
+        )
     for j, k in zip(negatives[::2], negatives[1::2]):
         # diag(−1, −1) on the plane (z_j, z_k) is the rotation by π: log = π [[0, −1], [1, 0]].
         log_t[k, j], log_t[j, k] = np.pi, -np.pi

@@ -50,7 +50,9 @@ def _quintic(t: np.ndarray) -> np.ndarray:
     return t**3 * (10.0 - 15.0 * t + 6.0 * t**2)
 
 
-def time_scaling(tau: np.ndarray | float, kind: str = DEFAULT_SCALING) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def time_scaling(
+    tau: np.ndarray | float, kind: str = DEFAULT_SCALING
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """h(τ), 1 − h(τ) and ḣ(τ), elementwise.
 
     1 − h is computed without cancellation (σ(−u), or h(1 − τ) by symmetry): it rounds to 0
@@ -59,14 +61,20 @@ def time_scaling(tau: np.ndarray | float, kind: str = DEFAULT_SCALING) -> tuple[
     _check(kind)
     tau = np.asarray(tau, dtype=float)
     if kind == "quintic":
-        return _quintic(tau), _quintic(1.0 - tau), np.where((tau > 0) & (tau < 1), 30.0 * tau**2 * (1.0 - tau) ** 2, 0.0)
+        return (
+            _quintic(tau),
+            _quintic(1.0 - tau),
+            np.where((tau > 0) & (tau < 1), 30.0 * tau**2 * (1.0 - tau) ** 2, 0.0),
+        )
     inside, u, du = _smooth_argument(tau)
     h = np.where(inside, expit(u), (tau >= 1.0).astype(float))
     keep = np.where(inside, expit(-u), (tau <= 0.0).astype(float))
     return h, keep, np.where(inside, expit(u) * expit(-u) * du, 0.0)
 
 
-def relu_flow_rate(tau: np.ndarray | float, slope: float = 0.0, kind: str = DEFAULT_SCALING) -> np.ndarray:
+def relu_flow_rate(
+    tau: np.ndarray | float, slope: float = 0.0, kind: str = DEFAULT_SCALING
+) -> np.ndarray:
     """ḣ (1 − s) / (1 − h (1 − s)): the rate of the (leaky) relu flow's velocity for z < 0.
 
     For a(Z) = max(Z, sZ), φ(τ, Z) = (1 − h (1 − s)) Z for Z < 0, so (eq. 45–47 at s = 0)

@@ -39,16 +39,26 @@ ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")
 X = np.random.default_rng(1).standard_normal((200, 4))
 
 
-def random_net(activation: str, widths=(4, 8, 8, 3), seed: int = 0, rank: int | None = None) -> PlainNet:
+def random_net(
+    activation: str, widths=(4, 8, 8, 3), seed: int = 0, rank: int | None = None
+) -> PlainNet:
     """W ~ N(0, 1/n_in), b ~ N(0, 1/4), affine last layer; ``rank``: a rank-deficient second layer."""
     rng = np.random.default_rng(seed)
     layers = []
     for k, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
         weight = rng.normal(size=(n_out, n_in)) / np.sqrt(n_in)
         if rank is not None and k == 1:
-            weight = rng.normal(size=(n_out, rank)) @ rng.normal(size=(rank, n_in)) / np.sqrt(rank * n_in)
+            weight = (
+                rng.normal(size=(n_out, rank))
+                @ rng.normal(size=(rank, n_in))
+                / np.sqrt(rank * n_in)
+            )
         last = k == len(widths) - 2
-        layers.append(Layer(weight, 0.5 * rng.normal(size=n_out), "identity" if last else activation, slope=0.1))
+        layers.append(
+            Layer(
+                weight, 0.5 * rng.normal(size=n_out), "identity" if last else activation, slope=0.1
+            )
+        )
     return PlainNet(tuple(layers), output="softmax")
 
 
@@ -70,8 +80,12 @@ ROTATIONS = {
     "diag(-1,-1,1)": np.diag([-1.0, -1.0, 1.0]),
     "-I_4": -np.eye(4),
     "π in 2 planes of R^5": _pi_rotation(5, 2, seed=2),
-    "angle π - 1e-9": scipy.linalg.expm((np.pi - 1e-9) * np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])),
-    "angle π + 1e-9": scipy.linalg.expm((np.pi + 1e-9) * np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])),
+    "angle π - 1e-9": scipy.linalg.expm(
+        (np.pi - 1e-9) * np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    ),
+    "angle π + 1e-9": scipy.linalg.expm(
+        (np.pi + 1e-9) * np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    ),
 }
 
 
@@ -79,7 +93,9 @@ ROTATIONS = {
 def test_rotation_log_is_exact_including_angle_pi(name):
     u = ROTATIONS[name]
     phi = rotation_log(u)
-    np.testing.assert_allclose(phi, -phi.T, atol=0.0)  # skew: exp(hΦ) is a rotation for all h (eq. 25)
+    np.testing.assert_allclose(
+        phi, -phi.T, atol=0.0
+    )  # skew: exp(hΦ) is a rotation for all h (eq. 25)
     np.testing.assert_allclose(scipy.linalg.expm(phi), u, atol=1e-12, err_msg=name)
     assert np.max(np.abs(np.linalg.eigvals(phi).imag)) <= np.pi + 1e-8
 
@@ -116,8 +132,12 @@ def test_time_scaling_and_activation_flow_end_points(scaling):
     assert abs(np.trapezoid(hdot, tau) - 1.0) < 1e-8
     np.testing.assert_allclose(np.gradient(h, tau), hdot, atol=1e-6)
     inside = (tau > 0) & (tau < 0.99)  # beyond, the naive ḣ/(1 − h) is 0/0 for "smooth"
-    np.testing.assert_allclose(relu_flow_rate(tau, 0.0, scaling)[inside], hdot[inside] / keep[inside], rtol=1e-10)
-    np.testing.assert_allclose(relu_flow_rate(tau, 0.3, scaling), hdot * 0.7 / (keep + 0.3 * h), rtol=1e-12)
+    np.testing.assert_allclose(
+        relu_flow_rate(tau, 0.0, scaling)[inside], hdot[inside] / keep[inside], rtol=1e-10
+    )
+    np.testing.assert_allclose(
+        relu_flow_rate(tau, 0.3, scaling), hdot * 0.7 / (keep + 0.3 * h), rtol=1e-12
+    )
     z = np.linspace(-4, 4, 81)
     for name in ACTIVATIONS:
         np.testing.assert_array_equal(activation_flow(0.0, z, name, scaling=scaling), z)
@@ -135,9 +155,15 @@ def test_exact_flow_reproduces_the_plain_net(activation):
 def test_beta_error_of_a_rank_deficient_layer_is_e_to_minus_beta():
     net = random_net("tanh", rank=3)
     flow = flow_model(net)
-    errors = {beta: np.max(np.abs(flow_map(flow, beta, X) - net.forward(X))) for beta in (2.0, 4.0, 8.0, 16.0)}
+    errors = {
+        beta: np.max(np.abs(flow_map(flow, beta, X) - net.forward(X)))
+        for beta in (2.0, 4.0, 8.0, 16.0)
+    }
     constants = [errors[beta] * np.exp(beta) for beta in errors]
-    print("\nβ: exact-flow error, error·e^β:", {b: (f"{e:.2e}", f"{c:.2f}") for (b, e), c in zip(errors.items(), constants)})
+    print(
+        "\nβ: exact-flow error, error·e^β:",
+        {b: (f"{e:.2e}", f"{c:.2f}") for (b, e), c in zip(errors.items(), constants)},
+    )
     assert errors[2.0] > 1e-2  # data in the kernel: β matters
     assert max(constants) < 2.0 * min(constants)
 
@@ -158,9 +184,13 @@ def test_resnet_converges_to_the_plain_net_at_order_one(activation):
     rows = convergence_study(random_net(activation), X, LEVELS, beta=10.0)
     print(f"\n{activation}: l, max error, order")
     for r in rows:
-        print(f"  {r['substeps']:4d} {r['error']:10.3e} {'' if r['order'] is None else format(r['order'], '6.2f')}")
+        print(
+            f"  {r['substeps']:4d} {r['error']:10.3e} {'' if r['order'] is None else format(r['order'], '6.2f')}"
+        )
     order = fitted_order(rows, smallest=32)
-    assert order >= ORDER_MIN, f"{activation}: observed order {order:.2f} over l >= 32, expected >= {ORDER_MIN}"
+    assert (
+        order >= ORDER_MIN
+    ), f"{activation}: observed order {order:.2f} over l >= 32, expected >= {ORDER_MIN}"
     assert rows[-1]["error"] < 0.25
 
 
@@ -187,7 +217,9 @@ def test_fitted_sklearn_mlp_on_iris():
     net = from_sklearn(model)
     np.testing.assert_allclose(net.predict(x), model.predict_proba(x), atol=1e-12)
     rows = convergence_study(net, x, [32, 64, 128, 256], beta=10.0)
-    print("\niris/tanh MLP: l, max logit error:", [(r["substeps"], f"{r['error']:.2e}") for r in rows])
+    print(
+        "\niris/tanh MLP: l, max logit error:", [(r["substeps"], f"{r['error']:.2e}") for r in rows]
+    )
     assert fitted_order(rows) >= ORDER_MIN
     resnet = plain_to_resnet(net, 256, 10.0)
     assert np.mean(resnet.predict(x).argmax(1) == model.predict(x)) >= 0.95
@@ -204,7 +236,9 @@ def _run_onnx(path, x: np.ndarray, dtype) -> list[np.ndarray]:
     return session.run(None, {"x": x.astype(dtype)})
 
 
-@pytest.mark.parametrize("activation, anchor", [(a, "input") for a in ACTIVATIONS] + [("tanh", "zero")])
+@pytest.mark.parametrize(
+    "activation, anchor", [(a, "input") for a in ACTIVATIONS] + [("tanh", "zero")]
+)
 def test_onnxruntime_matches_numpy(activation, anchor, tmp_path):
     resnet = plain_to_resnet(random_net(activation), 16, beta=4.0, anchor=anchor)
     y, p = resnet.forward(X), resnet.predict(X)
@@ -221,13 +255,20 @@ def test_saturated_units_quintic_is_well_conditioned_smooth_is_not(tmp_path):
     (solver/time_scaling.py). Measured at l = 128, relative to max|y|: |float32 − float64| = 1.6
     (smooth), 7e-6 (quintic); at l = 256: 8e2 and 5e-5."""
     net = random_net("tanh")
-    big = PlainNet(tuple(Layer(50.0 * layer.weight, layer.bias, layer.activation) for layer in net.layers), net.output)
+    big = PlainNet(
+        tuple(Layer(50.0 * layer.weight, layer.bias, layer.activation) for layer in net.layers),
+        net.output,
+    )
     differences = {}
     for scaling in ("quintic", "smooth"):
         resnet = plain_to_resnet(big, 128, beta=10.0, scaling=scaling)
         y = resnet.forward(X)
-        (y32, _) = _run_onnx(save_onnx(resnet, tmp_path / f"{scaling}.onnx", np.float32), X, np.float32)
-        assert np.all(np.isfinite(y)) and np.all(np.isfinite(y32)), scaling  # J of eq. 62 underflows: no NaN
+        y32, _ = _run_onnx(
+            save_onnx(resnet, tmp_path / f"{scaling}.onnx", np.float32), X, np.float32
+        )
+        assert np.all(np.isfinite(y)) and np.all(
+            np.isfinite(y32)
+        ), scaling  # J of eq. 62 underflows: no NaN
         differences[scaling] = np.max(np.abs(y32 - y)) / np.max(np.abs(y))
     print(f"\nsaturated tanh net, l = 128: |float32 ONNX − float64| / max|y|: {differences}")
     assert differences["quintic"] < 1e-4 and differences["smooth"] > 0.1
@@ -250,7 +291,9 @@ def _plain_onnx(net: PlainNet, path, use_matmul: bool = False, extra_op: str | N
     y = g.input("input", net.widths[0])
     for layer in net.layers:
         if use_matmul:
-            y = g.node("Add", g.node("MatMul", y, g.constant(layer.weight.T)), g.constant(layer.bias))
+            y = g.node(
+                "Add", g.node("MatMul", y, g.constant(layer.weight.T)), g.constant(layer.bias)
+            )
         else:
             y = g.node("Gemm", y, g.constant(layer.weight), g.constant(layer.bias), transB=1)
         ops = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid", "leaky_relu": "LeakyRelu"}
@@ -265,11 +308,19 @@ def _plain_onnx(net: PlainNet, path, use_matmul: bool = False, extra_op: str | N
     return g.save(path)
 
 
-@pytest.mark.parametrize("activation, use_matmul", [("relu", False), ("leaky_relu", False), ("tanh", True), ("sigmoid", True)])
+@pytest.mark.parametrize(
+    "activation, use_matmul",
+    [("relu", False), ("leaky_relu", False), ("tanh", True), ("sigmoid", True)],
+)
 def test_plain_net_readers_round_trip(activation, use_matmul, tmp_path):
     net = random_net(activation)
-    for loaded in (load_plain_net(save_npz(net, tmp_path / "net.npz")), load_plain_net(_plain_onnx(net, tmp_path / "net.onnx", use_matmul))):
-        assert [l.activation for l in loaded.layers] == [l.activation for l in net.layers] and loaded.output == "softmax"
+    for loaded in (
+        load_plain_net(save_npz(net, tmp_path / "net.npz")),
+        load_plain_net(_plain_onnx(net, tmp_path / "net.onnx", use_matmul)),
+    ):
+        assert [l.activation for l in loaded.layers] == [
+            l.activation for l in net.layers
+        ] and loaded.output == "softmax"
         np.testing.assert_allclose(loaded.predict(X), net.predict(X), atol=1e-6)
 
 
@@ -277,9 +328,23 @@ def _write_bad_files(tmp_path) -> dict[str, tuple[object, str]]:
     """name → (path, a phrase the error must contain)."""
     net = random_net("relu")
     np.savez(tmp_path / "not_mlp.npz", x=np.zeros(3))
-    np.savez(tmp_path / "shapes.npz", W0=np.zeros((5, 4)), b0=np.zeros(5), W1=np.zeros((3, 6)), b1=np.zeros(3), activations=np.array(["relu", "identity"]))
-    np.savez(tmp_path / "bias.npz", W0=np.zeros((5, 4)), b0=np.zeros(4), activations=np.array(["relu"]))
-    np.savez(tmp_path / "activation.npz", W0=np.zeros((5, 4)), b0=np.zeros(5), activations=np.array(["gelu"]))
+    np.savez(
+        tmp_path / "shapes.npz",
+        W0=np.zeros((5, 4)),
+        b0=np.zeros(5),
+        W1=np.zeros((3, 6)),
+        b1=np.zeros(3),
+        activations=np.array(["relu", "identity"]),
+    )
+    np.savez(
+        tmp_path / "bias.npz", W0=np.zeros((5, 4)), b0=np.zeros(4), activations=np.array(["relu"])
+    )
+    np.savez(
+        tmp_path / "activation.npz",
+        W0=np.zeros((5, 4)),
+        b0=np.zeros(5),
+        activations=np.array(["gelu"]),
+    )
     np.savez(tmp_path / "pickled.npz", W0=np.array([object()], dtype=object))
     (tmp_path / "garbage.onnx").write_bytes(b"\x00not an onnx model\xff" * 10)
     (tmp_path / "model.pkl").write_bytes(b"never unpickled")
@@ -290,7 +355,10 @@ def _write_bad_files(tmp_path) -> dict[str, tuple[object, str]]:
         "activation": (tmp_path / "activation.npz", "gelu"),
         "pickled": (tmp_path / "pickled.npz", "not a plain-net npz"),
         "garbage": (tmp_path / "garbage.onnx", "not an ONNX model"),
-        "unsupported op": (_plain_onnx(net, tmp_path / "exp.onnx", extra_op="Exp"), "unsupported ONNX op Exp"),
+        "unsupported op": (
+            _plain_onnx(net, tmp_path / "exp.onnx", extra_op="Exp"),
+            "unsupported ONNX op Exp",
+        ),
         "pickle": (tmp_path / "model.pkl", "runs code"),
         "missing": (tmp_path / "missing.npz", "no such file"),
     }
@@ -348,13 +416,16 @@ def test_command_writes_onnx_npz_json(tmp_path):
     comm.Barrier()
 
 
-@pytest.mark.parametrize("argv, phrase", [
-    (["{root}/model.pkl", "--substeps", "4"], "runs code"),
-    (["{root}/exp.onnx", "--substeps", "4"], "unsupported ONNX op Exp"),
-    (["{root}/not_mlp.npz", "--substeps", "4"], "not_mlp.npz"),
-    (["{root}/not_mlp.npz", "--substeps", "4", "--format", "onnx,pdf"], "--format"),
-    (["{root}/not_mlp.npz", "--substeps", "0"], "--substeps"),
-])
+@pytest.mark.parametrize(
+    "argv, phrase",
+    [
+        (["{root}/model.pkl", "--substeps", "4"], "runs code"),
+        (["{root}/exp.onnx", "--substeps", "4"], "unsupported ONNX op Exp"),
+        (["{root}/not_mlp.npz", "--substeps", "4"], "not_mlp.npz"),
+        (["{root}/not_mlp.npz", "--substeps", "4", "--format", "onnx,pdf"], "--format"),
+        (["{root}/not_mlp.npz", "--substeps", "0"], "--substeps"),
+    ],
+)
 def test_command_bad_input_is_an_input_error_on_every_rank(argv, phrase, tmp_path):
     comm = MPI.COMM_WORLD
     root = comm.bcast(str(tmp_path) if comm.rank == 0 else None, root=0)

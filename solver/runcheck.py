@@ -56,6 +56,24 @@ def resnet_depth_tables(model, theta, A, b, X, field) -> dict:
     return tables
 
 
+def resnet_against_pde(model, theta, A, b, X, fe_logits) -> dict:
+    """The exported ResNet's labels and logits against the FE prediction u_h(0, X) (rank-local)."""
+    from solver.resnet import OutputLayer, forward, resnet_from_velocity
+
+    rows = {}
+    for scheme, depth in (("euler", 16 * model.slabs), ("midpoint", 4 * model.slabs)):
+        net = resnet_from_velocity(model, theta, depth, scheme, output=OutputLayer("linear", A, b))
+        out = forward(net, X)
+        rows[f"{scheme}-{depth}"] = dict(
+            label_agreement=float(np.mean(out.argmax(1) == fe_logits.argmax(1))) if len(X) else float("nan"),
+            max_logit_difference=float(np.max(np.abs(out - fe_logits), initial=0.0)),
+        )
+        log.info("exported ResNet (%s, %d blocks) vs PDE on the test points: labels agree %.2f%%, "
+                 "max logit difference %.3e", scheme, depth, 100 * rows[f"{scheme}-{depth}"]["label_agreement"],
+                 rows[f"{scheme}-{depth}"]["max_logit_difference"])
+    return rows
+
+
 def compare_run(comm: MPI.Comm, run: Path) -> dict:
     """Compare the PDE and the characteristics for a trained run; writes run/compare.json."""
     from solver.pointeval import evaluate_everywhere
@@ -72,10 +90,13 @@ def compare_run(comm: MPI.Comm, run: Path) -> dict:
     field = problem.model.field(theta)
     logits = lambda x: x @ A.T + b  # noqa: E731 (the output layer f of eq. 13)
     result = {}
+    fe_test = None
     for name, X, y in (("train", problem.dataset.X_train, problem.dataset.y_train),
                        ("test", problem.dataset.X_test, problem.dataset.y_test)):
         fe = evaluate_everywhere(comm, problem.solver.V, evaluation.u0, X, f"data ({name})")
         ch = characteristics.solve(comm, field, logits, X).u0
+        if name == "test":
+            fe_test = fe
         agree = float(np.mean(fe.argmax(1) == ch.argmax(1))) if len(X) else float("nan")
         result[name] = dict(
             points=len(X),
@@ -91,6 +112,7 @@ def compare_run(comm: MPI.Comm, run: Path) -> dict:
             result[name]["accuracy_pde"], result[name]["accuracy_characteristics"],
         )
     result["resnet"] = resnet_depth_tables(problem.model, theta, A, b, problem.dataset.X_test, field)
+    result["resnet_vs_pde"] = resnet_against_pde(problem.model, theta, A, b, problem.dataset.X_test, fe_test)
     if comm.rank == 0:
         write_json_atomic(run / "compare.json", result)
     comm.Barrier()

@@ -105,3 +105,39 @@ def test_killed_run_resumes_to_the_same_theta(tmp_path):
         np.testing.assert_allclose(b["p"], a["p"], rtol=0, atol=1e-12)
     lines = (tmp_path / "killed" / "history.csv").read_text().splitlines()
     assert len(lines) == 1 + 13  # header + iterations 0..12, no duplicates after the resume
+
+
+@pytest.mark.serial
+def test_compare_and_export_a_trained_run(tmp_path):
+    """train → compare RUN → export RUN through the command line on 2 ranks."""
+    config = tmp_path / "moons.toml"
+    config.write_text("[mesh]\ncells = 16\n[field]\nwidth = 6\nslabs = 2\n[data]\npoints = 200\n"
+                      "[train]\niterations = 15\nmax_step = 2.0\n")
+    run = tmp_path / "run"
+
+    def solver(*args):
+        cmd = [str(MPIRUN), "-n", "2", sys.executable, "-m", "solver", *map(str, args)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    solver("train", config, "--out", run)
+    for name in ("theta.npz", "metrics.json", "history.csv", "prediction.png", "velocity.png",
+                 "characteristics.png", "loss.png", "u0.bp", "u_t.bp", "config.toml"):
+        assert (run / name).exists(), name
+    out = solver("compare", run)
+    import json
+
+    result = json.loads((run / "compare.json").read_text())
+    assert result["test"]["label_agreement"] >= 0.95, out
+    euler = result["resnet"]["euler"]
+    assert euler[-1]["order"] >= 0.9 and result["resnet"]["midpoint"][-1]["order"] >= 1.8
+    assert all(r["label_agreement"] >= 0.95 for r in result["resnet_vs_pde"].values())
+    solver("export", run, "--depth", "8", "--scheme", "midpoint")
+    from solver.resnet import load_npz, forward
+    from solver.resnet_onnx import load_onnx_session
+
+    net = load_npz(run / "resnet-midpoint-8.npz")
+    session = load_onnx_session(run / "resnet-midpoint-8-float64.onnx", dim=2)
+    x = np.random.default_rng(0).uniform(-1, 1, (50, 2))
+    np.testing.assert_allclose(session(x), forward(net, x), rtol=0, atol=1e-12)

@@ -259,20 +259,27 @@ def sample_points(config: Config) -> tuple[np.ndarray, np.ndarray]:
             x = x[domain.contains(x) & (domain.cutoff(x) > 1e-4)]
             points = np.concatenate([points, x])
         points = points[: config.compare.points]
-    # The closed domain, pulled inside and shifted by a small generic offset: a grid aligned
-    # with the mesh puts points on facets, where a DG function has two values and which one is
-    # seen would depend on the partition.
-    grid = domain.grid(config.compare.grid)
+    return points, off_facets(domain, domain.grid(config.compare.grid))
+
+
+def off_facets(domain: Domain, grid: np.ndarray) -> np.ndarray:
+    """Grid points (shape=(n, d)) moved off mesh facets and into the mesh.
+
+    A grid aligned with the mesh puts points on facets, where a DG function has two values and
+    which one is seen would depend on the partition: the points are pulled towards the centre
+    and shifted by a small generic offset, with different factors per axis (one factor would
+    keep points on rays from the centre, and so on the diagonals of a structured mesh). The
+    shifts (~1e-6 h) are far above the tolerance of point location and far below anything a
+    comparison can see. A polygonal mesh of a disk/ball misses thin slivers by ∂Ω, so there the
+    grid keeps to 97% of the radius.
+    """
+    lower, upper = np.asarray(domain.lower), np.asarray(domain.upper)
+    center = 0.5 * (lower + upper)
     if isinstance(domain, Ball):
-        # A polygonal mesh of a disk/ball misses thin slivers by ∂Ω; keep the grid off them.
         grid = grid[np.linalg.norm(grid - np.asarray(domain.center), axis=1) <= 0.97 * domain.radius]
-    # Different factors per axis: one factor would keep points on rays from the centre, and so
-    # on the diagonals of a structured mesh. The shifts (~1e-6 h) are far above the tolerance
-    # of point location and far below anything the comparison can see.
     offset = 1e-6 * domain.diameter * np.array([0.3137, 0.1729, 0.2281])[: domain.dim]
     shrink = 1.0 - 1e-5 * np.array([1.0, 1.37, 1.71])[: domain.dim]
-    grid = center + (grid - center) * shrink + offset
-    return points, grid
+    return center + (grid - center) * shrink + offset
 
 
 def refinement_study(comm: MPI.Comm, config: Config, cells_list: list[int]) -> dict:

@@ -80,20 +80,15 @@ def write_comparison_outputs(comm: MPI.Comm, config: Config, out: Path, grid: np
 
 def plane_grid(domain, n: int) -> np.ndarray:
     """A uniform n × n grid of the middle x1-x2 plane of Ω (the plane augmented data live in),
-    kept inside the mesh and off its facets (see ``compare.sample_points``)."""
-    from solver.domain import Ball
+    moved off the mesh's facets (``compare.off_facets``)."""
+    from solver.compare import off_facets
 
     lower, upper = np.asarray(domain.lower), np.asarray(domain.upper)
-    center = 0.5 * (lower + upper)
     axes = [np.linspace(lower[i], upper[i], n) for i in range(2)]
     g = np.stack([a.ravel() for a in np.meshgrid(*axes, indexing="ij")], axis=1)
-    points = np.tile(center, (len(g), 1))
+    points = np.tile(0.5 * (lower + upper), (len(g), 1))
     points[:, :2] = g
-    if isinstance(domain, Ball):
-        points = points[np.linalg.norm(points - center, axis=1) <= 0.97 * domain.radius]
-    offset = 1e-6 * domain.diameter * np.array([0.3137, 0.1729, 0.2281])[: domain.dim]
-    shrink = 1.0 - 1e-5 * np.array([1.0, 1.37, 1.71])[: domain.dim]
-    return center + (points - center) * shrink + offset
+    return off_facets(domain, points)
 
 
 def softmax(u: np.ndarray) -> np.ndarray:

@@ -4,7 +4,8 @@ p = (θ, A, b): the velocity parameters θ of eq. 2 and the output layer of the 
 f(x) = A x + b (K logits). The forward solve carries f back to t = 0, the prediction at the
 data X_i is u_h(0, X_i) = P u^N, and
 
-    J(p) = (1/N) Σ_i loss(u_h(0, X_i), y_i) + (α/2)|θ|² + (β/2) Σ_j |θ_{j+1} − θ_j|²,
+    J(p) = (1/N) Σ_i loss(u_h(0, X_i), y_i) + (α/2)|θ|² + (β/2) Σ_j |θ_{j+1} − θ_j|²
+           + (γ/2) Σ_j |slab j| ∫_Ω |v_h(t_j)|² dx,
 
 with softmax cross-entropy (classification) or squared error (regression). The gradient is the
 gradient of exactly this discrete J: λ^N = Pᵀ ∂loss, the transposed steps (``adjoint.py``),
@@ -19,6 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 from mpi4py import MPI
 
+import ufl
+
+import dolfinx.fem.petsc
 from dolfinx import fem
 
 from solver.adjoint import Adjoint
@@ -53,6 +57,8 @@ class ReducedFunctional:
         loss: "cross_entropy" or "squared_error".
         weight_decay: α.
         smoothness: β, coupling θ of adjacent slabs (adjacent ResNet blocks should be close).
+        kinetic: γ, the weight of the kinetic energy ∫∫|v|², which keeps the field (and with it
+            the CFL step count, and so the cost) from growing during training.
     """
 
     def __init__(
@@ -66,6 +72,7 @@ class ReducedFunctional:
         loss: str = "cross_entropy",
         weight_decay: float = 0.0,
         smoothness: float = 0.0,
+        kinetic: float = 0.0,
     ):
         if loss not in LOSSES:
             raise InputError(f'Invalid loss "{loss}". Must be one of {list(LOSSES)}')
@@ -84,6 +91,12 @@ class ReducedFunctional:
         self.evaluator = PointEvaluator(comm, solver.V, points, "data")
         self.weight_decay = weight_decay
         self.smoothness = smoothness
+        self.kinetic = kinetic
+        self._velocity_mass = None
+        if kinetic:
+            v, w = ufl.TrialFunction(solver.Vv), ufl.TestFunction(solver.Vv)
+            self._velocity_mass = dolfinx.fem.petsc.assemble_matrix(fem.form(ufl.inner(v, w) * ufl.dx))
+            self._velocity_mass.assemble()
         self.n_theta = model.n_params
         self.n_params = self.n_theta + self.K * self.d + self.K
         self.frozen_steps: list[int] | None = None
@@ -135,6 +148,26 @@ class ReducedFunctional:
             grad = grad + g.ravel()
         return value, grad
 
+    def _kinetic_energy(self, theta: np.ndarray) -> tuple[float, dict[int, np.ndarray]]:
+        """(γ/2) Σ_j |slab j| V_jᵀ M V_j over the velocity interpolants, and its gradient w.r.t.
+        the owned velocity nodes of each slab (collective)."""
+        if not self.kinetic:
+            return 0.0, {}
+        M = self._velocity_mass
+        x, y = M.createVecRight(), M.createVecLeft()
+        n_owned = self.solver.Vv.dofmap.index_map.size_local
+        times = self.model.slab_times
+        value, grads = 0.0, {}
+        for j in range(self.model.slabs):
+            length, t_mid = times[j + 1] - times[j], 0.5 * (times[j] + times[j + 1])
+            x.array[:] = self.model.velocity(theta, t_mid, self.solver.velocity_points[:n_owned]).ravel()
+            M.mult(x, y)
+            value += 0.5 * self.kinetic * length * x.dot(y)
+            grads[j] = self.kinetic * length * y.array.reshape(n_owned, self.d).copy()
+        x.destroy()
+        y.destroy()
+        return value, grads
+
     def _forward(self, p: np.ndarray):
         theta, A, b = self.split(p)
         field = self.model.field(theta)
@@ -143,6 +176,7 @@ class ReducedFunctional:
         local_loss, dloss = self.loss(predictions, self.labels)
         data_loss = self.comm.allreduce(local_loss, op=MPI.SUM) / self.num_points
         reg, _ = self._regularization(theta)
+        reg += self._kinetic_energy(theta)[0]
         evaluation = Evaluation(data_loss + reg, data_loss, reg, predictions, result.steps_per_piece, result.u0)
         return evaluation, field, result, dloss / self.num_points
 
@@ -167,6 +201,8 @@ class ReducedFunctional:
         if self.adjoint is None:
             self.adjoint = Adjoint(self.solver, self.K)
         lam0, velocity_grads = self.adjoint.backward(field, result, lam_final)
+        for j, g in self._kinetic_energy(theta)[1].items():
+            velocity_grads[j] = velocity_grads.get(j, 0.0) + g
 
         grad_theta = np.zeros(self.n_theta)
         pieces = np.asarray(field.pieces())
@@ -191,3 +227,5 @@ class ReducedFunctional:
     def destroy(self) -> None:
         if self.adjoint is not None:
             self.adjoint.destroy()
+        if self._velocity_mass is not None:
+            self._velocity_mass.destroy()

@@ -27,35 +27,10 @@ import onnxruntime as ort
 
 from solver.flow_resnet_export import to_onnx
 from solver.plainflow import convergence_study, discretize, fitted_order, flow_map, flow_model
-from solver.plainnet import Layer, PlainNet
+from solver.plainnet import Layer, PlainNet, random_plain_net as random_net
 from solver.plainnet_io import from_sklearn
 
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")
-
-
-def random_net(
-    activation: str, widths=(4, 8, 8, 3), seed: int = 0, rank: int | None = None
-) -> PlainNet:
-    """A random MLP, W ~ N(0, 1/n_in), b ~ N(0, 1/4), affine last layer, softmax output.
-
-    With ``rank``, the second layer's W is a product of random (n_out × rank)(rank × n_in)
-    factors: rank-deficient, so data lies in its kernel and β matters (eq. 21).
-    """
-    rng = np.random.default_rng(seed)
-    layers = []
-    for k, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
-        last = k == len(widths) - 2
-        weight = rng.normal(size=(n_out, n_in)) / np.sqrt(n_in)
-        if rank is not None and k == 1:
-            weight = (
-                rng.normal(size=(n_out, rank))
-                @ rng.normal(size=(rank, n_in))
-                / np.sqrt(rank * n_in)
-            )
-        layers.append(
-            Layer(weight, 0.5 * rng.normal(size=n_out), "identity" if last else activation)
-        )
-    return PlainNet(tuple(layers), output="softmax")
 
 
 def format_rows(title: str, columns: dict[str, list[dict]], fit_from: int) -> str:

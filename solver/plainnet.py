@@ -188,3 +188,27 @@ class PlainNet:
     def predict(self, x: np.ndarray) -> np.ndarray:
         """f(x_L(x)), shape (N, n_L): for a multi-class MLPClassifier, its ``predict_proba``."""
         return self.output_function(self.forward(x))
+
+
+def random_plain_net(
+    activation: str,
+    widths: tuple[int, ...] = (4, 8, 8, 3),
+    seed: int = 0,
+    rank: int | None = None,
+    slope: float = DEFAULT_LEAKY_SLOPE,
+) -> PlainNet:
+    """A random MLP for tests and benchmarks: W ~ N(0, 1/n_in), b ~ N(0, 1/4), an affine last
+    layer, softmax output.
+
+    With ``rank``, the second layer's W is a product of random (n_out × rank)(rank × n_in)
+    factors: rank-deficient, so data lie in its kernel and β matters (eq. 21).
+    """
+    rng = np.random.default_rng(seed)
+    layers = []
+    for k, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
+        weight = rng.normal(size=(n_out, n_in)) / np.sqrt(n_in)
+        if rank is not None and k == 1:
+            weight = rng.normal(size=(n_out, rank)) @ rng.normal(size=(rank, n_in)) / np.sqrt(rank * n_in)
+        last = k == len(widths) - 2
+        layers.append(Layer(weight, 0.5 * rng.normal(size=n_out), "identity" if last else activation, slope=slope))
+    return PlainNet(tuple(layers), output="softmax")

@@ -30,36 +30,17 @@ from solver.plainflow import (
     flow_model,
     plain_to_resnet,
 )
-from solver.plainnet import Layer, PlainNet
+from solver.plainnet import Layer, PlainNet, random_plain_net
 from solver.plainnet_io import from_sklearn, load_npz, load_onnx, load_plain_net, save_npz
 from solver.rotations import proper_svd, rotation_log
 from solver.time_scaling import TIME_SCALINGS, relu_flow_rate, time_scaling
 
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")
+
+
+def random_net(activation: str, rank: int | None = None) -> PlainNet:
+    return random_plain_net(activation, rank=rank, slope=0.1)
 X = np.random.default_rng(1).standard_normal((200, 4))
-
-
-def random_net(
-    activation: str, widths=(4, 8, 8, 3), seed: int = 0, rank: int | None = None
-) -> PlainNet:
-    """W ~ N(0, 1/n_in), b ~ N(0, 1/4), affine last layer; ``rank``: a rank-deficient second layer."""
-    rng = np.random.default_rng(seed)
-    layers = []
-    for k, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
-        weight = rng.normal(size=(n_out, n_in)) / np.sqrt(n_in)
-        if rank is not None and k == 1:
-            weight = (
-                rng.normal(size=(n_out, rank))
-                @ rng.normal(size=(rank, n_in))
-                / np.sqrt(rank * n_in)
-            )
-        last = k == len(widths) - 2
-        layers.append(
-            Layer(
-                weight, 0.5 * rng.normal(size=n_out), "identity" if last else activation, slope=0.1
-            )
-        )
-    return PlainNet(tuple(layers), output="softmax")
 
 
 # --------------------------------------------------------------------------------------------

@@ -104,13 +104,19 @@ class Trajectory:
     piece_of_step: np.ndarray  # shape=(num_steps,): index of the time piece of each step
     checkpoint_every: int
     states: dict[int, np.ndarray] = dataclass_field(default_factory=dict)
+    # The stage states (u, u₁, u₂) of steps, shape=(3, K, n_owned), kept while they fit in the
+    # solver's stage_memory: the adjoint then needs no recomputation for those steps. The
+    # arrays belong to the solver and are overwritten by its next solve that keeps them.
+    stages: dict[int, np.ndarray] = dataclass_field(default_factory=dict)
 
     @property
     def num_steps(self) -> int:
         return len(self.piece_of_step)
 
     def nbytes(self) -> int:
-        return sum(s.nbytes for s in self.states.values())
+        return sum(s.nbytes for s in self.states.values()) + sum(
+            s.nbytes for s in self.stages.values()
+        )
 
 
 @dataclass
@@ -138,6 +144,9 @@ class TransportSolver:
         quadrature_degree: fixed quadrature degree of the cell and facet integrals (the upwind
             switch makes facet integrands non-polynomial; a fixed rule keeps the discrete
             operator, and so an exact discrete adjoint, well defined). Default 3k.
+        stage_memory: bytes per rank for keeping the RK stage states of steps (for the adjoint,
+            which recomputes the stages of the steps that did not fit from the checkpoints).
+            Only used with checkpoints and piecewise-steady fields.
     """
 
     def __init__(
@@ -150,6 +159,7 @@ class TransportSolver:
         dt: float | None = None,
         checkpoint_every: int = 1,
         quadrature_degree: int | None = None,
+        stage_memory: int = 256 * 2**20,
     ):
         if degree not in (1, 2, 3):
             raise InputError(f"DG degree must be 1, 2 or 3, got {degree}")
@@ -169,6 +179,7 @@ class TransportSolver:
         self.cfl = cfl
         self.dt = dt
         self.checkpoint_every = checkpoint_every
+        self.stage_memory = stage_memory
         self.dim = mesh.geometry.dim
 
         self.V = dg_space(mesh, degree)
@@ -212,6 +223,7 @@ class TransportSolver:
 
         self._work = [self.L.createVecRight()]
         self._stages: list[tuple[PETSc.Vec, PETSc.Vec]] = []
+        self._stage_pool: list[np.ndarray] = []  # Trajectory.stages of the last solve
         self.num_owned = self.V.dofmap.index_map.size_local
         self.num_dofs_global = self.V.dofmap.index_map.size_global
 
@@ -260,7 +272,9 @@ class TransportSolver:
     # SSP-RK3 (Shu–Osher) stage times as fractions of the step, in τ = T − t.
     STAGE_FRACTIONS = (0.0, 1.0, 0.5)
 
-    def rk3_step(self, states: list[PETSc.Vec], dt: float, set_stage=None) -> None:
+    def rk3_step(
+        self, states: list[PETSc.Vec], dt: float, set_stage=None, record: np.ndarray | None = None
+    ) -> None:
         """One SSP-RK3 step u ← u + dt L u of every state (in place): three products with L each.
 
         Args:
@@ -268,6 +282,7 @@ class TransportSolver:
             dt: the step in τ.
             set_stage: if given, called with the stage index (0, 1, 2) before each stage to
                 re-assemble L at the stage time (fields that vary continuously in t).
+            record: if given, shape=(3, K, n_owned), filled with the stage states (u, u₁, u₂).
         """
         y = self._work[0]
         while len(self._stages) < len(states):
@@ -275,17 +290,22 @@ class TransportSolver:
         stages = self._stages[: len(states)]
         if set_stage:
             set_stage(0)
-        for u, (u1, _) in zip(states, stages):
+        for k, (u, (u1, _)) in enumerate(zip(states, stages)):
             self.L.mult(u, y)
             u.copy(u1)
             u1.axpy(dt, y)  # u1 = u + dt L u
+            if record is not None:
+                record[0, k] = u.array
+                record[1, k] = u1.array
         if set_stage:
             set_stage(1)
-        for u, (u1, u2) in zip(states, stages):
+        for k, (u, (u1, u2)) in enumerate(zip(states, stages)):
             self.L.mult(u1, y)
             u1.axpy(dt, y)
             u.copy(u2)
             u2.axpby(0.25, 0.75, u1)  # u2 = 3/4 u + 1/4 (u1 + dt L u1)
+            if record is not None:
+                record[2, k] = u2.array
         if set_stage:
             set_stage(2)
         for u, (_, u2) in zip(states, stages):
@@ -341,7 +361,9 @@ class TransportSolver:
             return np.asarray(field.breakpoints(), dtype=np.float64), True
         return np.array([0.0, float(field.T)]), True
 
-    def solve(self, field, terminal, frozen_steps: list[int] | None = None) -> ForwardResult:
+    def solve(
+        self, field, terminal, frozen_steps: list[int] | None = None, keep: bool = True
+    ) -> ForwardResult:
         """u_h(0, ·) from u(T) = f (collective).
 
         Args:
@@ -351,6 +373,7 @@ class TransportSolver:
                 t) instead of the CFL choice: frozen, e.g. inside a Taylor test, where a step
                 count that jumps with θ would make J non-smooth. Still checked against the
                 CFL bound.
+            keep: keep the checkpoints and stage states an adjoint needs (False: a value only).
 
         Returns:
             The K components of u_h(0, ·), and the trajectory a later adjoint needs.
@@ -366,6 +389,10 @@ class TransportSolver:
         steps_per_piece, dt_per_piece, speeds = [], [], []
         taus, piece_of_step = [0.0], []
         stored: dict[int, np.ndarray] = {}
+        stage_store: dict[int, np.ndarray] = {}
+        stage_bytes = 3 * len(states) * self.num_owned * 8
+        checkpoint_every = self.checkpoint_every if keep else 0
+        keep_stages = bool(checkpoint_every) and not varying
         step = 0
         # Backward in t: the last piece first.
         for j in reversed(range(len(pieces) - 1)):
@@ -390,7 +417,7 @@ class TransportSolver:
             for i in range(n_steps):
                 # Every piece starts with a checkpoint, so that recomputation from one never
                 # crosses into a piece with another operator.
-                if self.checkpoint_every and (step % self.checkpoint_every == 0 or i == 0):
+                if checkpoint_every and (step % checkpoint_every == 0 or i == 0):
                     stored[step] = np.stack([s.array.copy() for s in states])
                 set_stage = None
                 if varying:
@@ -400,7 +427,15 @@ class TransportSolver:
                         self.set_velocity(field, t_step - self.STAGE_FRACTIONS[stage] * dt)
                         self.assemble_operator()
 
-                self.rk3_step(states, dt, set_stage)
+                record = None
+                if keep_stages and (len(stage_store) + 1) * stage_bytes <= self.stage_memory:
+                    # Buffers are reused from solve to solve (measured: fresh arrays for every
+                    # step cost a third of a forward solve in page faults and frees).
+                    i_pool = len(stage_store)
+                    if i_pool == len(self._stage_pool) or self._stage_pool[i_pool].shape[1] != len(states):
+                        self._stage_pool[i_pool:] = [np.empty((3, len(states), self.num_owned))]
+                    record = stage_store[step] = self._stage_pool[i_pool]
+                self.rk3_step(states, dt, set_stage, record)
                 step += 1
                 taus.append(taus[-1] + dt)
                 piece_of_step.append(j)
@@ -426,8 +461,9 @@ class TransportSolver:
         trajectory = Trajectory(
             times=T - np.asarray(taus),
             piece_of_step=np.asarray(piece_of_step),
-            checkpoint_every=self.checkpoint_every,
+            checkpoint_every=checkpoint_every,
             states=stored,
+            stages=stage_store,
         )
         log.debug(
             "forward: %d steps on %d pieces, dofs %d x %d components",

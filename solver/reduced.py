@@ -168,10 +168,12 @@ class ReducedFunctional:
         y.destroy()
         return value, grads
 
-    def _forward(self, p: np.ndarray):
+    def _forward(self, p: np.ndarray, keep: bool = False):
         theta, A, b = self.split(p)
         field = self.model.field(theta)
-        result = self.solver.solve(field, lambda x: x @ A.T + b, frozen_steps=self.frozen_steps)
+        result = self.solver.solve(
+            field, lambda x: x @ A.T + b, frozen_steps=self.frozen_steps, keep=keep
+        )
         predictions = np.stack([self.evaluator(u) for u in result.u0], axis=1)
         local_loss, dloss = self.loss(predictions, self.labels)
         data_loss = self.comm.allreduce(local_loss, op=MPI.SUM) / self.num_points
@@ -194,7 +196,7 @@ class ReducedFunctional:
 
     def value_and_gradient(self, p: np.ndarray) -> tuple[float, np.ndarray]:
         """J(p) and ∇J(p), the gradient of the discrete J (collective; the same on every rank)."""
-        evaluation, field, result, dloss = self._forward(p)
+        evaluation, field, result, dloss = self._forward(p, keep=True)
         self.last = evaluation
         theta, A, b = self.split(p)
         lam_final = [self.evaluator.transpose(dloss[:, k])[: self.solver.num_owned] for k in range(self.K)]

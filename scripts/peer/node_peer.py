@@ -1,0 +1,445 @@
+"""The neural-ODE peer: our transport model trained as a neural ODE with torchdiffeq.
+
+    py="$(scripts/peer/setup.sh | tail -n 1)"      # the peer venv (Python 3.11, torch CPU)
+    "$py" scripts/peer/node_peer.py JOB.npz --out RESULT.json
+
+Runs under the peer venv and imports only torch, torchdiffeq, numpy and the standard library:
+torch does not install beside the project's Python 3.12 stack (DESIGN.md), so this file must not
+import ``solver``.
+
+The job
+-------
+JOB.npz holds ``X_train`` (n, d) float64, ``y_train`` (n,) int, ``X_test``, ``y_test``, and
+``spec``, a 0-d array holding a JSON string with the keys
+
+    dim (2 or 3), width m, slabs L, T, activation (tanh, relu, softplus, sigmoid), classes K,
+    domain           {"kind": "box", "lower": [...], "upper": [...]}
+                     or {"kind": "ball", "center": [...], "radius": r},
+    method           "dopri5-adjoint" (odeint_adjoint; rtol, atol: default 1e-5, 1e-7),
+                     "dopri5" (odeint, backpropagating through the solver's steps) or
+                     "euler" / "rk4" (odeint on a fixed grid of euler_steps steps over [0, T],
+                     euler_steps a multiple of L),
+    optimizer        "adam" or "lbfgs" (strong Wolfe line search); iterations, lr (default 1e-2
+                     for Adam, 1 for L-BFGS), weight_decay (default 0), seed (default 0),
+                     threads (default 1), scale (default 1: the initial weights' scale),
+    mode             "train" or "iteration_time" (then repeats, default 10),
+    target_accuracy  optional: the test accuracy whose first attainment is timed.
+
+Optional arrays ``W1`` (L, m, d), ``b1`` (L, m), ``W2`` (L, d, m), ``b2`` (L, d), ``A`` (K, d),
+``b`` (K,) in the npz set the initial parameters exactly; a missing one is drawn: W1, W2 ~
+N(0, scale²/fan_in), A ~ N(0, 1/d) from numpy's default_rng(seed), biases 0.
+
+The model (float64 throughout)
+------------------------------
+The velocity of eq. 2, constant in t on each slab j = [jT/L, (j+1)T/L) and cut off at ∂Ω,
+
+    v(t, x) = χ(x) · [W2_j a(W1_j x + b1_j) + b2_j],
+    χ(x) = Π_i 4 (x_i − lo_i)(hi_i − x_i) / (hi_i − lo_i)²   (box),   1 − |x − c|²/R²   (ball),
+
+carries each point from t = 0 to T; then logits = A x(T) + b, and the loss is the mean softmax
+cross-entropy + weight_decay/2 · |θ|² with θ the field's parameters (A, b not penalized, as in
+the project's ReducedFunctional). The flow is integrated slab by slab, each slab its own ODE
+solve from the previous slab's end state: the adaptive solver never steps across a jump of v in
+t, and with odeint_adjoint each slab's adjoint finds exactly that slab's parameters.
+
+What is timed
+-------------
+``train``: one iteration = forward + backward + optimizer step (for L-BFGS one outer iteration,
+its line search included); its seconds add up to ``train_time``. After each iteration the loss
+and the train and test accuracies are evaluated off the clock; ``time_to_target`` is the
+training time up to the end of the first iteration whose test accuracy reaches the target.
+``iteration_time``: repeats + 1 iterations, the first a warm-up; the others' times and median.
+
+L-BFGS: torch re-evaluates the objective at the start of every ``step`` call, at the point the
+previous line search accepted. The objective keeps its last value and gradient and returns them
+when the parameters are bitwise unchanged, so that an iteration costs what the line search costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchdiffeq
+from torch import nn
+
+DTYPE = torch.float64
+ACTIVATIONS = {
+    "tanh": torch.tanh,
+    "relu": torch.relu,
+    "softplus": nn.functional.softplus,
+    "sigmoid": torch.sigmoid,
+}
+# Adaptive methods: dopri5 with the continuous adjoint, or backpropagation through its steps.
+ADAPTIVE = {"dopri5-adjoint": torchdiffeq.odeint_adjoint, "dopri5": torchdiffeq.odeint}
+FIXED_STEP = ("euler", "rk4")
+DEFAULT_LR = {"adam": 1e-2, "lbfgs": 1.0}
+INITIAL_ARRAYS = ("W1", "b1", "W2", "b2", "A", "b")
+LBFGS_LINE_SEARCH = 25  # evaluations a strong Wolfe line search may take (torch's default)
+
+
+class JobError(Exception):
+    """A job file or spec that cannot be run."""
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------
+
+
+class Cutoff(nn.Module):
+    """χ of a box or ball domain: 1 at the centre, 0 on the boundary."""
+
+    def __init__(self, domain: dict, dim: int):
+        super().__init__()
+        self.kind = domain.get("kind")
+        if self.kind == "box":
+            lower = torch.tensor(domain["lower"], dtype=DTYPE)
+            upper = torch.tensor(domain["upper"], dtype=DTYPE)
+            if lower.shape != (dim,) or upper.shape != (dim,) or not bool((upper > lower).all()):
+                raise JobError(f"box needs lower < upper, each of length {dim}: {domain}")
+            self.register_buffer("lower", lower)
+            self.register_buffer("upper", upper)
+        elif self.kind == "ball":
+            center = torch.tensor(domain["center"], dtype=DTYPE)
+            radius = float(domain["radius"])
+            if center.shape != (dim,) or not radius > 0:
+                raise JobError(f"ball needs a center of length {dim} and radius > 0: {domain}")
+            self.register_buffer("center", center)
+            self.radius = radius
+        else:
+            raise JobError(f'domain kind must be "box" or "ball", got {domain}')
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """χ at the points x (shape=(n, d)); returns shape=(n,)."""
+        if self.kind == "box":
+            span = self.upper - self.lower
+            return torch.prod(4.0 * (x - self.lower) * (self.upper - x) / span**2, dim=1)
+        return 1.0 - torch.sum((x - self.center) ** 2, dim=1) / self.radius**2
+
+
+class SlabField(nn.Module):
+    """The velocity on one slab: x ↦ χ(x) [W2 a(W1 x + b1) + b2], independent of t.
+
+    ``nfe`` counts evaluations (the adjoint's backward solve evaluates it too).
+    """
+
+    def __init__(self, W1, b1, W2, b2, activation, cutoff: Cutoff):
+        super().__init__()
+        self.W1, self.b1, self.W2, self.b2 = (
+            nn.Parameter(torch.as_tensor(w, dtype=DTYPE).clone()) for w in (W1, b1, W2, b2)
+        )
+        self.activation = activation
+        self.cutoff = cutoff
+        self.nfe = 0
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        self.nfe += 1
+        hidden = self.activation(x @ self.W1.T + self.b1)
+        return self.cutoff(x)[:, None] * (hidden @ self.W2.T + self.b2)
+
+
+class FlowClassifier(nn.Module):
+    """x ↦ A q(T; x) + b, with q the flow of the slab-wise velocity from t = 0 to T.
+
+    Args:
+        spec: the job spec (dim, width, slabs, T, activation, classes, domain, method, ...).
+        initial: the initial parameters by name (see ``initial_parameters``).
+    """
+
+    def __init__(self, spec: dict, initial: dict[str, np.ndarray]):
+        super().__init__()
+        self.method = spec["method"]
+        self.T = float(spec["T"])
+        self.slabs_count = int(spec["slabs"])
+        self.rtol = float(spec.get("rtol", 1e-5))
+        self.atol = float(spec.get("atol", 1e-7))
+        if self.method in FIXED_STEP:
+            steps = int(spec.get("euler_steps", 0))
+            if steps < 1 or steps % self.slabs_count:
+                raise JobError(f"euler_steps must be a positive multiple of slabs, got {steps}")
+            self.steps_per_slab = steps // self.slabs_count
+        elif self.method not in ADAPTIVE:
+            raise JobError(
+                f'method must be one of {list(ADAPTIVE) + list(FIXED_STEP)}, got "{self.method}"'
+            )
+        try:
+            activation = ACTIVATIONS[spec["activation"]]
+        except KeyError:
+            raise JobError(f"activation must be one of {list(ACTIVATIONS)}") from None
+        cutoff = Cutoff(spec["domain"], int(spec["dim"]))
+        self.slabs = nn.ModuleList(
+            SlabField(*(initial[name][j] for name in ("W1", "b1", "W2", "b2")), activation, cutoff)
+            for j in range(self.slabs_count)
+        )
+        self.A = nn.Parameter(torch.as_tensor(initial["A"], dtype=DTYPE).clone())
+        self.b = nn.Parameter(torch.as_tensor(initial["b"], dtype=DTYPE).clone())
+
+    def field_parameters(self) -> list[nn.Parameter]:
+        """θ: the velocity's parameters, slab by slab."""
+        return list(self.slabs.parameters())
+
+    @property
+    def nfe(self) -> int:
+        """Velocity evaluations so far, over all slabs."""
+        return sum(slab.nfe for slab in self.slabs)
+
+    def flow(self, x: torch.Tensor) -> torch.Tensor:
+        """q(T; x) for the points x (shape=(n, d))."""
+        for j, slab in enumerate(self.slabs):
+            t0, t1 = self.T * j / self.slabs_count, self.T * (j + 1) / self.slabs_count
+            if self.method in FIXED_STEP:
+                grid = torch.linspace(t0, t1, self.steps_per_slab + 1, dtype=DTYPE)
+                x = torchdiffeq.odeint(slab, x, grid, method=self.method)[-1]
+            else:
+                x = ADAPTIVE[self.method](
+                    slab, x, torch.tensor([t0, t1], dtype=DTYPE),
+                    rtol=self.rtol, atol=self.atol, method="dopri5",
+                )[-1]
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits A q(T; x) + b, shape=(n, K)."""
+        return self.flow(x) @ self.A.T + self.b
+
+
+def initial_parameters(spec: dict, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The initial W1, b1, W2, b2 (stacked over slabs), A, b: from ``arrays`` where given.
+
+    A missing array is drawn (in the order W1, W2, A from default_rng(seed), whichever are
+    missing) or is zero for a bias; a given one must have its exact shape.
+    """
+    L, m, d, K = (int(spec[key]) for key in ("slabs", "width", "dim", "classes"))
+    scale = float(spec.get("scale", 1.0))
+    rng = np.random.default_rng(int(spec.get("seed", 0)))
+    draws = {
+        "W1": lambda: rng.normal(0.0, scale / np.sqrt(d), (L, m, d)),
+        "b1": lambda: np.zeros((L, m)),
+        "W2": lambda: rng.normal(0.0, scale / np.sqrt(m), (L, d, m)),
+        "b2": lambda: np.zeros((L, d)),
+        "A": lambda: rng.normal(0.0, 1.0 / np.sqrt(d), (K, d)),
+        "b": lambda: np.zeros(K),
+    }
+    shapes = {"W1": (L, m, d), "b1": (L, m), "W2": (L, d, m), "b2": (L, d), "A": (K, d), "b": (K,)}
+    initial = {}
+    for name in INITIAL_ARRAYS:
+        if name in arrays:
+            value = np.asarray(arrays[name], dtype=np.float64)
+            if value.shape != shapes[name]:
+                raise JobError(f"initial {name} must have shape {shapes[name]}, got {value.shape}")
+            initial[name] = value
+        else:
+            initial[name] = draws[name]()
+    return initial
+
+
+# --------------------------------------------------------------------------------------------
+# Objective and training
+# --------------------------------------------------------------------------------------------
+
+
+class Objective:
+    """The training loss as an optimizer closure: sets the gradients, returns the loss.
+
+    Remembers the parameters, loss and gradients of its last ``CACHE`` evaluations and answers
+    a call at bitwise the same parameters without a solve: L-BFGS re-evaluates at each step's
+    start the point its line search accepted (one of the line search's points, restored exactly).
+    ``nfe_forward`` / ``nfe_backward``: velocity evaluations of the last solve's two passes.
+    """
+
+    CACHE = LBFGS_LINE_SEARCH + 1
+
+    def __init__(
+        self, model: FlowClassifier, X: torch.Tensor, y: torch.Tensor, weight_decay: float
+    ):
+        self.model, self.X, self.y, self.weight_decay = model, X, y, weight_decay
+        self.params = list(model.parameters())
+        self.evaluations = 0
+        self.nfe_forward = self.nfe_backward = None
+        self._cache: collections.deque = collections.deque(maxlen=self.CACHE)
+
+    def loss(self, logits: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the training ``logits`` + weight_decay/2 · |θ|²."""
+        data = nn.functional.cross_entropy(logits, self.y)
+        if not self.weight_decay:
+            return data
+        penalty = sum(p.pow(2).sum() for p in self.model.field_parameters())
+        return data + 0.5 * self.weight_decay * penalty
+
+    def __call__(self) -> torch.Tensor:
+        key = torch.cat([p.detach().ravel() for p in self.params])
+        for cached_key, value, grads in self._cache:
+            if torch.equal(key, cached_key):
+                for p, g in zip(self.params, grads):
+                    p.grad = g.clone()
+                return value
+        for p in self.params:
+            p.grad = None
+        start = self.model.nfe
+        value = self.loss(self.model(self.X))
+        middle = self.model.nfe
+        value.backward()
+        self.nfe_forward, self.nfe_backward = middle - start, self.model.nfe - middle
+        self.evaluations += 1
+        value = value.detach()
+        self._cache.append((key, value, [p.grad.clone() for p in self.params]))
+        return value
+
+
+@torch.no_grad()
+def evaluate(objective: Objective, X_test: torch.Tensor, y_test: torch.Tensor) -> dict:
+    """Training loss and train / test accuracy at the current parameters (no gradients)."""
+    model = objective.model
+    logits = model(objective.X)
+    loss = objective.loss(logits)
+    train_acc = (logits.argmax(dim=1) == objective.y).double().mean()
+    test_acc = (model(X_test).argmax(dim=1) == y_test).double().mean()
+    return {"loss": float(loss), "train_acc": float(train_acc), "test_acc": float(test_acc)}
+
+
+def make_optimizer(spec: dict, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    """Adam, or L-BFGS doing one outer iteration per ``step`` (one history entry each).
+
+    torch's L-BFGS gives its line search max_eval − 1 evaluations, and max_eval defaults to
+    5/4 max_iter = 1 here, which would leave none: set it so the line search has torch's
+    default budget.
+    """
+    name = spec.get("optimizer", "adam")
+    if name not in DEFAULT_LR:
+        raise JobError(f'optimizer must be one of {list(DEFAULT_LR)}, got "{name}"')
+    lr = float(spec.get("lr", DEFAULT_LR[name]))
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    return torch.optim.LBFGS(
+        params, lr=lr, max_iter=1, max_eval=1 + LBFGS_LINE_SEARCH, line_search_fn="strong_wolfe"
+    )
+
+
+def run(spec: dict, arrays: dict[str, np.ndarray]) -> dict:
+    """Run the job: train, or time iterations; returns the result dict (see module docstring)."""
+    threads = int(spec.get("threads", 1))
+    torch.set_num_threads(threads)
+    mode = spec.get("mode", "train")
+    if mode not in ("train", "iteration_time"):
+        raise JobError(f'mode must be "train" or "iteration_time", got "{mode}"')
+
+    model = FlowClassifier(spec, initial_parameters(spec, arrays))
+    X_train, X_test = (torch.as_tensor(arrays[k], dtype=DTYPE) for k in ("X_train", "X_test"))
+    y_train, y_test = (torch.as_tensor(arrays[k], dtype=torch.long) for k in ("y_train", "y_test"))
+    objective = Objective(model, X_train, y_train, float(spec.get("weight_decay", 0.0)))
+    optimizer = make_optimizer(spec, list(model.parameters()))
+    if mode == "iteration_time":
+        iterations = int(spec.get("repeats", 10)) + 1
+    else:
+        iterations = int(spec.get("iterations", 100))
+    target = spec.get("target_accuracy")
+
+    def step() -> float:
+        start = time.perf_counter()
+        if isinstance(optimizer, torch.optim.LBFGS):
+            optimizer.step(objective)
+        else:
+            objective()
+            optimizer.step()
+        return time.perf_counter() - start
+
+    n_field = sum(p.numel() for p in model.field_parameters())
+    result = {
+        "method": spec["method"],
+        "optimizer": spec.get("optimizer", "adam"),
+        "mode": mode,
+        "params": {"total": n_field + model.A.numel() + model.b.numel(), "field": n_field,
+                   "output": model.A.numel() + model.b.numel()},
+        "n_train": len(y_train),
+        "n_test": len(y_test),
+    }
+    train_time, history = 0.0, []
+    time_to_target = iteration_at_target = None
+    if mode == "iteration_time":
+        times = [step() for _ in range(iterations)]
+        train_time = sum(times)
+        result["warmup_time"] = times[0]
+        result["iteration_times"] = times[1:]
+        result["median_iteration_time"] = statistics.median(times[1:])
+    else:
+        initial = evaluate(objective, X_test, y_test)
+        result["initial"] = initial
+        if target is not None and initial["test_acc"] >= target:
+            time_to_target, iteration_at_target = 0.0, 0
+        for k in range(1, iterations + 1):
+            evaluations = objective.evaluations
+            train_time += step()
+            record = evaluate(objective, X_test, y_test)
+            record.update(
+                iteration=k, time=train_time, evaluations=objective.evaluations - evaluations
+            )
+            history.append(record)
+            if time_to_target is None and target is not None and record["test_acc"] >= target:
+                time_to_target, iteration_at_target = train_time, k
+
+    final = history[-1] if history else evaluate(objective, X_test, y_test)
+    result.update(
+        train_accuracy=final["train_acc"],
+        test_accuracy=final["test_acc"],
+        final_loss=final["loss"],
+        iterations=iterations,
+        evaluations=objective.evaluations,
+        train_time=train_time,
+        target_accuracy=target,
+        time_to_target=time_to_target,
+        iteration_at_target=iteration_at_target,
+        history=history,
+        nfe=objective.nfe_forward,
+        nfe_backward=objective.nfe_backward,
+        torch=torch.__version__,
+        torchdiffeq=torchdiffeq.__version__,
+        threads=threads,
+        spec=spec,
+    )
+    return result
+
+
+def load_job(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """The spec (parsed) and the arrays of a job file."""
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    missing = [k for k in ("X_train", "y_train", "X_test", "y_test", "spec") if k not in arrays]
+    if missing:
+        raise JobError(f"{path} lacks {missing}")
+    spec = json.loads(str(arrays.pop("spec")[()]))
+    for key in ("dim", "width", "slabs", "T", "activation", "classes", "domain", "method"):
+        if key not in spec:
+            raise JobError(f'spec lacks "{key}"')
+    d = int(spec["dim"])
+    if d not in (2, 3):
+        raise JobError(f"dim must be 2 or 3, got {d}")
+    for name in ("X_train", "X_test"):
+        if arrays[name].ndim != 2 or arrays[name].shape[1] != d:
+            raise JobError(f"{name} must have shape (n, {d}), got {arrays[name].shape}")
+    return spec, arrays
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("job", type=Path, help="the job file (.npz)")
+    parser.add_argument("--out", type=Path, required=True, help="where to write the result JSON")
+    args = parser.parse_args(argv)
+    try:
+        spec, arrays = load_job(args.job)
+        result = run(spec, arrays)
+    except JobError as error:
+        print(f"node_peer: {error}", file=sys.stderr)
+        return 2
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -17,4 +17,16 @@ def test_benchmark_runs(script):
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / script), "--quick"],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr
-    assert "ratio" in done.stdout or "step/matvec" in done.stdout
+    assert "grad/fwd" in done.stdout or "step/matvec" in done.stdout
+
+
+def test_time_to_accuracy_runs(tmp_path):
+    config = (ROOT / "problems" / "moons.toml").read_text()
+    config = config.replace("cells = 32", "cells = 8").replace("iterations = 60", "iterations = 3")
+    path = tmp_path / "tiny.toml"
+    path.write_text(config)
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_time_to_accuracy.py"), str(path),
+                           "--target", "0.5"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split()[0] for line in lines[-2:]] == ["1", "2"], done.stdout

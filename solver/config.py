@@ -51,7 +51,7 @@ FIELD_KEYS = {
 SECTION_KEYS = {
     "train": (
         "loss", "weight_decay", "smoothness", "kinetic", "optimizer", "iterations", "learning_rate",
-        "memory", "max_step", "save_every", "seed",
+        "memory", "max_step", "save_every", "seed", "init",
     ),
     "mesh": ("cells", "degree"),
     "solver": ("cfl", "dt", "checkpoint_every"),
@@ -164,6 +164,7 @@ class TrainConfig:
     max_step: float = 1.0  # L-BFGS: the longest first trial step |Δp|
     save_every: int = 10  # checkpoint every n iterations
     seed: int = 0  # initial θ and output layer
+    init: str | None = None  # start from the parameters of this run (directory or theta.npz)
 
 
 @dataclass(frozen=True)
@@ -346,6 +347,7 @@ def config_from_dict(
         max_step=r.number("train", t, "max_step", 1.0, low=0.0, low_open=True),
         save_every=r.integer("train", t, "save_every", 10, low=1),
         seed=r.integer("train", t, "seed", 0, low=0),
+        init=r.path("train", t, "init", source),
     )
     return Config(domain, mesh, field, terminal, solver, compare, output, data, train, source=source)
 
@@ -571,7 +573,11 @@ class _Reader:
         return [float(v) for v in value]
 
     def path(self, section: str, s: dict, key: str, source: str) -> str | None:
-        """An optional file path; relative paths are taken relative to the config file."""
+        """An optional file path; relative paths are taken relative to the config file.
+
+        Returned absolute, so that the resolved config (written into a run directory, read
+        again by --resume) names the same file.
+        """
         value = s.get(key)
         if value is None:
             return None
@@ -580,7 +586,7 @@ class _Reader:
         path = Path(value)
         if not path.is_absolute() and not source.startswith("<"):
             path = Path(source).parent / path
-        return str(path)
+        return str(path.absolute())
 
     def integer_list(
         self, section: str, s: dict, key: str, default: list[int], low: int

@@ -22,13 +22,14 @@ from solver.io import write_json_atomic
 log = logging.getLogger("solver")
 
 
-def load_parameters(run: Path) -> np.ndarray:
-    path = run / "theta.npz"
+def load_parameters(run: Path, name: str = "theta.npz") -> np.ndarray:
+    """The learned (θ, A, b) of a run directory, from its ``name`` file."""
+    path = run / name
     try:
         with np.load(path) as data:
             return np.array(data["p"])
     except FileNotFoundError:
-        raise InputError("no theta.npz: is this a finished training run?", str(run)) from None
+        raise InputError(f"no {name}: is this a finished training run?", str(path)) from None
     except (OSError, KeyError, ValueError) as error:
         raise InputError(f"cannot read learned parameters: {error}", str(path)) from None
 

@@ -146,6 +146,24 @@ def _fmt(value) -> str:
     return str(value) if isinstance(value, (int, np.integer)) else f"{value:.10g}"
 
 
+def initial_parameters(problem: Problem) -> np.ndarray:
+    """The seeded initial (θ, A, b), or those of the run ``train.init`` names (a warm start,
+    e.g. from a run on a coarser mesh)."""
+    tc = problem.config.train
+    J = problem.J
+    if tc.init is None:
+        return J.initial(tc.seed, problem.config.field.scale)
+    from solver.runcheck import load_parameters
+
+    path = Path(tc.init)
+    p = load_parameters(path) if path.is_dir() else load_parameters(path.parent, path.name)
+    if p.shape != (J.n_params,):
+        raise InputError(
+            f"train.init has {p.size} parameters, this config's field and classes need {J.n_params}",
+            str(path))
+    return p
+
+
 def train(comm: MPI.Comm, problem: Problem, out: Path, resume: bool = False) -> tuple[optimize.OptimizerState, list[dict]]:
     """Run the optimizer, logging a line per iteration and checkpointing (collective)."""
     tc = problem.config.train
@@ -161,7 +179,7 @@ def train(comm: MPI.Comm, problem: Problem, out: Path, resume: bool = False) -> 
         log.info("resumed at iteration %d (J = %.6g)", state.iteration, state.value)
     else:
         started = time.perf_counter()
-        state = optimize.start(J.value_and_gradient, J.initial(tc.seed, problem.config.field.scale))
+        state = optimize.start(J.value_and_gradient, initial_parameters(problem))
         history = [record(comm, problem, state, time.perf_counter() - started)]
         log_line(history[-1])
         save_checkpoint(comm, checkpoint, state, history)

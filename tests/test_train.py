@@ -16,7 +16,7 @@ import pytest
 
 from solver.config import config_from_dict
 from solver.errors import InputError
-from solver.train import Problem, train
+from solver.train import Problem, initial_parameters, train
 
 MPIRUN = Path(sys.executable).parent / "mpirun"
 
@@ -61,6 +61,27 @@ def test_resume_reaches_the_same_iterates(comm, tmp_path_factory):
     state_parts, history = train(comm, Problem.build(comm, six), parts, resume=True)
     assert state_parts.iteration == 6 and len(history) == 7
     np.testing.assert_allclose(state_parts.p, state_whole.p, rtol=0, atol=1e-12)
+    gc.collect()
+    comm.Barrier()
+
+
+def test_warm_start_from_a_run(comm, tmp_path_factory):
+    """train.init starts from a run's parameters (here on a finer mesh); a mismatch is an InputError."""
+    first = shared_directory(comm, tmp_path_factory)
+    config = config_from_dict({**SMALL, "train": dict(SMALL["train"], iterations=2)})
+    state, _ = train(comm, Problem.build(comm, config), first)
+    if comm.rank == 0:
+        np.savez(first / "theta.npz", p=state.p)
+    comm.Barrier()
+    finer = config_from_dict({**SMALL, "mesh": dict(cells=20), "train": dict(SMALL["train"], init=str(first))})
+    np.testing.assert_array_equal(initial_parameters(Problem.build(comm, finer)), state.p)
+    wider = config_from_dict({**SMALL, "field": dict(width=8, slabs=3),
+                              "train": dict(SMALL["train"], init=str(first / "theta.npz"))})
+    with pytest.raises(InputError, match="theta.npz: train.init has 102 parameters, this config.s field and classes need 132"):
+        initial_parameters(Problem.build(comm, wider))
+    missing = config_from_dict({**SMALL, "train": dict(SMALL["train"], init=str(first / "nothing"))})
+    with pytest.raises(InputError, match="no nothing"):
+        initial_parameters(Problem.build(comm, missing))
     gc.collect()
     comm.Barrier()
 

@@ -6,6 +6,14 @@ forward: the adjoint plus the parameter gradient, the issue's measure), as media
 repeats of the two timed back to back.
 
     .venv/bin/mpirun -n 2 .venv/bin/python scripts/bench_gradient.py [--cells 48] [--quick]
+    .venv/bin/mpirun -n 2 .venv/bin/python scripts/bench_gradient.py --config problems/moons.toml \
+        --sizes 1000,10000 --json gradient.json
+
+Without ``--config``: a DG1 box of ``--cells``², width 8, 4 slabs, K = 2, uniform points with
+XOR labels, θ of scale 1.5. With ``--config``: the problem file's domain, mesh, field and
+objective, its data kind generated with N points (no test split, scaled into Ω as a training run
+does), θ and output layer as a run starts them. ``--json`` also writes the rows, the parameters
+used (θ, A, b) and every rank's peak resident memory (ru_maxrss).
 
 Both costs are measured side by side in one run (medians of repeats), at a fixed θ and step
 count, so the ratio does not depend on the machine's load as much as the times do.
@@ -17,14 +25,20 @@ from __future__ import annotations
 from mpi4py import MPI
 
 import argparse
+import dataclasses
+import json
+import resource
 import time
+from pathlib import Path
 
 import numpy as np
 
+from solver.config import load_config
 from solver.domain import Box
 from solver.forward import TransportSolver
 from solver.mesh import create_mesh
 from solver.reduced import ReducedFunctional
+from solver.train import load_dataset, velocity_model
 from solver.velocity import VelocityModel
 
 
@@ -43,40 +57,98 @@ def paired_times(comm, forward, gradient, repeats):
     return float(np.median(f)), float(np.median(g)), float(np.median(g / f))
 
 
+class DefaultCase:
+    """The README's case: a DG1 box of ``cells``², width 8, 4 slabs, uniform points, XOR labels."""
+
+    def __init__(self, cells: int):
+        self.cells, self.degree, self.num_classes = cells, 1, 2
+        self.domain = Box((-1.0, -1.0), (1.0, 1.0))
+        self.model = VelocityModel(dim=2, width=8, slabs=4, T=1.0, activation="tanh", domain=self.domain)
+        self.objective = {}
+        self.rng = np.random.default_rng(0)
+        self.title = f"DG1, {cells}x{cells} box, width 8, 4 slabs, K = 2"
+
+    def data(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        X = self.rng.uniform(-0.8, 0.8, (n, 2))
+        return X, (X[:, 0] * X[:, 1] > 0).astype(int)
+
+    def initial(self, J: ReducedFunctional) -> np.ndarray:
+        return J.initial(0, 1.5)
+
+
+class ConfigCase:
+    """A problem file's domain, mesh, field and objective; its data kind with N points."""
+
+    def __init__(self, path: Path):
+        self.config = load_config(path)
+        c = self.config
+        self.cells, self.degree = c.mesh.cells, c.mesh.degree
+        self.domain = c.domain_object()
+        self.model = velocity_model(c, self.domain)
+        self.num_classes = load_dataset(c, self.domain).num_classes
+        self.objective = dict(loss=c.train.loss, weight_decay=c.train.weight_decay,
+                              smoothness=c.train.smoothness, kinetic=c.train.kinetic)
+        self.title = (f"{path}: DG{c.mesh.degree}, {c.mesh.cells} cells/direction, width {c.field.width}, "
+                      f"{c.field.slabs} slabs, K = {self.num_classes}")
+
+    def data(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        data = dataclasses.replace(self.config.data, points=n, test_fraction=0.0)
+        dataset = load_dataset(dataclasses.replace(self.config, data=data), self.domain)
+        return dataset.X_train, dataset.y_train
+
+    def initial(self, J: ReducedFunctional) -> np.ndarray:
+        return J.initial(self.config.train.seed, self.config.field.scale)
+
+
+def peak_memory_per_rank(comm) -> list[int]:
+    """Every rank's peak resident set size so far (ru_maxrss), in bytes (collective)."""
+    return comm.allgather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", type=int, default=48)
+    parser.add_argument("--config", type=Path, default=None, help="take mesh, field, data kind and objective from this problem file")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--sizes", default="1000,10000,100000,1000000")
     parser.add_argument("--quick", action="store_true", help="small mesh and N (what the tests run)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     args = parser.parse_args()
     comm = MPI.COMM_WORLD
     cells, sizes, repeats = args.cells, [int(s) for s in args.sizes.split(",")], args.repeats
     if args.quick:
         cells, sizes, repeats = 8, [100, 1000], 1
-    box = Box((-1.0, -1.0), (1.0, 1.0))
-    mesh = create_mesh(comm, box, cells)
-    model = VelocityModel(dim=2, width=8, slabs=4, T=1.0, activation="tanh", domain=box)
-    rng = np.random.default_rng(0)
+    case = ConfigCase(args.config) if args.config else DefaultCase(cells)
+    mesh = create_mesh(comm, case.domain, case.cells)
     rows = []
     for n in sizes:
-        solver = TransportSolver(comm, mesh, degree=1, num_components=2, checkpoint_every=4)
-        X = rng.uniform(-0.8, 0.8, (n, 2))[comm.rank :: comm.size]
-        y = (X[:, 0] * X[:, 1] > 0).astype(int)
-        J = ReducedFunctional(comm, solver, model, X, y, 2)
-        p = J.initial(0, 1.5)
+        solver = TransportSolver(comm, mesh, degree=case.degree, num_components=case.num_classes, checkpoint_every=4)
+        X, y = case.data(n)
+        J = ReducedFunctional(comm, solver, case.model, X[comm.rank :: comm.size], y[comm.rank :: comm.size],
+                              case.num_classes, **case.objective)
+        p = case.initial(J)
         J.value_and_gradient(p)  # compile forms, warm caches
         J.freeze_steps(J.last.steps)
         forward, gradient, ratio = paired_times(comm, lambda: J(p), lambda: J.value_and_gradient(p), repeats)
-        rows.append((n, solver.num_dofs_global, sum(J.last.steps), forward, gradient, ratio))
+        rows.append(dict(N=n, dofs=solver.num_dofs_global, steps=int(sum(J.last.steps)), forward_s=forward,
+                         value_and_gradient_s=gradient, ratio=ratio))
         J.destroy()
         solver.destroy()
+    memory = peak_memory_per_rank(comm)
     if comm.rank == 0:
-        print(f"DG1, {cells}x{cells} box, width 8, 4 slabs, K = 2, {comm.size} rank(s), medians of {repeats}")
+        print(f"{case.title}, {comm.size} rank(s), medians of {repeats}")
         print(f"{'N':>9} {'dofs':>7} {'steps':>6} {'forward s':>10} {'value+grad s':>13} "
               f"{'(value+grad)/fwd':>17} {'grad/fwd':>9}")
-        for n, dofs, steps, f, g, r in rows:
-            print(f"{n:9d} {dofs:7d} {steps:6d} {f:10.3f} {g:13.3f} {r:17.2f} {r - 1:9.2f}")
+        for r in rows:
+            print(f"{r['N']:9d} {r['dofs']:7d} {r['steps']:6d} {r['forward_s']:10.3f} "
+                  f"{r['value_and_gradient_s']:13.3f} {r['ratio']:17.2f} {r['ratio'] - 1:9.2f}")
+        if args.json:
+            theta, A, b = J.split(p)
+            args.json.write_text(json.dumps(dict(
+                title=case.title, ranks=comm.size, repeats=repeats, dim=case.domain.dim, cells=case.cells,
+                degree=case.degree, classes=case.num_classes, rows=rows, peak_rss_bytes_per_rank=memory,
+                theta=theta.tolist(), A=A.tolist(), b=b.tolist(),
+            ), indent=1))
 
 
 if __name__ == "__main__":

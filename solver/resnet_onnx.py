@@ -227,12 +227,14 @@ class OnnxResNet:
         return self.run(x_data)[0]
 
 
-def load_onnx_session(path: str | Path, dim: int | None = None) -> OnnxResNet:
+def load_onnx_session(path: str | Path, dim: int | None = None, threads: int | None = None) -> OnnxResNet:
     """Open an ONNX file written by ``save_onnx`` in onnxruntime (CPU).
 
     Args:
         path: The .onnx file.
         dim: The input dimension the caller will feed; None to accept the file's.
+        threads: onnxruntime's intra-op threads (e.g. 1 for a one-core timing); None for its
+            default (one per physical core).
 
     Raises:
         InputError: If the file is missing, is not ONNX, is not an exported ResNet (no
@@ -269,7 +271,11 @@ def load_onnx_session(path: str | Path, dim: int | None = None) -> OnnxResNet:
             f"the net takes {meta['dim']}-dimensional input, expected {dim}-dimensional", src
         )
     try:
-        session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime's own exception types
         raise InputError(f"onnxruntime cannot load the exported ResNet: {err}", src) from None
     return OnnxResNet(session, meta, src)

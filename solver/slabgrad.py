@@ -165,6 +165,9 @@ class SlabGradient:
             self._eta = dolfinx.la.vector(imap, bs=max_pairs)
             self._psi = dolfinx.la.vector(imap, bs=max_pairs)
         self._reverse = fem.Function(Vv)
+        nd = self.dg_dofs.shape[1]
+        self._E = np.zeros((num_cells, nd, max_pairs))
+        self._Qt = np.zeros((num_cells + 1, max_pairs, nd))
         self.reset()
 
     def reset(self) -> None:
@@ -186,27 +189,33 @@ class SlabGradient:
         return array
 
     def _cellwise(self, owned: np.ndarray, vector) -> np.ndarray:
-        """Coefficients per local cell and a zero row, shape=(cells + 1, nd, P)."""
+        """The coefficients per local cell, shape=(cells, nd, P) (a view where possible)."""
         local = self._local(owned, vector)
-        nd, P = self.dg_dofs.shape[1], local.shape[1]
         if self._contiguous:
-            cellwise = local[: self.dg_dofs.size].reshape(-1, nd, P)
-        else:
-            cellwise = local[self.dg_dofs]
-        return np.concatenate([cellwise, np.zeros((1, nd, P))])
+            return local[: self.dg_dofs.size].reshape(-1, self.dg_dofs.shape[1], local.shape[1])
+        return local[self.dg_dofs]
 
     def add(self, etas: np.ndarray, psis: np.ndarray) -> None:
         """Add P pairs: owned coefficients, shape=(num_owned, P) each (collective)."""
-        if etas.shape[1] > self.max_pairs:
-            raise ValueError(f"{etas.shape[1]} pairs, at most {self.max_pairs}")
-        E = self._cellwise(etas, getattr(self, "_eta", None))
-        Q = self._cellwise(psis, getattr(self, "_psi", None))
+        P = etas.shape[1]
+        if P > self.max_pairs:
+            raise ValueError(f"{P} pairs, at most {self.max_pairs}")
+        # Persistent (cells, nd, pairs) and (cells + 1, pairs, nd) buffers, the extra cell a zero
+        # row for the slots without a neighbour; unused pair columns are zero.
+        E, Qt = self._E, self._Qt
+        eta = self._cellwise(etas, getattr(self, "_eta", None))
+        psi = self._cellwise(psis, getattr(self, "_psi", None))
+        used = eta.shape[2]
+        E[:, :, :used] = eta
+        Qt[:-1, :used, :] = psi.transpose(0, 2, 1)
+        if used < self.max_pairs:
+            E[:, :, used:] = 0.0
+            Qt[:, used:, :] = 0.0
         # Batched matmul, not einsum: measured 2–2.5× faster for the cross products at 48 pairs
         # (numpy's einsum does not hand batched contractions to BLAS).
-        Qt = Q.transpose(0, 2, 1)
-        self.S += E[:-1] @ Qt[:-1]
-        self.cross += E[:-1, None] @ Qt[self.neighbour]
-        self.num_added += etas.shape[1]
+        self.S += E @ Qt[:-1]
+        self.cross += E[:, None] @ Qt[self.neighbour]
+        self.num_added += P
 
     def contract(self) -> np.ndarray:
         """∂/∂v_h at the owned velocity nodes for the current v_h, shape=(nodes, d) (collective)."""

@@ -50,9 +50,22 @@ and the train and test accuracies are evaluated off the clock; ``time_to_target`
 training time up to the end of the first iteration whose test accuracy reaches the target.
 ``iteration_time``: repeats + 1 iterations, the first a warm-up; the others' times and median.
 
-L-BFGS: torch re-evaluates the objective at the start of every ``step`` call, at the point the
-previous line search accepted. The objective keeps its last value and gradient and returns them
-when the parameters are bitwise unchanged, so that an iteration costs what the line search costs.
+L-BFGS runs one outer iteration per ``step`` call, with torch's line search budget (25
+evaluations). torch re-evaluates the objective at the start of every call, at the point the
+previous line search accepted: the objective remembers its recent points and answers that one
+without a solve, so that an iteration costs what its line search costs.
+
+The result
+----------
+RESULT.json: method, optimizer, mode, params {total, field, output}, n_train, n_test,
+train_accuracy, test_accuracy, final_loss (at the final parameters), iterations, evaluations
+(objective solves), train_time, target_accuracy, time_to_target and iteration_at_target (null if
+not reached; 0 if the initial parameters reach it), in mode train initial {loss, train_acc,
+test_acc} and history (per iteration: iteration, loss, train_acc, test_acc, time = training
+time so far, evaluations), in mode iteration_time warmup_time, iteration_times and
+median_iteration_time, nfe and
+nfe_backward (velocity evaluations in the last solve's forward and backward passes), the torch
+and torchdiffeq versions, threads, and the spec.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ NP ?= 2
 PY := .venv/bin/python
 MPIRUN := .venv/bin/mpirun
 
-.PHONY: demo test transport bench env
+.PHONY: demo test transport bench benchmarks env
 
 env:
 	scripts/bootstrap.sh
@@ -23,3 +23,7 @@ test:
 bench: env
 	$(PY) scripts/bench_forward.py
 	$(MPIRUN) -n $(NP) $(PY) scripts/bench_gradient.py
+
+# The benchmark suite: learning, scaling in N, prediction, parallel scaling, memory -> bench/report.md.
+benchmarks: env
+	$(PY) scripts/benchmarks.py --out bench

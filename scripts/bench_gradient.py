@@ -69,10 +69,12 @@ class DefaultCase:
         self.title = f"DG1, {cells}x{cells} box, width 8, 4 slabs, K = 2"
 
     def data(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """n points (shape=(n, 2)) and their labels, the same on every rank."""
         X = self.rng.uniform(-0.8, 0.8, (n, 2))
         return X, (X[:, 0] * X[:, 1] > 0).astype(int)
 
     def initial(self, J: ReducedFunctional) -> np.ndarray:
+        """The parameters p = (θ, A, b) to time at."""
         return J.initial(0, 1.5)
 
 
@@ -92,11 +94,13 @@ class ConfigCase:
                       f"{c.field.slabs} slabs, K = {self.num_classes}")
 
     def data(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """n training points of the config's data kind in Ω and their labels (no test split)."""
         data = dataclasses.replace(self.config.data, points=n, test_fraction=0.0)
         dataset = load_dataset(dataclasses.replace(self.config, data=data), self.domain)
         return dataset.X_train, dataset.y_train
 
     def initial(self, J: ReducedFunctional) -> np.ndarray:
+        """The parameters a training run starts from."""
         return J.initial(self.config.train.seed, self.config.field.scale)
 
 

@@ -1,0 +1,76 @@
+"""The neural-ODE peer (``scripts/peer/node_peer.py``, torch + torchdiffeq in its own venv).
+
+A job is the same velocity model as a problem file's (eq. 2: width, slabs, T, activation, the
+cutoff of the same domain), on the same data in Ω coordinates, started from the same θ as a
+training run (``VelocityModel.init(train.seed, field.scale)``); the peer draws its own output
+layer unless one is given. See node_peer.py's docstring for the job and result format.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from bench_lib.common import ROOT, Bench
+from solver.config import Config
+from solver.train import velocity_model
+
+SETUP = ROOT / "scripts" / "peer" / "setup.sh"
+NODE_PEER = ROOT / "scripts" / "peer" / "node_peer.py"
+EULER_STEPS_PER_SLAB = 8
+
+
+def ensure_peer(bench: Bench) -> Path:
+    """The peer venv's python, creating the venv with setup.sh if needed (~30 s the first time)."""
+    log = bench.out / "logs" / "peer-setup.log"
+    with open(log, "w") as f:
+        done = subprocess.run([str(SETUP)], cwd=ROOT, stdout=subprocess.PIPE, stderr=f, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"scripts/peer/setup.sh failed (log {log}):\n{log.read_text()[-2000:]}")
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+def domain_spec(config: Config) -> dict:
+    """The peer's domain description of Ω (a disk is its 2D ball)."""
+    d = config.domain
+    if d.kind == "box":
+        return {"kind": "box", "lower": list(d.lower), "upper": list(d.upper)}
+    return {"kind": "ball", "center": list(d.center), "radius": d.radius}
+
+
+def model_spec(config: Config, classes: int, method: str) -> dict:
+    """The spec keys that fix the model: the problem file's velocity and output size, a method."""
+    f = config.field
+    spec = dict(dim=config.dim, width=f.width, slabs=f.slabs, T=f.T, activation=f.activation,
+                classes=classes, domain=domain_spec(config), method=method, threads=1,
+                weight_decay=config.train.weight_decay)
+    if method == "euler":
+        spec["euler_steps"] = EULER_STEPS_PER_SLAB * f.slabs
+    return spec
+
+
+def initial_theta(config: Config, theta: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """θ (a training run's start unless given) as the peer's stacked W1, b1, W2, b2 arrays."""
+    model = velocity_model(config, config.domain_object())
+    if theta is None:
+        theta = model.init(config.train.seed, config.field.scale)
+    nodes = model.unpack(np.asarray(theta))
+    return {name: np.stack([getattr(p, name) for p in nodes]) for name in ("W1", "b1", "W2", "b2")}
+
+
+def run_job(bench: Bench, python: Path, name: str, spec: dict, arrays: dict[str, np.ndarray]) -> dict:
+    """Write the job ``work/<name>.npz``, run the peer on it, return its result (``work/<name>.json``)
+    with the process's peak resident memory added (``peak_rss_bytes``).
+
+    The peer's torch and torchdiffeq versions go into the results (``peer_versions``).
+    """
+    job, path = bench.out / "work" / f"{name}.npz", bench.out / "work" / f"{name}.json"
+    np.savez(job, spec=np.array(json.dumps(spec)), **arrays)
+    process = bench.run([python, NODE_PEER, job, "--out", path], f"peer-{name}")
+    job.unlink()  # the data are reproducible; keep the report directory small
+    result = dict(json.loads(path.read_text()), peak_rss_bytes=process.peak_rss)
+    bench.results["peer_versions"] = dict(torch=result["torch"], torchdiffeq=result["torchdiffeq"])
+    return result

@@ -50,7 +50,7 @@ FIELD_KEYS = {
 }
 SECTION_KEYS = {
     "train": (
-        "loss", "weight_decay", "smoothness", "kinetic", "optimizer", "iterations", "learning_rate",
+        "loss", "weight_decay", "smoothness", "kinetic", "roughness", "optimizer", "iterations", "learning_rate",
         "memory", "max_step", "save_every", "seed", "init",
     ),
     "mesh": ("cells", "degree"),
@@ -157,6 +157,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     smoothness: float = 1e-2
     kinetic: float = 0.0  # weight of ∫∫|v|² (bounds the field, and so the CFL step count)
+    roughness: float = 0.0  # weight of ∫∫|∇v|² (keeps the field resolvable on the mesh)
     optimizer: str = "lbfgs"
     iterations: int = 100
     learning_rate: float = 0.02  # Adam
@@ -340,6 +341,7 @@ def config_from_dict(
         weight_decay=r.number("train", t, "weight_decay", 1e-4, low=0.0),
         smoothness=r.number("train", t, "smoothness", 1e-2, low=0.0),
         kinetic=r.number("train", t, "kinetic", 0.0, low=0.0),
+        roughness=r.number("train", t, "roughness", 0.0, low=0.0),
         optimizer=r.choice("train", t, "optimizer", "lbfgs", OPTIMIZERS),
         iterations=r.integer("train", t, "iterations", 100, low=0),
         learning_rate=r.number("train", t, "learning_rate", 0.02, low=0.0, low_open=True),

@@ -59,6 +59,8 @@ class ReducedFunctional:
         smoothness: β, coupling θ of adjacent slabs (adjacent ResNet blocks should be close).
         kinetic: γ, the weight of the kinetic energy ∫∫|v|², which keeps the field (and with it
             the CFL step count, and so the cost) from growing during training.
+        roughness: ρ, the weight of ∫∫|∇v|², which keeps the field smooth enough for the mesh
+            (the PDE then agrees with the characteristics).
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class ReducedFunctional:
         weight_decay: float = 0.0,
         smoothness: float = 0.0,
         kinetic: float = 0.0,
+        roughness: float = 0.0,
     ):
         if loss not in LOSSES:
             raise InputError(f'Invalid loss "{loss}". Must be one of {list(LOSSES)}')
@@ -92,10 +95,13 @@ class ReducedFunctional:
         self.weight_decay = weight_decay
         self.smoothness = smoothness
         self.kinetic = kinetic
+        self.roughness = roughness
         self._velocity_mass = None
-        if kinetic:
+        if kinetic or roughness:
+            # One quadratic form for both: γ ∫ v·w + ρ ∫ ∇v:∇w on the velocity space.
             v, w = ufl.TrialFunction(solver.Vv), ufl.TestFunction(solver.Vv)
-            self._velocity_mass = dolfinx.fem.petsc.assemble_matrix(fem.form(ufl.inner(v, w) * ufl.dx))
+            energy = kinetic * ufl.inner(v, w) * ufl.dx + roughness * ufl.inner(ufl.grad(v), ufl.grad(w)) * ufl.dx
+            self._velocity_mass = dolfinx.fem.petsc.assemble_matrix(fem.form(energy))
             self._velocity_mass.assemble()
         self.n_theta = model.n_params
         self.n_params = self.n_theta + self.K * self.d + self.K
@@ -149,9 +155,10 @@ class ReducedFunctional:
         return value, grad
 
     def _kinetic_energy(self, theta: np.ndarray) -> tuple[float, dict[int, np.ndarray]]:
-        """(γ/2) Σ_j |slab j| V_jᵀ M V_j over the velocity interpolants, and its gradient w.r.t.
-        the owned velocity nodes of each slab (collective)."""
-        if not self.kinetic:
+        """½ Σ_j |slab j| V_jᵀ (γ M + ρ K) V_j over the velocity interpolants (M the mass, K the
+        stiffness matrix), and its gradient w.r.t. the owned velocity nodes of each slab
+        (collective)."""
+        if self._velocity_mass is None:
             return 0.0, {}
         M = self._velocity_mass
         x, y = M.createVecRight(), M.createVecLeft()
@@ -162,8 +169,8 @@ class ReducedFunctional:
             length, t_mid = times[j + 1] - times[j], 0.5 * (times[j] + times[j + 1])
             x.array[:] = self.model.velocity(theta, t_mid, self.solver.velocity_points[:n_owned]).ravel()
             M.mult(x, y)
-            value += 0.5 * self.kinetic * length * x.dot(y)
-            grads[j] = self.kinetic * length * y.array.reshape(n_owned, self.d).copy()
+            value += 0.5 * length * x.dot(y)
+            grads[j] = length * y.array.reshape(n_owned, self.d).copy()
         x.destroy()
         y.destroy()
         return value, grads

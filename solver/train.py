@@ -89,6 +89,7 @@ class Problem:
             comm, solver, model, dataset.X_train[mine], dataset.y_train[mine], dataset.num_classes,
             loss=config.train.loss, weight_decay=config.train.weight_decay,
             smoothness=config.train.smoothness, kinetic=config.train.kinetic,
+            roughness=config.train.roughness,
         )
         test = PointEvaluator(comm, solver.V, dataset.X_test[mine], "data (test points)")
         return cls(config, domain, dataset, model, solver, J, test, mine)

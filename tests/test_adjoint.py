@@ -18,7 +18,8 @@ from solver.velocity import VelocityModel
 
 
 def make_problem(comm, domain=None, cells=12, degree=1, K=2, activation="tanh", slabs=2,
-                 checkpoint_every=3, loss="cross_entropy", kinetic=0.0, stage_memory=2**28):
+                 checkpoint_every=3, loss="cross_entropy", kinetic=0.0, roughness=0.0,
+                 stage_memory=2**28):
     """A small learning problem; the data are the same on every rank count (dealt out by rank)."""
     domain = domain or Box((-1.0, -1.0), (1.0, 1.0))
     mesh = create_mesh(comm, domain, cells)
@@ -30,7 +31,7 @@ def make_problem(comm, domain=None, cells=12, degree=1, K=2, activation="tanh", 
     y = (X[:, 0] * X[:, 1] > 0).astype(int) if loss == "cross_entropy" else np.sin(3 * X[:, :K])
     mine = slice(comm.rank, None, comm.size)
     J = ReducedFunctional(comm, solver, model, X[mine], y[mine], K, loss=loss,
-                          weight_decay=1e-3, smoothness=1e-2, kinetic=kinetic)
+                          weight_decay=1e-3, smoothness=1e-2, kinetic=kinetic, roughness=roughness)
     return J
 
 
@@ -51,6 +52,7 @@ CASES = [
     ("box3d-DG1-tanh", dict(domain=Box((-1.0,) * 3, (1.0,) * 3), cells=4, slabs=2)),
     ("box2d-squared-error", dict(loss="squared_error", checkpoint_every=1)),
     ("box2d-kinetic-energy", dict(kinetic=0.5)),
+    ("box2d-kinetic-and-roughness", dict(kinetic=0.1, roughness=0.5)),
 ]
 
 

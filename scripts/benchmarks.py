@@ -29,6 +29,7 @@ The neural-ODE peer's venv (.venv-peer) is created by scripts/peer/setup.sh if i
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -65,6 +66,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="the reduced suite (about two minutes)")
     parser.add_argument("--repeats", type=int, default=None, help="repeats of each timing (default 3, quick 1)")
     parser.add_argument("--sections", default="1,2,3,4,5", help="which sections, e.g. 1,3 (3 needs 1's moons run)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the sections an earlier run in --out finished without error; run the rest")
     args = parser.parse_args()
     try:
         sections = sorted({int(s) for s in args.sections.split(",") if s.strip()})
@@ -74,9 +77,18 @@ def main() -> int:
         parser.error(f"--sections takes numbers from {sorted(SECTION_KEYS)}, got {args.sections!r}")
     repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
     bench = Bench(args.out.resolve(), args.quick, repeats)
-    bench.results["settings"] = dict(quick=args.quick, repeats=repeats, sections=sections,
-                                     command=shlex.join(["scripts/benchmarks.py", *sys.argv[1:]]))
-    bench.results["machine"] = machine.describe()
+    command = shlex.join(["scripts/benchmarks.py", *sys.argv[1:]])
+    earlier = bench.out / "results.json"
+    if args.resume and earlier.exists():
+        bench.results = json.loads(earlier.read_text())
+        done = [n for n in sections if "error" not in bench.results.get(SECTION_KEYS[n], {"error": 0})]
+        sections = [n for n in sections if n not in done]
+        bench.results["settings"]["resumed"] = bench.results["settings"].get("resumed", []) + [
+            dict(command=command, date=machine.describe()["date"], sections=sections)]
+        bench.progress("resume", str(earlier), f"kept sections {done}, running {sections}")
+    else:
+        bench.results["settings"] = dict(quick=args.quick, repeats=repeats, sections=sections, command=command)
+        bench.results["machine"] = machine.describe()
     bench.save()
 
     peer_python = None
@@ -96,7 +108,8 @@ def main() -> int:
         bench.save()
 
     bench.results["load_average_at_end"] = machine.load_average()
-    bench.results["settings"]["seconds"] = time.perf_counter() - bench.started
+    bench.results["settings"]["seconds"] = (bench.results["settings"].get("seconds", 0.0) if args.resume else 0.0) + (
+        time.perf_counter() - bench.started)
     bench.save()
     path = report.write(bench.results, bench.out)
     bench.progress("report", str(path), f"failed sections: {failed}" if failed else "all sections done")

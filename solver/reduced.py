@@ -100,7 +100,8 @@ class ReducedFunctional:
         if kinetic or roughness:
             # One quadratic form for both: γ ∫ v·w + ρ ∫ ∇v:∇w on the velocity space.
             v, w = ufl.TrialFunction(solver.Vv), ufl.TestFunction(solver.Vv)
-            energy = kinetic * ufl.inner(v, w) * ufl.dx + roughness * ufl.inner(ufl.grad(v), ufl.grad(w)) * ufl.dx
+            terms = [(kinetic, ufl.inner(v, w)), (roughness, ufl.inner(ufl.grad(v), ufl.grad(w)))]
+            energy = sum(weight * term * ufl.dx for weight, term in terms if weight)
             self._velocity_mass = dolfinx.fem.petsc.assemble_matrix(fem.form(energy))
             self._velocity_mass.assemble()
         self.n_theta = model.n_params

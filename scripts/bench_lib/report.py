@@ -267,7 +267,9 @@ def write(results: dict, out: Path) -> Path:
     """report.md (and its PNGs) in ``out`` from the results; a section that failed shows its error."""
     mode = "quick (reduced suite)" if results["settings"]["quick"] else "full"
     parts = [f"# Benchmarks\n\n`{results['settings']['command']}`: {mode}, {results['machine']['date']}, "
-             f"{results['settings']['seconds']:.0f} s in all. Raw numbers: `results.json`.\n",
+             f"{results['settings']['seconds']:.0f} s in all. Raw numbers: `results.json`.\n"
+             + "".join(f"\nResumed: `{r['command']}`, {r['date']}, ran sections {r['sections']} (the others are "
+                       f"kept from the first run).\n" for r in results["settings"].get("resumed", [])),
              section_machine(results)]
     for key, render in SECTIONS:
         s = results.get(key)
@@ -279,7 +281,7 @@ def write(results: dict, out: Path) -> Path:
             continue
         try:  # what the section measured before it failed
             parts.append(render(s, out))
-        except (KeyError, IndexError, TypeError, ValueError, OSError):
+        except (KeyError, IndexError, StopIteration, TypeError, ValueError, OSError):
             parts.append(f"## {key}\n")
         parts.append(f"**This section failed:**\n\n```\n{s['error']}\n```\n")
     path = out / "report.md"

@@ -226,6 +226,9 @@ class TransportSolver:
         self._stage_pool: list[np.ndarray] = []  # Trajectory.stages of the last solve
         self.num_owned = self.V.dofmap.index_map.size_local
         self.num_dofs_global = self.V.dofmap.index_map.size_global
+        # Whether a step's stages are kept must be decided alike on every rank (the adjoint
+        # recomputes the others collectively): budget by the largest rank's share.
+        self._max_owned = comm.allreduce(self.num_owned, op=MPI.MAX)
 
     # --- velocity and operator -------------------------------------------------------------
 
@@ -390,7 +393,7 @@ class TransportSolver:
         taus, piece_of_step = [0.0], []
         stored: dict[int, np.ndarray] = {}
         stage_store: dict[int, np.ndarray] = {}
-        stage_bytes = 3 * len(states) * self.num_owned * 8
+        stage_bytes = 3 * len(states) * self._max_owned * 8
         checkpoint_every = self.checkpoint_every if keep else 0
         keep_stages = bool(checkpoint_every) and not varying
         step = 0

@@ -116,6 +116,28 @@ def test_stored_and_recomputed_stages_give_the_same_gradient(comm):
     comm.Barrier()
 
 
+def test_kept_stages_are_the_same_steps_on_every_rank(comm):
+    """The adjoint recomputes the steps whose stages were not kept, collectively: every rank must
+    keep the same steps, whatever its share of the dofs (a disk mesh splits unevenly)."""
+    J = make_problem(comm, domain=Ball((0.0, 0.0), 1.0), cells=9)
+    p = J.initial(seed=2, scale=1.0)
+    theta, A, b = J.split(p)
+    field = J.model.field(theta)
+    n_min = comm.allreduce(J.solver.num_owned, op=MPI.MIN)
+    if comm.size > 1:
+        assert n_min < comm.allreduce(J.solver.num_owned, op=MPI.MAX)  # else the test proves nothing
+    for steps in range(2, 8):  # a budget that fits `steps` steps of the smallest rank's share
+        J.solver.stage_memory = steps * 3 * 2 * n_min * 8
+        result = J.solver.solve(field, lambda x: x @ A.T + b, keep=True)
+        kept = sorted(result.trajectory.stages)
+        assert 1 <= len(kept) <= steps
+        assert all(k == kept for k in comm.allgather(kept))
+    J.value_and_gradient(p)  # some steps kept, the others recomputed: collective on all ranks
+    J.destroy()
+    gc.collect()
+    comm.Barrier()
+
+
 def test_gradient_needs_checkpoints(comm):
     J = make_problem(comm, checkpoint_every=0)
     with pytest.raises(InputError, match="checkpoint"):

@@ -12,6 +12,8 @@ accumulation is needed.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import scipy.sparse
 from mpi4py import MPI
@@ -20,6 +22,8 @@ import dolfinx.geometry
 from dolfinx import fem
 
 from solver.errors import InputError
+
+log = logging.getLogger("solver")
 
 
 class PointEvaluator:
@@ -76,6 +80,19 @@ class PointEvaluator:
         geometry = mesh.geometry.x[mesh.geometry.dofmaps[0][dest_cells]][:, :, :gdim]
         J = np.transpose(geometry[:, 1:, :] - geometry[:, :1, :], (0, 2, 1))
         X = np.linalg.solve(J, (dest_points - geometry[:, 0, :])[:, :, None])[:, :, 0]
+        # A point on a facet (a barycentric coordinate ~0) takes the value of the cell it was
+        # located in, though u_h jumps there: say so (measured on peaks, data at x3 = 0 of a 12³
+        # box, which lies on facets: PDE/characteristics agreement 94% from the cells below,
+        # 97% from those above).
+        barycentric = np.concatenate([1.0 - X.sum(axis=1, keepdims=True), X], axis=1)
+        on_facets = int(np.sum(barycentric.min(axis=1, initial=1.0) < 1e-9))
+        self.num_on_facets = comm.allreduce(on_facets, op=MPI.SUM)
+        total = comm.allreduce(len(points), op=MPI.SUM)
+        if self.num_on_facets and comm.rank == 0:
+            log.warning(
+                "%s: %d of %d points lie on mesh facets, where u_h jumps; each takes the value of "
+                "the cell it was located in. Move them off the facets (e.g. an odd cell count "
+                "for data augmented at x3 = 0).", source, self.num_on_facets, total)
         X = np.clip(X, 0.0, 1.0)  # points on a facet can round to just outside the cell
         basis = V.element.basix_element.tabulate(0, X)[0, :, :, 0]
         dofs = V.dofmap.list[dest_cells]

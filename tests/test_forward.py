@@ -9,6 +9,7 @@ import pytest
 
 from solver import compare as cmp
 from solver.config import config_from_dict
+from solver.domain import Box
 from solver.errors import InputError
 from solver.forward import TransportSolver
 from solver.mesh import create_mesh
@@ -216,3 +217,20 @@ def test_field_linear_in_time(comm):
         errors[degree] = study["rows"][-1]["order_l2"]
         print(cmp.format_table(study))
     assert errors[1] >= 1.8 and errors[2] >= 2.6, errors
+
+
+def test_points_on_facets_are_counted_and_reported(comm, caplog):
+    """Points on interior facets (where u_h jumps) are counted, and rank 0 warns."""
+    from solver.pointeval import PointEvaluator
+
+    box = Box((-1.0, -1.0), (1.0, 1.0))
+    solver = TransportSolver(comm, create_mesh(comm, box, 4))  # vertices at x = 0: facets there
+    y = np.linspace(-0.9, 0.9, 7)
+    on = np.stack([np.zeros_like(y), y + 0.01], axis=1)
+    off = on + [0.1, 0.0]
+    with caplog.at_level("WARNING", logger="solver"):
+        assert PointEvaluator(comm, solver.V, on, "on.csv").num_on_facets == 7 * comm.size
+        assert PointEvaluator(comm, solver.V, off, "off.csv").num_on_facets == 0
+    if comm.rank == 0:
+        assert f"on.csv: {7 * comm.size} of" in caplog.text and "off.csv" not in caplog.text
+    solver.destroy()

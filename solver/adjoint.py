@@ -18,8 +18,9 @@ chained through v_h = I_h v(θ) by the velocity model's VJP once per slab. ``Vel
 (dolfinx's assembly of ``ufl.derivative`` of the same form, one assembly per call) is the
 reference it is tested against and the fallback where it does not apply.
 
-The stage states are recomputed from the forward's checkpoints: a block of steps between two
-checkpoints is recomputed (its step starts kept), then walked backward.
+The stage states come from the forward solve where it kept them (``stage_memory``); a block of
+steps between two checkpoints whose stages were not kept is recomputed from its checkpoint, its
+stage states recorded, then walked backward.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ class AssembledSlab:
         self.total = None
 
     def add(self, etas: np.ndarray, psis: np.ndarray) -> None:
-        P, pad = etas.shape[1], self.gradient.num_pairs - etas.shape[1]
+        pad = self.gradient.num_pairs - etas.shape[1]
         zero = [np.zeros(etas.shape[0])] * pad
         g = self.gradient.assemble(list(etas.T) + zero, list(psis.T) + zero)
         self.total = g if self.total is None else self.total + g
@@ -150,27 +151,10 @@ class Adjoint:
         L = solver.L
         self._y = L.createVecLeft()
         self._lam1, self._lam2 = L.createVecLeft(), L.createVecLeft()
-        self._u, self._u1 = L.createVecLeft(), L.createVecLeft()
         n = solver.num_owned
-        self._stage_buffer = np.empty((3, num_components, n))
         # Pair p is row p (contiguous writes); the slab gradient takes the transposed view.
         self._etas = np.empty((self.max_pairs, n))
         self._psis = np.empty((self.max_pairs, n))
-
-    def _stage_states(self, starts: np.ndarray, dt: float) -> np.ndarray:
-        """(u, u₁, u₂) of one step from its start (shape=(K, n_owned)): shape=(3, K, n_owned)."""
-        L, y, u, u1 = self.solver.L, self._y, self._u, self._u1
-        out = self._stage_buffer
-        for k in range(self.K):
-            u.array[:] = starts[k]
-            L.mult(u, y)
-            u1.waxpy(dt, y, u)  # u₁ = M u
-            out[0, k] = u.array
-            out[1, k] = u1.array
-            L.mult(u1, y)
-            y.aypx(dt, u1)  # u₁ + dt L u₁
-            out[2, k] = 0.75 * u.array + 0.25 * y.array
-        return out
 
     def backward(self, field, result: ForwardResult, lam_final: list[np.ndarray]):
         """λ⁰ = ∂J/∂u⁰ and ∂J/∂v_h per piece, from λ^N = ∂J/∂u_h(0) (collective).
@@ -222,25 +206,20 @@ class Adjoint:
                 solver.set_velocity(field, 0.5 * (pieces[j] + pieces[j + 1]))
                 solver.assemble_operator()
                 assembled_piece = j
-            if all(n in traj.stages for n in range(start, end)):
-                starts = None
-            else:
-                # Recompute the step starts of this block from its checkpoint.
+            kept = traj.stages
+            if not all(n in kept for n in range(start, end)):
+                # Recompute this block's stage states from its checkpoint.
                 state = [solver.L.createVecLeft() for _ in range(self.K)]
                 for k in range(self.K):
                     state[k].array[:] = traj.states[start][k]
-                starts = [np.stack([s.array.copy() for s in state])]
-                for n in range(start, end - 1):
-                    solver.rk3_step(state, dts[n])
-                    starts.append(np.stack([s.array.copy() for s in state]))
+                kept = {}
+                for n in range(start, end):
+                    kept[n] = np.empty((3, self.K, solver.num_owned))
+                    solver.rk3_step(state, dts[n], record=kept[n])
                 for s in state:
                     s.destroy()
             for n in reversed(range(start, end)):
-                dt = dts[n]
-                if starts is None:
-                    stages = traj.stages[n]
-                else:
-                    stages = self._stage_states(starts[n - start], dt)
+                dt, stages = dts[n], kept[n]
                 if pending + 3 * self.K > self.max_pairs:
                     flush()
                 for k in range(self.K):
@@ -273,5 +252,5 @@ class Adjoint:
     def destroy(self) -> None:
         if hasattr(self.gradient, "destroy"):
             self.gradient.destroy()
-        for v in (self._y, self._lam1, self._lam2, self._u, self._u1):
+        for v in (self._y, self._lam1, self._lam2):
             v.destroy()

@@ -96,14 +96,14 @@ class ReducedFunctional:
         self.smoothness = smoothness
         self.kinetic = kinetic
         self.roughness = roughness
-        self._velocity_mass = None
+        self._energy_matrix = None
         if kinetic or roughness:
             # One quadratic form for both: γ ∫ v·w + ρ ∫ ∇v:∇w on the velocity space.
             v, w = ufl.TrialFunction(solver.Vv), ufl.TestFunction(solver.Vv)
             terms = [(kinetic, ufl.inner(v, w)), (roughness, ufl.inner(ufl.grad(v), ufl.grad(w)))]
             energy = sum(weight * term * ufl.dx for weight, term in terms if weight)
-            self._velocity_mass = dolfinx.fem.petsc.assemble_matrix(fem.form(energy))
-            self._velocity_mass.assemble()
+            self._energy_matrix = dolfinx.fem.petsc.assemble_matrix(fem.form(energy))
+            self._energy_matrix.assemble()
         self.n_theta = model.n_params
         self.n_params = self.n_theta + self.K * self.d + self.K
         self.frozen_steps: list[int] | None = None
@@ -155,13 +155,13 @@ class ReducedFunctional:
             grad = grad + g.ravel()
         return value, grad
 
-    def _kinetic_energy(self, theta: np.ndarray) -> tuple[float, dict[int, np.ndarray]]:
+    def _field_energy(self, theta: np.ndarray) -> tuple[float, dict[int, np.ndarray]]:
         """½ Σ_j |slab j| V_jᵀ (γ M + ρ K) V_j over the velocity interpolants (M the mass, K the
         stiffness matrix), and its gradient w.r.t. the owned velocity nodes of each slab
         (collective)."""
-        if self._velocity_mass is None:
+        if self._energy_matrix is None:
             return 0.0, {}
-        M = self._velocity_mass
+        M = self._energy_matrix
         x, y = M.createVecRight(), M.createVecLeft()
         n_owned = self.solver.Vv.dofmap.index_map.size_local
         times = self.model.slab_times
@@ -186,7 +186,7 @@ class ReducedFunctional:
         local_loss, dloss = self.loss(predictions, self.labels)
         data_loss = self.comm.allreduce(local_loss, op=MPI.SUM) / self.num_points
         reg, _ = self._regularization(theta)
-        reg += self._kinetic_energy(theta)[0]
+        reg += self._field_energy(theta)[0]
         evaluation = Evaluation(data_loss + reg, data_loss, reg, predictions, result.steps_per_piece, result.u0)
         return evaluation, field, result, dloss / self.num_points
 
@@ -211,7 +211,7 @@ class ReducedFunctional:
         if self.adjoint is None:
             self.adjoint = Adjoint(self.solver, self.K)
         lam0, velocity_grads = self.adjoint.backward(field, result, lam_final)
-        for j, g in self._kinetic_energy(theta)[1].items():
+        for j, g in self._field_energy(theta)[1].items():
             velocity_grads[j] = velocity_grads.get(j, 0.0) + g
 
         grad_theta = np.zeros(self.n_theta)
@@ -237,5 +237,5 @@ class ReducedFunctional:
     def destroy(self) -> None:
         if self.adjoint is not None:
             self.adjoint.destroy()
-        if self._velocity_mass is not None:
-            self._velocity_mass.destroy()
+        if self._energy_matrix is not None:
+            self._energy_matrix.destroy()

@@ -176,7 +176,6 @@ class SlabGradient:
         nd = self.dg_dofs.shape[1]
         self.S = np.zeros((len(self.dg_dofs), nd, nd))
         self.cross = np.zeros(self.neighbour.shape + (nd, nd))
-        self.num_added = 0
 
     def _local(self, owned: np.ndarray, vector) -> np.ndarray:
         """(owned dofs, P) → (local dofs incl. ghosts, P), zero-padded to max_pairs columns."""
@@ -220,7 +219,6 @@ class SlabGradient:
         for start in range(0, len(E), self._chunk):
             rows = slice(start, start + self._chunk)
             self.cross[rows] += E[rows, None] @ Qt[self.neighbour[rows]]
-        self.num_added += P
 
     def contract(self) -> np.ndarray:
         """∂/∂v_h at the owned velocity nodes for the current v_h, shape=(nodes, d) (collective)."""

@@ -1,8 +1,13 @@
-"""Benchmark of the forward transport solver (DG1, SSP-RK3): time per step, dof-steps per second,
+"""Benchmark of the forward transport solver (SSP-RK3): time per step, dof-steps per second,
 the cost of a step in matrix-vector products with the same operator, and the speedup 1 → 2 ranks.
 
     .venv/bin/python scripts/bench_forward.py            # driver: runs the cases on 1 and 2 ranks
     .venv/bin/python scripts/bench_forward.py --quick    # small meshes (what the tests run)
+    .venv/bin/python scripts/bench_forward.py --components 5 --cases peaks-dg1,peaks-dg2
+
+With K components a step advances all K together (three MatMatMults with a dense n × K block);
+``step/matvec`` is then a step's time over K single-vector MatMults, the cost of the products
+alone had each component been stepped on its own (as before the block form).
 
 The driver starts one ``mpirun -n P`` worker per (case, P), alternating 1 and 2 ranks over the
 repeats so that both see the same machine load, and reports medians. A worker
@@ -24,11 +29,15 @@ CASES = {
     "box2d-128": dict(dim=2, cells=128),
     "box2d-256": dict(dim=2, cells=256),
     "box3d-24": dict(dim=3, cells=24),
+    # problems/peaks.toml's mesh (13³ box), DG1 and DG2
+    "peaks-dg1": dict(dim=3, cells=13, degree=1),
+    "peaks-dg2": dict(dim=3, cells=13, degree=2),
 }
+DEFAULT = ("box2d-128", "box2d-256", "box3d-24")
 QUICK = {"box2d-32": dict(dim=2, cells=32), "box3d-6": dict(dim=3, cells=6)}
 
 
-def worker(case: dict, steps: int, products: int) -> dict:
+def worker(case: dict, steps: int, products: int, K: int) -> dict:
     from mpi4py import MPI
 
     import numpy as np
@@ -44,7 +53,7 @@ def worker(case: dict, steps: int, products: int) -> dict:
     mesh = create_mesh(comm, domain, case["cells"])
     model = VelocityModel(dim=d, width=8, slabs=1, T=1.0, activation="tanh", domain=domain)
     field = model.field(model.init(seed=0, scale=1.0))
-    solver = TransportSolver(comm, mesh, degree=1)
+    solver = TransportSolver(comm, mesh, degree=case.get("degree", 1), num_components=K)
 
     comm.Barrier()
     t0 = time.perf_counter()
@@ -53,13 +62,14 @@ def worker(case: dict, steps: int, products: int) -> dict:
     comm.Barrier()
     assemble = time.perf_counter() - t0
 
-    u = solver.L.createVecRight()
-    u.setRandom()
-    y = solver.L.createVecLeft()
+    u = solver.block("bench", K)
+    u.rows[:] = np.random.default_rng(comm.rank).random(u.rows.shape)
+    x, y = solver.L.createVecRight(), solver.L.createVecLeft()
+    x.array[:] = u.rows[0]
     dt = 0.5 * solver.max_dt(speed)
     for _ in range(3):  # warm up
-        solver.rk3_step([u], dt)
-        solver.L.mult(u, y)
+        solver.rk3_step(u, dt)
+        solver.L.mult(x, y)
 
     def timed(fn, n):
         comm.Barrier()
@@ -69,10 +79,10 @@ def worker(case: dict, steps: int, products: int) -> dict:
         comm.Barrier()
         return (time.perf_counter() - t) / n
 
-    step = timed(lambda: solver.rk3_step([u], dt), steps)
-    matvec = timed(lambda: solver.L.mult(u, y), products)
+    step = timed(lambda: solver.rk3_step(u, dt), steps)
+    matvec = timed(lambda: solver.L.mult(x, y), products)
     dofs = solver.num_dofs_global
-    u.destroy()
+    x.destroy()
     y.destroy()
     solver.destroy()
     return dict(
@@ -81,16 +91,16 @@ def worker(case: dict, steps: int, products: int) -> dict:
         assemble_s=assemble,
         step_ms=1e3 * step,
         matvec_ms=1e3 * matvec,
-        step_over_matvec=step / matvec,
-        dof_steps_per_s=dofs / step,
+        step_over_matvec=step / (K * matvec),
+        dof_steps_per_s=K * dofs / step,
     )
 
 
-def run_worker(name: str, case: dict, ranks: int, steps: int, products: int) -> dict:
+def run_worker(name: str, case: dict, ranks: int, steps: int, products: int, K: int) -> dict:
     mpirun = ROOT / ".venv" / "bin" / "mpirun"
     python = ROOT / ".venv" / "bin" / "python"
     cmd = [str(mpirun), "-n", str(ranks), str(python), __file__, "--worker", json.dumps(case),
-           "--steps", str(steps), "--products", str(products)]
+           "--steps", str(steps), "--products", str(products), "--components", str(K)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT,
                          env=dict(os.environ, OMP_NUM_THREADS="1"))
     line = [l for l in out.stdout.splitlines() if l.startswith("{")][-1]
@@ -103,14 +113,14 @@ def median(values):
     return values[n // 2] if n % 2 else 0.5 * (values[n // 2 - 1] + values[n // 2])
 
 
-def driver(cases: dict, repeats: int, steps: int, products: int, out: Path | None) -> list[dict]:
+def driver(cases: dict, repeats: int, steps: int, products: int, out: Path | None, K: int = 1) -> list[dict]:
     rows = []
     for name, case in cases.items():
         runs = {1: [], 2: []}
         for r in range(repeats):
             for ranks in ((1, 2) if r % 2 == 0 else (2, 1)):
-                runs[ranks].append(run_worker(name, case, ranks, steps, products))
-        row = dict(case=name, dofs=runs[1][0]["dofs"])
+                runs[ranks].append(run_worker(name, case, ranks, steps, products, K))
+        row = dict(case=name, dofs=runs[1][0]["dofs"], components=K)
         for ranks in (1, 2):
             for key in ("step_ms", "matvec_ms", "step_over_matvec", "dof_steps_per_s", "assemble_s"):
                 row[f"{key}@{ranks}"] = median([x[key] for x in runs[ranks]])
@@ -141,18 +151,24 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--products", type=int, default=120)
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON")
+    parser.add_argument("--components", type=int, default=1, help="K, components stepped together")
+    parser.add_argument("--cases", default=",".join(DEFAULT), help=f"comma-separated, of {', '.join(CASES)}")
     args = parser.parse_args()
     if args.worker:
         sys.path.insert(0, str(ROOT))
-        result = worker(json.loads(args.worker), args.steps, args.products)
+        result = worker(json.loads(args.worker), args.steps, args.products, args.components)
         from mpi4py import MPI
 
         if MPI.COMM_WORLD.rank == 0:
             print(json.dumps(result), flush=True)
         return
-    cases = QUICK if args.quick else CASES
+    unknown = set(args.cases.split(",")) - set(CASES)
+    if unknown and not args.quick:
+        parser.error(f"unknown cases {sorted(unknown)}; known: {', '.join(CASES)}")
+    cases = QUICK if args.quick else {name: CASES[name] for name in args.cases.split(",")}
     repeats = 1 if args.quick else args.repeats
-    driver(cases, repeats, args.steps if not args.quick else 5, args.products if not args.quick else 10, args.out)
+    driver(cases, repeats, args.steps if not args.quick else 5, args.products if not args.quick else 10,
+           args.out, args.components)
 
 
 if __name__ == "__main__":

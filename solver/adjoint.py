@@ -148,9 +148,7 @@ class Adjoint:
             self.gradient = SlabGradient(solver, self.max_pairs)
         else:
             self.gradient = AssembledSlab(solver, self.max_pairs)
-        L = solver.L
-        self._y = L.createVecLeft()
-        self._lam1, self._lam2 = L.createVecLeft(), L.createVecLeft()
+        self._Lt = None  # Lᵀ of the current piece, explicit (see backward)
         n = solver.num_owned
         # Pair p is row p (contiguous writes); the slab gradient takes the transposed view.
         self._etas = np.empty((self.max_pairs, n))
@@ -165,7 +163,7 @@ class Adjoint:
             lam_final: K owned arrays, ∂J/∂(coefficients of u_h(0)).
 
         Returns:
-            (λ⁰ as K owned arrays, {piece j: ∂J/∂v_h at the owned velocity nodes, shape=(n, d)}).
+            (λ⁰, shape=(K, n_owned), {piece j: ∂J/∂v_h at the owned velocity nodes, shape=(n, d)}).
         """
         solver = self.solver
         traj = result.trajectory
@@ -177,16 +175,18 @@ class Adjoint:
         dts = -np.diff(traj.times)  # τ-steps
         N = traj.num_steps
         checkpoints = sorted(traj.states)
-        lam = [solver.L.createVecLeft() for _ in range(self.K)]
-        for k in range(self.K):
-            lam[k].array[:] = lam_final[k]
+        K = self.K
+        # λ, λ₁, λ₂ and the three products as blocks of K columns: each transposed stage is one
+        # MatMatMult with an explicit Lᵀ (made per piece with MatTranspose). PETSc's
+        # MatTransposeMatMult (AIJ × dense) ran no faster than K MultTransposes (measured).
+        lam, lam1, lam2 = (solver.block(name, K) for name in ("adj", "adj1", "adj2"))
+        lam.rows[:] = lam_final
+        Lam, Lam1, Lam2 = lam.rows, lam1.rows, lam2.rows
         grads: dict[int, np.ndarray] = {}
         assembled_piece = None
-        y = self._y
         ends = checkpoints[1:] + [N]
         etas, psis = self._etas, self._psis
         inv_mass = solver.inverse_mass.array
-        L, lam1, lam2 = solver.L, self._lam1, self._lam2
         pending = 0
 
         def flush():
@@ -205,52 +205,52 @@ class Adjoint:
                 self.gradient.reset()
                 solver.set_velocity(field, 0.5 * (pieces[j] + pieces[j + 1]))
                 solver.assemble_operator()
+                # petsc4py's transpose(None) transposes L in place: pass an empty Mat the first
+                # time (MAT_INITIAL_MATRIX), then the same one (MAT_REUSE_MATRIX).
+                self._Lt = solver.L.transpose(self._Lt if self._Lt is not None else PETSc.Mat())
                 assembled_piece = j
+            Lt = self._Lt
             kept = traj.stages
             if not all(n in kept for n in range(start, end)):
                 # Recompute this block's stage states from its checkpoint.
-                state = [solver.L.createVecLeft() for _ in range(self.K)]
-                for k in range(self.K):
-                    state[k].array[:] = traj.states[start][k]
+                state = solver.block("recompute", K)
+                state.rows[:] = traj.states[start]
                 kept = {}
                 for n in range(start, end):
-                    kept[n] = np.empty((3, self.K, solver.num_owned))
+                    kept[n] = np.empty((3, K, solver.num_owned))
                     solver.rk3_step(state, dts[n], record=kept[n])
-                for s in state:
-                    s.destroy()
             for n in reversed(range(start, end)):
                 dt, stages = dts[n], kept[n]
-                if pending + 3 * self.K > self.max_pairs:
+                if pending + 3 * K > self.max_pairs:
                     flush()
-                for k in range(self.K):
-                    lp = lam[k]
-                    L.multTranspose(lp, y)
-                    lam2.waxpy(dt, y, lp)
-                    lam2.scale(2.0 / 3.0)  # λ₂ = ⅔ Mᵀλ'
-                    L.multTranspose(lam2, y)
-                    lam1.waxpy(dt, y, lam2)
-                    lam1.scale(0.25)  # λ₁ = ¼ Mᵀλ₂
-                    L.multTranspose(lam1, y)
-                    # Pairs (η, ψ = M_mass⁻¹ ξ) with ξ the stage weights, in the step's order.
-                    c = pending
-                    etas[c : c + 3] = stages[::-1, k]  # u₂, u₁, u
-                    np.multiply(inv_mass, lp.array, out=psis[c])
-                    np.multiply(inv_mass, lam2.array, out=psis[c + 1])
-                    np.multiply(inv_mass, lam1.array, out=psis[c + 2])
-                    psis[c : c + 3] *= np.array([dt * 2.0 / 3.0, dt * 0.25, dt])[:, None]
-                    pending += 3
-                    # λ = ⅓ λ' + ¾ λ₂ + Mᵀλ₁
-                    lp.scale(1.0 / 3.0)
-                    lp.maxpy([0.75, 1.0, dt], [lam2, lam1, y])
+                np.multiply(lam.product(Lt), dt, out=Lam2)
+                Lam2 += Lam
+                Lam2 *= 2.0 / 3.0  # λ₂ = ⅔ Mᵀλ'
+                np.multiply(lam2.product(Lt), dt, out=Lam1)
+                Lam1 += Lam2
+                Lam1 *= 0.25  # λ₁ = ¼ Mᵀλ₂
+                Y = lam1.product(Lt)
+                # Pairs (η, ψ = M_mass⁻¹ ξ) with ξ the stage weights: (u₂, ⅔dt λ'),
+                # (u₁, ¼dt λ₂), (u, dt λ₁) for all K components.
+                c = pending
+                for i, (xi, weight) in enumerate(((Lam, dt * 2.0 / 3.0), (Lam2, dt * 0.25), (Lam1, dt))):
+                    etas[c + i * K : c + (i + 1) * K] = stages[2 - i]
+                    np.multiply(xi, inv_mass, out=psis[c + i * K : c + (i + 1) * K])
+                    psis[c + i * K : c + (i + 1) * K] *= weight
+                pending += 3 * K
+                # λ = ⅓ λ' + ¾ λ₂ + λ₁ + dt Lᵀλ₁
+                Lam *= 1.0 / 3.0
+                Lam2 *= 0.75
+                Lam += Lam2
+                Lam += Lam1
+                Y *= dt
+                Lam += Y
         flush()
         grads[assembled_piece] = self.gradient.contract()
-        lam0 = [l.array.copy() for l in lam]
-        for l in lam:
-            l.destroy()
-        return lam0, grads
+        return Lam.copy(), grads
 
     def destroy(self) -> None:
         if hasattr(self.gradient, "destroy"):
             self.gradient.destroy()
-        for v in (self._y, self._lam1, self._lam2):
-            v.destroy()
+        if self._Lt is not None:
+            self._Lt.destroy()

@@ -54,7 +54,7 @@ SECTION_KEYS = {
         "memory", "max_step", "save_every", "seed", "init",
     ),
     "mesh": ("cells", "degree"),
-    "solver": ("cfl", "dt", "checkpoint_every"),
+    "solver": ("cfl", "dt", "checkpoint_every", "stage_memory"),
     "compare": ("points", "points_file", "grid", "seed", "refine"),
     "output": ("vtx", "png"),
 }
@@ -114,11 +114,12 @@ class TerminalConfig:
 
 @dataclass(frozen=True)
 class SolverConfig:
-    """Time stepping: Courant number, an optional forced step, checkpoint spacing."""
+    """Time stepping: Courant number, an optional forced step, checkpoint spacing, stage memory."""
 
     cfl: float = 1.0  # Courant number; RK3 blew up at 2.5 (DG1, DG2) and 2.0 (DG3), measured
     dt: float = 0.0  # 0: from the CFL bound
     checkpoint_every: int = 0  # keep every n-th step start for an adjoint; 0: none
+    stage_memory: int = 256  # MiB per rank for the RK stage states a gradient reads back
 
 
 @dataclass(frozen=True)
@@ -315,6 +316,7 @@ def config_from_dict(
         cfl=r.number("solver", s, "cfl", 1.0, low=0.0, low_open=True, high=2.0),
         dt=r.number("solver", s, "dt", 0.0, low=0.0),
         checkpoint_every=r.integer("solver", s, "checkpoint_every", 0, low=0),
+        stage_memory=r.integer("solver", s, "stage_memory", 256, low=0),
     )
     c = sections["compare"]
     r.check_keys("compare", c, SECTION_KEYS["compare"])

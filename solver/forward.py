@@ -24,6 +24,10 @@ piece of time on which v does not depend on t (a slab of piecewise-constant θ),
 Time: SSP-RK3 (Shu–Osher), three products with L per step; the step count on each piece follows
 from the CFL bound dt ≤ cfl · h_min / ((2k + 1) max|v_h|). A field that varies continuously in
 t (θ linear in time) is re-interpolated and L re-assembled at each stage time instead.
+
+The K components are the columns of one dense PETSc matrix (``Block``), so a stage is one
+MatMatMult that reads L once for all K, not K MatMults (measured on peaks' 13³ box, K = 5,
+``scripts/bench_forward.py --block``: see there).
 """
 
 from __future__ import annotations
@@ -89,6 +93,48 @@ def operator_integrand(
         wn_plus * phi("-") + wn_minus * phi("+")
     ) * dS
     return -a
+
+
+class Block:
+    """K owned DG vectors as the columns of one dense PETSc matrix (n_owned × K, column-major).
+
+    ``rows`` is a (K, n_owned) view of the matrix's own storage: ``rows[k]`` is component k.
+    """
+
+    def __init__(self, comm: MPI.Comm, num_owned: int, num_global: int, K: int):
+        self.mat = PETSc.Mat().createDense(((num_owned, num_global), (None, K)), comm=comm)
+        self.mat.setUp()
+        self.mat.assemble()
+        self.rows = self.mat.getDenseArray().T
+        self._products: dict[int, tuple[PETSc.Mat, Block]] = {}
+        if not (self.rows.shape == (K, num_owned) and (self.rows.flags.c_contiguous or num_owned == 0)):
+            raise RuntimeError(f"dense block storage is not column-major (shape {self.rows.shape})")
+
+    @property
+    def K(self) -> int:
+        return self.rows.shape[0]
+
+    def product(self, A: PETSc.Mat) -> np.ndarray:
+        """A · self as (K, n_owned) rows, one MatMatMult (collective).
+
+        The result block is kept per A and reused (MAT_REUSE_MATRIX): each (A, self) pair keeps
+        its own PETSc product data.
+        """
+        entry = self._products.get(id(A))
+        if entry is None:
+            # Drop the results of matrices destroyed since (e.g. an earlier adjoint's Lᵀ).
+            for key in [k for k, (B, _) in self._products.items() if not B.handle]:
+                self._products.pop(key)[1].destroy()
+            m, n = self.mat.getSizes()[0]
+            entry = self._products[id(A)] = (A, Block(self.mat.comm, m, n, self.K))
+        A.matMult(self.mat, entry[1].mat)
+        return entry[1].rows
+
+    def destroy(self) -> None:
+        for _, out in self._products.values():
+            out.destroy()
+        self._products.clear()
+        self.mat.destroy()
 
 
 @dataclass
@@ -203,6 +249,10 @@ class TransportSolver:
         # L = −M⁻¹A: assemble −A, then scale rows by the inverse of the diagonal mass.
         self.operator_form = fem.form(operator_integrand(self.velocity, u, phi, dx, dS))
         self.L = dolfinx.fem.petsc.create_matrix(self.operator_form)
+        # PETSc's inode MatMult (chosen for the identical rows of a DG cell) was 2–3× slower than
+        # the plain one here (peaks' 13³ box, SeqAIJ: DG1 1.4–1.8 ms vs 0.58 ms, DG2 12.3 vs
+        # 6.3 ms; /tmp-free check: scripts/bench_forward.py's matvec column).
+        self.L.setOption(PETSc.Mat.Option.USE_INODES, False)
 
         mass = fem.form(u * phi * dx)
         M = dolfinx.fem.petsc.assemble_matrix(mass)
@@ -221,8 +271,7 @@ class TransportSolver:
         assert diag_min > 0
         self.inverse_mass.reciprocal()
 
-        self._work = [self.L.createVecRight()]
-        self._stages: list[tuple[PETSc.Vec, PETSc.Vec]] = []
+        self._blocks: dict[str, Block] = {}  # state, stage and product blocks, made on first use
         self._stage_pool: list[np.ndarray] = []  # Trajectory.stages of the last solve
         self.num_owned = self.V.dofmap.index_map.size_local
         self.num_dofs_global = self.V.dofmap.index_map.size_global
@@ -275,49 +324,60 @@ class TransportSolver:
     # SSP-RK3 (Shu–Osher) stage times as fractions of the step, in τ = T − t.
     STAGE_FRACTIONS = (0.0, 1.0, 0.5)
 
+    def block(self, name: str, K: int) -> Block:
+        """The solver's work block ``name`` with K columns (made on first use, kept)."""
+        b = self._blocks.get(name)
+        if b is None or b.K != K:
+            if b is not None:
+                b.destroy()
+            b = self._blocks[name] = Block(self.comm, self.num_owned, self.num_dofs_global, K)
+        return b
+
     def rk3_step(
-        self, states: list[PETSc.Vec], dt: float, set_stage=None, record: np.ndarray | None = None
+        self, u: Block, dt: float, set_stage=None, record: np.ndarray | None = None
     ) -> None:
-        """One SSP-RK3 step u ← u + dt L u of every state (in place): three products with L each.
+        """One SSP-RK3 step u ← u + dt L u of all K columns of ``u`` (in place).
+
+        Three products L·U, each one MatMatMult for all K components.
 
         Args:
-            states: the K components.
+            u: the K components (a block of this solver, see ``block``).
             dt: the step in τ.
             set_stage: if given, called with the stage index (0, 1, 2) before each stage to
                 re-assemble L at the stage time (fields that vary continuously in t).
             record: if given, shape=(3, K, n_owned), filled with the stage states (u, u₁, u₂).
         """
-        y = self._work[0]
-        while len(self._stages) < len(states):
-            self._stages.append((self.L.createVecRight(), self.L.createVecRight()))
-        stages = self._stages[: len(states)]
+        K = u.K
+        u1, u2 = self.block("u1", K), self.block("u2", K)
+        U, U1, U2 = u.rows, u1.rows, u2.rows
         if set_stage:
             set_stage(0)
-        for k, (u, (u1, _)) in enumerate(zip(states, stages)):
-            self.L.mult(u, y)
-            u.copy(u1)
-            u1.axpy(dt, y)  # u1 = u + dt L u
-            if record is not None:
-                record[0, k] = u.array
-                record[1, k] = u1.array
+        np.multiply(u.product(self.L), dt, out=U1)
+        U1 += U  # u1 = u + dt L u
+        if record is not None:
+            record[0] = U
+            record[1] = U1
         if set_stage:
             set_stage(1)
-        for k, (u, (u1, u2)) in enumerate(zip(states, stages)):
-            self.L.mult(u1, y)
-            u1.axpy(dt, y)
-            u.copy(u2)
-            u2.axpby(0.25, 0.75, u1)  # u2 = 3/4 u + 1/4 (u1 + dt L u1)
-            if record is not None:
-                record[2, k] = u2.array
+        Y = u1.product(self.L)
+        Y *= dt
+        Y += U1
+        Y *= 0.25
+        np.multiply(U, 0.75, out=U2)
+        U2 += Y  # u2 = 3/4 u + 1/4 (u1 + dt L u1)
+        if record is not None:
+            record[2] = U2
         if set_stage:
             set_stage(2)
-        for u, (_, u2) in zip(states, stages):
-            self.L.mult(u2, y)
-            u2.axpy(dt, y)
-            u.axpby(2.0 / 3.0, 1.0 / 3.0, u2)  # u = 1/3 u + 2/3 (u2 + dt L u2)
+        Y = u2.product(self.L)
+        Y *= dt
+        Y += U2
+        Y *= 2.0 / 3.0
+        U *= 1.0 / 3.0
+        U += Y  # u = 1/3 u + 2/3 (u2 + dt L u2)
 
-    def terminal_vectors(self, terminal) -> list[PETSc.Vec]:
-        """Interpolate f into the DG space: one PETSc vector per component (collective)."""
+    def terminal_values(self, terminal) -> np.ndarray:
+        """Interpolate f into the DG space: owned coefficients, shape=(K, n_owned) (collective)."""
         d = self.dim
         K = self.num_components
         fh = fem.Function(self.V)
@@ -338,16 +398,13 @@ class TransportSolver:
 
             return evaluate
 
-        vectors = []
+        values = np.empty((K, self.num_owned))
         for c in range(K):
             fh.interpolate(component(c))
-            vec = self.L.createVecRight()
-            vec.array[:] = fh.x.array[: self.num_owned]
-            vectors.append(vec)
-        bad = sum(int(not np.all(np.isfinite(v.array))) for v in vectors)
-        if self.comm.allreduce(bad, op=MPI.SUM):
+            values[c] = fh.x.array[: self.num_owned]
+        if self.comm.allreduce(int(not np.all(np.isfinite(values))), op=MPI.SUM):
             raise InputError("terminal function f returned non-finite values on the mesh")
-        return vectors
+        return values
 
     @staticmethod
     def time_pieces(field) -> tuple[np.ndarray, bool]:
@@ -383,17 +440,18 @@ class TransportSolver:
         """
         if field.dim != self.dim:
             raise InputError(f"velocity field has dimension {field.dim}, the mesh {self.dim}")
-        states = self.terminal_vectors(terminal)
-        terminal_max = self.comm.allreduce(
-            max(float(np.max(np.abs(s.array), initial=0.0)) for s in states), op=MPI.MAX
-        )
+        f = self.terminal_values(terminal)
+        K = len(f)
+        terminal_max = self.comm.allreduce(float(np.max(np.abs(f), initial=0.0)), op=MPI.MAX)
+        state = self.block("u", K)
+        state.rows[:] = f
         pieces, varying = self.time_pieces(field)
         T = pieces[-1]
         steps_per_piece, dt_per_piece, speeds = [], [], []
         taus, piece_of_step = [0.0], []
         stored: dict[int, np.ndarray] = {}
         stage_store: dict[int, np.ndarray] = {}
-        stage_bytes = 3 * len(states) * self._max_owned * 8
+        stage_bytes = 3 * K * self._max_owned * 8
         checkpoint_every = self.checkpoint_every if keep else 0
         keep_stages = bool(checkpoint_every) and not varying
         step = 0
@@ -421,7 +479,7 @@ class TransportSolver:
                 # Every piece starts with a checkpoint, so that recomputation from one never
                 # crosses into a piece with another operator.
                 if checkpoint_every and (step % checkpoint_every == 0 or i == 0):
-                    stored[step] = np.stack([s.array.copy() for s in states])
+                    stored[step] = state.rows.copy()
                 set_stage = None
                 if varying:
                     t_step = t_end - i * dt
@@ -435,20 +493,19 @@ class TransportSolver:
                     # Buffers are reused from solve to solve (measured: fresh arrays for every
                     # step cost a third of a forward solve in page faults and frees).
                     i_pool = len(stage_store)
-                    if i_pool == len(self._stage_pool) or self._stage_pool[i_pool].shape[1] != len(states):
-                        self._stage_pool[i_pool:] = [np.empty((3, len(states), self.num_owned))]
+                    if i_pool == len(self._stage_pool) or self._stage_pool[i_pool].shape[1] != K:
+                        self._stage_pool[i_pool:] = [np.empty((3, K, self.num_owned))]
                     record = stage_store[step] = self._stage_pool[i_pool]
-                self.rk3_step(states, dt, set_stage, record)
+                self.rk3_step(state, dt, set_stage, record)
                 step += 1
                 taus.append(taus[-1] + dt)
                 piece_of_step.append(j)
         u0 = []
-        for c, s in enumerate(states):
+        for c in range(K):
             uh = fem.Function(self.V, name=f"u{c}")
-            uh.x.array[: self.num_owned] = s.array
+            uh.x.array[: self.num_owned] = state.rows[c]
             uh.x.scatter_forward()
             u0.append(uh)
-            s.destroy()
         # The exact solution obeys a maximum principle, max|u(0)| <= max|f|, and the
         # coefficients of the orthonormal basis are of the size of the values: DG overshoots a
         # little, an unstable step by orders of magnitude (measured: RK3 blew up at cfl = 2.5
@@ -481,8 +538,6 @@ class TransportSolver:
         """Free the PETSc objects this solver owns."""
         self.L.destroy()
         self.inverse_mass.destroy()
-        for v in self._work:
-            v.destroy()
-        for u1, u2 in self._stages:
-            u1.destroy()
-            u2.destroy()
+        for b in self._blocks.values():
+            b.destroy()
+        self._blocks.clear()

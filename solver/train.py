@@ -83,6 +83,7 @@ class Problem:
             cfl=config.solver.cfl, dt=config.solver.dt or None,
             # The gradient recomputes stages from checkpoints; 0 ("none") makes no sense here.
             checkpoint_every=config.solver.checkpoint_every or 4,
+            stage_memory=config.solver.stage_memory * 2**20,
         )
         mine = slice(comm.rank, None, comm.size)
         J = ReducedFunctional(

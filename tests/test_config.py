@@ -86,6 +86,7 @@ BAD = [
     ("terminal_dim", "[terminal]\ncenter = [0, 0, 0]\n", "terminal.center", 2),
     ("terminal_key", "[terminal]\nkind = 'sine'\nsigma = 1\n", "terminal.sigma", 3),
     ("cfl", "[solver]\ncfl = 0\n", "solver.cfl", 2),
+    ("stage_memory", "[solver]\ncfl = 1.0\nstage_memory = -1\n", "solver.stage_memory", 3),
     ("refine", "[compare]\nrefine = [16, 8]\n", "compare.refine", 2),
     ("section", "[optimizer]\nsteps = 3\n", "optimizer", 1),
 ]

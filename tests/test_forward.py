@@ -134,6 +134,35 @@ def test_components_share_one_operator(comm):
     comm.Barrier()
 
 
+def test_block_products_match_single_products(comm):
+    """L·U and Lᵀ·U for two blocks U, each one MatMatMult with a reused result, equal K
+    MatMults per column, also on the second use with new values."""
+    config = make_config(BOX2, MLP2, GAUSS2)
+    domain = config.domain_object()
+    solver = TransportSolver(comm, create_mesh(comm, domain, 8), num_components=3)
+    solver.set_velocity(cmp.build_field(config, domain), 0.3)
+    solver.assemble_operator()
+    rng = np.random.default_rng(comm.rank)
+    x, y = solver.L.createVecRight(), solver.L.createVecLeft()
+    from petsc4py import PETSc
+
+    Lt = solver.L.transpose(PETSc.Mat())
+    for A, transposed in ((solver.L, False), (Lt, True)):
+        for name in ("first", "second", "first"):
+            block = solver.block(name, 3)
+            block.rows[:] = rng.standard_normal(block.rows.shape)
+            product = block.product(A).copy()
+            for k in range(3):
+                x.array[:] = block.rows[k]
+                (solver.L.multTranspose if transposed else solver.L.mult)(x, y)
+                assert np.allclose(product[k], y.array, rtol=0, atol=1e-12 * np.abs(y.array).max())
+    for v in (x, y, Lt):
+        v.destroy()
+    solver.destroy()
+    gc.collect()
+    comm.Barrier()
+
+
 def test_linear_terminal_transported_along_exact_characteristics(comm):
     """A check independent of the characteristics solver: for the rotation, u(0) = f∘R exactly;
     with a linear f (in the DG1 space) the only error is the velocity/time discretization."""

@@ -55,7 +55,7 @@ SECTION_KEYS = {
     ),
     "mesh": ("cells", "degree"),
     "solver": ("cfl", "dt", "checkpoint_every", "stage_memory"),
-    "compare": ("points", "points_file", "grid", "seed", "refine"),
+    "compare": ("points", "points_file", "grid", "seed", "refine", "cells", "degree"),
     "output": ("vtx", "png"),
 }
 SECTIONS = ("domain", "mesh", "field", "terminal", "solver", "compare", "output", "data", "train")
@@ -133,6 +133,10 @@ class CompareConfig:
     # A CSV file of points (one per row, d columns) to compare at instead of random ones;
     # a relative path is relative to the config file.
     points_file: str | None = None
+    # `compare RUN` of a trained run: the mesh cells and DG degree of its PDE prediction, if
+    # finer than training's (0: the training mesh, which is always reported too).
+    cells: int = 0
+    degree: int = 0
 
 
 @dataclass(frozen=True)
@@ -329,7 +333,11 @@ def config_from_dict(
         seed=r.integer("compare", c, "seed", 1, low=0),
         refine=tuple(refine),
         points_file=r.path("compare", c, "points_file", source),
+        cells=r.integer("compare", c, "cells", 0, low=0),
+        degree=r.integer("compare", c, "degree", 0, low=0, high=3),
     )
+    if 0 < compare.cells < _min_cells(domain.kind):
+        raise r.error("compare", "cells", f"expected 0 (the training mesh) or >= {_min_cells(domain.kind)}, got {compare.cells}")
     o = sections["output"]
     r.check_keys("output", o, SECTION_KEYS["output"])
     output = OutputConfig(

@@ -7,6 +7,7 @@ points: the fraction of equal predicted labels and the max difference of the log
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -75,22 +76,17 @@ def resnet_against_pde(model, theta, A, b, X, fe_logits) -> dict:
     return rows
 
 
-def compare_run(comm: MPI.Comm, run: Path) -> dict:
-    """Compare the PDE and the characteristics for a trained run; writes run/compare.json."""
+def _agreement(comm: MPI.Comm, problem, p: np.ndarray) -> tuple[dict, np.ndarray]:
+    """PDE (on ``problem``'s mesh) against the characteristics on the train and test points."""
     from solver.pointeval import evaluate_everywhere
-    from solver.train import Problem
 
-    config = load_config(run / "config.toml")
-    p = load_parameters(run)
-    problem = Problem.build(comm, config)
     J = problem.J
-    if p.shape != (J.n_params,):
-        raise InputError(f"theta.npz has {p.size} parameters, the config needs {J.n_params}", str(run))
     evaluation = J.evaluate(p)
     theta, A, b = J.split(p)
     field = problem.model.field(theta)
     logits = lambda x: x @ A.T + b  # noqa: E731 (the output layer f of eq. 13)
-    result = {}
+    result = dict(mesh_cells=problem.config.mesh.cells, degree=problem.config.mesh.degree,
+                  dofs=problem.solver.num_dofs_global, time_steps=int(sum(evaluation.steps)))
     fe_test = None
     for name, X, y in (("train", problem.dataset.X_train, problem.dataset.y_train),
                        ("test", problem.dataset.X_test, problem.dataset.y_test)):
@@ -107,15 +103,48 @@ def compare_run(comm: MPI.Comm, run: Path) -> dict:
             accuracy_characteristics=float(np.mean(ch.argmax(1) == y)) if len(X) else float("nan"),
         )
         log.info(
-            "%5s: PDE and characteristics agree on %.2f%% of %d labels; max |u_h(0, X) − f(q(T; X))| "
-            "= %.3e; accuracy PDE %.4f, characteristics %.4f",
-            name, 100 * agree, len(X), result[name]["max_logit_difference"],
-            result[name]["accuracy_pde"], result[name]["accuracy_characteristics"],
+            "%5s: PDE (%d cells, DG%d) and characteristics agree on %.2f%% of %d labels; "
+            "max |u_h(0, X) − f(q(T; X))| = %.3e; accuracy PDE %.4f, characteristics %.4f",
+            name, result["mesh_cells"], result["degree"], 100 * agree, len(X),
+            result[name]["max_logit_difference"], result[name]["accuracy_pde"],
+            result[name]["accuracy_characteristics"],
         )
+    return result, fe_test
+
+
+def compare_run(comm: MPI.Comm, run: Path) -> dict:
+    """Compare the PDE and the characteristics for a trained run; writes run/compare.json.
+
+    The PDE predicts on the training mesh, and, if the config's ``[compare] cells/degree`` name
+    a finer one, on that too: the check (``train``, ``test``) is then made there and the
+    training mesh's numbers are kept under ``training_mesh``.
+    """
+    from solver.train import Problem
+
+    config = load_config(run / "config.toml")
+    p = load_parameters(run)
+    problem = Problem.build(comm, config)
+    J = problem.J
+    if p.shape != (J.n_params,):
+        raise InputError(f"theta.npz has {p.size} parameters, the config needs {J.n_params}", str(run))
+    result, fe_test = _agreement(comm, problem, p)
+    check = config.compare
+    cells, degree = check.cells or config.mesh.cells, check.degree or config.mesh.degree
+    if (cells, degree) != (config.mesh.cells, config.mesh.degree):
+        J.destroy()
+        log.info("the check's PDE prediction: %d cells/direction, DG%d (compare.cells, compare.degree)",
+                 cells, degree)
+        fine = dataclasses.replace(config, mesh=dataclasses.replace(config.mesh, cells=cells, degree=degree))
+        training_mesh = result
+        problem = Problem.build(comm, fine)
+        result, fe_test = _agreement(comm, problem, p)
+        result["training_mesh"] = training_mesh
+    theta, A, b = problem.J.split(p)
+    field = problem.model.field(theta)
     result["resnet"] = resnet_depth_tables(problem.model, theta, A, b, problem.dataset.X_test, field)
     result["resnet_vs_pde"] = resnet_against_pde(problem.model, theta, A, b, problem.dataset.X_test, fe_test)
     if comm.rank == 0:
         write_json_atomic(run / "compare.json", result)
     comm.Barrier()
-    J.destroy()
+    problem.J.destroy()
     return result

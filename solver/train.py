@@ -158,6 +158,9 @@ def initial_parameters(problem: Problem) -> np.ndarray:
     from solver.runcheck import load_parameters
 
     path = Path(tc.init)
+    if not path.exists():
+        raise InputError(f"train.init: {path} does not exist (train that run first)",
+                         problem.config.source)
     p = load_parameters(path) if path.is_dir() else load_parameters(path.parent, path.name)
     if p.shape != (J.n_params,):
         raise InputError(

@@ -80,7 +80,7 @@ def test_warm_start_from_a_run(comm, tmp_path_factory):
     with pytest.raises(InputError, match="theta.npz: train.init has 102 parameters, this config.s field and classes need 132"):
         initial_parameters(Problem.build(comm, wider))
     missing = config_from_dict({**SMALL, "train": dict(SMALL["train"], init=str(first / "nothing"))})
-    with pytest.raises(InputError, match="no nothing"):
+    with pytest.raises(InputError, match="nothing does not exist"):
         initial_parameters(Problem.build(comm, missing))
     gc.collect()
     comm.Barrier()
@@ -133,7 +133,7 @@ def test_compare_and_export_a_trained_run(tmp_path):
     """train → compare RUN → export RUN through the command line on 2 ranks."""
     config = tmp_path / "moons.toml"
     config.write_text("[mesh]\ncells = 16\n[field]\nwidth = 6\nslabs = 2\n[data]\npoints = 200\n"
-                      "[train]\niterations = 15\nmax_step = 2.0\n")
+                      "[train]\niterations = 15\nmax_step = 2.0\n[compare]\ncells = 20\n")
     run = tmp_path / "run"
 
     def solver(*args):
@@ -151,6 +151,10 @@ def test_compare_and_export_a_trained_run(tmp_path):
 
     result = json.loads((run / "compare.json").read_text())
     assert result["test"]["label_agreement"] >= 0.95, out
+    # The check predicts on compare.cells (20); the training mesh (16) is reported beside it.
+    assert (result["mesh_cells"], result["training_mesh"]["mesh_cells"]) == (20, 16)
+    assert result["dofs"] > result["training_mesh"]["dofs"]
+    assert result["training_mesh"]["test"]["label_agreement"] >= 0.95, out
     euler = result["resnet"]["euler"]
     assert euler[-1]["order"] >= 0.9 and result["resnet"]["midpoint"][-1]["order"] >= 1.8
     assert all(r["label_agreement"] >= 0.95 for r in result["resnet_vs_pde"].values())

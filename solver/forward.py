@@ -26,8 +26,10 @@ from the CFL bound dt ≤ cfl · h_min / ((2k + 1) max|v_h|). A field that varie
 t (θ linear in time) is re-interpolated and L re-assembled at each stage time instead.
 
 The K components are the columns of one dense PETSc matrix (``Block``), so a stage is one
-MatMatMult that reads L once for all K, not K MatMults (measured on peaks' 13³ box, K = 5,
-``scripts/bench_forward.py --block``: see there).
+MatMatMult (AIJ × dense) for all K instead of K MatMults: on peaks' 13³ box with K = 5 a whole
+step costs 2.2 (DG1) and 1.6 (DG2) times K single MatMults, where three products each would be
+3 plus the vector updates (1 rank; ``scripts/bench_forward.py --components 5 --cases
+peaks-dg1,peaks-dg2``).
 """
 
 from __future__ import annotations
@@ -250,8 +252,9 @@ class TransportSolver:
         self.operator_form = fem.form(operator_integrand(self.velocity, u, phi, dx, dS))
         self.L = dolfinx.fem.petsc.create_matrix(self.operator_form)
         # PETSc's inode MatMult (chosen for the identical rows of a DG cell) was 2–3× slower than
-        # the plain one here (peaks' 13³ box, SeqAIJ: DG1 1.4–1.8 ms vs 0.58 ms, DG2 12.3 vs
-        # 6.3 ms; /tmp-free check: scripts/bench_forward.py's matvec column).
+        # the plain one here (peaks' 13³ box, SeqAIJ, medians of 50: DG1 1.4–1.8 ms against
+        # 0.58 ms, DG2 12.3 against 6.3–6.9 ms). The solver's steps use MatMatMult, which has no
+        # inode variant; this keeps L.mult (tests, benchmarks' reference product) fast too.
         self.L.setOption(PETSc.Mat.Option.USE_INODES, False)
 
         mass = fem.form(u * phi * dx)

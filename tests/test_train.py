@@ -65,6 +65,19 @@ def test_resume_reaches_the_same_iterates(comm, tmp_path_factory):
     comm.Barrier()
 
 
+def test_stage_memory_reaches_the_solver(comm):
+    """solver.stage_memory (MiB per rank) bounds the stage states the solver keeps."""
+    problem = Problem.build(comm, config_from_dict({**SMALL, "solver": dict(stage_memory=1)}))
+    assert problem.solver.stage_memory == 2**20
+    problem.J.value_and_gradient(problem.J.initial(seed=0))
+    step_bytes = 3 * problem.dataset.num_classes * problem.solver._max_owned * 8
+    kept = min(2**20 // step_bytes, sum(problem.J.last.steps))  # 1 rank: 14 of 25 steps
+    assert len(problem.solver._stage_pool) == kept > 0
+    problem.J.destroy()
+    gc.collect()
+    comm.Barrier()
+
+
 def test_warm_start_from_a_run(comm, tmp_path_factory):
     """train.init starts from a run's parameters (here on a finer mesh); a mismatch is an InputError."""
     first = shared_directory(comm, tmp_path_factory)

@@ -11,6 +11,7 @@ is the file and, where found, the line (``problems/x.toml:7``).
 from __future__ import annotations
 
 import math
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -598,7 +599,7 @@ class _Reader:
         path = Path(value)
         if not path.is_absolute() and not source.startswith("<"):
             path = Path(source).parent / path
-        return str(path.absolute())
+        return os.path.normpath(path.absolute())  # "problems/../runs/x" -> "runs/x"
 
     def integer_list(
         self, section: str, s: dict, key: str, default: list[int], low: int

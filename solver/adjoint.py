@@ -149,6 +149,7 @@ class Adjoint:
         else:
             self.gradient = AssembledSlab(solver, self.max_pairs)
         self._Lt = None  # Lᵀ of the current piece, explicit (see backward)
+        self._recomputed: list[np.ndarray] = []  # stage buffers of a recomputed block, reused
         n = solver.num_owned
         # Pair p is row p (contiguous writes); the slab gradient takes the transposed view.
         self._etas = np.empty((self.max_pairs, n))
@@ -215,9 +216,10 @@ class Adjoint:
                 # Recompute this block's stage states from its checkpoint.
                 state = solver.block("recompute", K)
                 state.rows[:] = traj.states[start]
-                kept = {}
+                shape = (3, K, solver.num_owned)
+                self._recomputed += [np.empty(shape) for _ in range(end - start - len(self._recomputed))]
+                kept = {n: self._recomputed[n - start] for n in range(start, end)}
                 for n in range(start, end):
-                    kept[n] = np.empty((3, K, solver.num_owned))
                     solver.rk3_step(state, dts[n], record=kept[n])
             for n in reversed(range(start, end)):
                 dt, stages = dts[n], kept[n]

@@ -42,10 +42,10 @@ def worker(case: dict, steps: int, products: int, K: int) -> dict:
 
     import numpy as np
 
-    from solver.domain import Box
-    from solver.forward import TransportSolver
-    from solver.mesh import create_mesh
-    from solver.velocity import VelocityModel
+    from solver.model.domain import Box
+    from solver.fem.transport import TransportSolver
+    from solver.fem.mesh import create_mesh
+    from solver.model.velocity import VelocityModel
 
     comm = MPI.COMM_WORLD
     d = case["dim"]

@@ -34,12 +34,12 @@ from pathlib import Path
 import numpy as np
 
 from solver.config import load_config
-from solver.domain import Box
-from solver.forward import TransportSolver
-from solver.mesh import create_mesh
-from solver.reduced import ReducedFunctional
-from solver.train import load_dataset, velocity_model
-from solver.velocity import VelocityModel
+from solver.model.domain import Box
+from solver.fem.transport import TransportSolver
+from solver.fem.mesh import create_mesh
+from solver.learn.reduced import ReducedFunctional
+from solver.learn.train import load_dataset, velocity_model
+from solver.model.velocity import VelocityModel
 
 
 def timed(comm, fn) -> float:

@@ -25,10 +25,10 @@ import warnings
 import numpy as np
 import onnxruntime as ort
 
-from solver.flow_resnet_export import to_onnx
-from solver.plainflow import convergence_study, discretize, fitted_order, flow_map, flow_model
-from solver.plainnet import Layer, PlainNet, random_plain_net as random_net
-from solver.plainnet_io import from_sklearn
+from solver.plain2resnet.resnet_export import to_onnx
+from solver.plain2resnet.flow import convergence_study, discretize, fitted_order, flow_map, flow_model
+from solver.plain2resnet.plainnet import Layer, PlainNet, random_plain_net as random_net
+from solver.plain2resnet.plainnet_io import from_sklearn
 
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")
 

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from solver.characteristics import flow
-from solver.domain import Box
-from solver.resnet import SCHEMES, depth_table, forward, output_layer, resnet_from_velocity
-from solver.resnet_onnx import load_onnx_session, save_onnx
-from solver.velocity import VelocityModel
+from solver.model.characteristics import flow
+from solver.model.domain import Box
+from solver.resnet.net import SCHEMES, depth_table, forward, output_layer, resnet_from_velocity
+from solver.resnet.onnx_net import load_onnx_session, save_onnx
+from solver.model.velocity import VelocityModel
 
 MAX_DEPTH = {"euler": 256, "midpoint": 256, "rk4": 64}
 

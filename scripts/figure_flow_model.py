@@ -21,9 +21,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from solver import characteristics
+from solver.model import characteristics
 from solver.config import load_config
-from solver.train import load_dataset, velocity_model
+from solver.learn.train import load_dataset, velocity_model
 
 
 def main(run: Path, out: Path) -> None:

@@ -43,7 +43,7 @@ def command_compare(comm: MPI.Comm, args) -> int:
     """Solve the PDE and the characteristics for the configured field and compare them; for a
     trained run directory, check the learned field's predictions against the characteristics."""
     if args.config.is_dir():
-        from solver.runcheck import compare_run
+        from solver.check.compare_run import compare_run
 
         compare_run(comm, args.config)
         return 0
@@ -51,9 +51,9 @@ def command_compare(comm: MPI.Comm, args) -> int:
     from solver.config import load_config
 
     config = load_config(args.config)
-    from solver import compare as cmp
-    from solver.io import prepare_run_directory, write_json_atomic
-    from solver.output import write_comparison_outputs
+    from solver.check import compare_field as cmp
+    from solver.rundir.files import prepare_run_directory, write_json_atomic
+    from solver.rundir.outputs import write_comparison_outputs
 
     out = prepare_run_directory(comm, args.out, force=args.force)
     if comm.rank == 0:
@@ -94,7 +94,7 @@ def command_compare(comm: MPI.Comm, args) -> int:
         metrics["refinement"] = study
         write_json_atomic_rank0(comm, out / "metrics.json", metrics, write_json_atomic)
         if config.output.png and comm.rank == 0:
-            from solver.plots import convergence_figure
+            from solver.rundir.plots import convergence_figure
 
             convergence_figure(out / "convergence.png", study, f"DG{config.mesh.degree}: {args.config}")
     state["solver"].destroy()
@@ -115,9 +115,9 @@ def command_train(comm: MPI.Comm, args) -> int:
         config = load_config(config_path)
     else:
         config = load_config(args.config)
-    from solver.io import prepare_run_directory
-    from solver.output import write_training_outputs
-    from solver.train import Problem, train
+    from solver.rundir.files import prepare_run_directory
+    from solver.rundir.outputs import write_training_outputs
+    from solver.learn.train import Problem, train
 
     if not args.resume:
         out = prepare_run_directory(comm, args.out, force=args.force)
@@ -127,7 +127,7 @@ def command_train(comm: MPI.Comm, args) -> int:
         out = args.out
     started = time.perf_counter()
     problem = Problem.build(comm, config)
-    from solver.data import describe
+    from solver.model.data import describe
 
     log.info("%s", describe(problem.dataset))
     log.info(
@@ -150,7 +150,7 @@ def command_train(comm: MPI.Comm, args) -> int:
 
 def command_export(comm: MPI.Comm, args) -> int:
     """Export a trained run as an explicit ResNet (rank 0 writes; numpy and ONNX only)."""
-    from solver.export import export
+    from solver.resnet.export import export
 
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     written = export(args.run_dir, args.depth, args.scheme, formats, args.output) if comm.rank == 0 else []
@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="linear", choices=["linear", "softmax"], help="logits or probabilities")
     p.set_defaults(run=command_export)
 
-    from solver.cli_plain2resnet import add_parser as add_plain2resnet
+    from solver.plain2resnet.cli import add_parser as add_plain2resnet
 
     add_plain2resnet(sub)
     return parser

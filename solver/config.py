@@ -21,13 +21,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from solver import velocity
-from solver.data import DATASET_KINDS, DATASET_PARAMS
-from solver.optimize import OPTIMIZERS
-from solver.objective import LOSSES
-from solver.domain import DOMAIN_KINDS, Domain, make_domain
+from solver.model import velocity
+from solver.model.data import DATASET_KINDS, DATASET_PARAMS
+from solver.learn.optimize import OPTIMIZERS
+from solver.model.losses import LOSSES
+from solver.model.domain import DOMAIN_KINDS, Domain, make_domain
 from solver.errors import InputError
-from solver.problems import (
+from solver.model.terminal import (
     TERMINAL_KINDS,
     TERMINAL_PARAMS,
     Terminal,
@@ -142,7 +142,7 @@ class CompareConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """The learning problem's data (``solver.data``): generated or read from CSV, scaled into Ω."""
+    """The learning problem's data (``solver.model.data``): generated or read from CSV, scaled into Ω."""
 
     kind: str = "moons"
     points: int | None = 400  # None: all rows of a CSV file
@@ -229,7 +229,7 @@ class Config:
         return "\n\n".join(blocks) + "\n"
 
     def domain_object(self) -> Domain:
-        """Ω as a :class:`solver.domain.Box` or :class:`solver.domain.Ball`."""
+        """Ω as a :class:`solver.model.domain.Box` or :class:`solver.model.domain.Ball`."""
         d = self.domain
         if d.kind == "box":
             return make_domain("box", lower=d.lower, upper=d.upper)

@@ -8,13 +8,13 @@ import gc
 import numpy as np
 import pytest
 
-from solver.domain import Box, Ball
+from solver.model.domain import Box, Ball
 from solver.errors import InputError
-from solver.forward import TransportSolver
-from solver.mesh import create_mesh
-from solver.reduced import ReducedFunctional
-from solver.taylor import taylor_remainders
-from solver.velocity import VelocityModel
+from solver.fem.transport import TransportSolver
+from solver.fem.mesh import create_mesh
+from solver.learn.reduced import ReducedFunctional
+from solver.learn.taylor import taylor_remainders
+from solver.model.velocity import VelocityModel
 
 
 def make_problem(comm, domain=None, cells=12, degree=1, K=2, activation="tanh", slabs=2,
@@ -119,7 +119,7 @@ def test_stored_and_recomputed_stages_give_the_same_gradient(comm):
 def test_assembled_fallback_gives_the_same_gradient(comm, monkeypatch):
     """Where the slab contraction does not apply (P3 velocity), the adjoint assembles dolfinx's
     derivative form per add instead: the same gradient (forced here on a DG1 problem)."""
-    from solver import adjoint
+    from solver.fem import adjoint
 
     gradients = []
     for supported in (True, False):

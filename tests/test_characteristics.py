@@ -5,10 +5,10 @@ import gc
 import numpy as np
 import pytest
 
-from solver.characteristics import CharacteristicsResult, flow, solve
-from solver.domain import Ball, Box
+from solver.model.characteristics import CharacteristicsResult, flow, solve
+from solver.model.domain import Ball, Box
 from solver.errors import InputError
-from solver.velocity import RigidRotation, VelocityModel
+from solver.model.velocity import RigidRotation, VelocityModel
 
 serial = pytest.mark.skipif(MPI.COMM_WORLD.size > 1, reason="serial test")
 

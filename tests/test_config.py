@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from solver.config import Config, config_from_dict, load_config
-from solver.domain import Ball, Box
+from solver.model.domain import Ball, Box
 from solver.errors import InputError
 
 PROBLEMS = sorted((Path(__file__).parent.parent / "problems").glob("*.toml"))

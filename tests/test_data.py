@@ -5,7 +5,7 @@ import gc
 import numpy as np
 import pytest
 
-from solver.data import (
+from solver.model.data import (
     DATASET_KINDS,
     PEAKS_LEVELS,
     Scaling,
@@ -17,7 +17,7 @@ from solver.data import (
     peaks,
     write_csv,
 )
-from solver.domain import Ball, Box
+from solver.model.domain import Ball, Box
 from solver.errors import InputError
 
 GENERATED = [k for k in DATASET_KINDS if k != "csv"]

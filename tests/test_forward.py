@@ -7,14 +7,14 @@ import gc
 import numpy as np
 import pytest
 
-from solver import compare as cmp
+from solver.check import compare_field as cmp
 from solver.config import config_from_dict
-from solver.domain import Box
+from solver.model.domain import Box
 from solver.errors import InputError
-from solver.forward import TransportSolver
-from solver.mesh import create_mesh
-from solver.pointeval import evaluate_everywhere
-from solver.problems import make_terminal
+from solver.fem.transport import TransportSolver
+from solver.fem.mesh import create_mesh
+from solver.fem.pointeval import evaluate_everywhere
+from solver.model.terminal import make_terminal
 
 BOX2 = dict(kind="box", lower=[-1, -1], upper=[1, 1])
 BOX3 = dict(kind="box", lower=[-1, -1, -1], upper=[1, 1, 1])
@@ -250,7 +250,7 @@ def test_field_linear_in_time(comm):
 
 def test_points_on_facets_are_counted_and_reported(comm, caplog):
     """Points on interior facets (where u_h jumps) are counted, and rank 0 warns."""
-    from solver.pointeval import PointEvaluator
+    from solver.fem.pointeval import PointEvaluator
 
     box = Box((-1.0, -1.0), (1.0, 1.0))
     solver = TransportSolver(comm, create_mesh(comm, box, 4))  # vertices at x = 0: facets there

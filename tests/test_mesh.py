@@ -10,10 +10,10 @@ import ufl
 import dolfinx.fem
 import dolfinx.mesh
 
-import solver.mesh
-from solver.domain import Ball, Box
+import solver.fem.mesh
+from solver.model.domain import Ball, Box
 from solver.errors import InputError
-from solver.mesh import create_mesh, min_cell_size, mesh_summary
+from solver.fem.mesh import create_mesh, min_cell_size, mesh_summary
 
 
 @pytest.fixture(autouse=True)
@@ -116,11 +116,11 @@ def test_same_mesh_on_any_number_of_ranks(comm, domain, cells):
 
 
 def test_bad_input(comm, tmp_path, monkeypatch):
-    with pytest.raises(InputError, match=r"expected a solver\.domain\.Box or Ball.*'box', 'disk'"):
+    with pytest.raises(InputError, match=r"expected a solver\.model\.domain\.Box or Ball.*'box', 'disk'"):
         create_mesh(comm, "disk", 8)
     with pytest.raises(InputError, match=r"mesh cells must be an integer >= 1, got 0"):
         create_mesh(comm, Box((0.0, 0.0), (1.0, 1.0)), 0)
     # A missing geometry file fails on every rank before any collective call: no hang.
-    monkeypatch.setattr(solver.mesh, "MESH_DIR", tmp_path)
+    monkeypatch.setattr(solver.fem.mesh, "MESH_DIR", tmp_path)
     with pytest.raises(InputError, match=r"disk\.geo not found"):
         create_mesh(comm, Ball((0.0, 0.0), 1.0), 8)

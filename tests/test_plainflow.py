@@ -14,13 +14,13 @@ import pytest
 import scipy.linalg
 from scipy.stats import special_ortho_group
 
-from solver import cli_plain2resnet
+from solver.plain2resnet import cli as cli_plain2resnet
 from solver.errors import InputError
-from solver.flow_resnet_export import load_npz as load_resnet_npz
-from solver.flow_resnet_export import save_npz as save_resnet_npz
-from solver.flow_resnet_export import save_onnx
-from solver.onnx_export import OnnxGraph
-from solver.plainflow import (
+from solver.plain2resnet.resnet_export import load_npz as load_resnet_npz
+from solver.plain2resnet.resnet_export import save_npz as save_resnet_npz
+from solver.plain2resnet.resnet_export import save_onnx
+from solver.resnet.onnx_builder import OnnxGraph
+from solver.plain2resnet.flow import (
     activation_flow,
     convergence_study,
     discretize,
@@ -30,10 +30,10 @@ from solver.plainflow import (
     flow_model,
     plain_to_resnet,
 )
-from solver.plainnet import Layer, PlainNet, random_plain_net
-from solver.plainnet_io import from_sklearn, load_npz, load_onnx, load_plain_net, save_npz
-from solver.rotations import proper_svd, rotation_log
-from solver.time_scaling import TIME_SCALINGS, relu_flow_rate, time_scaling
+from solver.plain2resnet.plainnet import Layer, PlainNet, random_plain_net
+from solver.plain2resnet.plainnet_io import from_sklearn, load_npz, load_onnx, load_plain_net, save_npz
+from solver.plain2resnet.rotations import proper_svd, rotation_log
+from solver.plain2resnet.time_scaling import TIME_SCALINGS, relu_flow_rate, time_scaling
 
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")
 
@@ -233,7 +233,7 @@ def test_onnxruntime_matches_numpy(activation, anchor, tmp_path):
 def test_saturated_units_quintic_is_well_conditioned_smooth_is_not(tmp_path):
     """Pre-activations ~50 saturate tanh; near τ = 1 the Euler factor 1 − αḣ/(1 − h) of eq. 69
     reaches −(l − 1) for the C∞ h and amplifies round-off; the quintic h keeps it in [−2, 1]
-    (solver/time_scaling.py). Measured at l = 128, relative to max|y|: |float32 − float64| = 1.6
+    (solver/plain2resnet/time_scaling.py). Measured at l = 128, relative to max|y|: |float32 − float64| = 1.6
     (smooth), 7e-6 (quintic); at l = 256: 8e2 and 5e-5."""
     net = random_net("tanh")
     big = PlainNet(

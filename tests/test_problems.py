@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from solver.errors import InputError
-from solver.problems import TERMINAL_KINDS, Terminal, make_terminal
+from solver.model.terminal import TERMINAL_KINDS, Terminal, make_terminal
 
 POINTS = np.random.default_rng(0).uniform(-1.0, 1.0, size=(50, 3))
 

@@ -6,11 +6,11 @@ import numpy as np
 import onnx
 import pytest
 
-from solver.characteristics import flow
-from solver.domain import Ball, Box
+from solver.model.characteristics import flow
+from solver.model.domain import Ball, Box
 from solver.errors import InputError
-from solver.problems import make_terminal
-from solver.resnet import (
+from solver.model.terminal import make_terminal
+from solver.resnet.net import (
     SCHEMES,
     OutputLayer,
     ResNet,
@@ -23,8 +23,8 @@ from solver.resnet import (
     resnet_from_velocity,
     save_npz,
 )
-from solver.resnet_onnx import OPSET, load_onnx_session, save_onnx, to_onnx
-from solver.velocity import ACTIVATIONS, Params, VelocityModel
+from solver.resnet.onnx_net import OPSET, load_onnx_session, save_onnx, to_onnx
+from solver.model.velocity import ACTIVATIONS, Params, VelocityModel
 
 # The exporter is serial numpy (no communicator); several tests write files.
 pytestmark = pytest.mark.serial

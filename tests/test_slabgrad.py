@@ -6,12 +6,12 @@ from mpi4py import MPI
 import numpy as np
 import pytest
 
-from solver.adjoint import VelocityGradient
-from solver.domain import Ball, Box
-from solver.forward import TransportSolver
-from solver.mesh import create_mesh
-from solver.slabgrad import SlabGradient
-from solver.velocity import VelocityModel
+from solver.fem.adjoint import VelocityGradient
+from solver.model.domain import Ball, Box
+from solver.fem.transport import TransportSolver
+from solver.fem.mesh import create_mesh
+from solver.fem.slab_derivative import SlabGradient
+from solver.model.velocity import VelocityModel
 
 CASES = [
     ("box2d-DG1", Box((-1.0, -1.0), (1.0, 1.0)), 6, 1),

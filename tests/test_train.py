@@ -16,7 +16,7 @@ import pytest
 
 from solver.config import config_from_dict
 from solver.errors import InputError
-from solver.train import Problem, initial_parameters, train
+from solver.learn.train import Problem, initial_parameters, train
 
 MPIRUN = Path(sys.executable).parent / "mpirun"
 
@@ -172,8 +172,8 @@ def test_compare_and_export_a_trained_run(tmp_path):
     assert euler[-1]["order"] >= 0.9 and result["resnet"]["midpoint"][-1]["order"] >= 1.8
     assert all(r["label_agreement"] >= 0.95 for r in result["resnet_vs_pde"].values())
     solver("export", run, "--depth", "8", "--scheme", "midpoint")
-    from solver.resnet import load_npz, forward
-    from solver.resnet_onnx import load_onnx_session
+    from solver.resnet.net import load_npz, forward
+    from solver.resnet.onnx_net import load_onnx_session
 
     net = load_npz(run / "resnet-midpoint-8.npz")
     session = load_onnx_session(run / "resnet-midpoint-8-float64.onnx", dim=2)

@@ -3,9 +3,9 @@ from mpi4py import MPI  # noqa: F401  # first: mpi4py before anything that may l
 import numpy as np
 import pytest
 
-from solver.domain import Ball, Box
+from solver.model.domain import Ball, Box
 from solver.errors import InputError
-from solver.velocity import (
+from solver.model.velocity import (
     ACTIVATIONS,
     FIELD_KINDS,
     TIME_MODES,

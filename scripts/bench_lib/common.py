@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from solver.config import Config, load_config
-from solver.io import write_json_atomic
+from solver.rundir.files import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts"

@@ -1,6 +1,6 @@
 """Section 1, learning: per problem, the PDE route, the neural-ODE peer and a plain MLP.
 
-All three see the same train/test split in Ω coordinates (``solver.train.load_dataset``, as
+All three see the same train/test split in Ω coordinates (``solver.learn.train.load_dataset``, as
 the training run builds it). The PDE route is the project's command line
 (``mpirun -n 2 python -m solver train``); the peer trains the same velocity model from the
 same θ with Adam, once with dopri5 and the continuous adjoint and once with fixed-step Euler;
@@ -25,7 +25,7 @@ from threadpoolctl import threadpool_limits
 from bench_lib import peer
 from bench_lib.common import PROBLEMS, Bench, write_config
 from solver.config import load_config
-from solver.train import load_dataset
+from solver.learn.train import load_dataset
 
 SECTION = "1 learning"
 

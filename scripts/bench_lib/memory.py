@@ -64,7 +64,7 @@ def worker(config_path: Path, operation: str, checkpoint_every: int, stage_memor
     """Peak memory of one operation (its first call after a value solve), then its median time
     over ``repeats`` more calls."""
     from solver.config import load_config
-    from solver.train import Problem
+    from solver.learn.train import Problem
 
     comm = MPI.COMM_WORLD
     config = load_config(config_path)

@@ -16,7 +16,7 @@ import numpy as np
 
 from bench_lib.common import ROOT, Bench
 from solver.config import Config
-from solver.train import velocity_model
+from solver.learn.train import velocity_model
 
 SETUP = ROOT / "scripts" / "peer" / "setup.sh"
 NODE_PEER = ROOT / "scripts" / "peer" / "node_peer.py"

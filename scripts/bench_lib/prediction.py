@@ -47,13 +47,13 @@ def compare(a: np.ndarray, b: np.ndarray) -> dict:
 
 def worker(run: Path, n: int, onnx: Path, repeats: int) -> tuple[dict, dict[str, np.ndarray]]:
     """Time the three routes on the n × n grid (serial); returns the numbers and the logits."""
-    from solver import characteristics
+    from solver.model import characteristics
     from solver.config import load_config
-    from solver.output import plane_grid
-    from solver.pointeval import PointEvaluator
-    from solver.resnet_onnx import load_onnx_session
-    from solver.runcheck import load_parameters
-    from solver.train import Problem
+    from solver.rundir.outputs import plane_grid
+    from solver.fem.pointeval import PointEvaluator
+    from solver.resnet.onnx_net import load_onnx_session
+    from solver.check.compare_run import load_parameters
+    from solver.learn.train import Problem
 
     comm = MPI.COMM_WORLD
     problem = Problem.build(comm, load_config(run / "config.toml"))

@@ -47,7 +47,7 @@ import numpy as np
 from sklearn.datasets import make_blobs, make_circles, make_moons
 from sklearn.model_selection import train_test_split
 
-from solver.domain import Ball, Box, Domain
+from solver.model.domain import Ball, Box, Domain
 from solver.errors import InputError
 
 DATASET_KINDS = ("moons", "circles", "spirals", "xor", "checkerboard", "blobs", "peaks", "csv")

@@ -19,7 +19,7 @@ which divides by ḣ(τ_r) (0 at τ_0) and by (id − αḣW⁽¹⁾) (singular 
 as printed also omits b_r⁽²⁾ = −W_r⁽²⁾ b_r⁽¹⁾, which eq. 70 → 72 needs.
 
 The blocks are grouped in stages, one per unit of time of the layer flow (eq. 48):
-V (Ψ), S (Λ + βΠ), U (Φ), b, a. Exports: ``solver.flow_resnet_export``.
+V (Ψ), S (Λ + βΠ), U (Φ), b, a. Exports: ``solver.plain2resnet.resnet_export``.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from solver.errors import InputError
-from solver.plainnet import OUTPUT_FUNCTIONS, activation_derivative, activation_value, apply_output
-from solver.time_scaling import DEFAULT_SCALING
+from solver.plain2resnet.plainnet import OUTPUT_FUNCTIONS, activation_derivative, activation_value, apply_output
+from solver.plain2resnet.time_scaling import DEFAULT_SCALING
 
 LINEARIZED_ACTIVATIONS = ("tanh", "sigmoid")
 CAP = float(np.finfo(float).max) / 16  # bound on h/(1 − h), 1/(1 − h) (as the float64 ONNX export)
@@ -153,10 +153,10 @@ class FlowResNet:
         n_in: input width n_0 (padded with zeros to d).
         n_out: output width n_L (the first n_L coordinates of the state).
         stages: the stages in order of time.
-        output: the plain net's output function (``solver.plainnet.OUTPUT_FUNCTIONS``).
+        output: the plain net's output function (``solver.plain2resnet.plainnet.OUTPUT_FUNCTIONS``).
         substeps: l, Euler substeps per unit of time.
         beta: β of the stretch flow (eq. 21).
-        scaling: the time scaling h (``solver.time_scaling``).
+        scaling: the time scaling h (``solver.plain2resnet.time_scaling``).
     """
 
     dim: int

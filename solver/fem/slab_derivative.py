@@ -1,7 +1,7 @@
 """∂/∂v_h of Σ_p ψ_pᵀ A(v_h) η_p over all stage pairs of a slab, contracted once per slab.
 
-The adjoint (``adjoint.py``) needs, for every RK stage of every step, the derivative of
-ψᵀ A(v_h) η with respect to the velocity nodes, where A is the operator form of ``forward.py``
+The adjoint (``fem/adjoint.py``) needs, for every RK stage of every step, the derivative of
+ψᵀ A(v_h) η with respect to the velocity nodes, where A is the operator form of ``fem/transport.py``
 (the form is −a):
 
     ∂_v[dv] = Σ_K ∫_K (dv·∇η) ψ dx − Σ_F ∫_F (dv·n) [η] (s⁺ ψ⁻ + s⁻ ψ⁺) ds,
@@ -35,7 +35,7 @@ from petsc4py import PETSc
 import dolfinx.la
 from dolfinx import fem
 
-from solver.forward import UPWIND_DELTA, TransportSolver
+from solver.fem.transport import UPWIND_DELTA, TransportSolver
 
 
 def _tabulate(function_space: fem.FunctionSpace, nderivs: int, points: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ data X_i is u_h(0, X_i) = P u^N, and
            + (γ/2) Σ_j |slab j| ∫_Ω |v_h(t_j)|² dx,
 
 with softmax cross-entropy (classification) or squared error (regression). The gradient is the
-gradient of exactly this discrete J: λ^N = Pᵀ ∂loss, the transposed steps (``adjoint.py``),
+gradient of exactly this discrete J: λ^N = Pᵀ ∂loss, the transposed steps (``fem/adjoint.py``),
 the VJP of the velocity model per slab, and for the output layer (f is linear, so its DG
 interpolant is A·I(x) + b·I(1)) the products of λ⁰ with the interpolated coordinates.
 """
@@ -25,12 +25,12 @@ import ufl
 import dolfinx.fem.petsc
 from dolfinx import fem
 
-from solver.adjoint import Adjoint
-from solver.objective import LOSSES, cross_entropy, squared_error
+from solver.fem.adjoint import Adjoint
+from solver.model.losses import LOSSES, cross_entropy, squared_error
 from solver.errors import InputError
-from solver.forward import TransportSolver
-from solver.pointeval import PointEvaluator
-from solver.velocity import VelocityModel
+from solver.fem.transport import TransportSolver
+from solver.fem.pointeval import PointEvaluator
+from solver.model.velocity import VelocityModel
 
 @dataclass
 class Evaluation:

@@ -1,6 +1,6 @@
 """``python -m solver plain2resnet NET --substeps l --out NEW.onnx``: a plain MLP as a ResNet.
 
-NET is an MLP in npz or ONNX (``solver.plainnet_io``); pickle/joblib files are refused (loading
+NET is an MLP in npz or ONNX (``solver.plain2resnet.plainnet_io``); pickle/joblib files are refused (loading
 one runs its code). The plain net's flow model (section 3) is re-discretized with l Euler
 substeps per unit of time (section 4) and written as ONNX and/or npz + JSON next to ``--out``.
 Rank 0 does the work; an ``InputError`` is raised alike on every rank.
@@ -16,7 +16,7 @@ import numpy as np
 from mpi4py import MPI
 
 from solver.errors import InputError
-from solver.time_scaling import DEFAULT_SCALING, TIME_SCALINGS
+from solver.plain2resnet.time_scaling import DEFAULT_SCALING, TIME_SCALINGS
 
 log = logging.getLogger("solver")
 FORMATS = ("onnx", "npz")
@@ -78,7 +78,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--time-scaling",
         choices=TIME_SCALINGS,
         default=DEFAULT_SCALING,
-        help=f"the time scaling h(τ) of section 3 (default {DEFAULT_SCALING}; see solver/time_scaling.py)",
+        help=f"the time scaling h(τ) of section 3 (default {DEFAULT_SCALING}; see solver/plain2resnet/time_scaling.py)",
     )
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     p.set_defaults(run=run)
@@ -122,9 +122,9 @@ def run(comm: MPI.Comm, args: argparse.Namespace) -> int:
 
 def convert(args: argparse.Namespace) -> None:
     """Read NET, build the ResNet, check it against the plain net, write it. Rank-local."""
-    from solver.flow_resnet_export import save_npz, save_onnx
-    from solver.plainflow import discretize, flow_model
-    from solver.plainnet_io import load_plain_net
+    from solver.plain2resnet.resnet_export import save_npz, save_onnx
+    from solver.plain2resnet.flow import discretize, flow_model
+    from solver.plain2resnet.plainnet_io import load_plain_net
 
     formats = parse_formats(args.format)
     if args.substeps < 1:

@@ -29,9 +29,9 @@ from mpi4py import MPI
 # numbers are used, not the solver.
 from scipy.integrate._ivp import dop853_coefficients as _dop853
 
-from solver.domain import Domain
+from solver.model.domain import Domain
 from solver.errors import InputError
-from solver.velocity import Field
+from solver.model.velocity import Field
 
 _STAGES = _dop853.N_STAGES  # 12; each step also evaluates v at its end, for the next step
 _A = _dop853.A[:_STAGES, :_STAGES]

@@ -2,12 +2,12 @@
 
 A ``PlainNet`` is a list of ``Layer`` (W, b, activation) plus the output function applied after
 the last layer (softmax, logistic or identity; the terminal function f of Table 1). The output
-function is *not* a layer: the flow model of ``solver.plainflow`` transports the layers only,
+function is *not* a layer: the flow model of ``solver.plain2resnet.flow`` transports the layers only,
 so an MLP's softmax is left as the terminal function (eq. 6).
 
 Layer activations are monotone, as section 3.2 assumes: identity, relu, leaky_relu (slope s in
 [0, 1)), tanh, sigmoid. Readers for npz, ONNX and fitted scikit-learn models are in
-``solver.plainnet_io``.
+``solver.plain2resnet.plainnet_io``.
 
 numpy and scipy.special only.
 """

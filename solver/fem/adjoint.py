@@ -1,6 +1,6 @@
 """The exact discrete adjoint of the transport solve: transposed RK3 steps in reverse order.
 
-The forward solve (``forward.py``) takes steps n = 0 … N−1 in τ = T − t from u⁰ = I f to
+The forward solve (``fem/transport.py``) takes steps n = 0 … N−1 in τ = T − t from u⁰ = I f to
 u^N = u_h(0). With M = I + dt L, one SSP-RK3 step is
 
     u₁ = M u,   u₂ = ¾ u + ¼ M u₁,   u' = ⅓ u + ⅔ M u₂,
@@ -36,8 +36,8 @@ import dolfinx.fem.petsc
 from dolfinx import fem
 
 from solver.errors import InputError
-from solver.forward import ForwardResult, TransportSolver, operator_integrand
-from solver.slabgrad import SlabGradient
+from solver.fem.transport import ForwardResult, TransportSolver, operator_integrand
+from solver.fem.slab_derivative import SlabGradient
 
 
 class VelocityGradient:

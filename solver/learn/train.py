@@ -18,15 +18,15 @@ from pathlib import Path
 import numpy as np
 from mpi4py import MPI
 
-from solver import optimize
+from solver.learn import optimize
 from solver.config import Config
-from solver.data import Dataset, make_dataset
+from solver.model.data import Dataset, make_dataset
 from solver.errors import InputError
-from solver.forward import TransportSolver
-from solver.mesh import create_mesh
-from solver.pointeval import PointEvaluator
-from solver.reduced import ReducedFunctional
-from solver.velocity import VelocityModel
+from solver.fem.transport import TransportSolver
+from solver.fem.mesh import create_mesh
+from solver.fem.pointeval import PointEvaluator
+from solver.learn.reduced import ReducedFunctional
+from solver.model.velocity import VelocityModel
 
 log = logging.getLogger("solver")
 
@@ -155,7 +155,7 @@ def initial_parameters(problem: Problem) -> np.ndarray:
     J = problem.J
     if tc.init is None:
         return J.initial(tc.seed, problem.config.field.scale)
-    from solver.runcheck import load_parameters
+    from solver.check.compare_run import load_parameters
 
     path = Path(tc.init)
     if not path.exists():

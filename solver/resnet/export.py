@@ -15,9 +15,9 @@ import numpy as np
 
 from solver.config import load_config
 from solver.errors import InputError
-from solver.resnet import OutputLayer, ResNet, resnet_from_velocity, save_npz
-from solver.resnet_onnx import save_onnx
-from solver.train import velocity_model
+from solver.resnet.net import OutputLayer, ResNet, resnet_from_velocity, save_npz
+from solver.resnet.onnx_net import save_onnx
+from solver.learn.train import velocity_model
 
 log = logging.getLogger("solver")
 

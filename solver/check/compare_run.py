@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 from mpi4py import MPI
 
-from solver import characteristics
+from solver.model import characteristics
 from solver.config import load_config
 from solver.errors import InputError
-from solver.io import write_json_atomic
+from solver.rundir.files import write_json_atomic
 
 log = logging.getLogger("solver")
 
@@ -39,9 +39,9 @@ def resnet_depth_tables(model, theta, A, b, X, field) -> dict:
     """The exported ResNet at depths N against the characteristics, per block scheme (rank-local).
 
     Depths are multiples of the slab count, where every block lies in one slab and a scheme
-    keeps its order (``resnet.py``).
+    keeps its order (``resnet/net.py``).
     """
-    from solver.resnet import OutputLayer, depth_table
+    from solver.resnet.net import OutputLayer, depth_table
 
     q_T = characteristics.flow(field, X, 0.0, model.T, rtol=1e-12, atol=1e-13)
     output = OutputLayer("linear", A, b)
@@ -60,7 +60,7 @@ def resnet_depth_tables(model, theta, A, b, X, field) -> dict:
 
 def resnet_against_pde(model, theta, A, b, X, fe_logits) -> dict:
     """The exported ResNet's labels and logits against the FE prediction u_h(0, X) (rank-local)."""
-    from solver.resnet import OutputLayer, forward, resnet_from_velocity
+    from solver.resnet.net import OutputLayer, forward, resnet_from_velocity
 
     rows = {}
     for scheme, depth in (("euler", 16 * model.slabs), ("midpoint", 4 * model.slabs)):
@@ -78,7 +78,7 @@ def resnet_against_pde(model, theta, A, b, X, fe_logits) -> dict:
 
 def _agreement(comm: MPI.Comm, problem, p: np.ndarray) -> tuple[dict, np.ndarray]:
     """PDE (on ``problem``'s mesh) against the characteristics on the train and test points."""
-    from solver.pointeval import evaluate_everywhere
+    from solver.fem.pointeval import evaluate_everywhere
 
     J = problem.J
     evaluation = J.evaluate(p)
@@ -119,7 +119,7 @@ def compare_run(comm: MPI.Comm, run: Path) -> dict:
     a finer one, on that too: the check (``train``, ``test``) is then made there and the
     training mesh's numbers are kept under ``training_mesh``.
     """
-    from solver.train import Problem
+    from solver.learn.train import Problem
 
     config = load_config(run / "config.toml")
     p = load_parameters(run)

@@ -19,7 +19,7 @@ from typing import Callable, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
-from solver.domain import Domain
+from solver.model.domain import Domain
 from solver.errors import InputError
 
 TIME_MODES = ("constant", "linear")

@@ -9,7 +9,7 @@ rank(W) < d, and written as five flows of one unit of time each (eq. 48, 49):
     + b              ż = ḣ b              eq. 33      (translation)
     a                φ(τ, Z) = (1 − h) Z + h a(Z)    eq. 36–42 (activation; none for identity)
 
-with a time scaling h(τ) from 0 to 1 on [0, 1] (``solver.time_scaling``; ḣ = 0 outside
+with a time scaling h(τ) from 0 to 1 on [0, 1] (``solver.plain2resnet.time_scaling``; ḣ = 0 outside
 (0, 1), so the flows glue smoothly, eq. 50). ``discretize`` takes l Euler substeps
 per unit of time (eq. 52–58, 69–70). Only the stretch flow is approximate in the limit: the
 zero singular values become e^{-β}.
@@ -25,7 +25,7 @@ import numpy as np
 import scipy.linalg
 
 from solver.errors import InputError
-from solver.flow_resnet import (
+from solver.plain2resnet.resnet import (
     LINEARIZED_ACTIVATIONS,
     ActivationBlock,
     FlowResNet,
@@ -33,9 +33,9 @@ from solver.flow_resnet import (
     ReluBlock,
     Stage,
 )
-from solver.plainnet import DEFAULT_LEAKY_SLOPE, PlainNet, activation_value
-from solver.rotations import proper_svd, rotation_log
-from solver.time_scaling import DEFAULT_SCALING, relu_flow_rate, time_scaling
+from solver.plain2resnet.plainnet import DEFAULT_LEAKY_SLOPE, PlainNet, activation_value
+from solver.plain2resnet.rotations import proper_svd, rotation_log
+from solver.plain2resnet.time_scaling import DEFAULT_SCALING, relu_flow_rate, time_scaling
 
 ANCHORS = ("input", "zero")
 
@@ -50,7 +50,7 @@ class LayerFlow:
         rank: r, the number of nonzero singular values; Π = −1 on the last d − r.
         phi: Φ, shape=(d, d), skew-symmetric, U = exp Φ.
         bias: b, shape=(d,).
-        activation: a (``solver.plainnet.LAYER_ACTIVATIONS``); identity has no activation flow.
+        activation: a (``solver.plain2resnet.plainnet.LAYER_ACTIVATIONS``); identity has no activation flow.
         slope: leaky_relu's negative slope.
     """
 
@@ -176,7 +176,7 @@ def discretize(
         anchor: where tanh/sigmoid flows are linearized (eq. 64–67): "input" is the paper's
             z_k (data-dependent weights, converges as l grows); "zero" linearizes at Z = 0
             (constant weights; the linearization error does not vanish as l grows).
-        scaling: the time scaling h, a name in ``solver.time_scaling.TIME_SCALINGS``.
+        scaling: the time scaling h, a name in ``solver.plain2resnet.time_scaling.TIME_SCALINGS``.
 
     Returns:
         The ResNet.

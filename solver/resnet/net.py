@@ -33,7 +33,7 @@ The exported net documents its input scaling: it takes data coordinates and firs
 
 numpy only, and independent of the FE solver and of the characteristics solver (DESIGN.md):
 ``depth_table`` takes the reference end points as an argument. ONNX export is in
-``solver.resnet_onnx``.
+``solver.resnet.onnx_net``.
 """
 
 from __future__ import annotations
@@ -48,12 +48,12 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from solver import __version__
-from solver.domain import Ball, Box, Domain
+from solver.model.domain import Ball, Box, Domain
 from solver.errors import InputError
-# _affine is private to problems.py: sharing it is what guarantees output_layer's weights are
+# _affine is private to model/terminal.py: sharing it is what guarantees output_layer's weights are
 # those of make_terminal.
-from solver.problems import _affine, make_terminal, terminal_defaults
-from solver.velocity import ACTIVATIONS, VelocityModel, activation
+from solver.model.terminal import _affine, make_terminal, terminal_defaults
+from solver.model.velocity import ACTIVATIONS, VelocityModel, activation
 
 log = logging.getLogger("solver")
 

@@ -1,4 +1,4 @@
-"""Reading a plain net (``solver.plainnet.PlainNet``) from npz, ONNX or a fitted scikit-learn MLP.
+"""Reading a plain net (``solver.plain2resnet.plainnet.PlainNet``) from npz, ONNX or a fitted scikit-learn MLP.
 
 npz keys (``save_npz`` writes them, ``load_npz`` reads them):
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from solver.errors import InputError
-from solver.plainnet import DEFAULT_LEAKY_SLOPE, LAYER_ACTIVATIONS, Layer, PlainNet
+from solver.plain2resnet.plainnet import DEFAULT_LEAKY_SLOPE, LAYER_ACTIVATIONS, Layer, PlainNet
 
 ONNX_ACTIVATIONS = {"Relu": "relu", "LeakyRelu": "leaky_relu", "Tanh": "tanh", "Sigmoid": "sigmoid"}
 SKLEARN_ACTIVATIONS = {
@@ -45,7 +45,7 @@ def load_plain_net(path: str | Path) -> PlainNet:
     if suffix in (".pkl", ".pickle", ".joblib"):
         raise InputError(
             "pickle/joblib files are not loaded (loading one runs code from the file); convert a "
-            "fitted scikit-learn MLP in Python with solver.plainnet_io.from_sklearn and save_npz",
+            "fitted scikit-learn MLP in Python with solver.plain2resnet.plainnet_io.from_sklearn and save_npz",
             str(path),
         )
     if suffix not in (".npz", ".onnx"):

@@ -1,4 +1,4 @@
-"""The exported ResNet (``solver.resnet``) as an ONNX graph, and a checked onnxruntime session.
+"""The exported ResNet (``solver.resnet.net``) as an ONNX graph, and a checked onnxruntime session.
 
 The graph is the numpy forward pass node by node (opset 17, float32 or float64):
 
@@ -22,9 +22,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from solver import __version__
-from solver.domain import Ball, Box
+from solver.model.domain import Ball, Box
 from solver.errors import InputError
-from solver.resnet import ResNet, _metadata
+from solver.resnet.net import ResNet, _metadata
 
 OPSET = 17
 # IR version 8 is the oldest that carries opset 17: the file loads in older runtimes too.

@@ -3,7 +3,7 @@
     ∂t u + v·∇u = 0 in (0, T) × Ω,   u(T, ·) = f,
 
 solved backward from t = T to t = 0. With τ = T − t this is the forward problem
-∂τ u + w·∇u = 0 with w = −v. Ω is invariant (v·n = 0 on ∂Ω, see ``domain.py``), so there are
+∂τ u + w·∇u = 0 with w = −v. Ω is invariant (v·n = 0 on ∂Ω, see ``model/domain.py``), so there are
 no boundary terms and no inflow data.
 
 Space: discontinuous Galerkin of degree k in the *advective* upwind form (the paper's equation
@@ -50,7 +50,7 @@ from dolfinx import fem
 from dolfinx import mesh as dmesh
 
 from solver.errors import InputError
-from solver.mesh import min_cell_size
+from solver.fem.mesh import min_cell_size
 
 log = logging.getLogger("solver")
 

@@ -10,7 +10,7 @@ from mpi4py import MPI
 from dolfinx import fem
 from dolfinx.io import VTXWriter
 
-from solver import characteristics
+from solver.model import characteristics
 from solver.config import Config
 
 
@@ -63,7 +63,7 @@ def write_comparison_outputs(comm: MPI.Comm, config: Config, out: Path, grid: np
         starts = inside[rng.choice(len(inside), size=min(16, len(inside)), replace=False)]
         traj = characteristics.solve(comm, field, terminal, starts, num_trajectory_times=60).trajectories
         if comm.rank == 0:
-            from solver.plots import comparison_figure
+            from solver.rundir.plots import comparison_figure
 
             comparison_figure(
                 out / "compare.png",
@@ -81,7 +81,7 @@ def write_comparison_outputs(comm: MPI.Comm, config: Config, out: Path, grid: np
 def plane_grid(domain, n: int) -> np.ndarray:
     """A uniform n × n grid of the middle x1-x2 plane of Ω (the plane augmented data live in),
     moved off the mesh's facets (``compare.off_facets``)."""
-    from solver.compare import off_facets
+    from solver.check.compare_field import off_facets
 
     lower, upper = np.asarray(domain.lower), np.asarray(domain.upper)
     axes = [np.linspace(lower[i], upper[i], n) for i in range(2)]
@@ -116,8 +116,8 @@ def write_parameters(path: Path, problem, p: np.ndarray) -> None:
 
 def write_training_outputs(comm: MPI.Comm, problem, state, history: list[dict], out: Path) -> dict:
     """theta.npz, metrics.json, the PNGs and u_h(0, ·) for ParaView (collective)."""
-    from solver.io import write_json_atomic
-    from solver.pointeval import evaluate_everywhere
+    from solver.rundir.files import write_json_atomic
+    from solver.fem.pointeval import evaluate_everywhere
 
     config, dataset, J = problem.config, problem.dataset, problem.J
     if comm.rank == 0:
@@ -138,12 +138,12 @@ def write_training_outputs(comm: MPI.Comm, problem, state, history: list[dict], 
         probabilities = softmax(evaluate_everywhere(comm, problem.solver.V, J.last.u0, grid, "plot grid"))
         theta = J.split(state.p)[0]
         field = problem.model.field(theta)
-        from solver import characteristics
+        from solver.model import characteristics
 
         sample = np.arange(0, len(dataset.y_test), max(1, len(dataset.y_test) // 60))
         traj = characteristics.solve(comm, field, lambda x: x, dataset.X_test[sample], num_trajectory_times=40).trajectories
         if comm.rank == 0:
-            from solver import plots
+            from solver.rundir import plots
 
             name = Path(config.source).stem
             plots.prediction_figure(out / "prediction.png", grid, probabilities, dataset.X_train, dataset.y_train,

@@ -24,14 +24,14 @@ from mpi4py import MPI
 
 from dolfinx import fem
 
-from solver import characteristics
+from solver.model import characteristics
 from solver.config import Config
-from solver.domain import Ball, Domain
+from solver.model.domain import Ball, Domain
 from solver.errors import InputError
-from solver.forward import ForwardResult, TransportSolver
-from solver.mesh import create_mesh
-from solver.pointeval import evaluate_everywhere
-from solver.velocity import RigidRotation, VelocityModel
+from solver.fem.transport import ForwardResult, TransportSolver
+from solver.fem.mesh import create_mesh
+from solver.fem.pointeval import evaluate_everywhere
+from solver.model.velocity import RigidRotation, VelocityModel
 
 log = logging.getLogger("solver")
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from solver.errors import InputError
-from solver.flow_resnet import SATURATED, ActivationBlock, FlowResNet, LinearBlock, ReluBlock, Stage
-from solver.onnx_export import OnnxGraph
+from solver.plain2resnet.resnet import SATURATED, ActivationBlock, FlowResNet, LinearBlock, ReluBlock, Stage
+from solver.resnet.onnx_builder import OnnxGraph
 
 FORMAT = "flow-resnet/1"
 ONNX_OUTPUTS = {"softmax": ("Softmax", {"axis": -1}), "logistic": ("Sigmoid", {})}

@@ -1,4 +1,4 @@
-"""Distributed dolfinx meshes of the domains Ω of ``domain.py``: built-in boxes, gmsh disks/balls.
+"""Distributed dolfinx meshes of the domains Ω of ``model/domain.py``: built-in boxes, gmsh disks/balls.
 
 All meshes are affine simplices (triangles, tetrahedra) ghosted on shared facets: the DG upwind
 form has interior-facet integrals, which in parallel need the cell on the other side of a facet
@@ -6,7 +6,7 @@ shared between ranks.
 
 The disk and ball geometries are the gmsh files ``meshes/disk.geo`` and ``meshes/ball.geo`` of
 the source tree; their OpenCASCADE circle/sphere is parametrized exactly, so boundary vertices
-lie on ∂Ω to rounding (the cutoff χ of ``domain.py`` vanishes there).
+lie on ∂Ω to rounding (the cutoff χ of ``model/domain.py`` vanishes there).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from mpi4py import MPI
 import dolfinx.mesh
 from dolfinx.mesh import CellType, GhostMode
 
-from solver.domain import DOMAIN_KINDS, Ball, Box, Domain
+from solver.model.domain import DOMAIN_KINDS, Ball, Box, Domain
 from solver.errors import InputError
 
 MESH_DIR = Path(__file__).resolve().parent.parent / "meshes"
@@ -54,7 +54,7 @@ def create_mesh(comm: MPI.Comm, domain: Domain, cells: int) -> dolfinx.mesh.Mesh
     if isinstance(domain, Ball):
         return _create_gmsh_ball(comm, domain, domain.diameter / cells)
     raise InputError(
-        f"cannot mesh a domain of type {type(domain).__name__}: expected a solver.domain.Box or "
+        f"cannot mesh a domain of type {type(domain).__name__}: expected a solver.model.domain.Box or "
         f"Ball (domain kinds {list(DOMAIN_KINDS)})"
     )
 

@@ -137,14 +137,25 @@ def command_train(comm: MPI.Comm, args) -> int:
         config.mesh.cells, config.mesh.degree, problem.solver.num_dofs_global,
         problem.dataset.num_classes, config.train.optimizer, config.train.iterations, comm.size,
     )
-    state, history = train(comm, problem, out, resume=args.resume)
-    metrics = write_training_outputs(comm, problem, state, history, out)
+    outcome = train(comm, problem, out, resume=args.resume)
+    metrics = write_training_outputs(comm, outcome, out)
     log.info(
-        "trained: loss %.5f, train accuracy %.4f, test accuracy %.4f, %d iterations, %.1f s -> %s",
+        "trained: loss %.5f, train accuracy %.4f, test accuracy %.4f (PDE on %s; the flow: %.4f), "
+        "%d iterations, %.1f s -> %s",
         metrics["final_loss"], metrics["train_accuracy"], metrics["test_accuracy"],
+        outcome.problem.resolution, metrics["check"]["test"]["accuracy_characteristics"],
         metrics["iterations"], time.perf_counter() - started, out,
     )
-    problem.J.destroy()
+    from solver.learn.train import describe_check
+
+    if metrics["certified"]:
+        log.info("certified: %s", describe_check(outcome.check))
+    else:
+        log.info("NOT CERTIFIED: %s (train.tolerance = %g, train.agreement = %g); the numbers above "
+                 "are the PDE's on %s, not the learned flow's; see metrics.json 'check'",
+                 describe_check(outcome.check), config.train.tolerance, config.train.agreement,
+                 outcome.problem.resolution)
+    outcome.problem.destroy()
     return 0
 
 

@@ -53,6 +53,7 @@ SECTION_KEYS = {
     "train": (
         "loss", "weight_decay", "smoothness", "kinetic", "roughness", "optimizer", "iterations", "learning_rate",
         "memory", "max_step", "save_every", "seed", "init",
+        "check_every", "check_points", "tolerance", "agreement", "adapt", "max_dofs",
     ),
     "mesh": ("cells", "degree"),
     "solver": ("cfl", "dt", "checkpoint_every", "stage_memory"),
@@ -172,6 +173,15 @@ class TrainConfig:
     save_every: int = 10  # checkpoint every n iterations
     seed: int = 0  # initial θ and output layer
     init: str | None = None  # start from the parameters of this run (directory or theta.npz)
+    # Certification (learn/certify.py): every check_every iterations and at the end the PDE is
+    # checked against the characteristics on the training and test points (at most check_points
+    # of each); outside the tolerances the resolution is raised (adapt) up to max_dofs.
+    check_every: int = 10
+    check_points: int = 2000
+    tolerance: float = 0.5  # max |u_h(0, X) − f(q(T; X))| over the logits
+    agreement: float = 0.995  # the least fraction of equal labels
+    adapt: bool = True
+    max_dofs: int = 400_000  # DG dofs per component
 
 
 @dataclass(frozen=True)
@@ -361,6 +371,12 @@ def config_from_dict(
         save_every=r.integer("train", t, "save_every", 10, low=1),
         seed=r.integer("train", t, "seed", 0, low=0),
         init=r.path("train", t, "init", source),
+        check_every=r.integer("train", t, "check_every", 10, low=1),
+        check_points=r.integer("train", t, "check_points", 2000, low=1),
+        tolerance=r.number("train", t, "tolerance", 0.5, low=0.0, low_open=True),
+        agreement=r.number("train", t, "agreement", 0.995, low=0.0, low_open=True, high=1.0),
+        adapt=r.boolean("train", t, "adapt", True),
+        max_dofs=r.integer("train", t, "max_dofs", 400_000, low=1),
     )
     return Config(domain, mesh, field, terminal, solver, compare, output, data, train, source=source)
 

@@ -8,6 +8,7 @@ J(θ, A, b), then iterates an optimizer (L-BFGS or Adam) with the exact discrete
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tempfile
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from mpi4py import MPI
 
-from solver.learn import optimize
+from solver.learn import certify, optimize
 from solver.config import Config
 from solver.model.data import Dataset, make_dataset
 from solver.errors import InputError
@@ -31,7 +32,11 @@ from solver.model.velocity import VelocityModel
 log = logging.getLogger("solver")
 
 HISTORY_COLUMNS = ("iteration", "loss", "data_loss", "train_accuracy", "test_accuracy",
-                   "gradient_norm", "steps", "seconds", "evaluations")
+                   "gradient_norm", "steps", "seconds", "evaluations",
+                   # the resolution of the row, and the certification check (NaN between checks)
+                   "cells", "degree", "max_logit_difference", "label_agreement",
+                   "accuracy_characteristics", "check_seconds")
+INTEGER_COLUMNS = ("iteration", "steps", "evaluations", "cells", "degree")
 
 
 def load_dataset(config: Config, domain) -> Dataset:
@@ -55,6 +60,14 @@ def velocity_model(config: Config, domain) -> VelocityModel:
                          activation=fc.activation, domain=domain, time=fc.time)
 
 
+@dataclass(frozen=True)
+class Checked:
+    """Masks over this rank's training and test points: those the certification checks."""
+
+    train: np.ndarray
+    test: np.ndarray
+
+
 @dataclass
 class Problem:
     """Everything a run needs, built collectively from a config."""
@@ -67,9 +80,22 @@ class Problem:
     J: ReducedFunctional
     test: PointEvaluator
     mine: slice  # this rank's share of the data: X[mine]
+    checked: Checked  # which of this rank's points the certification checks
+    resolution: certify.Resolution
+
+    def rebuilt(self, comm: MPI.Comm, resolution: certify.Resolution) -> Problem:
+        """The same problem on another resolution; this one's PETSc objects are freed."""
+        self.destroy()
+        return Problem.build(comm, self.config, resolution)
+
+    def destroy(self) -> None:
+        self.J.destroy()
+        self.solver.destroy()
 
     @classmethod
-    def build(cls, comm: MPI.Comm, config: Config) -> Problem:
+    def build(cls, comm: MPI.Comm, config: Config, resolution: certify.Resolution | None = None) -> Problem:
+        """Build on ``resolution`` (default the config's mesh cells and degree). Collective."""
+        resolution = resolution or certify.Resolution(config.mesh.cells, config.mesh.degree)
         domain = config.domain_object()
         dataset = load_dataset(config, domain)
         if dataset.dim != domain.dim:
@@ -77,14 +103,20 @@ class Problem:
                 f"the data are {dataset.dim}-dimensional but Ω is {domain.dim}-dimensional "
                 f"(set data.augment_dim = {domain.dim} or change the domain)", config.source)
         model = velocity_model(config, domain)
-        mesh = create_mesh(comm, domain, config.mesh.cells)
+        mesh = create_mesh(comm, domain, resolution.cells)
         solver = TransportSolver(
-            comm, mesh, degree=config.mesh.degree, num_components=dataset.num_classes,
+            comm, mesh, degree=resolution.degree, num_components=dataset.num_classes,
             cfl=config.solver.cfl, dt=config.solver.dt or None,
             # The gradient recomputes stages from checkpoints; 0 ("none") makes no sense here.
             checkpoint_every=config.solver.checkpoint_every or 4,
             stage_memory=config.solver.stage_memory * 2**20,
         )
+        if solver.num_dofs_global > config.train.max_dofs:
+            dofs = solver.num_dofs_global
+            solver.destroy()
+            raise InputError(
+                f"train.max_dofs = {config.train.max_dofs} is below the starting mesh's {dofs} dofs "
+                f"per component ({resolution}); raise it or start on a coarser mesh", config.source)
         mine = slice(comm.rank, None, comm.size)
         J = ReducedFunctional(
             comm, solver, model, dataset.X_train[mine], dataset.y_train[mine], dataset.num_classes,
@@ -93,7 +125,10 @@ class Problem:
             roughness=config.train.roughness,
         )
         test = PointEvaluator(comm, solver.V, dataset.X_test[mine], "data (test points)")
-        return cls(config, domain, dataset, model, solver, J, test, mine)
+        limit = config.train.check_points
+        checked = Checked(certify.subset(len(dataset.y_train), limit)[mine],
+                          certify.subset(len(dataset.y_test), limit, seed=1)[mine])
+        return cls(config, domain, dataset, model, solver, J, test, mine, checked, resolution)
 
     def accuracy(self, comm: MPI.Comm) -> tuple[float, float]:
         """Train and test accuracy of the latest evaluation (collective)."""
@@ -106,10 +141,13 @@ class Problem:
                 comm.allreduce(correct_test) / n_test if n_test else float("nan"))
 
 
-def save_checkpoint(comm: MPI.Comm, path: Path, state: optimize.OptimizerState, history: list[dict]) -> None:
-    """Write the optimizer state and the history atomically (rank 0; collective barrier)."""
+def save_checkpoint(comm: MPI.Comm, path: Path, state: optimize.OptimizerState, history: list[dict],
+                    resolution: certify.Resolution) -> None:
+    """Write the optimizer state, the history and the resolution atomically (rank 0; collective
+    barrier)."""
     if comm.rank == 0:
         arrays = state.to_arrays()
+        arrays["resolution"] = np.array([resolution.cells, resolution.degree])
         arrays["history"] = np.array([[row[c] for c in HISTORY_COLUMNS] for row in history], dtype=np.float64).reshape(-1, len(HISTORY_COLUMNS))
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".checkpoint.", suffix=".npz")
         with os.fdopen(fd, "wb") as f:
@@ -121,17 +159,25 @@ def save_checkpoint(comm: MPI.Comm, path: Path, state: optimize.OptimizerState, 
     comm.Barrier()
 
 
-def load_checkpoint(path: Path) -> tuple[optimize.OptimizerState, list[dict]]:
+def load_checkpoint(path: Path) -> tuple[optimize.OptimizerState, list[dict], certify.Resolution | None]:
+    """The state, the history and the resolution (None in checkpoints written before
+    resolution control; their history rows lack its columns, which read as NaN)."""
     try:
         with np.load(path) as data:
             state = optimize.OptimizerState.from_arrays(data)
-            history = [dict(zip(HISTORY_COLUMNS, row)) for row in data["history"]]
+            rows = np.array(data["history"], dtype=np.float64)
+            resolution = (certify.Resolution(*(int(v) for v in data["resolution"]))
+                          if "resolution" in data else None)
     except (OSError, KeyError, ValueError) as error:
         raise InputError(f"cannot resume: {error}", source=str(path)) from None
-    for row in history:
-        for key in ("iteration", "steps", "evaluations"):
-            row[key] = int(row[key])
-    return state, history
+    history = []
+    for row in rows:
+        full = dict.fromkeys(HISTORY_COLUMNS, float("nan"))
+        full.update(zip(HISTORY_COLUMNS, row))
+        for key in INTEGER_COLUMNS:
+            full[key] = int(full[key]) if np.isfinite(full[key]) else -1
+        history.append(full)
+    return state, history, resolution
 
 
 def write_history(path: Path, history: list[dict]) -> None:
@@ -169,49 +215,144 @@ def initial_parameters(problem: Problem) -> np.ndarray:
     return p
 
 
-def train(comm: MPI.Comm, problem: Problem, out: Path, resume: bool = False) -> tuple[optimize.OptimizerState, list[dict]]:
-    """Run the optimizer, logging a line per iteration and checkpointing (collective)."""
+def train(comm: MPI.Comm, problem: Problem, out: Path, resume: bool = False) -> Outcome:
+    """Run the optimizer with certification checks and resolution control (collective).
+
+    Logs a line per iteration, checkpoints every ``train.save_every`` iterations (with the
+    resolution the run is on, so that ``resume`` continues on it), checks the PDE against the
+    characteristics every ``train.check_every`` iterations (``certify.py``) and raises the
+    resolution when a check fails. At the end the final parameters are checked on the final
+    mesh, raising the resolution until they pass or ``train.max_dofs`` stops it.
+    """
     tc = problem.config.train
-    J = problem.J
     checkpoint = out / "checkpoint.npz"
     if resume:
         if not checkpoint.exists():
             raise InputError("no checkpoint.npz to resume from", source=str(out))
-        state, history = load_checkpoint(checkpoint)
-        if state.p.shape != (J.n_params,):
-            raise InputError(f"checkpoint has {state.p.size} parameters, the config needs {J.n_params}", str(checkpoint))
-        J.evaluate(state.p)  # the predictions of the restored iterate, for the log
-        log.info("resumed at iteration %d (J = %.6g)", state.iteration, state.value)
+        state, history, resolution = load_checkpoint(checkpoint)
+        if resolution is not None and resolution != problem.resolution:
+            problem = problem.rebuilt(comm, resolution)
+        if state.p.shape != (problem.J.n_params,):
+            raise InputError(f"checkpoint has {state.p.size} parameters, the config needs {problem.J.n_params}", str(checkpoint))
+        problem.J.evaluate(state.p)  # the predictions of the restored iterate, for the log
+        log.info("resumed at iteration %d (J = %.6g) on %s", state.iteration, state.value, problem.resolution)
     else:
         started = time.perf_counter()
-        state = optimize.start(J.value_and_gradient, initial_parameters(problem))
-        history = [record(comm, problem, state, time.perf_counter() - started)]
+        state = optimize.start(problem.J.value_and_gradient, initial_parameters(problem))
+        history = [record(comm, problem, state, time.perf_counter() - started, check(comm, problem, state.p))]
         log_line(history[-1])
-        save_checkpoint(comm, checkpoint, state, history)
+        save_checkpoint(comm, checkpoint, state, history, problem.resolution)
 
-    def callback(state: optimize.OptimizerState, seconds: float) -> None:
-        history.append(record(comm, problem, state, seconds))
-        log_line(history[-1])
-        if state.iteration % tc.save_every == 0 or state.iteration == tc.iterations:
-            save_checkpoint(comm, checkpoint, state, history)
-
+    step = optimize.lbfgs_step if tc.optimizer == "lbfgs" else optimize.adam_step
     options = dict(memory=tc.memory, max_step=tc.max_step) if tc.optimizer == "lbfgs" else dict(learning_rate=tc.learning_rate)
-    state = optimize.run(J.value_and_gradient, state, tc.optimizer, tc.iterations, callback, **options)
-    return state, history
+    while state.iteration < tc.iterations:
+        started = time.perf_counter()
+        state = step(problem.J.value_and_gradient, state, **options)
+        seconds = time.perf_counter() - started
+        due = state.iteration % tc.check_every == 0 or state.iteration == tc.iterations
+        result = check(comm, problem, state.p) if due else None
+        history.append(record(comm, problem, state, seconds, result))
+        log_line(history[-1])
+        if result is not None and not result.close and tc.adapt:
+            problem, state = raise_resolution(comm, problem, state) or (problem, state)
+        if state.iteration % tc.save_every == 0 or state.iteration == tc.iterations:
+            save_checkpoint(comm, checkpoint, state, history, problem.resolution)
+
+    final = check(comm, problem, state.p)
+    while not final.passed and tc.adapt:
+        raised = raise_resolution(comm, problem, state)
+        if raised is None:
+            break
+        problem, state = raised
+        final = check(comm, problem, state.p)
+        log.info("final check on %s: %s", problem.resolution, describe_check(final))
+        save_checkpoint(comm, checkpoint, state, history, problem.resolution)
+    problem.J.evaluate(state.p)  # J.last at the final parameters on the final mesh
+    return Outcome(problem, state, history, final)
 
 
-def record(comm: MPI.Comm, problem: Problem, state: optimize.OptimizerState, seconds: float) -> dict:
+@dataclass
+class Outcome:
+    """What a training run ends with: the problem on its final resolution, the optimizer state,
+    the history rows and the final certification check."""
+
+    problem: Problem
+    state: optimize.OptimizerState
+    history: list[dict]
+    check: certify.Check
+
+
+def check(comm: MPI.Comm, problem: Problem, p: np.ndarray) -> certify.Check:
+    """The PDE's logits at the training and test points (of the latest evaluation, which must be
+    at ``p``) against the characteristics of the field θ (collective)."""
+    started = time.perf_counter()
+    theta, A, b = problem.J.split(p)
+    field = problem.model.field(theta)
+    ds, mine, pick = problem.dataset, problem.mine, problem.checked
+    fe_train = problem.J.last.predictions
+    fe_test = np.stack([problem.test(u) for u in problem.J.last.u0], axis=1)
+    train = certify.agreement(comm, field, A, b, ds.X_train[mine][pick.train], ds.y_train[mine][pick.train],
+                              fe_train[pick.train])
+    test = certify.agreement(comm, field, A, b, ds.X_test[mine][pick.test], ds.y_test[mine][pick.test],
+                             fe_test[pick.test])
+    tc = problem.config.train
+    passed = train.within(tc.tolerance, tc.agreement) and test.within(tc.tolerance, tc.agreement)
+    seconds = comm.allreduce(time.perf_counter() - started, op=MPI.MAX)
+    close = train.close(tc.tolerance) and test.close(tc.tolerance)
+    return certify.Check(train, test, passed, close, seconds)
+
+
+def raise_resolution(comm: MPI.Comm, problem: Problem, state: optimize.OptimizerState):
+    """The problem on the next resolution and the state re-evaluated there, or None if that
+    would exceed ``train.max_dofs`` (collective).
+
+    θ does not live on the mesh, so p carries over unchanged. J and ∇J at p are those of the
+    new discretization; the L-BFGS pairs (s, y) are kept: y holds differences of gradients of
+    the old discrete J, which approximate the same continuous curvature.
+    """
+    tc = problem.config.train
+    new = problem.resolution.raised()
+    dofs = problem.solver.num_dofs_global * problem.resolution.dofs_ratio(new, problem.domain.dim)
+    if dofs > tc.max_dofs:
+        log.info("resolution: %s would have about %d dofs per component, over train.max_dofs = %d; "
+                 "staying on %s", new, dofs, tc.max_dofs, problem.resolution)
+        return None
+    problem = problem.rebuilt(comm, new)
+    value, gradient = problem.J.value_and_gradient(state.p)
+    state = dataclasses.replace(state, value=value, gradient=gradient, evaluations=state.evaluations + 1)
+    log.info("resolution raised to %s (%d dofs per component): J = %.6g", new,
+             problem.solver.num_dofs_global, value)
+    return problem, state
+
+
+def record(comm: MPI.Comm, problem: Problem, state: optimize.OptimizerState, seconds: float,
+           result: certify.Check | None = None) -> dict:
     train_acc, test_acc = problem.accuracy(comm)
     last = problem.J.last
+    nan = float("nan")
     return dict(iteration=state.iteration, loss=state.value, data_loss=last.data_loss,
                 train_accuracy=train_acc, test_accuracy=test_acc,
                 gradient_norm=float(np.linalg.norm(state.gradient)), steps=int(sum(last.steps)),
-                seconds=seconds, evaluations=state.evaluations)
+                seconds=seconds, evaluations=state.evaluations,
+                cells=problem.resolution.cells, degree=problem.resolution.degree,
+                max_logit_difference=result.max_logit_difference if result else nan,
+                label_agreement=result.label_agreement if result else nan,
+                accuracy_characteristics=result.test.accuracy_characteristics if result else nan,
+                check_seconds=result.seconds if result else nan)
+
+
+def describe_check(result: certify.Check) -> str:
+    return (f"PDE vs characteristics: labels agree {100 * result.label_agreement:.1f}%, "
+            f"max logit difference {result.max_logit_difference:.3f} "
+            f"({'within' if result.passed else 'OUTSIDE'} tolerance)")
 
 
 def log_line(row: dict) -> None:
-    log.info(
-        "iter %4d  loss %.5f  train %.3f  test %.3f  |g| %.2e  steps %4d  %.2f s",
+    line = ("iter %4d  loss %.5f  train %.3f  test %.3f  |g| %.2e  steps %4d  %.2f s" % (
         row["iteration"], row["loss"], row["train_accuracy"], row["test_accuracy"],
-        row["gradient_norm"], row["steps"], row["seconds"],
-    )
+        row["gradient_norm"], row["steps"], row["seconds"]))
+    if np.isfinite(row["max_logit_difference"]):
+        line += "  | flow: test %.3f, agree %.1f%%, max Δ %.2f (DG%d, %d cells)" % (
+            row["accuracy_characteristics"], 100 * row["label_agreement"],
+            row["max_logit_difference"], row["degree"], row["cells"])
+    log.info("%s", line)

@@ -110,12 +110,18 @@ def write_parameters(path: Path, problem, p: np.ndarray) -> None:
         scaling=problem.dataset.scaling.to_dict(),
         num_classes=problem.dataset.num_classes,
         blocks={k: [v.start, v.stop] for k, v in model.block_slices().items()},
+        # the mesh the run ended on (train raises it until the PDE is certified)
+        resolution=dict(cells=problem.resolution.cells, degree=problem.resolution.degree),
     )
     np.savez(path, p=p, theta=theta, A=A, b=b, meta=json.dumps(meta))
 
 
-def write_training_outputs(comm: MPI.Comm, problem, state, history: list[dict], out: Path) -> dict:
-    """theta.npz, metrics.json, the PNGs and u_h(0, ·) for ParaView (collective)."""
+def write_training_outputs(comm: MPI.Comm, outcome, out: Path) -> dict:
+    """theta.npz, metrics.json, the PNGs and u_h(0, ·) for ParaView (collective).
+
+    ``outcome`` is ``learn.train``'s: the problem on its final resolution, whose J was last
+    evaluated at the final parameters, and the final certification check."""
+    problem, state, history, check = outcome.problem, outcome.state, outcome.history, outcome.check
     from solver.rundir.files import write_json_atomic
     from solver.fem.pointeval import evaluate_everywhere
 
@@ -123,14 +129,18 @@ def write_training_outputs(comm: MPI.Comm, problem, state, history: list[dict], 
     if comm.rank == 0:
         write_parameters(out / "theta.npz", problem, state.p)
     last = history[-1]
+    train_accuracy, test_accuracy = problem.accuracy(comm)  # the PDE on the final mesh
     metrics = dict(
-        final_loss=state.value, data_loss=last["data_loss"],
-        train_accuracy=last["train_accuracy"], test_accuracy=last["test_accuracy"],
+        final_loss=state.value, data_loss=J.last.data_loss,
+        train_accuracy=train_accuracy, test_accuracy=test_accuracy,
+        certified=check.passed, check=check.to_dict(),
+        tolerance=config.train.tolerance, agreement=config.train.agreement,
+        resolution=dict(cells=problem.resolution.cells, degree=problem.resolution.degree),
         iterations=state.iteration, evaluations=state.evaluations,
         wall_seconds=float(sum(h["seconds"] for h in history)), ranks=comm.size,
-        mesh_cells=config.mesh.cells, degree=config.mesh.degree,
+        mesh_cells=problem.resolution.cells, degree=problem.resolution.degree,
         dofs=problem.solver.num_dofs_global, components=dataset.num_classes,
-        parameters=J.n_params, time_steps=last["steps"],
+        parameters=J.n_params, time_steps=int(sum(J.last.steps)),
         train_points=len(dataset.y_train), test_points=len(dataset.y_test),
     )
     if config.output.png:
@@ -148,7 +158,7 @@ def write_training_outputs(comm: MPI.Comm, problem, state, history: list[dict], 
             name = Path(config.source).stem
             plots.prediction_figure(out / "prediction.png", grid, probabilities, dataset.X_train, dataset.y_train,
                                     dataset.X_test, dataset.y_test,
-                                    f"{name}: prediction u_h(0, ·), test accuracy {last['test_accuracy']:.3f}")
+                                    f"{name}: prediction u_h(0, ·), test accuracy {test_accuracy:.3f}")
             coarse = plane_grid(problem.domain, 17)
             times = [0.5 * (a + b) for a, b in zip(problem.model.slab_times[:-1], problem.model.slab_times[1:])][:4]
             plots.velocity_figure(out / "velocity.png", coarse, np.array([field(t, coarse) for t in times]), times,

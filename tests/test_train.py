@@ -39,7 +39,8 @@ def test_training_reduces_the_loss(comm, tmp_path_factory):
     config = config_from_dict(SMALL)
     out = shared_directory(comm, tmp_path_factory)
     problem = Problem.build(comm, config)
-    state, history = train(comm, problem, out)
+    outcome = train(comm, problem, out)
+    state, history, problem = outcome.state, outcome.history, outcome.problem
     first, last = history[0]["loss"], history[-1]["loss"]
     print(f"\nloss {first:.4f} -> {last:.4f}, train accuracy {history[-1]['train_accuracy']:.3f}")
     assert last < first / 3, (first, last)
@@ -56,9 +57,10 @@ def test_resume_reaches_the_same_iterates(comm, tmp_path_factory):
     parts = shared_directory(comm, tmp_path_factory)
     six = config_from_dict({**SMALL, "train": dict(SMALL["train"], iterations=6)})
     four = config_from_dict({**SMALL, "train": dict(SMALL["train"], iterations=4)})
-    state_whole, _ = train(comm, Problem.build(comm, six), whole)
+    state_whole = train(comm, Problem.build(comm, six), whole).state
     train(comm, Problem.build(comm, four), parts)
-    state_parts, history = train(comm, Problem.build(comm, six), parts, resume=True)
+    resumed = train(comm, Problem.build(comm, six), parts, resume=True)
+    state_parts, history = resumed.state, resumed.history
     assert state_parts.iteration == 6 and len(history) == 7
     np.testing.assert_allclose(state_parts.p, state_whole.p, rtol=0, atol=1e-12)
     gc.collect()
@@ -82,7 +84,7 @@ def test_warm_start_from_a_run(comm, tmp_path_factory):
     """train.init starts from a run's parameters (here on a finer mesh); a mismatch is an InputError."""
     first = shared_directory(comm, tmp_path_factory)
     config = config_from_dict({**SMALL, "train": dict(SMALL["train"], iterations=2)})
-    state, _ = train(comm, Problem.build(comm, config), first)
+    state = train(comm, Problem.build(comm, config), first).state
     if comm.rank == 0:
         np.savez(first / "theta.npz", p=state.p)
     comm.Barrier()

@@ -222,7 +222,9 @@ def train(comm: MPI.Comm, problem: Problem, out: Path, resume: bool = False) -> 
     resolution the run is on, so that ``resume`` continues on it), checks the PDE against the
     characteristics every ``train.check_every`` iterations (``certify.py``) and raises the
     resolution when a check fails. At the end the final parameters are checked on the final
-    mesh, raising the resolution until they pass or ``train.max_dofs`` stops it.
+    mesh, raising the resolution until the logits pass or ``train.max_dofs`` stops it. The
+    checkpoint keeps the resolution training was on, so a resumed run with more iterations
+    goes on from there.
     """
     tc = problem.config.train
     checkpoint = out / "checkpoint.npz"
@@ -249,24 +251,28 @@ def train(comm: MPI.Comm, problem: Problem, out: Path, resume: bool = False) -> 
         started = time.perf_counter()
         state = step(problem.J.value_and_gradient, state, **options)
         seconds = time.perf_counter() - started
-        due = state.iteration % tc.check_every == 0 or state.iteration == tc.iterations
-        result = check(comm, problem, state.p) if due else None
+        scheduled = state.iteration % tc.check_every == 0
+        result = check(comm, problem, state.p) if scheduled or state.iteration == tc.iterations else None
         history.append(record(comm, problem, state, seconds, result))
         log_line(history[-1])
-        if result is not None and not result.close and tc.adapt:
+        # Raised only on the schedule (the end is the final check's), so that a run stopped
+        # and resumed with more iterations takes the same path as an uninterrupted one.
+        if scheduled and not result.close and tc.adapt:
             problem, state = raise_resolution(comm, problem, state) or (problem, state)
         if state.iteration % tc.save_every == 0 or state.iteration == tc.iterations:
             save_checkpoint(comm, checkpoint, state, history, problem.resolution)
 
     final = check(comm, problem, state.p)
-    while not final.passed and tc.adapt:
+    # Only the logit error drives the resolution: a label that still disagrees once the logits
+    # are within the tolerance lies on the decision boundary, where no mesh settles it (measured:
+    # 96.7% agreement at max |Δ| 0.29 on 15³ and 0.11 on 23³, the same point). It is reported.
+    while not final.close and tc.adapt:
         raised = raise_resolution(comm, problem, state)
         if raised is None:
             break
         problem, state = raised
         final = check(comm, problem, state.p)
         log.info("final check on %s: %s", problem.resolution, describe_check(final))
-        save_checkpoint(comm, checkpoint, state, history, problem.resolution)
     problem.J.evaluate(state.p)  # J.last at the final parameters on the final mesh
     return Outcome(problem, state, history, final)
 

@@ -23,6 +23,7 @@ from solver.resnet.net import (
     resnet_from_velocity,
     save_npz,
 )
+from solver.resnet.formats import FORMATS, parse_formats
 from solver.resnet.onnx_net import OPSET, load_onnx_session, save_onnx, to_onnx
 from solver.model.velocity import ACTIVATIONS, Params, VelocityModel
 
@@ -249,6 +250,15 @@ def test_npz_round_trip(tmp_path):
     assert meta["domain"] == {"kind": "ball", "center": [0.0, 0.0, 0.0], "radius": 1.0}
     assert meta["input_scaling"]["scale"] == [1.0, 2.0, 3.0] and meta["T"] == 1.0
     assert back.source == str(path)
+
+
+def test_parse_formats():
+    assert parse_formats("onnx") == ["onnx"]
+    assert parse_formats(" NPZ, onnx,npz ") == ["npz", "onnx"]
+    assert set(FORMATS) == {"onnx", "npz"}
+    for text in ("", " , ", "bogus", "onnx,bogus"):
+        with pytest.raises(InputError, match=f"got {text!r}"):
+            parse_formats(text)
 
 
 # ---- errors -------------------------------------------------------------------------------------

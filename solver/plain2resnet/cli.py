@@ -17,10 +17,9 @@ from mpi4py import MPI
 
 from solver.errors import InputError
 from solver.plain2resnet.time_scaling import DEFAULT_SCALING, TIME_SCALINGS
+from solver.resnet.formats import FORMATS, ONNX_DTYPES, parse_formats
 
 log = logging.getLogger("solver")
-FORMATS = ("onnx", "npz")
-DTYPES = {"float32": np.float32, "float64": np.float64}
 CHECK_POINTS = 256  # standard-normal inputs for the logged ResNet-vs-plain-net error
 
 
@@ -58,12 +57,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--format",
         default="onnx,npz",
-        metavar="onnx,npz",
+        metavar=",".join(FORMATS),
         help="comma-separated output formats (default onnx,npz)",
     )
     p.add_argument(
         "--dtype",
-        choices=sorted(DTYPES),
+        choices=ONNX_DTYPES,
         default="float32",
         help="ONNX element type (default float32)",
     )
@@ -83,15 +82,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     p.set_defaults(run=run)
     return p
-
-
-def parse_formats(text: str) -> list[str]:
-    """``"onnx,npz"`` → ["onnx", "npz"]; raises InputError for an unknown or empty list."""
-    formats = [f.strip().lower() for f in text.split(",") if f.strip()]
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
-        raise InputError(f"--format takes a comma-separated list of {list(FORMATS)}, got {text!r}")
-    return formats
 
 
 def output_paths(out: Path, formats: list[str]) -> dict[str, list[Path]]:
@@ -176,7 +166,7 @@ def convert(args: argparse.Namespace) -> None:
         CHECK_POINTS,
     )
     if "onnx" in paths:
-        save_onnx(resnet, paths["onnx"][0], DTYPES[args.dtype])
+        save_onnx(resnet, paths["onnx"][0], args.dtype)
     if "npz" in paths:
         save_npz(resnet, paths["npz"][0])
     log.info("wrote %s", ", ".join(str(p) for group in paths.values() for p in group))

@@ -24,7 +24,8 @@ from solver.resnet.net import (
     save_npz,
 )
 from solver.resnet.formats import FORMATS, parse_formats
-from solver.resnet.onnx_net import OPSET, load_onnx_session, save_onnx, to_onnx
+from solver.resnet.onnx_builder import OPSET
+from solver.resnet.onnx_net import load_onnx_session, save_onnx, to_onnx
 from solver.model.velocity import ACTIVATIONS, Params, VelocityModel
 
 # The exporter is serial numpy (no communicator); several tests write files.

@@ -1,8 +1,9 @@
-"""Writing a ``FlowResNet`` as ONNX (opset 17, float32 or float64) and as npz + JSON.
+"""Writing a ``FlowResNet`` as ONNX (float32 or float64) and as npz + JSON.
 
-ONNX: input ``x`` of shape (N, n_0), output ``y`` = x_L of shape (N, n_L), and, if the plain
-net has an output function, ``probabilities`` = f(x_L) (Softmax or Sigmoid). Every block is a
-residual ``Add`` of the state and its increment, so the graph is a ResNet block by block.
+ONNX (``solver.resnet.onnx_builder``): input ``x`` of shape (N, n_0), output ``y`` = x_L of
+shape (N, n_L), and, if the plain net has an output function, ``probabilities`` = f(x_L)
+(Softmax or Sigmoid). Every block is a residual ``Add`` of the state and its increment, so the
+graph is a ResNet block by block.
 
 npz + JSON: ``NAME.json`` lists the stages and blocks in order (kinds and scalars, see
 ``FORMAT``), ``NAME.npz`` holds the arrays it names. ``load_npz`` reads the pair back.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,10 +23,9 @@ from solver.resnet.onnx_builder import OnnxGraph
 
 FORMAT = "flow-resnet/1"
 ONNX_OUTPUTS = {"softmax": ("Softmax", {"axis": -1}), "logistic": ("Sigmoid", {})}
-ONNX_ACTIVATIONS = {"tanh": "Tanh", "sigmoid": "Sigmoid"}
 
 
-def to_onnx(resnet: FlowResNet, dtype: np.dtype | type = np.float32) -> OnnxGraph:
+def to_onnx(resnet: FlowResNet, dtype: Any = np.float32) -> OnnxGraph:
     """The ONNX graph of ``resnet`` in ``dtype`` (float32 or float64); ``.save(path)`` writes it."""
     g = OnnxGraph("flow_resnet", dtype)
     y = g.input("x", resnet.n_in)
@@ -42,15 +43,9 @@ def to_onnx(resnet: FlowResNet, dtype: np.dtype | type = np.float32) -> OnnxGrap
     g.output(y, "y", resnet.n_out)
     if resnet.output in ONNX_OUTPUTS:
         op, attributes = ONNX_OUTPUTS[resnet.output]
-        g.node(op, "y", out="probabilities", **attributes)
-        g.outputs.append(_value_info(g, "probabilities", resnet.n_out))
+        probabilities = g.node(op, "y", out="probabilities", **attributes)
+        g.output(probabilities, "probabilities", resnet.n_out)
     return g
-
-
-def _value_info(g: OnnxGraph, name: str, width: int):
-    from onnx import helper
-
-    return helper.make_tensor_value_info(name, g.elem_type, ["N", width])
 
 
 def _stage_onnx(g: OnnxGraph, stage: Stage, y: str, width: int) -> str:
@@ -86,16 +81,16 @@ def _activation_block_onnx(
     g: OnnxGraph, block: ActivationBlock, y: str, zk: str, cache: dict[str, str], width: int
 ) -> str:
     """y + step · (a(Ẑ) − Ẑ), Ẑ = W⁽¹⁾ y + b⁽¹⁾ (eq. 68, 69), as ``ActivationBlock`` evaluates it."""
-    op = ONNX_ACTIVATIONS[block.activation]
     scalar = lambda value, stem: g.vector(value, width, stem)  # noqa: E731
     step = scalar(block.step, "step")
     if block.anchor is not None:  # constant weights: the literal 2-layer block of eq. 69
         w1_value, b1_value = block.weights(block.anchor)
         z = g.node("Add", g.node("Mul", y, g.constant(w1_value, "w1")), g.constant(b1_value, "b1"))
-        return g.node("Add", y, g.node("Mul", step, g.node("Sub", g.node(op, z), z)))
+        a_z = g.activation(block.activation, z)
+        return g.node("Add", y, g.node("Mul", step, g.node("Sub", a_z, z)))
     # Eq. 66, 67 at the stage input z_k: W⁽¹⁾ and b⁽¹⁾ are elementwise functions of z_k.
     if not cache:
-        cache["a"] = g.node(op, zk)
+        cache["a"] = g.activation(block.activation, zk)
         # a' from Exp, accurate to rounding where tiny: tanh' = 4t/(1+t)², t = e^{-2|z|}, and
         # σ' = t/(1+t)², t = e^{-|z|}. onnxruntime's Sigmoid is only absolutely accurate in its
         # tails (float32: 3% off at −15, 0 below −20), and q = 1/(1 + ratio·a') needs a' to
@@ -127,13 +122,13 @@ def _activation_block_onnx(
     z = g.node("Clip", g.node("Add", zk, shift), low, high)  # ≈ φ⁻¹(τ_r, y), eq. 68
     increment = g.node(
         "Sub",
-        g.node("Mul", step, g.node("Sub", g.node(op, z), zk)),
+        g.node("Mul", step, g.node("Sub", g.activation(block.activation, z), zk)),
         g.node("Mul", g.node("Mul", scalar(block.rate, "rate"), q), residual),
     )
     return g.node("Add", y, increment)
 
 
-def save_onnx(resnet: FlowResNet, path: str | Path, dtype: np.dtype | type = np.float32) -> Path:
+def save_onnx(resnet: FlowResNet, path: str | Path, dtype: Any = np.float32) -> Path:
     """Write ``resnet`` as a checked ONNX model; returns the path."""
     return to_onnx(resnet, dtype).save(path)
 

@@ -449,19 +449,20 @@ def resnet_from_velocity(
 # --------------------------------------------------------------------------------------------
 
 
-def _check_input(net: ResNet, x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2 or x.shape[1] != net.dim:
+def check_input(x: np.ndarray, dim: int, source: str | None, dtype: Any = np.float64) -> np.ndarray:
+    """``x`` as an array of ``dtype``; InputError naming ``source`` unless its shape is (n, dim)."""
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] != dim:
         raise InputError(
-            f"ResNet input must have shape (n, {net.dim}) (the net's input dimension), "
-            f"got shape {x.shape}", net.source
+            f"ResNet input must have shape (n, {dim}) (the net's input dimension), "
+            f"got shape {x.shape}", source
         )
-    return x
+    return x.astype(dtype, copy=False)
 
 
 def to_domain(net: ResNet, x_data: np.ndarray) -> np.ndarray:
     """x_Ω = scale ⊙ x_data + shift for ``x_data`` of shape=(n, d)."""
-    return _check_input(net, x_data) * net.input_scale + net.input_shift
+    return check_input(x_data, net.dim, net.source) * net.input_scale + net.input_shift
 
 
 def flow_map(net: ResNet, x_data: np.ndarray) -> np.ndarray:
@@ -524,7 +525,7 @@ def save_npz(net: ResNet, path: str | Path) -> Path:
     return path
 
 
-def _metadata(text: str, source: str) -> dict[str, Any]:
+def parse_metadata(text: str, source: str) -> dict[str, Any]:
     """Parse and check the JSON metadata of an exported net (npz or ONNX)."""
     try:
         meta = json.loads(text)
@@ -564,7 +565,7 @@ def load_npz(path: str | Path) -> ResNet:
         raise InputError(f"not an exported ResNet: cannot read it as .npz ({err})", src) from None
     if "metadata" not in entries:
         raise InputError("not an exported ResNet: the npz has no 'metadata' entry", src)
-    meta = _metadata(str(entries["metadata"]), src)
+    meta = parse_metadata(str(entries["metadata"]), src)
     missing = [n for n in (*_ARRAYS, "output_weights", "output_bias") if n not in entries]
     if missing:
         raise InputError(f"exported ResNet is missing the arrays {missing}", src)

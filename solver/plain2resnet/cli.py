@@ -2,7 +2,7 @@
 
 NET is an MLP in npz or ONNX (``solver.plain2resnet.plainnet_io``); pickle/joblib files are refused (loading
 one runs its code). The plain net's flow model (section 3) is re-discretized with l Euler
-substeps per unit of time (section 4) and written as ONNX and/or npz + JSON next to ``--out``.
+substeps per unit of time (section 4) and written as ONNX and/or npz next to ``--out``.
 Rank 0 does the work; an ``InputError`` is raised alike on every rank.
 """
 
@@ -52,7 +52,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--out",
         type=Path,
         required=True,
-        help="output path, e.g. NEW.onnx; npz output goes to NEW.npz + NEW.json",
+        help="output path, e.g. NEW.onnx; npz output goes to NEW.npz",
     )
     p.add_argument(
         "--format",
@@ -84,13 +84,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def output_paths(out: Path, formats: list[str]) -> dict[str, list[Path]]:
-    """The files each format writes: NEW.onnx; NEW.npz and NEW.json."""
-    paths = {
-        "onnx": [out.with_suffix(".onnx")],
-        "npz": [out.with_suffix(".npz"), out.with_suffix(".json")],
-    }
-    return {f: paths[f] for f in formats}
+def output_paths(out: Path, formats: list[str]) -> dict[str, Path]:
+    """The file each format writes: NEW.onnx, NEW.npz."""
+    return {f: out.with_suffix(f".{f}") for f in formats}
 
 
 def run(comm: MPI.Comm, args: argparse.Namespace) -> int:
@@ -122,7 +118,7 @@ def convert(args: argparse.Namespace) -> None:
     if not np.isfinite(args.beta) or args.beta <= 0:
         raise InputError(f"--beta must be a positive number, got {args.beta}")
     paths = output_paths(args.out, formats)
-    existing = [str(p) for group in paths.values() for p in group if p.exists()]
+    existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not args.force:
         raise InputError(
             f"output files exist: {', '.join(existing)}; pass --force to overwrite them"
@@ -166,7 +162,7 @@ def convert(args: argparse.Namespace) -> None:
         CHECK_POINTS,
     )
     if "onnx" in paths:
-        save_onnx(resnet, paths["onnx"][0], args.dtype)
+        save_onnx(resnet, paths["onnx"], args.dtype)
     if "npz" in paths:
-        save_npz(resnet, paths["npz"][0])
-    log.info("wrote %s", ", ".join(str(p) for group in paths.values() for p in group))
+        save_npz(resnet, paths["npz"])
+    log.info("wrote %s", ", ".join(str(p) for p in paths.values()))

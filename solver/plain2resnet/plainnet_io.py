@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from solver.errors import InputError
+from solver.resnet.formats import read_npz
 from solver.plain2resnet.plainnet import DEFAULT_LEAKY_SLOPE, LAYER_ACTIVATIONS, Layer, PlainNet
 
 ONNX_ACTIVATIONS = {"Relu": "relu", "LeakyRelu": "leaky_relu", "Tanh": "tanh", "Sigmoid": "sigmoid"}
@@ -105,13 +106,7 @@ def save_npz(net: PlainNet, path: str | Path) -> Path:
 def load_npz(path: str | Path) -> PlainNet:
     """Read a plain net from the npz keys of this module's docstring (never unpickles)."""
     source = str(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except ValueError as error:  # object arrays need pickle, which is refused
-        raise InputError(f"not a plain-net npz ({error})", source) from None
-    except (OSError, EOFError) as error:
-        raise InputError(f"not a readable npz file ({error})", source) from None
+    arrays = read_npz(path, "a plain-net npz")
     count = 0
     while f"W{count}" in arrays:
         count += 1

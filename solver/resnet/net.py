@@ -31,8 +31,8 @@ Where θ(t) is sampled (documented choice):
 The exported net documents its input scaling: it takes data coordinates and first maps them to
 Ω by x_Ω = scale ⊙ x_data + shift.
 
-numpy only, and independent of the FE solver and of the characteristics solver (DESIGN.md):
-``depth_table`` takes the reference end points as an argument. ONNX export is in
+numpy only, and independent of the FE solver and of the characteristics solver, so that either
+can check it: ``depth_table`` takes the reference end points as an argument. ONNX export is in
 ``solver.resnet.onnx_net``; the npz layout is that of ``solver.resnet.formats``.
 """
 

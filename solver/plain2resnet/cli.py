@@ -108,24 +108,11 @@ def run(comm: MPI.Comm, args: argparse.Namespace) -> int:
 
 def convert(args: argparse.Namespace) -> None:
     """Read NET, build the ResNet, check it against the plain net, write it. Rank-local."""
-    from solver.plain2resnet.resnet_export import save_npz, save_onnx
     from solver.plain2resnet.flow import discretize, flow_model
     from solver.plain2resnet.plainnet_io import load_plain_net
+    from solver.plain2resnet.resnet_export import save_npz, save_onnx
 
-    formats = parse_formats(args.format)
-    if args.substeps < 1:
-        raise InputError(f"--substeps must be >= 1, got {args.substeps}")
-    if not np.isfinite(args.beta) or args.beta <= 0:
-        raise InputError(f"--beta must be a positive number, got {args.beta}")
-    paths = output_paths(args.out, formats)
-    existing = [str(p) for p in paths.values() if p.exists()]
-    if existing and not args.force:
-        raise InputError(
-            f"output files exist: {', '.join(existing)}; pass --force to overwrite them"
-        )
-    if not args.out.parent.is_dir():
-        raise InputError(f"output directory {args.out.parent} does not exist")
-
+    paths = check_arguments(args)
     net = load_plain_net(args.net)
     flow = flow_model(net)
     log.info(
@@ -137,10 +124,11 @@ def convert(args: argparse.Namespace) -> None:
         flow.dim,
     )
     if args.substeps <= 2 * args.beta:
-        # α ḣ β < 1 needs l > max ḣ · β = 2β (eq. 29 with Euler): else the e^{-β} directions oscillate and grow.
+        # α ḣ β < 1 needs l > max ḣ · β = 2β (eq. 29 with Euler): else the e^{-β} directions
+        # oscillate and grow.
         log.warning(
-            "warning: l = %d <= 2β = %g: Euler on the compressed directions (eq. 29) is not monotone "
-            "and may amplify them; use more substeps or a smaller --beta",
+            "warning: l = %d <= 2β = %g: Euler on the compressed directions (eq. 29) is not "
+            "monotone and may amplify them; use more substeps or a smaller --beta",
             args.substeps,
             2 * args.beta,
         )
@@ -150,8 +138,8 @@ def convert(args: argparse.Namespace) -> None:
     x = np.random.default_rng(0).standard_normal((CHECK_POINTS, flow.n_in))
     error = np.max(np.abs(resnet.forward(x) - net.forward(x)))
     log.info(
-        "ResNet: %d blocks in %d stages (l = %d, β = %g, anchor %s, h %s); max |ResNet − plain net| = %.3e "
-        "at %d standard-normal inputs",
+        "ResNet: %d blocks in %d stages (l = %d, β = %g, anchor %s, h %s); "
+        "max |ResNet − plain net| = %.3e at %d standard-normal inputs",
         resnet.num_blocks,
         len(resnet.stages),
         args.substeps,
@@ -166,3 +154,21 @@ def convert(args: argparse.Namespace) -> None:
     if "npz" in paths:
         save_npz(resnet, paths["npz"])
     log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
+
+
+def check_arguments(args: argparse.Namespace) -> dict[str, Path]:
+    """The output file of each format, after checking the arguments (InputError)."""
+    formats = parse_formats(args.format)
+    if args.substeps < 1:
+        raise InputError(f"--substeps must be >= 1, got {args.substeps}")
+    if not np.isfinite(args.beta) or args.beta <= 0:
+        raise InputError(f"--beta must be a positive number, got {args.beta}")
+    paths = output_paths(args.out, formats)
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing and not args.force:
+        raise InputError(
+            f"output files exist: {', '.join(existing)}; pass --force to overwrite them"
+        )
+    if not args.out.parent.is_dir():
+        raise InputError(f"output directory {args.out.parent} does not exist")
+    return paths

@@ -15,22 +15,17 @@ from solver.errors import InputError
 from solver.learn.train import Problem, train
 from solver.rundir import store
 from solver.rundir.outputs import write_training_outputs
+from test_train import SMALL, shared_directory
 
-TINY = dict(
-    mesh=dict(cells=12),
-    field=dict(width=4, slabs=2),
-    data=dict(kind="moons", points=80, test_fraction=0.25),
-    train=dict(iterations=4, save_every=2, max_step=2.0),
-    output=dict(png=False, vtx=False),
-)
+TINY = {**SMALL, "mesh": dict(cells=12), "field": dict(width=4, slabs=2),
+        "data": dict(SMALL["data"], points=80, test_fraction=0.25), "train": dict(SMALL["train"], iterations=4)}
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
     """A run directory as ``train`` leaves it (shared by all ranks)."""
     comm = MPI.COMM_WORLD
-    path = str(tmp_path_factory.mktemp("run")) if comm.rank == 0 else None
-    run = Path(comm.bcast(path, root=0))
+    run = shared_directory(comm, tmp_path_factory)
     config = config_from_dict(TINY)
     if comm.rank == 0:
         store.write_config(run / store.CONFIG, config.to_toml())
@@ -70,8 +65,7 @@ def test_compare_a_trained_run(comm, trained_run):
 
 
 def test_a_broken_run_is_one_input_error(comm, trained_run, tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("broken")) if comm.rank == 0 else None
-    broken = Path(comm.bcast(path, root=0))
+    broken = shared_directory(comm, tmp_path_factory)
     if comm.rank == 0:
         (broken / store.CONFIG).write_bytes((trained_run / store.CONFIG).read_bytes())
     comm.Barrier()

@@ -23,7 +23,7 @@ from dolfinx.mesh import CellType, GhostMode
 from solver.model.domain import DOMAIN_KINDS, Ball, Box, Domain
 from solver.errors import InputError
 
-MESH_DIR = Path(__file__).resolve().parent.parent / "meshes"
+MESH_DIR = Path(__file__).resolve().parents[2] / "meshes"
 GEO_FILES = {2: "disk.geo", 3: "ball.geo"}
 
 

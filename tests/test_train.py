@@ -99,6 +99,22 @@ def test_warm_start_from_a_run(comm, tmp_path_factory):
     comm.Barrier()
 
 
+def test_resume_from_a_missing_or_broken_checkpoint(comm, tmp_path_factory):
+    """No checkpoint, or one cut short by a crash of the file system: an InputError naming it."""
+    out = shared_directory(comm, tmp_path_factory)
+    problem = Problem.build(comm, config_from_dict(SMALL))
+    with pytest.raises(InputError, match="checkpoint.npz: file not found"):
+        train(comm, problem, out, resume=True)
+    if comm.rank == 0:
+        (out / "checkpoint.npz").write_bytes(b"PK\x03\x04 cut short")
+    comm.Barrier()
+    with pytest.raises(InputError, match="checkpoint.npz: cannot read the checkpoint: the file is empty or truncated"):
+        train(comm, problem, out, resume=True)
+    problem.J.destroy()
+    gc.collect()
+    comm.Barrier()
+
+
 def test_bad_training_configs(comm):
     with pytest.raises(InputError, match='"mlp"'):
         Problem.build(comm, config_from_dict({"domain": dict(kind="disk"), "field": dict(kind="rotation")}))

@@ -8,7 +8,6 @@ points: the fraction of equal predicted labels and the max difference of the log
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 
@@ -18,21 +17,15 @@ from mpi4py import MPI
 from solver.model import characteristics
 from solver.config import load_config
 from solver.errors import InputError
-from solver.rundir.files import write_json_atomic
+from solver.learn.train import Problem
+from solver.rundir import store
 
 log = logging.getLogger("solver")
 
 
-def load_parameters(run: Path, name: str = "theta.npz") -> np.ndarray:
-    """The learned (θ, A, b) of a run directory, from its ``name`` file."""
-    path = run / name
-    try:
-        with np.load(path) as data:
-            return np.array(data["p"])
-    except FileNotFoundError:
-        raise InputError(f"no {name}: is this a finished training run?", str(path)) from None
-    except (OSError, KeyError, ValueError) as error:
-        raise InputError(f"cannot read learned parameters: {error}", str(path)) from None
+def load_parameters(run: Path) -> np.ndarray:
+    """The learned p = (θ, A, b) of a run directory (its theta.npz)."""
+    return store.read_parameters(Path(run) / store.THETA).p
 
 
 def resnet_depth_tables(model, theta, A, b, X, field) -> dict:
@@ -119,9 +112,7 @@ def compare_run(comm: MPI.Comm, run: Path) -> dict:
     a finer one, on that too: the check (``train``, ``test``) is then made there and the
     training mesh's numbers are kept under ``training_mesh``.
     """
-    from solver.learn.train import Problem
-
-    config = load_config(run / "config.toml")
+    config = load_config(run / store.CONFIG)
     p = load_parameters(run)
     problem = Problem.build(comm, config)
     J = problem.J
@@ -144,7 +135,7 @@ def compare_run(comm: MPI.Comm, run: Path) -> dict:
     result["resnet"] = resnet_depth_tables(problem.model, theta, A, b, problem.dataset.X_test, field)
     result["resnet_vs_pde"] = resnet_against_pde(problem.model, theta, A, b, problem.dataset.X_test, fe_test)
     if comm.rank == 0:
-        write_json_atomic(run / "compare.json", result)
+        store.write_json(run / store.COMPARISON, result)
     comm.Barrier()
     problem.J.destroy()
     return result

@@ -9,8 +9,6 @@ J(θ, A, b), then iterates an optimizer (L-BFGS or Adam) with the exact discrete
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +24,11 @@ from solver.fem.transport import TransportSolver
 from solver.fem.mesh import create_mesh
 from solver.fem.pointeval import PointEvaluator
 from solver.learn.reduced import ReducedFunctional
+from solver.model.from_config import velocity_model
 from solver.model.velocity import VelocityModel
+from solver.rundir import store
 
 log = logging.getLogger("solver")
-
-HISTORY_COLUMNS = ("iteration", "loss", "data_loss", "train_accuracy", "test_accuracy",
-                   "gradient_norm", "steps", "seconds", "evaluations")
 
 
 def load_dataset(config: Config, domain) -> Dataset:
@@ -45,14 +42,6 @@ def load_dataset(config: Config, domain) -> Dataset:
         )
     except InputError as error:
         raise InputError(str(error), source=error.source or config.source) from None
-
-
-def velocity_model(config: Config, domain) -> VelocityModel:
-    fc = config.field
-    if fc.kind != "mlp":
-        raise InputError(f'training learns an "mlp" field (eq. 2), got field.kind = "{fc.kind}"', config.source)
-    return VelocityModel(dim=domain.dim, width=fc.width, slabs=fc.slabs, T=fc.T,
-                         activation=fc.activation, domain=domain, time=fc.time)
 
 
 @dataclass
@@ -107,45 +96,22 @@ class Problem:
 
 
 def save_checkpoint(comm: MPI.Comm, path: Path, state: optimize.OptimizerState, history: list[dict]) -> None:
-    """Write the optimizer state and the history atomically (rank 0; collective barrier)."""
+    """Write the optimizer state and the history (checkpoint.npz, history.csv beside it) on
+    rank 0 (collective barrier)."""
     if comm.rank == 0:
-        arrays = state.to_arrays()
-        arrays["history"] = np.array([[row[c] for c in HISTORY_COLUMNS] for row in history], dtype=np.float64).reshape(-1, len(HISTORY_COLUMNS))
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".checkpoint.", suffix=".npz")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        write_history(path.parent / "history.csv", history)
+        store.write_checkpoint(path, state.to_arrays(), history)
+        store.write_history(path.parent / store.HISTORY, history)
     comm.Barrier()
 
 
 def load_checkpoint(path: Path) -> tuple[optimize.OptimizerState, list[dict]]:
+    """The optimizer state and the history saved in ``path`` (rank-local)."""
+    arrays, history = store.read_checkpoint(path)
     try:
-        with np.load(path) as data:
-            state = optimize.OptimizerState.from_arrays(data)
-            history = [dict(zip(HISTORY_COLUMNS, row)) for row in data["history"]]
-    except (OSError, KeyError, ValueError) as error:
-        raise InputError(f"cannot resume: {error}", source=str(path)) from None
-    for row in history:
-        for key in ("iteration", "steps", "evaluations"):
-            row[key] = int(row[key])
+        state = optimize.OptimizerState.from_arrays(arrays)
+    except (KeyError, TypeError, ValueError) as error:
+        raise InputError(f"cannot resume: not an optimizer state ({type(error).__name__}: {error})", str(path)) from None
     return state, history
-
-
-def write_history(path: Path, history: list[dict]) -> None:
-    """history.csv, written whole and renamed into place (rank-local)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".history.", suffix=".csv")
-    with os.fdopen(fd, "w") as f:
-        f.write(",".join(HISTORY_COLUMNS) + "\n")
-        for row in history:
-            f.write(",".join(_fmt(row[c]) for c in HISTORY_COLUMNS) + "\n")
-    os.replace(tmp, path)
-
-
-def _fmt(value) -> str:
-    return str(value) if isinstance(value, (int, np.integer)) else f"{value:.10g}"
 
 
 def initial_parameters(problem: Problem) -> np.ndarray:
@@ -155,13 +121,11 @@ def initial_parameters(problem: Problem) -> np.ndarray:
     J = problem.J
     if tc.init is None:
         return J.initial(tc.seed, problem.config.field.scale)
-    from solver.check.compare_run import load_parameters
-
     path = Path(tc.init)
     if not path.exists():
         raise InputError(f"train.init: {path} does not exist (train that run first)",
                          problem.config.source)
-    p = load_parameters(path) if path.is_dir() else load_parameters(path.parent, path.name)
+    p = store.read_parameters(path / store.THETA if path.is_dir() else path).p
     if p.shape != (J.n_params,):
         raise InputError(
             f"train.init has {p.size} parameters, this config's field and classes need {J.n_params}",
@@ -173,10 +137,8 @@ def train(comm: MPI.Comm, problem: Problem, out: Path, resume: bool = False) -> 
     """Run the optimizer, logging a line per iteration and checkpointing (collective)."""
     tc = problem.config.train
     J = problem.J
-    checkpoint = out / "checkpoint.npz"
+    checkpoint = out / store.CHECKPOINT
     if resume:
-        if not checkpoint.exists():
-            raise InputError("no checkpoint.npz to resume from", source=str(out))
         state, history = load_checkpoint(checkpoint)
         if state.p.shape != (J.n_params,):
             raise InputError(f"checkpoint has {state.p.size} parameters, the config needs {J.n_params}", str(checkpoint))

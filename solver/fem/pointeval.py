@@ -22,15 +22,16 @@ import dolfinx.geometry
 from dolfinx import fem
 
 from solver.errors import InputError
+from solver.parallel import gather_rows, rank_share
 
 log = logging.getLogger("solver")
 
 
 class PointEvaluator:
-    """P for a scalar finite-element space and a fixed set of points (collective).
+    """P for a scalar finite-element space and a fixed set of points (collective over the
+    mesh's communicator).
 
     Args:
-        comm: the mesh's communicator.
         V: a scalar, affine-simplex function space (e.g. the DG space of the transport solver).
         points: this rank's points, shape=(n, gdim).
         source: where the points came from, for error messages.
@@ -39,8 +40,11 @@ class PointEvaluator:
         InputError: on every rank, if any rank has a point outside the mesh or a non-finite one.
     """
 
-    def __init__(self, comm: MPI.Comm, V: fem.FunctionSpace, points: np.ndarray, source: str = "points"):
+    def __init__(self, V: fem.FunctionSpace, points: np.ndarray, source: str = "points", *legacy):
+        if isinstance(V, MPI.Comm):  # the former PointEvaluator(comm, V, points[, source])
+            V, points, source = _drop_comm((V, points, source, *legacy), "points")
         mesh = V.mesh
+        comm = mesh.comm
         gdim = mesh.geometry.dim
         points = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, gdim)
         self.comm = comm
@@ -123,18 +127,27 @@ class PointEvaluator:
         return self.P.T @ owned
 
 
-def evaluate_everywhere(comm: MPI.Comm, V: fem.FunctionSpace, functions, points: np.ndarray, source: str = "points") -> np.ndarray:
-    """Values of several functions at the same points, returned in full on every rank (collective).
+def evaluate_everywhere(
+    V: fem.FunctionSpace, functions, points: np.ndarray, source: str = "points", *legacy
+) -> np.ndarray:
+    """Values of several functions of ``V`` at the same points, returned in full on every rank
+    (collective over the mesh's communicator).
 
-    ``points`` (shape=(n, gdim)) must be the same on every rank; each rank locates a contiguous
-    share. Returns shape=(n, len(functions)).
+    ``points`` (shape=(n, gdim)) must be the same on every rank; each rank locates its
+    :func:`~solver.parallel.rank_share`. Returns shape=(n, len(functions)).
     """
-    n = len(points)
-    bounds = np.linspace(0, n, comm.size + 1).astype(int)
-    mine = points[bounds[comm.rank] : bounds[comm.rank + 1]]
-    evaluator = PointEvaluator(comm, V, mine, source)
+    if isinstance(V, MPI.Comm):  # the former evaluate_everywhere(comm, V, functions, points[, source])
+        V, functions, points, source = _drop_comm((V, functions, points, source, *legacy), "points")
+    mine = points[rank_share(V.mesh.comm, len(points))]
+    evaluator = PointEvaluator(V, mine, source)
     local = np.stack([evaluator(u) for u in functions], axis=1) if functions else np.zeros((len(mine), 0))
-    counts = np.diff(bounds) * local.shape[1]
-    full = np.empty((n, local.shape[1]))
-    comm.Allgatherv(np.ascontiguousarray(local), [full, counts, MPI.DOUBLE])
-    return full
+    return gather_rows(V.mesh.comm, local)
+
+
+def _drop_comm(args: tuple, source: str) -> tuple:
+    """The arguments of a call in a former signature that passed the communicator first (before
+    it was taken from V's mesh), without it; ``source`` where the call left it out. Kept until the
+    last such callers (learn/train.py, check/compare_run.py, rundir/outputs.py,
+    scripts/bench_lib/prediction.py) pass V first."""
+    args = args[1:]
+    return args if isinstance(args[-1], str) else (*args, source)

@@ -356,7 +356,17 @@ def config_from_dict(
         checkpoint_every=partial(validate.integer, low=1),
         stage_memory=partial(validate.integer, low=0),
     ))
-    compare = CompareConfig(**r.fields("compare", sections["compare"], CompareConfig,
+    compare = _compare(r, sections["compare"], min_cells, source)
+    output = OutputConfig(**r.fields("output", sections["output"], OutputConfig,
+        vtx=validate.boolean, png=validate.boolean,
+    ))
+    data = _data(r, sections["data"], source)
+    train = _train(r, sections["train"], source)
+    return Config(domain, mesh, field, terminal, solver, compare, output, data, train, source=source)
+
+
+def _compare(r: _Reader, s: dict[str, Any], min_cells: int, source: str) -> CompareConfig:
+    return CompareConfig(**r.fields("compare", s, CompareConfig,
         points=partial(validate.integer, low=1),
         grid=partial(validate.integer, low=2),
         seed=partial(validate.integer, low=0),
@@ -365,11 +375,10 @@ def config_from_dict(
         cells=partial(validate.optional(validate.integer), low=min_cells),
         degree=partial(validate.optional(validate.integer), low=1, high=3),
     ))
-    output = OutputConfig(**r.fields("output", sections["output"], OutputConfig,
-        vtx=validate.boolean, png=validate.boolean,
-    ))
-    data = _data(r, sections["data"], source)
-    train = TrainConfig(**r.fields("train", sections["train"], TrainConfig,
+
+
+def _train(r: _Reader, s: dict[str, Any], source: str) -> TrainConfig:
+    return TrainConfig(**r.fields("train", s, TrainConfig,
         loss=partial(validate.choice, choices=LOSSES),
         weight_decay=partial(validate.number, low=0.0),
         smoothness=partial(validate.number, low=0.0),
@@ -384,7 +393,6 @@ def config_from_dict(
         seed=partial(validate.integer, low=0),
         init=r.path_check(source),
     ))
-    return Config(domain, mesh, field, terminal, solver, compare, output, data, train, source=source)
 
 
 def _increasing(name: str, value: Any, low: int) -> tuple[int, ...]:

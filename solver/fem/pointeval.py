@@ -80,23 +80,8 @@ class PointEvaluator:
         self._recv_counts = np.bincount(src_owner, minlength=size).astype(np.int64)
         self._recv_order = np.argsort(src_owner, kind="stable")
 
-        # Pull back to the reference cell: affine simplices, X = J⁻¹ (x − x₀).
-        geometry = mesh.geometry.x[mesh.geometry.dofmaps[0][dest_cells]][:, :, :gdim]
-        J = np.transpose(geometry[:, 1:, :] - geometry[:, :1, :], (0, 2, 1))
-        X = np.linalg.solve(J, (dest_points - geometry[:, 0, :])[:, :, None])[:, :, 0]
-        # A point on a facet (a barycentric coordinate ~0) takes the value of the cell it was
-        # located in, though u_h jumps there: say so (measured on peaks, data at x3 = 0 of a 12³
-        # box, which lies on facets: PDE/characteristics agreement 94% from the cells below,
-        # 97% from those above).
-        barycentric = np.concatenate([1.0 - X.sum(axis=1, keepdims=True), X], axis=1)
-        on_facets = int(np.sum(barycentric.min(axis=1, initial=1.0) < 1e-9))
-        self.num_on_facets = comm.allreduce(on_facets, op=MPI.SUM)
-        total = comm.allreduce(len(points), op=MPI.SUM)
-        if self.num_on_facets and comm.rank == 0:
-            log.warning(
-                "%s: %d of %d points lie on mesh facets, where u_h jumps; each takes the value of "
-                "the cell it was located in. Move them off the facets (e.g. an odd cell count "
-                "for data augmented at x3 = 0).", source, self.num_on_facets, total)
+        X = _pull_back(mesh, dest_cells, dest_points)
+        self._count_on_facets(X, len(points), source)
         X = np.clip(X, 0.0, 1.0)  # points on a facet can round to just outside the cell
         basis = V.element.basix_element.tabulate(0, X)[0, :, :, 0]
         dofs = V.dofmap.list[dest_cells]
@@ -105,6 +90,26 @@ class PointEvaluator:
         self.P = scipy.sparse.csr_matrix(
             (basis.ravel(), (rows, dofs.ravel())), shape=(len(dest_cells), n_local)
         )
+
+    def _count_on_facets(self, X: np.ndarray, num_points: int, source: str) -> None:
+        """``num_on_facets``: the points (reference coordinates X of those this rank owns) on a
+        facet, summed over ranks; rank 0 warns if there are any (collective).
+
+        A point on a facet (a barycentric coordinate ~0) takes the value of the cell it was
+        located in, though u_h jumps there (measured on peaks, data at x3 = 0 of a 12³ box,
+        which lies on facets: PDE/characteristics agreement 94% from the cells below, 97% from
+        those above).
+        """
+        comm = self.comm
+        barycentric = np.concatenate([1.0 - X.sum(axis=1, keepdims=True), X], axis=1)
+        on_facets = int(np.sum(barycentric.min(axis=1, initial=1.0) < 1e-9))
+        self.num_on_facets = comm.allreduce(on_facets, op=MPI.SUM)
+        total = comm.allreduce(num_points, op=MPI.SUM)
+        if self.num_on_facets and comm.rank == 0:
+            log.warning(
+                "%s: %d of %d points lie on mesh facets, where u_h jumps; each takes the value of "
+                "the cell it was located in. Move them off the facets (e.g. an odd cell count "
+                "for data augmented at x3 = 0).", source, self.num_on_facets, total)
 
     def __call__(self, u: fem.Function | np.ndarray) -> np.ndarray:
         """u_h at this rank's points, in its order (collective). Returns shape=(n,)."""
@@ -125,6 +130,15 @@ class PointEvaluator:
         owned = np.empty(int(self._send_counts.sum()))
         self.comm.Alltoallv([send, self._recv_counts, MPI.DOUBLE], [owned, self._send_counts, MPI.DOUBLE])
         return self.P.T @ owned
+
+
+def _pull_back(mesh, cells: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Reference coordinates X = J⁻¹ (x − x₀) of ``points`` (shape=(n, gdim)) in their affine
+    simplex ``cells`` (shape=(n,)); shape=(n, gdim)."""
+    gdim = mesh.geometry.dim
+    geometry = mesh.geometry.x[mesh.geometry.dofmaps[0][cells]][:, :, :gdim]
+    J = np.transpose(geometry[:, 1:, :] - geometry[:, :1, :], (0, 2, 1))
+    return np.linalg.solve(J, (points - geometry[:, 0, :])[:, :, None])[:, :, 0]
 
 
 def evaluate_everywhere(

@@ -294,14 +294,7 @@ def _integrate_segment(
                 f"characteristics: step size underflow for point {i} at t={t[i]}, "
                 f"x={y[i].tolist()}"
             )
-        # Land exactly on the next output time before b, else on b; stretch a step that
-        # would leave a sliver of rounding size.
-        k = path.next_stop[active]
-        stops = path.stops
-        stop = stops[np.minimum(k, len(stops) - 1)] if len(stops) else np.full(len(k), b)
-        target = np.where((k < len(stops)) & (direction * (stop - b) < 0), stop, b)
-        clipped = ha >= np.abs(target - ta) * (1.0 - 1e-9)
-        t_new = np.where(clipped, target, ta + direction * ha)
+        t_new, clipped = _step_ends(path, active, ta, ha, b, direction)
         step = t_new - ta
         ya = y[active]
         y_new, err, err_kink = _dop853_step(fun, ta, ya, f[active], step, rtol, atol)
@@ -309,15 +302,7 @@ def _integrate_segment(
         exponent, theta = _ERROR_EXPONENT, None
         z_old = kinks(ta, ya)
         if z_old is not None:
-            z_new = kinks(t_new, y_new)
-            flips = (z_old > 0) != (z_new > 0)
-            crossed = np.any(flips, axis=1)
-            err = np.where(crossed, np.maximum(err, err_kink), err)
-            # Across a kink the error is O(h^2), not O(h^8): size the retry for that.
-            exponent = np.where(crossed, _KINK_ERROR_EXPONENT, _ERROR_EXPONENT)
-            # Where along the step z first reaches 0 (linear interpolation); 1 if nowhere.
-            with np.errstate(divide="ignore", invalid="ignore"):
-                theta = np.min(np.where(flips, z_old / (z_old - z_new), 1.0), axis=1)
+            err, exponent, theta = _kink_errors(z_old, kinks(t_new, y_new), err, err_kink)
         if mode == "shared":
             err[:] = err.max()
         accept = err < 1.0
@@ -333,6 +318,37 @@ def _integrate_segment(
         going = moved[direction * (b - t[moved]) > 0]
         if going.size:
             f[going] = fun(t[going], y[going])  # the 13th call of a step
+
+
+def _step_ends(
+    path: _Path, active: np.ndarray, t: np.ndarray, h: np.ndarray, b: float, direction: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where the steps h (shape=(n,)) of the ``active`` points from t end, and whether they were
+    clipped: exactly on the point's next output time before b, else on b; a step that would
+    leave a sliver of rounding size is stretched to it."""
+    k = path.next_stop[active]
+    stops = path.stops
+    stop = stops[np.minimum(k, len(stops) - 1)] if len(stops) else np.full(len(k), b)
+    target = np.where((k < len(stops)) & (direction * (stop - b) < 0), stop, b)
+    clipped = h >= np.abs(target - t) * (1.0 - 1e-9)
+    return np.where(clipped, target, t + direction * h), clipped
+
+
+def _kink_errors(
+    z_old: np.ndarray, z_new: np.ndarray, err: np.ndarray, err_kink: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The errors, error exponents and kink positions θ ∈ (0, 1] (1: none) of steps whose
+    pre-activations went from z_old to z_new (shape=(n, width)): a step across a kink is
+    judged by the cruder estimate ``err_kink``."""
+    flips = (z_old > 0) != (z_new > 0)
+    crossed = np.any(flips, axis=1)
+    err = np.where(crossed, np.maximum(err, err_kink), err)
+    # Across a kink the error is O(h^2), not O(h^8): size the retry for that.
+    exponent = np.where(crossed, _KINK_ERROR_EXPONENT, _ERROR_EXPONENT)
+    # Where along the step z first reaches 0 (linear interpolation); 1 if nowhere.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        theta = np.min(np.where(flips, z_old / (z_old - z_new), 1.0), axis=1)
+    return err, exponent, theta
 
 
 def _next_step(

@@ -401,17 +401,7 @@ def load_csv(path: str | Path) -> LabelledPoints:
             0..K−1, or fewer than 2 classes.
     """
     src = str(path)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            rows = [(reader.line_num, row) for row in reader if any(v.strip() for v in row)]
-    except FileNotFoundError:
-        raise InputError("data file not found", source=src) from None
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise InputError(f"cannot read the data file as CSV: {e}", source=src) from None
-    if not rows:
-        raise InputError("the file is empty; expected a header such as x1,x2,label", source=src)
-
+    rows = _read_rows(path)
     _, header = rows[0]
     header = [h.strip() for h in header]
     label_cols = [j for j, h in enumerate(header) if h.lower() == "label"]
@@ -428,11 +418,35 @@ def load_csv(path: str | Path) -> LabelledPoints:
         raise InputError(f"no feature columns in the header {header}; expected x1,x2,label", src)
     if len(rows) == 1:
         raise InputError("no data rows after the header", source=src)
+    X, labels, lines = _parse_rows(rows[1:], header, feat, lab, src)
+    y, class_names = _label_indices(labels, lines, src)
+    return LabelledPoints(X, y, tuple(header[j] for j in feat), class_names)
 
-    lines = np.array([n for n, _ in rows[1:]])
-    X = np.empty((len(rows) - 1, len(feat)))
+
+def _read_rows(path: str | Path) -> list[tuple[int, list[str]]]:
+    """The non-blank rows of a CSV file with their line numbers; at least one (the header)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            rows = [(reader.line_num, row) for row in reader if any(v.strip() for v in row)]
+    except FileNotFoundError:
+        raise InputError("data file not found", source=str(path)) from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise InputError(f"cannot read the data file as CSV: {e}", source=str(path)) from None
+    if not rows:
+        raise InputError("the file is empty; expected a header such as x1,x2,label", source=str(path))
+    return rows
+
+
+def _parse_rows(
+    rows: list[tuple[int, list[str]]], header: list[str], feat: list[int], lab: int, src: str
+) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Features (shape=(n, len(feat)), finite), the label strings and the line numbers of the
+    data rows."""
+    lines = np.array([n for n, _ in rows])
+    X = np.empty((len(rows), len(feat)))
     labels: list[str] = []
-    for i, (n, row) in enumerate(rows[1:]):
+    for i, (n, row) in enumerate(rows):
         if len(row) != len(header):
             raise InputError(
                 f"line {n} has {len(row)} fields, expected {len(header)} ({header})", src
@@ -447,7 +461,6 @@ def load_csv(path: str | Path) -> LabelledPoints:
         labels.append(row[lab].strip())
         if not labels[-1]:
             raise InputError(f"line {n}: empty label", src)
-
     bad = np.flatnonzero(~np.all(np.isfinite(X), axis=1))
     if bad.size:
         raise InputError(
@@ -455,8 +468,7 @@ def load_csv(path: str | Path) -> LabelledPoints:
             f"{lines[bad[:5]].tolist()}",
             src,
         )
-    y, class_names = _label_indices(labels, lines, src)
-    return LabelledPoints(X, y, tuple(header[j] for j in feat), class_names)
+    return X, labels, lines
 
 
 def _label_indices(

@@ -15,7 +15,8 @@ Tables (max |ResNet(x) − plain net(x)| over the inputs, observed order log2(e_
 
 from __future__ import annotations
 
-# mpi4py first, as everywhere in this project (DESIGN.md), though nothing here uses MPI.
+# mpi4py first, as everywhere in this project (before dolfinx, or libmpi.so.12 is not found),
+# though nothing here uses MPI.
 from mpi4py import MPI  # noqa: F401
 
 import argparse

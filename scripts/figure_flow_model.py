@@ -36,7 +36,7 @@ def main(run: Path, out: Path) -> None:
     field = model.field(theta)
     X, y = data.X_train[::2], data.y_train[::2]
     times = np.linspace(0.0, model.T, 8 * model.slabs + 1)
-    _, traj = characteristics.flow(field, X, 0.0, model.T, t_eval=times)
+    traj = characteristics.trajectories(field, X, times)
     cmap = plt.get_cmap("tab10")
     fig, axes = plt.subplots(1, 3, figsize=(16, 5.2), constrained_layout=True)
 

@@ -1,13 +1,20 @@
-"""Command line: ``python -m solver compare|train CONFIG`` (also under ``mpirun -n P``).
+"""Command line (also under ``mpirun -n P``)::
+
+    python -m solver compare CONFIG | RUN     PDE against the characteristics (a field, or a trained run)
+    python -m solver train CONFIG             learn the velocity field; --resume --out RUN continues
+    python -m solver export RUN               a trained run as an explicit ResNet (ONNX, npz)
+    python -m solver plain2resnet NET ...     a plain MLP as a ResNet (``solver.plain2resnet.cli``)
 
 The only place that reads ``MPI.COMM_WORLD``. Bad input (an ``InputError``, raised on every rank
-alike) prints one message on rank 0 and exits with status 2 on every rank; any other exception
-prints its traceback and aborts the MPI job, so that no rank waits forever in a collective.
+alike, or found on rank 0 and handed to all by ``on_rank0``) prints one message on rank 0 and
+exits with status 2 on every rank; any other exception prints its traceback and aborts the MPI
+job, so that no rank waits forever in a collective.
 """
 
 from __future__ import annotations
 
-# mpi4py before dolfinx, or libmpi.so.12 is not found (DESIGN.md).
+# mpi4py before dolfinx: dolfinx's extension modules need the MPI library that mpi4py loads
+# (imported the other way round, libmpi.so.12 is not found).
 from mpi4py import MPI
 
 import argparse
@@ -18,6 +25,7 @@ import traceback
 from pathlib import Path
 
 from solver.errors import InputError
+from solver.rundir import store
 
 log = logging.getLogger("solver")
 
@@ -39,6 +47,23 @@ def parse_cells(text: str) -> list[int]:
     return values
 
 
+def on_rank0(comm: MPI.Comm, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` on rank 0 only; every rank gets its result, or raises its InputError
+    (collective). Any other exception on rank 0 is raised there only (``main`` then aborts the job).
+    """
+    verdict = None
+    if comm.rank == 0:
+        try:
+            verdict = ("result", fn(*args, **kwargs))
+        except InputError as error:
+            message = str(error).removeprefix(f"{error.source}: ") if error.source else str(error)
+            verdict = ("error", (message, error.source))
+    kind, value = comm.bcast(verdict, root=0)
+    if kind == "error":
+        raise InputError(*value)
+    return value
+
+
 def command_compare(comm: MPI.Comm, args) -> int:
     """Solve the PDE and the characteristics for the configured field and compare them; for a
     trained run directory, check the learned field's predictions against the characteristics."""
@@ -52,12 +77,11 @@ def command_compare(comm: MPI.Comm, args) -> int:
 
     config = load_config(args.config)
     from solver.check import compare_field as cmp
-    from solver.rundir.files import prepare_run_directory, write_json_atomic
+    from solver.rundir.files import prepare_run_directory
     from solver.rundir.outputs import write_comparison_outputs
 
     out = prepare_run_directory(comm, args.out, force=args.force)
-    if comm.rank == 0:
-        (out / "config.toml").write_text(config.to_toml())
+    on_rank0(comm, store.write_config, out / store.CONFIG, config.to_toml())
     refine = parse_cells(args.refine) if args.refine is not None else list(config.compare.refine)
 
     started = time.perf_counter()
@@ -67,14 +91,22 @@ def command_compare(comm: MPI.Comm, args) -> int:
         args.config, config.field.kind, config.mesh.cells, config.mesh.degree, comm.size,
     )
     comparison, state = cmp.compare_on_mesh(comm, config, config.mesh.cells, points, grid, keep=True)
-    metrics = dict(
-        config=str(args.config),
-        ranks=comm.size,
-        degree=config.mesh.degree,
-        comparison=comparison.row(),
-        steps_per_piece=state["result"].steps_per_piece,
-        dt_per_piece=state["result"].dt_per_piece,
-    )
+    metrics = comparison_metrics(comm, args, config, comparison, state, len(points), len(grid))
+    on_rank0(comm, store.write_json, out / store.METRICS, metrics)
+    write_comparison_outputs(comm, config, out, grid, state)
+    if refine:
+        metrics["refinement"] = refinement(comm, args, config, refine, out)
+        on_rank0(comm, store.write_json, out / store.METRICS, metrics)
+    state["solver"].destroy()
+    metrics["seconds"] = comm.allreduce(time.perf_counter() - started, op=MPI.MAX)
+    on_rank0(comm, store.write_json, out / store.METRICS, metrics)
+    log.info("wrote %s (metrics.json%s)", out, ", PNG, VTX" if config.output.png else "")
+    return 0
+
+
+def comparison_metrics(comm: MPI.Comm, args, config, comparison, state: dict, num_points: int,
+                       num_grid: int) -> dict:
+    """metrics.json of ``compare CONFIG`` on the configured mesh; logs its summary."""
     log.info(
         "  dofs %d x %d components, %d time steps, solve %.2f s",
         comparison.dofs, state["terminal"].num_components, comparison.steps, comparison.seconds_solve,
@@ -82,26 +114,31 @@ def command_compare(comm: MPI.Comm, args) -> int:
     log.info(
         "  PDE vs characteristics: L2 %.3e (relative %.3e), max at %d points %.3e, "
         "max on the %d-point grid %.3e",
-        comparison.l2, comparison.l2_relative, len(points), comparison.max_points,
-        len(grid), comparison.max_grid,
+        comparison.l2, comparison.l2_relative, num_points, comparison.max_points,
+        num_grid, comparison.max_grid,
     )
-    write_json_atomic_rank0(comm, out / "metrics.json", metrics, write_json_atomic)
-    write_comparison_outputs(comm, config, out, grid, state)
-    if refine:
-        log.info("refinement study over cells = %s", refine)
-        study = cmp.refinement_study(comm, config, refine)
-        log.info("%s", cmp.format_table(study))
-        metrics["refinement"] = study
-        write_json_atomic_rank0(comm, out / "metrics.json", metrics, write_json_atomic)
-        if config.output.png and comm.rank == 0:
-            from solver.rundir.plots import convergence_figure
+    return dict(
+        config=str(args.config),
+        ranks=comm.size,
+        degree=config.mesh.degree,
+        comparison=comparison.row(),
+        steps_per_piece=state["result"].steps_per_piece,
+        dt_per_piece=state["result"].dt_per_piece,
+    )
 
-            convergence_figure(out / "convergence.png", study, f"DG{config.mesh.degree}: {args.config}")
-    state["solver"].destroy()
-    metrics["seconds"] = comm.allreduce(time.perf_counter() - started, op=MPI.MAX)
-    write_json_atomic_rank0(comm, out / "metrics.json", metrics, write_json_atomic)
-    log.info("wrote %s (metrics.json%s)", out, ", PNG, VTX" if config.output.png else "")
-    return 0
+
+def refinement(comm: MPI.Comm, args, config, cells: list[int], out: Path) -> dict:
+    """The refinement study over ``cells`` (collective); logs its table, draws convergence.png."""
+    from solver.check import compare_field as cmp
+
+    log.info("refinement study over cells = %s", cells)
+    study = cmp.refinement_study(comm, config, cells)
+    log.info("%s", cmp.format_table(study))
+    if config.output.png and comm.rank == 0:
+        from solver.rundir.plots import convergence_figure
+
+        convergence_figure(out / "convergence.png", study, f"DG{config.mesh.degree}: {args.config}")
+    return study
 
 
 def command_train(comm: MPI.Comm, args) -> int:
@@ -109,9 +146,9 @@ def command_train(comm: MPI.Comm, args) -> int:
     from solver.config import load_config
 
     if args.resume:
-        config_path = args.out / "config.toml"
+        config_path = args.out / store.CONFIG
         if not config_path.exists():
-            raise InputError("--resume needs a run directory with config.toml", str(args.out))
+            raise InputError(f"--resume needs a run directory with {store.CONFIG}", str(args.out))
         config = load_config(config_path)
     else:
         config = load_config(args.config)
@@ -121,8 +158,7 @@ def command_train(comm: MPI.Comm, args) -> int:
 
     if not args.resume:
         out = prepare_run_directory(comm, args.out, force=args.force)
-        if comm.rank == 0:
-            (out / "config.toml").write_text(config.to_toml())
+        on_rank0(comm, store.write_config, out / store.CONFIG, config.to_toml())
     else:
         out = args.out
     started = time.perf_counter()
@@ -160,21 +196,13 @@ def command_train(comm: MPI.Comm, args) -> int:
 
 
 def command_export(comm: MPI.Comm, args) -> int:
-    """Export a trained run as an explicit ResNet (rank 0 writes; numpy and ONNX only)."""
+    """Export a trained run as an explicit ResNet (rank 0 works; numpy and ONNX only)."""
     from solver.resnet.export import export
 
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
-    written = export(args.run_dir, args.depth, args.scheme, formats, args.output) if comm.rank == 0 else []
-    for path in written:
+    for path in on_rank0(comm, export, args.run_dir, args.depth, args.scheme, formats, args.output):
         log.info("wrote %s", path)
-    comm.Barrier()
     return 0
-
-
-def write_json_atomic_rank0(comm, path, data, writer) -> None:
-    if comm.rank == 0:
-        writer(path, data)
-    comm.Barrier()
 
 
 def build_parser() -> argparse.ArgumentParser:

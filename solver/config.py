@@ -14,19 +14,22 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from dataclasses import field as dataclass_field
+from functools import partial
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from solver.model import velocity
-from solver.model.data import DATASET_KINDS, DATASET_PARAMS
-from solver.learn.optimize import OPTIMIZERS
-from solver.model.losses import LOSSES
-from solver.model.domain import DOMAIN_KINDS, Domain, make_domain
+from solver import validate
 from solver.errors import InputError
+from solver.learn.optimize import DEFAULT_LEARNING_RATE, DEFAULT_MAX_STEP, DEFAULT_MEMORY, OPTIMIZERS
+from solver.model import velocity
+from solver.model.data import DATASET_KINDS, DATASET_PARAMS, DEFAULT_MARGIN, DEFAULT_TEST_FRACTION
+from solver.model.data import OPTION_CHECKS as DATA_CHECKS
+from solver.model.domain import DOMAIN_KINDS, Domain, make_domain
+from solver.model.losses import LOSSES
 from solver.model.terminal import (
     TERMINAL_KINDS,
     TERMINAL_PARAMS,
@@ -38,7 +41,6 @@ from solver.model.terminal import (
 # The names the velocity model accepts, from the model itself so the two cannot drift apart.
 ACTIVATIONS = tuple(velocity.ACTIVATIONS)
 FIELD_KINDS = velocity.FIELD_KINDS
-TIME_MODES = velocity.TIME_MODES  # θ constant or linear in t on each slab
 
 DOMAIN_KEYS = {
     "box": ("kind", "lower", "upper"),
@@ -46,22 +48,20 @@ DOMAIN_KEYS = {
     "ball": ("kind", "center", "radius"),
 }
 FIELD_KEYS = {
-    "mlp": ("kind", "T", "width", "activation", "slabs", "time", "seed", "scale"),
+    "mlp": ("kind", "T", "width", "activation", "slabs", "seed", "scale"),
     "rotation": ("kind", "T", "omega"),
 }
-SECTION_KEYS = {
-    "train": (
-        "loss", "weight_decay", "smoothness", "kinetic", "roughness", "optimizer", "iterations", "learning_rate",
-        "memory", "max_step", "save_every", "seed", "init",
-        "check_every", "check_points", "tolerance", "agreement", "adapt", "max_dofs",
-    ),
-    "mesh": ("cells", "degree"),
-    "solver": ("cfl", "dt", "checkpoint_every", "stage_memory"),
-    "compare": ("points", "points_file", "grid", "seed", "refine", "cells", "degree"),
-    "output": ("vtx", "png"),
-}
 SECTIONS = ("domain", "mesh", "field", "terminal", "solver", "compare", "output", "data", "train")
-DATA_KEYS = ("kind", "points", "noise", "seed", "test_fraction", "classes", "augment_dim", "margin")
+
+# Values that run directories written by earlier versions hold in their config.toml (read again
+# by --resume and `compare RUN`) for what is now an absent key: read as absent.
+LEGACY_VALUES = {
+    ("field", "time"): "constant",  # θ is constant on slabs; there is no other mode to choose
+    ("solver", "dt"): 0.0,  # 0 stood for "from the CFL bound"
+    ("solver", "checkpoint_every"): 0,  # 0 stood for "none", which training replaced by 4
+    ("compare", "cells"): 0,  # 0 stood for "the training mesh"
+    ("compare", "degree"): 0,
+}
 
 
 @dataclass(frozen=True)
@@ -89,17 +89,21 @@ class MeshConfig:
 
 @dataclass(frozen=True)
 class FieldConfig:
-    """The velocity v(t, x) on [0, T]; keys of the other kind are None."""
+    """The velocity v(t, x) on [0, T], θ constant on each slab; keys of the other kind are None."""
 
     kind: str = "mlp"
     T: float = 1.0
     width: int | None = 8
     activation: str | None = "tanh"
     slabs: int | None = 4
-    time: str | None = "constant"
     seed: int | None = 0
     scale: float | None = 1.0
     omega: float | None = None  # rotation only: angular speed, rad per unit time
+
+    @property
+    def time(self) -> str:
+        """Always "constant" (θ constant on slabs): kept for callers that still pass it on."""
+        return "constant"
 
 
 @dataclass(frozen=True)
@@ -116,11 +120,14 @@ class TerminalConfig:
 
 @dataclass(frozen=True)
 class SolverConfig:
-    """Time stepping: Courant number, an optional forced step, checkpoint spacing, stage memory."""
+    """Time stepping: Courant number, an optional forced step, checkpoint spacing, stage memory.
+
+    These are also the defaults of ``fem.transport.TransportSolver``.
+    """
 
     cfl: float = 1.0  # Courant number; RK3 blew up at 2.5 (DG1, DG2) and 2.0 (DG3), measured
-    dt: float = 0.0  # 0: from the CFL bound
-    checkpoint_every: int = 0  # keep every n-th step start for an adjoint; 0: none
+    dt: float | None = None  # a forced maximal time step; None: from the CFL bound
+    checkpoint_every: int = 4  # keep the state at every n-th step start, for the gradient
     stage_memory: int = 256  # MiB per rank for the RK stage states a gradient reads back
 
 
@@ -136,9 +143,9 @@ class CompareConfig:
     # a relative path is relative to the config file.
     points_file: str | None = None
     # `compare RUN` of a trained run: the mesh cells and DG degree of its PDE prediction, if
-    # finer than training's (0: the training mesh, which is always reported too).
-    cells: int = 0
-    degree: int = 0
+    # finer than training's (None: the training mesh's, which is always reported too).
+    cells: int | None = None
+    degree: int | None = None
 
 
 @dataclass(frozen=True)
@@ -149,16 +156,19 @@ class DataConfig:
     points: int | None = 400  # None: all rows of a CSV file
     noise: float | None = None  # None: the kind's default
     seed: int = 0
-    test_fraction: float = 0.25
+    test_fraction: float = DEFAULT_TEST_FRACTION
     classes: int | None = None  # blobs: number of classes
     augment_dim: int | None = None  # append zero coordinates up to this dimension
-    margin: float = 0.2
+    margin: float = DEFAULT_MARGIN
     params: Mapping[str, Any] = dataclass_field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Learning the velocity: objective, optimizer, checkpoints."""
+    """Learning the velocity: objective, optimizer, checkpoints.
+
+    The objective's weights are also the defaults of ``learn.reduced.ReducedFunctional``.
+    """
 
     loss: str = "cross_entropy"
     weight_decay: float = 1e-4
@@ -167,21 +177,22 @@ class TrainConfig:
     roughness: float = 0.0  # weight of ∫∫|∇v|² (keeps the field resolvable on the mesh)
     optimizer: str = "lbfgs"
     iterations: int = 100
-    learning_rate: float = 0.02  # Adam
-    memory: int = 10  # L-BFGS curvature pairs
-    max_step: float = 1.0  # L-BFGS: the longest first trial step |Δp|
+    learning_rate: float = DEFAULT_LEARNING_RATE  # Adam
+    memory: int = DEFAULT_MEMORY  # L-BFGS curvature pairs
+    max_step: float = DEFAULT_MAX_STEP  # L-BFGS: the longest first trial step |Δp|
     save_every: int = 10  # checkpoint every n iterations
     seed: int = 0  # initial θ and output layer
     init: str | None = None  # start from the parameters of this run (directory or theta.npz)
     # Certification (learn/certify.py): every check_every iterations and at the end the PDE is
     # checked against the characteristics on the training and test points (at most check_points
-    # of each); outside the tolerances the resolution is raised (adapt) up to max_dofs.
+    # of each); where the logits differ by more than tolerance the mesh is refined (adapt), up
+    # to max_dofs DG dofs per component.
     check_every: int = 10
     check_points: int = 2000
     tolerance: float = 0.5  # max |u_h(0, X) − f(q(T; X))| over the logits
-    agreement: float = 0.995  # the least fraction of equal labels
+    agreement: float = 0.995  # the least fraction of equal labels for a certified run
     adapt: bool = True
-    max_dofs: int = 400_000  # DG dofs per component
+    max_dofs: int = 400_000
 
 
 @dataclass(frozen=True)
@@ -250,6 +261,21 @@ class Config:
         return make_terminal(self.terminal.kind, self.dim, **_plain(dict(self.terminal.params)))
 
 
+def _keys(cls) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls) if f.name != "params")
+
+
+# The keys of each section are the fields of its dataclass.
+SECTION_KEYS = {
+    "mesh": _keys(MeshConfig),
+    "solver": _keys(SolverConfig),
+    "compare": _keys(CompareConfig),
+    "output": _keys(OutputConfig),
+    "train": _keys(TrainConfig),
+}
+DATA_KEYS = _keys(DataConfig)
+
+
 def _plain(value: Any) -> Any:
     """Tuples (and mapping proxies) to lists (and dicts), recursively."""
     if isinstance(value, tuple | list):
@@ -309,7 +335,8 @@ def config_from_dict(
     """Validate a parsed TOML document (nested dicts) into a :class:`Config`.
 
     Args:
-        d: ``{section: {key: value}}``; missing sections and keys take their defaults.
+        d: ``{section: {key: value}}``; missing sections and keys take their defaults (those
+            of the section's dataclass).
         source: where ``d`` came from, for messages.
         text: the TOML text of ``d``, if any, to point messages at the line of a key.
     """
@@ -320,87 +347,100 @@ def config_from_dict(
         if name not in SECTIONS:
             raise r.error(name, None, f"unknown section [{name}]. Valid sections: {list(SECTIONS)}")
     sections = {name: r.section(name, d.get(name, {})) for name in SECTIONS}
+    for (name, key), old in LEGACY_VALUES.items():
+        value = sections[name].get(key)
+        if value == old and not isinstance(value, bool):
+            del sections[name][key]
 
     domain = _domain(r, sections["domain"])
-    mesh = _mesh(r, sections["mesh"], domain)
+    min_cells = _min_cells(domain.kind)
+    mesh = MeshConfig(**r.fields("mesh", sections["mesh"], MeshConfig,
+        cells=partial(validate.integer, low=min_cells),
+        degree=partial(validate.integer, low=1, high=3),
+    ))
     field = _field(r, sections["field"], domain)
     terminal = _terminal(r, sections["terminal"], domain)
-    s = sections["solver"]
-    r.check_keys("solver", s, SECTION_KEYS["solver"])
-    solver = SolverConfig(
-        cfl=r.number("solver", s, "cfl", 1.0, low=0.0, low_open=True, high=2.0),
-        dt=r.number("solver", s, "dt", 0.0, low=0.0),
-        checkpoint_every=r.integer("solver", s, "checkpoint_every", 0, low=0),
-        stage_memory=r.integer("solver", s, "stage_memory", 256, low=0),
-    )
-    c = sections["compare"]
-    r.check_keys("compare", c, SECTION_KEYS["compare"])
-    refine = r.integer_list("compare", c, "refine", [], low=_min_cells(domain.kind))
-    if any(b <= a for a, b in zip(refine, refine[1:])):
-        raise r.error("compare", "refine", f"expected increasing cell counts, got {refine}")
-    compare = CompareConfig(
-        points=r.integer("compare", c, "points", 500, low=1),
-        grid=r.integer("compare", c, "grid", 65, low=2),
-        seed=r.integer("compare", c, "seed", 1, low=0),
-        refine=tuple(refine),
-        points_file=r.path("compare", c, "points_file", source),
-        cells=r.integer("compare", c, "cells", 0, low=0),
-        degree=r.integer("compare", c, "degree", 0, low=0, high=3),
-    )
-    if 0 < compare.cells < _min_cells(domain.kind):
-        raise r.error("compare", "cells", f"expected 0 (the training mesh) or >= {_min_cells(domain.kind)}, got {compare.cells}")
-    o = sections["output"]
-    r.check_keys("output", o, SECTION_KEYS["output"])
-    output = OutputConfig(
-        vtx=r.boolean("output", o, "vtx", True), png=r.boolean("output", o, "png", True)
-    )
+    solver = SolverConfig(**r.fields("solver", sections["solver"], SolverConfig,
+        cfl=partial(validate.number, low=0.0, high=2.0, low_open=True),
+        dt=partial(validate.optional(validate.number), low=0.0, low_open=True),
+        checkpoint_every=partial(validate.integer, low=1),
+        stage_memory=partial(validate.integer, low=0),
+    ))
+    compare = _compare(r, sections["compare"], min_cells, source)
+    output = OutputConfig(**r.fields("output", sections["output"], OutputConfig,
+        vtx=validate.boolean, png=validate.boolean,
+    ))
     data = _data(r, sections["data"], source)
-    t = sections["train"]
-    r.check_keys("train", t, SECTION_KEYS["train"])
-    train = TrainConfig(
-        loss=r.choice("train", t, "loss", "cross_entropy", LOSSES),
-        weight_decay=r.number("train", t, "weight_decay", 1e-4, low=0.0),
-        smoothness=r.number("train", t, "smoothness", 1e-2, low=0.0),
-        kinetic=r.number("train", t, "kinetic", 0.0, low=0.0),
-        roughness=r.number("train", t, "roughness", 0.0, low=0.0),
-        optimizer=r.choice("train", t, "optimizer", "lbfgs", OPTIMIZERS),
-        iterations=r.integer("train", t, "iterations", 100, low=0),
-        learning_rate=r.number("train", t, "learning_rate", 0.02, low=0.0, low_open=True),
-        memory=r.integer("train", t, "memory", 10, low=1),
-        max_step=r.number("train", t, "max_step", 1.0, low=0.0, low_open=True),
-        save_every=r.integer("train", t, "save_every", 10, low=1),
-        seed=r.integer("train", t, "seed", 0, low=0),
-        init=r.path("train", t, "init", source),
-        check_every=r.integer("train", t, "check_every", 10, low=1),
-        check_points=r.integer("train", t, "check_points", 2000, low=1),
-        tolerance=r.number("train", t, "tolerance", 0.5, low=0.0, low_open=True),
-        agreement=r.number("train", t, "agreement", 0.995, low=0.0, low_open=True, high=1.0),
-        adapt=r.boolean("train", t, "adapt", True),
-        max_dofs=r.integer("train", t, "max_dofs", 400_000, low=1),
-    )
+    train = _train(r, sections["train"], source)
     return Config(domain, mesh, field, terminal, solver, compare, output, data, train, source=source)
 
 
+def _compare(r: _Reader, s: dict[str, Any], min_cells: int, source: str) -> CompareConfig:
+    return CompareConfig(**r.fields("compare", s, CompareConfig,
+        points=partial(validate.integer, low=1),
+        grid=partial(validate.integer, low=2),
+        seed=partial(validate.integer, low=0),
+        refine=partial(_increasing, low=min_cells),
+        points_file=r.path_check(source),
+        cells=partial(validate.optional(validate.integer), low=min_cells),
+        degree=partial(validate.optional(validate.integer), low=1, high=3),
+    ))
+
+
+def _train(r: _Reader, s: dict[str, Any], source: str) -> TrainConfig:
+    return TrainConfig(**r.fields("train", s, TrainConfig,
+        loss=partial(validate.choice, choices=LOSSES),
+        weight_decay=partial(validate.number, low=0.0),
+        smoothness=partial(validate.number, low=0.0),
+        kinetic=partial(validate.number, low=0.0),
+        roughness=partial(validate.number, low=0.0),
+        optimizer=partial(validate.choice, choices=OPTIMIZERS),
+        iterations=partial(validate.integer, low=0),
+        learning_rate=partial(validate.number, low=0.0, low_open=True),
+        memory=partial(validate.integer, low=1),
+        max_step=partial(validate.number, low=0.0, low_open=True),
+        save_every=partial(validate.integer, low=1),
+        seed=partial(validate.integer, low=0),
+        init=r.path_check(source),
+        check_every=partial(validate.integer, low=1),
+        check_points=partial(validate.integer, low=1),
+        tolerance=partial(validate.number, low=0.0, low_open=True),
+        agreement=partial(validate.number, low=0.0, low_open=True, high=1.0),
+        adapt=validate.boolean,
+        max_dofs=partial(validate.integer, low=1),
+    ))
+
+
+def _increasing(name: str, value: Any, low: int) -> tuple[int, ...]:
+    """Increasing cell counts >= low."""
+    cells = validate.integer_list(name, value, low)
+    if any(b <= a for a, b in zip(cells, cells[1:])):
+        raise validate.expected(name, "increasing cell counts", value)
+    return tuple(cells)
+
+
 def _data(r: _Reader, s: dict[str, Any], source: str) -> DataConfig:
-    kind = r.choice("data", s, "kind", "moons", DATASET_KINDS)
+    kind = r.value("data", s, "kind", DataConfig.kind, partial(validate.choice, choices=DATASET_KINDS))
     r.check_keys("data", s, DATA_KEYS + DATASET_PARAMS[kind], f'for kind "{kind}"')
     params = {k: v for k, v in s.items() if k in DATASET_PARAMS[kind]}
     if kind == "csv":
         if "path" not in params:
             raise r.error("data", "path", 'kind "csv" needs path = "file.csv"')
-        params["path"] = r.path("data", s, "path", source)
-    optional = lambda key, read: None if s.get(key) is None else read()  # noqa: E731
+        params["path"] = r.value("data", s, "path", None, r.path_check(source))
+    # The checks of make_dataset itself, under the config's names (points, classes).
+    values = r.fields("data", s, DataConfig,
+        # csv: no points means all rows of the file
+        points=validate.optional(DATA_CHECKS["num_points"]) if kind == "csv" else DATA_CHECKS["num_points"],
+        noise=validate.optional(DATA_CHECKS["noise"]),
+        seed=DATA_CHECKS["seed"],
+        test_fraction=DATA_CHECKS["test_fraction"],
+        classes=validate.optional(DATA_CHECKS["num_classes"]),
+        # the mesh is 2D or 3D
+        augment_dim=partial(validate.optional(validate.integer), low=2, high=3),
+        margin=DATA_CHECKS["margin"],
+    )
     return DataConfig(
-        kind=kind,
-        points=optional("points", lambda: r.integer("data", s, "points", 400, low=2))
-        if kind == "csv" else r.integer("data", s, "points", 400, low=2),
-        noise=optional("noise", lambda: r.number("data", s, "noise", 0.0, low=0.0)),
-        seed=r.integer("data", s, "seed", 0, low=0),
-        test_fraction=r.number("data", s, "test_fraction", 0.25, low=0.0, high=0.9),
-        classes=optional("classes", lambda: r.integer("data", s, "classes", 3, low=2)),
-        augment_dim=optional("augment_dim", lambda: r.integer("data", s, "augment_dim", 3, low=2, high=3)),
-        margin=r.number("data", s, "margin", 0.2, low=0.0, high=0.9),
-        params=MappingProxyType({k: _frozen(v) for k, v in params.items()}),
+        kind=kind, **values, params=MappingProxyType({k: _frozen(v) for k, v in params.items()})
     )
 
 
@@ -410,12 +450,12 @@ def _min_cells(domain_kind: str) -> int:
 
 
 def _domain(r: _Reader, s: dict[str, Any]) -> DomainConfig:
-    kind = r.choice("domain", s, "kind", "box", DOMAIN_KINDS)
+    kind = r.value("domain", s, "kind", DomainConfig.kind, partial(validate.choice, choices=DOMAIN_KINDS))
     r.check_keys("domain", s, DOMAIN_KEYS[kind], f'for kind "{kind}"')
     if kind == "box":
-        lower = r.vector("domain", s, "lower", None, lengths=(2, 3))
-        default_dim = len(lower) if lower is not None else 2
-        upper = r.vector("domain", s, "upper", [1.0] * default_dim, lengths=(2, 3))
+        vector = validate.optional(partial(validate.vector, lengths=(2, 3)))
+        lower = r.value("domain", s, "lower", None, vector)
+        upper = r.value("domain", s, "upper", [1.0] * (len(lower) if lower else 2), vector)
         if lower is None:
             lower = [-1.0] * len(upper)
         if len(lower) != len(upper):
@@ -428,23 +468,15 @@ def _domain(r: _Reader, s: dict[str, Any]) -> DomainConfig:
             )
         return DomainConfig(kind, tuple(lower), tuple(upper), None, None)
     dim = 2 if kind == "disk" else 3
-    center = r.vector("domain", s, "center", [0.0] * dim, lengths=(dim,))
-    radius = r.number("domain", s, "radius", 1.0, low=0.0, low_open=True)
+    center = r.value("domain", s, "center", [0.0] * dim, partial(validate.vector, lengths=(dim,)))
+    radius = r.value("domain", s, "radius", 1.0, partial(validate.number, low=0.0, low_open=True))
     return DomainConfig(kind, None, None, tuple(center), radius)
 
 
-def _mesh(r: _Reader, s: dict[str, Any], domain: DomainConfig) -> MeshConfig:
-    r.check_keys("mesh", s, SECTION_KEYS["mesh"])
-    return MeshConfig(
-        cells=r.integer("mesh", s, "cells", 32, low=_min_cells(domain.kind)),
-        degree=r.integer("mesh", s, "degree", 1, low=1, high=3),
-    )
-
-
 def _field(r: _Reader, s: dict[str, Any], domain: DomainConfig) -> FieldConfig:
-    kind = r.choice("field", s, "kind", "mlp", FIELD_KINDS)
+    kind = r.value("field", s, "kind", FieldConfig.kind, partial(validate.choice, choices=FIELD_KINDS))
     r.check_keys("field", s, FIELD_KEYS[kind], f'for kind "{kind}"')
-    T = r.number("field", s, "T", 1.0, low=0.0, low_open=True)
+    T = partial(validate.number, low=0.0, low_open=True)
     if kind == "rotation":
         if domain.kind == "box":
             raise r.error(
@@ -453,23 +485,23 @@ def _field(r: _Reader, s: dict[str, Any], domain: DomainConfig) -> FieldConfig:
                 'a "rotation" field is only valid on a disk or ball domain (a rigid rotation '
                 'does not leave a box invariant), got domain.kind = "box"',
             )
-        omega = r.number("field", s, "omega", 2.0 * math.pi)
-        return FieldConfig(kind, T, None, None, None, None, None, None, omega)
-    return FieldConfig(
-        kind,
-        T,
-        width=r.integer("field", s, "width", 8, low=1),
-        activation=r.choice("field", s, "activation", "tanh", ACTIVATIONS),
-        slabs=r.integer("field", s, "slabs", 4, low=1),
-        time=r.choice("field", s, "time", "constant", TIME_MODES),
-        seed=r.integer("field", s, "seed", 0, low=0),
-        scale=r.number("field", s, "scale", 1.0, low=0.0),
-        omega=None,
-    )
+        return FieldConfig(
+            kind, **r.fields("field", s, FieldConfig, T=T), width=None, activation=None,
+            slabs=None, seed=None, scale=None,
+            omega=r.value("field", s, "omega", 2.0 * math.pi, validate.number),
+        )
+    return FieldConfig(kind, **r.fields("field", s, FieldConfig,
+        T=T,
+        width=partial(validate.integer, low=1),
+        activation=partial(validate.choice, choices=ACTIVATIONS),
+        slabs=partial(validate.integer, low=1),
+        seed=partial(validate.integer, low=0),
+        scale=partial(validate.number, low=0.0),
+    ))
 
 
 def _terminal(r: _Reader, s: dict[str, Any], domain: DomainConfig) -> TerminalConfig:
-    kind = r.choice("terminal", s, "kind", "gaussian", TERMINAL_KINDS)
+    kind = r.value("terminal", s, "kind", "gaussian", partial(validate.choice, choices=TERMINAL_KINDS))
     r.check_keys("terminal", s, ("kind", *TERMINAL_PARAMS[kind]), f'for kind "{kind}"')
     params = terminal_defaults(kind, domain.dim)
     if kind == "gaussian":
@@ -487,7 +519,7 @@ def _terminal(r: _Reader, s: dict[str, Any], domain: DomainConfig) -> TerminalCo
 
 
 class _Reader:
-    """Typed access to the keys of a section, with errors that name key, value and line."""
+    """Checked access to the keys of a section, with errors that name key, value and line."""
 
     def __init__(self, source: str, text: str | None):
         self.source = source
@@ -533,110 +565,35 @@ class _Reader:
                 what = f" {what}" if what else ""
                 raise self.error(section, key, f"unknown key{what}. Valid keys: {list(valid)}")
 
-    def _bad(self, section: str, key: str, value: Any, expected: str) -> InputError:
-        return self.error(section, key, f"expected {expected}, got {value!r}")
+    def value(self, section: str, s: dict, key: str, default: Any, check: Callable) -> Any:
+        """``check("section.key", value)`` of the key's value (or ``default``), its error
+        pointed at the key's line."""
+        try:
+            return check(f"{section}.{key}", s.get(key, default))
+        except InputError as e:
+            raise InputError(str(e), source=self.where(section, key)) from None
 
-    def integer(
-        self,
-        section: str,
-        s: dict,
-        key: str,
-        default: int,
-        low: int | None = None,
-        high: int | None = None,
-    ) -> int:
-        value = s.get(key, default)
-        expected = "an integer" + _range(low, high)
-        # bool is a subclass of int: `cells = true` must not pass as 1.
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self._bad(section, key, value, expected)
-        if (low is not None and value < low) or (high is not None and value > high):
-            raise self._bad(section, key, value, expected)
-        return value
+    def fields(self, section: str, s: dict, cls: type, **checks: Callable) -> dict[str, Any]:
+        """The keys of ``checks`` read from ``s`` with :meth:`value`, an absent key taking the
+        default of the dataclass ``cls``; any other key of ``s`` is refused."""
+        if section in SECTION_KEYS:
+            self.check_keys(section, s, SECTION_KEYS[section])
+        defaults = {f.name: f.default for f in fields(cls)}
+        return {key: self.value(section, s, key, defaults[key], check) for key, check in checks.items()}
 
-    def number(
-        self,
-        section: str,
-        s: dict,
-        key: str,
-        default: float,
-        low: float | None = None,
-        high: float | None = None,
-        low_open: bool = False,
-    ) -> float:
-        value = s.get(key, default)
-        expected = "a number" + _range(low, high, low_open)
-        if not _is_number(value):
-            raise self._bad(section, key, value, expected)
-        if low is not None and (value < low or (low_open and value == low)):
-            raise self._bad(section, key, value, expected)
-        if high is not None and value > high:
-            raise self._bad(section, key, value, expected)
-        return float(value)
+    def path_check(self, source: str) -> Callable[[str, Any], str | None]:
+        """The check of an optional file path; a relative path is taken relative to the config
+        file and returned absolute, so that the resolved config (written into a run directory,
+        read again by --resume) names the same file."""
 
-    def boolean(self, section: str, s: dict, key: str, default: bool) -> bool:
-        value = s.get(key, default)
-        if not isinstance(value, bool):
-            raise self._bad(section, key, value, "true or false")
-        return value
+        def check(name: str, value: Any) -> str | None:
+            if value is None:
+                return None
+            if not isinstance(value, str) or not value:
+                raise validate.expected(name, "a file path (string)", value)
+            path = Path(value)
+            if not path.is_absolute() and not source.startswith("<"):
+                path = Path(source).parent / path
+            return os.path.normpath(path.absolute())  # "problems/../runs/x" -> "runs/x"
 
-    def choice(
-        self, section: str, s: dict, key: str, default: str, choices: tuple[str, ...]
-    ) -> str:
-        value = s.get(key, default)
-        if not isinstance(value, str) or value not in choices:
-            raise self._bad(section, key, value, f"one of {list(choices)}")
-        return value
-
-    def vector(
-        self, section: str, s: dict, key: str, default: list[float] | None, lengths: tuple[int, ...]
-    ) -> list[float] | None:
-        value = s.get(key, default)
-        if value is None:
-            return None
-        expected = f"a list of {' or '.join(map(str, lengths))} numbers"
-        if not isinstance(value, list | tuple) or len(value) not in lengths:
-            raise self._bad(section, key, value, expected)
-        if not all(_is_number(v) for v in value):
-            raise self._bad(section, key, value, expected)
-        return [float(v) for v in value]
-
-    def path(self, section: str, s: dict, key: str, source: str) -> str | None:
-        """An optional file path; relative paths are taken relative to the config file.
-
-        Returned absolute, so that the resolved config (written into a run directory, read
-        again by --resume) names the same file.
-        """
-        value = s.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value:
-            raise self._bad(section, key, value, "a file path (string)")
-        path = Path(value)
-        if not path.is_absolute() and not source.startswith("<"):
-            path = Path(source).parent / path
-        return os.path.normpath(path.absolute())  # "problems/../runs/x" -> "runs/x"
-
-    def integer_list(
-        self, section: str, s: dict, key: str, default: list[int], low: int
-    ) -> list[int]:
-        value = s.get(key, default)
-        expected = f"a list of integers >= {low}"
-        if not isinstance(value, list | tuple) or any(
-            isinstance(v, bool) or not isinstance(v, int) or v < low for v in value
-        ):
-            raise self._bad(section, key, value, expected)
-        return list(value)
-
-
-def _is_number(value: Any) -> bool:
-    # bool is a subclass of int: `radius = true` must not pass as 1.
-    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
-
-
-def _range(low: float | None, high: float | None, low_open: bool = False) -> str:
-    if low is not None and high is not None:
-        return f" in {'(' if low_open else '['}{low}, {high}]"
-    if low is not None:
-        return f" {'>' if low_open else '>='} {low}"
-    return f" <= {high}" if high is not None else ""
+        return check

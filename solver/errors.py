@@ -1,4 +1,4 @@
-"""The one exception type for bad user input."""
+"""The exception types for bad user input."""
 
 
 class InputError(ValueError):
@@ -12,3 +12,11 @@ class InputError(ValueError):
     def __init__(self, message: str, source: str | None = None):
         self.source = source
         super().__init__(f"{source}: {message}" if source else message)
+
+
+class UnstableSolve(InputError):
+    """A transport solve whose time step breaks the CFL bound or whose solution blew up.
+
+    Raised alike on every rank. An optimizer treats it as a failed trial point and backs off;
+    everywhere else it is bad input (a Courant number or forced dt too large) like any other.
+    """

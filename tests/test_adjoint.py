@@ -155,10 +155,18 @@ def test_kept_stages_are_the_same_steps_on_every_rank(comm):
     comm.Barrier()
 
 
-def test_gradient_needs_checkpoints(comm):
-    J = make_problem(comm, checkpoint_every=0)
-    with pytest.raises(InputError, match="checkpoint"):
-        J.value_and_gradient(J.initial(seed=0))
+def test_adjoint_needs_checkpoints(comm):
+    from solver.fem.adjoint import Adjoint
+
+    J = make_problem(comm)
+    theta, A, b = J.split(J.initial(seed=0))
+    field = J.model.field(theta)
+    result = J.solver.solve(field, lambda x: x @ A.T + b, keep=False)
+    adjoint = Adjoint(J.solver, J.K)
+    with pytest.raises(InputError, match="checkpoints"):
+        adjoint.backward(field, result, [np.zeros(J.solver.num_owned)] * J.K)
+    adjoint.destroy()
+    J.destroy()
 
 
 def test_bad_loss_and_time_mode(comm):

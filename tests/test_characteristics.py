@@ -5,7 +5,7 @@ import gc
 import numpy as np
 import pytest
 
-from solver.model.characteristics import CharacteristicsResult, flow, solve
+from solver.model.characteristics import CharacteristicsResult, flow, solve, trajectories
 from solver.model.domain import Ball, Box
 from solver.errors import InputError
 from solver.model.velocity import RigidRotation, VelocityModel
@@ -140,7 +140,8 @@ def test_restarts_at_pieces():
     field = PiecewiseTranslation()
     x0 = np.random.default_rng(0).uniform(-1, 1, (50, 2))
     times = np.array([0.0, 0.1, 0.3, 0.3, 0.65, 1.0])  # a repeated time is recorded twice
-    q, traj = flow(field, x0, t_eval=times)
+    traj = trajectories(field, x0, times)
+    q = traj[-1]
     assert np.allclose(q, field.exact(x0, 1.0), atol=1e-13)
     assert traj.shape == (len(times), 50, 2)
     for k, t in enumerate(times):
@@ -153,7 +154,8 @@ def test_restarts_at_pieces():
 def test_time_dependent_field_without_per_point_times():
     field = Circling()
     x0 = np.random.default_rng(0).uniform(-1, 1, (100, 2))
-    q, traj = flow(field, x0, t_eval=np.linspace(0, field.T, 7))
+    traj = trajectories(field, x0, np.linspace(0, field.T, 7))
+    q = traj[-1]
     assert np.abs(q - field.exact(x0, field.T)).max() < 1e-9
     assert np.abs(traj[3] - field.exact(x0, 1.5)).max() < 1e-9
 
@@ -163,8 +165,12 @@ def test_trajectories_of_mlp_field():
     field = mlp_field("tanh", "linear")
     x0 = np.random.default_rng(4).uniform(-1, 1, (100, 2))
     times = np.linspace(0.0, 1.0, 9)
-    q, traj = flow(field, x0, t_eval=times)
-    assert np.array_equal(traj[0], x0) and np.array_equal(traj[-1], q)
+    traj = trajectories(field, x0, times)
+    q = traj[-1]
+    assert np.array_equal(traj[0], x0)
+    assert np.abs(flow(field, x0) - q).max() < 1e-9  # other steps (none land on the times)
+    back = trajectories(field, q, times[::-1])  # backward, recorded on the way
+    assert np.abs(back[::-1] - traj).max() < 1e-8
     assert np.abs(traj[4] - flow(field, x0, t1=0.5)).max() < 1e-9
     assert np.abs(flow(field, traj[2], t0=0.25) - q).max() < 1e-9
 
@@ -267,14 +273,21 @@ def test_failure_on_one_rank_raises_on_all():
         ({"t1": 1.5}, "t1=1.5"),
         ({"t0": -0.1}, "t0=-0.1"),
         ({"rtol": 0.0}, "rtol"),
-        ({"t_eval": [0.0, 2.0]}, "t_eval"),
-        ({"t_eval": [0.5, 0.2]}, "sorted"),
     ],
 )
 def test_flow_bad_input(kwargs, match):
     args = {"x0": [[0.0, 0.0]], **kwargs}
     with pytest.raises(InputError, match=match):
         flow(mlp_field(), **args)
+
+
+@serial
+@pytest.mark.parametrize(
+    "times, match", [([0.0, 2.0], "t1=2.0"), ([0.2, 0.6, 0.4, 0.8], "sorted"), ([], "at least one")]
+)
+def test_trajectories_bad_times(times, match):
+    with pytest.raises(InputError, match=match):
+        trajectories(mlp_field(), [[0.0, 0.0]], times)
 
 
 @serial

@@ -4,6 +4,7 @@ non-zero exit on every rank (never a hang, never a traceback from deep inside)."
 from mpi4py import MPI  # noqa: F401
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,8 +32,11 @@ png = {png}
 
 
 def run(args, cwd, timeout=180, ranks=2):
+    """``python -m solver ARGS`` on ``ranks`` ranks in ``cwd``, importing this checkout's solver
+    (not whichever one the interpreter would find from ``cwd``)."""
     cmd = [str(MPIRUN), "-n", str(ranks), sys.executable, "-m", "solver", *map(str, args)]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def write(tmp_path, text, name="problem.toml"):
@@ -97,3 +101,37 @@ def test_bad_input_one_message_nonzero_exit(tmp_path, name, text, fragments):
     assert len(lines) == 1, done.stderr  # one message, from rank 0
     for fragment in fragments:
         assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+
+
+@pytest.mark.parametrize("case", ["depth 0", "no theta.npz", "truncated theta.npz"])
+def test_export_of_a_bad_run_exits_2_on_every_rank(tmp_path, case):
+    """export works on rank 0 only; its InputError reaches rank 1 too (it used to wait forever)."""
+    from solver.rundir import store
+    from test_export import make_run
+
+    run_dir = tmp_path / "run"
+    make_run(run_dir)
+    args, fragment = ["export", run_dir, "--depth", "2"], None
+    if case == "depth 0":
+        args[-1], fragment = "0", "--depth must be >= 1, got 0"
+    elif case == "no theta.npz":
+        (run_dir / store.THETA).unlink()
+        fragment = "theta.npz: file not found"
+    else:
+        data = (run_dir / store.THETA).read_bytes()
+        (run_dir / store.THETA).write_bytes(data[:100])
+        fragment = "theta.npz: cannot read learned parameters: the file is empty or truncated"
+    done = run(args, tmp_path, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and fragment in lines[0], done.stderr
+
+
+def test_export_writes_on_rank_0_and_logs_once(tmp_path):
+    from test_export import make_run
+
+    make_run(tmp_path / "run")
+    done = run(["export", tmp_path / "run", "--depth", "2", "--format", "npz"], tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("wrote") == 1 and (tmp_path / "run" / "resnet-euler-2.npz").exists()

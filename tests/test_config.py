@@ -49,7 +49,8 @@ def test_defaults_are_a_working_problem():
     assert config.domain.kind == "box" and config.dim == 2
     assert config.terminal.kind == "gaussian"
     assert config.terminal_object().num_components == 1
-    assert config.compare.refine == () and config.solver.dt == 0.0
+    assert config.compare.refine == () and config.solver.dt is None
+    assert config.solver.checkpoint_every == 4 and config.compare.cells is None
 
 
 def test_partial_sections_fill_defaults():
@@ -137,3 +138,40 @@ def test_missing_file(tmp_path):
 def test_dict_source_is_named():
     with pytest.raises(InputError, match=r"^<cli>: mesh\.cells: expected an integer >= 1, got 0$"):
         config_from_dict({"mesh": {"cells": 0}}, source="<cli>")
+
+
+def test_library_defaults_are_the_configs():
+    from solver.config import DataConfig, SolverConfig, TrainConfig
+    from solver.learn import optimize
+    from solver.model import data
+
+    assert DataConfig.test_fraction == data.DEFAULT_TEST_FRACTION
+    assert DataConfig.margin == data.DEFAULT_MARGIN
+    assert TrainConfig.memory == optimize.DEFAULT_MEMORY
+    assert TrainConfig.learning_rate == optimize.DEFAULT_LEARNING_RATE
+    assert TrainConfig.max_step == optimize.DEFAULT_MAX_STEP
+    assert SolverConfig.dt is None
+
+
+def test_values_of_earlier_run_directories_read_as_absent():
+    """config.toml of runs written before dt/checkpoint_every/compare.cells had no sentinels."""
+    old = {
+        "field": {"time": "constant"},
+        "solver": {"dt": 0.0, "checkpoint_every": 0},
+        "compare": {"cells": 0, "degree": 0},
+    }
+    assert config_from_dict(old) == Config()
+    with pytest.raises(InputError, match=r"field\.time.*Valid keys"):
+        config_from_dict({"field": {"time": "linear"}})
+
+
+@pytest.mark.parametrize("section, key, value, message", [
+    ("solver", "checkpoint_every", -1, r"solver\.checkpoint_every: expected an integer >= 1"),
+    ("solver", "dt", -1.0, r"solver\.dt: expected a number > 0\.0"),
+    ("data", "test_fraction", 1.0, r"data\.test_fraction: expected a number in \[0\.0, 1\.0\)"),
+    ("data", "margin", 1.0, r"data\.margin: expected a number in \(0\.0, 1\.0\)"),
+    ("data", "points", 1, r"data\.points: expected an integer >= 2, got 1"),
+])
+def test_checks_shared_with_the_library(section, key, value, message):
+    with pytest.raises(InputError, match=message):
+        config_from_dict({section: {key: value}})

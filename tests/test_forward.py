@@ -10,7 +10,7 @@ import pytest
 from solver.check import compare_field as cmp
 from solver.config import config_from_dict
 from solver.model.domain import Box
-from solver.errors import InputError
+from solver.errors import InputError, UnstableSolve
 from solver.fem.transport import TransportSolver
 from solver.fem.mesh import create_mesh
 from solver.fem.pointeval import evaluate_everywhere
@@ -82,7 +82,7 @@ def test_rotation_matches_exact_solution(comm):
         solver = TransportSolver(comm, mesh, degree=2, cfl=1.0)
         result = solver.solve(cmp.build_field(config, config.domain_object()), terminal)
         points = np.random.default_rng(0).uniform(-0.6, 0.6, (200, 2))
-        values = evaluate_everywhere(comm, solver.V, result.u0, points)[:, 0]
+        values = evaluate_everywhere(solver.V, result.u0, points)[:, 0]
         errors.append(np.abs(values - terminal(points)[:, 0]).max())
         solver.destroy()
     assert errors[1] < errors[0] / 4, errors
@@ -103,9 +103,9 @@ def test_same_answer_on_one_and_all_ranks(comm, domain, field, terminal, degree)
     points, grid = cmp.sample_points(config)
     results = []
     for c in (MPI.COMM_SELF, comm):
-        comparison, state = cmp.compare_on_mesh(c, config, 8, points, grid, keep=True)
-        results.append((comparison, state["fe_points"], state["fe_grid"]))
-        state["solver"].destroy()
+        run = cmp.solve_and_compare(c, config, 8, points, grid)
+        results.append((run.comparison, run.fe_points, run.fe_grid))
+        run.destroy()
     (c1, p1, g1), (c2, p2, g2) = results
     scale = np.abs(p1).max()
     assert np.abs(p1 - p2).max() <= 1e-10 * scale
@@ -176,7 +176,7 @@ def test_linear_terminal_transported_along_exact_characteristics(comm):
         u0 = solver.solve(field, terminal).u0
         points = np.random.default_rng(1).uniform(-0.5, 0.5, (100, 2))
         exact = terminal(field.exact_flow(points, 0.0, field.T))[:, 0]
-        errors.append(np.abs(evaluate_everywhere(comm, solver.V, u0, points)[:, 0] - exact).max())
+        errors.append(np.abs(evaluate_everywhere(solver.V, u0, points)[:, 0] - exact).max())
     assert errors[1] < errors[0] / 3, errors
     gc.collect()
     comm.Barrier()
@@ -190,11 +190,12 @@ def test_checkpoints_are_bounded(comm):
     terminal = config.terminal_object()
     every = TransportSolver(comm, mesh, checkpoint_every=1).solve(field, terminal).trajectory
     sparse = TransportSolver(comm, mesh, checkpoint_every=5).solve(field, terminal).trajectory
-    none = TransportSolver(comm, mesh, checkpoint_every=0).solve(field, terminal).trajectory
+    none = TransportSolver(comm, mesh, checkpoint_every=5).solve(field, terminal, keep=False).trajectory
     assert len(every.states) == every.num_steps
     piece_starts = {0} | set(np.flatnonzero(np.diff(sparse.piece_of_step)) + 1)
     assert set(sparse.states) == set(range(0, sparse.num_steps, 5)) | piece_starts
-    assert not none.states
+    assert not none.states and not none.stages
+    np.testing.assert_array_equal(none.times, sparse.times)
     assert np.isclose(every.times[0], field.T) and np.isclose(every.times[-1], 0.0)
     np.testing.assert_array_equal(every.states[5], sparse.states[5])
 
@@ -204,7 +205,7 @@ def test_forced_dt_beyond_cfl_bound_is_refused(comm):
     domain = config.domain_object()
     mesh = create_mesh(comm, domain, 8)
     solver = TransportSolver(comm, mesh, dt=0.5)
-    with pytest.raises(InputError, match=r"dt=0.5 breaks the CFL bound"):
+    with pytest.raises(UnstableSolve, match=r"dt=0.5 breaks the CFL bound"):
         solver.solve(cmp.build_field(config, domain), config.terminal_object())
 
 
@@ -213,7 +214,7 @@ def test_unstable_cfl_is_detected(comm):
     domain = config.domain_object()
     mesh = create_mesh(comm, domain, 16)
     solver = TransportSolver(comm, mesh, cfl=8.0)
-    with pytest.raises(InputError, match="unstable"):
+    with pytest.raises(UnstableSolve, match="unstable"):
         solver.solve(cmp.build_field(config, domain), config.terminal_object())
 
 
@@ -221,6 +222,7 @@ def test_unstable_cfl_is_detected(comm):
     (dict(degree=4), "DG degree must be 1, 2 or 3, got 4"),
     (dict(cfl=0.0), "cfl must be > 0, got 0.0"),
     (dict(dt=-1.0), "dt must be > 0, got -1.0"),
+    (dict(checkpoint_every=0), "checkpoint_every: expected an integer >= 1, got 0"),
 ])
 def test_bad_solver_arguments(comm, kwargs, message):
     mesh = create_mesh(comm, make_config(BOX2, MLP2, GAUSS2).domain_object(), 4)
@@ -236,16 +238,16 @@ def test_non_finite_terminal_is_refused(comm):
         solver.solve(cmp.build_field(config, domain), lambda x: np.full((len(x), 1), np.nan))
 
 
-def test_field_linear_in_time(comm):
-    """θ linear in t: the operator follows v(t) stage by stage; DG1 and DG2 still converge."""
-    field = dict(MLP2, time="linear", slabs=2)
-    errors = {}
-    for degree in (1, 2):
-        config = make_config(BOX2, field, GAUSS2, degree)
-        study = cmp.refinement_study(comm, config, [8, 16])
-        errors[degree] = study["rows"][-1]["order_l2"]
-        print(cmp.format_table(study))
-    assert errors[1] >= 1.8 and errors[2] >= 2.6, errors
+def test_field_varying_continuously_in_time_is_refused(comm):
+    """The solver takes fields constant in time on pieces (θ constant on slabs) only."""
+    from solver.model.velocity import VelocityModel
+
+    box = Box((-1.0, -1.0), (1.0, 1.0))
+    model = VelocityModel(dim=2, width=4, slabs=2, T=1.0, activation="tanh", domain=box, time="linear")
+    solver = TransportSolver(comm, create_mesh(comm, box, 4))
+    with pytest.raises(InputError, match="constant in time on pieces"):
+        solver.solve(model.field(model.init(0)), lambda x: x[:, :1])
+    solver.destroy()
 
 
 def test_points_on_facets_are_counted_and_reported(comm, caplog):
@@ -258,8 +260,8 @@ def test_points_on_facets_are_counted_and_reported(comm, caplog):
     on = np.stack([np.zeros_like(y), y + 0.01], axis=1)
     off = on + [0.1, 0.0]
     with caplog.at_level("WARNING", logger="solver"):
-        assert PointEvaluator(comm, solver.V, on, "on.csv").num_on_facets == 7 * comm.size
-        assert PointEvaluator(comm, solver.V, off, "off.csv").num_on_facets == 0
+        assert PointEvaluator(solver.V, on, "on.csv").num_on_facets == 7 * comm.size
+        assert PointEvaluator(solver.V, off, "off.csv").num_on_facets == 0
     if comm.rank == 0:
         assert f"on.csv: {7 * comm.size} of" in caplog.text and "off.csv" not in caplog.text
     solver.destroy()

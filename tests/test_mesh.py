@@ -51,18 +51,18 @@ def test_box_volume_and_counts(comm, domain, cells, num_cells):
     assert mesh.geometry.dim == domain.dim
     exact = np.prod(np.subtract(domain.upper, domain.lower))
     assert volume(comm, mesh) == pytest.approx(exact, rel=1e-13)
-    summary = mesh_summary(comm, mesh)
+    summary = mesh_summary(mesh)
     assert summary["num_cells"] == num_cells
     assert summary["num_vertices"] == (cells + 1) ** domain.dim
-    assert summary["h_min"] == min_cell_size(comm, mesh) > 0
+    assert summary["h_min"] == min_cell_size(mesh) > 0
 
 
 def test_box_cell_size_is_twice_the_inradius(comm):
     # Right isosceles triangles with legs a: inradius a (2 − √2) / 2.
     mesh = create_mesh(comm, Box((0.0, 0.0), (1.0, 1.0)), 8)
     a = 1.0 / 8
-    assert min_cell_size(comm, mesh) == pytest.approx(a * (2.0 - math.sqrt(2.0)), rel=1e-12)
-    assert mesh_summary(comm, mesh)["diameter_max"] == pytest.approx(a * math.sqrt(2.0), rel=1e-12)
+    assert min_cell_size(mesh) == pytest.approx(a * (2.0 - math.sqrt(2.0)), rel=1e-12)
+    assert mesh_summary(mesh)["diameter_max"] == pytest.approx(a * math.sqrt(2.0), rel=1e-12)
 
 
 def test_disk_volume_converges(comm):
@@ -104,7 +104,7 @@ def test_boundary_vertices_on_sphere(comm, ball):
 def test_same_mesh_on_any_number_of_ranks(comm, domain, cells):
     mesh = create_mesh(comm, domain, cells)
     serial = create_mesh(MPI.COMM_SELF, domain, cells)
-    summary, serial_summary = mesh_summary(comm, mesh), mesh_summary(MPI.COMM_SELF, serial)
+    summary, serial_summary = mesh_summary(mesh), mesh_summary(serial)
     assert summary["num_cells"] == serial_summary["num_cells"]
     assert summary["num_vertices"] == serial_summary["num_vertices"]
     assert summary["h_min"] == pytest.approx(serial_summary["h_min"], rel=1e-12)

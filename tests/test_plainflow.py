@@ -255,11 +255,45 @@ def test_saturated_units_quintic_is_well_conditioned_smooth_is_not(tmp_path):
     assert differences["quintic"] < 1e-4 and differences["smooth"] > 0.1
 
 
-def test_npz_json_round_trip(tmp_path):
-    resnet = plain_to_resnet(random_net("sigmoid"), 8, beta=4.0)
-    npz, manifest = save_resnet_npz(resnet, tmp_path / "resnet.npz")
-    assert json.loads(manifest.read_text())["stages"][4]["label"] == "layer 0: a"
-    np.testing.assert_array_equal(load_resnet_npz(npz).forward(X), resnet.forward(X))
+def test_npz_round_trip(tmp_path):
+    resnet = plain_to_resnet(random_net("sigmoid"), 8, beta=4.0, anchor="zero")
+    npz = save_resnet_npz(resnet, tmp_path / "resnet.onnx")
+    assert npz == tmp_path / "resnet.npz"
+    meta = json.loads(str(np.load(npz)["meta"]))
+    assert (meta["format"], meta["version"]) == ("flow-resnet", 2)
+    assert meta["stages"][4]["label"] == "layer 0: a"
+    back = load_resnet_npz(npz)
+    assert back.stages[4].label == "layer 0: a" and back.scaling == resnet.scaling
+    np.testing.assert_array_equal(back.forward(X), resnet.forward(X))
+
+
+def test_npz_version_1_still_loads(tmp_path):
+    """Version 1 wrote the arrays to NAME.npz and the listing, format "flow-resnet/1", to NAME.json."""
+    resnet = plain_to_resnet(random_net("tanh"), 8, beta=4.0)
+    with np.load(save_resnet_npz(resnet, tmp_path / "new.npz")) as data:
+        arrays = {name: data[name] for name in data.files}
+    listing = json.loads(str(arrays.pop("meta")))
+    del listing["version"]
+    listing["format"] = "flow-resnet/1"
+    np.savez(tmp_path / "old.npz", **arrays)
+    (tmp_path / "old.json").write_text(json.dumps(listing))
+    np.testing.assert_array_equal(load_resnet_npz(tmp_path / "old.npz").forward(X), resnet.forward(X))
+    (tmp_path / "old.json").unlink()
+    with pytest.raises(InputError, match="old.npz.*no 'meta' entry"):
+        load_resnet_npz(tmp_path / "old.npz")
+
+
+def test_truncated_or_empty_npz_names_the_file(tmp_path):
+    data = save_resnet_npz(plain_to_resnet(random_net("relu"), 4, 4.0), tmp_path / "r.npz")
+    plain = save_npz(random_net("relu"), tmp_path / "plain.npz")
+    for name, original in (("resnet", data), ("plain", plain)):
+        truncated, empty = tmp_path / f"{name}-truncated.npz", tmp_path / f"{name}-empty.npz"
+        truncated.write_bytes(original.read_bytes()[:-40])
+        empty.write_bytes(b"")
+        for path in (truncated, empty):
+            with pytest.raises(InputError, match="cannot read it as .npz") as info:
+                (load_resnet_npz if name == "resnet" else load_plain_net)(path)
+            assert info.value.source == str(path)
 
 
 # --------------------------------------------------------------------------------------------

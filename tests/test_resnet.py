@@ -23,7 +23,9 @@ from solver.resnet.net import (
     resnet_from_velocity,
     save_npz,
 )
-from solver.resnet.onnx_net import OPSET, load_onnx_session, save_onnx, to_onnx
+from solver.resnet.formats import FORMATS, parse_formats
+from solver.resnet.onnx_builder import OPSET
+from solver.resnet.onnx_net import load_onnx_session, save_onnx, to_onnx
 from solver.model.velocity import ACTIVATIONS, Params, VelocityModel
 
 # The exporter is serial numpy (no communicator); several tests write files.
@@ -242,13 +244,48 @@ def test_npz_round_trip(tmp_path):
     back = load_npz(path)
     x = interior_points(model.domain, 50) / np.array([1, 2, 3])
     assert np.array_equal(forward(back, x), forward(net, x))
-    meta = json.loads(str(np.load(path)["metadata"]))
-    assert meta["format"] == "transport-resnet" and meta["format_version"] == 1
+    meta = json.loads(str(np.load(path)["meta"]))
+    assert meta["format"] == "transport-resnet" and meta["version"] == 2
     assert (meta["dim"], meta["depth"], meta["scheme"], meta["activation"]) == (3, 5, "midpoint",
                                                                                "softplus")
     assert meta["domain"] == {"kind": "ball", "center": [0.0, 0.0, 0.0], "radius": 1.0}
     assert meta["input_scaling"]["scale"] == [1.0, 2.0, 3.0] and meta["T"] == 1.0
     assert back.source == str(path)
+
+
+def test_npz_version_1_still_loads(tmp_path):
+    # Version 1 (before solver.resnet.formats) named the JSON entry "metadata" and its version
+    # key "format_version"; the arrays were the same.
+    model, theta = random_model("disk", "linear")
+    net = resnet_from_velocity(model, theta, 3, "rk4", input_shift=[0.1, -0.2])
+    with np.load(save_npz(net, tmp_path / "new.npz")) as data:
+        entries = {name: data[name] for name in data.files}
+    meta = json.loads(str(entries.pop("meta")))
+    meta["format_version"] = meta.pop("version") - 1
+    old = tmp_path / "old.npz"
+    np.savez(old, metadata=np.array(json.dumps(meta)), **entries)
+    x = interior_points(model.domain, 40)
+    assert np.array_equal(forward(load_npz(old), x), forward(net, x))
+
+
+def test_truncated_or_empty_npz_names_the_file(tmp_path, small_net):
+    data = save_npz(small_net, tmp_path / "net.npz").read_bytes()
+    truncated, empty = tmp_path / "truncated.npz", tmp_path / "empty.npz"
+    truncated.write_bytes(data[: len(data) // 2])
+    empty.write_bytes(b"")
+    for path in (truncated, empty):
+        with pytest.raises(InputError, match="cannot read it as .npz") as err:
+            load_npz(path)
+        assert err.value.source == str(path)
+
+
+def test_parse_formats():
+    assert parse_formats("onnx") == ["onnx"]
+    assert parse_formats(" NPZ, onnx,npz ") == ["npz", "onnx"]
+    assert set(FORMATS) == {"onnx", "npz"}
+    for text in ("", " , ", "bogus", "onnx,bogus"):
+        with pytest.raises(InputError, match=f"got {text!r}"):
+            parse_formats(text)
 
 
 # ---- errors -------------------------------------------------------------------------------------
@@ -267,7 +304,7 @@ def test_not_an_exported_net(tmp_path, small_net):
     np.savez(bare, W1=np.zeros(3))
     other = tmp_path / "other.npz"
     np.savez(other, metadata=np.array(json.dumps({"format": "something-else"})))
-    for path, fragment in [(text, "cannot read it as .npz"), (bare, "no 'metadata'"),
+    for path, fragment in [(text, "cannot read it as .npz"), (bare, "no 'meta'"),
                            (other, "something-else"), (tmp_path / "missing.npz", "no such file")]:
         with pytest.raises(InputError, match=fragment) as err:
             load_npz(path)

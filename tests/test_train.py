@@ -101,6 +101,22 @@ def test_warm_start_from_a_run(comm, tmp_path_factory):
     comm.Barrier()
 
 
+def test_resume_from_a_missing_or_broken_checkpoint(comm, tmp_path_factory):
+    """No checkpoint, or one cut short by a crash of the file system: an InputError naming it."""
+    out = shared_directory(comm, tmp_path_factory)
+    problem = Problem.build(comm, config_from_dict(SMALL))
+    with pytest.raises(InputError, match="checkpoint.npz: file not found"):
+        train(comm, problem, out, resume=True)
+    if comm.rank == 0:
+        (out / "checkpoint.npz").write_bytes(b"PK\x03\x04 cut short")
+    comm.Barrier()
+    with pytest.raises(InputError, match="checkpoint.npz: cannot read the checkpoint: the file is empty or truncated"):
+        train(comm, problem, out, resume=True)
+    problem.J.destroy()
+    gc.collect()
+    comm.Barrier()
+
+
 def test_bad_training_configs(comm):
     with pytest.raises(InputError, match='"mlp"'):
         Problem.build(comm, config_from_dict({"domain": dict(kind="disk"), "field": dict(kind="rotation")}))
@@ -148,7 +164,7 @@ def test_compare_and_export_a_trained_run(tmp_path):
     """train → compare RUN → export RUN through the command line on 2 ranks."""
     config = tmp_path / "moons.toml"
     config.write_text("[mesh]\ncells = 16\n[field]\nwidth = 6\nslabs = 2\n[data]\npoints = 200\n"
-                      "[train]\niterations = 15\nmax_step = 2.0\n[compare]\ncells = 20\n")
+                      "[train]\niterations = 15\nmax_step = 2.0\n[compare]\ncells = 61\n")
     run = tmp_path / "run"
 
     def solver(*args):
@@ -166,8 +182,11 @@ def test_compare_and_export_a_trained_run(tmp_path):
 
     result = json.loads((run / "compare.json").read_text())
     assert result["test"]["label_agreement"] >= 0.95, out
-    # The check predicts on compare.cells (20); the training mesh (16) is reported beside it.
-    assert (result["mesh_cells"], result["training_mesh"]["mesh_cells"]) == (20, 16)
+    # The check predicts on compare.cells (61); the mesh training ended on (16, or finer where
+    # the certification refined it) is reported beside it.
+    ended = json.loads((run / "metrics.json").read_text())["mesh_cells"]
+    assert (result["mesh_cells"], result["training_mesh"]["mesh_cells"]) == (61, ended)
+    assert ended >= 16
     assert result["dofs"] > result["training_mesh"]["dofs"]
     assert result["training_mesh"]["test"]["label_agreement"] >= 0.95, out
     euler = result["resnet"]["euler"]

@@ -63,7 +63,7 @@ def worker(run: Path, n: int, onnx: Path, repeats: int) -> tuple[dict, dict[str,
     grid = plane_grid(problem.domain, n)
 
     solve_times, result = timed(lambda: problem.solver.solve(field, terminal, keep=False), repeats)
-    locate_times, evaluator = timed(lambda: PointEvaluator(comm, problem.solver.V, grid, "grid"), repeats)
+    locate_times, evaluator = timed(lambda: PointEvaluator(problem.solver.V, grid, "grid"), repeats)
     apply_times, pde = timed(lambda: np.stack([evaluator(u) for u in result.u0], axis=1), repeats)
     char_times, char = timed(lambda: characteristics.solve(comm, field, terminal, grid).u0, repeats)
     net = load_onnx_session(onnx, threads=1)

@@ -24,14 +24,15 @@ from mpi4py import MPI
 
 from dolfinx import fem
 
-from solver.model import characteristics
 from solver.config import Config
-from solver.model.domain import Ball, Domain
 from solver.errors import InputError
-from solver.fem.transport import ForwardResult, TransportSolver
 from solver.fem.mesh import create_mesh
 from solver.fem.pointeval import evaluate_everywhere
-from solver.model.velocity import RigidRotation, VelocityModel
+from solver.fem.transport import ForwardResult, TransportSolver
+from solver.model import characteristics
+from solver.model.domain import Ball, Domain
+from solver.model.terminal import Terminal
+from solver.model.velocity import Field, RigidRotation, VelocityModel
 
 log = logging.getLogger("solver")
 
@@ -53,7 +54,6 @@ def build_field(config: Config, domain: Domain, theta: np.ndarray | None = None)
         T=fc.T,
         activation=fc.activation,
         domain=domain,
-        time=fc.time,
     )
     if theta is None:
         theta = model.init(fc.seed, fc.scale)
@@ -89,12 +89,12 @@ def reference_function(solver: TransportSolver, field, terminal, degree: int) ->
     return functions
 
 
-def l2_norm(comm: MPI.Comm, expression, quadrature_degree: int) -> float:
-    """‖expression‖_L2(Ω), summed over ranks (collective)."""
-    mesh = ufl.domain.extract_unique_domain(expression)
-    dx = ufl.Measure("dx", domain=mesh, metadata={"quadrature_degree": quadrature_degree})
+def l2_norm(expression, quadrature_degree: int) -> float:
+    """‖expression‖_L2(Ω), summed over the ranks of its mesh (collective)."""
+    domain = ufl.domain.extract_unique_domain(expression)
+    dx = ufl.Measure("dx", domain=domain, metadata={"quadrature_degree": quadrature_degree})
     local = fem.assemble_scalar(fem.form(expression**2 * dx))
-    return float(np.sqrt(comm.allreduce(local, op=MPI.SUM)))
+    return float(np.sqrt(domain.ufl_cargo().comm.allreduce(local, op=MPI.SUM)))
 
 
 @dataclass
@@ -117,6 +117,100 @@ class Comparison:
         return dict(self.__dict__)
 
 
+@dataclass
+class MeshComparison:
+    """A comparison on one mesh with what it computed, for plots and output.
+
+    Owns ``solver``: call :meth:`destroy` when done. ``run["solver"]`` is ``run.solver``,
+    and ``comparison, run = run`` unpacks it: the forms of the ``(comparison, state)`` pair that
+    ``compare_on_mesh(keep=True)`` returned before, kept while solver/__main__.py uses them.
+    """
+
+    comparison: Comparison
+    solver: TransportSolver
+    result: ForwardResult
+    field: Field
+    terminal: Terminal
+    fe_points: np.ndarray  # u_h(0) at the points, shape=(n, K)
+    ref_points: np.ndarray  # the characteristics' u(0) there
+    fe_grid: np.ndarray  # u_h(0) on the grid, shape=(m, K)
+    ref_grid: np.ndarray
+
+    def __getitem__(self, name: str):
+        return getattr(self, name)
+
+    def __iter__(self):
+        return iter((self.comparison, self))
+
+    def destroy(self) -> None:
+        self.solver.destroy()
+
+
+def solve_and_compare(
+    comm: MPI.Comm, config: Config, cells: int, points: np.ndarray, grid: np.ndarray
+) -> MeshComparison:
+    """Solve on a mesh of ``cells`` and measure the differences to the characteristics at
+    ``points``, on ``grid`` and in L2 (collective). The caller destroys the result."""
+    domain = config.domain_object()
+    terminal = config.terminal_object()
+    field = build_field(config, domain)
+    solver = TransportSolver(
+        comm,
+        create_mesh(comm, domain, cells),
+        degree=config.mesh.degree,
+        num_components=terminal.num_components,
+        cfl=config.solver.cfl,
+        dt=config.solver.dt,
+    )
+    try:
+        t0 = time.perf_counter()
+        result = solver.solve(field, terminal, keep=False)
+        seconds_solve = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
+        fe_points = evaluate_everywhere(solver.V, result.u0, points, "compare.points")
+        fe_grid = evaluate_everywhere(solver.V, result.u0, grid, "compare.grid")
+        ref_points, ref_grid = (
+            characteristics.solve(comm, field, terminal, x, rtol=REFERENCE_RTOL, atol=REFERENCE_ATOL).u0
+            for x in (points, grid)
+        )
+        l2, l2_relative, l2_exact, seconds_reference = _l2_differences(solver, field, terminal, result)
+    except BaseException:
+        solver.destroy()
+        raise
+    comparison = Comparison(
+        cells=cells,
+        h_min=solver.h_min,
+        dofs=solver.num_dofs_global,
+        steps=result.trajectory.num_steps,
+        l2=l2,
+        l2_relative=l2_relative,
+        max_points=float(np.max(np.abs(fe_points - ref_points), initial=0.0)),
+        max_grid=float(np.max(np.abs(fe_grid - ref_grid), initial=0.0)),
+        l2_exact=l2_exact,
+        seconds_solve=seconds_solve,
+        seconds_reference=seconds_reference,
+    )
+    return MeshComparison(
+        comparison, solver, result, field, terminal, fe_points, ref_points, fe_grid, ref_grid
+    )
+
+
+def _l2_differences(
+    solver: TransportSolver, field, terminal, result: ForwardResult
+) -> tuple[float, float, float | None, float]:
+    """‖u_h − I(u_ref)‖, relative to ‖I(u_ref)‖, the same against the closed-form solution (or
+    None), and the seconds the reference took (collective)."""
+    t0 = time.perf_counter()
+    k = solver.degree
+    reference = reference_function(solver, field, terminal, k + 1)
+    seconds = solver.comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
+    q = 2 * (k + 1)
+    l2 = float(np.sqrt(sum(l2_norm(u - r, q) ** 2 for u, r in zip(result.u0, reference))))
+    norm = float(np.sqrt(sum(l2_norm(r, q) ** 2 for r in reference)))
+    # Where the flow is known exactly, the reference *is* the exact solution.
+    l2_exact = l2 if exact_solution(field, terminal) is not None else None
+    return l2, l2 / norm if norm > 0 else l2, l2_exact, seconds
+
+
 def compare_on_mesh(
     comm: MPI.Comm,
     config: Config,
@@ -124,75 +218,18 @@ def compare_on_mesh(
     points: np.ndarray,
     grid: np.ndarray,
     keep: bool = False,
-):
-    """Solve on a mesh of ``cells`` and measure the differences (collective).
+) -> Comparison:
+    """The numbers of :func:`solve_and_compare` (collective); nothing is kept.
 
-    Returns:
-        The ``Comparison``, and with ``keep`` also (solver, forward result, u_h and reference
-        values at the points and on the grid) for plots and output.
+    ``keep=True`` returns the :class:`MeshComparison` instead (unpacking as the former pair
+    ``comparison, state``): a stopgap for solver/__main__.py until it calls
+    :func:`solve_and_compare`.
     """
-    domain = config.domain_object()
-    terminal = config.terminal_object()
-    field = build_field(config, domain)
-    mesh = create_mesh(comm, domain, cells)
-    solver = TransportSolver(
-        comm,
-        mesh,
-        degree=config.mesh.degree,
-        num_components=terminal.num_components,
-        cfl=config.solver.cfl,
-        dt=config.solver.dt or None,
-        checkpoint_every=config.solver.checkpoint_every,
-    )
-    t0 = time.perf_counter()
-    result = solver.solve(field, terminal)
-    seconds_solve = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
-
-    t0 = time.perf_counter()
-    k = config.mesh.degree
-    reference = reference_function(solver, field, terminal, k + 1)
-    seconds_reference = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
-    q = 2 * (k + 1)
-    l2 = np.sqrt(sum(l2_norm(comm, u - r, q) ** 2 for u, r in zip(result.u0, reference)))
-    norm = np.sqrt(sum(l2_norm(comm, r, q) ** 2 for r in reference))
-
-    exact = exact_solution(field, terminal)
-    l2_exact = l2 if exact is not None else None  # the reference *is* the exact solution then
-
-    fe_points = evaluate_everywhere(comm, solver.V, result.u0, points, "compare.points")
-    fe_grid = evaluate_everywhere(comm, solver.V, result.u0, grid, "compare.grid")
-    ref_points = characteristics.solve(
-        comm, field, terminal, points, rtol=REFERENCE_RTOL, atol=REFERENCE_ATOL
-    ).u0
-    ref_grid = characteristics.solve(
-        comm, field, terminal, grid, rtol=REFERENCE_RTOL, atol=REFERENCE_ATOL
-    ).u0
-    comparison = Comparison(
-        cells=cells,
-        h_min=solver.h_min,
-        dofs=solver.num_dofs_global,
-        steps=result.trajectory.num_steps,
-        l2=float(l2),
-        l2_relative=float(l2 / norm) if norm > 0 else float(l2),
-        max_points=float(np.max(np.abs(fe_points - ref_points), initial=0.0)),
-        max_grid=float(np.max(np.abs(fe_grid - ref_grid), initial=0.0)),
-        l2_exact=l2_exact,
-        seconds_solve=seconds_solve,
-        seconds_reference=seconds_reference,
-    )
-    if not keep:
-        solver.destroy()
-        return comparison
-    return comparison, dict(
-        solver=solver,
-        result=result,
-        field=field,
-        terminal=terminal,
-        fe_points=fe_points,
-        ref_points=ref_points,
-        fe_grid=fe_grid,
-        ref_grid=ref_grid,
-    )
+    run = solve_and_compare(comm, config, cells, points, grid)
+    if keep:
+        return run
+    run.destroy()
+    return run.comparison
 
 
 def observed_orders(h: np.ndarray, errors: np.ndarray) -> np.ndarray:

@@ -7,8 +7,6 @@ points: the fraction of equal predicted labels and the max difference of the log
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 from pathlib import Path
 
@@ -18,21 +16,16 @@ from mpi4py import MPI
 from solver.model import characteristics
 from solver.config import load_config
 from solver.errors import InputError
-from solver.rundir.files import write_json_atomic
+from solver.learn.certify import Resolution
+from solver.learn.train import Problem
+from solver.rundir import store
 
 log = logging.getLogger("solver")
 
 
-def load_parameters(run: Path, name: str = "theta.npz") -> np.ndarray:
-    """The learned (θ, A, b) of a run directory, from its ``name`` file."""
-    path = run / name
-    try:
-        with np.load(path) as data:
-            return np.array(data["p"])
-    except FileNotFoundError:
-        raise InputError(f"no {name}: is this a finished training run?", str(path)) from None
-    except (OSError, KeyError, ValueError) as error:
-        raise InputError(f"cannot read learned parameters: {error}", str(path)) from None
+def load_parameters(run: Path) -> np.ndarray:
+    """The learned p = (θ, A, b) of a run directory (its theta.npz)."""
+    return store.read_parameters(Path(run) / store.THETA).p
 
 
 def resnet_depth_tables(model, theta, A, b, X, field) -> dict:
@@ -85,12 +78,12 @@ def _agreement(comm: MPI.Comm, problem, p: np.ndarray) -> tuple[dict, np.ndarray
     theta, A, b = J.split(p)
     field = problem.model.field(theta)
     logits = lambda x: x @ A.T + b  # noqa: E731 (the output layer f of eq. 13)
-    result = dict(mesh_cells=problem.config.mesh.cells, degree=problem.config.mesh.degree,
+    result = dict(mesh_cells=problem.resolution.cells, degree=problem.resolution.degree,
                   dofs=problem.solver.num_dofs_global, time_steps=int(sum(evaluation.steps)))
     fe_test = None
     for name, X, y in (("train", problem.dataset.X_train, problem.dataset.y_train),
                        ("test", problem.dataset.X_test, problem.dataset.y_test)):
-        fe = evaluate_everywhere(comm, problem.solver.V, evaluation.u0, X, f"data ({name})")
+        fe = evaluate_everywhere(problem.solver.V, evaluation.u0, X, f"data ({name})")
         ch = characteristics.solve(comm, field, logits, X).u0
         if name == "test":
             fe_test = fe
@@ -115,28 +108,27 @@ def _agreement(comm: MPI.Comm, problem, p: np.ndarray) -> tuple[dict, np.ndarray
 def compare_run(comm: MPI.Comm, run: Path) -> dict:
     """Compare the PDE and the characteristics for a trained run; writes run/compare.json.
 
-    The PDE predicts on the training mesh, and, if the config's ``[compare] cells/degree`` name
-    a finer one, on that too: the check (``train``, ``test``) is then made there and the
-    training mesh's numbers are kept under ``training_mesh``.
+    The PDE predicts on the mesh the run ended on (theta.npz's ``resolution``: training refines
+    the mesh until the PDE is certified; the config's mesh for runs written before that), and,
+    if the config's ``[compare] cells/degree`` name another one, on that too: the check
+    (``train``, ``test``) is then made there and the run's own numbers are kept under
+    ``training_mesh``.
     """
-    from solver.learn.train import Problem
-
-    config = load_config(run / "config.toml")
-    p = load_parameters(run)
-    problem = Problem.build(comm, config)
-    J = problem.J
-    if p.shape != (J.n_params,):
-        raise InputError(f"theta.npz has {p.size} parameters, the config needs {J.n_params}", str(run))
+    config = load_config(run / store.CONFIG)
+    parameters = store.read_parameters(run / store.THETA)
+    p = parameters.p
+    ended = (parameters.meta or {}).get("resolution") or dict(cells=config.mesh.cells, degree=config.mesh.degree)
+    problem = Problem.build(comm, config, Resolution(int(ended["cells"]), int(ended["degree"])))
+    if p.shape != (problem.J.n_params,):
+        problem.destroy()
+        raise InputError(f"theta.npz has {p.size} parameters, the config needs {problem.J.n_params}", str(run))
     result, fe_test = _agreement(comm, problem, p)
     check = config.compare
-    cells, degree = check.cells or config.mesh.cells, check.degree or config.mesh.degree
-    if (cells, degree) != (config.mesh.cells, config.mesh.degree):
-        J.destroy()
-        log.info("the check's PDE prediction: %d cells/direction, DG%d (compare.cells, compare.degree)",
-                 cells, degree)
-        fine = dataclasses.replace(config, mesh=dataclasses.replace(config.mesh, cells=cells, degree=degree))
+    wanted = Resolution(check.cells or problem.resolution.cells, check.degree or problem.resolution.degree)
+    if wanted != problem.resolution:
+        log.info("the check's PDE prediction: %s (compare.cells, compare.degree)", wanted)
         training_mesh = result
-        problem = Problem.build(comm, fine)
+        problem = problem.rebuilt(comm, wanted)
         result, fe_test = _agreement(comm, problem, p)
         result["training_mesh"] = training_mesh
     theta, A, b = problem.J.split(p)
@@ -144,7 +136,7 @@ def compare_run(comm: MPI.Comm, run: Path) -> dict:
     result["resnet"] = resnet_depth_tables(problem.model, theta, A, b, problem.dataset.X_test, field)
     result["resnet_vs_pde"] = resnet_against_pde(problem.model, theta, A, b, problem.dataset.X_test, fe_test)
     if comm.rank == 0:
-        write_json_atomic(run / "compare.json", result)
+        store.write_json(run / store.COMPARISON, result)
     comm.Barrier()
-    problem.J.destroy()
+    problem.destroy()
     return result

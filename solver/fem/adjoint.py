@@ -12,7 +12,7 @@ so given λ' = ∂J/∂u', its transpose is (hIPPYlib's way: the transposed disc
 and the step contributes dt·(⅔ λ'ᵀ dL u₂ + ¼ λ₂ᵀ dL u₁ + λ₁ᵀ dL u) to dJ. With L = M_mass⁻¹ A(v_h)
 and A linear in v_h (up to the upwind switch, whose derivative the form differentiates exactly at
 its quadrature points), ξᵀ dL η = ∂_v a_op(v_h; η, M_mass⁻¹ξ)[dv]. On a slab v_h is fixed, so
-these derivatives are linear in the products η ⊗ ψ: ``slabgrad.SlabGradient`` sums the products
+these derivatives are linear in the products η ⊗ ψ: ``slab_derivative.SlabGradient`` sums the products
 of all 3K stage pairs of all steps of a slab and contracts them once per slab; the result is
 chained through v_h = I_h v(θ) by the velocity model's VJP once per slab. ``VelocityGradient``
 (dolfinx's assembly of ``ufl.derivative`` of the same form, one assembly per call) is the
@@ -37,7 +37,12 @@ from dolfinx import fem
 
 from solver.errors import InputError
 from solver.fem.transport import ForwardResult, TransportSolver, operator_integrand
-from solver.fem.slab_derivative import SlabGradient
+from solver.fem.slab_derivative import SlabAccumulator, SlabGradient
+
+# Stage pairs handed to the slab gradient together (whole steps, at least one): its batched
+# products run faster on more pairs (measured: 0.072 ms per pair at 24 pairs, 0.035 at 48, 0.033
+# at 96 on a 2304-cell mesh), at the memory of 2 · PAIRS_PER_ADD DG vectors.
+PAIRS_PER_ADD = 48
 
 
 class VelocityGradient:
@@ -101,8 +106,8 @@ class VelocityGradient:
         self.vector.destroy()
 
 
-class AssembledSlab:
-    """``SlabGradient``'s interface on top of ``VelocityGradient``: one assembly per ``add``.
+class AssembledSlab(SlabAccumulator):
+    """:class:`SlabAccumulator` by ``VelocityGradient``: one assembly per ``add``.
 
     The fallback for elements the slab contraction does not cover (velocity degree 3), and
     the reference it is tested against.
@@ -134,26 +139,21 @@ class Adjoint:
     Args:
         solver: the solver of the forward run (its operator is re-assembled per piece).
         num_components: K.
-        pairs_per_add: about this many stage pairs (whole steps, at least one) are handed to
-            the slab gradient together: its batched products run faster on more pairs
-            (measured: 0.072 ms per pair at 24 pairs, 0.035 at 48, 0.033 at 96 on a 2304-cell
-            mesh), at the memory of 2 · pairs_per_add DG vectors.
     """
 
-    def __init__(self, solver: TransportSolver, num_components: int, pairs_per_add: int = 48):
+    def __init__(self, solver: TransportSolver, num_components: int):
         self.solver = solver
         self.K = num_components
-        self.max_pairs = 3 * num_components * max(1, pairs_per_add // (3 * num_components))
-        if SlabGradient.supported(solver):
-            self.gradient = SlabGradient(solver, self.max_pairs)
-        else:
-            self.gradient = AssembledSlab(solver, self.max_pairs)
-        self._Lt = None  # Lᵀ of the current piece, explicit (see backward)
+        self.max_pairs = 3 * num_components * max(1, PAIRS_PER_ADD // (3 * num_components))
+        kind = SlabGradient if SlabGradient.supported(solver) else AssembledSlab
+        self.gradient: SlabAccumulator = kind(solver, self.max_pairs)
+        self._Lt = None  # Lᵀ of the current piece, explicit (see _set_piece)
         self._recomputed: list[np.ndarray] = []  # stage buffers of a recomputed block, reused
         n = solver.num_owned
         # Pair p is row p (contiguous writes); the slab gradient takes the transposed view.
         self._etas = np.empty((self.max_pairs, n))
         self._psis = np.empty((self.max_pairs, n))
+        self._pending = 0  # pairs in _etas, _psis not yet added to the gradient
 
     def backward(self, field, result: ForwardResult, lam_final: list[np.ndarray]):
         """λ⁰ = ∂J/∂u⁰ and ∂J/∂v_h per piece, from λ^N = ∂J/∂u_h(0) (collective).
@@ -166,93 +166,107 @@ class Adjoint:
         Returns:
             (λ⁰, shape=(K, n_owned), {piece j: ∂J/∂v_h at the owned velocity nodes, shape=(n, d)}).
         """
-        solver = self.solver
         traj = result.trajectory
         if field.pieces() is None:
-            raise InputError("the adjoint supports fields constant in time on slabs (time = 'constant')")
+            raise InputError("the adjoint supports fields constant in time on slabs")
         if not traj.states:
-            raise InputError("the forward run kept no checkpoints (checkpoint_every = 0)")
+            raise InputError("the forward run kept no checkpoints (solve(..., keep=False))")
         pieces = np.asarray(field.pieces(), dtype=np.float64)
         dts = -np.diff(traj.times)  # τ-steps
-        N = traj.num_steps
         checkpoints = sorted(traj.states)
-        K = self.K
-        # λ, λ₁, λ₂ and the three products as blocks of K columns: each transposed stage is one
-        # MatMatMult with an explicit Lᵀ (made per piece with MatTranspose). PETSc's
-        # MatTransposeMatMult (AIJ × dense) ran no faster than K MultTransposes (measured).
-        lam, lam1, lam2 = (solver.block(name, K) for name in ("adj", "adj1", "adj2"))
+        ends = checkpoints[1:] + [traj.num_steps]
+        lam = self.solver.block("adj", self.K)
         lam.rows[:] = lam_final
-        Lam, Lam1, Lam2 = lam.rows, lam1.rows, lam2.rows
         grads: dict[int, np.ndarray] = {}
-        assembled_piece = None
-        ends = checkpoints[1:] + [N]
-        etas, psis = self._etas, self._psis
-        inv_mass = solver.inverse_mass.array
-        pending = 0
-
-        def flush():
-            nonlocal pending
-            if pending:
-                self.gradient.add(etas[:pending].T, psis[:pending].T)
-                pending = 0
-
+        piece = None
         for start, end in reversed(list(zip(checkpoints, ends))):
             j = int(traj.piece_of_step[start])
-            if j != assembled_piece:
+            if j != piece:
                 # The pairs so far belong to the previous piece's v_h: contract before it changes.
-                if assembled_piece is not None:
-                    flush()
-                    grads[assembled_piece] = self.gradient.contract()
-                self.gradient.reset()
-                solver.set_velocity(field, 0.5 * (pieces[j] + pieces[j + 1]))
-                solver.assemble_operator()
-                # petsc4py's transpose(None) transposes L in place: pass an empty Mat the first
-                # time (MAT_INITIAL_MATRIX), then the same one (MAT_REUSE_MATRIX).
-                self._Lt = solver.L.transpose(self._Lt if self._Lt is not None else PETSc.Mat())
-                assembled_piece = j
-            Lt = self._Lt
-            kept = traj.stages
-            if not all(n in kept for n in range(start, end)):
-                # Recompute this block's stage states from its checkpoint.
-                state = solver.block("recompute", K)
-                state.rows[:] = traj.states[start]
-                shape = (3, K, solver.num_owned)
-                self._recomputed += [np.empty(shape) for _ in range(end - start - len(self._recomputed))]
-                kept = {n: self._recomputed[n - start] for n in range(start, end)}
-                for n in range(start, end):
-                    solver.rk3_step(state, dts[n], record=kept[n])
+                if piece is not None:
+                    grads[piece] = self._contract()
+                self._set_piece(field, pieces, j)
+                piece = j
+            stages = self._stages(traj, start, end, dts)
             for n in reversed(range(start, end)):
-                dt, stages = dts[n], kept[n]
-                if pending + 3 * K > self.max_pairs:
-                    flush()
-                np.multiply(lam.product(Lt), dt, out=Lam2)
-                Lam2 += Lam
-                Lam2 *= 2.0 / 3.0  # λ₂ = ⅔ Mᵀλ'
-                np.multiply(lam2.product(Lt), dt, out=Lam1)
-                Lam1 += Lam2
-                Lam1 *= 0.25  # λ₁ = ¼ Mᵀλ₂
-                Y = lam1.product(Lt)
-                # Pairs (η, ψ = M_mass⁻¹ ξ) with ξ the stage weights: (u₂, ⅔dt λ'),
-                # (u₁, ¼dt λ₂), (u, dt λ₁) for all K components.
-                c = pending
-                for i, (xi, weight) in enumerate(((Lam, dt * 2.0 / 3.0), (Lam2, dt * 0.25), (Lam1, dt))):
-                    etas[c + i * K : c + (i + 1) * K] = stages[2 - i]
-                    np.multiply(xi, inv_mass, out=psis[c + i * K : c + (i + 1) * K])
-                    psis[c + i * K : c + (i + 1) * K] *= weight
-                pending += 3 * K
-                # λ = ⅓ λ' + ¾ λ₂ + λ₁ + dt Lᵀλ₁
-                Lam *= 1.0 / 3.0
-                Lam2 *= 0.75
-                Lam += Lam2
-                Lam += Lam1
-                Y *= dt
-                Lam += Y
-        flush()
-        grads[assembled_piece] = self.gradient.contract()
-        return Lam.copy(), grads
+                self._step_back(lam, dts[n], stages[n])
+        grads[piece] = self._contract()
+        return lam.rows.copy(), grads
+
+    def _set_piece(self, field, pieces: np.ndarray, j: int) -> None:
+        """v_h, L and Lᵀ of piece j; the gradient starts a new slab (collective)."""
+        solver = self.solver
+        self.gradient.reset()
+        solver.set_velocity(field, 0.5 * (pieces[j] + pieces[j + 1]))
+        solver.assemble_operator()
+        # petsc4py's transpose(None) transposes L in place: pass an empty Mat the first time
+        # (MAT_INITIAL_MATRIX), then the same one (MAT_REUSE_MATRIX).
+        self._Lt = solver.L.transpose(self._Lt if self._Lt is not None else PETSc.Mat())
+
+    def _stages(self, traj, start: int, end: int, dts: np.ndarray) -> dict[int, np.ndarray]:
+        """The stage states of the steps start … end − 1 (between two checkpoints): those the
+        forward run kept, or else recomputed from the checkpoint at ``start`` (collective)."""
+        if all(n in traj.stages for n in range(start, end)):
+            return traj.stages
+        solver = self.solver
+        state = solver.block("recompute", self.K)
+        state.rows[:] = traj.states[start]
+        shape = (3, self.K, solver.num_owned)
+        self._recomputed += [np.empty(shape) for _ in range(end - start - len(self._recomputed))]
+        kept = {n: self._recomputed[n - start] for n in range(start, end)}
+        for n in range(start, end):
+            solver.rk3_step(state, dts[n], record=kept[n])
+        return kept
+
+    def _step_back(self, lam, dt: float, stages: np.ndarray) -> None:
+        """λ ← the transposed RK3 step of λ (in place), its three stage pairs queued for the
+        gradient.
+
+        Each transposed stage is one MatMatMult with the explicit Lᵀ: PETSc's
+        MatTransposeMatMult (AIJ × dense) ran no faster than K MultTransposes (measured).
+        """
+        K, Lt = self.K, self._Lt
+        lam1, lam2 = self.solver.block("adj1", K), self.solver.block("adj2", K)
+        Lam, Lam1, Lam2 = lam.rows, lam1.rows, lam2.rows
+        if self._pending + 3 * K > self.max_pairs:
+            self._flush()
+        np.multiply(lam.product(Lt), dt, out=Lam2)
+        Lam2 += Lam
+        Lam2 *= 2.0 / 3.0  # λ₂ = ⅔ Mᵀλ'
+        np.multiply(lam2.product(Lt), dt, out=Lam1)
+        Lam1 += Lam2
+        Lam1 *= 0.25  # λ₁ = ¼ Mᵀλ₂
+        Y = lam1.product(Lt)
+        # Pairs (η, ψ = M_mass⁻¹ ξ) with ξ the stage weights: (u₂, ⅔dt λ'), (u₁, ¼dt λ₂),
+        # (u, dt λ₁) for all K components.
+        inv_mass = self.solver.inverse_mass.array
+        c = self._pending
+        for i, (xi, weight) in enumerate(((Lam, dt * 2.0 / 3.0), (Lam2, dt * 0.25), (Lam1, dt))):
+            rows = slice(c + i * K, c + (i + 1) * K)
+            self._etas[rows] = stages[2 - i]
+            np.multiply(xi, inv_mass, out=self._psis[rows])
+            self._psis[rows] *= weight
+        self._pending += 3 * K
+        # λ = ⅓ λ' + ¾ λ₂ + λ₁ + dt Lᵀλ₁
+        Lam *= 1.0 / 3.0
+        Lam2 *= 0.75
+        Lam += Lam2
+        Lam += Lam1
+        Y *= dt
+        Lam += Y
+
+    def _flush(self) -> None:
+        """Hand the queued pairs to the gradient (collective)."""
+        if self._pending:
+            self.gradient.add(self._etas[: self._pending].T, self._psis[: self._pending].T)
+            self._pending = 0
+
+    def _contract(self) -> np.ndarray:
+        """∂J/∂v_h of the current piece (collective)."""
+        self._flush()
+        return self.gradient.contract()
 
     def destroy(self) -> None:
-        if hasattr(self.gradient, "destroy"):
-            self.gradient.destroy()
+        self.gradient.destroy()
         if self._Lt is not None:
             self._Lt.destroy()

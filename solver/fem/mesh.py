@@ -23,7 +23,7 @@ from dolfinx.mesh import CellType, GhostMode
 from solver.model.domain import DOMAIN_KINDS, Ball, Box, Domain
 from solver.errors import InputError
 
-MESH_DIR = Path(__file__).resolve().parents[2] / "meshes"
+MESH_DIR = Path(__file__).resolve().parents[2] / "meshes"  # solver/fem/mesh.py -> meshes/
 GEO_FILES = {2: "disk.geo", 3: "ball.geo"}
 
 
@@ -150,14 +150,14 @@ def _simplex_measure(edges: np.ndarray) -> np.ndarray:
     return np.sqrt(np.abs(np.linalg.det(gram))) / math.factorial(edges.shape[1])
 
 
-def min_cell_size(comm: MPI.Comm, mesh: dolfinx.mesh.Mesh) -> float:
+def min_cell_size(mesh: dolfinx.mesh.Mesh) -> float:
     """Global minimum over cells of 2 × inradius (see :func:`cell_sizes`). COLLECTIVE."""
     sizes = cell_sizes(mesh)
     local = float(sizes.min()) if sizes.size else math.inf
-    return comm.allreduce(local, op=MPI.MIN)
+    return mesh.comm.allreduce(local, op=MPI.MIN)
 
 
-def mesh_summary(comm: MPI.Comm, mesh: dolfinx.mesh.Mesh) -> dict[str, float | int]:
+def mesh_summary(mesh: dolfinx.mesh.Mesh) -> dict[str, float | int]:
     """Global size facts of ``mesh``. COLLECTIVE.
 
     Returns:
@@ -170,6 +170,7 @@ def mesh_summary(comm: MPI.Comm, mesh: dolfinx.mesh.Mesh) -> dict[str, float | i
     num_owned = mesh.topology.index_map(tdim).size_local
     diameters = mesh.h(tdim, np.arange(num_owned, dtype=np.int32))
     empty = sizes.size == 0
+    comm = mesh.comm
     return {
         "num_cells": mesh.topology.index_map(tdim).size_global,
         "num_vertices": mesh.topology.index_map(0).size_global,

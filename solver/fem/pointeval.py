@@ -22,15 +22,16 @@ import dolfinx.geometry
 from dolfinx import fem
 
 from solver.errors import InputError
+from solver.parallel import gather_rows, rank_share
 
 log = logging.getLogger("solver")
 
 
 class PointEvaluator:
-    """P for a scalar finite-element space and a fixed set of points (collective).
+    """P for a scalar finite-element space and a fixed set of points (collective over the
+    mesh's communicator).
 
     Args:
-        comm: the mesh's communicator.
         V: a scalar, affine-simplex function space (e.g. the DG space of the transport solver).
         points: this rank's points, shape=(n, gdim).
         source: where the points came from, for error messages.
@@ -39,8 +40,9 @@ class PointEvaluator:
         InputError: on every rank, if any rank has a point outside the mesh or a non-finite one.
     """
 
-    def __init__(self, comm: MPI.Comm, V: fem.FunctionSpace, points: np.ndarray, source: str = "points"):
+    def __init__(self, V: fem.FunctionSpace, points: np.ndarray, source: str = "points"):
         mesh = V.mesh
+        comm = mesh.comm
         gdim = mesh.geometry.dim
         points = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, gdim)
         self.comm = comm
@@ -76,23 +78,8 @@ class PointEvaluator:
         self._recv_counts = np.bincount(src_owner, minlength=size).astype(np.int64)
         self._recv_order = np.argsort(src_owner, kind="stable")
 
-        # Pull back to the reference cell: affine simplices, X = J⁻¹ (x − x₀).
-        geometry = mesh.geometry.x[mesh.geometry.dofmaps[0][dest_cells]][:, :, :gdim]
-        J = np.transpose(geometry[:, 1:, :] - geometry[:, :1, :], (0, 2, 1))
-        X = np.linalg.solve(J, (dest_points - geometry[:, 0, :])[:, :, None])[:, :, 0]
-        # A point on a facet (a barycentric coordinate ~0) takes the value of the cell it was
-        # located in, though u_h jumps there: say so (measured on peaks, data at x3 = 0 of a 12³
-        # box, which lies on facets: PDE/characteristics agreement 94% from the cells below,
-        # 97% from those above).
-        barycentric = np.concatenate([1.0 - X.sum(axis=1, keepdims=True), X], axis=1)
-        on_facets = int(np.sum(barycentric.min(axis=1, initial=1.0) < 1e-9))
-        self.num_on_facets = comm.allreduce(on_facets, op=MPI.SUM)
-        total = comm.allreduce(len(points), op=MPI.SUM)
-        if self.num_on_facets and comm.rank == 0:
-            log.warning(
-                "%s: %d of %d points lie on mesh facets, where u_h jumps; each takes the value of "
-                "the cell it was located in. Move them off the facets (e.g. an odd cell count "
-                "for data augmented at x3 = 0).", source, self.num_on_facets, total)
+        X = _pull_back(mesh, dest_cells, dest_points)
+        self._count_on_facets(X, len(points), source)
         X = np.clip(X, 0.0, 1.0)  # points on a facet can round to just outside the cell
         basis = V.element.basix_element.tabulate(0, X)[0, :, :, 0]
         dofs = V.dofmap.list[dest_cells]
@@ -101,6 +88,26 @@ class PointEvaluator:
         self.P = scipy.sparse.csr_matrix(
             (basis.ravel(), (rows, dofs.ravel())), shape=(len(dest_cells), n_local)
         )
+
+    def _count_on_facets(self, X: np.ndarray, num_points: int, source: str) -> None:
+        """``num_on_facets``: the points (reference coordinates X of those this rank owns) on a
+        facet, summed over ranks; rank 0 warns if there are any (collective).
+
+        A point on a facet (a barycentric coordinate ~0) takes the value of the cell it was
+        located in, though u_h jumps there (measured on peaks, data at x3 = 0 of a 12³ box,
+        which lies on facets: PDE/characteristics agreement 94% from the cells below, 97% from
+        those above).
+        """
+        comm = self.comm
+        barycentric = np.concatenate([1.0 - X.sum(axis=1, keepdims=True), X], axis=1)
+        on_facets = int(np.sum(barycentric.min(axis=1, initial=1.0) < 1e-9))
+        self.num_on_facets = comm.allreduce(on_facets, op=MPI.SUM)
+        total = comm.allreduce(num_points, op=MPI.SUM)
+        if self.num_on_facets and comm.rank == 0:
+            log.warning(
+                "%s: %d of %d points lie on mesh facets, where u_h jumps; each takes the value of "
+                "the cell it was located in. Move them off the facets (e.g. an odd cell count "
+                "for data augmented at x3 = 0).", source, self.num_on_facets, total)
 
     def __call__(self, u: fem.Function | np.ndarray) -> np.ndarray:
         """u_h at this rank's points, in its order (collective). Returns shape=(n,)."""
@@ -123,18 +130,25 @@ class PointEvaluator:
         return self.P.T @ owned
 
 
-def evaluate_everywhere(comm: MPI.Comm, V: fem.FunctionSpace, functions, points: np.ndarray, source: str = "points") -> np.ndarray:
-    """Values of several functions at the same points, returned in full on every rank (collective).
+def _pull_back(mesh, cells: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Reference coordinates X = J⁻¹ (x − x₀) of ``points`` (shape=(n, gdim)) in their affine
+    simplex ``cells`` (shape=(n,)); shape=(n, gdim)."""
+    gdim = mesh.geometry.dim
+    geometry = mesh.geometry.x[mesh.geometry.dofmaps[0][cells]][:, :, :gdim]
+    J = np.transpose(geometry[:, 1:, :] - geometry[:, :1, :], (0, 2, 1))
+    return np.linalg.solve(J, (points - geometry[:, 0, :])[:, :, None])[:, :, 0]
 
-    ``points`` (shape=(n, gdim)) must be the same on every rank; each rank locates a contiguous
-    share. Returns shape=(n, len(functions)).
+
+def evaluate_everywhere(
+    V: fem.FunctionSpace, functions, points: np.ndarray, source: str = "points"
+) -> np.ndarray:
+    """Values of several functions of ``V`` at the same points, returned in full on every rank
+    (collective over the mesh's communicator).
+
+    ``points`` (shape=(n, gdim)) must be the same on every rank; each rank locates its
+    :func:`~solver.parallel.rank_share`. Returns shape=(n, len(functions)).
     """
-    n = len(points)
-    bounds = np.linspace(0, n, comm.size + 1).astype(int)
-    mine = points[bounds[comm.rank] : bounds[comm.rank + 1]]
-    evaluator = PointEvaluator(comm, V, mine, source)
+    mine = points[rank_share(V.mesh.comm, len(points))]
+    evaluator = PointEvaluator(V, mine, source)
     local = np.stack([evaluator(u) for u in functions], axis=1) if functions else np.zeros((len(mine), 0))
-    counts = np.diff(bounds) * local.shape[1]
-    full = np.empty((n, local.shape[1]))
-    comm.Allgatherv(np.ascontiguousarray(local), [full, counts, MPI.DOUBLE])
-    return full
+    return gather_rows(V.mesh.comm, local)

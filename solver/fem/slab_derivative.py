@@ -28,6 +28,8 @@ transformations); ``SlabGradient.supported`` says whether a solver qualifies.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import basix
 import numpy as np
 from petsc4py import PETSc
@@ -56,7 +58,27 @@ def _scatter_add(out: np.ndarray, nodes: np.ndarray, values: np.ndarray) -> None
         out[:, i] += np.bincount(flat, values[..., i].ravel(), minlength=out.shape[0])
 
 
-class SlabGradient:
+class SlabAccumulator(ABC):
+    """What the adjoint needs of a velocity derivative: the stage pairs (η_p, ψ_p) of a slab
+    added up, then contracted into ∂/∂v_h Σ_p ψ_pᵀ A(v_h) η_p for the current v_h."""
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Start a new slab."""
+
+    @abstractmethod
+    def add(self, etas: np.ndarray, psis: np.ndarray) -> None:
+        """Add P pairs: owned coefficients, shape=(num_owned, P) each (collective)."""
+
+    @abstractmethod
+    def contract(self) -> np.ndarray:
+        """∂/∂v_h at the owned velocity nodes, shape=(nodes, d) (collective)."""
+
+    def destroy(self) -> None:
+        """Free the PETSc objects held (none unless a subclass holds some)."""
+
+
+class SlabGradient(SlabAccumulator):
     """Accumulates stage pairs (η_p, ψ_p) of a slab and contracts them into ∂/∂v_h.
 
     Args:
@@ -74,50 +96,40 @@ class SlabGradient:
         if not self.supported(solver):
             raise ValueError("the velocity or DG element needs dof transformations")
         self.solver = solver
-        mesh = solver.mesh
-        V, Vv = solver.V, solver.Vv
-        d = solver.dim
-        self.dim = d
-        cell_type = getattr(basix.CellType, mesh.topology.cell_type.name)
-        facet_type = basix.cell.sub_entity_type(cell_type, d - 1, 0)
-        q = solver.quadrature_degree
+        self.dim = solver.dim
+        cells, facets = _integration_domains(solver.operator_form)
+        geometry = _AffineGeometry(solver.mesh)
+        self.dg_dofs = solver.V.dofmap.list.astype(np.int64)  # (local cells, nd)
+        self.v_nodes = solver.Vv.dofmap.list.astype(np.int64)  # (local cells, nv), blocked by d
+        index_map = solver.Vv.dofmap.index_map
+        self.num_v_nodes = index_map.size_local + index_map.num_ghosts
+        self.num_owned_v = index_map.size_local
+        self._cell_rule(solver, cells, geometry)
+        self._facet_rule(solver, facets, geometry)
+        self._neighbours(facets, geometry.num_facets)
+        self._buffers(solver, max_pairs)
+        self.reset()
 
-        form = solver.operator_form._cpp_object
-        if form.num_integrals(fem.IntegralType.cell, 0) != 1 or form.num_integrals(
-            fem.IntegralType.interior_facet, 0
-        ) != 1:
-            raise ValueError("expected one cell and one interior-facet integral")
-        cells = np.asarray(form.domains(fem.IntegralType.cell, 0), dtype=np.int64)
-        facets = np.asarray(form.domains(fem.IntegralType.interior_facet, 0), dtype=np.int64)
-        facets = facets.reshape(-1, 4)  # (cell⁺, local facet⁺, cell⁻, local facet⁻)
-
-        # Affine geometry of every local cell: x = X0 + J ξ.
-        X = mesh.geometry.x[:, :d][mesh.geometry.dofmaps[0]]  # (cells, d + 1, d)
-        X0 = X[:, 0, :]
-        J = np.transpose(X[:, 1:, :] - X0[:, None, :], (0, 2, 1))  # J[c, i, j] = ∂x_i/∂ξ_j
-        Jinv = np.linalg.inv(J)
-        detJ = np.abs(np.linalg.det(J))
-
-        self.dg_dofs = V.dofmap.list.astype(np.int64)  # (local cells, nd)
-        self.v_nodes = Vv.dofmap.list.astype(np.int64)  # (local cells, nv), blocked by d
-        self.num_v_nodes = Vv.dofmap.index_map.size_local + Vv.dofmap.index_map.num_ghosts
-        self.num_owned_v = Vv.dofmap.index_map.size_local
-        nd = self.dg_dofs.shape[1]
-
-        # Cells: ∫_K ω_m ∂_i η ψ = Σ_q W_q ω_m(ξ_q) Σ_ab S_ab (J⁻ᵀ ∇̂φ_a)_i φ_b.
-        points, weights = basix.make_quadrature(cell_type, q)
-        dg = _tabulate(V, 1, points)
+    def _cell_rule(self, solver: TransportSolver, cells: np.ndarray, geometry) -> None:
+        """Cells: ∫_K ω_m ∂_i η ψ = Σ_q W_q ω_m(ξ_q) Σ_ab S_ab (J⁻ᵀ ∇̂φ_a)_i φ_b."""
+        d = self.dim
+        points, weights = basix.make_quadrature(geometry.cell_type, solver.quadrature_degree)
+        dg = _tabulate(solver.V, 1, points)
         self.cells = cells
         self.cell_phi = dg[0]  # (nq, nd)
         self.cell_grad = dg[1 : 1 + d]  # (d, nq, nd) reference gradients
-        self.cell_Jinv = Jinv[cells]
-        self.cell_omega = _tabulate(Vv, 0, points)[0]  # (nq, nv)
-        self.cell_weights = detJ[cells, None] * weights[None, :]
+        self.cell_Jinv = geometry.Jinv[cells]
+        self.cell_omega = _tabulate(solver.Vv, 0, points)[0]  # (nq, nv)
+        self.cell_weights = geometry.detJ[cells, None] * weights[None, :]
 
-        # Interior facets: the '+' side's quadrature points, mapped into the '−' cell.
-        ref_vertices = basix.geometry(cell_type)
-        ref_facets = basix.topology(cell_type)[d - 1]
-        fpoints, fweights = basix.make_quadrature(facet_type, q)
+    def _facet_rule(self, solver: TransportSolver, facets: np.ndarray, geometry) -> None:
+        """Interior facets: the '+' side's quadrature points, mapped into the '−' cell."""
+        d = self.dim
+        V, Vv, g = solver.V, solver.Vv, geometry
+        facet_type = basix.cell.sub_entity_type(g.cell_type, d - 1, 0)
+        ref_vertices = basix.geometry(g.cell_type)
+        ref_facets = basix.topology(g.cell_type)[d - 1]
+        fpoints, fweights = basix.make_quadrature(facet_type, solver.quadrature_degree)
 
         def on_facet(local):
             v = ref_vertices[ref_facets[local]]
@@ -126,18 +138,19 @@ class SlabGradient:
         ref_points = np.stack([on_facet(f) for f in range(len(ref_facets))])  # (facets, nqf, d)
         c0, l0, c1 = facets[:, 0], facets[:, 1], facets[:, 2]
         xi0 = ref_points[l0]  # (nf, nqf, d)
-        x = X0[c0, None, :] + np.einsum("fij,fqj->fqi", J[c0], xi0)
-        xi1 = np.einsum("fij,fqj->fqi", Jinv[c1], x - X0[c1, None, :])
+        x = g.X0[c0, None, :] + np.einsum("fij,fqj->fqi", g.J[c0], xi0)
+        xi1 = np.einsum("fij,fqj->fqi", g.Jinv[c1], x - g.X0[c1, None, :])
         nf, nqf = xi0.shape[:2]
+        nd = self.dg_dofs.shape[1]
         self.facets = facets
         self.phi_plus = _tabulate(V, 0, xi0.reshape(-1, d))[0].reshape(nf, nqf, nd)
         self.phi_minus = _tabulate(V, 0, xi1.reshape(-1, d))[0].reshape(nf, nqf, nd)
         self.facet_omega = _tabulate(Vv, 0, xi0.reshape(-1, d))[0].reshape(nf, nqf, -1)
-        normals = np.asarray(basix.cell.facet_outward_normals(cell_type))[l0]  # reference
-        n = np.einsum("fji,fj->fi", Jinv[c0], normals)  # J⁻ᵀ n̂
+        normals = np.asarray(basix.cell.facet_outward_normals(g.cell_type))[l0]  # reference
+        n = np.einsum("fji,fj->fi", g.Jinv[c0], normals)  # J⁻ᵀ n̂
         self.normal = n / np.linalg.norm(n, axis=1, keepdims=True)
         # |F| / |F̂| from the physical facet vertices (the rule's weights sum to |F̂|).
-        fv = X[c0[:, None], np.asarray(ref_facets)[l0]]  # (nf, d, d): the facet's vertices
+        fv = g.X[c0[:, None], np.asarray(ref_facets)[l0]]  # (nf, d, d): the facet's vertices
         edges = fv[:, 1:, :] - fv[:, :1, :]
         if d == 2:
             measure = np.linalg.norm(edges[:, 0, :], axis=1)
@@ -145,31 +158,32 @@ class SlabGradient:
             measure = 0.5 * np.linalg.norm(np.cross(edges[:, 0, :], edges[:, 1, :]), axis=1)
         self.facet_weights = (measure / fweights.sum())[:, None] * fweights[None, :]
 
-        # Cross products per cell and local facet: η_K ⊗ ψ_{K'} with K' the neighbour across it,
-        # for the (K, local facet) slots of this rank's integrated facets; the other slots
-        # point at a zero row (index = number of local cells).
+    def _neighbours(self, facets: np.ndarray, num_slots: int) -> None:
+        """Cross products per cell and local facet: η_K ⊗ ψ_{K'} with K' the neighbour across
+        it, for the (K, local facet) slots of this rank's integrated facets; the other slots
+        point at a zero row (index = number of local cells)."""
         num_cells = len(self.dg_dofs)
-        num_slots = len(ref_facets)
         self.neighbour = np.full((num_cells, num_slots), num_cells, dtype=np.int64)
-        self.neighbour[c0, l0] = c1
-        self.neighbour[c1, facets[:, 3]] = c0
+        self.neighbour[facets[:, 0], facets[:, 1]] = facets[:, 2]
+        self.neighbour[facets[:, 2], facets[:, 3]] = facets[:, 0]
         # The DG dofs of a cell are usually contiguous (then E needs no gather): check.
         self._contiguous = np.array_equal(self.dg_dofs.ravel(), np.arange(self.dg_dofs.size))
 
+    def _buffers(self, solver: TransportSolver, max_pairs: int) -> None:
+        """Ghost exchange vectors and the persistent per-cell buffers of ``add``."""
         # Ghost values of η, ψ (cells on this rank's facets may be ghosts): one scatter per add.
-        imap = V.dofmap.index_map
+        imap = solver.V.dofmap.index_map
         self.num_owned = imap.size_local
         self.max_pairs = max_pairs
-        self._parallel = mesh.comm.size > 1
-        if self._parallel:
-            self._eta = dolfinx.la.vector(imap, bs=max_pairs)
-            self._psi = dolfinx.la.vector(imap, bs=max_pairs)
-        self._reverse = fem.Function(Vv)
-        nd = self.dg_dofs.shape[1]
+        self._parallel = solver.mesh.comm.size > 1
+        self._eta = dolfinx.la.vector(imap, bs=max_pairs) if self._parallel else None
+        self._psi = dolfinx.la.vector(imap, bs=max_pairs) if self._parallel else None
+        self._reverse = fem.Function(solver.Vv)
+        num_cells, nd = self.dg_dofs.shape
+        num_slots = self.neighbour.shape[1]
         self._E = np.zeros((num_cells, nd, max_pairs))
         self._chunk = max(1, 16 * 2**20 // (8 * num_slots * max_pairs * nd))  # 16 MiB gathers
         self._Qt = np.zeros((num_cells + 1, max_pairs, nd))
-        self.reset()
 
     def reset(self) -> None:
         """Start a new slab."""
@@ -203,8 +217,8 @@ class SlabGradient:
         # Persistent (cells, nd, pairs) and (cells + 1, pairs, nd) buffers, the extra cell a zero
         # row for the slots without a neighbour; unused pair columns are zero.
         E, Qt = self._E, self._Qt
-        eta = self._cellwise(etas, getattr(self, "_eta", None))
-        psi = self._cellwise(psis, getattr(self, "_psi", None))
+        eta = self._cellwise(etas, self._eta)
+        psi = self._cellwise(psis, self._psi)
         used = eta.shape[2]
         E[:, :, :used] = eta
         Qt[:-1, :used, :] = psi.transpose(0, 2, 1)
@@ -256,3 +270,31 @@ class SlabGradient:
         self._reverse.x.array[:] = g.ravel()
         self._reverse.x.scatter_reverse(dolfinx.la.InsertMode.add)
         return self._reverse.x.array.reshape(-1, d)[: self.num_owned_v].copy()
+
+
+def _integration_domains(form: fem.Form) -> tuple[np.ndarray, np.ndarray]:
+    """The local cells of the form's one cell integral, and its interior facets as rows
+    (cell⁺, local facet⁺, cell⁻, local facet⁻)."""
+    form = form._cpp_object
+    if form.num_integrals(fem.IntegralType.cell, 0) != 1 or form.num_integrals(
+        fem.IntegralType.interior_facet, 0
+    ) != 1:
+        raise ValueError("expected one cell and one interior-facet integral")
+    cells = np.asarray(form.domains(fem.IntegralType.cell, 0), dtype=np.int64)
+    facets = np.asarray(form.domains(fem.IntegralType.interior_facet, 0), dtype=np.int64)
+    return cells, facets.reshape(-1, 4)
+
+
+class _AffineGeometry:
+    """The affine map x = X0 + J ξ of every local cell of an affine simplex mesh."""
+
+    def __init__(self, mesh):
+        d = mesh.geometry.dim
+        self.cell_type = getattr(basix.CellType, mesh.topology.cell_type.name)
+        self.num_facets = len(basix.topology(self.cell_type)[d - 1])
+        self.X = mesh.geometry.x[:, :d][mesh.geometry.dofmaps[0]]  # (cells, d + 1, d)
+        self.X0 = self.X[:, 0, :]
+        # J[c, i, j] = ∂x_i/∂ξ_j
+        self.J = np.transpose(self.X[:, 1:, :] - self.X0[:, None, :], (0, 2, 1))
+        self.Jinv = np.linalg.inv(self.J)
+        self.detJ = np.abs(np.linalg.det(self.J))

@@ -120,6 +120,9 @@ class Resolution:
     cells: int
     degree: int
 
+    def to_dict(self) -> dict:
+        return dict(cells=self.cells, degree=self.degree)
+
     def __str__(self) -> str:
         return f"DG{self.degree} on {self.cells} cells/direction"
 

@@ -18,11 +18,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from solver.errors import InputError
+from solver.errors import InputError, UnstableSolve
 
 log = logging.getLogger("solver")
 
 OPTIMIZERS = ("lbfgs", "adam")
+# The defaults of the steps' options, also those of the config's [train] section.
+DEFAULT_MEMORY = 10  # L-BFGS curvature pairs
+DEFAULT_MAX_STEP = 1.0  # L-BFGS: the longest first trial step |Δp|
+DEFAULT_LEARNING_RATE = 0.02  # Adam
 
 
 @dataclass
@@ -75,9 +79,7 @@ def _safe(fun: ValueAndGradient, p: np.ndarray) -> tuple[float, np.ndarray | Non
     """fun(p), or (inf, None) where the solve is unstable or returns a non-finite value."""
     try:
         value, gradient = fun(p)
-    except InputError as error:  # raised alike on every rank
-        if "unstable" not in str(error):
-            raise
+    except UnstableSolve:  # raised alike on every rank
         return np.inf, None
     if not np.isfinite(value) or not np.all(np.isfinite(gradient)):
         return np.inf, None
@@ -113,9 +115,9 @@ def lbfgs_direction(state: OptimizerState) -> np.ndarray:
 def lbfgs_step(
     fun: ValueAndGradient,
     state: OptimizerState,
-    memory: int = 10,
+    memory: int = DEFAULT_MEMORY,
     max_backtracks: int = 20,
-    max_step: float = 1.0,
+    max_step: float = DEFAULT_MAX_STEP,
 ) -> OptimizerState:
     """One L-BFGS iteration with a backtracking (Armijo) line search.
 
@@ -153,7 +155,7 @@ def lbfgs_step(
 def adam_step(
     fun: ValueAndGradient,
     state: OptimizerState,
-    learning_rate: float = 0.01,
+    learning_rate: float = DEFAULT_LEARNING_RATE,
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
 ) -> OptimizerState:

@@ -5,10 +5,12 @@ f(x) = A x + b (K logits). The forward solve carries f back to t = 0, the predic
 data X_i is u_h(0, X_i) = P u^N, and
 
     J(p) = (1/N) Σ_i loss(u_h(0, X_i), y_i) + (α/2)|θ|² + (β/2) Σ_j |θ_{j+1} − θ_j|²
-           + (γ/2) Σ_j |slab j| ∫_Ω |v_h(t_j)|² dx,
+           + (γ/2) Σ_j |slab j| ∫_Ω |v_h,j|² dx + (ρ/2) Σ_j |slab j| ∫_Ω |∇v_h,j|² dx,
 
-with softmax cross-entropy (classification) or squared error (regression). The gradient is the
-gradient of exactly this discrete J: λ^N = Pᵀ ∂loss, the transposed steps (``fem/adjoint.py``),
+with v_h,j the velocity interpolant on slab j (θ is constant there), α the weight decay, β the
+smoothness, γ the kinetic and ρ the roughness weight, and softmax cross-entropy
+(classification) or squared error (regression) as the loss. The gradient is the gradient of
+exactly this discrete J: λ^N = Pᵀ ∂loss, the transposed steps (``fem/adjoint.py``),
 the VJP of the velocity model per slab, and for the output layer (f is linear, so its DG
 interpolant is A·I(x) + b·I(1)) the products of λ⁰ with the interpolated coordinates.
 """
@@ -25,11 +27,12 @@ import ufl
 import dolfinx.fem.petsc
 from dolfinx import fem
 
-from solver.fem.adjoint import Adjoint
-from solver.model.losses import LOSSES, cross_entropy, squared_error
+from solver.config import TrainConfig
 from solver.errors import InputError
-from solver.fem.transport import TransportSolver
+from solver.fem.adjoint import Adjoint
 from solver.fem.pointeval import PointEvaluator
+from solver.fem.transport import TransportSolver
+from solver.model.losses import LOSSES, cross_entropy, squared_error
 from solver.model.velocity import VelocityModel
 
 @dataclass
@@ -47,9 +50,11 @@ class Evaluation:
 class ReducedFunctional:
     """J(p) and J'(p) for the transport learning problem (collective).
 
+    The defaults of the objective are those of the config's ``[train]`` section.
+
     Args:
         comm: the mesh's communicator.
-        solver: the transport solver (its checkpoint_every must be ≥ 1 for gradients).
+        solver: the transport solver.
         model: the velocity model (θ constant on slabs).
         points: this rank's data points in Ω, shape=(n, d) (any distribution over ranks).
         labels: this rank's labels, shape=(n,) (ints for cross-entropy, floats for regression).
@@ -71,16 +76,16 @@ class ReducedFunctional:
         points: np.ndarray,
         labels: np.ndarray,
         num_classes: int,
-        loss: str = "cross_entropy",
-        weight_decay: float = 0.0,
-        smoothness: float = 0.0,
-        kinetic: float = 0.0,
-        roughness: float = 0.0,
+        loss: str = TrainConfig.loss,
+        weight_decay: float = TrainConfig.weight_decay,
+        smoothness: float = TrainConfig.smoothness,
+        kinetic: float = TrainConfig.kinetic,
+        roughness: float = TrainConfig.roughness,
     ):
         if loss not in LOSSES:
             raise InputError(f'Invalid loss "{loss}". Must be one of {list(LOSSES)}')
         if model.time != "constant":
-            raise InputError("learning needs θ constant on slabs (field.time = 'constant')")
+            raise InputError(f"learning needs θ constant on slabs (time = 'constant'), got {model.time!r}")
         if solver.num_components != num_classes:
             raise InputError(f"solver has {solver.num_components} components, data {num_classes} classes")
         self.comm = comm
@@ -91,7 +96,7 @@ class ReducedFunctional:
         self.labels = np.asarray(labels)
         self.loss = cross_entropy if loss == "cross_entropy" else squared_error
         self.num_points = comm.allreduce(len(points), op=MPI.SUM)
-        self.evaluator = PointEvaluator(comm, solver.V, points, "data")
+        self.evaluator = PointEvaluator(solver.V, points, "data")
         self.weight_decay = weight_decay
         self.smoothness = smoothness
         self.kinetic = kinetic

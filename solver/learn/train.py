@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,16 +25,12 @@ from solver.fem.transport import TransportSolver
 from solver.fem.mesh import create_mesh
 from solver.fem.pointeval import PointEvaluator
 from solver.learn.reduced import ReducedFunctional
+from solver.model.from_config import velocity_model
+from solver.parallel import rank_share
 from solver.model.velocity import VelocityModel
+from solver.rundir import store
 
 log = logging.getLogger("solver")
-
-HISTORY_COLUMNS = ("iteration", "loss", "data_loss", "train_accuracy", "test_accuracy",
-                   "gradient_norm", "steps", "seconds", "evaluations",
-                   # the resolution of the row, and the certification check (NaN between checks)
-                   "cells", "degree", "max_logit_difference", "label_agreement",
-                   "accuracy_characteristics", "check_seconds")
-INTEGER_COLUMNS = ("iteration", "steps", "evaluations", "cells", "degree")
 
 
 def load_dataset(config: Config, domain) -> Dataset:
@@ -50,14 +44,6 @@ def load_dataset(config: Config, domain) -> Dataset:
         )
     except InputError as error:
         raise InputError(str(error), source=error.source or config.source) from None
-
-
-def velocity_model(config: Config, domain) -> VelocityModel:
-    fc = config.field
-    if fc.kind != "mlp":
-        raise InputError(f'training learns an "mlp" field (eq. 2), got field.kind = "{fc.kind}"', config.source)
-    return VelocityModel(dim=domain.dim, width=fc.width, slabs=fc.slabs, T=fc.T,
-                         activation=fc.activation, domain=domain, time=fc.time)
 
 
 @dataclass(frozen=True)
@@ -79,7 +65,8 @@ class Problem:
     solver: TransportSolver
     J: ReducedFunctional
     test: PointEvaluator
-    mine: slice  # this rank's share of the data: X[mine]
+    train_share: slice  # this rank's training points: X_train[train_share] (parallel.rank_share)
+    test_share: slice  # and test points
     checked: Checked  # which of this rank's points the certification checks
     resolution: certify.Resolution
 
@@ -106,9 +93,8 @@ class Problem:
         mesh = create_mesh(comm, domain, resolution.cells)
         solver = TransportSolver(
             comm, mesh, degree=resolution.degree, num_components=dataset.num_classes,
-            cfl=config.solver.cfl, dt=config.solver.dt or None,
-            # The gradient recomputes stages from checkpoints; 0 ("none") makes no sense here.
-            checkpoint_every=config.solver.checkpoint_every or 4,
+            cfl=config.solver.cfl, dt=config.solver.dt,
+            checkpoint_every=config.solver.checkpoint_every,
             stage_memory=config.solver.stage_memory * 2**20,
         )
         if solver.num_dofs_global > config.train.max_dofs:
@@ -117,25 +103,25 @@ class Problem:
             raise InputError(
                 f"train.max_dofs = {config.train.max_dofs} is below the starting mesh's {dofs} dofs "
                 f"per component ({resolution}); raise it or start on a coarser mesh", config.source)
-        mine = slice(comm.rank, None, comm.size)
+        mine, theirs = rank_share(comm, len(dataset.y_train)), rank_share(comm, len(dataset.y_test))
         J = ReducedFunctional(
             comm, solver, model, dataset.X_train[mine], dataset.y_train[mine], dataset.num_classes,
             loss=config.train.loss, weight_decay=config.train.weight_decay,
             smoothness=config.train.smoothness, kinetic=config.train.kinetic,
             roughness=config.train.roughness,
         )
-        test = PointEvaluator(comm, solver.V, dataset.X_test[mine], "data (test points)")
+        test = PointEvaluator(solver.V, dataset.X_test[theirs], "data (test points)")
         limit = config.train.check_points
         checked = Checked(certify.subset(len(dataset.y_train), limit)[mine],
-                          certify.subset(len(dataset.y_test), limit, seed=1)[mine])
-        return cls(config, domain, dataset, model, solver, J, test, mine, checked, resolution)
+                          certify.subset(len(dataset.y_test), limit, seed=1)[theirs])
+        return cls(config, domain, dataset, model, solver, J, test, mine, theirs, checked, resolution)
 
     def accuracy(self, comm: MPI.Comm) -> tuple[float, float]:
         """Train and test accuracy of the latest evaluation (collective)."""
         pred_train = self.J.last.predictions.argmax(axis=1)
-        correct_train = int(np.sum(pred_train == self.dataset.y_train[self.mine]))
+        correct_train = int(np.sum(pred_train == self.dataset.y_train[self.train_share]))
         test_values = np.stack([self.test(u) for u in self.J.last.u0], axis=1)
-        correct_test = int(np.sum(test_values.argmax(axis=1) == self.dataset.y_test[self.mine]))
+        correct_test = int(np.sum(test_values.argmax(axis=1) == self.dataset.y_test[self.test_share]))
         n_train, n_test = len(self.dataset.y_train), len(self.dataset.y_test)
         return (comm.allreduce(correct_train) / n_train,
                 comm.allreduce(correct_test) / n_test if n_test else float("nan"))
@@ -143,55 +129,28 @@ class Problem:
 
 def save_checkpoint(comm: MPI.Comm, path: Path, state: optimize.OptimizerState, history: list[dict],
                     resolution: certify.Resolution) -> None:
-    """Write the optimizer state, the history and the resolution atomically (rank 0; collective
-    barrier)."""
+    """Write the optimizer state, the resolution and the history (checkpoint.npz, history.csv
+    beside it) on rank 0 (collective barrier)."""
     if comm.rank == 0:
         arrays = state.to_arrays()
         arrays["resolution"] = np.array([resolution.cells, resolution.degree])
-        arrays["history"] = np.array([[row[c] for c in HISTORY_COLUMNS] for row in history], dtype=np.float64).reshape(-1, len(HISTORY_COLUMNS))
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".checkpoint.", suffix=".npz")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        write_history(path.parent / "history.csv", history)
+        store.write_checkpoint(path, arrays, history)
+        store.write_history(path.parent / store.HISTORY, history)
     comm.Barrier()
 
 
 def load_checkpoint(path: Path) -> tuple[optimize.OptimizerState, list[dict], certify.Resolution | None]:
-    """The state, the history and the resolution (None in checkpoints written before
-    resolution control; their history rows lack its columns, which read as NaN)."""
+    """The optimizer state, the history and the resolution saved in ``path`` (rank-local); the
+    resolution is None in checkpoints written before certified training."""
+    arrays, history = store.read_checkpoint(path)
     try:
-        with np.load(path) as data:
-            state = optimize.OptimizerState.from_arrays(data)
-            rows = np.array(data["history"], dtype=np.float64)
-            resolution = (certify.Resolution(*(int(v) for v in data["resolution"]))
-                          if "resolution" in data else None)
-    except (OSError, KeyError, ValueError) as error:
-        raise InputError(f"cannot resume: {error}", source=str(path)) from None
-    history = []
-    for row in rows:
-        full = dict.fromkeys(HISTORY_COLUMNS, float("nan"))
-        full.update(zip(HISTORY_COLUMNS, row))
-        for key in INTEGER_COLUMNS:
-            full[key] = int(full[key]) if np.isfinite(full[key]) else -1
-        history.append(full)
+        resolution = arrays.pop("resolution", None)
+        if resolution is not None:
+            resolution = certify.Resolution(*(int(v) for v in resolution))
+        state = optimize.OptimizerState.from_arrays(arrays)
+    except (KeyError, TypeError, ValueError) as error:
+        raise InputError(f"cannot resume: not an optimizer state ({type(error).__name__}: {error})", str(path)) from None
     return state, history, resolution
-
-
-def write_history(path: Path, history: list[dict]) -> None:
-    """history.csv, written whole and renamed into place (rank-local)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".history.", suffix=".csv")
-    with os.fdopen(fd, "w") as f:
-        f.write(",".join(HISTORY_COLUMNS) + "\n")
-        for row in history:
-            f.write(",".join(_fmt(row[c]) for c in HISTORY_COLUMNS) + "\n")
-    os.replace(tmp, path)
-
-
-def _fmt(value) -> str:
-    return str(value) if isinstance(value, (int, np.integer)) else f"{value:.10g}"
 
 
 def initial_parameters(problem: Problem) -> np.ndarray:
@@ -201,13 +160,11 @@ def initial_parameters(problem: Problem) -> np.ndarray:
     J = problem.J
     if tc.init is None:
         return J.initial(tc.seed, problem.config.field.scale)
-    from solver.check.compare_run import load_parameters
-
     path = Path(tc.init)
     if not path.exists():
         raise InputError(f"train.init: {path} does not exist (train that run first)",
                          problem.config.source)
-    p = load_parameters(path) if path.is_dir() else load_parameters(path.parent, path.name)
+    p = store.read_parameters(path / store.THETA if path.is_dir() else path).p
     if p.shape != (J.n_params,):
         raise InputError(
             f"train.init has {p.size} parameters, this config's field and classes need {J.n_params}",
@@ -227,10 +184,8 @@ def train(comm: MPI.Comm, problem: Problem, out: Path, resume: bool = False) -> 
     goes on from there.
     """
     tc = problem.config.train
-    checkpoint = out / "checkpoint.npz"
+    checkpoint = out / store.CHECKPOINT
     if resume:
-        if not checkpoint.exists():
-            raise InputError("no checkpoint.npz to resume from", source=str(out))
         state, history, resolution = load_checkpoint(checkpoint)
         if resolution is not None and resolution != problem.resolution:
             problem = problem.rebuilt(comm, resolution)
@@ -294,12 +249,12 @@ def check(comm: MPI.Comm, problem: Problem, p: np.ndarray) -> certify.Check:
     started = time.perf_counter()
     theta, A, b = problem.J.split(p)
     field = problem.model.field(theta)
-    ds, mine, pick = problem.dataset, problem.mine, problem.checked
+    ds, mine, theirs, pick = problem.dataset, problem.train_share, problem.test_share, problem.checked
     fe_train = problem.J.last.predictions
     fe_test = np.stack([problem.test(u) for u in problem.J.last.u0], axis=1)
     train = certify.agreement(comm, field, A, b, ds.X_train[mine][pick.train], ds.y_train[mine][pick.train],
                               fe_train[pick.train])
-    test = certify.agreement(comm, field, A, b, ds.X_test[mine][pick.test], ds.y_test[mine][pick.test],
+    test = certify.agreement(comm, field, A, b, ds.X_test[theirs][pick.test], ds.y_test[theirs][pick.test],
                              fe_test[pick.test])
     tc = problem.config.train
     passed = train.within(tc.tolerance, tc.agreement) and test.within(tc.tolerance, tc.agreement)

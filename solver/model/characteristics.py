@@ -3,7 +3,8 @@
 The characteristics of ∂t u + v·∇u = 0 solve x' = v(t, x), x(0) = x0 (eq. 3), and u is constant
 along them, so u(0, x0) = f(q(T; x0)) (eq. 6). This module integrates eq. 3 for many points at
 once with the Dormand–Prince 8(5,3) pair (DOP853, Hairer–Nørsett–Wanner II.5; the coefficients
-are scipy's) and depends on the velocity model alone, never on the FE solver (DESIGN.md).
+are scipy's) and depends on the velocity model alone, never on the FE solver, so that it can
+check the FE solution independently.
 
 Why not ``scipy.integrate.solve_ivp``: it measures the error in an RMS norm over the whole
 state, which dilutes one point's error by √n. Here every point is its own ODE with its own
@@ -29,9 +30,10 @@ from mpi4py import MPI
 # numbers are used, not the solver.
 from scipy.integrate._ivp import dop853_coefficients as _dop853
 
-from solver.model.domain import Domain
 from solver.errors import InputError
+from solver.model.domain import Domain
 from solver.model.velocity import Field
+from solver.parallel import gather_rows, rank_share
 
 _STAGES = _dop853.N_STAGES  # 12; each step also evaluates v at its end, for the next step
 _A = _dop853.A[:_STAGES, :_STAGES]
@@ -200,7 +202,8 @@ def _integrate(
     field: Field, x0: np.ndarray, t0: float, t1: float, rtol: float, atol: float,
     t_eval: np.ndarray | None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """DOP853 over [t0, t1] for every point with its own step sequence.
+    """DOP853 over [t0, t1] for every point with its own step sequence: q(t1) and, if
+    ``t_eval`` is given, q(t_eval) (shape=(len(t_eval), n, d)), else None.
 
     Restarts at the field's pieces/breakpoints and lands exactly on the t_eval times. Each
     point is an independent ODE, so a point's result does not depend on the other points
@@ -291,14 +294,7 @@ def _integrate_segment(
                 f"characteristics: step size underflow for point {i} at t={t[i]}, "
                 f"x={y[i].tolist()}"
             )
-        # Land exactly on the next output time before b, else on b; stretch a step that
-        # would leave a sliver of rounding size.
-        k = path.next_stop[active]
-        stops = path.stops
-        stop = stops[np.minimum(k, len(stops) - 1)] if len(stops) else np.full(len(k), b)
-        target = np.where((k < len(stops)) & (direction * (stop - b) < 0), stop, b)
-        clipped = ha >= np.abs(target - ta) * (1.0 - 1e-9)
-        t_new = np.where(clipped, target, ta + direction * ha)
+        t_new, clipped = _step_ends(path, active, ta, ha, b, direction)
         step = t_new - ta
         ya = y[active]
         y_new, err, err_kink = _dop853_step(fun, ta, ya, f[active], step, rtol, atol)
@@ -306,15 +302,7 @@ def _integrate_segment(
         exponent, theta = _ERROR_EXPONENT, None
         z_old = kinks(ta, ya)
         if z_old is not None:
-            z_new = kinks(t_new, y_new)
-            flips = (z_old > 0) != (z_new > 0)
-            crossed = np.any(flips, axis=1)
-            err = np.where(crossed, np.maximum(err, err_kink), err)
-            # Across a kink the error is O(h^2), not O(h^8): size the retry for that.
-            exponent = np.where(crossed, _KINK_ERROR_EXPONENT, _ERROR_EXPONENT)
-            # Where along the step z first reaches 0 (linear interpolation); 1 if nowhere.
-            with np.errstate(divide="ignore", invalid="ignore"):
-                theta = np.min(np.where(flips, z_old / (z_old - z_new), 1.0), axis=1)
+            err, exponent, theta = _kink_errors(z_old, kinks(t_new, y_new), err, err_kink)
         if mode == "shared":
             err[:] = err.max()
         accept = err < 1.0
@@ -330,6 +318,37 @@ def _integrate_segment(
         going = moved[direction * (b - t[moved]) > 0]
         if going.size:
             f[going] = fun(t[going], y[going])  # the 13th call of a step
+
+
+def _step_ends(
+    path: _Path, active: np.ndarray, t: np.ndarray, h: np.ndarray, b: float, direction: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where the steps h (shape=(n,)) of the ``active`` points from t end, and whether they were
+    clipped: exactly on the point's next output time before b, else on b; a step that would
+    leave a sliver of rounding size is stretched to it."""
+    k = path.next_stop[active]
+    stops = path.stops
+    stop = stops[np.minimum(k, len(stops) - 1)] if len(stops) else np.full(len(k), b)
+    target = np.where((k < len(stops)) & (direction * (stop - b) < 0), stop, b)
+    clipped = h >= np.abs(target - t) * (1.0 - 1e-9)
+    return np.where(clipped, target, t + direction * h), clipped
+
+
+def _kink_errors(
+    z_old: np.ndarray, z_new: np.ndarray, err: np.ndarray, err_kink: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The errors, error exponents and kink positions θ ∈ (0, 1] (1: none) of steps whose
+    pre-activations went from z_old to z_new (shape=(n, width)): a step across a kink is
+    judged by the cruder estimate ``err_kink``."""
+    flips = (z_old > 0) != (z_new > 0)
+    crossed = np.any(flips, axis=1)
+    err = np.where(crossed, np.maximum(err, err_kink), err)
+    # Across a kink the error is O(h^2), not O(h^8): size the retry for that.
+    exponent = np.where(crossed, _KINK_ERROR_EXPONENT, _ERROR_EXPONENT)
+    # Where along the step z first reaches 0 (linear interpolation); 1 if nowhere.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        theta = np.min(np.where(flips, z_old / (z_old - z_new), 1.0), axis=1)
+    return err, exponent, theta
 
 
 def _next_step(
@@ -367,18 +386,14 @@ def _check_times(field: Field, t0: float, t1: float | None) -> tuple[float, floa
     return t0, t1
 
 
-def _check_t_eval(t_eval: np.ndarray | None, t0: float, t1: float) -> np.ndarray | None:
-    if t_eval is None:
-        return None
+def _check_t_eval(t_eval: np.ndarray, t0: float, t1: float) -> np.ndarray:
     t_eval = np.asarray(t_eval, dtype=np.float64).ravel()
     lo, hi = min(t0, t1), max(t0, t1)
     direction = 1.0 if t1 >= t0 else -1.0
     if np.any(~np.isfinite(t_eval)) or np.any(t_eval < lo) or np.any(t_eval > hi):
-        raise InputError(f"t_eval must lie between t0={t0} and t1={t1}, got {t_eval}")
+        raise InputError(f"times must lie between t0={t0} and t1={t1}, got {t_eval}")
     if np.any(direction * np.diff(t_eval) < 0):
-        raise InputError(
-            f"t_eval must be sorted from t0={t0} towards t1={t1}, got {t_eval}"
-        )
+        raise InputError(f"times must be sorted from t0={t0} towards t1={t1}, got {t_eval}")
     return t_eval
 
 
@@ -390,9 +405,8 @@ def flow(
     *,
     rtol: float = 1e-10,
     atol: float = 1e-12,
-    t_eval: np.ndarray | None = None,
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """The characteristics x' = v(t, x) (eq. 3) from t0 to t1 for all points at once.
+) -> np.ndarray:
+    """The characteristics x' = v(t, x) (eq. 3) from t0 to t1 for all points at once: q(t1).
 
     Serial (not collective). DOP853 with the local error of each point kept below about
     atol + rtol·|x| per step, each point with its own steps; restarted at the field's
@@ -408,11 +422,9 @@ def flow(
         t1: End time in [0, T]; default ``field.T``.
         rtol: Relative tolerance per point.
         atol: Absolute tolerance per point.
-        t_eval: Times (from t0 towards t1, inclusive) at which to record the trajectories.
 
     Returns:
-        q(t1), shape=(n, dim); with ``t_eval`` the pair (q(t1), q(t_eval)) where q(t_eval) has
-        shape=(len(t_eval), n, dim).
+        q(t1), shape=(n, dim).
 
     Raises:
         InputError: For bad points, times or tolerances.
@@ -421,13 +433,39 @@ def flow(
     x0 = check_points(field, x0)
     t0, t1 = _check_times(field, t0, t1)
     _check_tolerances(rtol, atol)
-    t_eval = _check_t_eval(t_eval, t0, t1)
     if len(x0) == 0 or t0 == t1:
-        q = x0.copy()
-        traj = None if t_eval is None else np.broadcast_to(q, (len(t_eval), *q.shape)).copy()
-    else:
-        q, traj = _integrate(field, x0, t0, t1, rtol, atol, t_eval)
-    return q if t_eval is None else (q, traj)
+        return x0.copy()
+    return _integrate(field, x0, t0, t1, rtol, atol, None)[0]
+
+
+def trajectories(
+    field: Field, x0: np.ndarray, times: np.ndarray, *, rtol: float = 1e-10, atol: float = 1e-12
+) -> np.ndarray:
+    """The characteristics through ``x0`` at ``times[0]``, recorded at all ``times``.
+
+    Serial, as :func:`flow`, which integrates from ``times[0]`` to ``times[-1]`` here (backward
+    if they decrease) and lands exactly on every time on the way (a repeated time is recorded
+    twice).
+
+    Args:
+        field: The velocity field.
+        x0: Starting points at ``times[0]``, shape=(n, dim).
+        times: At least one time in [0, T], sorted (increasing or decreasing).
+        rtol, atol: Tolerances per point, as for :func:`flow`.
+
+    Returns:
+        q(times), shape=(len(times), n, dim); the first entry is ``x0``, the last q(times[-1]).
+    """
+    times = np.asarray(times, dtype=np.float64).ravel()
+    if times.size == 0:
+        raise InputError("times must hold at least one time")
+    x0 = check_points(field, x0)
+    t0, t1 = _check_times(field, times[0], times[-1])
+    times = _check_t_eval(times, t0, t1)
+    _check_tolerances(rtol, atol)
+    if len(x0) == 0 or t0 == t1:
+        return np.broadcast_to(x0, (len(times), *x0.shape)).copy()
+    return _integrate(field, x0, t0, t1, rtol, atol, times)[1]
 
 
 def _check_tolerances(rtol: float, atol: float) -> None:
@@ -435,17 +473,6 @@ def _check_tolerances(rtol: float, atol: float) -> None:
         raise InputError(f"rtol must be a finite number > 0, got {rtol}")
     if not (np.isfinite(atol) and atol >= 0):
         raise InputError(f"atol must be a finite number >= 0, got {atol}")
-
-
-def _allgather_rows(comm: MPI.Comm, local: np.ndarray, counts: list[int]) -> np.ndarray:
-    """Concatenate the ranks' row blocks (shape=(counts[rank], k)) in rank order, on every rank."""
-    k = local.shape[1]
-    out = np.empty((sum(counts), k))
-    sizes = np.asarray(counts) * k
-    offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-    send = np.ascontiguousarray(local, dtype=np.float64)
-    comm.Allgatherv(send, [out, sizes, offsets, MPI.DOUBLE])
-    return out
 
 
 def solve(
@@ -460,8 +487,9 @@ def solve(
 ) -> CharacteristicsResult:
     """u(0, x0) = f(q(T; x0)) by the method of characteristics (eqs. 3 and 6).
 
-    Collective. Every rank passes the same ``x0``; each integrates a contiguous chunk, and the
-    results are gathered so every rank returns the full arrays in the original order. Each
+    Collective. Every rank passes the same ``x0``; each integrates its
+    :func:`~solver.parallel.rank_share`, and the results are gathered so every rank returns the
+    full arrays in the original order. Each
     point has its own step sequence, so the number of ranks changes the result only through
     rounding (1 ulp from BLAS on differently sized arrays, measured 5e-16; for a relu field
     such a difference can flip the acceptance of a step at a kink, measured 5e-11 at
@@ -493,35 +521,27 @@ def solve(
     T = float(field.T)
     times = np.linspace(0.0, T, num_trajectory_times) if num_trajectory_times else None
 
-    n, size, rank = len(x0), comm.size, comm.rank
-    counts = [n // size + (r < n % size) for r in range(size)]
-    start = sum(counts[:rank])
-    local = x0[start : start + counts[rank]]
+    n = len(x0)
+    local = x0[rank_share(comm, n)]
 
     # Each point is integrated on its own step sequence, so no communication is needed here;
     # but a failure on one rank must reach all of them before the collective gather.
     failure = None
     try:
         if times is None:
-            q_local, traj_local = flow(field, local, 0.0, T, rtol=rtol, atol=atol), None
+            traj_local = flow(field, local, 0.0, T, rtol=rtol, atol=atol)[None]
         else:
-            q_local, traj_local = flow(field, local, 0.0, T, rtol=rtol, atol=atol, t_eval=times)
+            traj_local = trajectories(field, local, times, rtol=rtol, atol=atol)
     except (InputError, RuntimeError, FloatingPointError) as error:
         failure = error
     if comm.allreduce(failure is not None, op=MPI.LOR):
         if failure is not None:
             raise failure
         raise RuntimeError("characteristics failed on another rank; its error says why")
-    q_T = _allgather_rows(comm, q_local, counts)
-
-    trajectories = None
-    if times is not None:
-        # Gather along the point axis: points first, so each rank's block is contiguous.
-        nt, d = len(times), x0.shape[1]
-        rows = traj_local.transpose(1, 0, 2).reshape(counts[rank], nt * d)
-        trajectories = np.ascontiguousarray(
-            _allgather_rows(comm, rows, counts).reshape(n, nt, d).transpose(1, 0, 2)
-        )
+    # Gathered along the point axis: points first, so each rank's block is contiguous.
+    gathered = gather_rows(comm, traj_local.transpose(1, 0, 2)).transpose(1, 0, 2)
+    q_T = np.ascontiguousarray(gathered[-1])
+    trajectories_all = None if times is None else np.ascontiguousarray(gathered)
 
     # Every rank evaluates f on all end points: cheap, and no rank needs to guess K.
     u0 = np.asarray(terminal(q_T), dtype=np.float64)
@@ -529,4 +549,4 @@ def solve(
         u0 = u0[:, None]
     if u0.ndim != 2 or u0.shape[0] != n:
         raise InputError(f"terminal must return shape ({n}, K) or ({n},), got shape {u0.shape}")
-    return CharacteristicsResult(q_T=q_T, u0=u0, times=times, trajectories=trajectories)
+    return CharacteristicsResult(q_T=q_T, u0=u0, times=times, trajectories=trajectories_all)

@@ -40,6 +40,7 @@ import csv
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -47,8 +48,9 @@ import numpy as np
 from sklearn.datasets import make_blobs, make_circles, make_moons
 from sklearn.model_selection import train_test_split
 
-from solver.model.domain import Ball, Box, Domain
+from solver import validate
 from solver.errors import InputError
+from solver.model.domain import Ball, Box, Domain
 
 DATASET_KINDS = ("moons", "circles", "spirals", "xor", "checkerboard", "blobs", "peaks", "csv")
 
@@ -84,6 +86,20 @@ PEAKS_LEVELS = (-1.0, -0.1, 0.1, 1.0)
 
 # Default margin: the training data fill the central 80% of Ω (per half-axis, or of the radius).
 DEFAULT_MARGIN = 0.2
+# Default share of the points held out for testing.
+DEFAULT_TEST_FRACTION = 0.2
+
+# The checks of the options of make_dataset that every kind takes; the config loader checks its
+# keys with them too (``points`` and ``classes`` are ``num_points`` and ``num_classes`` here).
+OPTION_CHECKS = {
+    "num_points": partial(validate.integer, low=2),
+    "noise": partial(validate.number, low=0.0),
+    "seed": partial(validate.integer, low=0),
+    "test_fraction": partial(validate.number, low=0.0, high=1.0, high_open=True),
+    "num_classes": partial(validate.integer, low=2),
+    # margin 0 would put training points on ∂Ω, where χ = 0 and the flow cannot move them
+    "margin": partial(validate.number, low=0.0, high=1.0, low_open=True, high_open=True),
+}
 
 
 def peaks(x: np.ndarray) -> np.ndarray:
@@ -148,30 +164,23 @@ class Scaling:
         return cls((1.0,) * dim, (0.0,) * dim)
 
     @classmethod
-    def fit(
-        cls,
-        x: np.ndarray,
-        domain: Domain,
-        margin: float = DEFAULT_MARGIN,
-        uniform: bool = True,
-    ) -> Scaling:
+    def fit(cls, x: np.ndarray, domain: Domain, margin: float = DEFAULT_MARGIN) -> Scaling:
         """The map that places the points ``x`` (shape=(n, dim)) inside ``domain``.
 
-        Box: the data's bounding box, centred, goes into the central box of half-widths
-        (1 − margin)·(upper − lower)/2. Disk/ball: the ball around the bounding box's centre that
-        holds all points goes into the ball of radius (1 − margin)·R. Every point of ``x`` then
-        has χ ≥ :func:`min_cutoff` (domain, margin). Axes along which all points agree (e.g.
-        augmented zero coordinates) are sent to the centre of Ω.
+        One factor for all axes, so that the geometry is not distorted. Box: the data's bounding
+        box, centred, goes into the central box of half-widths (1 − margin)·(upper − lower)/2.
+        Disk/ball: the ball around the bounding box's centre that holds all points goes into
+        the ball of radius (1 − margin)·R. Every point of ``x`` then has χ ≥
+        :func:`min_cutoff` (domain, margin). Axes along which all points agree (e.g. augmented
+        zero coordinates) are sent to the centre of Ω.
 
         Args:
             x: the training points, shape=(n, dim) with dim = domain.dim.
             domain: Ω.
             margin: the fraction of Ω's half-width (or radius) left free, 0 < margin < 1.
-            uniform: one factor for all axes, so that the geometry is not distorted (default).
-                False stretches each axis of a box separately; a disk/ball needs True.
 
         Raises:
-            InputError: wrong shape, bad margin, coincident points, or uniform=False on a ball.
+            InputError: wrong shape, bad margin or coincident points.
         """
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] != domain.dim:
@@ -182,31 +191,23 @@ class Scaling:
                 f"cannot place points of shape {x.shape} in a {domain.dim}D domain: expected "
                 f"shape (n >= 1, {domain.dim}){hint}"
             )
-        if not 0.0 < margin < 1.0:
-            raise InputError(f"data.margin must be in (0, 1), got {margin!r}")
-        if isinstance(domain, Ball) and not uniform:
-            raise InputError(
-                "data.uniform_scaling = false needs a box domain; a disk/ball is scaled uniformly"
-            )
+        r = 1.0 - OPTION_CHECKS["margin"]("data.margin", margin)
         lower, upper = x.min(axis=0), x.max(axis=0)
         mid, half_data = 0.5 * (lower + upper), 0.5 * (upper - lower)
         center = 0.5 * (np.asarray(domain.lower) + np.asarray(domain.upper))
-        r = 1.0 - margin
         if isinstance(domain, Ball):
             extent = float(np.max(np.linalg.norm(x - mid, axis=1)))
             if extent == 0.0:
                 raise InputError(f"all {len(x)} training points coincide; cannot fit a scaling")
-            scale = np.full(domain.dim, r * domain.radius / extent)
+            factor = r * domain.radius / extent
         else:
             # Axes with (relatively) zero extent carry no information on the size of the data.
             spread = half_data > 1e-12 * max(float(half_data.max()), 1e-300)
             if not np.any(spread):
                 raise InputError(f"all {len(x)} training points coincide; cannot fit a scaling")
             half_omega = 0.5 * (np.asarray(domain.upper) - np.asarray(domain.lower))
-            ratios = np.full(domain.dim, np.inf)
-            ratios[spread] = r * half_omega[spread] / half_data[spread]
-            smallest = float(ratios.min())
-            scale = np.full(domain.dim, smallest) if uniform else np.where(spread, ratios, smallest)
+            factor = float(np.min(r * half_omega[spread] / half_data[spread]))
+        scale = np.full(domain.dim, factor)
         shift = center - scale * mid
         return cls(tuple(map(float, scale)), tuple(map(float, shift)))
 
@@ -257,7 +258,7 @@ def check_inside(domain: Domain, x: np.ndarray, index: np.ndarray, what: str = "
 
 
 def _fail(key: str, message: str) -> InputError:
-    return InputError(f"data.{key}: {message}")
+    return validate.fail(f"data.{key}", message)
 
 
 def _class_sizes(n: int, k: int) -> np.ndarray:
@@ -400,17 +401,7 @@ def load_csv(path: str | Path) -> LabelledPoints:
             0..K−1, or fewer than 2 classes.
     """
     src = str(path)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            rows = [(reader.line_num, row) for row in reader if any(v.strip() for v in row)]
-    except FileNotFoundError:
-        raise InputError("data file not found", source=src) from None
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise InputError(f"cannot read the data file as CSV: {e}", source=src) from None
-    if not rows:
-        raise InputError("the file is empty; expected a header such as x1,x2,label", source=src)
-
+    rows = _read_rows(path)
     _, header = rows[0]
     header = [h.strip() for h in header]
     label_cols = [j for j, h in enumerate(header) if h.lower() == "label"]
@@ -427,11 +418,35 @@ def load_csv(path: str | Path) -> LabelledPoints:
         raise InputError(f"no feature columns in the header {header}; expected x1,x2,label", src)
     if len(rows) == 1:
         raise InputError("no data rows after the header", source=src)
+    X, labels, lines = _parse_rows(rows[1:], header, feat, lab, src)
+    y, class_names = _label_indices(labels, lines, src)
+    return LabelledPoints(X, y, tuple(header[j] for j in feat), class_names)
 
-    lines = np.array([n for n, _ in rows[1:]])
-    X = np.empty((len(rows) - 1, len(feat)))
+
+def _read_rows(path: str | Path) -> list[tuple[int, list[str]]]:
+    """The non-blank rows of a CSV file with their line numbers; at least one (the header)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            rows = [(reader.line_num, row) for row in reader if any(v.strip() for v in row)]
+    except FileNotFoundError:
+        raise InputError("data file not found", source=str(path)) from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise InputError(f"cannot read the data file as CSV: {e}", source=str(path)) from None
+    if not rows:
+        raise InputError("the file is empty; expected a header such as x1,x2,label", source=str(path))
+    return rows
+
+
+def _parse_rows(
+    rows: list[tuple[int, list[str]]], header: list[str], feat: list[int], lab: int, src: str
+) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Features (shape=(n, len(feat)), finite), the label strings and the line numbers of the
+    data rows."""
+    lines = np.array([n for n, _ in rows])
+    X = np.empty((len(rows), len(feat)))
     labels: list[str] = []
-    for i, (n, row) in enumerate(rows[1:]):
+    for i, (n, row) in enumerate(rows):
         if len(row) != len(header):
             raise InputError(
                 f"line {n} has {len(row)} fields, expected {len(header)} ({header})", src
@@ -446,7 +461,6 @@ def load_csv(path: str | Path) -> LabelledPoints:
         labels.append(row[lab].strip())
         if not labels[-1]:
             raise InputError(f"line {n}: empty label", src)
-
     bad = np.flatnonzero(~np.all(np.isfinite(X), axis=1))
     if bad.size:
         raise InputError(
@@ -454,8 +468,7 @@ def load_csv(path: str | Path) -> LabelledPoints:
             f"{lines[bad[:5]].tolist()}",
             src,
         )
-    y, class_names = _label_indices(labels, lines, src)
-    return LabelledPoints(X, y, tuple(header[j] for j in feat), class_names)
+    return X, labels, lines
 
 
 def _label_indices(
@@ -540,20 +553,6 @@ class Dataset:
         return self.X_train.shape[1]
 
 
-def _integer(key: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise _fail(key, f"expected an integer >= {low}, got {value!r}")
-    return int(value)
-
-
-def _number(key: str, value: Any, low: float, high: float | None = None) -> float:
-    ok = not isinstance(value, bool) and isinstance(value, int | float | np.number)
-    if ok and np.isfinite(value) and value >= low and (high is None or value < high):
-        return float(value)
-    expected = f"a number in [{low}, {high})" if high is not None else f"a number >= {low}"
-    raise _fail(key, f"expected {expected}, got {value!r}")
-
-
 def _generate(
     kind: str, num_points: int | None, noise: float, seed: int, num_classes: int | None,
     dim: int | None, kw: dict[str, Any],
@@ -588,7 +587,7 @@ def _generate(
         raise _fail("dim", f'kind "{kind}" is defined in dim {list(dims)}, got {dim!r}{hint}')
     if kind == "peaks":
         default_k = len(_peaks_levels(kw)) + 1
-    k = default_k if num_classes is None else _integer("num_classes", num_classes, 2)
+    k = default_k if num_classes is None else OPTION_CHECKS["num_classes"]("data.num_classes", num_classes)
     if k != default_k and not free_k:
         raise _fail("num_classes", f'kind "{kind}" has {default_k} classes, got {num_classes!r}')
     if num_points is None:
@@ -605,13 +604,12 @@ def make_dataset(
     *,
     noise: float | None = None,
     seed: int = 0,
-    test_fraction: float = 0.2,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
     num_classes: int | None = None,
     dim: int | None = None,
     augment_dim: int | None = None,
     domain: Domain | None = None,
     margin: float = DEFAULT_MARGIN,
-    uniform_scaling: bool = True,
     **kw: Any,
 ) -> Dataset:
     """A labelled data set by name, split into train and test and placed inside Ω.
@@ -634,7 +632,6 @@ def make_dataset(
             2D data sit on the plane x3 = 0 (mapped to the centre plane of Ω) of a 3D mesh.
         domain: Ω; None leaves the data unscaled (identity :class:`Scaling`).
         margin: see :meth:`Scaling.fit`; every training point has χ >= :func:`min_cutoff`.
-        uniform_scaling: one scale factor for all axes (default), see :meth:`Scaling.fit`.
         **kw: the kind's extra parameters (:data:`DATASET_PARAMS`).
 
     Returns:
@@ -644,63 +641,76 @@ def make_dataset(
         InputError: unknown kind or key, a bad parameter (named ``data.<key>``), a bad CSV file,
             a split with too few points per class, or test points that land outside Ω.
     """
-    if kind not in DATASET_KINDS:
-        raise InputError(f'Invalid data kind "{kind}". Must be one of {list(DATASET_KINDS)}')
-    unknown = sorted(set(kw) - set(DATASET_PARAMS[kind]))
-    if unknown:
-        valid = ["kind", "num_points", "noise", "seed", "test_fraction", "num_classes", "dim",
-                 "augment_dim", "margin", "uniform_scaling", *DATASET_PARAMS[kind]]
-        raise _fail(unknown[0], f'unknown key for data kind "{kind}". Valid keys: {valid}')
+    _check_kind_and_keys(kind, kw)
+    check = OPTION_CHECKS
     if num_points is not None:
-        num_points = _integer("num_points", num_points, 2)
-    noise = DEFAULT_NOISE[kind] if noise is None else _number("noise", noise, 0.0)
-    seed = _integer("seed", seed, 0)
-    test_fraction = _number("test_fraction", test_fraction, 0.0, 1.0)
+        num_points = check["num_points"]("data.num_points", num_points)
+    noise = DEFAULT_NOISE[kind] if noise is None else check["noise"]("data.noise", noise)
+    seed = check["seed"]("data.seed", seed)
+    test_fraction = check["test_fraction"]("data.test_fraction", test_fraction)
+    margin = check["margin"]("data.margin", margin)
     if dim is not None:
-        dim = _integer("dim", dim, 1)
-    margin = _number("margin", margin, 0.0, 1.0)
-    if margin == 0.0:
-        raise _fail("margin", "expected a number in (0, 1), got 0 (points on ∂Ω cannot move)")
+        dim = validate.integer("data.dim", dim, low=1)
 
     X, y, k, names, class_names = _generate(kind, num_points, noise, seed, num_classes, dim, kw)
-    augmented = 0
-    if augment_dim is not None:
-        augment_dim = _integer("augment_dim", augment_dim, 1)
-        if augment_dim <= X.shape[1]:
-            raise _fail(
-                "augment_dim", f"must exceed the data dimension {X.shape[1]}, got {augment_dim}"
-            )
-        augmented = augment_dim - X.shape[1]
-        X = np.hstack([X, np.zeros((len(X), augmented))])
-        extra = [f"x{j + 1}" for j in range(len(names), augment_dim)]
-        names = names + tuple(f"augmented_{e}" if e in names else e for e in extra)
-
-    index = np.arange(len(X))
-    if test_fraction > 0.0:
-        try:
-            train, test = train_test_split(
-                index, test_size=test_fraction, random_state=seed, stratify=y
-            )
-        except ValueError as e:
-            counts = np.bincount(y, minlength=k).tolist()
-            raise _fail(
-                "test_fraction",
-                f"cannot split {len(X)} points with class counts {counts} at test_fraction="
-                f"{test_fraction}: {e}",
-            ) from None
-        train, test = np.sort(train), np.sort(test)
-    else:
-        train, test = index, index[:0]
-
+    X, names, augmented = _augment(X, names, augment_dim)
+    train, test = _split(y, k, test_fraction, seed)
     if domain is None:
         scaling = Scaling.identity(X.shape[1])
     else:
-        scaling = Scaling.fit(X[train], domain, margin, uniform_scaling)
+        scaling = Scaling.fit(X[train], domain, margin)
     X_train, X_test = scaling.apply(X[train]), scaling.apply(X[test])
     if domain is not None:
         check_inside(domain, X_test, test)
     return Dataset(kind, X_train, y[train], X_test, y[test], k, names, class_names, scaling,
                    augmented, train, test)
+
+
+def _check_kind_and_keys(kind: str, kw: dict[str, Any]) -> None:
+    if kind not in DATASET_KINDS:
+        raise InputError(f'Invalid data kind "{kind}". Must be one of {list(DATASET_KINDS)}')
+    unknown = sorted(set(kw) - set(DATASET_PARAMS[kind]))
+    if unknown:
+        valid = ["kind", "num_points", "noise", "seed", "test_fraction", "num_classes", "dim",
+                 "augment_dim", "margin", *DATASET_PARAMS[kind]]
+        raise _fail(unknown[0], f'unknown key for data kind "{kind}". Valid keys: {valid}')
+
+
+def _augment(
+    X: np.ndarray, names: tuple[str, ...], augment_dim: int | None
+) -> tuple[np.ndarray, tuple[str, ...], int]:
+    """X with zero coordinates appended up to ``augment_dim`` (None: none), their names, and
+    how many were appended."""
+    if augment_dim is None:
+        return X, names, 0
+    augment_dim = validate.integer("data.augment_dim", augment_dim, low=1)
+    if augment_dim <= X.shape[1]:
+        raise _fail("augment_dim", f"must exceed the data dimension {X.shape[1]}, got {augment_dim}")
+    augmented = augment_dim - X.shape[1]
+    extra = [f"x{j + 1}" for j in range(len(names), augment_dim)]
+    names = names + tuple(f"augmented_{e}" if e in names else e for e in extra)
+    return np.hstack([X, np.zeros((len(X), augmented))]), names, augmented
+
+
+def _split(
+    y: np.ndarray, k: int, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted positions of the training and the test points: a stratified split."""
+    index = np.arange(len(y))
+    if test_fraction == 0.0:
+        return index, index[:0]
+    try:
+        train, test = train_test_split(
+            index, test_size=test_fraction, random_state=seed, stratify=y
+        )
+    except ValueError as e:
+        counts = np.bincount(y, minlength=k).tolist()
+        raise _fail(
+            "test_fraction",
+            f"cannot split {len(y)} points with class counts {counts} at test_fraction="
+            f"{test_fraction}: {e}",
+        ) from None
+    return np.sort(train), np.sort(test)
 
 
 def describe(dataset: Dataset) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from solver import validate
 from solver.errors import InputError
 
 TERMINAL_KINDS = ("linear", "softmax", "sigmoid", "gaussian", "sine")
@@ -47,12 +48,8 @@ class Terminal:
         name: str = "callable",
         dim: int | None = None,
     ):
-        if isinstance(num_components, bool) or not isinstance(num_components, int | np.integer):
-            raise InputError(f"terminal num_components must be an integer, got {num_components!r}")
-        if num_components < 1:
-            raise InputError(f"terminal num_components must be >= 1, got {num_components}")
         self._fn = fn
-        self.num_components = int(num_components)
+        self.num_components = validate.integer("terminal.num_components", num_components, low=1)
         self.name = name
         self.dim = dim
 
@@ -97,7 +94,7 @@ class Terminal:
 
 
 def _fail(key: str, message: str) -> InputError:
-    return InputError(f"terminal.{key}: {message}")
+    return validate.fail(f"terminal.{key}", message)
 
 
 def _leaves(value: Any) -> list[Any]:
@@ -123,16 +120,10 @@ def _array(key: str, value: Any, shapes: list[tuple[int, ...]]) -> np.ndarray:
     return a
 
 
-def _integer(key: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise _fail(key, f"expected an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _affine(dim: int, num_components: int, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """The map x ↦ x Aᵀ + b: A (K×d) and b (K) given, or A random N(0, scale²) and b = 0."""
     k = num_components
-    seed = _integer("seed", params.get("seed", 0), 0)
+    seed = validate.integer("terminal.seed", params.get("seed", 0), low=0)
     scale = float(_array("scale", params.get("scale", 1.0), [()]))
     if "weights" in params:
         shapes = [(k, dim)] + ([(dim,)] if k == 1 else [])
@@ -196,8 +187,7 @@ def make_terminal(kind: str, dim: int, **params: Any) -> Terminal:
         The terminal function, with ``num_components`` K and ``dim`` d.
     """
     _check_kind(kind)
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-        raise InputError(f"terminal dimension must be an integer >= 1, got {dim!r}")
+    validate.integer("terminal dimension", dim, low=1)
     unknown = sorted(set(params) - set(TERMINAL_PARAMS[kind]))
     if unknown:
         raise _fail(
@@ -207,7 +197,7 @@ def make_terminal(kind: str, dim: int, **params: Any) -> Terminal:
     p = {**terminal_defaults(kind, dim), **params}
 
     if kind in ("linear", "softmax", "sigmoid"):
-        k = 1 if kind == "sigmoid" else _integer("num_components", p["num_components"], 1)
+        k = 1 if kind == "sigmoid" else validate.integer("terminal.num_components", p["num_components"], low=1)
         if kind == "softmax" and k < 2:
             raise _fail("num_components", f"softmax needs at least 2 components, got {k}")
         weights, bias = _affine(dim, k, p)

@@ -3,11 +3,14 @@
     v(t, x) = χ(x) · [W2(t) a(W1(t) x + b1(t)) + b2(t)],   x ∈ Ω ⊂ R^d, d = 2 or 3,
 
 with hidden width m (W1: m×d, b1: m, W2: d×m, b2: d; eq. 2 has m = d, any m is allowed here).
-χ is the domain's cutoff: it vanishes on ∂Ω, so v·n = 0 there and Ω is invariant (DESIGN.md).
+χ is the domain's cutoff: it vanishes on ∂Ω, so v·n = 0 there and Ω is invariant: the
+characteristics never leave Ω, and the transport problem needs no inflow boundary data.
 
 Time: [0, T] is split into L equal slabs t_0 = 0 < … < t_L = T (the partition of eq. 9).
 ``time="constant"`` keeps one parameter set per slab (one slab ≈ one ResNet block of eq. 17);
-``time="linear"`` keeps parameter sets at the L + 1 nodes t_j and interpolates linearly.
+it is what the FE solver, training and the config know. ``time="linear"`` keeps parameter sets
+at the L + 1 nodes t_j and interpolates linearly; only the characteristics and the ResNet
+exporter (``resnet/net.py``) take it.
 
 numpy only: the characteristics solver and the ResNet exporter use this without the FE code.
 """

@@ -2,7 +2,7 @@
 
 NET is an MLP in npz or ONNX (``solver.plain2resnet.plainnet_io``); pickle/joblib files are refused (loading
 one runs its code). The plain net's flow model (section 3) is re-discretized with l Euler
-substeps per unit of time (section 4) and written as ONNX and/or npz + JSON next to ``--out``.
+substeps per unit of time (section 4) and written as ONNX and/or npz next to ``--out``.
 Rank 0 does the work; an ``InputError`` is raised alike on every rank.
 """
 
@@ -17,10 +17,9 @@ from mpi4py import MPI
 
 from solver.errors import InputError
 from solver.plain2resnet.time_scaling import DEFAULT_SCALING, TIME_SCALINGS
+from solver.resnet.formats import FORMATS, ONNX_DTYPES, parse_formats
 
 log = logging.getLogger("solver")
-FORMATS = ("onnx", "npz")
-DTYPES = {"float32": np.float32, "float64": np.float64}
 CHECK_POINTS = 256  # standard-normal inputs for the logged ResNet-vs-plain-net error
 
 
@@ -53,17 +52,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--out",
         type=Path,
         required=True,
-        help="output path, e.g. NEW.onnx; npz output goes to NEW.npz + NEW.json",
+        help="output path, e.g. NEW.onnx; npz output goes to NEW.npz",
     )
     p.add_argument(
         "--format",
         default="onnx,npz",
-        metavar="onnx,npz",
+        metavar=",".join(FORMATS),
         help="comma-separated output formats (default onnx,npz)",
     )
     p.add_argument(
         "--dtype",
-        choices=sorted(DTYPES),
+        choices=ONNX_DTYPES,
         default="float32",
         help="ONNX element type (default float32)",
     )
@@ -85,22 +84,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def parse_formats(text: str) -> list[str]:
-    """``"onnx,npz"`` → ["onnx", "npz"]; raises InputError for an unknown or empty list."""
-    formats = [f.strip().lower() for f in text.split(",") if f.strip()]
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
-        raise InputError(f"--format takes a comma-separated list of {list(FORMATS)}, got {text!r}")
-    return formats
-
-
-def output_paths(out: Path, formats: list[str]) -> dict[str, list[Path]]:
-    """The files each format writes: NEW.onnx; NEW.npz and NEW.json."""
-    paths = {
-        "onnx": [out.with_suffix(".onnx")],
-        "npz": [out.with_suffix(".npz"), out.with_suffix(".json")],
-    }
-    return {f: paths[f] for f in formats}
+def output_paths(out: Path, formats: list[str]) -> dict[str, Path]:
+    """The file each format writes: NEW.onnx, NEW.npz."""
+    return {f: out.with_suffix(f".{f}") for f in formats}
 
 
 def run(comm: MPI.Comm, args: argparse.Namespace) -> int:
@@ -122,24 +108,11 @@ def run(comm: MPI.Comm, args: argparse.Namespace) -> int:
 
 def convert(args: argparse.Namespace) -> None:
     """Read NET, build the ResNet, check it against the plain net, write it. Rank-local."""
-    from solver.plain2resnet.resnet_export import save_npz, save_onnx
     from solver.plain2resnet.flow import discretize, flow_model
     from solver.plain2resnet.plainnet_io import load_plain_net
+    from solver.plain2resnet.resnet_export import save_npz, save_onnx
 
-    formats = parse_formats(args.format)
-    if args.substeps < 1:
-        raise InputError(f"--substeps must be >= 1, got {args.substeps}")
-    if not np.isfinite(args.beta) or args.beta <= 0:
-        raise InputError(f"--beta must be a positive number, got {args.beta}")
-    paths = output_paths(args.out, formats)
-    existing = [str(p) for group in paths.values() for p in group if p.exists()]
-    if existing and not args.force:
-        raise InputError(
-            f"output files exist: {', '.join(existing)}; pass --force to overwrite them"
-        )
-    if not args.out.parent.is_dir():
-        raise InputError(f"output directory {args.out.parent} does not exist")
-
+    paths = check_arguments(args)
     net = load_plain_net(args.net)
     flow = flow_model(net)
     log.info(
@@ -151,10 +124,11 @@ def convert(args: argparse.Namespace) -> None:
         flow.dim,
     )
     if args.substeps <= 2 * args.beta:
-        # α ḣ β < 1 needs l > max ḣ · β = 2β (eq. 29 with Euler): else the e^{-β} directions oscillate and grow.
+        # α ḣ β < 1 needs l > max ḣ · β = 2β (eq. 29 with Euler): else the e^{-β} directions
+        # oscillate and grow.
         log.warning(
-            "warning: l = %d <= 2β = %g: Euler on the compressed directions (eq. 29) is not monotone "
-            "and may amplify them; use more substeps or a smaller --beta",
+            "warning: l = %d <= 2β = %g: Euler on the compressed directions (eq. 29) is not "
+            "monotone and may amplify them; use more substeps or a smaller --beta",
             args.substeps,
             2 * args.beta,
         )
@@ -164,8 +138,8 @@ def convert(args: argparse.Namespace) -> None:
     x = np.random.default_rng(0).standard_normal((CHECK_POINTS, flow.n_in))
     error = np.max(np.abs(resnet.forward(x) - net.forward(x)))
     log.info(
-        "ResNet: %d blocks in %d stages (l = %d, β = %g, anchor %s, h %s); max |ResNet − plain net| = %.3e "
-        "at %d standard-normal inputs",
+        "ResNet: %d blocks in %d stages (l = %d, β = %g, anchor %s, h %s); "
+        "max |ResNet − plain net| = %.3e at %d standard-normal inputs",
         resnet.num_blocks,
         len(resnet.stages),
         args.substeps,
@@ -176,7 +150,25 @@ def convert(args: argparse.Namespace) -> None:
         CHECK_POINTS,
     )
     if "onnx" in paths:
-        save_onnx(resnet, paths["onnx"][0], DTYPES[args.dtype])
+        save_onnx(resnet, paths["onnx"], args.dtype)
     if "npz" in paths:
-        save_npz(resnet, paths["npz"][0])
-    log.info("wrote %s", ", ".join(str(p) for group in paths.values() for p in group))
+        save_npz(resnet, paths["npz"])
+    log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
+
+
+def check_arguments(args: argparse.Namespace) -> dict[str, Path]:
+    """The output file of each format, after checking the arguments (InputError)."""
+    formats = parse_formats(args.format)
+    if args.substeps < 1:
+        raise InputError(f"--substeps must be >= 1, got {args.substeps}")
+    if not np.isfinite(args.beta) or args.beta <= 0:
+        raise InputError(f"--beta must be a positive number, got {args.beta}")
+    paths = output_paths(args.out, formats)
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing and not args.force:
+        raise InputError(
+            f"output files exist: {', '.join(existing)}; pass --force to overwrite them"
+        )
+    if not args.out.parent.is_dir():
+        raise InputError(f"output directory {args.out.parent} does not exist")
+    return paths

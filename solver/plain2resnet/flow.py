@@ -20,6 +20,7 @@ numpy/scipy only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import scipy.linalg
@@ -187,45 +188,13 @@ def discretize(
         raise InputError(f"beta must be a positive number, got {beta!r}")
     if anchor not in ANCHORS:
         raise InputError(f'invalid anchor "{anchor}"; must be one of {list(ANCHORS)}')
-    alpha = 1.0 / substeps
-    tau = np.arange(substeps) * alpha
-    h, keep, hdot = time_scaling(tau, scaling)
-    live = np.flatnonzero(hdot > 0.0)
-    steps = alpha * hdot
+    grid = Substeps.of(int(substeps), scaling)
+    fixed = None if anchor == "input" else np.zeros(flow.dim)
     stages: list[Stage] = []
     for k, layer in enumerate(flow.layers):
-        stretch = layer.stretch(beta)
-        stages += [
-            Stage(
-                f"layer {k}: V", tuple(LinearBlock(matrix=steps[r] * layer.psi) for r in live)
-            ),  # eq. 52
-            Stage(
-                f"layer {k}: S", tuple(LinearBlock(matrix=steps[r] * stretch) for r in live)
-            ),  # eq. 29
-            Stage(
-                f"layer {k}: U", tuple(LinearBlock(matrix=steps[r] * layer.phi) for r in live)
-            ),  # eq. 31
-            Stage(
-                f"layer {k}: b", tuple(LinearBlock(shift=steps[r] * layer.bias) for r in live)
-            ),  # eq. 33
-        ]
-        if layer.activation in ("relu", "leaky_relu"):
-            slope = 0.0 if layer.activation == "relu" else layer.slope
-            # Eq. 58, 59: W_r = α ḣ / (h − 1); for leaky relu α ḣ (1 − s) / (h (1 − s) − 1).
-            weights = -alpha * relu_flow_rate(tau, slope, scaling)
-            stages.append(Stage(f"layer {k}: a", tuple(ReluBlock(float(weights[r])) for r in live)))
-        elif layer.activation in LINEARIZED_ACTIVATIONS:
-            fixed = None if anchor == "input" else np.zeros(flow.dim)
-            rate = alpha * relu_flow_rate(tau, 0.0, scaling)  # α ḣ / (1 − h)
-            blocks = (
-                ActivationBlock(
-                    layer.activation, *map(float, (steps[r], h[r], keep[r], rate[r])), fixed
-                )
-                for r in live
-            )
-            stages.append(Stage(f"layer {k}: a", tuple(blocks)))
-        elif layer.activation != "identity":
-            raise InputError(f'no activation flow for "{layer.activation}"')
+        stages += _linear_stages(f"layer {k}", layer, beta, grid)
+        if layer.activation != "identity":
+            stages.append(_activation_stage(f"layer {k}: a", layer, grid, fixed))
     return FlowResNet(
         flow.dim,
         flow.n_in,
@@ -238,16 +207,74 @@ def discretize(
     )
 
 
+class Substeps(NamedTuple):
+    """The l Euler substeps r of one unit of time, τ_r = r α, α = 1/l (eq. 52, 54).
+
+    Attributes:
+        alpha: α.
+        tau, h, keep: τ_r, h(τ_r) and 1 − h(τ_r), shape=(l,).
+        steps: the Euler steps α ḣ(τ_r), shape=(l,).
+        live: the r with ḣ(τ_r) > 0; the others are the identity and get no block.
+        scaling: the time scaling h.
+    """
+
+    alpha: float
+    tau: np.ndarray
+    h: np.ndarray
+    keep: np.ndarray
+    steps: np.ndarray
+    live: np.ndarray
+    scaling: str
+
+    @classmethod
+    def of(cls, substeps: int, scaling: str) -> Substeps:
+        alpha = 1.0 / substeps
+        tau = np.arange(substeps) * alpha
+        h, keep, hdot = time_scaling(tau, scaling)
+        return cls(alpha, tau, h, keep, alpha * hdot, np.flatnonzero(hdot > 0.0), scaling)
+
+
+def _linear_stages(label: str, layer: LayerFlow, beta: float, grid: Substeps) -> list[Stage]:
+    """The stages V, S, U, b of one layer (eq. 52 for the flows of eq. 27, 29, 31, 33)."""
+    steps, live, stretch = grid.steps, grid.live, layer.stretch(beta)
+    return [
+        Stage(f"{label}: V", tuple(LinearBlock(matrix=steps[r] * layer.psi) for r in live)),
+        Stage(f"{label}: S", tuple(LinearBlock(matrix=steps[r] * stretch) for r in live)),
+        Stage(f"{label}: U", tuple(LinearBlock(matrix=steps[r] * layer.phi) for r in live)),
+        Stage(f"{label}: b", tuple(LinearBlock(shift=steps[r] * layer.bias) for r in live)),
+    ]
+
+
+def _activation_stage(
+    label: str, layer: LayerFlow, grid: Substeps, fixed: np.ndarray | None
+) -> Stage:
+    """The stage of the activation flow φ (eq. 36): exact relu blocks (eq. 58, 59), or tanh and
+    sigmoid linearized at the stage input (``fixed`` None) or at ``fixed`` (eq. 64–70)."""
+    alpha, tau, live = grid.alpha, grid.tau, grid.live
+    if layer.activation in ("relu", "leaky_relu"):
+        slope = 0.0 if layer.activation == "relu" else layer.slope
+        # Eq. 58, 59: W_r = α ḣ / (h − 1); for leaky relu α ḣ (1 − s) / (h (1 − s) − 1).
+        weights = -alpha * relu_flow_rate(tau, slope, grid.scaling)
+        return Stage(label, tuple(ReluBlock(float(weights[r])) for r in live))
+    if layer.activation in LINEARIZED_ACTIVATIONS:
+        rate = alpha * relu_flow_rate(tau, 0.0, grid.scaling)  # α ḣ / (1 − h)
+        coefficients = (grid.steps, grid.h, grid.keep, rate)
+        return Stage(
+            label,
+            tuple(
+                ActivationBlock(layer.activation, *(float(c[r]) for c in coefficients), fixed)
+                for r in live
+            ),
+        )
+    raise InputError(f'no activation flow for "{layer.activation}"')
+
+
 def plain_to_resnet(
-    net: PlainNet,
-    substeps: int,
-    beta: float,
-    anchor: str = "input",
-    scaling: str = DEFAULT_SCALING,
-    dim: int | None = None,
+    net: PlainNet, substeps: int, beta: float, dim: int | None = None, **options: str
 ) -> FlowResNet:
-    """``discretize(flow_model(net, dim), substeps, beta, anchor, scaling)``: the whole construction."""
-    return discretize(flow_model(net, dim), substeps, beta, anchor, scaling)
+    """``discretize(flow_model(net, dim), substeps, beta, **options)``: the whole construction;
+    ``options`` are ``discretize``'s ``anchor`` and ``scaling``."""
+    return discretize(flow_model(net, dim), substeps, beta, **options)
 
 
 def convergence_study(

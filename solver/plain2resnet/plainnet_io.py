@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from solver.errors import InputError
-from solver.plain2resnet.plainnet import DEFAULT_LEAKY_SLOPE, LAYER_ACTIVATIONS, Layer, PlainNet
+from solver.resnet.formats import read_npz
+from solver.plain2resnet.plainnet import DEFAULT_LEAKY_SLOPE, Layer, PlainNet
 
 ONNX_ACTIVATIONS = {"Relu": "relu", "LeakyRelu": "leaky_relu", "Tanh": "tanh", "Sigmoid": "sigmoid"}
 SKLEARN_ACTIVATIONS = {
@@ -105,13 +106,7 @@ def save_npz(net: PlainNet, path: str | Path) -> Path:
 def load_npz(path: str | Path) -> PlainNet:
     """Read a plain net from the npz keys of this module's docstring (never unpickles)."""
     source = str(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except ValueError as error:  # object arrays need pickle, which is refused
-        raise InputError(f"not a plain-net npz ({error})", source) from None
-    except (OSError, EOFError) as error:
-        raise InputError(f"not a readable npz file ({error})", source) from None
+    arrays = read_npz(path, "a plain-net npz")
     count = 0
     while f"W{count}" in arrays:
         count += 1
@@ -164,10 +159,44 @@ def load_onnx(path: str | Path) -> PlainNet:
     Raises:
         InputError: naming the file and, for an unsupported node, its op type and name.
     """
+    source = str(path)
+    graph, constants, current = _onnx_graph(source)
+    layers: list[list] = []  # [W, b, activation, slope] per layer; the activation set later
+    output = "identity"
+    for node in graph.node:
+        if node.op_type in ("Constant", "Identity"):
+            if node.op_type == "Identity" and node.input and node.input[0] == current:
+                current = node.output[0]
+            continue
+        where = f"node {node.name or '?'} ({node.op_type})"
+        if not node.input or node.input[0] != current:
+            raise InputError(
+                f"{where} does not continue the chain from {current!r}: "
+                "only a plain feed-forward chain is supported",
+                source,
+            )
+        if output != "identity":
+            raise InputError(f"{where} follows the final Softmax", source)
+        output = _chain_node(node, layers, constants, where, source)
+        current = node.output[0]
+    if current != graph.output[0].name:
+        raise InputError(
+            f"the chain ends at {current!r}, not at the graph output {graph.output[0].name!r}",
+            source,
+        )
+    if not layers:
+        raise InputError("no Gemm or MatMul node: not an MLP", source)
+    try:
+        return PlainNet(tuple(Layer(w, b, a, s) for w, b, a, s in layers), output=output)
+    except InputError as error:
+        raise InputError(str(error), source) from None
+
+
+def _onnx_graph(source: str):
+    """The graph of the ONNX file ``source``, its constants by name, and its one input's name."""
     import onnx
     from onnx import numpy_helper
 
-    source = str(path)
     try:
         model = onnx.load(source)
     except Exception as error:  # onnx raises DecodeError, ValueError … for a non-ONNX file
@@ -185,77 +214,47 @@ def load_onnx(path: str | Path) -> PlainNet:
             f"expected one input and one output, got inputs {inputs} and {len(graph.output)} outputs",
             source,
         )
-    current = inputs[0]
-    pending: list[list] = []  # [W, b, activation, slope] per layer, activation filled in later
-    output = "identity"
-    for node in graph.node:
-        if node.op_type in ("Constant", "Identity"):
-            if node.op_type == "Identity":
-                current = node.output[0] if node.input and node.input[0] == current else current
-            continue
-        where = f"node {node.name or '?'} ({node.op_type})"
-        if not node.input or node.input[0] != current:
+    return graph, constants, inputs[0]
+
+
+def _chain_node(node, layers: list[list], constants: dict, where: str, source: str) -> str:
+    """Take one node of the chain into ``layers``; returns the output function it sets
+    ("softmax" for a Softmax, else "identity")."""
+    import onnx
+
+    attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    if node.op_type == "Gemm":
+        layers.append([*_gemm(node, attributes, constants, where, source), "identity",
+                       DEFAULT_LEAKY_SLOPE])
+    elif node.op_type == "MatMul":
+        weight = _matrix(constants, node.input[1], where, source)
+        layers.append([weight.T, np.zeros(weight.shape[1]), "identity", DEFAULT_LEAKY_SLOPE])
+    elif node.op_type == "Add":
+        bias = _constant(constants, node.input[1], where, source)
+        if not layers or layers[-1][2] != "identity" or np.any(layers[-1][1]):
             raise InputError(
-                f"{where} does not continue the chain from {current!r}: "
-                "only a plain feed-forward chain is supported",
+                f"{where}: an Add is supported only as the bias right after a MatMul", source
+            )
+        layers[-1][1] = _bias(bias, layers[-1][0].shape[0], where, source)
+    elif node.op_type in ONNX_ACTIVATIONS:
+        if not layers or layers[-1][2] != "identity":
+            raise InputError(f"{where}: an activation must follow a Gemm or MatMul", source)
+        layers[-1][2] = ONNX_ACTIVATIONS[node.op_type]
+        layers[-1][3] = float(attributes.get("alpha", DEFAULT_LEAKY_SLOPE))
+    elif node.op_type == "Softmax":
+        if attributes.get("axis", -1) not in (-1, 1):
+            raise InputError(
+                f"{where}: Softmax over axis {attributes['axis']}, expected the feature axis -1",
                 source,
             )
-        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        if output != "identity":
-            raise InputError(f"{where} follows the final Softmax", source)
-        if node.op_type == "Gemm":
-            pending.append(
-                [
-                    *_gemm(node, attributes, constants, where, source),
-                    "identity",
-                    DEFAULT_LEAKY_SLOPE,
-                ]
-            )
-        elif node.op_type == "MatMul":
-            weight = _constant(constants, node.input[1], where, source)
-            if weight.ndim != 2:
-                raise InputError(
-                    f"{where}: weight {node.input[1]} has shape {weight.shape}, expected 2-D",
-                    source,
-                )
-            pending.append([weight.T, np.zeros(weight.shape[1]), "identity", DEFAULT_LEAKY_SLOPE])
-        elif node.op_type == "Add":
-            bias = _constant(constants, node.input[1], where, source)
-            if not pending or pending[-1][2] != "identity" or np.any(pending[-1][1]):
-                raise InputError(
-                    f"{where}: an Add is supported only as the bias right after a MatMul", source
-                )
-            pending[-1][1] = _bias(bias, pending[-1][0].shape[0], where, source)
-        elif node.op_type in ONNX_ACTIVATIONS:
-            if not pending or pending[-1][2] != "identity":
-                raise InputError(f"{where}: an activation must follow a Gemm or MatMul", source)
-            pending[-1][2] = ONNX_ACTIVATIONS[node.op_type]
-            pending[-1][3] = float(attributes.get("alpha", DEFAULT_LEAKY_SLOPE))
-        elif node.op_type == "Softmax":
-            if attributes.get("axis", -1) not in (-1, 1):
-                raise InputError(
-                    f"{where}: Softmax over axis {attributes['axis']}, expected the feature axis -1",
-                    source,
-                )
-            output = "softmax"
-        else:
-            raise InputError(
-                f"unsupported ONNX op {node.op_type} ({where}); a plain net is made of Gemm, MatMul, Add, "
-                f"{', '.join(ONNX_ACTIVATIONS)}, a final Softmax and Identity",
-                source,
-            )
-        current = node.output[0]
-    if current != graph.output[0].name:
+        return "softmax"
+    else:
         raise InputError(
-            f"the chain ends at {current!r}, not at the graph output {graph.output[0].name!r}",
+            f"unsupported ONNX op {node.op_type} ({where}); a plain net is made of Gemm, MatMul, "
+            f"Add, {', '.join(ONNX_ACTIVATIONS)}, a final Softmax and Identity",
             source,
         )
-    if not pending:
-        raise InputError("no Gemm or MatMul node: not an MLP", source)
-    try:
-        return PlainNet(tuple(Layer(w, b, a, s) for w, b, a, s in pending), output=output)
-    except InputError as error:
-        raise InputError(str(error), source) from None
+    return "identity"
 
 
 def _constant(constants: dict[str, np.ndarray], name: str, where: str, source: str) -> np.ndarray:
@@ -265,6 +264,14 @@ def _constant(constants: dict[str, np.ndarray], name: str, where: str, source: s
             source,
         )
     return np.asarray(constants[name], dtype=float)
+
+
+def _matrix(constants: dict[str, np.ndarray], name: str, where: str, source: str) -> np.ndarray:
+    """The constant weight ``name``, which must be 2-D."""
+    weight = _constant(constants, name, where, source)
+    if weight.ndim != 2:
+        raise InputError(f"{where}: weight {name} has shape {weight.shape}, expected 2-D", source)
+    return weight
 
 
 def _bias(value: np.ndarray, width: int, where: str, source: str) -> np.ndarray:
@@ -283,11 +290,7 @@ def _gemm(
         raise InputError(
             f"{where}: transA=1 is not supported (the batch must be the first axis)", source
         )
-    b_matrix = _constant(constants, node.input[1], where, source)
-    if b_matrix.ndim != 2:
-        raise InputError(
-            f"{where}: weight {node.input[1]} has shape {b_matrix.shape}, expected 2-D", source
-        )
+    b_matrix = _matrix(constants, node.input[1], where, source)
     # Y = A B' with B' = B^T if transB: then W = B, else W = B^T (W acts on columns, eq. 18).
     weight = attributes.get("alpha", 1.0) * (
         b_matrix if attributes.get("transB", 0) else b_matrix.T

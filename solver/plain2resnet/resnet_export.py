@@ -1,30 +1,44 @@
-"""Writing a ``FlowResNet`` as ONNX (opset 17, float32 or float64) and as npz + JSON.
+"""Writing a ``FlowResNet`` as ONNX (float32 or float64) and as npz, and reading the npz back.
 
-ONNX: input ``x`` of shape (N, n_0), output ``y`` = x_L of shape (N, n_L), and, if the plain
-net has an output function, ``probabilities`` = f(x_L) (Softmax or Sigmoid). Every block is a
-residual ``Add`` of the state and its increment, so the graph is a ResNet block by block.
+ONNX (``solver.resnet.onnx_builder``): input ``x`` of shape (N, n_0), output ``y`` = x_L of
+shape (N, n_L), and, if the plain net has an output function, ``probabilities`` = f(x_L)
+(Softmax or Sigmoid). Every block is a residual ``Add`` of the state and its increment, so the
+graph is a ResNet block by block.
 
-npz + JSON: ``NAME.json`` lists the stages and blocks in order (kinds and scalars, see
-``FORMAT``), ``NAME.npz`` holds the arrays it names. ``load_npz`` reads the pair back.
+npz (the convention of ``solver.resnet.formats``): the JSON entry ``meta`` lists the stages and
+blocks in order (kinds and scalars, see ``save_npz``), the other entries are the arrays it
+names. ``load_npz`` reads it back, and also version 1: NAME.npz with the arrays and the same
+listing (``"format": "flow-resnet/1"``) in NAME.json beside it.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from solver.errors import InputError
-from solver.plain2resnet.resnet import SATURATED, ActivationBlock, FlowResNet, LinearBlock, ReluBlock, Stage
+from solver.plain2resnet.resnet import (
+    SATURATED,
+    ActivationBlock,
+    Block,
+    FlowResNet,
+    LinearBlock,
+    ReluBlock,
+    Stage,
+)
+from solver.resnet.formats import load_net_npz, save_net_npz
 from solver.resnet.onnx_builder import OnnxGraph
 
-FORMAT = "flow-resnet/1"
+FORMAT = "flow-resnet"
+FORMAT_VERSION = 2  # 1: the listing in a .json file beside the .npz
+WHAT = "a ResNet written by plain2resnet"
 ONNX_OUTPUTS = {"softmax": ("Softmax", {"axis": -1}), "logistic": ("Sigmoid", {})}
-ONNX_ACTIVATIONS = {"tanh": "Tanh", "sigmoid": "Sigmoid"}
 
 
-def to_onnx(resnet: FlowResNet, dtype: np.dtype | type = np.float32) -> OnnxGraph:
+def to_onnx(resnet: FlowResNet, dtype: Any = np.float32) -> OnnxGraph:
     """The ONNX graph of ``resnet`` in ``dtype`` (float32 or float64); ``.save(path)`` writes it."""
     g = OnnxGraph("flow_resnet", dtype)
     y = g.input("x", resnet.n_in)
@@ -42,15 +56,9 @@ def to_onnx(resnet: FlowResNet, dtype: np.dtype | type = np.float32) -> OnnxGrap
     g.output(y, "y", resnet.n_out)
     if resnet.output in ONNX_OUTPUTS:
         op, attributes = ONNX_OUTPUTS[resnet.output]
-        g.node(op, "y", out="probabilities", **attributes)
-        g.outputs.append(_value_info(g, "probabilities", resnet.n_out))
+        probabilities = g.node(op, "y", out="probabilities", **attributes)
+        g.output(probabilities, "probabilities", resnet.n_out)
     return g
-
-
-def _value_info(g: OnnxGraph, name: str, width: int):
-    from onnx import helper
-
-    return helper.make_tensor_value_info(name, g.elem_type, ["N", width])
 
 
 def _stage_onnx(g: OnnxGraph, stage: Stage, y: str, width: int) -> str:
@@ -86,16 +94,16 @@ def _activation_block_onnx(
     g: OnnxGraph, block: ActivationBlock, y: str, zk: str, cache: dict[str, str], width: int
 ) -> str:
     """y + step · (a(Ẑ) − Ẑ), Ẑ = W⁽¹⁾ y + b⁽¹⁾ (eq. 68, 69), as ``ActivationBlock`` evaluates it."""
-    op = ONNX_ACTIVATIONS[block.activation]
     scalar = lambda value, stem: g.vector(value, width, stem)  # noqa: E731
     step = scalar(block.step, "step")
     if block.anchor is not None:  # constant weights: the literal 2-layer block of eq. 69
         w1_value, b1_value = block.weights(block.anchor)
         z = g.node("Add", g.node("Mul", y, g.constant(w1_value, "w1")), g.constant(b1_value, "b1"))
-        return g.node("Add", y, g.node("Mul", step, g.node("Sub", g.node(op, z), z)))
+        a_z = g.activation(block.activation, z)
+        return g.node("Add", y, g.node("Mul", step, g.node("Sub", a_z, z)))
     # Eq. 66, 67 at the stage input z_k: W⁽¹⁾ and b⁽¹⁾ are elementwise functions of z_k.
     if not cache:
-        cache["a"] = g.node(op, zk)
+        cache["a"] = g.activation(block.activation, zk)
         # a' from Exp, accurate to rounding where tiny: tanh' = 4t/(1+t)², t = e^{-2|z|}, and
         # σ' = t/(1+t)², t = e^{-|z|}. onnxruntime's Sigmoid is only absolutely accurate in its
         # tails (float32: 3% off at −15, 0 below −20), and q = 1/(1 + ratio·a') needs a' to
@@ -127,113 +135,141 @@ def _activation_block_onnx(
     z = g.node("Clip", g.node("Add", zk, shift), low, high)  # ≈ φ⁻¹(τ_r, y), eq. 68
     increment = g.node(
         "Sub",
-        g.node("Mul", step, g.node("Sub", g.node(op, z), zk)),
+        g.node("Mul", step, g.node("Sub", g.activation(block.activation, z), zk)),
         g.node("Mul", g.node("Mul", scalar(block.rate, "rate"), q), residual),
     )
     return g.node("Add", y, increment)
 
 
-def save_onnx(resnet: FlowResNet, path: str | Path, dtype: np.dtype | type = np.float32) -> Path:
+def save_onnx(resnet: FlowResNet, path: str | Path, dtype: Any = np.float32) -> Path:
     """Write ``resnet`` as a checked ONNX model; returns the path."""
     return to_onnx(resnet, dtype).save(path)
 
 
-def save_npz(resnet: FlowResNet, path: str | Path) -> tuple[Path, Path]:
-    """Write ``path`` (.npz, the arrays) and the same stem .json (the structure); returns both."""
-    path = Path(path).with_suffix(".npz")
+# What each block kind computes, for a reader of the file without this code.
+BLOCK_FORMULAS = {
+    "linear": "y + matrix @ y + shift (matrix of shape (d,) is a diagonal)",
+    "relu": "y + relu(weight * y)",
+    "activation": "y + step*(a(Z) - Z) with Z = w1*y + b1, w1 = 1/J, "
+    "J = keep + h a'(anchor), keep = 1 - h, b1 = anchor - w1*phi, "
+    "phi = keep*anchor + h*a(anchor); anchor 'stage_input' = the stage's input z_k. "
+    "Evaluated as y + step*(a(Z) - anchor) - rate*q*(y - phi), "
+    "q = 1/(1 + ratio*a'(anchor)), Z = clip(anchor + q*(y - phi)/keep, -100, 100), "
+    "ratio = h/keep, rate = step/keep (eq. 69; finite where J underflows)",
+}
+SIZES = ("dim", "n_in", "n_out", "substeps")
+
+
+def save_npz(resnet: FlowResNet, path: str | Path) -> Path:
+    """Write ``resnet`` to ``path`` (suffix made .npz); returns the path.
+
+    The JSON ``meta`` holds the sizes, ``output``, ``beta``, ``scaling``, ``BLOCK_FORMULAS`` and
+    ``stages``: per stage its ``label`` and ``blocks``, each a dict with ``kind`` (linear, relu,
+    activation), its scalars, and for arrays the name of their npz entry (``null``: none).
+    """
     arrays: dict[str, np.ndarray] = {}
-    stages = []
-    for i, stage in enumerate(resnet.stages):
-        blocks = []
-        for j, block in enumerate(stage.blocks):
-            key = f"s{i:03d}_b{j:04d}"
-            if isinstance(block, LinearBlock):
-                entry = {"kind": "linear", "matrix": None, "shift": None}
-                for field in ("matrix", "shift"):
-                    value = getattr(block, field)
-                    if value is not None:
-                        entry[field] = f"{key}_{field}"
-                        arrays[entry[field]] = value
-            elif isinstance(block, ReluBlock):
-                entry = {"kind": "relu", "weight": block.weight}
-            else:
-                entry = {
-                    "kind": "activation",
-                    "activation": block.activation,
-                    "step": block.step,
-                    "h": block.h,
-                    "keep": block.keep,
-                    "rate": block.rate,
-                    "anchor": "stage_input",
-                }
-                if block.anchor is not None:
-                    arrays[f"{key}_anchor"] = block.anchor
-                    entry["anchor"] = f"{key}_anchor"
-            blocks.append(entry)
-        stages.append({"label": stage.label, "blocks": blocks})
-    manifest = {
-        "format": FORMAT,
+    stages = [
+        {
+            "label": stage.label,
+            "blocks": [
+                _block_entry(block, f"s{i:03d}_b{j:04d}", arrays)
+                for j, block in enumerate(stage.blocks)
+            ],
+        }
+        for i, stage in enumerate(resnet.stages)
+    ]
+    meta = {
         "equations": "Li & Shi, A Flow Model of Neural Networks: "
         "eq. 52 (linear), 58 (relu), 69-70 (activation)",
-        "dim": resnet.dim,
-        "n_in": resnet.n_in,
-        "n_out": resnet.n_out,
+        **{key: getattr(resnet, key) for key in SIZES},
         "output": resnet.output,
-        "substeps": resnet.substeps,
         "beta": resnet.beta,
         "scaling": resnet.scaling,
-        "blocks": {
-            "linear": "y + matrix @ y + shift (matrix of shape (d,) is a diagonal)",
-            "relu": "y + relu(weight * y)",
-            "activation": "y + step*(a(Z) - Z) with Z = w1*y + b1, w1 = 1/J, "
-            "J = keep + h a'(anchor), keep = 1 - h, b1 = anchor - w1*phi, "
-            "phi = keep*anchor + h*a(anchor); anchor 'stage_input' = the stage's input z_k. "
-            "Evaluated as y + step*(a(Z) - anchor) - rate*q*(y - phi), "
-            "q = 1/(1 + ratio*a'(anchor)), Z = clip(anchor + q*(y - phi)/keep, -100, 100), "
-            "ratio = h/keep, rate = step/keep (eq. 69; finite where J underflows)",
-        },
+        "blocks": BLOCK_FORMULAS,
         "stages": stages,
     }
-    np.savez(path, **arrays)
-    json_path = path.with_suffix(".json")
-    json_path.write_text(json.dumps(manifest, indent=1) + "\n")
-    return path, json_path
+    return save_net_npz(Path(path).with_suffix(".npz"), FORMAT, FORMAT_VERSION, meta, arrays)
+
+
+def _block_entry(block: Block, key: str, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The JSON entry of ``block``; its arrays go into ``arrays`` under names starting ``key``."""
+    if isinstance(block, LinearBlock):
+        entry: dict[str, Any] = {"kind": "linear", "matrix": None, "shift": None}
+        for field in ("matrix", "shift"):
+            value = getattr(block, field)
+            if value is not None:
+                entry[field] = f"{key}_{field}"
+                arrays[entry[field]] = value
+        return entry
+    if isinstance(block, ReluBlock):
+        return {"kind": "relu", "weight": block.weight}
+    entry = {
+        "kind": "activation",
+        "activation": block.activation,
+        **{name: getattr(block, name) for name in ("step", "h", "keep", "rate")},
+        "anchor": "stage_input",
+    }
+    if block.anchor is not None:
+        entry["anchor"] = f"{key}_anchor"
+        arrays[entry["anchor"]] = block.anchor
+    return entry
 
 
 def load_npz(path: str | Path) -> FlowResNet:
-    """Read a ResNet written by ``save_npz`` (the .npz and its .json)."""
+    """Read a ResNet written by ``save_npz`` (or the .npz + .json pair of version 1).
+
+    Raises:
+        InputError: naming the file, if it is missing, not an npz, or not such a ResNet.
+    """
     path = Path(path).with_suffix(".npz")
-    json_path = path.with_suffix(".json")
-    try:
-        manifest = json.loads(json_path.read_text())
-    except (OSError, ValueError) as error:
-        raise InputError(f"cannot read the ResNet manifest ({error})", str(json_path)) from None
-    if manifest.get("format") != FORMAT:
-        raise InputError(f"format {manifest.get('format')!r}, expected {FORMAT!r}", str(json_path))
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {key: data[key] for key in data.files}
-    stages = []
-    for stage in manifest["stages"]:
-        blocks = []
-        for entry in stage["blocks"]:
-            if entry["kind"] == "linear":
-                blocks.append(
-                    LinearBlock(
-                        *(arrays[entry[f]] if entry.get(f) else None for f in ("matrix", "shift"))
-                    )
-                )
-            elif entry["kind"] == "relu":
-                blocks.append(ReluBlock(float(entry["weight"])))
-            else:
-                anchor = None if entry["anchor"] == "stage_input" else arrays[entry["anchor"]]
-                scalars = (float(entry[k]) for k in ("step", "h", "keep", "rate"))
-                blocks.append(ActivationBlock(entry["activation"], *scalars, anchor))
-        stages.append(Stage(stage["label"], tuple(blocks)))
-    sizes = {k: int(manifest[k]) for k in ("dim", "n_in", "n_out", "substeps")}
-    return FlowResNet(
-        **sizes,
-        stages=tuple(stages),
-        output=manifest["output"],
-        beta=float(manifest["beta"]),
-        scaling=manifest["scaling"],
+    meta, arrays = load_net_npz(
+        path, FORMAT, FORMAT_VERSION, WHAT, lambda _: _listing_version_1(path.with_suffix(".json"))
     )
+    try:
+        stages = tuple(
+            Stage(stage["label"], tuple(_block_from_entry(b, arrays) for b in stage["blocks"]))
+            for stage in meta["stages"]
+        )
+        return FlowResNet(
+            **{key: int(meta[key]) for key in SIZES},
+            stages=stages,
+            output=meta["output"],
+            beta=float(meta["beta"]),
+            scaling=meta["scaling"],
+        )
+    except InputError as error:  # before ValueError: InputError is one
+        if error.source:
+            raise
+        raise InputError(str(error), str(path)) from None
+    except KeyError as error:
+        raise InputError(f"not {WHAT}: no entry or key {error}", str(path)) from None
+    except (TypeError, ValueError) as error:
+        raise InputError(f"not {WHAT}: malformed listing ({error})", str(path)) from None
+
+
+def _block_from_entry(entry: dict[str, Any], arrays: dict[str, np.ndarray]) -> Block:
+    """The block of a JSON entry written by ``_block_entry``."""
+    if entry["kind"] == "linear":
+        matrix, shift = (arrays[entry[f]] if entry.get(f) else None for f in ("matrix", "shift"))
+        return LinearBlock(matrix, shift)
+    if entry["kind"] == "relu":
+        return ReluBlock(float(entry["weight"]))
+    if entry["kind"] != "activation":
+        raise ValueError(f"unknown block kind {entry['kind']!r}")
+    anchor = None if entry["anchor"] == "stage_input" else arrays[entry["anchor"]]
+    scalars = (float(entry[k]) for k in ("step", "h", "keep", "rate"))
+    return ActivationBlock(entry["activation"], *scalars, anchor)
+
+
+def _listing_version_1(json_path: Path) -> str | None:
+    """The ``meta`` text of a version-1 file from the NAME.json beside it; None without one."""
+    if not json_path.is_file():
+        return None
+    try:
+        listing = json.loads(json_path.read_text())
+    except (OSError, ValueError) as error:
+        raise InputError(f"cannot read the ResNet listing ({error})", str(json_path)) from None
+    if not isinstance(listing, dict) or listing.get("format") != f"{FORMAT}/1":
+        found = listing.get("format") if isinstance(listing, dict) else listing
+        raise InputError(f"format {found!r}, expected '{FORMAT}/1'", str(json_path))
+    return json.dumps(listing | {"format": FORMAT, "version": 1})

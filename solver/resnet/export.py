@@ -7,7 +7,6 @@ The net takes data coordinates: its first step is the run's input scaling x_Ω =
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -17,7 +16,8 @@ from solver.config import load_config
 from solver.errors import InputError
 from solver.resnet.net import OutputLayer, ResNet, resnet_from_velocity, save_npz
 from solver.resnet.onnx_net import save_onnx
-from solver.learn.train import velocity_model
+from solver.model.from_config import velocity_model
+from solver.rundir import store
 
 log = logging.getLogger("solver")
 
@@ -26,22 +26,20 @@ FORMATS = ("onnx", "npz")
 
 def learned_net(run: Path, depth: int, scheme: str = "euler", output: str = "linear") -> ResNet:
     """The run's learned flow as an explicit ResNet of ``depth`` blocks (rank-local)."""
-    config = load_config(run / "config.toml")
-    path = run / "theta.npz"
+    config = load_config(run / store.CONFIG)
+    path = run / store.THETA
+    params = store.read_parameters(path)
+    if params.theta is None or params.A is None or params.b is None or params.meta is None:
+        raise InputError("holds p only; export needs θ, A, b and the data scaling (meta) "
+                         "that training writes", str(path))
     try:
-        with np.load(path) as data:
-            theta, A, b = np.array(data["theta"]), np.array(data["A"]), np.array(data["b"])
-            meta = json.loads(str(data["meta"]))
-    except FileNotFoundError:
-        raise InputError("no theta.npz: is this a finished training run?", str(run)) from None
-    except (OSError, KeyError, ValueError) as error:
-        raise InputError(f"cannot read learned parameters: {error}", str(path)) from None
+        scaling = params.meta["scaling"]
+        scale, shift = np.asarray(scaling["scale"], dtype=float), np.asarray(scaling["shift"], dtype=float)
+    except (KeyError, TypeError, ValueError):
+        raise InputError('meta has no data scaling {"scale": [...], "shift": [...]}', str(path)) from None
     model = velocity_model(config, config.domain_object())
-    scaling = meta["scaling"]
-    return resnet_from_velocity(
-        model, theta, depth, scheme, output=OutputLayer(output, A, b),
-        input_scale=np.asarray(scaling["scale"]), input_shift=np.asarray(scaling["shift"]),
-    )
+    return resnet_from_velocity(model, params.theta, depth, scheme, output=OutputLayer(output, params.A, params.b),
+                                input_scale=scale, input_shift=shift)
 
 
 def export(run: Path, depth: int, scheme: str, formats: list[str], output: str = "linear") -> list[Path]:

@@ -31,16 +31,14 @@ Where θ(t) is sampled (documented choice):
 The exported net documents its input scaling: it takes data coordinates and first maps them to
 Ω by x_Ω = scale ⊙ x_data + shift.
 
-numpy only, and independent of the FE solver and of the characteristics solver (DESIGN.md):
-``depth_table`` takes the reference end points as an argument. ONNX export is in
-``solver.resnet.onnx_net``.
+numpy only, and independent of the FE solver and of the characteristics solver, so that either
+can check it: ``depth_table`` takes the reference end points as an argument. ONNX export is in
+``solver.resnet.onnx_net``; the npz layout is that of ``solver.resnet.formats``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import zipfile
 from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -50,6 +48,7 @@ import numpy as np
 from solver import __version__
 from solver.model.domain import Ball, Box, Domain
 from solver.errors import InputError
+from solver.resnet.formats import load_net_npz, parse_meta, save_net_npz
 # _affine is private to model/terminal.py: sharing it is what guarantees output_layer's weights are
 # those of make_terminal.
 from solver.model.terminal import _affine, make_terminal, terminal_defaults
@@ -58,7 +57,9 @@ from solver.model.velocity import ACTIVATIONS, VelocityModel, activation
 log = logging.getLogger("solver")
 
 FORMAT = "transport-resnet"
-FORMAT_VERSION = 1
+# Version 2: the npz convention of solver.resnet.formats (version 1 named the npz entry
+# "metadata" and the version key "format_version"; both still load).
+FORMAT_VERSION = 2
 OUTPUT_KINDS = ("linear", "softmax", "sigmoid")
 
 
@@ -335,7 +336,7 @@ class ResNet:
         tab = self.tableau
         return {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "version": FORMAT_VERSION,
             "producer": f"solver {__version__}",
             "dim": self.dim,
             "width": self.width,
@@ -449,19 +450,20 @@ def resnet_from_velocity(
 # --------------------------------------------------------------------------------------------
 
 
-def _check_input(net: ResNet, x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2 or x.shape[1] != net.dim:
+def check_input(x: np.ndarray, dim: int, source: str | None, dtype: Any = np.float64) -> np.ndarray:
+    """``x`` as an array of ``dtype``; InputError naming ``source`` unless its shape is (n, dim)."""
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] != dim:
         raise InputError(
-            f"ResNet input must have shape (n, {net.dim}) (the net's input dimension), "
-            f"got shape {x.shape}", net.source
+            f"ResNet input must have shape (n, {dim}) (the net's input dimension), "
+            f"got shape {x.shape}", source
         )
-    return x
+    return x.astype(dtype, copy=False)
 
 
 def to_domain(net: ResNet, x_data: np.ndarray) -> np.ndarray:
     """x_Ω = scale ⊙ x_data + shift for ``x_data`` of shape=(n, d)."""
-    return _check_input(net, x_data) * net.input_scale + net.input_shift
+    return check_input(x_data, net.dim, net.source) * net.input_scale + net.input_shift
 
 
 def flow_map(net: ResNet, x_data: np.ndarray) -> np.ndarray:
@@ -502,89 +504,47 @@ def forward(net: ResNet, x_data: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 _ARRAYS = ("W1", "b1", "W2", "b2")
+WHAT = "an exported ResNet"
 
 
 def save_npz(net: ResNet, path: str | Path) -> Path:
-    """Write the net to ``path`` (.npz): the block arrays, the output layer, and the JSON
-    metadata (``net.metadata()``, incl. the input scaling) as the string entry ``metadata``.
+    """Write the net to ``path`` (.npz, ``solver.resnet.formats``): the block arrays, the output
+    layer's ``output_weights`` and ``output_bias``, and ``net.metadata()`` (incl. the input
+    scaling) as the JSON entry ``meta``.
 
     Returns:
-        The path written (numpy appends ``.npz`` if missing).
+        The path written (``.npz`` appended if missing).
     """
-    path = Path(path)
-    if path.suffix != ".npz":
-        path = path.with_name(path.name + ".npz")
-    np.savez(
-        path,
-        metadata=np.array(json.dumps(net.metadata(), indent=1)),
-        output_weights=net.output.weights,
-        output_bias=net.output.bias,
-        **{name: getattr(net, name) for name in _ARRAYS},
-    )
-    return path
+    arrays = {name: getattr(net, name) for name in _ARRAYS}
+    arrays.update(output_weights=net.output.weights, output_bias=net.output.bias)
+    return save_net_npz(path, FORMAT, FORMAT_VERSION, net.metadata(), arrays)
 
 
-def _metadata(text: str, source: str) -> dict[str, Any]:
-    """Parse and check the JSON metadata of an exported net (npz or ONNX)."""
-    try:
-        meta = json.loads(text)
-    except (TypeError, ValueError) as err:
-        raise InputError(
-            f"not an exported ResNet: its metadata is not JSON ({err})", source
-        ) from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise InputError(
-            f'not an exported ResNet: metadata format is {found!r}, expected "{FORMAT}"', source
-        )
-    version = meta.get("format_version")
-    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
-        raise InputError(
-            f"unsupported ResNet format version {version!r}; this solver reads 1 to "
-            f"{FORMAT_VERSION}", source
-        )
-    return meta
+def parse_metadata(text: str, source: str) -> dict[str, Any]:
+    """Parse and check the JSON metadata of an exported net (npz or ONNX); InputError naming
+    ``source`` if it is not that of a ResNet this solver reads."""
+    return parse_meta(text, FORMAT, FORMAT_VERSION, source, WHAT)
+
+
+def _metadata_version_1(entries: dict[str, np.ndarray]) -> str | None:
+    """Version 1 kept the metadata in the entry ``metadata`` (its version: ``format_version``)."""
+    return str(entries.pop("metadata")) if "metadata" in entries else None
 
 
 def load_npz(path: str | Path) -> ResNet:
-    """Read a net written by ``save_npz``.
+    """Read a net written by ``save_npz`` (of this or an earlier format version).
 
     Raises:
         InputError: If the file is missing, is not an npz, or is not an exported ResNet (no or
             bad metadata, missing or inconsistent arrays); the message names the file.
     """
-    path = Path(path)
     src = str(path)
-    if not path.is_file():
-        raise InputError("no such file (expected a ResNet .npz written by save_npz)", src)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            entries = {name: data[name] for name in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise InputError(f"not an exported ResNet: cannot read it as .npz ({err})", src) from None
-    if "metadata" not in entries:
-        raise InputError("not an exported ResNet: the npz has no 'metadata' entry", src)
-    meta = _metadata(str(entries["metadata"]), src)
+    meta, entries = load_net_npz(path, FORMAT, FORMAT_VERSION, WHAT, _metadata_version_1)
     missing = [n for n in (*_ARRAYS, "output_weights", "output_bias") if n not in entries]
     if missing:
         raise InputError(f"exported ResNet is missing the arrays {missing}", src)
     try:
-        scaling = meta["input_scaling"]
-        net = ResNet(
-            scheme=meta["scheme"],
-            activation=meta["activation"],
-            domain=domain_from_description(meta["domain"], src),
-            **{name: entries[name] for name in _ARRAYS},
-            block_times=np.asarray(meta["block_times"], dtype=np.float64),
-            sample_times=np.asarray(meta["sample_times"], dtype=np.float64),
-            output=OutputLayer(meta["output"]["kind"], entries["output_weights"],
-                               entries["output_bias"]),
-            input_scale=np.asarray(scaling["scale"], dtype=np.float64),
-            input_shift=np.asarray(scaling["shift"], dtype=np.float64),
-            time=meta.get("time", "constant"),
-            slabs=int(meta.get("slabs", 1)),
-            source=src,
-        )
+        net = _net_from_meta(meta, entries, src)
     except InputError as err:  # before ValueError: InputError is one
         if err.source:
             raise
@@ -599,6 +559,27 @@ def load_npz(path: str | Path) -> ResNet:
             f"dim {net.dim}, depth {net.depth}", src
         )
     return net
+
+
+def _net_from_meta(meta: dict[str, Any], arrays: dict[str, np.ndarray], src: str) -> ResNet:
+    """The net the metadata and arrays of a saved file describe (raises KeyError, TypeError,
+    ValueError and InputError for malformed ones)."""
+    scaling = meta["input_scaling"]
+    return ResNet(
+        scheme=meta["scheme"],
+        activation=meta["activation"],
+        domain=domain_from_description(meta["domain"], src),
+        **{name: arrays[name] for name in _ARRAYS},
+        block_times=np.asarray(meta["block_times"], dtype=np.float64),
+        sample_times=np.asarray(meta["sample_times"], dtype=np.float64),
+        output=OutputLayer(meta["output"]["kind"], arrays["output_weights"],
+                           arrays["output_bias"]),
+        input_scale=np.asarray(scaling["scale"], dtype=np.float64),
+        input_shift=np.asarray(scaling["shift"], dtype=np.float64),
+        time=meta.get("time", "constant"),
+        slabs=int(meta.get("slabs", 1)),
+        source=src,
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,17 +1,63 @@
-"""Run directories: created once, written atomically, never overwritten without ``force``."""
+"""Files a reader never sees half-written, and run directories created once, never overwritten
+without ``force``.
+
+Every write goes to a temporary file ``.NAME.*`` in the target's directory, is flushed and
+fsync'ed, then renamed over the target (``os.replace`` is atomic within one file system); on any
+failure the temporary file is removed. What the files of a run directory hold is
+``solver.rundir.store``'s business; this module only writes bytes safely.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
-from mpi4py import MPI
 
 from solver.errors import InputError
+
+if TYPE_CHECKING:
+    from mpi4py import MPI
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path, mode: str = "wb") -> Iterator[IO]:
+    """A file to write that appears at ``path`` whole, or not at all (rank-local).
+
+    Args:
+        path: the target; its directory must exist.
+        mode: ``"wb"`` or ``"w"`` (text, UTF-8).
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (rank-local)."""
+    with atomic_file(path, "w") as f:
+        f.write(text)
+
+
+def write_json_atomic(path: str | Path, data) -> None:
+    """Write ``data`` as JSON atomically; numpy values become Python values, non-finite floats
+    null (rank-local)."""
+    write_text_atomic(path, json.dumps(_plain(data), indent=2, sort_keys=False) + "\n")
 
 
 def prepare_run_directory(comm: MPI.Comm, path: str | Path, force: bool = False) -> Path:
@@ -36,23 +82,6 @@ def prepare_run_directory(comm: MPI.Comm, path: str | Path, force: bool = False)
     return path
 
 
-def write_json_atomic(path: str | Path, data) -> None:
-    """Write JSON so that a reader never sees a partial file (write, fsync, rename). Rank-local."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_plain(data), f, indent=2, sort_keys=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _plain(value):
     """numpy scalars and arrays to JSON-able Python values."""
     if isinstance(value, dict):
@@ -62,7 +91,7 @@ def _plain(value):
     if isinstance(value, np.ndarray):
         return _plain(value.tolist())
     if isinstance(value, np.generic):
-        return value.item()
+        return _plain(value.item())
     if isinstance(value, float) and not np.isfinite(value):
         return None
     if isinstance(value, Path):

@@ -1,0 +1,38 @@
+"""How points are dealt out over MPI ranks and gathered back (mpi4py and numpy only).
+
+A set of n items known on every rank is split into contiguous, balanced shares
+(:func:`rank_share`); each rank works on its share, and :func:`gather_rows` concatenates the
+ranks' results in rank order, i.e. in the original order of the items, on every rank.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from mpi4py import MPI
+
+
+def rank_share(comm: MPI.Comm, n: int) -> slice:
+    """This rank's share of n items: contiguous, the first n mod size ranks one item more."""
+    base, extra = divmod(int(n), comm.size)
+    start = comm.rank * base + min(comm.rank, extra)
+    return slice(start, start + base + (comm.rank < extra))
+
+
+def gather_rows(comm: MPI.Comm, local_rows: np.ndarray) -> np.ndarray:
+    """The ranks' row blocks concatenated in rank order, on every rank (collective).
+
+    Args:
+        local_rows: this rank's rows, shape=(m, ...) with the same trailing shape on every
+            rank (m may differ, and be 0); converted to float64.
+
+    Returns:
+        shape=(Σ m, ...).
+    """
+    local = np.ascontiguousarray(local_rows, dtype=np.float64)
+    counts = np.asarray(comm.allgather(local.shape[0]), dtype=np.int64)
+    row_size = int(np.prod(local.shape[1:], dtype=np.int64))
+    out = np.empty((int(counts.sum()), *local.shape[1:]))
+    sizes = counts * row_size
+    offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    comm.Allgatherv(local, [out, sizes, offsets, MPI.DOUBLE])
+    return out

@@ -1,0 +1,50 @@
+"""Finite-element fields for ParaView: VTX (ADIOS2, BP4) files of nodal DG functions (collective)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mpi4py import MPI
+
+from dolfinx import fem
+from dolfinx.io import VTXWriter
+
+
+def nodal_copies(functions: list[fem.Function], degree: int) -> list[fem.Function]:
+    """Interpolate DG functions of the orthonormal basis into nodal DG (VTX needs nodal)."""
+    mesh = functions[0].function_space.mesh
+    V = fem.functionspace(mesh, ("DG", degree))
+    copies = []
+    for f in functions:
+        g = fem.Function(V, name=f.name)
+        g.interpolate(f)
+        copies.append(g)
+    return copies
+
+
+def write_fields(comm: MPI.Comm, path: Path, functions: list[fem.Function], t: float = 0.0) -> None:
+    """Write functions to one VTX (ADIOS2) file for ParaView (collective)."""
+    with VTXWriter(comm, path, functions, engine="BP4") as writer:
+        writer.write(t)
+
+
+def write_trajectory(comm: MPI.Comm, path: Path, solver, result, every: int = 1) -> None:
+    """u_h(t, ·) at the kept step starts (and t = 0) as one VTX time series for ParaView (collective).
+
+    Written in t (not τ): the series runs from t = T (u = f) down to t = 0 (the prediction).
+    """
+    legendre = [fem.Function(solver.V, name=f"u{c}") for c in range(solver.num_components)]
+    V = fem.functionspace(solver.mesh, ("DG", solver.degree))
+    nodal = [fem.Function(V, name=f"u{c}") for c in range(solver.num_components)]
+    traj = result.trajectory
+    kept = sorted(traj.states)[::every]
+    with VTXWriter(comm, path, nodal, engine="BP4") as writer:
+        for step in kept:
+            for c, (f, g) in enumerate(zip(legendre, nodal)):
+                f.x.array[: solver.num_owned] = traj.states[step][c]
+                f.x.scatter_forward()
+                g.interpolate(f)
+            writer.write(float(traj.times[step]))
+        for f, g in zip(result.u0, nodal):
+            g.interpolate(f)
+        writer.write(0.0)

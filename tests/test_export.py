@@ -1,0 +1,83 @@
+"""Export of a run directory as an explicit ResNet: the right net, numpy and ONNX only (no dolfinx),
+and a broken run an InputError. The run is made by hand (config.toml, theta.npz): no training."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from solver.config import config_from_dict
+from solver.errors import InputError
+from solver.model.from_config import velocity_model
+from solver.resnet.export import export
+from solver.resnet.net import OutputLayer, forward, load_npz, resnet_from_velocity
+from solver.rundir import store
+
+ROOT = Path(__file__).resolve().parent.parent
+SCALING = dict(scale=[0.5, 0.25], shift=[0.1, -0.2])
+
+
+def make_run(path: Path, K: int = 2) -> tuple:
+    """A run directory as training leaves it: config.toml and theta.npz."""
+    path.mkdir(exist_ok=True)
+    config = config_from_dict(dict(field=dict(width=5, slabs=2), output=dict(png=False, vtx=False)))
+    store.write_config(path / store.CONFIG, config.to_toml())
+    model = velocity_model(config, config.domain_object())
+    rng = np.random.default_rng(3)
+    theta, A, b = 0.3 * rng.normal(size=model.n_params), rng.normal(size=(K, 2)), rng.normal(size=K)
+    store.write_parameters(path / store.THETA, model, theta, A, b,
+                           domain=config.to_dict()["domain"], scaling=SCALING)
+    return model, theta, A, b
+
+
+@pytest.mark.serial  # a subprocess of an MPI rank cannot start MPI
+def test_importing_export_loads_no_dolfinx():
+    code = "import solver.resnet.export, sys; assert 'dolfinx' not in sys.modules, 'dolfinx loaded'"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_export_writes_the_learned_net(tmp_path):
+    model, theta, A, b = make_run(tmp_path)
+    written = export(tmp_path, 4, "midpoint", ["npz"])
+    assert written == [tmp_path / "resnet-midpoint-4.npz"]
+    expected = resnet_from_velocity(model, theta, 4, "midpoint", output=OutputLayer("linear", A, b),
+                                    input_scale=np.array(SCALING["scale"]), input_shift=np.array(SCALING["shift"]))
+    x = np.random.default_rng(0).uniform(-1, 1, (20, 2))
+    np.testing.assert_allclose(forward(load_npz(written[0]), x), forward(expected, x), rtol=0, atol=1e-14)
+
+
+@pytest.mark.serial
+def test_export_of_a_run_needs_no_dolfinx(tmp_path):
+    """The whole export, ONNX included, in a process that never loads dolfinx."""
+    make_run(tmp_path)
+    code = (
+        "import sys; from pathlib import Path; from solver.resnet.export import export; "
+        f"written = export(Path({str(tmp_path)!r}), 3, 'euler', ['onnx', 'npz']); "
+        "assert 'dolfinx' not in sys.modules, 'dolfinx loaded'; print(len(written))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["3"]
+    for name in ("resnet-euler-3.npz", "resnet-euler-3-float32.onnx", "resnet-euler-3-float64.onnx"):
+        assert (tmp_path / name).exists(), name
+
+
+def test_broken_runs_are_input_errors(tmp_path):
+    make_run(tmp_path)
+    with pytest.raises(InputError, match="--depth must be >= 1, got 0"):
+        export(tmp_path, 0, "euler", ["npz"])
+    with pytest.raises(InputError, match='Invalid format "pt"'):
+        export(tmp_path, 2, "euler", ["pt"])
+    p = store.read_parameters(tmp_path / store.THETA).p
+    np.savez(tmp_path / store.THETA, p=p)  # a p-only theta.npz (a warm start reads it; export cannot)
+    with pytest.raises(InputError, match="theta.npz: holds p only"):
+        export(tmp_path, 2, "euler", ["npz"])
+    (tmp_path / store.THETA).write_bytes(b"")
+    with pytest.raises(InputError, match="theta.npz: cannot read learned parameters: the file is empty"):
+        export(tmp_path, 2, "euler", ["npz"])
+    (tmp_path / store.THETA).unlink()
+    with pytest.raises(InputError, match="theta.npz: file not found"):
+        export(tmp_path, 2, "euler", ["npz"])

@@ -29,4 +29,4 @@ def test_time_to_accuracy_runs(tmp_path):
                            "--target", "0.5"], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert [line.split()[0] for line in lines[-2:]] == ["1", "2"], done.stdout
+    assert [line.split()[1] for line in lines[-2:]] == ["1", "2"], done.stdout

@@ -72,11 +72,12 @@ def train_pde(bench: Bench, name: str, config_path: Path, target: float) -> dict
     process = bench.mpirun(PDE_RANKS, ["-m", "solver", "train", config_path, "--out", run, "--force"],
                            f"train-{name}")
     metrics = json.loads((run / "metrics.json").read_text())
-    iteration, seconds, _, _ = time_to_target(run / "history.csv", target)
+    iteration, seconds, certified_iteration, certified_seconds, *_ = time_to_target(run, target)
     return dict(cores=PDE_RANKS, parameters=metrics["parameters"], iterations=metrics["iterations"],
                 optimizer=load_config(config_path).train.optimizer, test_accuracy=metrics["test_accuracy"],
                 train_accuracy=metrics["train_accuracy"], seconds=metrics["wall_seconds"],
                 time_to_target=seconds, iteration_at_target=iteration, process_seconds=process.seconds,
+                certified_time_to_target=certified_seconds, certified_iteration_at_target=certified_iteration,
                 dofs=metrics["dofs"], mesh_cells=metrics["mesh_cells"], run=str(run.relative_to(bench.out)),
                 history=history_curve(run))
 

@@ -190,9 +190,15 @@ class TrainConfig:
     check_every: int = 10
     check_points: int = 2000
     tolerance: float = 0.5  # max |u_h(0, X) − f(q(T; X))| over the logits
+    refine_above: float | None = None  # during training, refine where the logits differ more (None: tolerance)
     agreement: float = 0.995  # the least fraction of equal labels for a certified run
     adapt: bool = True
     max_dofs: int = 400_000
+
+    @property
+    def refine_threshold(self) -> float:
+        """The logit difference above which training refines the mesh."""
+        return self.tolerance if self.refine_above is None else self.refine_above
 
 
 @dataclass(frozen=True)
@@ -405,6 +411,7 @@ def _train(r: _Reader, s: dict[str, Any], source: str) -> TrainConfig:
         check_every=partial(validate.integer, low=1),
         check_points=partial(validate.integer, low=1),
         tolerance=partial(validate.number, low=0.0, low_open=True),
+        refine_above=partial(validate.optional(validate.number), low=0.0, low_open=True),
         agreement=partial(validate.number, low=0.0, low_open=True, high=1.0),
         adapt=validate.boolean,
         max_dofs=partial(validate.integer, low=1),

@@ -53,6 +53,17 @@ def test_a_drifting_3d_problem_ends_within_tolerance(comm, tmp_path_factory):
     comm.Barrier()
 
 
+def test_the_final_check_raises_the_degree(comm, tmp_path_factory):
+    """Trained on the coarse mesh throughout (refine_above large), certified at the end on DG2."""
+    outcome, _ = run(comm, tmp_path_factory, refine_above=100.0)
+    print(f"\nended on {outcome.problem.resolution}: max Δ {outcome.check.max_logit_difference:.2f}")
+    assert [row["cells"] for row in outcome.history] == [5] * len(outcome.history)
+    assert outcome.problem.resolution.degree >= 2 and outcome.check.close
+    outcome.problem.destroy()
+    gc.collect()
+    comm.Barrier()
+
+
 def test_refine_and_resume_end_at_the_same_theta(comm, tmp_path_factory):
     """20 iterations in one go, or 14 (past the raise at 10) then resumed to 20: the same θ."""
     whole, _ = run(comm, tmp_path_factory)
@@ -113,15 +124,18 @@ def test_agreement_counts_and_maxima_are_global(comm):
     assert result.accuracy_characteristics == 1.0
 
 
-def test_resolution_raises_odd_cell_counts():
+def test_resolution_refines_to_odd_cell_counts_and_raises_the_degree_at_the_end():
     r = certify.Resolution(13, 1)
-    assert r.raised() == certify.Resolution(21, 1)
-    assert certify.Resolution(5, 2).raised() == certify.Resolution(9, 2)
-    assert r.dofs_ratio(r.raised(), 3) == pytest.approx((21 / 13) ** 3)
+    assert r.refined() == certify.Resolution(21, 1)
+    assert certify.Resolution(5, 2).refined() == certify.Resolution(9, 2)
+    assert r.dofs_ratio(r.refined(), 3) == pytest.approx((21 / 13) ** 3)
+    assert r.raised_at_the_end() == certify.Resolution(13, 2)
+    assert certify.Resolution(13, 2).raised_at_the_end() == certify.Resolution(21, 2)
 
 
 @pytest.mark.parametrize("key, value, fragment", [
     ("tolerance", 0.0, "train.tolerance"),
+    ("refine_above", -1.0, "train.refine_above"),
     ("agreement", 1.5, "train.agreement"),
     ("check_every", 0, "train.check_every"),
     ("check_points", 0, "train.check_points"),

@@ -177,12 +177,12 @@ def train(comm: MPI.Comm, problem: Problem, out: Path, resume: bool = False) -> 
 
     Logs a line per iteration, checkpoints every ``train.save_every`` iterations (with the
     resolution the run is on, so that ``resume`` continues on it), checks the PDE against the
-    characteristics every ``train.check_every`` iterations (``certify.py``) and raises the
-    resolution when a check fails. At the end the final parameters are checked on the final
-    mesh (a forward solve each), raising the resolution until the logits pass or
-    ``train.max_dofs`` stops it. The
-    checkpoint keeps the resolution training was on, so a resumed run with more iterations
-    goes on from there.
+    characteristics every ``train.check_every`` iterations (``certify.py``) and refines the
+    mesh when the logits differ by more than ``train.refine_above``. At the end the final
+    parameters are checked, raising the resolution (a forward solve each) until the logits pass
+    or ``train.max_dofs`` stops it. The checkpoint keeps the resolution training was on, so a
+    resumed run with more iterations goes on from there. On return ``J.last`` is at the final
+    parameters on the final mesh.
     """
     tc = problem.config.train
     checkpoint = out / store.CHECKPOINT
@@ -230,7 +230,6 @@ def train(comm: MPI.Comm, problem: Problem, out: Path, resume: bool = False) -> 
         problem.J.evaluate(state.p)
         final = check(comm, problem, state.p)
         log.info("final check on %s: %s", problem.resolution, describe_check(final))
-    problem.J.evaluate(state.p)  # J.last at the final parameters on the final mesh
     return Outcome(problem, state, history, final)
 
 

@@ -169,13 +169,10 @@ def test_adjoint_needs_checkpoints(comm):
     J.destroy()
 
 
-def test_bad_loss_and_time_mode(comm):
+def test_bad_loss(comm):
     domain = Box((-1.0, -1.0), (1.0, 1.0))
     solver = TransportSolver(comm, create_mesh(comm, domain, 4), num_components=2)
     model = VelocityModel(dim=2, width=4, slabs=2, T=1.0, activation="tanh", domain=domain)
     X, y = np.zeros((1, 2)), np.zeros(1, dtype=int)
     with pytest.raises(InputError, match='Invalid loss "hinge"'):
         ReducedFunctional(comm, solver, model, X, y, 2, loss="hinge")
-    linear = VelocityModel(dim=2, width=4, slabs=2, T=1.0, activation="tanh", domain=domain, time="linear")
-    with pytest.raises(InputError, match="constant"):
-        ReducedFunctional(comm, solver, linear, X, y, 2)

@@ -240,13 +240,20 @@ def test_non_finite_terminal_is_refused(comm):
 
 def test_field_varying_continuously_in_time_is_refused(comm):
     """The solver takes fields constant in time on pieces (θ constant on slabs) only."""
-    from solver.model.velocity import VelocityModel
+
+    class Swirl:  # v(t, x) = (1 + t)(−x2, x1), continuous in t
+        dim, T = 2, 1.0
+
+        def __call__(self, t, x):
+            return (1.0 + t) * np.c_[-x[:, 1], x[:, 0]]
+
+        def pieces(self):
+            return None
 
     box = Box((-1.0, -1.0), (1.0, 1.0))
-    model = VelocityModel(dim=2, width=4, slabs=2, T=1.0, activation="tanh", domain=box, time="linear")
     solver = TransportSolver(comm, create_mesh(comm, box, 4))
     with pytest.raises(InputError, match="constant in time on pieces"):
-        solver.solve(model.field(model.init(0)), lambda x: x[:, :1])
+        solver.solve(Swirl(), lambda x: x[:, :1])
     solver.destroy()
 
 

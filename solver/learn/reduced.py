@@ -84,8 +84,6 @@ class ReducedFunctional:
     ):
         if loss not in LOSSES:
             raise InputError(f'Invalid loss "{loss}". Must be one of {list(LOSSES)}')
-        if model.time != "constant":
-            raise InputError(f"learning needs θ constant on slabs (time = 'constant'), got {model.time!r}")
         if solver.num_components != num_classes:
             raise InputError(f"solver has {solver.num_components} components, data {num_classes} classes")
         self.comm = comm
@@ -151,7 +149,7 @@ class ReducedFunctional:
         value = 0.5 * self.weight_decay * float(theta @ theta)
         grad = self.weight_decay * theta
         if self.smoothness and self.model.slabs > 1:
-            nodes = theta.reshape(self.model.num_nodes, -1)
+            nodes = theta.reshape(self.model.slabs, -1)
             diff = np.diff(nodes, axis=0)
             value += 0.5 * self.smoothness * float((diff * diff).sum())
             g = np.zeros_like(nodes)

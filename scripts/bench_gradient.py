@@ -21,7 +21,7 @@ count, so the ratio does not depend on the machine's load as much as the times d
 
 from __future__ import annotations
 
-# mpi4py before dolfinx (DESIGN.md).
+# mpi4py before dolfinx: dolfinx needs the MPI library mpi4py loads (else libmpi.so.12 is not found).
 from mpi4py import MPI
 
 import argparse

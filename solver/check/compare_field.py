@@ -155,7 +155,6 @@ def solve_and_compare(
     terminal = config.terminal_object()
     field = build_field(config, domain)
     solver = TransportSolver(
-        comm,
         create_mesh(comm, domain, cells),
         degree=config.mesh.degree,
         num_components=terminal.num_components,

@@ -54,6 +54,7 @@ CONVERGENCE = [
 ]
 
 
+@pytest.mark.slow  # refinement studies: the 3D cases took 6-16 s each here
 @pytest.mark.parametrize(
     "name, domain, field, terminal, degree, cells, min_order",
     CONVERGENCE,

@@ -53,7 +53,7 @@ def worker(case: dict, steps: int, products: int, K: int) -> dict:
     mesh = create_mesh(comm, domain, case["cells"])
     model = VelocityModel(dim=d, width=8, slabs=1, T=1.0, activation="tanh", domain=domain)
     field = model.field(model.init(seed=0, scale=1.0))
-    solver = TransportSolver(comm, mesh, degree=case.get("degree", 1), num_components=K)
+    solver = TransportSolver(mesh, degree=case.get("degree", 1), num_components=K)
 
     comm.Barrier()
     t0 = time.perf_counter()

@@ -21,7 +21,7 @@ count, so the ratio does not depend on the machine's load as much as the times d
 
 from __future__ import annotations
 
-# mpi4py before dolfinx (DESIGN.md).
+# mpi4py before dolfinx: dolfinx needs the MPI library mpi4py loads (else libmpi.so.12 is not found).
 from mpi4py import MPI
 
 import argparse
@@ -126,9 +126,9 @@ def main() -> None:
     mesh = create_mesh(comm, case.domain, case.cells)
     rows = []
     for n in sizes:
-        solver = TransportSolver(comm, mesh, degree=case.degree, num_components=case.num_classes, checkpoint_every=4)
+        solver = TransportSolver(mesh, degree=case.degree, num_components=case.num_classes, checkpoint_every=4)
         X, y = case.data(n)
-        J = ReducedFunctional(comm, solver, case.model, X[comm.rank :: comm.size], y[comm.rank :: comm.size],
+        J = ReducedFunctional(solver, case.model, X[comm.rank :: comm.size], y[comm.rank :: comm.size],
                               case.num_classes, **case.objective)
         p = case.initial(J)
         J.value_and_gradient(p)  # compile forms, warm caches

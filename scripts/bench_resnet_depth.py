@@ -2,7 +2,7 @@
 agreement and the time of a forward pass, for each block scheme (euler, midpoint, rk4).
 
     .venv/bin/python scripts/bench_resnet_depth.py                  # 2D, θ constant on 4 slabs
-    .venv/bin/python scripts/bench_resnet_depth.py --dim 3 --time linear
+    .venv/bin/python scripts/bench_resnet_depth.py --dim 3 --slabs 3
     .venv/bin/python scripts/bench_resnet_depth.py --no-timing      # errors only
     .venv/bin/python scripts/bench_resnet_depth.py --quick          # depths <= 16, no timing
 
@@ -43,7 +43,6 @@ def median_time(fn, repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dim", type=int, default=2, choices=(2, 3))
-    parser.add_argument("--time", default="constant", choices=("constant", "linear"))
     parser.add_argument("--slabs", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--points", type=int, default=2000, help="points for the error")
@@ -59,14 +58,14 @@ def main() -> None:
 
     d = args.dim
     domain = Box((-1.0,) * d, (1.0,) * d)
-    model = VelocityModel(d, 8, args.slabs, 1.0, "tanh", domain, args.time)
+    model = VelocityModel(d, 8, args.slabs, 1.0, "tanh", domain)
     theta = model.init(args.seed, scale=2.0)
     out = output_layer("softmax", d, num_components=3, seed=2)
     rng = np.random.default_rng(0)
     x0 = rng.uniform(-0.95, 0.95, (args.points, d))
     start = time.perf_counter()
     q_T = flow(model.field(theta), x0, 0.0, model.T, rtol=1e-12, atol=1e-13)
-    print(f"field: {d}D tanh MLP, width 8, {args.slabs} slabs, time={args.time}, T=1, "
+    print(f"field: {d}D tanh MLP, width 8, {args.slabs} slabs, T=1, "
           f"seed {args.seed}; reference ({args.points} points, DOP853 rtol 1e-12): "
           f"{time.perf_counter() - start:.1f} s")
     x_time = rng.uniform(-0.95, 0.95, (args.timing_points, d))

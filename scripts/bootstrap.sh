@@ -16,7 +16,7 @@ find_python() {
     for candidate in "${PYTHON:-}" python3.13 python3.12 python3; do
         if suitable "$candidate"; then echo "$candidate"; return; fi
     done
-    # pyenv installs versions it does not put on PATH unless selected (DESIGN.md).
+    # pyenv installs versions under $(pyenv root)/versions, off PATH unless one is selected.
     if command -v pyenv >/dev/null 2>&1; then
         for version in $(pyenv versions --bare 2>/dev/null | grep -E '^3\.(1[2-9]|[2-9][0-9])(\.|$)' | sort -rV); do
             candidate="$(pyenv root)/versions/$version/bin/python"

@@ -9,7 +9,7 @@ Right: the terminal value f (the learned output layer) at t = T and the predicti
 
 from __future__ import annotations
 
-from mpi4py import MPI  # noqa: F401  (before dolfinx-dependent imports, DESIGN.md)
+from mpi4py import MPI  # noqa: F401  (before dolfinx, which needs the MPI library mpi4py loads)
 
 import json
 import sys

@@ -4,7 +4,7 @@ A ResNet is the Euler discretization of the characteristics x' = v(t, x) of the 
 equation ∂t u + v·∇u = 0 with terminal value u(T, ·) = f; the prediction is u(0, ·).
 """
 
-# mpi4py must be imported before dolfinx, or libmpi.so.12 is not found (DESIGN.md).
+# mpi4py before dolfinx: dolfinx needs the MPI library mpi4py loads (else libmpi.so.12 is not found).
 from mpi4py import MPI  # noqa: F401
 
 __version__ = "0.1.0"

@@ -90,14 +90,16 @@ def command_compare(comm: MPI.Comm, args) -> int:
         "compare %s: %s, mesh %d cells/direction, DG%d, %d ranks",
         args.config, config.field.kind, config.mesh.cells, config.mesh.degree, comm.size,
     )
-    comparison, state = cmp.compare_on_mesh(comm, config, config.mesh.cells, points, grid, keep=True)
-    metrics = comparison_metrics(comm, args, config, comparison, state, len(points), len(grid))
+    run = cmp.solve_and_compare(comm, config, config.mesh.cells, points, grid)
+    # comparison_metrics and write_comparison_outputs take the run's parts by name, as a dict:
+    # vars(run) is that dict (its fields), until they take the MeshComparison itself.
+    metrics = comparison_metrics(comm, args, config, run.comparison, vars(run), len(points), len(grid))
     on_rank0(comm, store.write_json, out / store.METRICS, metrics)
-    write_comparison_outputs(comm, config, out, grid, state)
+    write_comparison_outputs(comm, config, out, grid, vars(run))
     if refine:
         metrics["refinement"] = refinement(comm, args, config, refine, out)
         on_rank0(comm, store.write_json, out / store.METRICS, metrics)
-    state["solver"].destroy()
+    run.destroy()
     metrics["seconds"] = comm.allreduce(time.perf_counter() - started, op=MPI.MAX)
     on_rank0(comm, store.write_json, out / store.METRICS, metrics)
     log.info("wrote %s (metrics.json%s)", out, ", PNG, VTX" if config.output.png else "")

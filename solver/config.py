@@ -100,11 +100,6 @@ class FieldConfig:
     scale: float | None = 1.0
     omega: float | None = None  # rotation only: angular speed, rad per unit time
 
-    @property
-    def time(self) -> str:
-        """Always "constant" (θ constant on slabs): kept for callers that still pass it on."""
-        return "constant"
-
 
 @dataclass(frozen=True)
 class TerminalConfig:

@@ -1,4 +1,4 @@
-# mpi4py before dolfinx, or libmpi.so.12 is not found (DESIGN.md).
+# mpi4py before dolfinx: dolfinx needs the MPI library mpi4py loads (else libmpi.so.12 is not found).
 from mpi4py import MPI
 
 import os

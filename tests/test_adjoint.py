@@ -23,14 +23,14 @@ def make_problem(comm, domain=None, cells=12, degree=1, K=2, activation="tanh", 
     """A small learning problem; the data are the same on every rank count (dealt out by rank)."""
     domain = domain or Box((-1.0, -1.0), (1.0, 1.0))
     mesh = create_mesh(comm, domain, cells)
-    solver = TransportSolver(comm, mesh, degree=degree, num_components=K, checkpoint_every=checkpoint_every,
+    solver = TransportSolver(mesh, degree=degree, num_components=K, checkpoint_every=checkpoint_every,
                              stage_memory=stage_memory)
     model = VelocityModel(dim=domain.dim, width=4, slabs=slabs, T=1.0, activation=activation, domain=domain)
     rng = np.random.default_rng(0)
     X = rng.uniform(-0.6, 0.6, (60, domain.dim))
     y = (X[:, 0] * X[:, 1] > 0).astype(int) if loss == "cross_entropy" else np.sin(3 * X[:, :K])
     mine = slice(comm.rank, None, comm.size)
-    J = ReducedFunctional(comm, solver, model, X[mine], y[mine], K, loss=loss,
+    J = ReducedFunctional(solver, model, X[mine], y[mine], K, loss=loss,
                           weight_decay=1e-3, smoothness=1e-2, kinetic=kinetic, roughness=roughness)
     return J
 
@@ -169,13 +169,10 @@ def test_adjoint_needs_checkpoints(comm):
     J.destroy()
 
 
-def test_bad_loss_and_time_mode(comm):
+def test_bad_loss(comm):
     domain = Box((-1.0, -1.0), (1.0, 1.0))
-    solver = TransportSolver(comm, create_mesh(comm, domain, 4), num_components=2)
+    solver = TransportSolver(create_mesh(comm, domain, 4), num_components=2)
     model = VelocityModel(dim=2, width=4, slabs=2, T=1.0, activation="tanh", domain=domain)
     X, y = np.zeros((1, 2)), np.zeros(1, dtype=int)
     with pytest.raises(InputError, match='Invalid loss "hinge"'):
-        ReducedFunctional(comm, solver, model, X, y, 2, loss="hinge")
-    linear = VelocityModel(dim=2, width=4, slabs=2, T=1.0, activation="tanh", domain=domain, time="linear")
-    with pytest.raises(InputError, match="constant"):
-        ReducedFunctional(comm, solver, linear, X, y, 2)
+        ReducedFunctional(solver, model, X, y, 2, loss="hinge")

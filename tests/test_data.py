@@ -156,6 +156,11 @@ def test_csv_round_trip(tmp_path):
     np.testing.assert_allclose(back, x, atol=1e-12)
     sub = make_dataset("csv", 15, path=str(path), test_fraction=0.2, seed=2)
     assert len(sub.X_train) + len(sub.X_test) == 15
+    # errors name the config keys, data.points and data.classes
+    with pytest.raises(InputError, match=r"data\.points: the file has 30 rows, cannot take 40"):
+        make_dataset("csv", 40, path=str(path))
+    with pytest.raises(InputError, match=r"data\.classes = 2, but the file has 3 classes"):
+        make_dataset("csv", None, path=str(path), num_classes=2)
 
 
 def test_csv_string_labels_map_to_sorted_indices(tmp_path):
@@ -210,11 +215,12 @@ def test_unknown_kind_lists_the_valid_ones():
 @pytest.mark.parametrize(
     "kind, kwargs, message",
     [
-        ("moons", {"num_points": 1}, r"data.num_points: expected an integer >= 2, got 1"),
-        ("moons", {"num_points": 2.5}, r"data.num_points"),
+        ("moons", {"num_points": 1}, r"data\.points: expected an integer >= 2, got 1"),
+        ("moons", {"num_points": 2.5}, r"data\.points"),
         ("moons", {"noise": -0.1}, r"data.noise: expected a number >= 0.0, got -0.1"),
         ("moons", {"test_fraction": 1.0}, r"data.test_fraction: expected a number in \[0.0, 1.0\)"),
-        ("moons", {"num_classes": 3}, r'data.num_classes: kind "moons" has 2 classes, got 3'),
+        ("moons", {"num_classes": 3}, r'data\.classes: kind "moons" has 2 classes, got 3'),
+        ("moons", {"num_classes": 1}, r"data\.classes: expected an integer >= 2, got 1"),
         ("moons", {"dim": 3}, r"data.dim: .* data.augment_dim"),
         ("moons", {"augment_dim": 2}, r"data.augment_dim: must exceed the data dimension 2"),
         ("moons", {"seed": -1}, r"data.seed"),

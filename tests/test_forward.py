@@ -54,6 +54,7 @@ CONVERGENCE = [
 ]
 
 
+@pytest.mark.slow  # refinement studies: the 3D cases took 6-16 s each here
 @pytest.mark.parametrize(
     "name, domain, field, terminal, degree, cells, min_order",
     CONVERGENCE,
@@ -79,7 +80,7 @@ def test_rotation_matches_exact_solution(comm):
     config = make_config(DISK, ROTATION, OFFCENTRE, degree=2)
     for cells in (8, 16):
         mesh = create_mesh(comm, config.domain_object(), cells)
-        solver = TransportSolver(comm, mesh, degree=2, cfl=1.0)
+        solver = TransportSolver(mesh, degree=2, cfl=1.0)
         result = solver.solve(cmp.build_field(config, config.domain_object()), terminal)
         points = np.random.default_rng(0).uniform(-0.6, 0.6, (200, 2))
         values = evaluate_everywhere(solver.V, result.u0, points)[:, 0]
@@ -123,10 +124,10 @@ def test_components_share_one_operator(comm):
     field = cmp.build_field(config, domain)
     mesh = create_mesh(comm, domain, 8)
     terminal = make_terminal("linear", 2, num_components=3, seed=1)
-    together = TransportSolver(comm, mesh, num_components=3).solve(field, terminal)
+    together = TransportSolver(mesh, num_components=3).solve(field, terminal)
     for c in range(3):
         single = make_terminal("linear", 2, num_components=3, seed=1)
-        alone = TransportSolver(comm, mesh, num_components=1).solve(
+        alone = TransportSolver(mesh, num_components=1).solve(
             field, lambda x, c=c: single(x)[:, c : c + 1]
         )
         assert np.allclose(alone.u0[0].x.array, together.u0[c].x.array, rtol=0, atol=1e-13)
@@ -139,7 +140,7 @@ def test_block_products_match_single_products(comm):
     MatMults per column, also on the second use with new values."""
     config = make_config(BOX2, MLP2, GAUSS2)
     domain = config.domain_object()
-    solver = TransportSolver(comm, create_mesh(comm, domain, 8), num_components=3)
+    solver = TransportSolver(create_mesh(comm, domain, 8), num_components=3)
     solver.set_velocity(cmp.build_field(config, domain), 0.3)
     solver.assemble_operator()
     rng = np.random.default_rng(comm.rank)
@@ -172,7 +173,7 @@ def test_linear_terminal_transported_along_exact_characteristics(comm):
     terminal = make_terminal("linear", 2, num_components=1, weights=[[1.0, -0.5]], bias=[0.2])
     errors = []
     for cells in (8, 16):
-        solver = TransportSolver(comm, create_mesh(comm, domain, cells), degree=1)
+        solver = TransportSolver(create_mesh(comm, domain, cells), degree=1)
         u0 = solver.solve(field, terminal).u0
         points = np.random.default_rng(1).uniform(-0.5, 0.5, (100, 2))
         exact = terminal(field.exact_flow(points, 0.0, field.T))[:, 0]
@@ -188,9 +189,9 @@ def test_checkpoints_are_bounded(comm):
     field = cmp.build_field(config, domain)
     mesh = create_mesh(comm, domain, 8)
     terminal = config.terminal_object()
-    every = TransportSolver(comm, mesh, checkpoint_every=1).solve(field, terminal).trajectory
-    sparse = TransportSolver(comm, mesh, checkpoint_every=5).solve(field, terminal).trajectory
-    none = TransportSolver(comm, mesh, checkpoint_every=5).solve(field, terminal, keep=False).trajectory
+    every = TransportSolver(mesh, checkpoint_every=1).solve(field, terminal).trajectory
+    sparse = TransportSolver(mesh, checkpoint_every=5).solve(field, terminal).trajectory
+    none = TransportSolver(mesh, checkpoint_every=5).solve(field, terminal, keep=False).trajectory
     assert len(every.states) == every.num_steps
     piece_starts = {0} | set(np.flatnonzero(np.diff(sparse.piece_of_step)) + 1)
     assert set(sparse.states) == set(range(0, sparse.num_steps, 5)) | piece_starts
@@ -204,7 +205,7 @@ def test_forced_dt_beyond_cfl_bound_is_refused(comm):
     config = make_config(BOX2, MLP2, GAUSS2)
     domain = config.domain_object()
     mesh = create_mesh(comm, domain, 8)
-    solver = TransportSolver(comm, mesh, dt=0.5)
+    solver = TransportSolver(mesh, dt=0.5)
     with pytest.raises(UnstableSolve, match=r"dt=0.5 breaks the CFL bound"):
         solver.solve(cmp.build_field(config, domain), config.terminal_object())
 
@@ -213,7 +214,7 @@ def test_unstable_cfl_is_detected(comm):
     config = make_config(BOX2, dict(MLP2, scale=3.0), GAUSS2)
     domain = config.domain_object()
     mesh = create_mesh(comm, domain, 16)
-    solver = TransportSolver(comm, mesh, cfl=8.0)
+    solver = TransportSolver(mesh, cfl=8.0)
     with pytest.raises(UnstableSolve, match="unstable"):
         solver.solve(cmp.build_field(config, domain), config.terminal_object())
 
@@ -227,26 +228,33 @@ def test_unstable_cfl_is_detected(comm):
 def test_bad_solver_arguments(comm, kwargs, message):
     mesh = create_mesh(comm, make_config(BOX2, MLP2, GAUSS2).domain_object(), 4)
     with pytest.raises(InputError, match=message):
-        TransportSolver(comm, mesh, **kwargs)
+        TransportSolver(mesh, **kwargs)
 
 
 def test_non_finite_terminal_is_refused(comm):
     config = make_config(BOX2, MLP2, GAUSS2)
     domain = config.domain_object()
-    solver = TransportSolver(comm, create_mesh(comm, domain, 4))
+    solver = TransportSolver(create_mesh(comm, domain, 4))
     with pytest.raises(InputError, match="non-finite"):
         solver.solve(cmp.build_field(config, domain), lambda x: np.full((len(x), 1), np.nan))
 
 
 def test_field_varying_continuously_in_time_is_refused(comm):
     """The solver takes fields constant in time on pieces (θ constant on slabs) only."""
-    from solver.model.velocity import VelocityModel
+
+    class Swirl:  # v(t, x) = (1 + t)(−x2, x1), continuous in t
+        dim, T = 2, 1.0
+
+        def __call__(self, t, x):
+            return (1.0 + t) * np.c_[-x[:, 1], x[:, 0]]
+
+        def pieces(self):
+            return None
 
     box = Box((-1.0, -1.0), (1.0, 1.0))
-    model = VelocityModel(dim=2, width=4, slabs=2, T=1.0, activation="tanh", domain=box, time="linear")
-    solver = TransportSolver(comm, create_mesh(comm, box, 4))
+    solver = TransportSolver(create_mesh(comm, box, 4))
     with pytest.raises(InputError, match="constant in time on pieces"):
-        solver.solve(model.field(model.init(0)), lambda x: x[:, :1])
+        solver.solve(Swirl(), lambda x: x[:, :1])
     solver.destroy()
 
 
@@ -255,7 +263,7 @@ def test_points_on_facets_are_counted_and_reported(comm, caplog):
     from solver.fem.pointeval import PointEvaluator
 
     box = Box((-1.0, -1.0), (1.0, 1.0))
-    solver = TransportSolver(comm, create_mesh(comm, box, 4))  # vertices at x = 0: facets there
+    solver = TransportSolver(create_mesh(comm, box, 4))  # vertices at x = 0: facets there
     y = np.linspace(-0.9, 0.9, 7)
     on = np.stack([np.zeros_like(y), y + 0.01], axis=1)
     off = on + [0.1, 0.0]

@@ -19,7 +19,7 @@ from solver.fem.mesh import create_mesh, min_cell_size, mesh_summary
 @pytest.fixture(autouse=True)
 def _collect(comm):
     yield
-    # PETSc/dolfinx objects must be freed on all ranks together (STYLE.md 8).
+    # PETSc/dolfinx objects must be freed on all ranks together: their destruction is collective.
     gc.collect()
     comm.Barrier()
 

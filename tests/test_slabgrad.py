@@ -25,7 +25,7 @@ CASES = [
 @pytest.mark.parametrize("name, domain, cells, degree", CASES, ids=[c[0] for c in CASES])
 def test_slab_contraction_equals_assembled_derivative(comm, name, domain, cells, degree):
     mesh = create_mesh(comm, domain, cells)
-    solver = TransportSolver(comm, mesh, degree=degree)
+    solver = TransportSolver(mesh, degree=degree)
     model = VelocityModel(dim=domain.dim, width=4, slabs=1, T=1.0, activation="tanh", domain=domain)
     # A field of speed ~1 with both signs of w·n across many facets (the upwind switch matters).
     solver.set_velocity(model.field(model.init(3, 2.0)), 0.5)

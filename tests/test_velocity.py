@@ -8,7 +8,6 @@ from solver.errors import InputError
 from solver.model.velocity import (
     ACTIVATIONS,
     FIELD_KINDS,
-    TIME_MODES,
     Field,
     MLPField,
     Params,
@@ -25,9 +24,9 @@ DOMAINS = {
 }
 
 
-def make_model(domain="box2", width=5, slabs=3, act="tanh", time="constant", T=2.0):
+def make_model(domain="box2", width=5, slabs=3, act="tanh", T=2.0):
     dom = DOMAINS[domain]
-    return VelocityModel(dom.dim, width, slabs, T, act, dom, time)
+    return VelocityModel(dom.dim, width, slabs, T, act, dom)
 
 
 def interior_points(domain, n, seed=0):
@@ -55,14 +54,13 @@ def boundary_points(domain, n, seed=0):
 # ---- layout of θ ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("time", TIME_MODES)
 @pytest.mark.parametrize("domain", ["box2", "ball3"])
-def test_pack_unpack_round_trip(domain, time):
-    model = make_model(domain, time=time)
+def test_pack_unpack_round_trip(domain):
+    model = make_model(domain)
     theta = model.init(seed=3)
     assert theta.shape == (model.n_params,) and theta.dtype == np.float64
     params = model.unpack(theta)
-    assert len(params) == model.num_nodes == (3 if time == "constant" else 4)
+    assert len(params) == model.slabs == 3
     m, d = model.width, model.dim
     for p in params:
         assert p.W1.shape == (m, d) and p.b1.shape == (m,)
@@ -76,8 +74,8 @@ def test_pack_unpack_round_trip(domain, time):
             assert np.array_equal(x, y)
 
 
-def test_layout_is_node_by_node_row_major():
-    model = make_model(width=2, slabs=2)  # node size 2*2 + 2 + 2*2 + 2 = 12
+def test_layout_is_slab_by_slab_row_major():
+    model = make_model(width=2, slabs=2)  # slab size 2*2 + 2 + 2*2 + 2 = 12
     theta = np.arange(model.n_params, dtype=float)
     p = model.unpack(theta)
     assert np.array_equal(p[0].W1, [[0, 1], [2, 3]])
@@ -87,21 +85,19 @@ def test_layout_is_node_by_node_row_major():
     assert p[1].W1[0, 0] == 12
 
 
-@pytest.mark.parametrize("time", TIME_MODES)
 @pytest.mark.parametrize("domain", ["disk", "box3"])
-def test_block_slices_cover_theta(domain, time):
-    model = make_model(domain, time=time)
+def test_block_slices_cover_theta(domain):
+    model = make_model(domain)
     slices = model.block_slices()
-    prefix = "slab" if time == "constant" else "node"
     assert list(slices) == [
-        f"{prefix}{j}.{b}" for j in range(model.num_nodes) for b in ("W1", "b1", "W2", "b2")
+        f"slab{j}.{b}" for j in range(model.slabs) for b in ("W1", "b1", "W2", "b2")
     ]
     covered = np.concatenate([np.arange(model.n_params)[s] for s in slices.values()])
     assert np.array_equal(covered, np.arange(model.n_params))  # in order, no gap, no overlap
     theta = model.init(seed=1)
     for j, p in enumerate(model.unpack(theta)):
         for name, block in zip(("W1", "b1", "W2", "b2"), p):
-            assert np.array_equal(theta[slices[f"{prefix}{j}.{name}"]], block.ravel())
+            assert np.array_equal(theta[slices[f"slab{j}.{name}"]], block.ravel())
 
 
 def test_init_is_deterministic():
@@ -117,7 +113,7 @@ def test_init_is_deterministic():
 @pytest.mark.parametrize("act", sorted(ACTIVATIONS))
 @pytest.mark.parametrize("domain", sorted(DOMAINS))
 def test_velocity_vanishes_on_boundary(domain, act):
-    model = make_model(domain, act=act, time="linear")
+    model = make_model(domain, act=act)
     theta = model.init(seed=2, scale=3.0)
     dom = DOMAINS[domain]
     for t in (0.0, 0.7, model.T):
@@ -139,26 +135,18 @@ def test_activation_derivatives(name):
 
 
 def test_params_at_time_dependence():
-    constant = make_model(slabs=4, T=2.0)
-    theta = constant.init(0)
-    nodes = constant.unpack(theta)
+    model = make_model(slabs=4, T=2.0)
+    theta = model.init(0)
+    slabs = model.unpack(theta)
     # slab j is [t_j, t_{j+1}); T belongs to the last slab
     for t, j in [(0.0, 0), (0.49, 0), (0.5, 1), (1.999, 3), (2.0, 3)]:
-        assert np.array_equal(constant.params_at(theta, t).W1, nodes[j].W1), t
-    linear = make_model(slabs=4, T=2.0, time="linear")
-    theta = linear.init(0)
-    nodes = linear.unpack(theta)
-    assert np.allclose(linear.params_at(theta, 0.5).b2, nodes[1].b2)
-    assert np.allclose(linear.params_at(theta, 2.0).W2, nodes[4].W2)
-    mid = linear.params_at(theta, 0.75)
-    assert np.allclose(mid.W1, 0.5 * (nodes[1].W1 + nodes[2].W1))
+        assert np.array_equal(model.params_at(theta, t).W1, slabs[j].W1), t
     with pytest.raises(InputError, match="2.5"):
-        linear.params_at(theta, 2.5)
+        model.params_at(theta, 2.5)
 
 
-@pytest.mark.parametrize("time", TIME_MODES)
-def test_field_matches_model_and_takes_per_point_times(time):
-    model = make_model(act="softplus", slabs=4, time=time)
+def test_field_matches_model_and_takes_per_point_times():
+    model = make_model(act="softplus", slabs=4)
     theta = model.init(5)
     field = model.field(theta)
     assert isinstance(field, Field) and isinstance(field, MLPField)
@@ -169,16 +157,11 @@ def test_field_matches_model_and_takes_per_point_times(time):
     assert np.allclose(field(0.3, x), model.velocity(theta, 0.3, x), rtol=1e-13, atol=1e-14)
 
 
-@pytest.mark.parametrize("time", TIME_MODES)
-def test_pieces_and_breakpoints(time):
-    model = make_model(slabs=5, time=time, T=1.5)
+def test_pieces_are_the_slabs():
+    model = make_model(slabs=5, T=1.5)
     field = model.field(model.init(0))
     assert np.allclose(model.slab_times, np.linspace(0, 1.5, 6))
-    if time == "constant":
-        assert np.array_equal(field.pieces(), model.slab_times)
-    else:
-        assert field.pieces() is None
-    assert np.array_equal(field.breakpoints(), model.slab_times)
+    assert np.array_equal(field.pieces(), model.slab_times)
 
 
 def test_field_holds_a_copy_of_theta():
@@ -195,7 +178,7 @@ def test_field_holds_a_copy_of_theta():
 
 def test_kinks_only_for_relu():
     for act in ACTIVATIONS:
-        model = make_model(act=act, time="linear")
+        model = make_model(act=act)
         theta = model.init(0)
         x = interior_points(model.domain, 7)
         z = model.field(theta).kinks(0.9, x)
@@ -209,16 +192,15 @@ def test_kinks_only_for_relu():
 # ---- vector-Jacobian product ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("time", TIME_MODES)
 @pytest.mark.parametrize("act", sorted(ACTIVATIONS))
 @pytest.mark.parametrize("domain", ["box2", "ball3"])
-def test_vjp_matches_central_differences(domain, act, time):
-    model = make_model(domain, width=4, act=act, time=time)
+def test_vjp_matches_central_differences(domain, act):
+    model = make_model(domain, width=4, act=act)
     theta = model.init(seed=11)
     x = interior_points(model.domain, 20, seed=4)
     g = np.random.default_rng(5).normal(size=x.shape)
     eps = 1e-6
-    for t in (0.37 * model.T, model.T):  # inside a slab, and the end time
+    for t, slab in ((0.37 * model.T, 1), (model.T, 2)):  # inside a slab, and the end time (3 slabs)
         grad = model.vjp(theta, t, x, g)
 
         def objective(th):
@@ -230,10 +212,10 @@ def test_vjp_matches_central_differences(domain, act, time):
             e[i] = eps
             fd[i] = (objective(theta + e) - objective(theta - e)) / (2 * eps)
         rel = np.linalg.norm(grad - fd) / np.linalg.norm(fd)
-        assert rel < 1e-7, f"{domain} {act} {time} t={t}: relative error {rel:.2e}"
-        # only the nodes that define v(t) get gradient
+        assert rel < 1e-7, f"{domain} {act} t={t}: relative error {rel:.2e}"
+        # only the slab that defines v(t) gets gradient
         nonzero = {name.split(".")[0] for name, s in model.block_slices().items() if grad[s].any()}
-        assert len(nonzero) == (1 if time == "constant" or t == model.T else 2)
+        assert nonzero == {f"slab{slab}"}
 
 
 # ---- validation -------------------------------------------------------------------------------
@@ -251,7 +233,6 @@ def test_vjp_matches_central_differences(domain, act, time):
         ({"dim": 4}, "4"),
         ({"T": -1.0}, "-1.0"),
         ({"T": float("nan")}, "nan"),
-        ({"time": "quadratic"}, '"quadratic"'),
         ({"dim": 3}, "dim 3"),  # the 2D box cannot host a 3D model
     ],
 )

@@ -16,7 +16,7 @@ The driver (:func:`run`) starts the worker, this module as a script:
 
 from __future__ import annotations
 
-# mpi4py before dolfinx (DESIGN.md).
+# mpi4py before dolfinx: dolfinx needs the MPI library mpi4py loads (else libmpi.so.12 is not found).
 from mpi4py import MPI
 
 import argparse

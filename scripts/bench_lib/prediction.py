@@ -12,7 +12,7 @@ The driver (:func:`run`) exports the run and starts the worker, this module as a
 
 from __future__ import annotations
 
-# mpi4py before dolfinx (DESIGN.md).
+# mpi4py before dolfinx: dolfinx needs the MPI library mpi4py loads (else libmpi.so.12 is not found).
 from mpi4py import MPI
 
 import argparse

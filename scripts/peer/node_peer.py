@@ -4,7 +4,7 @@
     "$py" scripts/peer/node_peer.py JOB.npz --out RESULT.json
 
 Runs under the peer venv and imports only torch, torchdiffeq, numpy and the standard library:
-torch does not install beside the project's Python 3.12 stack (DESIGN.md), so this file must not
+torch has no CPU wheel for the project's Python 3.12 here (scripts/peer/setup.sh), so this file must not
 import ``solver``.
 
 The job

@@ -7,7 +7,7 @@
 #     py="$(scripts/peer/setup.sh | tail -n 1)"
 #
 # torch has no wheel for the project's Python 3.12 here: this machine kind carries a CPU build of
-# torch 2.13.0 for Python 3.11 on disk, which pip's configuration finds (DESIGN.md). Asked for on
+# torch 2.13.0 for Python 3.11 on disk, which pip's configuration finds. Asked for on
 # PyPI instead, torch==2.13.0 is a CUDA build (a 527 MB wheel) that pulls 18 nvidia-*, cuda-* and
 # triton packages (GBs), and without them it does not import even on the CPU (libcudnn.so.9
 # missing), so `--no-deps` is no way out. Before installing anything the script checks, with a

@@ -121,9 +121,7 @@ class Comparison:
 class MeshComparison:
     """A comparison on one mesh with what it computed, for plots and output.
 
-    Owns ``solver``: call :meth:`destroy` when done. ``run["solver"]`` is ``run.solver``,
-    and ``comparison, run = run`` unpacks it: the forms of the ``(comparison, state)`` pair that
-    ``compare_on_mesh(keep=True)`` returned before, kept while solver/__main__.py uses them.
+    Owns ``solver``: call :meth:`destroy` when done.
     """
 
     comparison: Comparison
@@ -135,12 +133,6 @@ class MeshComparison:
     ref_points: np.ndarray  # the characteristics' u(0) there
     fe_grid: np.ndarray  # u_h(0) on the grid, shape=(m, K)
     ref_grid: np.ndarray
-
-    def __getitem__(self, name: str):
-        return getattr(self, name)
-
-    def __iter__(self):
-        return iter((self.comparison, self))
 
     def destroy(self) -> None:
         self.solver.destroy()
@@ -155,7 +147,6 @@ def solve_and_compare(
     terminal = config.terminal_object()
     field = build_field(config, domain)
     solver = TransportSolver(
-        comm,
         create_mesh(comm, domain, cells),
         degree=config.mesh.degree,
         num_components=terminal.num_components,
@@ -212,22 +203,10 @@ def _l2_differences(
 
 
 def compare_on_mesh(
-    comm: MPI.Comm,
-    config: Config,
-    cells: int,
-    points: np.ndarray,
-    grid: np.ndarray,
-    keep: bool = False,
+    comm: MPI.Comm, config: Config, cells: int, points: np.ndarray, grid: np.ndarray
 ) -> Comparison:
-    """The numbers of :func:`solve_and_compare` (collective); nothing is kept.
-
-    ``keep=True`` returns the :class:`MeshComparison` instead (unpacking as the former pair
-    ``comparison, state``): a stopgap for solver/__main__.py until it calls
-    :func:`solve_and_compare`.
-    """
+    """The numbers of :func:`solve_and_compare` (collective); nothing is kept."""
     run = solve_and_compare(comm, config, cells, points, grid)
-    if keep:
-        return run
     run.destroy()
     return run.comparison
 

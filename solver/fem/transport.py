@@ -191,8 +191,8 @@ class TransportSolver:
     discrete adjoint, well defined).
 
     Args:
-        comm: the communicator of ``mesh``.
-        mesh: an affine simplex mesh of an invariant domain Ω, ghosted on shared facets.
+        mesh: an affine simplex mesh of an invariant domain Ω, ghosted on shared facets; the
+            solver is collective over ``mesh.comm``.
         degree: the DG degree k (1, 2, 3).
         num_components: K, the number of components of u (one per class).
         cfl: Courant number: dt ≤ cfl · h_min / ((2k + 1) max|v_h|).
@@ -205,8 +205,8 @@ class TransportSolver:
 
     def __init__(
         self,
-        comm: MPI.Comm,
         mesh: dmesh.Mesh,
+        *after_comm: dmesh.Mesh,
         degree: int = 1,
         num_components: int = 1,
         cfl: float = SolverConfig.cfl,
@@ -214,6 +214,12 @@ class TransportSolver:
         checkpoint_every: int = SolverConfig.checkpoint_every,
         stage_memory: int = SolverConfig.stage_memory * 2**20,
     ):
+        if isinstance(mesh, MPI.Comm):
+            # Transitional: learn/train.py still passes the communicator first, as
+            # TransportSolver(comm, mesh, degree=..., ...). Remove with that call.
+            (mesh,) = after_comm
+        elif after_comm:
+            raise TypeError("TransportSolver takes the mesh as its only positional argument")
         if degree not in (1, 2, 3):
             raise InputError(f"DG degree must be 1, 2 or 3, got {degree}")
         if not cfl > 0:
@@ -225,7 +231,7 @@ class TransportSolver:
             dmesh.CellType.tetrahedron,
         ):
             raise InputError("the transport solver needs an affine triangle or tetrahedron mesh")
-        self.comm = comm
+        self.comm = mesh.comm
         self.mesh = mesh
         self.degree = degree
         self.num_components = num_components
@@ -268,7 +274,7 @@ class TransportSolver:
         self.num_dofs_global = self.V.dofmap.index_map.size_global
         # Whether a step's stages are kept must be decided alike on every rank (the adjoint
         # recomputes the others collectively): budget by the largest rank's share.
-        self._max_owned = comm.allreduce(self.num_owned, op=MPI.MAX)
+        self._max_owned = self.comm.allreduce(self.num_owned, op=MPI.MAX)
 
     # --- velocity and operator -------------------------------------------------------------
 

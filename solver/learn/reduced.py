@@ -53,8 +53,7 @@ class ReducedFunctional:
     The defaults of the objective are those of the config's ``[train]`` section.
 
     Args:
-        comm: the mesh's communicator.
-        solver: the transport solver.
+        solver: the transport solver (J is collective over its communicator).
         model: the velocity model (θ constant on slabs).
         points: this rank's data points in Ω, shape=(n, d) (any distribution over ranks).
         labels: this rank's labels, shape=(n,) (ints for cross-entropy, floats for regression).
@@ -70,32 +69,36 @@ class ReducedFunctional:
 
     def __init__(
         self,
-        comm: MPI.Comm,
         solver: TransportSolver,
         model: VelocityModel,
         points: np.ndarray,
         labels: np.ndarray,
         num_classes: int,
+        *after_comm,
         loss: str = TrainConfig.loss,
         weight_decay: float = TrainConfig.weight_decay,
         smoothness: float = TrainConfig.smoothness,
         kinetic: float = TrainConfig.kinetic,
         roughness: float = TrainConfig.roughness,
     ):
+        if isinstance(solver, MPI.Comm):
+            # Transitional: learn/train.py still passes the communicator first, as
+            # ReducedFunctional(comm, solver, model, X, y, K, ...). Remove with that call.
+            solver, model, points, labels, num_classes = model, points, labels, num_classes, *after_comm
+        elif after_comm:
+            raise TypeError(f"ReducedFunctional takes 5 positional arguments, got {5 + len(after_comm)}")
         if loss not in LOSSES:
             raise InputError(f'Invalid loss "{loss}". Must be one of {list(LOSSES)}')
-        if model.time != "constant":
-            raise InputError(f"learning needs θ constant on slabs (time = 'constant'), got {model.time!r}")
         if solver.num_components != num_classes:
             raise InputError(f"solver has {solver.num_components} components, data {num_classes} classes")
-        self.comm = comm
+        self.comm = solver.comm
         self.solver = solver
         self.model = model
         self.K = num_classes
         self.d = model.dim
         self.labels = np.asarray(labels)
         self.loss = cross_entropy if loss == "cross_entropy" else squared_error
-        self.num_points = comm.allreduce(len(points), op=MPI.SUM)
+        self.num_points = self.comm.allreduce(len(points), op=MPI.SUM)
         self.evaluator = PointEvaluator(solver.V, points, "data")
         self.weight_decay = weight_decay
         self.smoothness = smoothness
@@ -151,7 +154,7 @@ class ReducedFunctional:
         value = 0.5 * self.weight_decay * float(theta @ theta)
         grad = self.weight_decay * theta
         if self.smoothness and self.model.slabs > 1:
-            nodes = theta.reshape(self.model.num_nodes, -1)
+            nodes = theta.reshape(self.model.slabs, -1)
             diff = np.diff(nodes, axis=0)
             value += 0.5 * self.smoothness * float((diff * diff).sum())
             g = np.zeros_like(nodes)

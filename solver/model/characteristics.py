@@ -14,7 +14,7 @@ only its own steps. The points are still integrated together: one velocity call 
 for all points that have not yet arrived.
 
 Where v is not smooth the high-order error estimate is not to be trusted: the integration
-restarts at the times where v or ∂v/∂t jumps (slab times), and a step that crosses a kink in
+restarts at the times where v jumps (slab times), and a step that crosses a kink in
 x (a relu hyperplane, ``MLPField.kinks``) is judged by a cruder, safe estimate.
 """
 
@@ -102,12 +102,9 @@ def check_points(field: Field, x0: np.ndarray) -> np.ndarray:
 
 
 def _restart_times(field: Field) -> np.ndarray | None:
-    """Times the integration must restart at: where v (pieces) or ∂v/∂t (breakpoints) jumps."""
+    """Times the integration must restart at: where v jumps (the field's pieces), or None."""
     pieces = field.pieces()
-    if pieces is not None:
-        return np.asarray(pieces, dtype=np.float64)
-    breakpoints = getattr(field, "breakpoints", None)
-    return None if breakpoints is None else np.asarray(breakpoints(), dtype=np.float64)
+    return None if pieces is None else np.asarray(pieces, dtype=np.float64)
 
 
 def _segments(field: Field, t0: float, t1: float) -> list[tuple[float, float]]:
@@ -205,7 +202,7 @@ def _integrate(
     """DOP853 over [t0, t1] for every point with its own step sequence: q(t1) and, if
     ``t_eval`` is given, q(t_eval) (shape=(len(t_eval), n, d)), else None.
 
-    Restarts at the field's pieces/breakpoints and lands exactly on the t_eval times. Each
+    Restarts at the field's pieces and lands exactly on the t_eval times. Each
     point is an independent ODE, so a point's result does not depend on the other points
     (nor on how solve() splits them over ranks), and a point that crosses a kink of a relu
     field shortens only its own steps. A field that is neither steady on its pieces nor
@@ -410,10 +407,10 @@ def flow(
 
     Serial (not collective). DOP853 with the local error of each point kept below about
     atol + rtol·|x| per step, each point with its own steps; restarted at the field's
-    ``pieces()`` (and ``breakpoints()`` if it has them), where v or ∂v/∂t jumps. t1 < t0
-    integrates backward. A field that is neither steady on its pieces nor ``vectorized_time``
-    can only be called at one time for all points: then the points share the steps, the
-    worst point decides, and a point's result depends (within the tolerance) on the others.
+    ``pieces()``, where v jumps. t1 < t0 integrates backward. A field that is neither steady on
+    its pieces nor ``vectorized_time`` can only be called at one time for all points: then the
+    points share the steps, the worst point decides, and a point's result depends (within the
+    tolerance) on the others.
 
     Args:
         field: The velocity field.

@@ -7,8 +7,9 @@ on the training points only, applied unchanged to the test points.
 
 Everything here is deterministic for a given ``seed``: every MPI rank calls
 :func:`make_dataset` with the same arguments and gets the same arrays, so no communication (and
-no ``comm`` argument) is needed. Errors about a parameter name it as ``data.<key>`` so the config
-loader can point at the line it came from; errors about a CSV file carry the file as ``source``.
+no ``comm`` argument) is needed. Errors about a parameter name it by its config key, ``data.<key>``
+(``num_points`` is ``data.points``, ``num_classes`` is ``data.classes``), so that the message
+reads the same from a problem file; errors about a CSV file carry the file as ``source``.
 
 Kinds (:data:`DATASET_KINDS`), with their default ``noise`` (:data:`DEFAULT_NOISE`):
 
@@ -570,12 +571,12 @@ def _generate(
             )
         if num_classes is not None and num_classes != len(class_names):
             raise InputError(
-                f"data.num_classes = {num_classes}, but the file has {len(class_names)} classes",
+                f"data.classes = {num_classes}, but the file has {len(class_names)} classes",
                 kw["path"],
             )
         if num_points is not None:
             if num_points > len(X):
-                raise _fail("num_points", f"the file has {len(X)} rows, cannot take {num_points}")
+                raise _fail("points", f"the file has {len(X)} rows, cannot take {num_points}")
             keep = np.sort(np.random.default_rng(seed).choice(len(X), num_points, replace=False))
             X, y = X[keep], y[keep]
         return X, y, len(class_names), names, class_names
@@ -587,11 +588,11 @@ def _generate(
         raise _fail("dim", f'kind "{kind}" is defined in dim {list(dims)}, got {dim!r}{hint}')
     if kind == "peaks":
         default_k = len(_peaks_levels(kw)) + 1
-    k = default_k if num_classes is None else OPTION_CHECKS["num_classes"]("data.num_classes", num_classes)
+    k = default_k if num_classes is None else OPTION_CHECKS["num_classes"]("data.classes", num_classes)
     if k != default_k and not free_k:
-        raise _fail("num_classes", f'kind "{kind}" has {default_k} classes, got {num_classes!r}')
+        raise _fail("classes", f'kind "{kind}" has {default_k} classes, got {num_classes!r}')
     if num_points is None:
-        raise _fail("num_points", f'kind "{kind}" needs the number of points, got None')
+        raise _fail("points", f'kind "{kind}" needs the number of points, got None')
     X, y = generator(num_points, noise, seed, dim, k, kw)
     names = tuple(f"x{j + 1}" for j in range(dim))
     X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.int64)
@@ -644,7 +645,7 @@ def make_dataset(
     _check_kind_and_keys(kind, kw)
     check = OPTION_CHECKS
     if num_points is not None:
-        num_points = check["num_points"]("data.num_points", num_points)
+        num_points = check["num_points"]("data.points", num_points)
     noise = DEFAULT_NOISE[kind] if noise is None else check["noise"]("data.noise", noise)
     seed = check["seed"]("data.seed", seed)
     test_fraction = check["test_fraction"]("data.test_fraction", test_fraction)
@@ -671,7 +672,7 @@ def _check_kind_and_keys(kind: str, kw: dict[str, Any]) -> None:
         raise InputError(f'Invalid data kind "{kind}". Must be one of {list(DATASET_KINDS)}')
     unknown = sorted(set(kw) - set(DATASET_PARAMS[kind]))
     if unknown:
-        valid = ["kind", "num_points", "noise", "seed", "test_fraction", "num_classes", "dim",
+        valid = ["kind", "points", "noise", "seed", "test_fraction", "classes", "dim",
                  "augment_dim", "margin", *DATASET_PARAMS[kind]]
         raise _fail(unknown[0], f'unknown key for data kind "{kind}". Valid keys: {valid}')
 

@@ -22,4 +22,4 @@ def velocity_model(config: Config, domain: Domain) -> VelocityModel:
     if fc.kind != "mlp":
         raise InputError(f'training learns an "mlp" field (eq. 2), got field.kind = "{fc.kind}"', config.source)
     return VelocityModel(dim=domain.dim, width=fc.width, slabs=fc.slabs, T=fc.T,
-                         activation=fc.activation, domain=domain, time=fc.time)
+                         activation=fc.activation, domain=domain)

@@ -6,11 +6,8 @@ with hidden width m (W1: m×d, b1: m, W2: d×m, b2: d; eq. 2 has m = d, any m is
 χ is the domain's cutoff: it vanishes on ∂Ω, so v·n = 0 there and Ω is invariant: the
 characteristics never leave Ω, and the transport problem needs no inflow boundary data.
 
-Time: [0, T] is split into L equal slabs t_0 = 0 < … < t_L = T (the partition of eq. 9).
-``time="constant"`` keeps one parameter set per slab (one slab ≈ one ResNet block of eq. 17);
-it is what the FE solver, training and the config know. ``time="linear"`` keeps parameter sets
-at the L + 1 nodes t_j and interpolates linearly; only the characteristics and the ResNet
-exporter (``resnet/net.py``) take it.
+Time: [0, T] is split into L equal slabs t_0 = 0 < … < t_L = T (the partition of eq. 9), and θ
+is constant on each: one parameter set per slab (one slab ≈ one ResNet block of eq. 17).
 
 numpy only: the characteristics solver and the ResNet exporter use this without the FE code.
 """
@@ -25,7 +22,6 @@ import numpy as np
 from solver.model.domain import Domain
 from solver.errors import InputError
 
-TIME_MODES = ("constant", "linear")
 FIELD_KINDS = ("mlp", "rotation")
 
 
@@ -93,9 +89,8 @@ class Field(Protocol):
         T: The final time.
 
     Optional extras that ``characteristics.flow`` uses if present: ``vectorized_time = True``
-    (``__call__`` also takes one time per point, shape=(n,)), ``breakpoints()`` (times where
-    ∂v/∂t may jump, to restart at), ``kinks(t, x)`` (values whose sign changes mark where v is
-    not smooth in x, or None) and ``domain`` (to check the points).
+    (``__call__`` also takes one time per point, shape=(n,)), ``kinks(t, x)`` (values whose sign
+    changes mark where v is not smooth in x, or None) and ``domain`` (to check the points).
     """
 
     dim: int
@@ -120,7 +115,7 @@ class Field(Protocol):
 
 
 class Params(NamedTuple):
-    """The parameters of eq. 2 at one time node.
+    """The parameters of eq. 2 on one slab.
 
     Attributes:
         W1: Inner weights, shape=(width, dim).
@@ -143,8 +138,7 @@ def _is_int(value: object) -> bool:
 class VelocityModel:
     """The velocity model v(t, x; θ) = χ(x)·[W2(t) a(W1(t) x + b1(t)) + b2(t)] (eq. 2).
 
-    θ is a flat float64 vector: node by node (slab j for ``time="constant"``, time node t_j for
-    ``time="linear"``), each node W1 (row-major), b1, W2, b2.
+    θ is a flat float64 vector: slab by slab, each slab W1 (row-major), b1, W2, b2.
 
     Attributes:
         dim: Space dimension d, 2 or 3.
@@ -153,8 +147,6 @@ class VelocityModel:
         T: Final time, > 0.
         activation: Name of the activation, a key of ``ACTIVATIONS``.
         domain: The domain Ω; its cutoff χ multiplies the velocity.
-        time: ``"constant"`` (one parameter set per slab) or ``"linear"`` (parameter sets at the
-            L + 1 slab times, linearly interpolated).
     """
 
     dim: int
@@ -163,7 +155,9 @@ class VelocityModel:
     T: float
     activation: str
     domain: Domain
-    time: str = "constant"
+    # Transitional, not a choice: rundir/store.write_parameters still records it in theta.npz.
+    # Remove it with that use.
+    time: ClassVar[str] = "constant"
 
     def __post_init__(self) -> None:
         if not _is_int(self.dim) or self.dim not in (2, 3):
@@ -175,8 +169,6 @@ class VelocityModel:
         if not (isinstance(self.T, (int, float, np.floating)) and np.isfinite(self.T)
                 and self.T > 0):
             raise InputError(f"final time T must be a finite number > 0, got {self.T!r}")
-        if self.time not in TIME_MODES:
-            raise InputError(f'Invalid time mode "{self.time}". Must be one of {list(TIME_MODES)}')
         if getattr(self.domain, "dim", None) != self.dim:
             raise InputError(
                 f"velocity dim {self.dim} does not match the domain {self.domain!r} "
@@ -192,19 +184,14 @@ class VelocityModel:
     # ---- layout of θ ------------------------------------------------------------------------
 
     @property
-    def num_nodes(self) -> int:
-        """Number of parameter sets: L for ``time="constant"``, L + 1 for ``time="linear"``."""
-        return self.slabs if self.time == "constant" else self.slabs + 1
-
-    @property
     def node_size(self) -> int:
-        """Number of parameters of one node: 2 m d + m + d."""
+        """Number of parameters of one slab: 2 m d + m + d."""
         return 2 * self.width * self.dim + self.width + self.dim
 
     @property
     def n_params(self) -> int:
         """Length of θ."""
-        return self.num_nodes * self.node_size
+        return self.slabs * self.node_size
 
     @property
     def slab_times(self) -> np.ndarray:
@@ -218,16 +205,14 @@ class VelocityModel:
     def block_slices(self) -> dict[str, slice]:
         """Slices of θ, one per parameter block, in θ's order.
 
-        Keys are ``"slab{j}.W1"`` … for ``time="constant"`` and ``"node{j}.W1"`` … for
-        ``time="linear"`` (node j sits at the slab time t_j). Together they cover θ exactly.
+        Keys are ``"slab{j}.W1"`` …; together they cover θ exactly.
         """
-        prefix = "slab" if self.time == "constant" else "node"
         slices: dict[str, slice] = {}
         start = 0
-        for j in range(self.num_nodes):
+        for j in range(self.slabs):
             for name, shape in self._block_shapes():
                 size = int(np.prod(shape))
-                slices[f"{prefix}{j}.{name}"] = slice(start, start + size)
+                slices[f"slab{j}.{name}"] = slice(start, start + size)
                 start += size
         return slices
 
@@ -240,10 +225,10 @@ class VelocityModel:
         return theta
 
     def unpack(self, theta: np.ndarray) -> list[Params]:
-        """θ (shape=(n_params,)) -> one ``Params`` per node (views into θ, not copies)."""
+        """θ (shape=(n_params,)) -> one ``Params`` per slab (views into θ, not copies)."""
         theta = self._check_theta(theta)
         nodes = []
-        for j in range(self.num_nodes):
+        for j in range(self.slabs):
             start = j * self.node_size
             blocks = []
             for _, shape in self._block_shapes():
@@ -254,11 +239,10 @@ class VelocityModel:
         return nodes
 
     def pack(self, params: list[Params]) -> np.ndarray:
-        """One ``Params`` per node -> θ, a new float64 array of shape=(n_params,)."""
-        if len(params) != self.num_nodes:
+        """One ``Params`` per slab -> θ, a new float64 array of shape=(n_params,)."""
+        if len(params) != self.slabs:
             raise InputError(
-                f"pack needs {self.num_nodes} parameter sets (time={self.time!r}, "
-                f"slabs={self.slabs}), got {len(params)}"
+                f"pack needs {self.slabs} parameter sets (one per slab), got {len(params)}"
             )
         parts = []
         for j, p in enumerate(params):
@@ -266,7 +250,7 @@ class VelocityModel:
                 block = np.asarray(block, dtype=np.float64)
                 if block.shape != shape:
                     raise InputError(
-                        f"node {j} block {name} must have shape {shape}, got {block.shape}"
+                        f"slab {j} block {name} must have shape {shape}, got {block.shape}"
                     )
                 parts.append(block.ravel())
         return np.concatenate(parts)
@@ -286,14 +270,14 @@ class VelocityModel:
                 W2=rng.normal(0.0, scale / np.sqrt(m), (d, m)),
                 b2=rng.normal(0.0, 0.1 * scale, d),
             )
-            for _ in range(self.num_nodes)
+            for _ in range(self.slabs)
         ]
         return self.pack(params)
 
     # ---- time dependence ----------------------------------------------------------------------
 
-    def _locate_many(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Slabs j (shape=(n,)) holding the times t (shape=(n,)) and weights w in [0, 1]."""
+    def _slabs_of(self, t: np.ndarray) -> np.ndarray:
+        """The slabs j (shape=(n,)) holding the times t (shape=(n,))."""
         t = np.asarray(t, dtype=np.float64)
         # Integrators may land a rounding error outside [0, T]; anything further is a bug.
         slack = 1e-12 * max(1.0, float(self.T))
@@ -304,23 +288,15 @@ class VelocityModel:
             )
         times = self.slab_times
         # side="right": t = t_j belongs to slab j; t = T belongs to the last slab.
-        j = np.clip(np.searchsorted(times, t, side="right") - 1, 0, self.slabs - 1)
-        w = np.clip((t - times[j]) / (times[j + 1] - times[j]), 0.0, 1.0)
-        return j, w
+        return np.clip(np.searchsorted(times, t, side="right") - 1, 0, self.slabs - 1)
 
-    def _locate(self, t: float) -> tuple[int, float]:
-        """Slab j holding the time t and the weight w = (t − t_j)/(t_{j+1} − t_j) in [0, 1]."""
-        j, w = self._locate_many(np.array([float(t)]))
-        return int(j[0]), float(w[0])
+    def _slab_of(self, t: float) -> int:
+        """The slab j holding the time t."""
+        return int(self._slabs_of(np.array([float(t)]))[0])
 
     def params_at(self, theta: np.ndarray, t: float) -> Params:
-        """The parameters W1(t), b1(t), W2(t), b2(t) at time t ∈ [0, T]."""
-        nodes = self.unpack(theta)
-        j, w = self._locate(t)
-        if self.time == "constant":
-            return nodes[j]
-        a, b = nodes[j], nodes[j + 1]
-        return Params(*((1.0 - w) * pa + w * pb for pa, pb in zip(a, b)))
+        """The parameters W1(t), b1(t), W2(t), b2(t) at time t ∈ [0, T]: those of its slab."""
+        return self.unpack(theta)[self._slab_of(t)]
 
     # ---- evaluation ---------------------------------------------------------------------------
 
@@ -349,8 +325,7 @@ class VelocityModel:
             g: Cotangents, shape=(n, d).
 
         Returns:
-            The gradient, shape=(n_params,). For ``time="linear"`` it is split between the two
-            nodes of the slab holding t with the interpolation weights 1 − w and w.
+            The gradient, shape=(n_params,); nonzero only in the block of the slab holding t.
         """
         x = self._check_points(x)
         g = np.asarray(g, dtype=np.float64)
@@ -365,13 +340,8 @@ class VelocityModel:
         flat = np.concatenate([block.ravel() for block in local])
 
         grad = np.zeros(self.n_params)
-        j, w = self._locate(t)
-        size = self.node_size
-        if self.time == "constant":
-            grad[j * size : (j + 1) * size] = flat
-        else:
-            grad[j * size : (j + 1) * size] = (1.0 - w) * flat
-            grad[(j + 1) * size : (j + 2) * size] = w * flat
+        j, size = self._slab_of(t), self.node_size
+        grad[j * size : (j + 1) * size] = flat
         return grad
 
     def field(self, theta: np.ndarray) -> MLPField:
@@ -416,22 +386,18 @@ class MLPField:
         model = self.model
         x = model._check_points(x)
         if np.ndim(t) == 0:
-            j, w = model._locate(t)
-            if model.time == "constant":
-                return model._evaluate(self._nodes[j], x)
-            a, b = self._nodes[j], self._nodes[j + 1]
-            return model._evaluate(Params(*((1.0 - w) * pa + w * pb for pa, pb in zip(a, b))), x)
+            return model._evaluate(self._nodes[model._slab_of(t)], x)
 
         t = np.asarray(t, dtype=np.float64)
         if t.shape != (len(x),):
             raise InputError(f"per-point times must have shape ({len(x)},), got {t.shape}")
-        j, w = model._locate_many(t)
+        j = model._slabs_of(t)
         if len(j) and j.min() == j.max():  # the usual case inside an integrator: no scatter
-            return self._evaluate_slab(int(j[0]), w, x)
+            return model._evaluate(self._nodes[int(j[0])], x)
         out = np.empty_like(x)
         for slab in np.unique(j):
             mask = j == slab
-            out[mask] = self._evaluate_slab(int(slab), w[mask], x[mask])
+            out[mask] = model._evaluate(self._nodes[slab], x[mask])
         return out
 
     def kinks(self, t: float | np.ndarray, x: np.ndarray) -> np.ndarray | None:
@@ -444,42 +410,16 @@ class MLPField:
         if model._act.smooth:
             return None
         x = model._check_points(x)
-        j, w = model._locate_many(np.broadcast_to(np.asarray(t, dtype=np.float64), (len(x),)))
+        j = model._slabs_of(np.broadcast_to(np.asarray(t, dtype=np.float64), (len(x),)))
         z = np.empty((len(x), model.width))
         for slab in np.unique(j):
             mask = j == slab
             a = self._nodes[slab]
             z[mask] = x[mask] @ a.W1.T + a.b1
-            if model.time == "linear":
-                b = self._nodes[slab + 1]
-                ws = w[mask][:, None]
-                z[mask] = (1.0 - ws) * z[mask] + ws * (x[mask] @ b.W1.T + b.b1)
         return z
 
-    def _evaluate_slab(self, j: int, w: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """v at points ``x`` (shape=(n, d)) in slab j at per-point weights ``w`` (shape=(n,))."""
-        model = self.model
-        if model.time == "constant":
-            return model._evaluate(self._nodes[j], x)
-        # The parameters are linear in t, so interpolating the affine maps per point equals
-        # evaluating with per-point interpolated parameters, without per-point matrices.
-        a, b = self._nodes[j], self._nodes[j + 1]
-        w = w[:, None]
-        z = (1.0 - w) * (x @ a.W1.T + a.b1) + w * (x @ b.W1.T + b.b1)
-        hidden = model._act.value(z)
-        out = (1.0 - w) * (hidden @ a.W2.T + a.b2) + w * (hidden @ b.W2.T + b.b2)
-        return model.domain.cutoff(x)[:, None] * out
-
-    def pieces(self) -> np.ndarray | None:
-        """The slab times for ``time="constant"``; None for ``time="linear"``."""
-        return self.model.slab_times if self.model.time == "constant" else None
-
-    def breakpoints(self) -> np.ndarray:
-        """Times where v or ∂v/∂t may jump: the slab times (in both time modes).
-
-        Not part of ``Field``; ``characteristics.flow`` restarts there if the field has it,
-        which keeps a high-order method from stepping across the kinks of ``time="linear"``.
-        """
+    def pieces(self) -> np.ndarray:
+        """The slab times: v is steady on each slab."""
         return self.model.slab_times
 
 

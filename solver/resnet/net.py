@@ -13,20 +13,14 @@ stages; each stage is one such 2-layer sub-block, its W̄2, b̄2 scaled by s lik
     y_i = x_{k-1} + Σ_j a_ij K̄_j,
     x_k = x_{k-1} + Σ_i b_i K̄_i        (Butcher tableau a, b, c of the scheme).
 
-Where θ(t) is sampled (documented choice):
-
-- ``time="constant"`` (θ piecewise constant on L slabs): every stage of block k uses the slab
-  holding the block's midpoint t_{k-1/2}. That time lies strictly inside the block, so no
-  rounding of t_{k-1} or t_k onto a slab time can pick the wrong slab; when N is a multiple of L
-  the block lies in that slab and the scheme keeps its order; a block that straddles a slab
-  time (N not a multiple of L) uses the slab covering most of it, a local error O(s) in at most
-  L − 1 blocks, so Euler stays first order (measured ~1.0 with L = 3, N = 4 … 256), while
-  midpoint and rk4 drop to first order too (measured). Choose N a multiple of L for them.
-- ``time="linear"`` (θ continuous, piecewise linear): stage i samples θ at its own time
-  t_{k-1} + c_i s. Euler (c = 1/2 here, not the paper's t_k of eq. 14) then integrates the time
-  dependence of θ by the midpoint rule, so only the x-dependence costs first order. θ has kinks
-  at the slab times: with N not a multiple of L midpoint keeps order 2 but rk4 fell to ~3
-  (measured, L = 3).
+Where θ(t) is sampled (documented choice): θ is piecewise constant on L slabs, and every stage
+of block k uses the slab holding the block's midpoint t_{k-1/2}. That time lies strictly inside
+the block, so no rounding of t_{k-1} or t_k onto a slab time can pick the wrong slab; when N is
+a multiple of L the block lies in that slab and the scheme keeps its order; a block that
+straddles a slab time (N not a multiple of L) uses the slab covering most of it, a local error
+O(s) in at most L − 1 blocks, so Euler stays first order (measured ~1.0 with L = 3,
+N = 4 … 256), while midpoint and rk4 drop to first order too (measured). Choose N a multiple of
+L for them.
 
 The exported net documents its input scaling: it takes data coordinates and first maps them to
 Ω by x_Ω = scale ⊙ x_data + shift.
@@ -78,7 +72,7 @@ class Tableau(NamedTuple):
 
 
 SCHEMES: dict[str, Tableau] = {
-    # Euler samples θ at the block midpoint (c = 1/2): see the module docstring.
+    # Euler's c = 1/2 is the time θ is sampled at, the block midpoint (module docstring).
     "euler": Tableau(a=((),), b=(1.0,), c=(0.5,), order=1),
     "midpoint": Tableau(a=((), (0.5,)), b=(0.0, 1.0), c=(0.0, 0.5), order=2),
     "rk4": Tableau(
@@ -235,11 +229,11 @@ class ResNet:
         W2: Outer weights times the step, s_k W2, shape=(N, S, d, m).
         b2: Outer biases times the step, s_k b2, shape=(N, S, d).
         block_times: t_0 = 0 < … < t_N = T, shape=(N + 1,).
-        sample_times: The time θ was sampled at for each stage, shape=(N, S).
+        sample_times: The time θ was sampled at for each stage (the block's midpoint),
+            shape=(N, S).
         output: The output layer f.
         input_scale: ``scale`` of x_Ω = scale ⊙ x_data + shift, shape=(d,).
         input_shift: ``shift``, shape=(d,).
-        time: The velocity model's time mode ("constant"/"linear"), for the record.
         slabs: The velocity model's number of slabs L, for the record.
         source: The file the net was loaded from, for error messages; None if built here.
     """
@@ -256,7 +250,6 @@ class ResNet:
     output: OutputLayer
     input_scale: np.ndarray
     input_shift: np.ndarray
-    time: str = "constant"
     slabs: int = 1
     source: str | None = dataclass_field(default=None, compare=False)
 
@@ -348,7 +341,6 @@ class ResNet:
             "domain": domain_description(self.domain),
             "cutoff": "v = chi(x) * [W2 a(W1 x + b1) + b2], chi = 0 on the boundary of the domain",
             "T": self.T,
-            "time": self.time,
             "slabs": int(self.slabs),
             "block_times": self.block_times.tolist(),
             "sample_times": self.sample_times.tolist(),
@@ -423,17 +415,15 @@ def resnet_from_velocity(
     d, m, n, s = model.dim, model.width, int(depth), len(tableau.c)
     times = np.linspace(0.0, float(model.T), n + 1)
     step = np.diff(times)  # s_k; equal up to rounding
-    sample = times[:-1, None] + np.outer(step, tableau.c)  # stage times, shape (N, S)
-    if model.time == "constant":
-        # Every stage samples the slab holding the block midpoint: see the module docstring.
-        sample[:] = (0.5 * (times[:-1] + times[1:]))[:, None]
+    # Every stage samples the slab holding the block midpoint: see the module docstring.
+    sample = np.repeat((0.5 * (times[:-1] + times[1:]))[:, None], s, axis=1)  # shape (N, S)
     W1 = np.empty((n, s, m, d))
     b1 = np.empty((n, s, m))
     W2 = np.empty((n, s, d, m))
     b2 = np.empty((n, s, d))
     for k in range(n):
         for i in range(s):
-            p = model.params_at(theta, float(min(sample[k, i], model.T)))
+            p = model.params_at(theta, float(sample[k, i]))
             W1[k, i], b1[k, i] = p.W1, p.b1
             W2[k, i], b2[k, i] = step[k] * p.W2, step[k] * p.b2  # eq. 16
     return ResNet(
@@ -441,7 +431,7 @@ def resnet_from_velocity(
         W1=W1, b1=b1, W2=W2, b2=b2, block_times=times, sample_times=sample, output=output,
         input_scale=_vector("input_scale", input_scale, d),
         input_shift=_vector("input_shift", input_shift, d),
-        time=model.time, slabs=model.slabs,
+        slabs=model.slabs,
     )
 
 
@@ -523,7 +513,20 @@ def save_npz(net: ResNet, path: str | Path) -> Path:
 def parse_metadata(text: str, source: str) -> dict[str, Any]:
     """Parse and check the JSON metadata of an exported net (npz or ONNX); InputError naming
     ``source`` if it is not that of a ResNet this solver reads."""
-    return parse_meta(text, FORMAT, FORMAT_VERSION, source, WHAT)
+    meta = parse_meta(text, FORMAT, FORMAT_VERSION, source, WHAT)
+    _check_time(meta, source)
+    return meta
+
+
+def _check_time(meta: dict[str, Any], source: str) -> None:
+    """Files written before θ was always constant on slabs record ``"time"``: "constant" loads,
+    a net of a field linear in time (which this solver no longer makes) does not."""
+    time = meta.get("time", "constant")
+    if time != "constant":
+        raise InputError(
+            f'the net was exported from a velocity field with time = {time!r}; this solver reads '
+            f'only nets of fields constant in time on slabs (time = "constant")', source
+        )
 
 
 def _metadata_version_1(entries: dict[str, np.ndarray]) -> str | None:
@@ -540,6 +543,7 @@ def load_npz(path: str | Path) -> ResNet:
     """
     src = str(path)
     meta, entries = load_net_npz(path, FORMAT, FORMAT_VERSION, WHAT, _metadata_version_1)
+    _check_time(meta, src)
     missing = [n for n in (*_ARRAYS, "output_weights", "output_bias") if n not in entries]
     if missing:
         raise InputError(f"exported ResNet is missing the arrays {missing}", src)
@@ -576,7 +580,6 @@ def _net_from_meta(meta: dict[str, Any], arrays: dict[str, np.ndarray], src: str
                            arrays["output_bias"]),
         input_scale=np.asarray(scaling["scale"], dtype=np.float64),
         input_shift=np.asarray(scaling["shift"], dtype=np.float64),
-        time=meta.get("time", "constant"),
         slabs=int(meta.get("slabs", 1)),
         source=src,
     )

@@ -9,7 +9,8 @@ which fixes the opset and IR version; float32 or float64):
 Each stage of a block is Gemm(W1, b1) ─ activation ─ Gemm(s W2, s b2), times the cutoff χ(y)
 (eq. 17 with the χ of the velocity model). The input scaling x_Ω = scale ⊙ x_data + shift is
 the first node; the net's JSON metadata (``ResNet.metadata()``) is the model's metadata entry
-``transport_resnet``. Stages that share parameters (``time="constant"``) share initializers.
+``transport_resnet``. Equal parameter arrays share one initializer (θ is constant on slabs, so the
+stages of a block repeat theirs).
 """
 
 from __future__ import annotations

@@ -21,26 +21,21 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "solver"
 
 # Lowest first. A single-module "package" (errors.py, config.py, ...) is a layer of its own.
-LAYERS = ("errors", "validate", "parallel", "model", "config", "fem", "learn", "check", "resnet",
+# resnet/ (numpy and ONNX) sits below check/, which measures the exported ResNet of a run.
+LAYERS = ("errors", "validate", "parallel", "model", "config", "fem", "learn", "resnet", "check",
           "plain2resnet", "rundir", "__main__")
 
-# Imports that go up a layer, each with its reason. The first is by design. The others are
-# known cases awaiting a decision: rundir/store (the run directory's file formats) sits in the
-# top layer, above the code that reads and writes run directories, and `compare RUN`
-# (check/compare_run.py) also checks the exported ResNet. An entry no longer imported fails the
-# test: remove it then.
+# Imports that go up a layer, each with its reason.
 ALLOWED_UPWARD = {
-    # By design: config checks [train] with the optimizer's own names and defaults;
-    # learn/optimize.py is numpy-only (no FE code), so config stays free of dolfinx.
+    # config checks [train] with the optimizer's own names and defaults; learn/optimize.py is
+    # numpy-only (no FE code), so config stays free of dolfinx.
     ("solver.config", "solver.learn.optimize"),
-    # Undecided: training writes theta.npz and checkpoints through rundir/store.
+    # rundir/store.py is the one owner of the run directory's file formats (numpy and json only,
+    # no solver imports but errors and files.py): training writes theta.npz and checkpoints
+    # through it, `compare RUN` and `export RUN` read them, so that each format lives in one
+    # module; the rest of rundir/ (outputs, fields, plots) is the top layer.
     ("solver.learn.train", "solver.rundir.store"),
-    # Undecided: `compare RUN` reads a run directory's config.toml and theta.npz and writes
-    # compare.json through rundir/store ...
     ("solver.check.compare_run", "solver.rundir.store"),
-    # ... and measures the exported ResNet against the characteristics and the PDE.
-    ("solver.check.compare_run", "solver.resnet.net"),
-    # Undecided: `export RUN` reads a run directory's config.toml and theta.npz.
     ("solver.resnet.export", "solver.rundir.store"),
 }
 

@@ -206,7 +206,7 @@ class TransportSolver:
     def __init__(
         self,
         mesh: dmesh.Mesh,
-        *after_comm: dmesh.Mesh,
+        *,
         degree: int = 1,
         num_components: int = 1,
         cfl: float = SolverConfig.cfl,
@@ -214,12 +214,6 @@ class TransportSolver:
         checkpoint_every: int = SolverConfig.checkpoint_every,
         stage_memory: int = SolverConfig.stage_memory * 2**20,
     ):
-        if isinstance(mesh, MPI.Comm):
-            # Transitional: learn/train.py still passes the communicator first, as
-            # TransportSolver(comm, mesh, degree=..., ...). Remove with that call.
-            (mesh,) = after_comm
-        elif after_comm:
-            raise TypeError("TransportSolver takes the mesh as its only positional argument")
         if degree not in (1, 2, 3):
             raise InputError(f"DG degree must be 1, 2 or 3, got {degree}")
         if not cfl > 0:

@@ -74,19 +74,13 @@ class ReducedFunctional:
         points: np.ndarray,
         labels: np.ndarray,
         num_classes: int,
-        *after_comm,
+        *,
         loss: str = TrainConfig.loss,
         weight_decay: float = TrainConfig.weight_decay,
         smoothness: float = TrainConfig.smoothness,
         kinetic: float = TrainConfig.kinetic,
         roughness: float = TrainConfig.roughness,
     ):
-        if isinstance(solver, MPI.Comm):
-            # Transitional: learn/train.py still passes the communicator first, as
-            # ReducedFunctional(comm, solver, model, X, y, K, ...). Remove with that call.
-            solver, model, points, labels, num_classes = model, points, labels, num_classes, *after_comm
-        elif after_comm:
-            raise TypeError(f"ReducedFunctional takes 5 positional arguments, got {5 + len(after_comm)}")
         if loss not in LOSSES:
             raise InputError(f'Invalid loss "{loss}". Must be one of {list(LOSSES)}')
         if solver.num_components != num_classes:

@@ -92,7 +92,7 @@ class Problem:
         model = velocity_model(config, domain)
         mesh = create_mesh(comm, domain, resolution.cells)
         solver = TransportSolver(
-            comm, mesh, degree=resolution.degree, num_components=dataset.num_classes,
+            mesh, degree=resolution.degree, num_components=dataset.num_classes,
             cfl=config.solver.cfl, dt=config.solver.dt,
             checkpoint_every=config.solver.checkpoint_every,
             stage_memory=config.solver.stage_memory * 2**20,
@@ -105,7 +105,7 @@ class Problem:
                 f"per component ({resolution}); raise it or start on a coarser mesh", config.source)
         mine, theirs = rank_share(comm, len(dataset.y_train)), rank_share(comm, len(dataset.y_test))
         J = ReducedFunctional(
-            comm, solver, model, dataset.X_train[mine], dataset.y_train[mine], dataset.num_classes,
+            solver, model, dataset.X_train[mine], dataset.y_train[mine], dataset.num_classes,
             loss=config.train.loss, weight_decay=config.train.weight_decay,
             smoothness=config.train.smoothness, kinetic=config.train.kinetic,
             roughness=config.train.roughness,

@@ -204,7 +204,12 @@ def train(comm: MPI.Comm, problem: Problem, out: Path, resume: bool = False) -> 
     options = dict(memory=tc.memory, max_step=tc.max_step) if tc.optimizer == "lbfgs" else dict(learning_rate=tc.learning_rate)
     while state.iteration < tc.iterations:
         started = time.perf_counter()
-        state = step(problem.J.value_and_gradient, state, **options)
+        try:
+            state = step(problem.J.value_and_gradient, state, **options)
+        except optimize.NoDecrease as stalled:  # e.g. a forced solver.dt caps the field: end here
+            log.warning("training ends early: %s", stalled)
+            problem.J.evaluate(state.p)  # J.last at the iterate again, for the final check
+            break
         seconds = time.perf_counter() - started
         scheduled = state.iteration % tc.check_every == 0
         result = check(comm, problem, state.p) if scheduled or state.iteration == tc.iterations else None

@@ -327,12 +327,22 @@ def refuse_run_directory(comm: MPI.Comm, args, config) -> None:
 def preflight_compare_run(comm: MPI.Comm, run: Path) -> None:
     """``compare RUN``: its config and theta.npz read (every rank alike) before dolfinx is
     loaded; the temporary files of killed writes removed."""
+    from solver import guards
     from solver.config import load_config
     from solver.rundir.files import remove_temporaries
 
-    load_config(run / store.CONFIG)
-    store.read_parameters(run / store.THETA)
+    config = load_config(run / store.CONFIG)
+    parameters = store.read_parameters(run / store.THETA)
     on_rank0(comm, remove_temporaries, run)
+    n_theta, dim = guards.n_theta(config), config.dim
+    K = (parameters.p.size - n_theta) // (dim + 1)
+    if parameters.p.size <= n_theta or parameters.p.size != n_theta + K * (dim + 1):
+        raise InputError(f"holds {parameters.p.size} parameters, the run's config.toml needs "
+                         f"{n_theta} + K·{dim + 1}", str(run / store.THETA))
+    ended = (parameters.meta or {}).get("resolution") or dict(cells=config.mesh.cells, degree=config.mesh.degree)
+    cells, degree = int(ended["cells"]), int(ended["degree"])
+    wanted = (config.compare.cells or cells, config.compare.degree or degree)
+    guards.check_compare_run(comm, config, parameters.p[:n_theta], K, sorted({(cells, degree), wanted}))
 
 
 def command_export(comm: MPI.Comm, args) -> int:

@@ -125,12 +125,13 @@ class MeshEstimate:
 
 def mesh_estimate(domain, cells: int, degree: int) -> MeshEstimate:
     """The size of the mesh ``fem.mesh.create_mesh`` makes of ``domain`` (a ``model.domain``
-    Box or Ball): exact for a box, measured for gmsh's disks and balls (2.0 n² triangles, 2.3 to
-    3.0 n³ tetrahedra; h_min 0.44 h in 2D, 0.25 h in 3D, with h = diameter / n)."""
+    Box or Ball): exact for a box; for gmsh's disks and balls measured 1.9 to 2.2 n² triangles,
+    2.3 to 3.0 n³ tetrahedra, h_min 0.43 to 0.44 h in 2D and 0.25 to 0.26 h in 3D (h = diameter
+    / n), taken as 0.5 h and 0.3 h: a little large, so that the step count is not overestimated."""
     d, n = domain.dim, float(cells)
     if hasattr(domain, "radius"):
         count = 2.0 * n**2 if d == 2 else 2.3 * n**3
-        h_min = (0.44 if d == 2 else 0.25) * 2.0 * domain.radius / n
+        h_min = (0.5 if d == 2 else 0.3) * 2.0 * domain.radius / n
     else:
         count = 2.0 * n**2 if d == 2 else 6.0 * n**3
         h_min = _box_h_min((np.asarray(domain.upper) - np.asarray(domain.lower)) / n)
@@ -158,13 +159,15 @@ def _box_h_min(sides: np.ndarray) -> float:
     return float(least)
 
 
-def initial_speed(config, theta: np.ndarray | None = None, seed: int | None = None) -> float:
-    """max |v| of the configured field at the start (θ given, or the model's seeded initial θ),
-    sampled at the slab midpoints on 2000 points of Ω: at most the solver's nodal maximum."""
+def initial_speed(config, theta: np.ndarray | None = None, seed: int | None = None,
+                  cells: int | None = None, degree: int = 1) -> tuple[float, ...]:
+    """max |v| on each piece of time of the configured field (θ given, or the model's seeded
+    initial θ), at the piece's midpoint, where the solver takes it: at the velocity nodes of a
+    box mesh of ``cells`` (the lattice of spacing h/k: exact), else at 2000 points of Ω."""
     fc = config.field
     domain = config.domain_object()
     if fc.kind == "rotation":
-        return abs(fc.omega) * domain.radius
+        return (abs(fc.omega) * domain.radius,) * pieces(config)
     from solver.model.velocity import VelocityModel
 
     model = VelocityModel(dim=domain.dim, width=fc.width, slabs=fc.slabs, T=fc.T,
@@ -173,28 +176,39 @@ def initial_speed(config, theta: np.ndarray | None = None, seed: int | None = No
         theta = model.init(fc.seed if seed is None else seed, fc.scale)
     field = model.field(np.asarray(theta, dtype=np.float64))
     lower, upper = np.asarray(domain.lower), np.asarray(domain.upper)
-    x = np.random.default_rng(0).uniform(lower, upper, (2000, domain.dim))
-    x = x[domain.contains(x)]
+    n = None if cells is None else degree * cells + 1
+    if n is not None and not hasattr(domain, "radius") and n**domain.dim <= MAX_NODES:
+        axes = [np.linspace(a, b, n) for a, b in zip(lower, upper)]
+        x = np.stack([g.ravel() for g in np.meshgrid(*axes, indexing="ij")], axis=1)
+    else:
+        x = np.random.default_rng(0).uniform(lower, upper, (2000, domain.dim))
+        x = x[domain.contains(x)]
     times = 0.5 * (model.slab_times[:-1] + model.slab_times[1:])
     with np.errstate(all="ignore"):
-        speed = max(float(np.max(np.linalg.norm(field(t, x), axis=1), initial=0.0)) for t in times)
-    return speed if np.isfinite(speed) else math.inf
+        speeds = [float(np.max(np.linalg.norm(field(t, x), axis=1), initial=0.0)) for t in times]
+    return tuple(v if np.isfinite(v) else math.inf for v in speeds)
+
+
+MAX_NODES = 200_000  # velocity nodes evaluated for the speed; beyond, a sample
 
 
 def pieces(config) -> int:
     return config.field.slabs or 1
 
 
-def time_steps(config, mesh: MeshEstimate, degree: int, speed: float) -> float:
-    """The time steps of one solve: from the forced ``solver.dt``, else from the CFL bound at
-    max |v| = ``speed`` (at least one per piece of time)."""
-    T, L, sc = config.field.T, pieces(config), config.solver
+def time_steps(config, mesh: MeshEstimate, degree: int, speeds: tuple[float, ...]) -> float:
+    """The time steps of one solve: from the forced ``solver.dt``, else from the CFL bound at the
+    max |v| of each piece of time (``speeds``; at least one step per piece)."""
+    T, sc = config.field.T, config.solver
+    length = T / len(speeds)
     if sc.dt is not None:
-        return L * math.ceil(T / L / sc.dt - 1e-9)
-    if speed == 0:
-        return L
-    bound = sc.cfl * mesh.h_min / ((2 * degree + 1) * speed)
-    return L * max(1.0, math.ceil(T / L / bound - 1e-9)) if bound > 0 else math.inf
+        return len(speeds) * math.ceil(length / sc.dt - 1e-9)
+    steps = 0.0
+    for speed in speeds:
+        with np.errstate(all="ignore"):
+            ratio = length * (2 * degree + 1) * speed / (sc.cfl * mesh.h_min)  # length / CFL bound
+        steps += max(1.0, math.ceil(ratio - 1e-9)) if math.isfinite(ratio) else math.inf
+    return steps
 
 
 def solve_memory(config, mesh: MeshEstimate, K: int, steps: float, ranks: int) -> float:
@@ -213,17 +227,21 @@ def _refuse(config, message: str) -> InputError:
     return InputError(message, config if isinstance(config, str) else config.source)
 
 
-def check_steps(config, mesh: MeshEstimate, degree: int, speed: float, cells: int, what: str) -> float:
+def check_steps(config, mesh: MeshEstimate, degree: int, speeds: tuple[float, ...], cells: int,
+                what: str, cells_key: str = "mesh.cells", learned: bool = False) -> float:
     """The steps of one solve; InputError if over ``solver.max_steps`` or if a forced dt breaks
-    the CFL bound at the start."""
+    the CFL bound at the start (``learned``: of a trained run's field)."""
     fc, sc = config.field, config.solver
-    steps = time_steps(config, mesh, degree, speed)
-    if fc.kind == "rotation":
-        cause, keys = f"field.omega = {fc.omega:g}", "field.omega"
+    steps = time_steps(config, mesh, degree, speeds)
+    speed = max(speeds)
+    if learned:
+        cause, keys = "the learned field", "field.T"
+    elif fc.kind == "rotation":
+        cause, keys = f"at the start, field.omega = {fc.omega:g}", "field.omega"
     else:
-        cause, keys = f"field.scale = {fc.scale:g}, field.width = {fc.width}", "field.scale"
-    at = (f"max|v| ≈ {speed:.3g} at the start ({cause}), h_min ≈ {mesh.h_min:.3g} "
-          f"(mesh.cells = {cells}), DG{degree}, solver.cfl = {sc.cfl:g}")
+        cause, keys = f"at the start, field.scale = {fc.scale:g}, field.width = {fc.width}", "field.scale"
+    at = (f"max|v| ≈ {speed:.3g} ({cause}), h_min ≈ {mesh.h_min:.3g} "
+          f"({cells_key} = {cells}), DG{degree}, solver.cfl = {sc.cfl:g}")
     if sc.dt is not None and speed > 0:
         bound = sc.cfl * mesh.h_min / ((2 * degree + 1) * speed)
         if sc.dt > bound * (1 + 1e-9):
@@ -235,7 +253,7 @@ def check_steps(config, mesh: MeshEstimate, degree: int, speed: float, cells: in
             why, change = (f"field.T = {fc.T:g} with the forced solver.dt = {sc.dt:g}",
                            "raise solver.dt (or remove it)")
         else:
-            why, change = f"field.T = {fc.T:g}, {at}", f"lower field.T, {keys} or mesh.cells"
+            why, change = f"field.T = {fc.T:g}, {at}", f"lower {', '.join(dict.fromkeys(['field.T', keys]))} or {cells_key}"
         raise _refuse(config, f"{what}: an estimated {steps:.3g} time steps per solve exceed "
                               f"solver.max_steps = {sc.max_steps} ({why}); {change}, or raise "
                               f"solver.max_steps")
@@ -311,7 +329,7 @@ def check_train(comm: MPI.Comm, config, num_classes: int, theta: np.ndarray | No
               f"{config.field.slabs}: {n_params:.3g})", parameter_memory(n_params, tc.memory)),
              (f"the data (data.points = {points})", points * BYTES_PER_POINT)]
     check_memory(comm, config, what, early, "lower field.width, field.slabs or data.points")
-    speed = initial_speed(config, theta, seed=tc.seed)
+    speed = initial_speed(config, theta, seed=tc.seed, cells=mc.cells, degree=mc.degree)
     steps = check_steps(config, mesh, mc.degree, speed, mc.cells, what)
     terms = early + [
         (f"the mesh and its solves (mesh.cells = {mc.cells} in {mesh.dim}D, DG{mc.degree}: "
@@ -323,6 +341,24 @@ def check_train(comm: MPI.Comm, config, num_classes: int, theta: np.ndarray | No
     check_memory(comm, config, what, terms,
                  "lower mesh.cells, mesh.degree, field.width or data.points, or run on more nodes")
     return dict(dofs=mesh.dofs, steps=steps, speed=speed)
+
+
+def check_compare_run(comm: MPI.Comm, config, theta: np.ndarray, num_classes: int,
+                      resolutions: list[tuple[int, int]]) -> None:
+    """Memory and time steps of ``compare RUN``: the learned field θ's solves on each of the
+    ``resolutions`` (cells, degree): the run's last and ``compare.cells/degree`` (collective)."""
+    dc = config.data
+    for cells, degree in resolutions:
+        speed = initial_speed(config, theta, cells=cells, degree=degree)
+        mesh = mesh_estimate(config.domain_object(), cells, degree)
+        steps = check_steps(config, mesh, degree, speed, cells, f"compare RUN on {cells} cells, DG{degree}",
+                            "compare.cells", learned=True)
+        check_memory(comm, config, "compare RUN", [
+            (f"the mesh and its solve ({cells} cells per direction in {mesh.dim}D, DG{degree}: "
+             f"{mesh.dofs:.3g} dofs x {num_classes} components, {steps:.3g} time steps)",
+             solve_memory(config, mesh, num_classes, steps, comm.size)),
+            (f"the data (data.points = {dc.points})", (dc.points or 0) * BYTES_PER_POINT),
+        ], "lower compare.cells or compare.degree")
 
 
 def check_compare(comm: MPI.Comm, config, refine: list[int] | tuple[int, ...] = ()) -> dict:
@@ -340,13 +376,14 @@ def check_compare(comm: MPI.Comm, config, refine: list[int] | tuple[int, ...] = 
               (f"the grid (compare.grid = {cc.grid} per direction: {grid:.3g} points)",
                grid * BYTES_PER_POINT)]
     check_memory(comm, config, what, sample, "lower compare.grid or compare.points")
-    speed = initial_speed(config)
     K = config.terminal_object().num_components
     estimates = {}
     for cells in sorted({mc.cells, *refine}):
+        speed = initial_speed(config, cells=cells, degree=mc.degree)
         mesh = mesh_estimate(config.domain_object(), cells, mc.degree)
         where = what if cells == mc.cells else f"compare --refine {cells}"
-        steps = check_steps(config, mesh, mc.degree, speed, cells, where)
+        steps = check_steps(config, mesh, mc.degree, speed, cells, where,
+                            "mesh.cells" if cells == mc.cells else "the --refine/compare.refine cells")
         terms = sample + [
             (f"the mesh and its solve (mesh.cells = {cells} in {d}D, DG{mc.degree}: "
              f"{mesh.cells:.3g} cells, {mesh.dofs:.3g} dofs x {K} components, {steps:.3g} time steps)",
@@ -356,8 +393,8 @@ def check_compare(comm: MPI.Comm, config, refine: list[int] | tuple[int, ...] = 
         ]
         check_memory(comm, config, where, terms,
                      "lower mesh.cells, the --refine/compare.refine cells or mesh.degree")
-        estimates[cells] = dict(dofs=mesh.dofs, steps=steps)
-    return dict(speed=speed, meshes=estimates)
+        estimates[cells] = dict(dofs=mesh.dofs, steps=steps, speed=speed)
+    return estimates
 
 
 def check_export(comm: MPI.Comm, run: str, depth: int, block_bytes: float, onnx: bool) -> None:

@@ -306,7 +306,7 @@ CASES = [
     Case("compare: --refine 8,4", ["compare", P, "--refine", "8,4"], files(**{P: toml()}), ["--refine"],
          absent=["runs"]),
     Case("compare: --refine 100000", ["compare", P, "--refine", "100000"], files(**{P: toml()}),
-         ["p.toml", "compare --refine 100000", "solver.max_steps", "mesh.cells"], absent=["runs"]),
+         ["p.toml", "compare --refine 100000", "solver.max_steps", "--refine/compare.refine cells"], absent=["runs"]),
     Case("compare: compare.grid 1e6", ["compare", P], files(**{P: toml("[compare]\ngrid = 1000000")}),
          ["p.toml", "needs an estimated", "compare.grid"], absent=["runs"]),
     Case("compare: compare.points 1e11", ["compare", P], files(**{P: toml("[compare]\npoints = 100000000000")}),
@@ -335,6 +335,10 @@ CASES = [
     *[Case(f"compare RUN: theta.npz {how}", ["compare", "run"], run_at("run", theta=how),
            ["run/theta.npz", fragment]) for how, fragment in (("truncated", "truncated"), ("empty", "empty"),
                                                                ("nan", "non-finite"), ("none", "not found"))],
+    Case("compare RUN: compare.cells 1e5", ["compare", "run"],
+         both(run_at("run"), lambda tmp: (tmp / "run" / store.CONFIG).write_text(
+             (tmp / "run" / store.CONFIG).read_text().replace("[compare]\n", "[compare]\ncells = 100000\n"))),
+         ["run/config.toml", "compare RUN on 100000 cells", "compare.cells"]),
     Case("compare RUN: no config.toml", ["compare", "run"],
          both(run_at("run"), lambda tmp: (tmp / "run" / store.CONFIG).unlink()), ["run/config.toml", "not found"]),
     # ---- export

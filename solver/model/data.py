@@ -189,7 +189,8 @@ class Scaling:
             )
         r = 1.0 - OPTION_CHECKS["margin"]("data.margin", margin)
         lower, upper = x.min(axis=0), x.max(axis=0)
-        mid, half_data = 0.5 * (lower + upper), 0.5 * (upper - lower)
+        with np.errstate(over="ignore"):  # a span beyond 1.8e308: inf, refused below
+            mid, half_data = 0.5 * (lower + upper), 0.5 * (upper - lower)
         center = 0.5 * (np.asarray(domain.lower) + np.asarray(domain.upper))
         if isinstance(domain, Ball):
             extent = float(np.max(np.linalg.norm(x - mid, axis=1)))

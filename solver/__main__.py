@@ -153,7 +153,6 @@ def command_train(comm: MPI.Comm, args) -> int:
         store.read_checkpoint(args.out / store.CHECKPOINT)  # readable, finite: before the mesh
     else:
         config = load_config(args.config)
-    if not args.resume:
         refuse_run_directory(comm, args, config)
     guards.check_data(comm, config)
     init = init_parameters(config)
@@ -187,9 +186,9 @@ def command_train(comm: MPI.Comm, args) -> int:
     stopping.install()
     try:
         outcome = train(comm, problem, out, resume=args.resume)
-    except UnstableSolve as error:  # at the start (training backs off from unstable trial points)
-        raise InputError(f"the first solve is unstable: {error.message}; lower solver.dt (or remove "
-                         f"it), solver.cfl or field.scale", config.source) from None
+    except UnstableSolve as error:  # not a trial point (those are backed off from): the start
+        raise InputError(f"unstable solve: {error.message}; lower solver.dt (or remove it), "
+                         f"solver.cfl or field.scale", config.source) from None
     if signum := stopping.requested(comm):  # the signal came during the final check: all is saved
         raise stopping.Stopped(signum, outcome.state.iteration, out / store.CHECKPOINT)
     metrics = write_training_outputs(comm, outcome, out)
@@ -499,7 +498,8 @@ def main(argv: list[str] | None = None) -> int:
         code = stop.exit_code
     except KeyboardInterrupt as interrupted:
         code = 128 + (interrupted.args[0] if interrupted.args else signal.SIGINT)
-        print(f"interrupted (exit {code})", file=sys.stderr, flush=True)
+        if comm.rank == 0:
+            print(f"interrupted (exit {code})", file=sys.stderr, flush=True)
         if comm.size > 1:
             comm.Abort(code)  # the other ranks may be waiting in a collective
         return code

@@ -20,6 +20,7 @@ numpy and mpi4py only (no dolfinx: a guard must fail in a second).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import resource
@@ -30,6 +31,8 @@ import numpy as np
 from mpi4py import MPI
 
 from solver.errors import InputError
+
+log = logging.getLogger("solver")
 
 GiB = 2**30
 # Bytes per DG dof of one rank besides the stages and checkpoints: mesh, dofmaps, the operator L
@@ -331,6 +334,14 @@ def check_train(comm: MPI.Comm, config, num_classes: int, theta: np.ndarray | No
     check_memory(comm, config, what, early, "lower field.width, field.slabs or data.points")
     speed = initial_speed(config, theta, seed=tc.seed, cells=mc.cells, degree=mc.degree)
     steps = check_steps(config, mesh, mc.degree, speed, mc.cells, what)
+    if config.solver.dt is not None and tc.adapt and max(speed) > 0:
+        finer = math.ceil(1.5 * mc.cells) | 1  # certify.Resolution.raised
+        bound = config.solver.cfl * mesh.h_min * mc.cells / finer / ((2 * mc.degree + 1) * max(speed))
+        if config.solver.dt > bound:
+            log.warning("warning: the forced solver.dt = %g breaks the CFL bound (about %.3g) of %d cells, "
+                        "where certification may refine the mesh (train.adapt): the run would then stop "
+                        "with an error; lower solver.dt or set train.adapt = false",
+                        config.solver.dt, bound, finer)
     terms = early + [
         (f"the mesh and its solves (mesh.cells = {mc.cells} in {mesh.dim}D, DG{mc.degree}: "
          f"{mesh.cells:.3g} cells, {mesh.dofs:.3g} dofs x {num_classes} components, "

@@ -43,12 +43,20 @@ def _handler(signum, frame) -> None:
               f"iteration's checkpoint); send it again to stop at once", file=sys.stderr, flush=True)
 
 
-def install() -> None:
-    """Stop at the next safe point on SIGINT and SIGTERM (main thread only)."""
+def install() -> dict:
+    """Stop at the next safe point on SIGINT and SIGTERM (main thread only); returns the handlers
+    it replaced, for ``uninstall``."""
     global _received
     _received = 0
-    for signum in SIGNALS:
-        signal.signal(signum, _handler)
+    return {signum: signal.signal(signum, _handler) for signum in SIGNALS}
+
+
+def uninstall(handlers: dict) -> None:
+    """Put back the ``handlers`` ``install`` replaced and forget a signal received."""
+    global _received
+    _received = 0
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
 
 
 def requested(comm: MPI.Comm) -> int:

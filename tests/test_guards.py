@@ -233,9 +233,8 @@ def test_a_problem_file_must_be_a_small_regular_file(tmp_path):
 
 @pytest.mark.serial
 def test_the_first_signal_asks_to_stop_and_the_second_stops_at_once():
-    old = {s: signal.getsignal(s) for s in stopping.SIGNALS}
+    old = stopping.install()
     try:
-        stopping.install()
         assert stopping.requested(MPI.COMM_SELF) == 0
         os.kill(os.getpid(), signal.SIGTERM)
         assert stopping.requested(MPI.COMM_SELF) == signal.SIGTERM
@@ -243,5 +242,5 @@ def test_the_first_signal_asks_to_stop_and_the_second_stops_at_once():
             os.kill(os.getpid(), signal.SIGINT)
         assert stopping.Stopped(signal.SIGTERM, 3, "c").exit_code == 143
     finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
+        stopping.uninstall(old)
+    assert stopping.requested(MPI.COMM_SELF) == 0

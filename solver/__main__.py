@@ -7,25 +7,36 @@
 
 The only place that reads ``MPI.COMM_WORLD``. Bad input (an ``InputError``, raised on every rank
 alike, or found on rank 0 and handed to all by ``on_rank0``) prints one message on rank 0 and
-exits with status 2 on every rank; any other exception prints its traceback and aborts the MPI
-job, so that no rank waits forever in a collective.
+exits with status 2 on every rank; a rank whose peers do not also stop within ``EXIT_WAIT``
+seconds aborts the job. Any other exception prints its traceback and aborts the MPI job, so that
+no rank waits forever in a collective. Training stops on SIGINT/SIGTERM at the next safe point
+(``solver.stopping``); elsewhere they stop at once (exit 128 + the signal's number).
 """
 
 from __future__ import annotations
 
+import os
+
+# PETSc's own signal handlers would print a debugger banner on SIGTERM and kill the process:
+# the command line handles SIGINT and SIGTERM itself (set before petsc4py initializes PETSc).
+os.environ["PETSC_OPTIONS"] = " ".join(filter(None, [os.environ.get("PETSC_OPTIONS"), "-no_signal_handler"]))
+
 # mpi4py before dolfinx: dolfinx's extension modules need the MPI library that mpi4py loads
 # (imported the other way round, libmpi.so.12 is not found).
-from mpi4py import MPI
+from mpi4py import MPI  # noqa: E402
 
-import argparse
-import logging
-import sys
-import time
-import traceback
-from pathlib import Path
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+from pathlib import Path  # noqa: E402
 
-from solver.errors import InputError
-from solver.rundir import store
+from solver import stopping  # noqa: E402
+from solver.errors import InputError, UnstableSolve  # noqa: E402
+from solver.parallel import on_rank0  # noqa: E402 (also this module's name for it)
+from solver.rundir import store  # noqa: E402
 
 log = logging.getLogger("solver")
 
@@ -40,28 +51,14 @@ def setup_logging(comm: MPI.Comm, verbose: bool) -> None:
 
 
 def parse_cells(text: str) -> list[int]:
+    """``--refine 8,16,32`` as increasing cell counts >= 1 ('' is none)."""
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise InputError(f"--refine takes comma-separated integers like 8,16,32, got {text!r}") from None
+    if any(v < 1 for v in values) or any(b <= a for a, b in zip(values, values[1:])):
+        raise InputError(f"--refine takes increasing cell counts >= 1 like 8,16,32, got {text!r}")
     return values
-
-
-def on_rank0(comm: MPI.Comm, fn, *args, **kwargs):
-    """``fn(*args, **kwargs)`` on rank 0 only; every rank gets its result, or raises its InputError
-    (collective). Any other exception on rank 0 is raised there only (``main`` then aborts the job).
-    """
-    verdict = None
-    if comm.rank == 0:
-        try:
-            verdict = ("result", fn(*args, **kwargs))
-        except InputError as error:
-            message = str(error).removeprefix(f"{error.source}: ") if error.source else str(error)
-            verdict = ("error", (message, error.source))
-    kind, value = comm.bcast(verdict, root=0)
-    if kind == "error":
-        raise InputError(*value)
-    return value
 
 
 def command_compare(comm: MPI.Comm, args) -> int:
@@ -136,33 +133,46 @@ def refinement(comm: MPI.Comm, args, config, cells: list[int], out: Path) -> dic
     log.info("refinement study over cells = %s", cells)
     study = cmp.refinement_study(comm, config, cells)
     log.info("%s", cmp.format_table(study))
-    if config.output.png and comm.rank == 0:
+    if config.output.png:
         from solver.rundir.plots import convergence_figure
 
-        convergence_figure(out / "convergence.png", study, f"DG{config.mesh.degree}: {args.config}")
+        on_rank0(comm, convergence_figure, out / "convergence.png", study, f"DG{config.mesh.degree}: {args.config}")
     return study
 
 
 def command_train(comm: MPI.Comm, args) -> int:
-    """Learn the velocity field for the configured data; write a run directory."""
+    """Learn the velocity field for the configured data; write a run directory.
+
+    Everything that can fail on the inputs (the problem file, the size and time guards, the data,
+    ``train.init``, the checkpoint to resume from) is checked before the run directory is made
+    or replaced, and before dolfinx is loaded.
+    """
+    from solver import guards
     from solver.config import load_config
 
     if args.resume:
-        config_path = args.out / store.CONFIG
-        if not config_path.exists():
-            raise InputError(f"--resume needs a run directory with {store.CONFIG}", str(args.out))
-        config = load_config(config_path)
+        config = resume_config(comm, args)
+        store.read_checkpoint(args.out / store.CHECKPOINT)  # readable, finite: before the mesh
     else:
         config = load_config(args.config)
-    from solver.rundir.files import prepare_run_directory
-    from solver.rundir.outputs import write_training_outputs
-    from solver.learn.train import Problem, train
-
-    if not args.resume:
-        out = prepare_run_directory(comm, args.out, force=args.force)
-        on_rank0(comm, store.write_config, out / store.CONFIG, config.to_toml())
-    else:
+        refuse_run_directory(comm, args, config)
+    guards.check_data(comm, config)
+    init = init_parameters(config)
+    n_theta = guards.n_theta(config)
+    guards.check_train(comm, config, config.data.classes or 2, None if init is None else init[:n_theta])
+    dataset = load_dataset(config)
+    if init is not None and init.shape != (n_theta + dataset.num_classes * (config.dim + 1),):
+        raise InputError(f"train.init has {init.size} parameters, this config's field and classes need "
+                         f"{n_theta + dataset.num_classes * (config.dim + 1)}", init_file(config))
+    if args.resume:
         out = args.out
+    else:
+        out = prepare_run_directory(comm, args.out, args.force, run_inputs(args, config))
+        on_rank0(comm, store.write_config, out / store.CONFIG, config.to_toml())
+
+    from solver.learn.train import Problem, train
+    from solver.rundir.outputs import write_training_outputs
+
     started = time.perf_counter()
     problem = Problem.build(comm, config)
     from solver.model.data import describe
@@ -175,7 +185,14 @@ def command_train(comm: MPI.Comm, args) -> int:
         config.mesh.cells, config.mesh.degree, problem.solver.num_dofs_global,
         problem.dataset.num_classes, config.train.optimizer, config.train.iterations, comm.size,
     )
-    outcome = train(comm, problem, out, resume=args.resume)
+    stopping.install()
+    try:
+        outcome = train(comm, problem, out, resume=args.resume)
+    except UnstableSolve as error:  # not a trial point (those are backed off from): the start
+        raise InputError(f"unstable solve: {error.message}; lower solver.dt (or remove it), "
+                         f"solver.cfl or field.scale", config.source) from None
+    if signum := stopping.requested(comm):  # the signal came during the final check: all is saved
+        raise stopping.Stopped(signum, outcome.state.iteration, out / store.CHECKPOINT)
     metrics = write_training_outputs(comm, outcome, out)
     log.info(
         "trained: loss %.5f, train accuracy %.4f, test accuracy %.4f (PDE on %s; the flow: %.4f), "
@@ -197,27 +214,191 @@ def command_train(comm: MPI.Comm, args) -> int:
     return 0
 
 
+# What a resumed run may change: how far it goes and what it writes; the rest is the run's.
+RESUMABLE_KEYS = {("train", "iterations"), ("train", "save_every"), ("output", "vtx"), ("output", "png")}
+
+
+def resume_config(comm: MPI.Comm, args):
+    """The config of the run in ``--out`` to resume, or CONFIG if it differs only in
+    ``RESUMABLE_KEYS`` (then written into the run); the run's stale temporary files removed."""
+    from solver.config import load_config
+    from solver.rundir.files import remove_temporaries
+
+    path = args.out / store.CONFIG
+    if not path.is_file():
+        raise InputError(f"--resume needs a run directory with {store.CONFIG} (is this a run?)", str(args.out))
+    config = load_config(path)
+    for name in on_rank0(comm, remove_temporaries, args.out):
+        log.info("removed %s, left by a write that was killed", args.out / name)
+    if args.config is None:
+        return config
+    given = load_config(args.config)
+    run, new = config.to_dict(), given.to_dict()
+    differences = [(section, key, run[section].get(key), new[section].get(key))
+                   for section in run.keys() | new.keys()
+                   for key in run.get(section, {}).keys() | new.get(section, {}).keys()
+                   if run.get(section, {}).get(key) != new.get(section, {}).get(key)]
+    refused = sorted(d for d in differences if d[:2] not in RESUMABLE_KEYS)
+    if refused:
+        listed = "; ".join(f"{s}.{k} = {a!r} in the run, {b!r} here" for s, k, a, b in refused[:6])
+        more = f" (and {len(refused) - 6} more)" if len(refused) > 6 else ""
+        raise InputError(f"differs from the config of the run {path}: {listed}{more}; --resume continues "
+                         f"that run as it was (only {', '.join(sorted(f'{s}.{k}' for s, k in RESUMABLE_KEYS))} "
+                         f"may change): drop CONFIG, or start a new run with another --out", str(args.config))
+    if differences:
+        on_rank0(comm, store.write_config, path, given.to_toml())
+        log.info("resume with %s", ", ".join(f"{s}.{k} = {b!r}" for s, k, _, b in sorted(differences)))
+    return given
+
+
+def load_dataset(config):
+    """The configured data set, scaled into Ω (``learn.train.load_dataset``, without dolfinx)."""
+    from solver.model.data import make_dataset
+
+    dc = config.data
+    try:
+        dataset = make_dataset(
+            dc.kind, dc.points, noise=dc.noise, seed=dc.seed, test_fraction=dc.test_fraction,
+            num_classes=dc.classes, augment_dim=dc.augment_dim, domain=config.domain_object(),
+            margin=dc.margin, **dict(dc.params),
+        )
+    except InputError as error:
+        raise InputError(error.message, error.source or config.source) from None
+    if dataset.dim != config.dim:
+        raise InputError(f"the data are {dataset.dim}-dimensional but Ω is {config.dim}-dimensional "
+                         f"(set data.augment_dim = {config.dim} or change the domain)", config.source)
+    return dataset
+
+
+def init_file(config) -> str:
+    path = Path(config.train.init)
+    return str(path / store.THETA if path.is_dir() else path)
+
+
+def init_parameters(config):
+    """p of the run ``train.init`` names (read, finite, at least θ's length), or None."""
+    if config.train.init is None:
+        return None
+    from solver import guards
+
+    if not Path(config.train.init).exists():
+        raise InputError(f"train.init: {config.train.init} does not exist (train that run first)", config.source)
+    p = store.read_parameters(init_file(config)).p
+    if p.size < guards.n_theta(config):
+        raise InputError(f"train.init has {p.size} parameters, this config's field alone needs "
+                         f"{guards.n_theta(config)}", init_file(config))
+    return p
+
+
+def run_inputs(args, config) -> list[Path]:
+    """The files a run reads: its problem file, data file, ``train.init`` and points file."""
+    paths = [args.config] if args.config is not None else []
+    paths += [config.data.params.get("path"), config.train.init, config.compare.points_file]
+    return [Path(p) for p in paths if p]
+
+
+def prepare_run_directory(comm: MPI.Comm, out: Path, force: bool, inputs) -> Path:
+    from solver.rundir.files import prepare_run_directory as prepare
+
+    return prepare(comm, out, force=force, inputs=inputs)
+
+
+def preflight_compare(comm: MPI.Comm, args) -> None:
+    """``compare CONFIG``: the config, ``--refine``, the size and time guards and the run directory
+    checked before anything is written (collective)."""
+    from solver import guards
+    from solver.config import load_config
+
+    config = load_config(args.config)
+    refine = parse_cells(args.refine) if args.refine is not None else list(config.compare.refine)
+    guards.check_compare(comm, config, refine)
+    refuse_run_directory(comm, args, config)
+
+
+def refuse_run_directory(comm: MPI.Comm, args, config) -> None:
+    """InputError if ``--out`` may not become this run's directory (``rundir.files``), checked
+    before the inputs are read in full (collective)."""
+    from solver.rundir.files import refuse_run_directory as refusal
+
+    reason = on_rank0(comm, refusal, args.out, args.force, tuple(run_inputs(args, config)))
+    if reason:
+        raise InputError(reason, str(args.out))
+
+
+def preflight_compare_run(comm: MPI.Comm, run: Path) -> None:
+    """``compare RUN``: its config and theta.npz read (every rank alike) before dolfinx is
+    loaded; the temporary files of killed writes removed."""
+    from solver import guards
+    from solver.config import load_config
+    from solver.rundir.files import remove_temporaries
+
+    config = load_config(run / store.CONFIG)
+    parameters = store.read_parameters(run / store.THETA)
+    on_rank0(comm, remove_temporaries, run)
+    n_theta, dim = guards.n_theta(config), config.dim
+    K = (parameters.p.size - n_theta) // (dim + 1)
+    if parameters.p.size <= n_theta or parameters.p.size != n_theta + K * (dim + 1):
+        raise InputError(f"holds {parameters.p.size} parameters, the run's config.toml needs "
+                         f"{n_theta} + K·{dim + 1}", str(run / store.THETA))
+    ended = (parameters.meta or {}).get("resolution") or dict(cells=config.mesh.cells, degree=config.mesh.degree)
+    cells, degree = int(ended["cells"]), int(ended["degree"])
+    wanted = (config.compare.cells or cells, config.compare.degree or degree)
+    guards.check_compare_run(comm, config, parameters.p[:n_theta], K, sorted({(cells, degree), wanted}))
+
+
 def command_export(comm: MPI.Comm, args) -> int:
     """Export a trained run as an explicit ResNet (rank 0 works; numpy and ONNX only)."""
+    from solver import guards
+    from solver.config import load_config
     from solver.resnet.export import export
+    from solver.resnet.formats import parse_formats
+    from solver.rundir.files import remove_temporaries
 
-    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    formats = parse_formats(args.format)
+    if args.depth < 1:
+        raise InputError(f"--depth must be >= 1, got {args.depth}")
+    config = load_config(args.run_dir / store.CONFIG)  # every rank reads it: alike
+    if config.field.kind == "mlp":
+        evaluations = {"euler": 1, "midpoint": 2, "rk4": 4}[args.scheme]
+        block = evaluations * (2 * config.field.width * config.dim + config.field.width + config.dim) * 8
+        guards.check_export(comm, str(args.run_dir), args.depth, block, "onnx" in formats)
+    on_rank0(comm, remove_temporaries, args.run_dir)
     for path in on_rank0(comm, export, args.run_dir, args.depth, args.scheme, formats, args.output):
         log.info("wrote %s", path)
     return 0
 
 
+class UsageError(InputError):
+    """A command line argparse refuses; ``usage`` is the usage text of the (sub)command."""
+
+    def __init__(self, message: str, usage: str):
+        self.usage = usage
+        super().__init__(message)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises ``UsageError`` instead of exiting, and prints help on rank 0 only."""
+
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: {message}", self.format_usage())
+
+    def _print_message(self, message: str, file=None) -> None:
+        if MPI.COMM_WORLD.rank == 0:
+            super()._print_message(message, file)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m solver",
         description="Transport inverse problem solver (Li & Shi, 'A Flow Model of Neural Networks').",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
+    force = "replace an existing run directory (only one this solver made, never one holding an input)"
     p = sub.add_parser("compare", help="solve the PDE and the characteristics and compare them")
     p.add_argument("config", type=Path, help="problem file (TOML), e.g. problems/default.toml, or a trained run directory")
     p.add_argument("--out", type=Path, default=None, help="run directory (default runs/<config name>)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing run directory")
+    p.add_argument("--force", action="store_true", help=force)
     p.add_argument(
         "--refine", default=None, metavar="N1,N2,...",
         help="refinement study over these mesh cell counts (default: compare.refine of the config; '' for none)",
@@ -225,9 +406,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=command_compare)
 
     p = sub.add_parser("train", help="learn the velocity field (adjoint-based optimizer)")
-    p.add_argument("config", type=Path, nargs="?", default=None, help="problem file (TOML)")
+    p.add_argument("config", type=Path, nargs="?", default=None,
+                   help="problem file (TOML); with --resume, the run's own (only train.iterations, "
+                        "train.save_every and [output] may differ)")
     p.add_argument("--out", type=Path, default=None, help="run directory (default runs/<config name>)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing run directory")
+    p.add_argument("--force", action="store_true", help=force)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.set_defaults(run=command_train)
 
@@ -246,33 +429,89 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    comm = MPI.COMM_WORLD
-    args = build_parser().parse_args(argv)
-    setup_logging(comm, args.verbose)
+def default_out(parser: argparse.ArgumentParser, args) -> None:
+    """``--out`` checked and defaulted to runs/<config name>."""
     if getattr(args, "config", "unset") is None and not getattr(args, "resume", False):
-        build_parser().error("a problem file is needed (or --resume with --out RUN)")
+        parser.error("a problem file is needed (or --resume with --out RUN)")
     if getattr(args, "out", "unset") is None:
         if args.config is None:
-            build_parser().error("--resume needs --out RUN")
-        args.out = Path("runs") / Path(args.config).stem
+            parser.error("--resume needs --out RUN")
+        stem = Path(args.config).stem
+        if stem in ("", ".", "..") or not Path(args.config).name:
+            parser.error(f"cannot name a run directory after {str(args.config)!r}; pass --out RUN")
+        args.out = Path("runs") / stem
+
+
+# How long a rank that stops with an error waits for the others before it aborts the job.
+EXIT_WAIT = 30.0
+
+
+def finish(comm: MPI.Comm, exits: MPI.Comm, code: int) -> int:
+    """``code``, once every rank has finished; a rank that stops with an error and whose peers do
+    not finish within ``EXIT_WAIT`` seconds (they wait for it in a collective) aborts the job."""
+    if comm.size == 1:
+        return code
+    request = exits.Ibarrier()
+    deadline = time.monotonic() + EXIT_WAIT
+    while not request.Test():
+        if code and time.monotonic() > deadline:
+            print(f"error: rank {comm.rank} stopped (exit {code}) but the other ranks did not; "
+                  f"aborting the job", file=sys.stderr, flush=True)
+            comm.Abort(code)
+        time.sleep(0.005)
+    return code
+
+
+def interrupt(signum, frame):
+    """SIGTERM outside training: stop as on SIGINT (KeyboardInterrupt, exit 128 + 15)."""
+    raise KeyboardInterrupt(int(signum))
+
+
+def main(argv: list[str] | None = None) -> int:
+    comm = MPI.COMM_WORLD
+    exits = comm.Dup() if comm.size > 1 else comm  # for finish(): no other traffic on it
+    # SIGTERM like SIGINT (the default would kill without a word); training installs its own.
+    signal.signal(signal.SIGTERM, interrupt)
+    parser = build_parser()
     try:
-        return args.run(comm, args)
+        args = parser.parse_args(argv)
+        default_out(parser, args)
+    except UsageError as error:
+        if comm.rank == 0:
+            print(f"{error.usage}error: {error}", file=sys.stderr, flush=True)
+        return finish(comm, exits, 2)
+    setup_logging(comm, args.verbose)
+    try:
+        if args.command == "compare" and args.config.is_dir():
+            preflight_compare_run(comm, args.config)
+        elif args.command == "compare":
+            preflight_compare(comm, args)
+        code = args.run(comm, args)
     except InputError as error:
         # Raised alike on every rank (inputs are read and checked collectively): one message.
         if comm.rank == 0:
             print(f"error: {error}", file=sys.stderr, flush=True)
-        return 2
-    except KeyboardInterrupt:
+        code = 2
+    except stopping.Stopped as stop:
+        if comm.rank == 0:
+            print(f"stopped at iteration {stop.iteration} ({signal.Signals(stop.signum).name}); "
+                  f"checkpoint written: continue with `python -m solver train --resume --out "
+                  f"{stop.checkpoint.parent}`", file=sys.stderr, flush=True)
+        code = stop.exit_code
+    except KeyboardInterrupt as interrupted:
+        code = 128 + (interrupted.args[0] if interrupted.args else signal.SIGINT)
+        if comm.rank == 0:
+            print(f"interrupted (exit {code})", file=sys.stderr, flush=True)
         if comm.size > 1:
-            comm.Abort(130)
-        return 130
+            comm.Abort(code)  # the other ranks may be waiting in a collective
+        return code
     except Exception:
         traceback.print_exc()
         sys.stderr.flush()
         if comm.size > 1:
             comm.Abort(1)  # the other ranks may be waiting in a collective
         return 1
+    return finish(comm, exits, code)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,12 @@ FIELD_KEYS = {
     "rotation": ("kind", "T", "omega"),
 }
 SECTIONS = ("domain", "mesh", "field", "terminal", "solver", "compare", "output", "data", "train")
+# Ω's extent: sides (diameters) and coordinates a mesh and a CFL step resolve in double precision.
+MIN_SIDE, MAX_SIDE, MAX_COORDINATE = 1e-6, 1e6, 1e6
+# A problem file is text of a few kB: a larger one (or a device, /dev/zero) is not read.
+MAX_CONFIG_BYTES = 2**20
+# Each component of u is a column of every solve; a terminal with more is not built.
+MAX_COMPONENTS = 10_000
 
 # Values that run directories written by earlier versions hold in their config.toml (read again
 # by --resume and `compare RUN`) for what is now an absent key: read as absent.
@@ -124,6 +130,7 @@ class SolverConfig:
     dt: float | None = None  # a forced maximal time step; None: from the CFL bound
     checkpoint_every: int = 4  # keep the state at every n-th step start, for the gradient
     stage_memory: int = 256  # MiB per rank for the RK stage states a gradient reads back
+    max_steps: int = 10_000  # time steps of one solve; more is refused (training: backs off)
 
 
 @dataclass(frozen=True)
@@ -316,6 +323,11 @@ def load_config(path: str | Path) -> Config:
     """
     path = Path(path)
     try:
+        if path.exists() and not path.is_file():
+            raise InputError("not a regular file: expected a TOML problem file", source=str(path))
+        if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
+            raise InputError(f"{path.stat().st_size} bytes: not a problem file (at most "
+                             f"{MAX_CONFIG_BYTES} bytes)", source=str(path))
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError(f"config file not found (cwd: {Path.cwd()})", source=str(path)) from None
@@ -366,6 +378,7 @@ def config_from_dict(
         dt=partial(validate.optional(validate.number), low=0.0, low_open=True),
         checkpoint_every=partial(validate.integer, low=1),
         stage_memory=partial(validate.integer, low=0),
+        max_steps=partial(validate.integer, low=1),
     ))
     compare = _compare(r, sections["compare"], min_cells, source)
     output = OutputConfig(**r.fields("output", sections["output"], OutputConfig,
@@ -441,6 +454,9 @@ def _data(r: _Reader, s: dict[str, Any], source: str) -> DataConfig:
         augment_dim=partial(validate.optional(validate.integer), low=2, high=3),
         margin=DATA_CHECKS["margin"],
     )
+    if values["classes"] is not None and values["points"] is not None and values["classes"] > values["points"]:
+        raise r.error("data", "classes", f"expected at most data.points = {values['points']} "
+                      f"classes, got {values['classes']}")
     return DataConfig(
         kind=kind, **values, params=MappingProxyType({k: _frozen(v) for k, v in params.items()})
     )
@@ -468,10 +484,18 @@ def _domain(r: _Reader, s: dict[str, Any]) -> DomainConfig:
             raise r.error(
                 "domain", "upper", f"expected upper > lower entrywise, got {upper} (lower {lower})"
             )
+        sides = [b - a for a, b in zip(lower, upper)]
+        if max(map(abs, lower + upper)) > MAX_COORDINATE or not all(MIN_SIDE <= h <= MAX_SIDE for h in sides):
+            raise r.error("domain", "upper", f"expected sides upper - lower from {MIN_SIDE:g} to "
+                          f"{MAX_SIDE:g} and coordinates within ±{MAX_COORDINATE:g} (the mesh and "
+                          f"the time step are computed in double precision), got lower {lower}, upper {upper}")
         return DomainConfig(kind, tuple(lower), tuple(upper), None, None)
     dim = 2 if kind == "disk" else 3
+    coordinate = partial(validate.number, low=-MAX_COORDINATE, high=MAX_COORDINATE)
     center = r.value("domain", s, "center", [0.0] * dim, partial(validate.vector, lengths=(dim,)))
-    radius = r.value("domain", s, "radius", 1.0, partial(validate.number, low=0.0, low_open=True))
+    r.value("domain", s, "center", [0.0] * dim, lambda name, v: [coordinate(name, x) for x in v])
+    radius = r.value("domain", s, "radius", 1.0,
+                     partial(validate.number, low=MIN_SIDE / 2, high=MAX_SIDE / 2))
     return DomainConfig(kind, None, None, tuple(center), radius)
 
 
@@ -511,6 +535,9 @@ def _terminal(r: _Reader, s: dict[str, Any], domain: DomainConfig) -> TerminalCo
         mid = domain.center or [(a + b) / 2 for a, b in zip(domain.lower, domain.upper)]
         params["center"] = list(mid)
     params.update({k: v for k, v in s.items() if k != "kind"})
+    if "num_components" in s:
+        r.value("terminal", s, "num_components", None,
+                partial(validate.integer, low=1, high=MAX_COMPONENTS))
     try:
         make_terminal(kind, domain.dim, **params)  # validates values and shapes against d
     except InputError as e:

@@ -10,6 +10,7 @@ class InputError(ValueError):
     """
 
     def __init__(self, message: str, source: str | None = None):
+        self.message = message
         self.source = source
         super().__init__(f"{source}: {message}" if source else message)
 

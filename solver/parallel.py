@@ -1,14 +1,19 @@
-"""How points are dealt out over MPI ranks and gathered back (mpi4py and numpy only).
+"""How points are dealt out over MPI ranks and gathered back, and how rank 0's work reaches every
+rank (mpi4py and numpy only).
 
 A set of n items known on every rank is split into contiguous, balanced shares
 (:func:`rank_share`); each rank works on its share, and :func:`gather_rows` concatenates the
 ranks' results in rank order, i.e. in the original order of the items, on every rank.
+Work that only rank 0 does (writing a file, reading one that may be broken) goes through
+:func:`on_rank0`, so that its result, or its ``InputError``, reaches every rank.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from mpi4py import MPI
+
+from solver.errors import InputError, UnstableSolve
 
 
 def rank_share(comm: MPI.Comm, n: int) -> slice:
@@ -36,3 +41,21 @@ def gather_rows(comm: MPI.Comm, local_rows: np.ndarray) -> np.ndarray:
     offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
     comm.Allgatherv(local, [out, sizes, offsets, MPI.DOUBLE])
     return out
+
+
+def on_rank0(comm: MPI.Comm, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` on rank 0 only; every rank gets its result, or raises its
+    InputError (collective). Any other exception on rank 0 is raised there only (the command
+    line then aborts the job, so that no rank waits).
+    """
+    verdict = None
+    if comm.rank == 0:
+        try:
+            verdict = ("result", fn(*args, **kwargs))
+        except InputError as error:
+            verdict = ("error", (error.message, error.source, type(error).__name__))
+    kind, value = comm.bcast(verdict, root=0)
+    if kind == "error":
+        message, source, name = value
+        raise (UnstableSolve if name == "UnstableSolve" else InputError)(message, source)
+    return value

@@ -69,7 +69,7 @@ def test_broken_runs_are_input_errors(tmp_path):
     make_run(tmp_path)
     with pytest.raises(InputError, match="--depth must be >= 1, got 0"):
         export(tmp_path, 0, "euler", ["npz"])
-    with pytest.raises(InputError, match='Invalid format "pt"'):
+    with pytest.raises(InputError, match="--format takes a comma-separated list of .*, got .pt."):
         export(tmp_path, 2, "euler", ["pt"])
     p = store.read_parameters(tmp_path / store.THETA).p
     np.savez(tmp_path / store.THETA, p=p)  # a p-only theta.npz (a warm start reads it; export cannot)

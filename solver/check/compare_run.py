@@ -18,6 +18,7 @@ from solver.config import load_config
 from solver.errors import InputError
 from solver.learn.certify import Resolution
 from solver.learn.train import Problem
+from solver.parallel import on_rank0
 from solver.rundir import store
 
 log = logging.getLogger("solver")
@@ -135,8 +136,6 @@ def compare_run(comm: MPI.Comm, run: Path) -> dict:
     field = problem.model.field(theta)
     result["resnet"] = resnet_depth_tables(problem.model, theta, A, b, problem.dataset.X_test, field)
     result["resnet_vs_pde"] = resnet_against_pde(problem.model, theta, A, b, problem.dataset.X_test, fe_test)
-    if comm.rank == 0:
-        store.write_json(run / store.COMPARISON, result)
-    comm.Barrier()
+    on_rank0(comm, store.write_json, run / store.COMPARISON, result)
     problem.destroy()
     return result

@@ -203,6 +203,10 @@ class TransportSolver:
             which recomputes the stages of the steps that did not fit from the checkpoints).
     """
 
+    # The most time steps of one solve (None: no limit), set from solver.max_steps: a solve
+    # that needs more raises UnstableSolve before it steps (training backs off from the trial).
+    max_steps: int | None = None
+
     def __init__(
         self,
         mesh: dmesh.Mesh,
@@ -309,6 +313,14 @@ class TransportSolver:
         if not np.isfinite(bound):
             return 1
         return max(1, math.ceil(length / bound - 1e-9))
+
+    def _check_steps(self, steps: int, speed: float) -> None:
+        """UnstableSolve if a solve would take more than ``max_steps`` time steps."""
+        if self.max_steps is not None and steps > self.max_steps:
+            raise UnstableSolve(
+                f"the solve needs more than solver.max_steps = {self.max_steps} time steps "
+                f"({steps} so far, max|v| = {speed:.4g})"
+            )
 
     # --- time stepping ---------------------------------------------------------------------
 
@@ -434,6 +446,7 @@ class TransportSolver:
         for j in reversed(range(len(pieces) - 1)):  # backward in t: the last piece first
             frozen = None if frozen_steps is None else int(frozen_steps[j])
             n_steps, dt, speed = self._prepare_piece(field, pieces[j], pieces[j + 1], frozen)
+            self._check_steps(len(trajectory.piece_of_step) + n_steps, speed)
             self._march(state, j, n_steps, dt, trajectory, taus, keep)
             steps_per_piece.append(n_steps)
             dt_per_piece.append(dt)

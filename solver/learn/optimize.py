@@ -75,15 +75,32 @@ class OptimizerState:
 ValueAndGradient = Callable[[np.ndarray], tuple[float, np.ndarray]]
 
 
+class NoDecrease(Exception):
+    """A step found no decrease of J along its direction, not even a tiny one: the optimizer gets
+    no further from this iterate (raised alike on every rank). Typically the trial points were
+    unstable: a forced ``solver.dt`` (or ``solver.max_steps``) caps the field's speed, and J
+    would decrease only beyond the cap."""
+
+
 def _safe(fun: ValueAndGradient, p: np.ndarray) -> tuple[float, np.ndarray | None]:
-    """fun(p), or (inf, None) where the solve is unstable or returns a non-finite value."""
+    """fun(p), or (inf, None) where the solve is unstable, (nan, None) where J or ∇J is not
+    finite."""
     try:
         value, gradient = fun(p)
-    except UnstableSolve:  # raised alike on every rank
+    except UnstableSolve as error:  # raised alike on every rank
+        log.debug("unstable trial point, backing off: %s", error.message)
         return np.inf, None
     if not np.isfinite(value) or not np.all(np.isfinite(gradient)):
-        return np.inf, None
+        return np.nan, None
     return value, gradient
+
+
+def _no_decrease(what: str, state: OptimizerState, trials: list[float]) -> NoDecrease:
+    unstable = sum(1 for v in trials if v == np.inf)
+    why = (f"; {unstable} of the {len(trials)} trial points were unstable: the forced solver.dt "
+           f"(or solver.max_steps) caps the field, so lower or remove it" if unstable else "")
+    return NoDecrease(f"{what} found no decrease at iteration {state.iteration} (J = {state.value:.6g}, "
+                      f"|g| = {np.linalg.norm(state.gradient):.3g}){why}")
 
 
 def start(fun: ValueAndGradient, p0: np.ndarray) -> OptimizerState:
@@ -122,27 +139,33 @@ def lbfgs_step(
     """One L-BFGS iteration with a backtracking (Armijo) line search.
 
     The first trial step is 1 (scaled so that |Δp| ≤ max_step); a trial whose objective is
-    non-finite or whose solve is unstable counts as a failed decrease and halves the step.
+    non-finite or whose solve is unstable counts as a failed decrease and halves the step. If
+    ``max_backtracks`` halvings find no decrease, the search is repeated once along steepest
+    descent (the curvature pairs dropped), then ``NoDecrease`` is raised.
     """
-    d = lbfgs_direction(state)
-    slope = float(state.gradient @ d)
-    if slope >= 0:  # not a descent direction (lost curvature): restart from steepest descent
-        state.s, state.y = [], []
-        d = -state.gradient
+    trials: list[float] = []
+    while True:
+        d = lbfgs_direction(state)
         slope = float(state.gradient @ d)
-    step = min(1.0, max_step / max(np.linalg.norm(d), 1e-300))
-    for _ in range(max_backtracks):
-        p_new = state.p + step * d
-        value, gradient = _safe(fun, p_new)
-        state.evaluations += 1
-        if value <= state.value + 1e-4 * step * slope:
-            break
-        step *= 0.5
-    else:
-        raise RuntimeError(
-            f"line search failed after {max_backtracks} halvings at iteration {state.iteration} "
-            f"(J = {state.value:.6g}, |g| = {np.linalg.norm(state.gradient):.3g})"
-        )
+        if slope >= 0:  # not a descent direction (lost curvature): restart from steepest descent
+            state.s, state.y = [], []
+            d = -state.gradient
+            slope = float(state.gradient @ d)
+        step = min(1.0, max_step / max(np.linalg.norm(d), 1e-300))
+        for _ in range(max_backtracks):
+            p_new = state.p + step * d
+            value, gradient = _safe(fun, p_new)
+            state.evaluations += 1
+            trials.append(value)
+            if value <= state.value + 1e-4 * step * slope:
+                break
+            step *= 0.5
+        else:
+            if state.s:  # once more from steepest descent
+                state.s, state.y = [], []
+                continue
+            raise _no_decrease(f"the line search ({max_backtracks} halvings)", state, trials)
+        break
     s, y = p_new - state.p, gradient - state.gradient
     if s @ y > 1e-10 * np.linalg.norm(s) * np.linalg.norm(y):  # keep H positive definite
         state.s = (state.s + [s])[-memory:]
@@ -159,7 +182,8 @@ def adam_step(
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
 ) -> OptimizerState:
-    """One Adam iteration (Kingma & Ba); a non-finite trial halves the step (up to 20 times)."""
+    """One Adam iteration (Kingma & Ba); a non-finite or unstable trial halves the step (up to 20
+    times, then ``NoDecrease``)."""
     if state.m is None:
         state.m, state.v = np.zeros_like(state.p), np.zeros_like(state.p)
     k = state.iteration + 1
@@ -167,14 +191,16 @@ def adam_step(
     v = betas[1] * state.v + (1 - betas[1]) * state.gradient**2
     update = (m / (1 - betas[0] ** k)) / (np.sqrt(v / (1 - betas[1] ** k)) + eps)
     scale = learning_rate
+    trials: list[float] = []
     for _ in range(20):
         value, gradient = _safe(fun, state.p - scale * update)
         state.evaluations += 1
+        trials.append(value)
         if np.isfinite(value):
             break
         scale *= 0.5
     else:
-        raise RuntimeError(f"Adam: no finite objective along the update at iteration {state.iteration}")
+        raise _no_decrease("Adam (20 halvings of the update)", state, trials)
     state.p = state.p - scale * update
     state.m, state.v = m, v
     state.value, state.gradient = value, gradient

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from mpi4py import MPI
 
+from solver import stopping
 from solver.learn import certify, optimize
 from solver.config import Config
 from solver.model.data import Dataset, make_dataset
@@ -26,7 +27,7 @@ from solver.fem.mesh import create_mesh
 from solver.fem.pointeval import PointEvaluator
 from solver.learn.reduced import ReducedFunctional
 from solver.model.from_config import velocity_model
-from solver.parallel import rank_share
+from solver.parallel import on_rank0, rank_share
 from solver.model.velocity import VelocityModel
 from solver.rundir import store
 
@@ -97,6 +98,7 @@ class Problem:
             checkpoint_every=config.solver.checkpoint_every,
             stage_memory=config.solver.stage_memory * 2**20,
         )
+        solver.max_steps = config.solver.max_steps
         if solver.num_dofs_global > config.train.max_dofs:
             dofs = solver.num_dofs_global
             solver.destroy()
@@ -130,13 +132,11 @@ class Problem:
 def save_checkpoint(comm: MPI.Comm, path: Path, state: optimize.OptimizerState, history: list[dict],
                     resolution: certify.Resolution) -> None:
     """Write the optimizer state, the resolution and the history (checkpoint.npz, history.csv
-    beside it) on rank 0 (collective barrier)."""
-    if comm.rank == 0:
-        arrays = state.to_arrays()
-        arrays["resolution"] = np.array([resolution.cells, resolution.degree])
-        store.write_checkpoint(path, arrays, history)
-        store.write_history(path.parent / store.HISTORY, history)
-    comm.Barrier()
+    beside it) on rank 0 (collective)."""
+    arrays = state.to_arrays()
+    arrays["resolution"] = np.array([resolution.cells, resolution.degree])
+    on_rank0(comm, store.write_checkpoint, path, arrays, history)
+    on_rank0(comm, store.write_history, path.parent / store.HISTORY, history)
 
 
 def load_checkpoint(path: Path) -> tuple[optimize.OptimizerState, list[dict], certify.Resolution | None]:
@@ -205,7 +205,12 @@ def train(comm: MPI.Comm, problem: Problem, out: Path, resume: bool = False) -> 
     options = dict(memory=tc.memory, max_step=tc.max_step) if tc.optimizer == "lbfgs" else dict(learning_rate=tc.learning_rate)
     while state.iteration < tc.iterations:
         started = time.perf_counter()
-        state = step(problem.J.value_and_gradient, state, **options)
+        try:
+            state = step(problem.J.value_and_gradient, state, **options)
+        except optimize.NoDecrease as stalled:  # e.g. a forced solver.dt caps the field: end here
+            log.warning("training ends early: %s", stalled)
+            problem.J.evaluate(state.p)  # J.last at the iterate again, for the final check
+            break
         seconds = time.perf_counter() - started
         scheduled = state.iteration % tc.check_every == 0
         result = check(comm, problem, state.p) if scheduled or state.iteration == tc.iterations else None
@@ -217,6 +222,9 @@ def train(comm: MPI.Comm, problem: Problem, out: Path, resume: bool = False) -> 
             problem, state = raise_resolution(comm, problem, state, problem.resolution.refined()) or (problem, state)
         if state.iteration % tc.save_every == 0 or state.iteration == tc.iterations:
             save_checkpoint(comm, checkpoint, state, history, problem.resolution)
+        if signum := stopping.requested(comm):  # SIGINT/SIGTERM: stop here, resumable
+            save_checkpoint(comm, checkpoint, state, history, problem.resolution)
+            raise stopping.Stopped(signum, state.iteration, checkpoint)
 
     final = check(comm, problem, state.p)
     # Only the logit error drives the resolution: a label that still disagrees once the logits

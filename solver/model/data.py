@@ -38,7 +38,6 @@ and blobs; peaks and csv keep their natural class frequencies.
 from __future__ import annotations
 
 import csv
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -46,9 +45,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-from sklearn.datasets import make_blobs, make_circles, make_moons
-from sklearn.model_selection import train_test_split
-
 from solver import validate
 from solver.errors import InputError
 from solver.model.domain import Ball, Box, Domain
@@ -95,7 +91,7 @@ DEFAULT_TEST_FRACTION = 0.2
 OPTION_CHECKS = {
     "num_points": partial(validate.integer, low=2),
     "noise": partial(validate.number, low=0.0),
-    "seed": partial(validate.integer, low=0),
+    "seed": partial(validate.integer, low=0, high=2**32 - 1),  # scikit-learn's random_state
     "test_fraction": partial(validate.number, low=0.0, high=1.0, high_open=True),
     "num_classes": partial(validate.integer, low=2),
     # margin 0 would put training points on ∂Ω, where χ = 0 and the flow cannot move them
@@ -194,7 +190,8 @@ class Scaling:
             )
         r = 1.0 - OPTION_CHECKS["margin"]("data.margin", margin)
         lower, upper = x.min(axis=0), x.max(axis=0)
-        mid, half_data = 0.5 * (lower + upper), 0.5 * (upper - lower)
+        with np.errstate(over="ignore"):  # a span beyond 1.8e308: inf, refused below
+            mid, half_data = 0.5 * (lower + upper), 0.5 * (upper - lower)
         center = 0.5 * (np.asarray(domain.lower) + np.asarray(domain.upper))
         if isinstance(domain, Ball):
             extent = float(np.max(np.linalg.norm(x - mid, axis=1)))
@@ -270,6 +267,8 @@ def _class_sizes(n: int, k: int) -> np.ndarray:
 
 
 def _moons(n, noise, seed, dim, k, kw):
+    from sklearn.datasets import make_moons  # scikit-learn takes a second to import: only if used
+
     return make_moons(n_samples=n, noise=noise, random_state=seed)
 
 
@@ -277,6 +276,8 @@ def _circles(n, noise, seed, dim, k, kw):
     factor = float(kw.get("factor", 0.5))
     if not 0.0 < factor < 1.0:
         raise _fail("factor", f"inner/outer radius ratio must be in (0, 1), got {kw['factor']!r}")
+    from sklearn.datasets import make_circles
+
     return make_circles(n_samples=n, noise=noise, factor=factor, random_state=seed)
 
 
@@ -327,6 +328,8 @@ def _blob_centers(k: int, dim: int) -> np.ndarray:
 def _blobs(n, noise, seed, dim, k, kw):
     if noise == 0.0:
         raise _fail("noise", "blobs need a cluster standard deviation > 0, got 0")
+    from sklearn.datasets import make_blobs
+
     return make_blobs(
         n_samples=n, centers=_blob_centers(k, dim), cluster_std=noise, random_state=seed
     )
@@ -383,16 +386,14 @@ class LabelledPoints(NamedTuple):
     class_names: tuple[str, ...]
 
 
-_INTEGER = re.compile(r"[+-]?\d+")
-
-
 def load_csv(path: str | Path) -> LabelledPoints:
     """Labelled points from a CSV file with a header line.
 
     One column is named ``label`` (any position, any case); every other column is a feature,
     named by its header (e.g. ``x1,x2,label``). Blank lines are skipped. Labels that are all
-    integers must be exactly 0..K−1 (each occurring); otherwise all labels are read as strings
-    and class k is the k-th of them in sorted (string) order, e.g. ``cat, dog`` -> 0, 1.
+    numbers must be the integers 0..K−1 (each occurring; ``1`` and ``1.0`` are the same);
+    otherwise the labels are names and class k is the k-th of them in sorted (string) order,
+    e.g. ``cat, dog`` -> 0, 1 (the run records the names: ``Dataset.class_names``).
     Deterministic: every rank reading the same file gets the same arrays.
 
     Raises:
@@ -426,6 +427,8 @@ def load_csv(path: str | Path) -> LabelledPoints:
 
 def _read_rows(path: str | Path) -> list[tuple[int, list[str]]]:
     """The non-blank rows of a CSV file with their line numbers; at least one (the header)."""
+    if Path(path).exists() and not Path(path).is_file():
+        raise InputError("not a regular file: expected a CSV file of labelled points", source=str(path))
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
@@ -475,9 +478,18 @@ def _parse_rows(
 def _label_indices(
     labels: list[str], lines: np.ndarray, src: str
 ) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Integer labels checked to be 0..K−1, or string labels mapped to sorted indices."""
-    if all(_INTEGER.fullmatch(s) for s in labels):
-        y = np.array([int(s) for s in labels], dtype=np.int64)
+    """Integer labels checked to be 0..K−1 (``1`` and ``1.0`` are one label), or names mapped to
+    sorted indices."""
+    numbers = [_number(s) for s in labels]
+    if all(v is not None for v in numbers):
+        fractional = [i for i, v in enumerate(numbers) if not (np.isfinite(v) and v == int(v))]
+        if fractional:
+            i = fractional[0]
+            raise InputError(
+                f"line {lines[i]}: label {labels[i]!r} is not an integer; numeric labels must be "
+                f"the integers 0..K-1 ({len(fractional)} row(s) are not)", src
+            )
+        y = np.array([int(v) for v in numbers], dtype=np.int64)
         if y.min() < 0:
             i = int(np.argmin(y))
             raise InputError(
@@ -492,15 +504,26 @@ def _label_indices(
             )
         class_names = tuple(str(c) for c in range(int(y.max()) + 1))
     else:
-        class_names = tuple(sorted(set(labels)))
+        # Names; a name that is an integral number is written one way ("1.0" is "1").
+        names = [str(int(v)) if v is not None and np.isfinite(v) and v == int(v) else s
+                 for s, v in zip(labels, numbers)]
+        class_names = tuple(sorted(set(names)))
         lookup = {name: c for c, name in enumerate(class_names)}
-        y = np.array([lookup[s] for s in labels], dtype=np.int64)
+        y = np.array([lookup[s] for s in names], dtype=np.int64)
     if len(class_names) < 2:
         raise InputError(
             f"found 1 class ({class_names[0]!r}) in {len(labels)} rows; expected at least 2",
             src,
         )
     return y, class_names
+
+
+def _number(text: str) -> float | None:
+    """The number ``text`` spells (``1``, ``1.0``, ``1e3``), or None for a name."""
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def write_csv(path: str | Path, X: np.ndarray, y: np.ndarray, feature_names=None) -> None:
@@ -656,15 +679,49 @@ def make_dataset(
     X, y, k, names, class_names = _generate(kind, num_points, noise, seed, num_classes, dim, kw)
     X, names, augmented = _augment(X, names, augment_dim)
     train, test = _split(y, k, test_fraction, seed)
+    source = kw.get("path") if kind == "csv" else None
     if domain is None:
         scaling = Scaling.identity(X.shape[1])
     else:
-        scaling = Scaling.fit(X[train], domain, margin)
+        try:
+            scaling = Scaling.fit(X[train], domain, margin)
+        except InputError as error:
+            raise InputError(f"{error.message}; the data's range {_extent(X[train])} is too wide "
+                             f"to scale into Ω", error.source or source) from None
     X_train, X_test = scaling.apply(X[train]), scaling.apply(X[test])
     if domain is not None:
+        check_resolved(X[train], X_train, domain, source)
         check_inside(domain, X_test, test)
     return Dataset(kind, X_train, y[train], X_test, y[test], k, names, class_names, scaling,
                    augmented, train, test)
+
+
+def check_resolved(x: np.ndarray, x_omega: np.ndarray, domain: Domain, source: str | None = None) -> None:
+    """Raise if training points that differ in the data coincide after the scaling into Ω (to
+    1e-9 of Ω's size): a few points far out squeeze the others together, and the flow cannot
+    tell them apart.
+
+    Args:
+        x: the training points in data coordinates, shape=(n, dim).
+        x_omega: the same points scaled into Ω, shape=(n, dim).
+        source: the data file, for the message.
+    """
+    resolution = 1e-9 * float(np.max(np.asarray(domain.upper) - np.asarray(domain.lower)))
+    distinct = len(np.unique(x, axis=0))
+    kept = len(np.unique(np.round(x_omega / resolution), axis=0))
+    if kept < distinct:
+        raise InputError(
+            f"of {distinct} distinct training points only {kept} stay apart after the scaling into "
+            f"Ω (to 1e-9 of its size): the data span {_extent(x)}, so a few points "
+            f"far out squeeze the others together; remove or clip the outliers, or rescale the "
+            f"features",
+            source,
+        )
+
+
+def _extent(x: np.ndarray) -> str:
+    with np.errstate(all="ignore"):
+        return f"[{float(np.min(x)):.3g}, {float(np.max(x)):.3g}]" if x.size else "[]"
 
 
 def _check_kind_and_keys(kind: str, kw: dict[str, Any]) -> None:
@@ -700,6 +757,8 @@ def _split(
     index = np.arange(len(y))
     if test_fraction == 0.0:
         return index, index[:0]
+    from sklearn.model_selection import train_test_split
+
     try:
         train, test = train_test_split(
             index, test_size=test_fraction, random_state=seed, stratify=y

@@ -90,20 +90,38 @@ def output_paths(out: Path, formats: list[str]) -> dict[str, Path]:
 
 
 def run(comm: MPI.Comm, args: argparse.Namespace) -> int:
-    """The ``plain2resnet`` command (collective: rank 0 works, the others wait for its verdict)."""
-    error = None
-    if comm.rank == 0:
-        try:
-            convert(args)
-        except InputError as raised:
-            message = (
-                str(raised).removeprefix(f"{raised.source}: ") if raised.source else str(raised)
-            )
-            error = (message, raised.source)
-    error = comm.bcast(error, root=0)
-    if error is not None:
-        raise InputError(*error)
+    """The ``plain2resnet`` command (collective: rank 0 works, the others wait for its verdict).
+
+    The arguments are checked and the net's size estimated before the ResNet is built: more
+    memory than the machine has, or an ONNX file over 2 GiB, is refused (``solver.guards``).
+    """
+    from solver import guards
+    from solver.parallel import on_rank0
+
+    check_arguments(args)  # alike on every rank: only the arguments and the file system
+    blocks, block_bytes = on_rank0(comm, estimate, args)
+    guards.check_flow_resnet(comm, str(args.net), args.substeps, blocks, block_bytes,
+                             "onnx" in parse_formats(args.format))
+    on_rank0(comm, convert, args)
     return 0
+
+
+def estimate(args: argparse.Namespace) -> tuple[float, float]:
+    """The blocks of the ResNet of ``args.substeps`` substeps and the bytes of arrays per block,
+    from those of 4 and 8 substeps (the count grows linearly in l). Rank-local."""
+    from solver.plain2resnet.flow import discretize, flow_model
+    from solver.plain2resnet.plainnet_io import load_plain_net
+
+    flow = flow_model(load_plain_net(args.net))
+    counts = []
+    for substeps in (4, 8):
+        resnet = discretize(flow, substeps, args.beta, anchor=args.anchor, scaling=args.time_scaling)
+        blocks = [block for stage in resnet.stages for block in stage.blocks]
+        arrays = sum(value.nbytes for block in blocks for value in vars(block).values()
+                     if isinstance(value, np.ndarray))
+        counts.append((len(blocks), arrays))
+    (four, arrays), (eight, _) = counts
+    return four + (eight - four) / 4 * (args.substeps - 4), arrays / max(four, 1)
 
 
 def convert(args: argparse.Namespace) -> None:

@@ -53,6 +53,8 @@ def load_plain_net(path: str | Path) -> PlainNet:
         raise InputError(f"expected an .npz or .onnx plain net, got suffix {suffix!r}", str(path))
     if not path.is_file():
         raise InputError("no such file", str(path))
+    if path.stat().st_size == 0:
+        raise InputError(f"the file is empty: not a plain net ({suffix})", str(path))
     return load_npz(path) if suffix == ".npz" else load_onnx(path)
 
 

@@ -14,14 +14,13 @@ import numpy as np
 
 from solver.config import load_config
 from solver.errors import InputError
+from solver.resnet.formats import ONNX_DTYPES, parse_formats
 from solver.resnet.net import OutputLayer, ResNet, resnet_from_velocity, save_npz
 from solver.resnet.onnx_net import save_onnx
 from solver.model.from_config import velocity_model
 from solver.rundir import store
 
 log = logging.getLogger("solver")
-
-FORMATS = ("onnx", "npz")
 
 
 def learned_net(run: Path, depth: int, scheme: str = "euler", output: str = "linear") -> ResNet:
@@ -42,11 +41,10 @@ def learned_net(run: Path, depth: int, scheme: str = "euler", output: str = "lin
                                 input_scale=scale, input_shift=shift)
 
 
-def export(run: Path, depth: int, scheme: str, formats: list[str], output: str = "linear") -> list[Path]:
-    """Write resnet-<scheme>-<depth>.{onnx,npz} (and a float64 ONNX) into the run directory."""
-    bad = [f for f in formats if f not in FORMATS]
-    if bad:
-        raise InputError(f'Invalid format "{bad[0]}". Must be one of {list(FORMATS)}')
+def export(run: Path, depth: int, scheme: str, formats: str | list[str], output: str = "linear") -> list[Path]:
+    """Write resnet-<scheme>-<depth>.{onnx,npz} (ONNX in float32 and float64) into the run
+    directory; ``formats`` is a ``--format`` text ("onnx,npz") or a list of names (``solver.resnet.formats.FORMATS``)."""
+    formats = parse_formats(formats if isinstance(formats, str) else ",".join(formats))
     if depth < 1:
         raise InputError(f"--depth must be >= 1, got {depth}")
     net = learned_net(run, depth, scheme, output)
@@ -55,7 +53,7 @@ def export(run: Path, depth: int, scheme: str, formats: list[str], output: str =
     if "npz" in formats:
         written.append(save_npz(net, stem.with_suffix(".npz")))
     if "onnx" in formats:
-        for dtype in ("float32", "float64"):
+        for dtype in ONNX_DTYPES:
             path = Path(f"{stem}-{dtype}.onnx")
             save_onnx(net, path, dtype)
             written.append(path)

@@ -5,7 +5,7 @@ are written in one of ``ONNX_DTYPES`` (``solver.resnet.onnx_builder``).
 
 A saved net is one ``.npz``: its arrays under their own names, plus the string entry ``meta``,
 a JSON object with at least ``format`` (which kind of net) and ``version`` (an integer, raised
-when the layout changes; readers accept 1 up to their own). ``save_net_npz`` writes it,
+when the layout changes; readers accept 1 up to their own). ``save_net_npz`` writes it (atomically),
 ``load_net_npz`` reads it back; ``read_npz`` reads any npz (also a user's input file) with the
 same errors. Pickled entries are never loaded: unpickling runs code from the file.
 
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from solver.errors import InputError
+from solver.rundir.files import atomic_file
 
 FORMATS = ("onnx", "npz")
 ONNX_DTYPES = ("float32", "float64")  # the element types of exported ONNX graphs
@@ -54,7 +55,8 @@ def save_net_npz(
         path = path.with_name(path.name + ".npz")
     header = {"format": fmt, "version": version}
     text = json.dumps(header | {k: v for k, v in meta.items() if k not in header}, indent=1)
-    np.savez(path, **{META: np.array(text)}, **arrays)
+    with atomic_file(path) as f:
+        np.savez(f, **{META: np.array(text)}, **arrays)
     return path
 
 

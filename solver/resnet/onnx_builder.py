@@ -33,6 +33,7 @@ from onnx import TensorProto, helper, numpy_helper
 from solver import __version__
 from solver.errors import InputError
 from solver.resnet.formats import ONNX_DTYPES
+from solver.rundir.files import atomic_file
 
 OPSET = 17
 IR_VERSION = 8
@@ -171,5 +172,7 @@ class OnnxGraph:
     ) -> Path:
         """Write the checked model (``model``'s arguments) to ``path``; returns the path."""
         path = Path(path)
-        onnx.save_model(self.model(doc_string, metadata), str(path))
+        model = self.model(doc_string, metadata)
+        with atomic_file(path) as f:
+            f.write(model.SerializeToString())
         return path

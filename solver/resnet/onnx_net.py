@@ -26,6 +26,7 @@ from solver.model.domain import Ball, Box
 from solver.errors import InputError
 from solver.resnet.net import ResNet, check_input, parse_metadata
 from solver.resnet.onnx_builder import DTYPES, OnnxGraph, float_dtype
+from solver.rundir.files import atomic_file
 
 METADATA_KEY = "transport_resnet"
 LINKS = {  # the output layer's link: ONNX op and attributes
@@ -125,7 +126,9 @@ def to_onnx(net: ResNet, dtype: Any = "float32") -> onnx.ModelProto:
 def save_onnx(net: ResNet, path: str | Path, dtype: Any = "float32") -> Path:
     """Write ``to_onnx(net, dtype)`` to ``path``; returns the path."""
     path = Path(path)
-    onnx.save_model(to_onnx(net, dtype), str(path))
+    model = to_onnx(net, dtype)
+    with atomic_file(path) as f:
+        f.write(model.SerializeToString())
     return path
 
 

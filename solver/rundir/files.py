@@ -1,9 +1,13 @@
-"""Files a reader never sees half-written, and run directories created once, never overwritten
-without ``force``.
+"""Files a reader never sees half-written, and run directories that never cost a user's files.
 
-Every write goes to a temporary file ``.NAME.*`` in the target's directory, is flushed and
-fsync'ed, then renamed over the target (``os.replace`` is atomic within one file system); on any
-failure the temporary file is removed. What the files of a run directory hold is
+Every write goes to a temporary file ``.NAME.XXXXXXXX.tmp`` in the target's directory, is flushed
+and fsync'ed, then renamed over the target (``os.replace`` is atomic within one file system); on
+any failure the temporary file is removed, and those a killed process left are removed when the
+next command starts on the run directory (``remove_temporaries``).
+
+A run directory is marked as one (``MARKER``, its first file). ``--force`` replaces only a
+marked directory, never one that holds an input of the run, the current directory or a parent
+of it (``prepare_run_directory``). What the files of a run directory hold is
 ``solver.rundir.store``'s business; this module only writes bytes safely.
 """
 
@@ -12,9 +16,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -26,6 +31,22 @@ if TYPE_CHECKING:
     from mpi4py import MPI
 
 
+# A run directory holds this file, written first: only such a directory is replaced by --force.
+MARKER = ".solver-run"
+MARKER_TEXT = ("A run directory of `python -m solver`: `--force` may replace this directory and "
+               "everything in it.\n")
+# The files of runs written before the marker existed (recognized as run directories).
+RUN_ENTRY = re.compile(r"config\.toml|theta\.npz|checkpoint\.npz|history\.csv|metrics\.json|"
+                       r"compare\.json|[\w.-]+\.png|[\w.-]+\.bp|resnet-[\w.-]+\.(npz|onnx)")
+# atomic_file's temporaries ".NAME.XXXXXXXX.tmp", and those of earlier versions:
+# ".NAME.XXXXXXXX" and ".checkpoint.XXXXXXXX.npz".
+TEMPORARY = re.compile(r"\.[^/]+\.[a-z0-9_]{8}\.tmp|\.(config\.toml|theta\.npz|checkpoint\.npz|"
+                       r"history\.csv|metrics\.json|compare\.json)\.[a-z0-9_]{8}|\.checkpoint\.[a-z0-9_]{8}\.npz")
+
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     """A file to write that appears at ``path`` whole, or not at all (rank-local).
@@ -33,18 +54,27 @@ def atomic_file(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     Args:
         path: the target; its directory must exist.
         mode: ``"wb"`` or ``"w"`` (text, UTF-8).
+
+    Raises:
+        InputError: naming ``path``, if it cannot be written (a missing or read-only directory,
+            a full disk).
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~_UMASK)  # as open() would create it (mkstemp: 0600)
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except BaseException as error:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if isinstance(error, OSError):
+            raise InputError(f"cannot write the file: {_reason(error)}", str(path)) from None
         raise
 
 
@@ -60,26 +90,100 @@ def write_json_atomic(path: str | Path, data) -> None:
     write_text_atomic(path, json.dumps(_plain(data), indent=2, sort_keys=False) + "\n")
 
 
-def prepare_run_directory(comm: MPI.Comm, path: str | Path, force: bool = False) -> Path:
-    """Create the run directory on rank 0 (collective); refuse an existing, non-empty one.
+def prepare_run_directory(comm: MPI.Comm, path: str | Path, force: bool = False,
+                          inputs: Iterable[str | Path] = ()) -> Path:
+    """Create the run directory ``path`` on rank 0, marked as one (collective).
+
+    An existing directory is replaced only if it is a run directory (``MARKER``, or the files of a
+    run written before the marker existed), with ``force``, or without it if it holds no results
+    (a run that failed at the start). It is never replaced if it holds one of ``inputs`` (the
+    problem file, the data file, ``train.init``), is the current directory or contains it.
 
     Raises:
-        InputError: on every rank, if ``path`` exists, is not empty and ``force`` is False.
+        InputError: on every rank: the directory is refused (the message says why and what to
+            do), or cannot be created.
     """
-    path = Path(path)
-    error = None
-    if comm.rank == 0:
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            if force and path.is_dir():
-                shutil.rmtree(path)
-            else:
-                error = f"run directory {path} exists and is not empty; pass --force to overwrite it"
-        if error is None:
-            path.mkdir(parents=True, exist_ok=True)
-    error = comm.bcast(error, root=0)
-    if error:
-        raise InputError(error)
+    from solver.parallel import on_rank0
+
+    return Path(on_rank0(comm, _prepare, Path(path), force, tuple(Path(i) for i in inputs)))
+
+
+def _prepare(path: Path, force: bool, inputs: tuple[Path, ...]) -> Path:
+    refusal = refuse_run_directory(path, force, inputs)
+    if refusal:
+        raise InputError(refusal, str(path))
+    try:
+        if path.is_dir() and any(path.iterdir()):
+            shutil.rmtree(path)
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"cannot create the run directory: {_reason(error)}", str(path)) from None
+    write_text_atomic(path / MARKER, MARKER_TEXT)
     return path
+
+
+def refuse_run_directory(path: Path, force: bool, inputs: tuple[Path, ...] = ()) -> str | None:
+    """Why ``path`` may not become a (new) run directory, or None (rank-local, reads only)."""
+    here = _resolved(path)
+    cwd = Path.cwd().resolve()
+    if here == cwd or here in cwd.parents:
+        which = "the current directory" if here == cwd else f"a parent of the current directory {cwd}"
+        return f"is {which}; a run needs a directory of its own, e.g. --out runs/NAME"
+    if not path.exists() and not path.is_symlink():
+        return None
+    if not path.is_dir():
+        return "exists and is not a directory; choose another --out"
+    held = [str(i) for i in inputs if _resolved(i) == here or here in _resolved(i).parents]
+    if held:
+        return (f"holds {', '.join(held)}, an input of this run; a run directory is replaced "
+                f"as a whole, so choose another --out")
+    entries = sorted(e.name for e in path.iterdir())
+    if not entries:
+        return None
+    if not is_run_directory(path):
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        return (f"exists and is not a run directory (no {MARKER}; it holds {shown}); "
+                f"--force replaces only run directories: choose another --out")
+    if force or set(entries) <= {MARKER, "config.toml"} | set(filter(is_temporary, entries)):
+        return None
+    return "exists: pass --force to replace it, or --resume to continue its training"
+
+
+def is_run_directory(path: Path) -> bool:
+    """``path`` is a directory that a command of the solver made: it holds the ``MARKER``, or only
+    files that runs write (runs written before the marker existed)."""
+    if (path / MARKER).is_file():
+        return True
+    names = [e.name for e in path.iterdir()] if path.is_dir() else []
+    return "config.toml" in names and all(RUN_ENTRY.fullmatch(n) or is_temporary(n) for n in names)
+
+
+def is_temporary(name: str) -> bool:
+    """A temporary file of ``atomic_file`` (also of earlier versions: ``.checkpoint.npz.XXXX``)."""
+    return bool(TEMPORARY.fullmatch(name))
+
+
+def remove_temporaries(directory: str | Path) -> list[str]:
+    """Remove the temporary files that writes killed half-way left in a run directory (rank-local);
+    returns their names. Nothing is removed from a directory that is not a run directory."""
+    directory = Path(directory)
+    if not directory.is_dir() or not is_run_directory(directory):
+        return []
+    removed = []
+    for entry in directory.iterdir():
+        if is_temporary(entry.name) and entry.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+                removed.append(entry.name)
+    return sorted(removed)
+
+
+def _resolved(path: Path) -> Path:
+    return Path(os.path.abspath(path)).resolve()
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or str(error)
 
 
 def _plain(value):

@@ -19,6 +19,7 @@ from mpi4py import MPI
 
 from solver.config import Config
 from solver.model import characteristics
+from solver.parallel import on_rank0
 from solver.rundir import store
 from solver.rundir.fields import nodal_copies, write_fields, write_trajectory
 
@@ -55,19 +56,16 @@ def write_training_outputs(comm: MPI.Comm, outcome, out: Path) -> dict:
     """
     problem, state = outcome.problem, outcome.state
     config = problem.config
-    if comm.rank == 0:
-        theta, A, b = problem.J.split(state.p)
-        store.write_parameters(out / store.THETA, problem.model, theta, A, b,
-                               domain=config.to_dict()["domain"], scaling=problem.dataset.scaling.to_dict(),
-                               resolution=problem.resolution.to_dict())
+    theta, A, b = problem.J.split(state.p)
+    on_rank0(comm, store.write_parameters, out / store.THETA, problem.model, theta, A, b,
+             domain=config.to_dict()["domain"], scaling=problem.dataset.scaling.to_dict(),
+             resolution=problem.resolution.to_dict(), classes=list(problem.dataset.class_names))
     metrics = training_metrics(comm, outcome)
     if config.output.png:
         write_training_pictures(comm, problem, state.p, outcome.history, out, metrics["test_accuracy"])
     if config.output.vtx:
         write_training_fields(comm, problem, state.p, out)
-    if comm.rank == 0:
-        store.write_json(out / store.METRICS, metrics)
-    comm.Barrier()
+    on_rank0(comm, store.write_json, out / store.METRICS, metrics)
     return metrics
 
 
@@ -88,6 +86,7 @@ def training_metrics(comm: MPI.Comm, outcome) -> dict:
         dofs=problem.solver.num_dofs_global, components=dataset.num_classes,
         parameters=J.n_params, time_steps=int(sum(J.last.steps)),
         train_points=len(dataset.y_train), test_points=len(dataset.y_test),
+        classes=list(dataset.class_names),  # class k's label in the data (a CSV file's names)
     )
 
 
@@ -103,10 +102,16 @@ def write_training_pictures(comm: MPI.Comm, problem, p: np.ndarray, history: lis
     field = problem.model.field(J.split(p)[0])
     sample = np.arange(0, len(dataset.y_test), max(1, len(dataset.y_test) // 60))
     traj = characteristics.solve(comm, field, lambda x: x, dataset.X_test[sample], num_trajectory_times=40).trajectories
-    if comm.rank != 0:
-        return
+    on_rank0(comm, draw_training_pictures, problem, field, grid, probabilities, traj, sample, history,
+             out, test_accuracy)
+
+
+def draw_training_pictures(problem, field, grid, probabilities, traj, sample, history, out: Path,
+                           test_accuracy: float) -> None:
+    """The pictures of ``write_training_pictures`` (rank-local)."""
     from solver.rundir import plots
 
+    dataset = problem.dataset
     name = Path(problem.config.source).stem
     plots.prediction_figure(out / "prediction.png", grid, probabilities, dataset.X_train, dataset.y_train,
                             dataset.X_test, dataset.y_test,
@@ -143,17 +148,10 @@ def write_comparison_outputs(comm: MPI.Comm, config: Config, out: Path, grid: np
         inside = grid[config.domain_object().cutoff(grid) > 0.05]
         starts = inside[rng.choice(len(inside), size=min(16, len(inside)), replace=False)]
         traj = characteristics.solve(comm, field, terminal, starts, num_trajectory_times=60).trajectories
-        if comm.rank == 0:
-            from solver.rundir.plots import comparison_figure
+        from solver.rundir.plots import comparison_figure
 
-            comparison_figure(
-                out / "compare.png",
-                grid,
-                state["fe_grid"][:, 0],
-                state["ref_grid"][:, 0],
-                traj,
-                f"{config.source}: PDE (DG{config.mesh.degree}) vs characteristics",
-            )
+        on_rank0(comm, comparison_figure, out / "compare.png", grid, state["fe_grid"][:, 0],
+                 state["ref_grid"][:, 0], traj, f"{config.source}: PDE (DG{config.mesh.degree}) vs characteristics")
     if config.output.vtx:
         solver = state["solver"]
         write_fields(comm, out / "u0.bp", nodal_copies(state["result"].u0, solver.degree))

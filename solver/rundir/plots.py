@@ -1,10 +1,15 @@
-"""Pictures (rank-local, matplotlib's Agg backend): plotting lives at the edge, not in the core."""
+"""Pictures (rank-local, matplotlib's Agg backend): plotting lives at the edge, not in the core.
+
+Each picture is written atomically (``solver.rundir.files.atomic_file``): whole, or not at all.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+
+from solver.rundir.files import atomic_file
 
 
 def _pyplot():
@@ -14,6 +19,15 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(plt, fig, path: str | Path) -> None:
+    """Write ``fig`` to ``path`` (PNG) atomically and close it."""
+    try:
+        with atomic_file(path) as f:
+            fig.savefig(f, format="png", dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def _slice_2d(grid: np.ndarray, *values: np.ndarray):
@@ -71,8 +85,7 @@ def comparison_figure(
         ax.set_xlabel("x1")
         ax.set_ylabel("x2")
     fig.suptitle(title)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def convergence_figure(path: str | Path, study: dict, title: str) -> None:
@@ -91,8 +104,7 @@ def convergence_figure(path: str | Path, study: dict, title: str) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     ax.set_title(title)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def _plane(points: np.ndarray) -> np.ndarray:
@@ -120,8 +132,7 @@ def prediction_figure(path, grid, probabilities, X_train, y_train, X_test, y_tes
     ax.set_aspect("equal")
     ax.set_title(title)
     ax.legend(fontsize=7, loc="upper right")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def velocity_figure(path, grid, velocities, times, title) -> None:
@@ -140,8 +151,7 @@ def velocity_figure(path, grid, velocities, times, title) -> None:
         ax.set_aspect("equal")
         ax.set_title(f"v(t = {t:.2f}), max |v| {speed.max():.2f}")
     fig.suptitle(title)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def characteristics_figure(path, trajectories, labels, title) -> None:
@@ -160,8 +170,7 @@ def characteristics_figure(path, trajectories, labels, title) -> None:
         ax.plot(trajectories[-1, i, 0], trajectories[-1, i, 1], "x", color=c, ms=3.5)
     ax.set_aspect("equal")
     ax.set_title(title)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def loss_figure(path, history: list[dict], title) -> None:
@@ -179,5 +188,4 @@ def loss_figure(path, history: list[dict], title) -> None:
     ax2.set_ylabel("accuracy")
     fig.legend(loc="center right", fontsize=8)
     ax.set_title(title)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)

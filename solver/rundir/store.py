@@ -120,7 +120,8 @@ class Parameters:
 
 
 def write_parameters(path: str | Path, model: VelocityModel, theta: np.ndarray, A: np.ndarray,
-                     b: np.ndarray, *, domain: dict, scaling: dict, resolution: dict | None = None) -> None:
+                     b: np.ndarray, *, domain: dict, scaling: dict, resolution: dict | None = None,
+                     classes: list[str] | None = None) -> None:
     """theta.npz: p = (θ, A, b), its parts under their names, and ``meta`` (JSON text).
 
     Args:
@@ -128,6 +129,7 @@ def write_parameters(path: str | Path, model: VelocityModel, theta: np.ndarray, 
         domain: the config's ``[domain]`` table; scaling: the data's ``Scaling.to_dict()``.
         resolution: the mesh the run ended on, ``{"cells": n, "degree": k}`` (training raises it
             until the PDE is certified; ``compare RUN`` predicts there).
+        classes: the data's label of each class k (a CSV file's labels, e.g. ["cat", "dog"]).
     """
     theta, A, b = (np.asarray(a, dtype=np.float64) for a in (theta, A, b))
     meta = dict(
@@ -141,6 +143,8 @@ def write_parameters(path: str | Path, model: VelocityModel, theta: np.ndarray, 
     )
     if resolution is not None:
         meta["resolution"] = resolution
+    if classes is not None:
+        meta["classes"] = [str(c) for c in classes]
     p = np.concatenate([theta, A.ravel(), b])
     with atomic_file(path) as f:
         np.savez(f, p=p, theta=theta, A=A, b=b, meta=json.dumps(meta))
@@ -160,6 +164,7 @@ def read_parameters(path: str | Path) -> Parameters:
         parts = [arrays.get(k) for k in ("theta", "A", "b")]
         if all(a is not None for a in parts) and np.concatenate([parts[0], parts[1].ravel(), parts[2]]).shape != p.shape:
             raise ValueError(f"theta, A and b do not make up p ({p.size} values)")
+        _finite(arrays)
     return Parameters(p, *parts, meta=meta)
 
 
@@ -180,7 +185,16 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], list[dict]
     with _reading(path, "the checkpoint", "nothing to resume from: was the run started?"):
         arrays = _load_npz(path)
         history = _history_rows(arrays.pop("history"))
+        _finite(arrays)
     return arrays, history
+
+
+def _finite(arrays: dict[str, np.ndarray]) -> None:
+    """ValueError naming the first numeric array that holds NaN or ±inf (call inside ``_reading``)."""
+    for name, array in arrays.items():
+        if array.dtype.kind in "fc" and not np.all(np.isfinite(array)):
+            count = int(np.sum(~np.isfinite(array)))
+            raise ValueError(f"{name} holds {count} non-finite value(s) (NaN or inf)")
 
 
 def _history_array(history: list[dict]) -> np.ndarray:

@@ -88,11 +88,9 @@ def command_compare(comm: MPI.Comm, args) -> int:
         args.config, config.field.kind, config.mesh.cells, config.mesh.degree, comm.size,
     )
     run = cmp.solve_and_compare(comm, config, config.mesh.cells, points, grid)
-    # comparison_metrics and write_comparison_outputs take the run's parts by name, as a dict:
-    # vars(run) is that dict (its fields), until they take the MeshComparison itself.
-    metrics = comparison_metrics(comm, args, config, run.comparison, vars(run), len(points), len(grid))
+    metrics = comparison_metrics(comm, args, config, run, len(points), len(grid))
     on_rank0(comm, store.write_json, out / store.METRICS, metrics)
-    write_comparison_outputs(comm, config, out, grid, vars(run))
+    write_comparison_outputs(comm, config, out, grid, run)
     if refine:
         metrics["refinement"] = refinement(comm, args, config, refine, out)
         on_rank0(comm, store.write_json, out / store.METRICS, metrics)
@@ -103,12 +101,13 @@ def command_compare(comm: MPI.Comm, args) -> int:
     return 0
 
 
-def comparison_metrics(comm: MPI.Comm, args, config, comparison, state: dict, num_points: int,
-                       num_grid: int) -> dict:
-    """metrics.json of ``compare CONFIG`` on the configured mesh; logs its summary."""
+def comparison_metrics(comm: MPI.Comm, args, config, run, num_points: int, num_grid: int) -> dict:
+    """metrics.json of ``compare CONFIG`` on the configured mesh (``run``: compare_field's
+    MeshComparison); logs its summary."""
+    comparison = run.comparison
     log.info(
         "  dofs %d x %d components, %d time steps, solve %.2f s",
-        comparison.dofs, state["terminal"].num_components, comparison.steps, comparison.seconds_solve,
+        comparison.dofs, run.terminal.num_components, comparison.steps, comparison.seconds_solve,
     )
     log.info(
         "  PDE vs characteristics: L2 %.3e (relative %.3e), max at %d points %.3e, "
@@ -121,8 +120,8 @@ def comparison_metrics(comm: MPI.Comm, args, config, comparison, state: dict, nu
         ranks=comm.size,
         degree=config.mesh.degree,
         comparison=comparison.row(),
-        steps_per_piece=state["result"].steps_per_piece,
-        dt_per_piece=state["result"].dt_per_piece,
+        steps_per_piece=run.result.steps_per_piece,
+        dt_per_piece=run.result.dt_per_piece,
     )
 
 

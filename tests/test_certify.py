@@ -35,6 +35,7 @@ def run(comm, tmp_path_factory, resume_from=None, **train_keys):
     return outcome, out
 
 
+@pytest.mark.slow
 def test_a_drifting_3d_problem_ends_within_tolerance(comm, tmp_path_factory):
     fixed, _ = run(comm, tmp_path_factory, adapt=False)
     adapted, _ = run(comm, tmp_path_factory)
@@ -64,6 +65,7 @@ def test_the_final_check_raises_the_degree(comm, tmp_path_factory):
     comm.Barrier()
 
 
+@pytest.mark.slow
 def test_refine_and_resume_end_at_the_same_theta(comm, tmp_path_factory):
     """20 iterations in one go, or 14 (past the raise at 10) then resumed to 20: the same θ."""
     whole, _ = run(comm, tmp_path_factory)
@@ -80,6 +82,7 @@ def test_refine_and_resume_end_at_the_same_theta(comm, tmp_path_factory):
     comm.Barrier()
 
 
+@pytest.mark.slow
 def test_one_and_two_ranks_take_the_same_path(comm, tmp_path_factory):
     """The same refinements at the same iterations and the same θ on 1 rank as on all of them."""
     if comm.size == 1:

@@ -127,6 +127,7 @@ def test_bad_training_configs(comm):
 
 
 @pytest.mark.serial
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_theta(tmp_path):
     config = tmp_path / "moons.toml"
     config.write_text(
@@ -160,6 +161,7 @@ def test_killed_run_resumes_to_the_same_theta(tmp_path):
 
 
 @pytest.mark.serial
+@pytest.mark.slow
 def test_compare_and_export_a_trained_run(tmp_path):
     """train → compare RUN → export RUN through the command line on 2 ranks."""
     config = tmp_path / "moons.toml"

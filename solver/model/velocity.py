@@ -155,9 +155,6 @@ class VelocityModel:
     T: float
     activation: str
     domain: Domain
-    # Transitional, not a choice: rundir/store.write_parameters still records it in theta.npz.
-    # Remove it with that use.
-    time: ClassVar[str] = "constant"
 
     def __post_init__(self) -> None:
         if not _is_int(self.dim) or self.dim not in (2, 3):

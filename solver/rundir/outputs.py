@@ -140,18 +140,18 @@ def write_training_fields(comm: MPI.Comm, problem, p: np.ndarray, out: Path) -> 
 # --- comparison of a configured field -------------------------------------------------------
 
 
-def write_comparison_outputs(comm: MPI.Comm, config: Config, out: Path, grid: np.ndarray, state: dict) -> None:
-    """compare.png (rank 0 draws) and u_h(0, ·) for ParaView (collective)."""
+def write_comparison_outputs(comm: MPI.Comm, config: Config, out: Path, grid: np.ndarray, run) -> None:
+    """compare.png (rank 0 draws) and u_h(0, ·) for ParaView (collective); ``run`` is
+    ``check.compare_field.solve_and_compare``'s MeshComparison."""
     if config.output.png:
-        field, terminal = state["field"], state["terminal"]
+        field, terminal = run.field, run.terminal
         rng = np.random.default_rng(0)
         inside = grid[config.domain_object().cutoff(grid) > 0.05]
         starts = inside[rng.choice(len(inside), size=min(16, len(inside)), replace=False)]
         traj = characteristics.solve(comm, field, terminal, starts, num_trajectory_times=60).trajectories
         from solver.rundir.plots import comparison_figure
 
-        on_rank0(comm, comparison_figure, out / "compare.png", grid, state["fe_grid"][:, 0],
-                 state["ref_grid"][:, 0], traj, f"{config.source}: PDE (DG{config.mesh.degree}) vs characteristics")
+        on_rank0(comm, comparison_figure, out / "compare.png", grid, run.fe_grid[:, 0],
+                 run.ref_grid[:, 0], traj, f"{config.source}: PDE (DG{config.mesh.degree}) vs characteristics")
     if config.output.vtx:
-        solver = state["solver"]
-        write_fields(comm, out / "u0.bp", nodal_copies(state["result"].u0, solver.degree))
+        write_fields(comm, out / "u0.bp", nodal_copies(run.result.u0, run.solver.degree))

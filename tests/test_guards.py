@@ -40,7 +40,7 @@ def test_mesh_and_step_estimates(comm, domain, cells, degree):
                                    terminal=dict(kind="gaussian")))
     omega = config.domain_object()
     estimate = guards.mesh_estimate(omega, cells, degree)
-    solver = TransportSolver(comm, create_mesh(comm, omega, cells), degree=degree)
+    solver = TransportSolver(create_mesh(comm, omega, cells), degree=degree)
     num_cells = solver.mesh.topology.index_map(omega.dim).size_global
     if domain["kind"] == "box":
         assert estimate.cells == num_cells and estimate.dofs == solver.num_dofs_global
@@ -97,7 +97,7 @@ def test_the_solver_refuses_a_solve_beyond_max_steps(comm):
     from solver.fem.transport import TransportSolver
 
     config = config_from_dict(dict(mesh=dict(cells=4), solver=dict(dt=0.01)))
-    solver = TransportSolver(comm, create_mesh(comm, config.domain_object(), 4), dt=0.01)
+    solver = TransportSolver(create_mesh(comm, config.domain_object(), 4), dt=0.01)
     solver.max_steps = 50
     field = build_field(config, config.domain_object())
     with pytest.raises(UnstableSolve, match="more than solver.max_steps = 50"):

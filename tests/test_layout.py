@@ -22,7 +22,7 @@ PACKAGE = ROOT / "solver"
 
 # Lowest first. A single-module "package" (errors.py, config.py, ...) is a layer of its own.
 # resnet/ (numpy and ONNX) sits below check/, which measures the exported ResNet of a run.
-LAYERS = ("errors", "validate", "parallel", "model", "config", "fem", "learn", "resnet", "check",
+LAYERS = ("errors", "validate", "parallel", "stopping", "model", "config", "guards", "fem", "learn", "resnet", "check",
           "plain2resnet", "rundir", "__main__")
 
 # Imports that go up a layer, each with its reason.

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.serial  # starts its own mpirun processes
+# Starts its own mpirun processes; the quick suite takes minutes.
+pytestmark = [pytest.mark.serial, pytest.mark.slow]
 
 HEADINGS = ("## Machine and software", "## 1. Learning", "## 2. Scaling in the data size",
             "## 3. Whole-domain prediction", "## 4. Parallel scaling", "## 5. Memory")

@@ -45,6 +45,7 @@ def write(tmp_path, text, name="problem.toml"):
     return path
 
 
+@pytest.mark.slow  # a solve, a refinement study, PNG and VTX under mpirun: over 20 s
 def test_compare_writes_results(tmp_path):
     config = write(tmp_path, SMALL.format(extra="refine = [4, 8]", vtx="true", png="true"))
     out = tmp_path / "run"

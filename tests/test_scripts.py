@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.serial  # each starts its own processes
 
 
-@pytest.mark.parametrize("script", ["bench_forward.py", "bench_gradient.py"])
+@pytest.mark.parametrize("script", [pytest.param("bench_forward.py", marks=pytest.mark.slow),  # over 10 s
+                                    "bench_gradient.py"])
 def test_benchmark_runs(script):
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / script), "--quick"],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
@@ -20,6 +21,7 @@ def test_benchmark_runs(script):
     assert "grad/fwd" in done.stdout or "step/matvec" in done.stdout
 
 
+@pytest.mark.slow  # trains twice: over 10 s
 def test_time_to_accuracy_runs(tmp_path):
     config = (ROOT / "problems" / "moons.toml").read_text()
     config = config.replace("cells = 32", "cells = 8").replace("iterations = 60", "iterations = 3")

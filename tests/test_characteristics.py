@@ -130,7 +130,7 @@ CONVERGENCE = {
 
 
 @serial
-@pytest.mark.slow  # a convergence study in rtol, down to 1e-11 (relu: ~7 s here)
+@pytest.mark.slow  # a convergence study in rtol, down to 1e-11
 @pytest.mark.parametrize("case", sorted(CONVERGENCE))
 def test_error_converges_with_rtol(case):
     """Global error ≈ C·rtol: the slope of log(error) against log(rtol) is about 1."""

@@ -54,7 +54,7 @@ CONVERGENCE = [
 ]
 
 
-@pytest.mark.slow  # refinement studies: the 3D cases took 6-16 s each here
+@pytest.mark.slow  # refinement studies (3D DG2: over 10 s)
 @pytest.mark.parametrize(
     "name, domain, field, terminal, degree, cells, min_order",
     CONVERGENCE,

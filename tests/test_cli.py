@@ -76,7 +76,7 @@ BAD = [
     ("bad domain kind", '[domain]\nkind = "torus"\n', ["domain.kind", "torus", "box", "disk", "ball"]),
     ("wrong type", '[mesh]\ncells = "many"\n', ["mesh.cells", "many", "integer"]),
     ("rotation on a box", '[field]\nkind = "rotation"\n', ["rotation", "box"]),
-    ("forced dt breaks CFL", "[mesh]\ncells = 8\n[solver]\ndt = 0.5\n", ["dt=0.5", "CFL"]),
+    ("forced dt breaks CFL", "[mesh]\ncells = 8\n[solver]\ndt = 0.5\n", ["solver.dt = 0.5", "CFL"]),
     (
         "points outside",
         '[mesh]\ncells = 8\n[compare]\npoints_file = "points.csv"\n',

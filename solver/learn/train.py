@@ -21,7 +21,7 @@ from solver import stopping
 from solver.learn import certify, optimize
 from solver.config import Config
 from solver.model.data import Dataset, make_dataset
-from solver.errors import InputError
+from solver.errors import InputError, UnstableSolve
 from solver.fem.transport import TransportSolver
 from solver.fem.mesh import create_mesh
 from solver.fem.pointeval import PointEvaluator
@@ -281,10 +281,17 @@ def raise_resolution(comm: MPI.Comm, problem: Problem, state: optimize.Optimizer
     new discretization; the L-BFGS pairs (s, y) are kept: y holds differences of gradients of
     the old discrete J, which approximate the same continuous curvature.
     """
+    old = problem.resolution
     problem = _rebuilt_within_limit(comm, problem, new)
     if problem is None:
         return None
-    value, gradient = problem.J.value_and_gradient(state.p)
+    try:
+        value, gradient = problem.J.value_and_gradient(state.p)
+    except UnstableSolve as error:  # a forced solver.dt that the finer mesh's CFL bound breaks
+        log.warning("resolution: staying on %s, %s breaks the time step: %s", old, new, error)
+        problem = problem.rebuilt(comm, old)
+        problem.J.evaluate(state.p)  # J.last at the iterate again
+        return None
     state = dataclasses.replace(state, value=value, gradient=gradient, evaluations=state.evaluations + 1)
     log.info("resolution raised to %s (%d dofs per component): J = %.6g", new,
              problem.solver.num_dofs_global, value)

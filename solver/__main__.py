@@ -15,20 +15,24 @@ no rank waits forever in a collective. Training stops on SIGINT/SIGTERM at the n
 
 from __future__ import annotations
 
-import os
-
-# PETSc's own signal handlers would print a debugger banner on SIGTERM and kill the process:
-# the command line handles SIGINT and SIGTERM itself (set before petsc4py initializes PETSc).
-os.environ["PETSC_OPTIONS"] = " ".join(filter(None, [os.environ.get("PETSC_OPTIONS"), "-no_signal_handler"]))
+import sys
 
 # mpi4py before dolfinx: dolfinx's extension modules need the MPI library that mpi4py loads
 # (imported the other way round, libmpi.so.12 is not found).
 from mpi4py import MPI  # noqa: E402
 
+# PETSc's own signal handlers would print a debugger banner on SIGTERM and kill the process:
+# the command line handles SIGINT and SIGTERM itself. The option goes in through petsc4py.init's
+# argv (read by each rank), not PETSC_OPTIONS: PETSc broadcasts a non-empty PETSC_OPTIONS at
+# start-up, and under load that broadcast failed now and then ("MPI error 1 Invalid buffer
+# pointer" in PetscOptionsInsert on rank 1, seen twice in a few hundred 2-rank starts).
+import petsc4py  # noqa: E402
+
+petsc4py.init([sys.argv[0], "-no_signal_handler"])
+
 import argparse  # noqa: E402
 import logging  # noqa: E402
 import signal  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402

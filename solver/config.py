@@ -187,19 +187,19 @@ class TrainConfig:
     init: str | None = None  # start from the parameters of this run (directory or theta.npz)
     # Certification (learn/certify.py): every check_every iterations and at the end the PDE is
     # checked against the characteristics on the training and test points (at most check_points
-    # of each); where the logits differ by more than tolerance the mesh is refined (adapt), up
-    # to max_dofs DG dofs per component.
+    # of each); where the logits differ by more than tolerance the resolution is raised (adapt:
+    # DG2, then 1.5× the cells), up to max_dofs DG dofs per component.
     check_every: int = 10
     check_points: int = 2000
     tolerance: float = 0.5  # max |u_h(0, X) − f(q(T; X))| over the logits
-    refine_above: float | None = None  # during training, refine where the logits differ more (None: tolerance)
+    refine_above: float | None = None  # during training, raise the resolution past this (None: tolerance)
     agreement: float = 0.995  # the least fraction of equal labels for a certified run
     adapt: bool = True
     max_dofs: int = 400_000
 
     @property
     def refine_threshold(self) -> float:
-        """The logit difference above which training refines the mesh."""
+        """The logit difference above which training raises the resolution."""
         return self.tolerance if self.refine_above is None else self.refine_above
 
 

@@ -44,8 +44,8 @@ def test_a_drifting_3d_problem_ends_within_tolerance(comm, tmp_path_factory):
           f"max Δ {adapted.check.max_logit_difference:.2f}, agreement {adapted.check.label_agreement:.3f}")
     assert not fixed.check.close and fixed.check.max_logit_difference > 2.0
     assert adapted.check.passed and adapted.check.max_logit_difference <= 1.0
-    cells = [row["cells"] for row in adapted.history]
-    assert cells[0] == 5 and cells[-1] > 5 and cells == sorted(cells)
+    resolutions = [(row["cells"], row["degree"]) for row in adapted.history]
+    assert resolutions[0] == (5, 1) and resolutions[-1] != (5, 1) and resolutions == sorted(resolutions)
     # every number reported is checked: the final accuracies are those of the final mesh
     assert adapted.check.test.accuracy_pde == adapted.check.test.accuracy_characteristics
     for outcome in (fixed, adapted):
@@ -70,7 +70,7 @@ def test_refine_and_resume_end_at_the_same_theta(comm, tmp_path_factory):
     """20 iterations in one go, or 14 (past the raise at 10) then resumed to 20: the same θ."""
     whole, _ = run(comm, tmp_path_factory)
     part, out = run(comm, tmp_path_factory, iterations=14)
-    assert part.history[-1]["cells"] > 5  # the checkpoint holds a refined mesh
+    assert (part.history[-1]["cells"], part.history[-1]["degree"]) != (5, 1)  # raised before the checkpoint
     resumed, _ = run(comm, tmp_path_factory, resume_from=out)
     difference = np.max(np.abs(resumed.state.p - whole.state.p)) / np.max(np.abs(whole.state.p))
     print(f"\nresumed on {resumed.problem.resolution}: relative θ difference {difference:.1e}")
@@ -90,9 +90,9 @@ def test_one_and_two_ranks_take_the_same_path(comm, tmp_path_factory):
     config = config_from_dict(DRIFTS)
     alone = train(MPI.COMM_SELF, Problem.build(MPI.COMM_SELF, config), tmp_path_factory.mktemp("self"))
     together, _ = run(comm, tmp_path_factory)
-    cells = lambda outcome: [row["cells"] for row in outcome.history]  # noqa: E731
+    cells = lambda outcome: [(row["cells"], row["degree"]) for row in outcome.history]  # noqa: E731
     difference = np.max(np.abs(alone.state.p - together.state.p)) / np.max(np.abs(alone.state.p))
-    print(f"\n1 vs {comm.size} ranks: relative θ difference {difference:.1e}, cells {cells(together)[-1]}")
+    print(f"\n1 vs {comm.size} ranks: relative θ difference {difference:.1e}, ended on {cells(together)[-1]}")
     assert cells(alone) == cells(together)
     assert difference < 1e-8
     for outcome in (alone, together):
@@ -127,13 +127,14 @@ def test_agreement_counts_and_maxima_are_global(comm):
     assert result.accuracy_characteristics == 1.0
 
 
-def test_resolution_refines_to_odd_cell_counts_and_raises_the_degree_at_the_end():
+def test_resolution_raises_the_degree_then_refines_to_odd_cell_counts():
     r = certify.Resolution(13, 1)
-    assert r.refined() == certify.Resolution(21, 1)
-    assert certify.Resolution(5, 2).refined() == certify.Resolution(9, 2)
-    assert r.dofs_ratio(r.refined(), 3) == pytest.approx((21 / 13) ** 3)
-    assert r.raised_at_the_end() == certify.Resolution(13, 2)
-    assert certify.Resolution(13, 2).raised_at_the_end() == certify.Resolution(21, 2)
+    assert r.raised() == certify.Resolution(13, 2)
+    assert r.raised().raised() == certify.Resolution(21, 2)
+    assert certify.Resolution(5, 2).raised() == certify.Resolution(9, 2)
+    assert r.raised(max_degree=1) == certify.Resolution(21, 1)
+    assert r.dofs_ratio(certify.Resolution(21, 1), 3) == pytest.approx((21 / 13) ** 3)
+    assert r.dofs_ratio(r.raised(), 3) == pytest.approx(10 / 4)
 
 
 @pytest.mark.parametrize("key, value, fragment", [

@@ -54,12 +54,25 @@ def test_a_drifting_3d_problem_ends_within_tolerance(comm, tmp_path_factory):
     comm.Barrier()
 
 
-def test_the_final_check_raises_the_degree(comm, tmp_path_factory):
-    """Trained on the coarse mesh throughout (refine_above large), certified at the end on DG2."""
-    outcome, _ = run(comm, tmp_path_factory, refine_above=100.0)
-    print(f"\nended on {outcome.problem.resolution}: max Δ {outcome.check.max_logit_difference:.2f}")
+def test_the_final_check_raises_the_degree_then_refines_locally(comm, tmp_path_factory):
+    """Trained on the coarse mesh throughout (refine_above large), certified at the end on DG2
+    with local refinements; compare RUN rebuilds that mesh from the run directory."""
+    from solver.check.compare_run import compare_run
+    from solver.parallel import on_rank0
+    from solver.rundir import store
+    from solver.rundir.outputs import write_training_outputs
+
+    outcome, out = run(comm, tmp_path_factory, refine_above=100.0)
+    ended = outcome.problem.resolution
+    print(f"\nended on {ended}: max Δ {outcome.check.max_logit_difference:.2f}")
     assert [row["cells"] for row in outcome.history] == [5] * len(outcome.history)
-    assert outcome.problem.resolution.degree >= 2 and outcome.check.close
+    assert ended.degree == 2 and ended.marks and outcome.check.close
+    on_rank0(comm, store.write_config, out / store.CONFIG, outcome.problem.config.to_toml())
+    write_training_outputs(comm, outcome, out)
+    compared = compare_run(comm, out)
+    assert compared["refinements"] == len(ended.marks)
+    assert compared["dofs"] == outcome.problem.solver.num_dofs_global
+    assert compared["test"]["max_logit_difference"] == pytest.approx(outcome.check.test.max_logit_difference, abs=1e-8)
     outcome.problem.destroy()
     gc.collect()
     comm.Barrier()

@@ -171,10 +171,9 @@ def initial_speed(config, theta: np.ndarray | None = None, seed: int | None = No
     domain = config.domain_object()
     if fc.kind == "rotation":
         return (abs(fc.omega) * domain.radius,) * pieces(config)
-    from solver.model.velocity import VelocityModel
+    from solver.model.from_config import velocity_model
 
-    model = VelocityModel(dim=domain.dim, width=fc.width, slabs=fc.slabs, T=fc.T,
-                          activation=fc.activation, domain=domain)
+    model = velocity_model(config, domain)
     if theta is None:
         theta = model.init(fc.seed if seed is None else seed, fc.scale)
     field = model.field(np.asarray(theta, dtype=np.float64))
@@ -242,7 +241,8 @@ def check_steps(config, mesh: MeshEstimate, degree: int, speeds: tuple[float, ..
     elif fc.kind == "rotation":
         cause, keys = f"at the start, field.omega = {fc.omega:g}", "field.omega"
     else:
-        cause, keys = f"at the start, field.scale = {fc.scale:g}, field.width = {fc.width}", "field.scale"
+        width = f", field.width = {fc.width}" if fc.width is not None else ""
+        cause, keys = f"at the start, field.scale = {fc.scale:g}{width}", "field.scale"
     at = (f"max|v| ≈ {speed:.3g} ({cause}), h_min ≈ {mesh.h_min:.3g} "
           f"({cells_key} = {cells}), DG{degree}, solver.cfl = {sc.cfl:g}")
     if sc.dt is not None and speed > 0:
@@ -288,16 +288,17 @@ def parameter_memory(n_params: float, lbfgs_memory: int = 10) -> float:
 
 def mlp_memory(config, mesh: MeshEstimate, ranks: int) -> float:
     """The MLP's hidden values at this rank's velocity nodes (value and its derivative)."""
-    width = config.field.width or 0
+    width = config.field.width or (config.dim if config.field.kind == "mlp1" else 0)
     return 4 * width * mesh.velocity_nodes / ranks * 8
 
 
 def n_theta(config) -> int:
-    fc = config.field
-    if fc.kind != "mlp":
+    from solver.model.from_config import velocity_model
+    from solver.model.velocity import LEARNED_KINDS
+
+    if config.field.kind not in LEARNED_KINDS:
         return 0
-    d = config.dim
-    return fc.slabs * (2 * fc.width * d + fc.width + d)
+    return velocity_model(config, config.domain_object()).n_params
 
 
 # --- the commands ------------------------------------------------------------------------------
@@ -378,7 +379,7 @@ def check_compare(comm: MPI.Comm, config, refine: list[int] | tuple[int, ...] = 
     what = "compare"
     mc, cc = config.mesh, config.compare
     d = config.dim
-    if config.field.kind == "mlp":
+    if config.field.kind in ("mlp", "mlp1"):
         early = [(f"the field (field.width = {config.field.width}, field.slabs = {config.field.slabs})",
                   4 * n_theta(config) * 8)]
         check_memory(comm, config, what, early, "lower field.width or field.slabs")

@@ -20,6 +20,7 @@ from mpi4py import MPI  # noqa: F401  # first, as everywhere (before dolfinx)
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -42,9 +43,9 @@ def main() -> None:
         write_text_atomic(out / "report.md", report.render(json.loads((out / "results.json").read_text())))
         return
     out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
+    started, load_at_start = time.perf_counter(), os.getloadavg()[0]
     results = dict(quick=args.quick, command=" ".join(["scripts/experiments.py", *sys.argv[1:]]),
-                   machine=dict(python=platform.python_version(), cores=__import__("os").cpu_count(),
+                   machine=dict(python=platform.python_version(), cores=os.cpu_count(),
                                 started=time.strftime("%Y-%m-%d %H:%M:%S %Z")))
 
     # Section 4 runs in the peer venv, a separate process: it goes alongside the FE training.
@@ -74,6 +75,7 @@ def main() -> None:
     trainability.curves_figure(results["section4"], out / "trainability.png")
     timing["section4_wait"] = time.perf_counter() - t
     results["timing"] = dict(timing, total=time.perf_counter() - started)
+    results["machine"]["load"] = [load_at_start, os.getloadavg()[0]]
     write_json_atomic(out / "results.json", results)
     write_text_atomic(out / "report.md", report.render(results))
     print(f"wrote {out / 'report.md'} ({results['timing']['total']:.0f} s)")

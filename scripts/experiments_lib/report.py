@@ -7,7 +7,8 @@ from __future__ import annotations
 import math
 
 from experiments_lib import depth as depth_section
-from experiments_lib.common import pm
+from experiments_lib import layers as layers_section
+from experiments_lib.common import pm, spread
 
 
 def _f(x, digits=3):
@@ -27,18 +28,24 @@ def section1(results: dict, figure: dict) -> list[str]:
         "width m = d), relu and tanh, at equal parameter counts: the one-layer field has twice the "
         "slabs (8 against 4). The project's training loop (L-BFGS, exact adjoint, the problem files' "
         "regularization), one rank per run, "
-        f"{next(iter(s.values()))['runs'][0]['iterations']} iterations, `train.adapt = false` (the mesh is kept; the last "
-        "column is the final PDE-vs-characteristics check). Accuracy on the test points (PDE); "
-        "mean ± std [min, max] over the seeds.",
+        f"{next(iter(s.values()))['runs'][0]['iterations']} iterations, on fixed coarse meshes ("
+        + ", ".join(f"{name}: {cells} cells per direction" for name, (_, cells, _) in
+                    (layers_section.QUICK if results["quick"] else layers_section.DATASETS).items())
+        + ", DG1) with `train.adapt = false`: these runs are *not* certified — the last column, the "
+        "final check's largest logit difference between the PDE and the characteristics, exceeds "
+        "the 0.5 tolerance in places — so the accuracy by the characteristics (the model's own "
+        "prediction) is shown beside the PDE's. Mean ± std [min, max] over the seeds; the loss is "
+        "the objective J (data term + regularization), the data loss the cross entropy alone.",
         "",
-        "| data | field | activation | slabs | parameters | seeds | test accuracy | test accuracy (characteristics) | final loss | max logit Δ PDE/flow |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| data | field | activation | slabs | parameters | seeds | test accuracy (PDE) | test accuracy (characteristics) | final loss J | data loss | max logit Δ PDE/flow |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in s.values():
         dl = max(run["max_logit_difference"] for run in r["runs"])
+        data_loss = spread([run["data_loss"] for run in r["runs"]])
         lines.append(f"| {r['dataset']} | {r['layers']}-layer | {r['activation']} | {r['slabs']} | "
                      f"{r['parameters']} | {len(r['seeds'])} | {pm(r['test_accuracy'])} | "
-                     f"{pm(r['test_accuracy_characteristics'])} | {pm(r['loss'], 4)} | {dl:.2f} |")
+                     f"{pm(r['test_accuracy_characteristics'])} | {pm(r['loss'], 4)} | {pm(data_loss, 4)} | {dl:.2f} |")
     mono = [run for r in s.values() if r["layers"] == 1 and r["activation"] == "relu" for run in r["runs"]]
     vmin = min(run["velocity_min"] for run in mono)
     cmin = min(run["coordinate_increase_min"] for run in mono)
@@ -58,27 +65,37 @@ def section1(results: dict, figure: dict) -> list[str]:
         "the outer ones *which way* — including the negative directions a one-layer relu field lacks.",
         "",
     ]
-    verdicts = []
+    verdicts, counts = [], {"supported": 0, "in the claim's direction, within the spread": 0, "not supported": 0}
     for dataset in dict.fromkeys(r["dataset"] for r in s.values()):
         if f"{dataset}/2-layer/relu" not in s:
             continue
-        one, two = s[f"{dataset}/1-layer/relu"]["test_accuracy"], s[f"{dataset}/2-layer/relu"]["test_accuracy"]
-        gap = two["mean"] - one["mean"]
-        clear = gap > one["std"] + two["std"]
-        verdicts.append(f"{dataset}: two-layer relu {two['mean']:.3f} vs one-layer relu {one['mean']:.3f} "
-                        f"({'a gap beyond the seeds’ spread' if clear else 'no gap beyond the seeds’ spread'})")
-    supported = sum("beyond the seeds’ spread" in v and "no gap" not in v for v in verdicts)
+        one, two = s[f"{dataset}/1-layer/relu"], s[f"{dataset}/2-layer/relu"]
+        a1, a2 = one["test_accuracy_characteristics"], two["test_accuracy_characteristics"]
+        combos = [r for r in s.values() if r["dataset"] == dataset]
+        worst = min(combos, key=lambda r: (r["test_accuracy_characteristics"]["mean"], -r["loss"]["mean"]))
+        if a2["mean"] - a1["mean"] > a1["std"] + a2["std"]:
+            verdict = "supported"
+        elif worst is one and a1["mean"] < a2["mean"]:
+            verdict = "in the claim's direction, within the spread"
+        else:
+            verdict = "not supported"
+        counts[verdict] += 1
+        verdicts.append(f"{dataset}: two-layer relu {a2['mean']:.3f} (min {a2['min']:.3f}) vs one-layer relu "
+                        f"{a1['mean']:.3f} (min {a1['min']:.3f}); "
+                        f"{'the one-layer relu field is the weakest of the four' if worst is one else 'the weakest is ' + str(worst['layers']) + '-layer ' + worst['activation']}"
+                        f" — {verdict}")
     lines += [
-        "**Result.** " + "; ".join(verdicts) + ".",
+        "**Result** (accuracy by the characteristics). " + "; ".join(verdicts) + ".",
         "",
-        "**Verdict** (rule: a data set supports the claim if the two-layer relu mean test accuracy "
-        "exceeds the one-layer relu's by more than the sum of their standard deviations). "
-        f"The monotonicity the argument rests on holds in every run. The accuracy gap supports the "
-        f"claim on {supported} of {len(verdicts)} data sets"
-        + ("." if supported == len(verdicts) else
-           ": where it does not, a monotone flow followed by the learned linear output layer "
-           "was enough for that data set at this budget — the restriction is real but does not "
-           "always cost accuracy."),
+        "**Verdict** (rule per data set: *supported* if the two-layer relu mean accuracy exceeds the "
+        "one-layer relu's by more than the sum of their standard deviations; *in the claim's "
+        "direction* if the one-layer relu field is the least accurate of the four combinations but "
+        "within the spread; else *not supported*): "
+        + ", ".join(f"{n} {k}" for k, n in counts.items() if n) + ". "
+        "The monotonicity the argument rests on holds in every one-layer relu run. Its cost in accuracy "
+        "shows only where the data need points moved against a coordinate (circles 3D, moons); on "
+        "blobs a monotone flow followed by the learned linear output layer separates the classes as "
+        "well as any field. With 2 seeds and a 20-iteration budget the spread is wide.",
         "",
     ]
     return lines
@@ -100,12 +117,13 @@ def section2(results: dict) -> list[str]:
         + ". Peaks in particular is far from converged at this budget (the README's peaks run takes "
         "120 iterations and a refined mesh); its numbers compare L at equal small effort only.",
         "",
-        "| data | L | parameters | test accuracy | final loss | seconds per iteration |",
-        "|---|---|---|---|---|---|",
+        "| data | L | parameters | test accuracy | final loss J | data loss | seconds per iteration |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in s.values():
+        data_loss = spread([run["data_loss"] for run in r["runs"]])
         lines.append(f"| {r['dataset']} | {r['slabs']} | {r['parameters']} | {pm(r['test_accuracy'])} | "
-                     f"{pm(r['loss'], 4)} | {pm(r['seconds_per_iteration'], 2)} |")
+                     f"{pm(r['loss'], 4)} | {pm(data_loss, 4)} | {pm(r['seconds_per_iteration'], 2)} |")
     lines += ["", "![slabs](slabs.png)", ""]
     verdicts = []
     for dataset in dict.fromkeys(r["dataset"] for r in s.values()):
@@ -121,8 +139,14 @@ def section2(results: dict) -> list[str]:
               "that at L = 1): " + "; ".join(
                   f"{d}: {'supported' if [r for r in s.values() if r['dataset'] == d][-1]['loss']['mean'] < [r for r in s.values() if r['dataset'] == d][0]['loss']['mean'] else 'not supported'}"
                   for d in dict.fromkeys(r["dataset"] for r in s.values()))
-              + ". The time per iteration barely depends on L: the CFL bound, not the slab count, sets "
-              "the time steps; L only adds parameters.", ""]
+              + ". At this fixed, small iteration budget more slabs mean more parameters for the same "
+              "number of L-BFGS steps, and on spirals the loss at L = 16 is the worst: the budget, not "
+              "the capacity, limits these runs, so they do not show the claim's asymptotic sense "
+              "(a finer partition can represent more). The time per iteration grows by "
+              + ", ".join(f"{d}: {[r for r in s.values() if r['dataset'] == d][-1]['seconds_per_iteration']['mean'] / [r for r in s.values() if r['dataset'] == d][0]['seconds_per_iteration']['mean']:.1f}×"
+                          for d in dict.fromkeys(r["dataset"] for r in s.values()))
+              + " from L = 1 to the largest L (one operator assembly per slab; the step count follows "
+              "the CFL bound of the learned field, not L).", ""]
 
     rows = results["section2b"]
     rho = depth_section.rank_correlation(rows)
@@ -148,8 +172,9 @@ def section2(results: dict) -> list[str]:
                      + ", ".join(f"{e[n]:.1e}" for n in (1, 8, 64, 512) if n in e) + " |")
     lines += ["", "![export depth](export_depth.png)", "",
               f"**Result.** Spearman's rank correlation between ∫ max|∇v| dt and the smallest depth "
-              f"over the {len(rows)} fields: ρ = {_f(rho, 2)}. The Euler error falls as 1/N in every "
-              "table once N ≥ 4L (checked by the quick run).", "",
+              f"over the {len(rows)} fields: ρ = {_f(rho, 2)}. The Euler error does not grow with N in "
+              f"{sum(depth_section.errors_monotone(r) for r in rows)} of {len(rows)} tables once the "
+              "steps are small (N ≥ 4L, N ≥ 16, N ≥ 8 ∫max|∇v| dt; the quick run asserts this).", "",
               "**Verdict** (rule: supported if ρ > 0.5, weakly if 0 < ρ ≤ 0.5): "
               + ("supported." if rho > 0.5 else "weakly supported." if rho > 0 else "not supported.")
               + " The smallest depth is set by the few points nearest a decision boundary, so it "
@@ -190,7 +215,9 @@ def section3(results: dict) -> list[str]:
               f"{min(100 * r['agreement'] for r in last):.1f}–{max(100 * r['agreement'] for r in last):.1f}% "
               f"of the test inputs, with {last[0]['blocks']} blocks in place of "
               f"{next(iter(s.values()))['plain_layers']} layers. The small-l ResNets are far off "
-              f"(errors of 10²–10⁴): the flow of a layer with β = 10 is stiff.", "",
+              f"(errors of 10²–10⁴): the flow of a layer with β = 10 is stiff. (The moons MLP is "
+              f"under-fitted, {s['moons/relu']['test_accuracy'] if 'moons/relu' in s else float('nan'):.2f} test accuracy; "
+              "the claim concerns the map the ResNet reproduces, not its accuracy.)", "",
               "**Verdict** (rule: supported if the error falls at every doubling of l and the classes "
               f"agree on ≥ 95% at the largest l): supported for {sum(ok)} of {len(ok)} nets. The price "
               "is depth: hundreds of blocks for one plain layer at this accuracy.", ""]
@@ -230,10 +257,16 @@ def section4(results: dict) -> list[str]:
         verdicts.append(f"{dataset}, D = {deepest}: final loss {res['final_loss']['mean']:.3f} (ResNet) vs "
                         f"{plain['final_loss']['mean']:.3f} (plain), first-layer gradient at the start "
                         f"{res['first_gradient_at_start']['mean']:.1e} vs {plain['first_gradient_at_start']['mean']:.1e}")
+    shallow = min(spec["depths"])
+    same = [d for d in dict.fromkeys(r["dataset"] for r in s.values())
+            if s[f"{d}/plain/D={shallow}"]["test_accuracy"]["mean"] >= s[f"{d}/resnet/D={shallow}"]["test_accuracy"]["mean"] - 0.03]
+    datasets = len(verdicts)
+    verdicts.append(f"at D = {shallow} the plain net is as accurate as the ResNet (within 3 points) on "
+                    f"{len(same)} of {datasets} data sets: depth, not the plain form, is what hurts")
     lines += ["**Result.** " + "; ".join(verdicts) + ".", "",
               f"**Verdict** (rule: supported on a data set if at the largest depth the ResNet ends at a "
               f"lower loss and starts with a larger first-layer gradient): supported on {wins} of "
-              f"{len(verdicts)} data sets.", ""]
+              f"{datasets} data sets.", ""]
     return lines
 
 
@@ -246,7 +279,10 @@ def render(results: dict) -> str:
         "argument is a measured experiment. Generated by `" + results["command"] + "` "
         + ("(**quick mode: tiny runs that check the machinery, not the claims**) " if results["quick"] else "")
         + f"on {results['machine']['started']}, Python {results['machine']['python']}, "
-        f"{results['machine']['cores']} cores shared with other jobs; wall time "
+        f"{results['machine']['cores']} cores shared with other jobs"
+        + (f" (load average {results['machine']['load'][0]:.1f} at the start, {results['machine']['load'][1]:.1f} at the end)"
+           if "load" in results["machine"] else "")
+        + "; wall time "
         f"{t['total']:.0f} s (section 1: {t['section1']:.0f} s, 2a: {t['section2a']:.0f} s, "
         f"2b: {t['section2b']:.0f} s, 3: {t['section3']:.0f} s; section 4 ran alongside in the peer "
         f"venv, {t['section4_wait']:.0f} s waited for it at the end). Seeds: data and initialization "

@@ -1,7 +1,9 @@
 """The paper's section 5 as experiments (issue #13): one command writes DIR/report.md.
 
-    .venv/bin/python scripts/experiments.py --out docs/experiments      # the full run (~20 min)
-    .venv/bin/python scripts/experiments.py --quick --out /tmp/exp      # a minute: the checks
+    .venv/bin/python scripts/experiments.py --out docs/experiments      # the full run (1715 s here, load ~13)
+    .venv/bin/python scripts/experiments.py --quick --out /tmp/exp      # a minute or two: the checks
+
+The torch peer runs in $PEER_PYTHON, else <repo>/.venv-peer (scripts/peer/setup.sh makes it).
 
 Sections (each: the paper's claim, what was run, the result, whether it supports the claim):
   1. one-layer (field.kind = "mlp1") vs two-layer velocity fields, relu vs tanh, on moons, blobs

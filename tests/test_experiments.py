@@ -52,7 +52,7 @@ def test_export_depth_table_of_a_field():
     assert row["deformation"] > 0
 
 
-@pytest.mark.slow  # ~70 s on the shared 2-core machine (~15 s of CPU): trains ~10 small fields
+@pytest.mark.slow  # 92-123 s wall on the shared 2-core machine at load ~13 (~17 s of CPU): ~10 small fields
 def test_quick_run_writes_the_report(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "experiments.py"), "--quick", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=900, cwd=ROOT)

@@ -16,7 +16,6 @@ import numpy as np
 from experiments_lib.common import ROOT, problem_config, spread
 from solver.learn.train import load_dataset
 
-PEER_PYTHON = Path(os.environ.get("PEER_PYTHON", "/work/main/.venv-peer/bin/python"))
 SCRIPT = ROOT / "scripts" / "peer" / "depth_peer.py"
 FULL = dict(depths=[4, 16, 64], width=16, iterations=250, lr=0.01, seeds=[0, 1],
             activation="tanh", record_every=10, threads=1)
@@ -25,10 +24,10 @@ DATASETS = ("spirals", "peaks")
 
 
 def peer_python() -> Path:
-    """The peer venv's python: $PEER_PYTHON, else the main checkout's .venv-peer (made by
-    scripts/peer/setup.sh)."""
-    if PEER_PYTHON.exists():
-        return PEER_PYTHON
+    """The peer venv's python: $PEER_PYTHON if set, else <repo>/.venv-peer, made by
+    scripts/peer/setup.sh if missing (~30 s and 1.1 GB the first time; idempotent)."""
+    if os.environ.get("PEER_PYTHON"):
+        return Path(os.environ["PEER_PYTHON"])
     done = subprocess.run([str(ROOT / "scripts" / "peer" / "setup.sh")], capture_output=True, text=True, check=True)
     return Path(done.stdout.strip().splitlines()[-1])
 

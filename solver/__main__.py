@@ -361,9 +361,10 @@ def command_export(comm: MPI.Comm, args) -> int:
     if args.depth < 1:
         raise InputError(f"--depth must be >= 1, got {args.depth}")
     config = load_config(args.run_dir / store.CONFIG)  # every rank reads it: alike
-    if config.field.kind == "mlp":
+    if config.field.kind in ("mlp", "mlp1"):
         evaluations = {"euler": 1, "midpoint": 2, "rk4": 4}[args.scheme]
-        block = evaluations * (2 * config.field.width * config.dim + config.field.width + config.dim) * 8
+        width = config.field.width or config.dim  # "mlp1": exported as W2 = I, width d
+        block = evaluations * (2 * width * config.dim + width + config.dim) * 8
         guards.check_export(comm, str(args.run_dir), args.depth, block, "onnx" in formats)
     on_rank0(comm, remove_temporaries, args.run_dir)
     for path in on_rank0(comm, export, args.run_dir, args.depth, args.scheme, formats, args.output):

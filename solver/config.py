@@ -49,6 +49,7 @@ DOMAIN_KEYS = {
 }
 FIELD_KEYS = {
     "mlp": ("kind", "T", "width", "activation", "slabs", "seed", "scale"),
+    "mlp1": ("kind", "T", "activation", "slabs", "seed", "scale"),  # width = d: W is d×d
     "rotation": ("kind", "T", "omega"),
 }
 SECTIONS = ("domain", "mesh", "field", "terminal", "solver", "compare", "output", "data", "train")
@@ -99,7 +100,7 @@ class FieldConfig:
 
     kind: str = "mlp"
     T: float = 1.0
-    width: int | None = 8
+    width: int | None = 8  # "mlp" only ("mlp1" has width d)
     activation: str | None = "tanh"
     slabs: int | None = 4
     seed: int | None = 0
@@ -516,6 +517,14 @@ def _field(r: _Reader, s: dict[str, Any], domain: DomainConfig) -> FieldConfig:
             slabs=None, seed=None, scale=None,
             omega=r.value("field", s, "omega", 2.0 * math.pi, validate.number),
         )
+    if kind == "mlp1":
+        return FieldConfig(kind, **r.fields("field", s, FieldConfig,
+            T=T,
+            activation=partial(validate.choice, choices=ACTIVATIONS),
+            slabs=partial(validate.integer, low=1),
+            seed=partial(validate.integer, low=0),
+            scale=partial(validate.number, low=0.0),
+        ), width=None)
     return FieldConfig(kind, **r.fields("field", s, FieldConfig,
         T=T,
         width=partial(validate.integer, low=1),

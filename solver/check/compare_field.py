@@ -32,7 +32,8 @@ from solver.fem.transport import ForwardResult, TransportSolver
 from solver.model import characteristics
 from solver.model.domain import Ball, Domain
 from solver.model.terminal import Terminal
-from solver.model.velocity import Field, RigidRotation, VelocityModel
+from solver.model.from_config import velocity_model
+from solver.model.velocity import Field, RigidRotation
 
 log = logging.getLogger("solver")
 
@@ -42,19 +43,12 @@ REFERENCE_ATOL = 1e-12
 
 
 def build_field(config: Config, domain: Domain, theta: np.ndarray | None = None):
-    """The configured velocity field: an MLP (eq. 2, random θ of the given seed unless ``theta``
+    """The configured velocity field: an MLP (eq. 2 or its one-layer form, random θ of the given seed unless ``theta``
     is passed) or a rigid rotation."""
     fc = config.field
     if fc.kind == "rotation":
         return RigidRotation(omega=fc.omega, center=tuple(domain.center), T=fc.T, dim=domain.dim)
-    model = VelocityModel(
-        dim=domain.dim,
-        width=fc.width,
-        slabs=fc.slabs,
-        T=fc.T,
-        activation=fc.activation,
-        domain=domain,
-    )
+    model = velocity_model(config, domain)
     if theta is None:
         theta = model.init(fc.seed, fc.scale)
     return model.field(theta)

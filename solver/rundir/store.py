@@ -138,7 +138,7 @@ def write_parameters(path: str | Path, model: VelocityModel, theta: np.ndarray, 
     meta = dict(
         format=PARAMETERS_FORMAT, version=PARAMETERS_VERSION,
         model=dict(dim=model.dim, width=model.width, slabs=model.slabs, T=model.T,
-                   activation=model.activation),
+                   activation=model.activation, layers=model.layers),
         domain=domain,
         scaling=scaling,
         num_classes=len(b),

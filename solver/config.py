@@ -48,8 +48,8 @@ DOMAIN_KEYS = {
     "ball": ("kind", "center", "radius"),
 }
 FIELD_KEYS = {
-    "mlp": ("kind", "T", "width", "activation", "slabs", "seed", "scale"),
-    "rotation": ("kind", "T", "omega"),
+    "mlp": ("kind", "T", "width", "activation", "slabs", "seed", "scale", "viscosity"),
+    "rotation": ("kind", "T", "omega", "viscosity"),
 }
 SECTIONS = ("domain", "mesh", "field", "terminal", "solver", "compare", "output", "data", "train")
 # Ω's extent: sides (diameters) and coordinates a mesh and a CFL step resolve in double precision.
@@ -105,6 +105,9 @@ class FieldConfig:
     seed: int | None = 0
     scale: float | None = 1.0
     omega: float | None = None  # rotation only: angular speed, rad per unit time
+    # ε of ∂t u + v·∇u + εΔu = 0 (Neumann walls): the Kolmogorov equation of dX = v dt + √(2ε) dW
+    # reflected at ∂Ω; 0 is the inviscid transport equation.
+    viscosity: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -503,6 +506,7 @@ def _field(r: _Reader, s: dict[str, Any], domain: DomainConfig) -> FieldConfig:
     kind = r.value("field", s, "kind", FieldConfig.kind, partial(validate.choice, choices=FIELD_KINDS))
     r.check_keys("field", s, FIELD_KEYS[kind], f'for kind "{kind}"')
     T = partial(validate.number, low=0.0, low_open=True)
+    viscosity = partial(validate.number, low=0.0)
     if kind == "rotation":
         if domain.kind == "box":
             raise r.error(
@@ -512,7 +516,7 @@ def _field(r: _Reader, s: dict[str, Any], domain: DomainConfig) -> FieldConfig:
                 'does not leave a box invariant), got domain.kind = "box"',
             )
         return FieldConfig(
-            kind, **r.fields("field", s, FieldConfig, T=T), width=None, activation=None,
+            kind, **r.fields("field", s, FieldConfig, T=T, viscosity=viscosity), width=None, activation=None,
             slabs=None, seed=None, scale=None,
             omega=r.value("field", s, "omega", 2.0 * math.pi, validate.number),
         )
@@ -523,6 +527,7 @@ def _field(r: _Reader, s: dict[str, Any], domain: DomainConfig) -> FieldConfig:
         slabs=partial(validate.integer, low=1),
         seed=partial(validate.integer, low=0),
         scale=partial(validate.number, low=0.0),
+        viscosity=viscosity,
     ))
 
 

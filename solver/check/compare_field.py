@@ -152,6 +152,7 @@ def solve_and_compare(
         num_components=terminal.num_components,
         cfl=config.solver.cfl,
         dt=config.solver.dt,
+        viscosity=config.field.viscosity,
     )
     try:
         t0 = time.perf_counter()

@@ -93,6 +93,17 @@ def command_compare(comm: MPI.Comm, args) -> int:
     )
     run = cmp.solve_and_compare(comm, config, config.mesh.cells, points, grid)
     metrics = comparison_metrics(comm, args, config, run, len(points), len(grid))
+    if config.field.viscosity > 0:
+        metrics["monte_carlo"] = cmp.monte_carlo_agreement(run.fe_points, cmp.monte_carlo(comm, config, points))
+        m = metrics["monte_carlo"]
+        log.info(
+            "  viscosity %g: the characteristics above are the inviscid limit. PDE vs Monte Carlo "
+            "of the reflected SDE (%d points, %d paths, %d steps, bias by halving dt): max "
+            "difference %.3e, max 3 SE + bias %.3e (SE %.2e, bias %.2e); within on %.1f%%%s",
+            config.field.viscosity, m["points"], m["paths"], m["sde_steps"], m["max_difference"],
+            m["max_bound"], m["max_standard_error"], m["max_bias"], 100 * m["within"],
+            "" if m["agree"] else " (NOT all)",
+        )
     on_rank0(comm, store.write_json, out / store.METRICS, metrics)
     write_comparison_outputs(comm, config, out, grid, run)
     if refine:

@@ -151,6 +151,12 @@ class CompareConfig:
     # finer than training's (None: the training mesh's, which is always reported too).
     cells: int | None = None
     degree: int | None = None
+    # `compare CONFIG` with field.viscosity > 0: the PDE against a Monte Carlo of the reflected
+    # SDE dX = v dt + √(2ε) dW (model/stochastic.py) at the first `mc_points` points, `paths`
+    # paths each, `sde_steps` Euler–Maruyama steps (its bias measured with half as many).
+    mc_points: int = 64
+    paths: int = 2000
+    sde_steps: int = 32
 
 
 @dataclass(frozen=True)
@@ -401,6 +407,9 @@ def _compare(r: _Reader, s: dict[str, Any], min_cells: int, source: str) -> Comp
         points_file=r.path_check(source),
         cells=partial(validate.optional(validate.integer), low=min_cells),
         degree=partial(validate.optional(validate.integer), low=1, high=3),
+        mc_points=partial(validate.integer, low=1),
+        paths=partial(validate.integer, low=2, high=10**6),
+        sde_steps=partial(validate.integer, low=2, high=10**6),
     ))
 
 

@@ -377,7 +377,7 @@ def command_export(comm: MPI.Comm, args) -> int:
         block = evaluations * (2 * config.field.width * config.dim + config.field.width + config.dim) * 8
         guards.check_export(comm, str(args.run_dir), args.depth, block, "onnx" in formats)
     on_rank0(comm, remove_temporaries, args.run_dir)
-    for path in on_rank0(comm, export, args.run_dir, args.depth, args.scheme, formats, args.output):
+    for path in on_rank0(comm, export, args.run_dir, args.depth, args.scheme, formats, args.output, args.noise):
         log.info("wrote %s", path)
     return 0
 
@@ -435,6 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="block scheme: euler is eq. 17; midpoint/rk4 need fewer blocks")
     p.add_argument("--format", default="onnx,npz", help="comma-separated: onnx, npz")
     p.add_argument("--output", default="linear", choices=["linear", "softmax"], help="logits or probabilities")
+    p.add_argument("--noise", nargs="?", const="run", default=None, metavar="EPS",
+                   help="the stochastic ResNet: each block adds sqrt(2 EPS s) N(0, I) and reflects "
+                        "into the domain (default EPS: the run's field.viscosity); average M runs")
     p.set_defaults(run=command_export)
 
     from solver.plain2resnet.cli import add_parser as add_plain2resnet

@@ -74,28 +74,10 @@ class MonteCarloResult:
 
 
 def reflect(domain: Domain, x: np.ndarray) -> np.ndarray:
-    """Points ``x`` (shape=(n, d)) mirrored back into Ω (in place, and returned).
-
-    Box: each coordinate folded into [a, b] (any distance: the reflection is periodic with period
-    2(b − a)). Ball: the radius r > R mirrored to 2R − r, and at most R from the centre.
-    """
-    if isinstance(domain, Box):
-        a, b = np.asarray(domain.lower), np.asarray(domain.upper)
-        width = b - a
-        y = np.mod(x - a, 2.0 * width)
-        np.subtract(2.0 * width, y, out=y, where=y > width)
-        x[:] = a + y
-    elif isinstance(domain, Ball):
-        c, R = np.asarray(domain.center), domain.radius
-        y = x - c
-        r = np.linalg.norm(y, axis=1)
-        out = r > R
-        if out.any():
-            folded = np.minimum(np.abs(2.0 * R - r[out]), R)
-            x[out] = c + y[out] * (folded / r[out])[:, None]
-    else:
+    """Points ``x`` (shape=(n, d)) mirrored back into Ω, in place (``Box.reflect``, ``Ball.reflect``)."""
+    if not isinstance(domain, Box | Ball):
         raise InputError(f"reflection needs a box, disk or ball domain, got {domain!r}")
-    return x
+    return domain.reflect(x)
 
 
 def _step_grid(field, steps: int) -> tuple[np.ndarray, np.ndarray]:

@@ -99,6 +99,7 @@ class Problem:
             cfl=config.solver.cfl, dt=config.solver.dt,
             checkpoint_every=config.solver.checkpoint_every,
             stage_memory=config.solver.stage_memory * 2**20,
+            viscosity=config.field.viscosity,
         )
         solver.max_steps = config.solver.max_steps
         if solver.num_dofs_global > config.train.max_dofs:

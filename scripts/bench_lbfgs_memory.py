@@ -46,6 +46,9 @@ def run(comm, iterations: int, keep: bool, out: Path) -> training.Outcome:
         return problem, dataclasses.replace(state, s=[], y=[])
 
     training.raise_resolution = raise_resolution if keep else dropping
+    if comm.rank == 0:
+        out.mkdir(parents=True)
+    comm.Barrier()
     try:
         return training.train(comm, training.Problem.build(comm, config), out)
     finally:

@@ -210,7 +210,7 @@ def train(comm: MPI.Comm, problem: Problem, out: Path, resume: bool = False) -> 
         log_line(history[-1])
         save_checkpoint(comm, checkpoint, state, history, problem.resolution)
 
-    result = None
+    result, checked_on = None, None
     step = optimize.lbfgs_step if tc.optimizer == "lbfgs" else optimize.adam_step
     options = dict(memory=tc.memory, max_step=tc.max_step) if tc.optimizer == "lbfgs" else dict(learning_rate=tc.learning_rate)
     while state.iteration < tc.iterations:
@@ -224,6 +224,7 @@ def train(comm: MPI.Comm, problem: Problem, out: Path, resume: bool = False) -> 
         seconds = time.perf_counter() - started
         scheduled = state.iteration % tc.check_every == 0
         result = check(comm, problem, state.p) if scheduled or state.iteration == tc.iterations else None
+        checked_on = problem.resolution
         history.append(record(comm, problem, state, seconds, result))
         log_line(history[-1])
         # Raised only on the schedule (the end is the final check's), so that a run stopped
@@ -237,9 +238,8 @@ def train(comm: MPI.Comm, problem: Problem, out: Path, resume: bool = False) -> 
             save_checkpoint(comm, checkpoint, state, history, problem.resolution)
             raise stopping.Stopped(signum, state.iteration, checkpoint)
 
-    done = history[-1]  # the last iteration's check, if it had one on the mesh it ended on
-    same = (result is not None and done["iteration"] == state.iteration
-            and (done["cells"], done["degree"]) == (problem.resolution.cells, problem.resolution.degree))
+    # The last iteration's check, if it had one on the mesh the run ends on.
+    same = result is not None and history[-1]["iteration"] == state.iteration and checked_on == problem.resolution
     final = result if same else check(comm, problem, state.p)
     # Only the logit error drives the resolution: a label that still disagrees once the logits
     # are within the tolerance lies on the decision boundary, where no mesh settles it (measured:

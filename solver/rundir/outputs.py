@@ -26,7 +26,7 @@ from solver.rundir.fields import nodal_copies, write_fields, write_trajectory
 
 def plane_grid(domain, n: int) -> np.ndarray:
     """A uniform n × n grid of the middle x1-x2 plane of Ω (the plane augmented data live in),
-    moved off the mesh's facets (``compare_field.off_facets``)."""
+    shifted off the mesh's facets (``compare_field.off_facets``)."""
     from solver.check.compare_field import off_facets
 
     lower, upper = np.asarray(domain.lower), np.asarray(domain.upper)
@@ -98,7 +98,7 @@ def write_training_pictures(comm: MPI.Comm, problem, p: np.ndarray, history: lis
 
     dataset, J = problem.dataset, problem.J
     grid = plane_grid(problem.domain, 81)
-    probabilities = softmax(evaluate_everywhere(problem.solver.V, J.last.u0, grid, "plot grid"))
+    probabilities = softmax(evaluate_everywhere(problem.solver.V, J.last.u0, grid, "plot grid", internal=True))
     field = problem.model.field(J.split(p)[0])
     sample = np.arange(0, len(dataset.y_test), max(1, len(dataset.y_test) // 60))
     traj = characteristics.solve(comm, field, lambda x: x, dataset.X_test[sample], num_trajectory_times=40).trajectories

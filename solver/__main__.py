@@ -70,8 +70,14 @@ def command_compare(comm: MPI.Comm, args) -> int:
     trained run directory, check the learned field's predictions against the characteristics."""
     if args.config.is_dir():
         from solver.check.compare_run import compare_run
+        from solver.config import load_config
+        from solver.rundir.outputs import write_animation
 
-        compare_run(comm, args.config)
+        animate = None
+        if load_config(args.config / store.CONFIG).output.animation:
+            def animate(comm, problem, p):
+                write_animation(comm, problem, p, args.config / "flow.gif")
+        compare_run(comm, args.config, animate)
         return 0
     # Imported here so that a bad config fails before dolfinx is loaded.
     from solver.config import COMPARE_SECTIONS, load_config

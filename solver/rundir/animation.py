@@ -38,11 +38,18 @@ def frame_states(result, frames: int) -> list[tuple[float, int | None]]:
 
 
 def write_flow_animation(comm: MPI.Comm, problem, p: np.ndarray, result, path: Path, frames: int,
-                         title: str | None = None) -> int:
-    """Write ``path`` (a GIF) for the trained problem at parameters p; ``result`` is a forward
-    solve at p with its states kept (collective; rank 0 draws). Returns the number of frames."""
+                         view, raster=None) -> int:
+    """Write ``path`` (a GIF) for the trained problem at parameters p (collective; rank 0 draws).
+
+    Args:
+        result: a forward solve at p with its states kept.
+        view: how Ω is drawn (``plots.View``).
+        raster: the raster of the background (``outputs.Raster``, 2D); None in 3D.
+
+    Returns:
+        The number of frames.
+    """
     from solver.fem.pointeval import grid_evaluator
-    from solver.rundir.outputs import Raster, view_of
 
     dataset, solver = problem.dataset, problem.solver
     X = np.concatenate([dataset.X_train, dataset.X_test])
@@ -57,9 +64,7 @@ def write_flow_animation(comm: MPI.Comm, problem, p: np.ndarray, result, path: P
     paths = gather_rows(comm, mine.transpose(1, 0, 2)).transpose(1, 0, 2)  # (frames, n, d)
 
     images = None
-    raster = None
-    if problem.domain.dim == 2:
-        raster = Raster.of(problem.domain, 81)
+    if raster is not None:
         evaluator = grid_evaluator(solver.V, raster.plane_points(problem.domain), "plot grid")
         n_local = solver.V.dofmap.index_map.size_local + solver.V.dofmap.index_map.num_ghosts
         images = []
@@ -74,12 +79,11 @@ def write_flow_animation(comm: MPI.Comm, problem, p: np.ndarray, result, path: P
                 logits.append(evaluator(values))  # P touches owned dofs only (owned cells, DG)
             logits = gather_rows(comm, np.stack(logits, axis=1))
             images.append(raster.image(logits.argmax(axis=1)))
-    name = title or f"{Path(problem.config.source).stem}"
-    return on_rank0(comm, draw_flow_animation, path, view_of(problem), times, paths, y,
-                    dataset.num_classes, raster, images, name)
+    return on_rank0(comm, draw_flow_animation, path, view, times, paths, y, dataset.num_classes,
+                    images, Path(problem.config.source).stem)
 
 
-def draw_flow_animation(path: Path, view, times, paths, labels, K: int, raster, images, name: str) -> int:
+def draw_flow_animation(path: Path, view, times, paths, labels, K: int, images, name: str) -> int:
     """The GIF of :func:`write_flow_animation` (rank-local); returns the number of frames."""
     import matplotlib
 
@@ -93,13 +97,12 @@ def draw_flow_animation(path: Path, view, times, paths, labels, K: int, raster, 
     colours = [cmap(int(k)) for k in labels]
     data = view.data(paths)
     three = view.dim == 3
-    fig = plt.figure(figsize=(5.6, 5.6) if not three else (6.0, 6.0), dpi=80)
+    fig = plt.figure(figsize=(5.6, 5.6), dpi=80 if not three else 70)  # 3D frames compress worse
     if three:
         ax = fig.add_subplot(projection="3d")
-        lo, hi = data.min(axis=(0, 1)), data.max(axis=(0, 1))
         dots = ax.scatter(*data[0].T, c=colours, s=6, depthshade=False)
-        ax.set(xlim=(lo[0], hi[0]), ylim=(lo[1], hi[1]), zlim=(lo[2], hi[2]),
-               xlabel=view.names[0], ylabel=view.names[1], zlabel=view.names[2])
+        (x1, x2, x3) = view.limits()  # Ω, in data coordinates
+        ax.set(xlim=x1, ylim=x2, zlim=x3, xlabel=view.names[0], ylabel=view.names[1], zlabel=view.names[2])
         what = ("3D scatter of the data points (colour: true class), rotating view;\n"
                 "no background: u_h(t, ·) is 3D (see u_t.bp)")
     else:

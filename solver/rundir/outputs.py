@@ -243,7 +243,8 @@ def write_animation(comm: MPI.Comm, problem, p: np.ndarray, path: Path, result=N
     started = time.perf_counter()
     frames = problem.config.output.frames
     result = result or solve_with_states(problem, p, frames)
-    count = write_flow_animation(comm, problem, p, result, path, frames)
+    raster = Raster.of(problem.domain, 81) if problem.domain.dim == 2 else None
+    count = write_flow_animation(comm, problem, p, result, path, frames, view_of(problem), raster)
     log.info("wrote %s: %d frames, %.1f s (output.animation = false skips it)", path.name, count,
              comm.allreduce(time.perf_counter() - started, op=MPI.MAX))
 

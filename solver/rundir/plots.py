@@ -62,6 +62,8 @@ def comparison_figure(
     """
     plt = _pyplot()
     xy, fe, ref = _slice_2d(grid, fe_grid, ref_grid)
+    if grid.shape[1] == 3:
+        title += f" (3D: the grid's x3-plane nearest the middle, {len(xy)} of {len(grid)} points)"
     err = np.abs(fe - ref)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), constrained_layout=True)
     vmin, vmax = min(fe.min(), ref.min()), max(fe.max(), ref.max())
@@ -137,6 +139,11 @@ class View:
 
     def label(self, i: int) -> str:
         return f"{self.names[i]} (data coordinates)"
+
+    def limits(self) -> list[tuple[float, float]]:
+        """Ω's bounding box per axis, data coordinates."""
+        lo, hi = self.data(np.asarray(self.domain.lower)), self.data(np.asarray(self.domain.upper))
+        return list(zip(lo, hi))
 
     def extent(self) -> list[float]:
         """imshow's extent of Ω's bounding box in the x1-x2 plane, data coordinates."""
@@ -219,10 +226,9 @@ def prediction_figure(path, view: View, raster, X_train, y_train, X_test, y_test
             mine = (predicted_test == k) & ~wrong
             ax.scatter(*Xte[mine].T, color=cmap(k), s=10, depthshade=False)
         ax.scatter(*Xte[wrong].T, color="k", marker="x", s=30, label=f"misclassified ({int(wrong.sum())})")
-        ax.set_xlabel(view.names[0])
-        ax.set_ylabel(view.names[1])
-        ax.set_zlabel(view.names[2])
-        ax.set_title("3D: test points coloured by the predicted class", fontsize=8)
+        ax.set(xlim=view.limits()[0], ylim=view.limits()[1], zlim=view.limits()[2],
+               xlabel=view.names[0], ylabel=view.names[1], zlabel=view.names[2])
+        ax.set_title("3D: test points coloured by the class u_h(0, ·) predicts (axes: Ω)", fontsize=8)
         if wrong.any():
             ax.legend(fontsize=7, loc="upper left")
     handles = [plt.Line2D([], [], color=cmap(k), marker="s", ls="", label=f"class {k}") for k in range(K)]

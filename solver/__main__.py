@@ -70,11 +70,17 @@ def command_compare(comm: MPI.Comm, args) -> int:
     trained run directory, check the learned field's predictions against the characteristics."""
     if args.config.is_dir():
         from solver.check.compare_run import compare_run
+        from solver.config import load_config
+        from solver.rundir.outputs import write_animation
 
-        compare_run(comm, args.config)
+        animate = None
+        if load_config(args.config / store.CONFIG).output.animation:
+            def animate(comm, problem, p):
+                write_animation(comm, problem, p, args.config / "flow.gif")
+        compare_run(comm, args.config, animate)
         return 0
     # Imported here so that a bad config fails before dolfinx is loaded.
-    from solver.config import load_config
+    from solver.config import COMPARE_SECTIONS, load_config
 
     config = load_config(args.config)
     from solver.check import compare_field as cmp
@@ -82,7 +88,7 @@ def command_compare(comm: MPI.Comm, args) -> int:
     from solver.rundir.outputs import write_comparison_outputs
 
     out = prepare_run_directory(comm, args.out, force=args.force)
-    on_rank0(comm, store.write_config, out / store.CONFIG, config.to_toml())
+    on_rank0(comm, store.write_config, out / store.CONFIG, config.to_toml(COMPARE_SECTIONS))
     refine = parse_cells(args.refine) if args.refine is not None else list(config.compare.refine)
 
     started = time.perf_counter()
@@ -162,7 +168,7 @@ def command_train(comm: MPI.Comm, args) -> int:
     or replaced, and before dolfinx is loaded.
     """
     from solver import guards
-    from solver.config import load_config
+    from solver.config import TRAIN_SECTIONS, load_config
 
     if args.resume:
         config = resume_config(comm, args)
@@ -182,7 +188,7 @@ def command_train(comm: MPI.Comm, args) -> int:
         out = args.out
     else:
         out = prepare_run_directory(comm, args.out, args.force, run_inputs(args, config))
-        on_rank0(comm, store.write_config, out / store.CONFIG, config.to_toml())
+        on_rank0(comm, store.write_config, out / store.CONFIG, config.to_toml(TRAIN_SECTIONS))
 
     from solver.learn.train import Problem, train
     from solver.rundir.outputs import write_training_outputs
@@ -229,13 +235,14 @@ def command_train(comm: MPI.Comm, args) -> int:
 
 
 # What a resumed run may change: how far it goes and what it writes; the rest is the run's.
-RESUMABLE_KEYS = {("train", "iterations"), ("train", "save_every"), ("output", "vtx"), ("output", "png")}
+RESUMABLE_KEYS = {("train", "iterations"), ("train", "save_every"), ("output", "vtx"), ("output", "png"),
+                  ("output", "animation"), ("output", "frames")}
 
 
 def resume_config(comm: MPI.Comm, args):
     """The config of the run in ``--out`` to resume, or CONFIG if it differs only in
     ``RESUMABLE_KEYS`` (then written into the run); the run's stale temporary files removed."""
-    from solver.config import load_config
+    from solver.config import TRAIN_SECTIONS, load_config
     from solver.rundir.files import remove_temporaries
 
     path = args.out / store.CONFIG
@@ -247,7 +254,7 @@ def resume_config(comm: MPI.Comm, args):
     if args.config is None:
         return config
     given = load_config(args.config)
-    run, new = config.to_dict(), given.to_dict()
+    run, new = config.to_dict(TRAIN_SECTIONS), given.to_dict(TRAIN_SECTIONS)
     differences = [(section, key, run[section].get(key), new[section].get(key))
                    for section in run.keys() | new.keys()
                    for key in run.get(section, {}).keys() | new.get(section, {}).keys()
@@ -260,7 +267,7 @@ def resume_config(comm: MPI.Comm, args):
                          f"that run as it was (only {', '.join(sorted(f'{s}.{k}' for s, k in RESUMABLE_KEYS))} "
                          f"may change): drop CONFIG, or start a new run with another --out", str(args.config))
     if differences:
-        on_rank0(comm, store.write_config, path, given.to_toml())
+        on_rank0(comm, store.write_config, path, given.to_toml(TRAIN_SECTIONS))
         log.info("resume with %s", ", ".join(f"{s}.{k} = {b!r}" for s, k, _, b in sorted(differences)))
     return given
 

@@ -53,6 +53,11 @@ FIELD_KEYS = {
     "rotation": ("kind", "T", "omega", "viscosity"),
 }
 SECTIONS = ("domain", "mesh", "field", "terminal", "solver", "compare", "output", "data", "train")
+# The sections each command reads, and so writes into its run directory's config.toml: training
+# learns the output layer (no [terminal]); `compare CONFIG` carries a configured terminal (no
+# [data], [train]). `compare RUN` reads a training run's [compare].
+TRAIN_SECTIONS = tuple(s for s in SECTIONS if s != "terminal")
+COMPARE_SECTIONS = tuple(s for s in SECTIONS if s not in ("data", "train"))
 # Ω's extent: sides (diameters) and coordinates a mesh and a CFL step resolve in double precision.
 MIN_SIDE, MAX_SIDE, MAX_COORDINATE = 1e-6, 1e6, 1e6
 # A problem file is text of a few kB: a larger one (or a device, /dev/zero) is not read.
@@ -75,7 +80,7 @@ LEGACY_VALUES = {
 class DomainConfig:
     """Ω: a box [lower, upper] or a disk/ball |x − center| ≤ radius."""
 
-    kind: str = "box"
+    kind: str = "box"  # box, disk (2D) or ball (3D)
     lower: tuple[float, ...] | None = (-1.0, -1.0)  # box only
     upper: tuple[float, ...] | None = (1.0, 1.0)  # box only
     center: tuple[float, ...] | None = None  # disk/ball only
@@ -90,21 +95,21 @@ class DomainConfig:
 class MeshConfig:
     """Cells per direction (box) or across the diameter (disk/ball), and the DG degree."""
 
-    cells: int = 32
-    degree: int = 1
+    cells: int = 32  # per direction (box), or across the diameter (disk/ball)
+    degree: int = 1  # DG degree k = 1, 2, 3
 
 
 @dataclass(frozen=True)
 class FieldConfig:
     """The velocity v(t, x) on [0, T], θ constant on each slab; keys of the other kind are None."""
 
-    kind: str = "mlp"
-    T: float = 1.0
-    width: int | None = 8  # "mlp" only ("mlp1" has width d)
-    activation: str | None = "tanh"
-    slabs: int | None = 4
-    seed: int | None = 0
-    scale: float | None = 1.0
+    kind: str = "mlp"  # mlp (eq. 2), mlp1 (width d: W is d×d) or rotation (disk/ball only)
+    T: float = 1.0  # final time
+    width: int | None = 8  # mlp: hidden width of eq. 2 ("mlp1" has width d)
+    activation: str | None = "tanh"  # mlp: relu, tanh, softplus, sigmoid
+    slabs: int | None = 4  # mlp: time slabs, θ constant on each (one ResNet block each)
+    seed: int | None = 0  # mlp: the random θ of `compare CONFIG`
+    scale: float | None = 1.0  # mlp: the size of that random θ
     omega: float | None = None  # rotation only: angular speed, rad per unit time
     # ε of ∂t u + v·∇u + εΔu = 0 (Neumann walls): the Kolmogorov equation of dX = v dt + √(2ε) dW
     # reflected at ∂Ω; 0 is the inviscid transport equation.
@@ -131,7 +136,7 @@ class SolverConfig:
     """
 
     cfl: float = 1.0  # Courant number; RK3 blew up at 2.5 (DG1, DG2) and 2.0 (DG3), measured
-    dt: float | None = None  # a forced maximal time step; None: from the CFL bound
+    dt: float | None = None  # a forced maximal time step; none: from the CFL bound
     checkpoint_every: int = 4  # keep the state at every n-th step start, for the gradient
     stage_memory: int = 256  # MiB per rank for the RK stage states a gradient reads back
     max_steps: int = 10_000  # time steps of one solve; more is refused (training: backs off)
@@ -141,37 +146,37 @@ class SolverConfig:
 class CompareConfig:
     """FE vs characteristics: random points in Ω, a grid for the error map, refinements."""
 
-    points: int = 500
-    grid: int = 65
-    seed: int = 1
-    refine: tuple[int, ...] = ()
+    points: int = 500  # random points in Ω to compare at
+    grid: int = 65  # points per direction of the grid of the error map
+    seed: int = 1  # of the random points
+    refine: tuple[int, ...] = ()  # cell counts of a refinement study (`--refine` overrides)
     # A CSV file of points (one per row, d columns) to compare at instead of random ones;
     # a relative path is relative to the config file.
     points_file: str | None = None
     # `compare RUN` of a trained run: the mesh cells and DG degree of its PDE prediction, if
     # finer than training's (None: the training mesh's, which is always reported too).
     cells: int | None = None
-    degree: int | None = None
+    degree: int | None = None  # `compare RUN`: the DG degree of that prediction (none: the training degree)
     # `compare CONFIG` with field.viscosity > 0: the PDE against a Monte Carlo of the reflected
     # SDE dX = v dt + √(2ε) dW (model/stochastic.py) at the first `mc_points` points, `paths`
     # paths each, `sde_steps` Euler–Maruyama steps (its bias measured with half as many).
     mc_points: int = 64
-    paths: int = 2000
-    sde_steps: int = 32
+    paths: int = 2000  # Monte Carlo paths per point
+    sde_steps: int = 32  # Euler–Maruyama steps of a path
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """The learning problem's data (``solver.model.data``): generated or read from CSV, scaled into Ω."""
 
-    kind: str = "moons"
-    points: int | None = 400  # None: all rows of a CSV file
-    noise: float | None = None  # None: the kind's default
-    seed: int = 0
-    test_fraction: float = DEFAULT_TEST_FRACTION
+    kind: str = "moons"  # moons, circles, spirals, xor, checkerboard, blobs, peaks, csv (`path`)
+    points: int | None = 400  # train + test; none: all rows of a CSV file
+    noise: float | None = None  # none: the kind's default
+    seed: int = 0  # of the data and the train/test split
+    test_fraction: float = DEFAULT_TEST_FRACTION  # held out for testing, stratified
     classes: int | None = None  # blobs: number of classes
     augment_dim: int | None = None  # append zero coordinates up to this dimension
-    margin: float = DEFAULT_MARGIN
+    margin: float = DEFAULT_MARGIN  # fraction of Ω's half-width left free by the scaling into Ω
     params: Mapping[str, Any] = dataclass_field(default_factory=lambda: MappingProxyType({}))
 
 
@@ -182,13 +187,13 @@ class TrainConfig:
     The objective's weights are also the defaults of ``learn.reduced.ReducedFunctional``.
     """
 
-    loss: str = "cross_entropy"
-    weight_decay: float = 1e-4
-    smoothness: float = 1e-2
+    loss: str = "cross_entropy"  # cross_entropy or squared_error
+    weight_decay: float = 1e-4  # weight of |p|²
+    smoothness: float = 1e-2  # weight of |θ_{j+1} − θ_j|² (adjacent slabs)
     kinetic: float = 0.0  # weight of ∫∫|v|² (bounds the field, and so the CFL step count)
     roughness: float = 0.0  # weight of ∫∫|∇v|² (keeps the field resolvable on the mesh)
-    optimizer: str = "lbfgs"
-    iterations: int = 100
+    optimizer: str = "lbfgs"  # lbfgs or adam
+    iterations: int = 100  # optimizer iterations
     learning_rate: float = DEFAULT_LEARNING_RATE  # Adam
     memory: int = DEFAULT_MEMORY  # L-BFGS curvature pairs
     max_step: float = DEFAULT_MAX_STEP  # L-BFGS: the longest first trial step |Δp|
@@ -199,13 +204,13 @@ class TrainConfig:
     # checked against the characteristics on the training and test points (at most check_points
     # of each); where the logits differ by more than tolerance the resolution is raised (adapt:
     # DG2, then 1.5× the cells), up to max_dofs DG dofs per component.
-    check_every: int = 10
-    check_points: int = 2000
+    check_every: int = 10  # iterations between checks against the characteristics
+    check_points: int = 2000  # at most this many training and test points are checked
     tolerance: float = 0.5  # max |u_h(0, X) − f(q(T; X))| over the logits
-    refine_above: float | None = None  # during training, raise the resolution past this (None: tolerance)
+    refine_above: float | None = None  # during training, raise the resolution past this (none: tolerance)
     agreement: float = 0.995  # the least fraction of equal labels for a certified run
-    adapt: bool = True
-    max_dofs: int = 400_000
+    adapt: bool = True  # raise the resolution where the check fails (else report only)
+    max_dofs: int = 400_000  # DG dofs per component the resolution may grow to
 
     @property
     def refine_threshold(self) -> float:
@@ -215,10 +220,12 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class OutputConfig:
-    """What a run writes besides numbers: VTX fields for ParaView, PNG plots."""
+    """What a run writes besides numbers: VTX fields for ParaView, PNG plots, an animation."""
 
-    vtx: bool = True
-    png: bool = True
+    vtx: bool = True  # u0.bp, u_t.bp (ParaView)
+    png: bool = True  # the PNG pictures
+    animation: bool = True  # flow.gif of training and `compare RUN`: the points along the flow over u_h(t)
+    frames: int = 40  # frames of flow.gif (fewer if the solve has fewer time steps)
 
 
 @dataclass(frozen=True)
@@ -242,11 +249,12 @@ class Config:
     def dim(self) -> int:
         return self.domain.dim
 
-    def to_dict(self) -> dict[str, dict[str, Any]]:
-        """Plain nested dict (lists, no None): ``config_from_dict`` of it gives this config."""
+    def to_dict(self, sections: tuple[str, ...] = SECTIONS) -> dict[str, dict[str, Any]]:
+        """Plain nested dict (lists, no None) of ``sections``: ``config_from_dict`` of it gives
+        this config, up to the defaults of the sections left out."""
         out = {}
         for f in fields(self):
-            if f.name == "source":
+            if f.name == "source" or f.name not in sections:
                 continue
             section = getattr(self, f.name)
             if f.name == "terminal":
@@ -259,10 +267,11 @@ class Config:
             out[f.name] = {k: _plain(v) for k, v in values.items() if v is not None}
         return out
 
-    def to_toml(self) -> str:
-        """The resolved config as TOML text, e.g. for a run directory."""
+    def to_toml(self, sections: tuple[str, ...] = SECTIONS) -> str:
+        """The resolved config's ``sections`` as TOML text, e.g. for a run directory (a command's
+        own: ``TRAIN_SECTIONS``, ``COMPARE_SECTIONS``)."""
         blocks = []
-        for section, values in self.to_dict().items():
+        for section, values in self.to_dict(sections).items():
             lines = [f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in values.items()]
             blocks.append("\n".join(lines))
         return "\n\n".join(blocks) + "\n"
@@ -392,7 +401,8 @@ def config_from_dict(
     ))
     compare = _compare(r, sections["compare"], min_cells, source)
     output = OutputConfig(**r.fields("output", sections["output"], OutputConfig,
-        vtx=validate.boolean, png=validate.boolean,
+        vtx=validate.boolean, png=validate.boolean, animation=validate.boolean,
+        frames=partial(validate.integer, low=2, high=1000),
     ))
     data = _data(r, sections["data"], source)
     train = _train(r, sections["train"], source)

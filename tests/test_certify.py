@@ -24,7 +24,7 @@ DRIFTS = dict(
     data=dict(kind="circles", points=120, noise=0.05, factor=0.5, augment_dim=3, test_fraction=0.25,
               margin=0.15),  # the extreme points (at ±(1 − margin)) stay off facets on 5³…23³
     train=dict(iterations=20, max_step=2.0, check_every=5, tolerance=1.0, save_every=100),
-    output=dict(png=False, vtx=False),
+    output=dict(png=False, vtx=False, animation=False),
 )
 
 

@@ -182,3 +182,34 @@ def test_values_of_earlier_run_directories_read_as_absent():
 def test_checks_shared_with_the_library(section, key, value, message):
     with pytest.raises(InputError, match=message):
         config_from_dict({section: {key: value}})
+
+
+def test_readme_table_of_keys_is_current():
+    """The README's table of keys and defaults is the one scripts/config_table.py generates from
+    the dataclasses (regenerate: python scripts/config_table.py --write README.md)."""
+    root = Path(__file__).parent.parent
+    done = subprocess.run([sys.executable, str(root / "scripts" / "config_table.py"), "--check",
+                           str(root / "README.md")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # and the table holds every key of every dataclass section, with the resolved default
+    from solver.config import SECTION_KEYS
+
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    for section, keys in SECTION_KEYS.items():
+        for key in keys:
+            assert f"| `{key}` |" in readme, f"{section}.{key}"
+    assert f"| `test_fraction` | `{config_from_dict({}).data.test_fraction:g}` |" in readme
+
+
+@pytest.mark.parametrize("sections, absent", [("TRAIN_SECTIONS", {"terminal"}),
+                                              ("COMPARE_SECTIONS", {"data", "train"})])
+def test_a_command_writes_only_the_sections_it_reads(sections, absent):
+    """A run's config.toml holds its command's sections only (no [terminal] in a training run),
+    and reads back to the same values in them."""
+    import solver.config as cfg
+
+    config = load_config(PROBLEMS[0].parent / "moons.toml")
+    text = config.to_toml(getattr(cfg, sections))
+    written = tomllib.loads(text)
+    assert not absent & written.keys() and written.keys() == set(getattr(cfg, sections))
+    assert config_from_dict(written).to_dict(getattr(cfg, sections)) == config.to_dict(getattr(cfg, sections))

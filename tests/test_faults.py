@@ -40,6 +40,7 @@ adapt = false
 check_points = 20
 [output]
 png = false
+animation = false
 vtx = false
 """
 
@@ -173,7 +174,7 @@ def test_forced_dt_is_a_bound_on_trial_points(tmp_path):
 
 def test_force_replaces_only_a_run_and_a_failed_run_does_not_block(tmp_path):
     config = write(tmp_path / "p.toml", "[mesh]\ncells = 4\n[compare]\npoints = 10\ngrid = 5\n"
-                                        "[output]\npng = false\nvtx = false\n")
+                                        "[output]\npng = false\nvtx = false\nanimation = false\n")
     solver("compare", config, "--out", "run", "--refine", "", cwd=tmp_path)
     assert (tmp_path / "run" / files.MARKER).is_file()
     (tmp_path / "run" / "mine.txt").write_text("a file in a run directory goes with it")
@@ -182,7 +183,7 @@ def test_force_replaces_only_a_run_and_a_failed_run_does_not_block(tmp_path):
     assert not (tmp_path / "run" / "mine.txt").exists()
     # A run that fails on its data leaves nothing that blocks the corrected rerun (no --force).
     csv = "[data]\nkind = \"csv\"\npath = \"d.csv\"\npoints = 30\n[train]\niterations = 1\n[mesh]\ncells = 4\n" \
-          "[output]\npng = false\nvtx = false\n"
+          "[output]\npng = false\nvtx = false\nanimation = false\n"
     write(tmp_path / "t.toml", csv)
     done = solver("train", "t.toml", "--out", "trained", cwd=tmp_path, code=2)
     assert "d.csv: data file not found" in done.stderr and str(tmp_path / "trained") not in done.stderr

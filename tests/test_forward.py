@@ -277,3 +277,46 @@ def test_points_on_facets_are_counted_and_reported(comm, caplog):
     if comm.rank == 0:
         assert f"on.csv: {7 * comm.size} of" in caplog.text and "off.csv" not in caplog.text
     solver.destroy()
+
+
+def test_internal_grid_is_moved_off_facets_silently(comm, caplog):
+    """An internal grid on the mesh's vertices is moved off the facets, the same on every rank,
+    without a warning, while the same points given by the user are reported."""
+    from solver.fem.pointeval import PointEvaluator, grid_evaluator
+    from solver.parallel import rank_share
+
+    box = Box((-1.0, -1.0), (1.0, 1.0))
+    solver = TransportSolver(create_mesh(comm, box, 16))
+    grid = box.grid(17)  # every point a vertex of the mesh
+    with caplog.at_level("WARNING", logger="solver"):
+        on_grid = grid_evaluator(solver.V, grid, "plot grid")
+    assert on_grid.num_on_facets == 0 and "plot grid" not in caplog.text
+    moved = np.abs(on_grid.points - grid).max()
+    assert 0 < moved < 5e-3  # moved, by less than a pixel of the 81² plot grid (2.5e-2)
+    # Every rank holds the same moved grid (the nudge depends on the point, not the partition).
+    assert np.array_equal(comm.bcast(on_grid.points, root=0), on_grid.points)
+    with caplog.at_level("WARNING", logger="solver"):
+        as_given = PointEvaluator(solver.V, grid[rank_share(comm, len(grid))], "user.csv")
+    assert as_given.num_on_facets == len(grid)
+    if comm.rank == 0:
+        assert "user.csv" in caplog.text
+    solver.destroy()
+    gc.collect()
+    comm.Barrier()
+
+
+def test_points_beside_a_curved_mesh_are_not_on_facets(comm):
+    """Random points of a disk that fall in the gap between the circle and its polygonal mesh
+    are outside their cell (barycentric < 0), not on a facet: counted apart, not reported."""
+    from solver.fem.pointeval import PointEvaluator
+    from solver.parallel import rank_share
+
+    config = make_config(DISK, ROTATION, OFFCENTRE, cells=16)
+    points, _ = cmp.sample_points(config)
+    solver = TransportSolver(create_mesh(comm, config.domain_object(), 16))
+    evaluator = PointEvaluator(solver.V, points[rank_share(comm, len(points))], "compare.points")
+    assert evaluator.num_outside > 0  # 3 of these 500 (measured)
+    assert evaluator.num_on_facets == 0
+    solver.destroy()
+    gc.collect()
+    comm.Barrier()

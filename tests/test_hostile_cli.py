@@ -48,7 +48,7 @@ PROBLEM = {
     "data": {"kind": "moons", "points": 40},
     "train": {"iterations": 2, "check_points": 20},
     "compare": {"points": 20, "grid": 5},
-    "output": {"png": False, "vtx": False},
+    "output": {"png": False, "vtx": False, "animation": False},
 }
 
 

@@ -25,7 +25,7 @@ SMALL = dict(
     field=dict(width=6, slabs=3),
     data=dict(kind="moons", points=200, test_fraction=0.2),
     train=dict(iterations=8, save_every=2, max_step=2.0),
-    output=dict(png=False, vtx=False),
+    output=dict(png=False, vtx=False, animation=False),
 )
 
 
@@ -177,9 +177,12 @@ def test_compare_and_export_a_trained_run(tmp_path):
 
     solver("train", config, "--out", run)
     for name in ("theta.npz", "metrics.json", "history.csv", "prediction.png", "velocity.png",
-                 "characteristics.png", "loss.png", "u0.bp", "u_t.bp", "config.toml"):
+                 "characteristics.png", "loss.png", "u0.bp", "u_t.bp", "config.toml", "flow.gif"):
         assert (run / name).exists(), name
+    assert "[terminal]" not in (run / "config.toml").read_text()  # training reads no [terminal]
+    (run / "flow.gif").unlink()
     out = solver("compare", run)
+    assert (run / "flow.gif").exists()  # compare RUN draws the animation too
     import json
 
     result = json.loads((run / "compare.json").read_text())

@@ -47,7 +47,7 @@ QUICK_MLP_ITERATIONS = 50
 def config_changes(source: Path, quick: bool) -> dict:
     """What the benchmark changes in a problem file: no VTX/PNG output (the run directory is
     only read for its numbers and θ); in quick mode tiny meshes, few points and iterations."""
-    changes = {"output": {"vtx": False, "png": False}}
+    changes = {"output": {"vtx": False, "png": False, "animation": False}}
     if quick:
         cells = 4 if load_config(source).dim == 3 else 8
         changes.update(mesh={"cells": cells}, train={"iterations": 5}, data={"points": 200})

@@ -107,14 +107,15 @@ def _agreement(comm: MPI.Comm, problem, p: np.ndarray) -> tuple[dict, np.ndarray
     return result, fe_test
 
 
-def compare_run(comm: MPI.Comm, run: Path) -> dict:
+def compare_run(comm: MPI.Comm, run: Path, with_problem=None) -> dict:
     """Compare the PDE and the characteristics for a trained run; writes run/compare.json.
 
     The PDE predicts on the mesh the run ended on (theta.npz's ``resolution``: training refines
     the mesh until the PDE is certified; the config's mesh for runs written before that), and,
     if the config's ``[compare] cells/degree`` name another one, on that too: the check
     (``train``, ``test``) is then made there and the run's own numbers are kept under
-    ``training_mesh``.
+    ``training_mesh``. ``with_problem(comm, problem, p)``, if given, is called on the problem the
+    check ended on before it is freed (the command line writes flow.gif with it).
     """
     config = load_config(run / store.CONFIG)
     parameters = store.read_parameters(run / store.THETA)
@@ -145,5 +146,7 @@ def compare_run(comm: MPI.Comm, run: Path) -> dict:
     result["resnet"] = resnet_depth_tables(problem.model, theta, A, b, problem.dataset.X_test, field)
     result["resnet_vs_pde"] = resnet_against_pde(problem.model, theta, A, b, problem.dataset.X_test, fe_test)
     on_rank0(comm, store.write_json, run / store.COMPARISON, result)
+    if with_problem is not None:
+        with_problem(comm, problem, p)
     problem.destroy()
     return result

@@ -1,8 +1,10 @@
 """What a finished command writes into its run directory.
 
 Training (``write_training_outputs``): theta.npz and metrics.json (through ``store``), the
-pictures prediction.png, velocity.png, characteristics.png and loss.png (``output.png``), and
-u0.bp and u_t.bp for ParaView (``output.vtx``).
+pictures prediction.png, velocity.png, characteristics.png and loss.png (``output.png``), the
+animation flow.gif (``output.animation``; also written by ``compare RUN``), and u0.bp and
+u_t.bp for ParaView (``output.vtx``). The pictures of a training run are drawn in data
+coordinates (the inverse of the scaling into Ω).
 
 Comparison of a configured field (``write_comparison_outputs``): compare.png and u0.bp; the
 command line writes its metrics.json itself.
@@ -12,6 +14,9 @@ The pictures are drawn on rank 0 (``plots``), the fields written collectively (`
 
 from __future__ import annotations
 
+import logging
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +24,17 @@ from mpi4py import MPI
 
 from solver.config import Config
 from solver.model import characteristics
+from solver.model.domain import Ball
 from solver.parallel import on_rank0
 from solver.rundir import store
 from solver.rundir.fields import nodal_copies, write_fields, write_trajectory
 
+log = logging.getLogger("solver")
+
 
 def plane_grid(domain, n: int) -> np.ndarray:
     """A uniform n × n grid of the middle x1-x2 plane of Ω (the plane augmented data live in),
-    moved off the mesh's facets (``compare_field.off_facets``)."""
+    shifted off the mesh's facets (``compare_field.off_facets``)."""
     from solver.check.compare_field import off_facets
 
     lower, upper = np.asarray(domain.lower), np.asarray(domain.upper)
@@ -63,8 +71,12 @@ def write_training_outputs(comm: MPI.Comm, outcome, out: Path) -> dict:
     metrics = training_metrics(comm, outcome)
     if config.output.png:
         write_training_pictures(comm, problem, state.p, outcome.history, out, metrics["test_accuracy"])
-    if config.output.vtx:
-        write_training_fields(comm, problem, state.p, out)
+    if config.output.vtx or config.output.animation:
+        result = solve_with_states(problem, state.p, config.output.frames)
+        if config.output.vtx:
+            write_training_fields(comm, problem, result, out)
+        if config.output.animation:
+            write_animation(comm, problem, state.p, out / "flow.gif", result)
     on_rank0(comm, store.write_json, out / store.METRICS, metrics)
     return metrics
 
@@ -91,51 +103,160 @@ def training_metrics(comm: MPI.Comm, outcome) -> dict:
     )
 
 
+@dataclass
+class Raster:
+    """A square raster of the x1-x2 plane of Ω (in 3D: of planes x3 = const), for pictures.
+
+    Attributes:
+        axes: the raster's x1 and x2 values, Ω coordinates, 2 arrays of shape=(n,).
+        levels: the x3 of each plane (3D), or [None] (2D).
+        inside: which raster points of a plane lie in Ω (and are evaluated), shape=(n*n,) bool.
+        slab: in 3D, the thickness (Ω units) of the slab about a plane whose points are drawn on it.
+        num_classes, slices: filled in by :meth:`classify`: [(x3, labels, confidence)], images of
+            shape=(n, n), NaN outside Ω.
+    """
+
+    axes: list
+    levels: list
+    inside: np.ndarray
+    slab: float = 0.0
+    num_classes: int = 0
+    slices: list | None = None
+
+    @classmethod
+    def of(cls, domain, n: int, levels: list | None = None) -> Raster:
+        lower, upper = np.asarray(domain.lower), np.asarray(domain.upper)
+        axes = [np.linspace(lower[i], upper[i], n) for i in range(2)]
+        plane = np.stack([a.ravel() for a in np.meshgrid(*axes, indexing="ij")], axis=1)
+        if isinstance(domain, Ball):  # as compare_field.off_facets keeps it: in the polygonal mesh
+            inside = np.linalg.norm(plane - np.asarray(domain.center)[:2], axis=1) <= 0.97 * domain.radius
+        else:
+            inside = np.ones(len(plane), dtype=bool)
+        levels = levels if domain.dim == 3 else [None]
+        slab = 0.0 if domain.dim == 2 else 0.1 * (upper[2] - lower[2])
+        return cls(axes, levels, inside, slab=slab)
+
+    def plane_points(self, domain) -> np.ndarray:
+        """The points of every plane in Ω, plane by plane, shape=(len(levels)·inside.sum(), d)."""
+        from solver.check.compare_field import off_facets
+
+        plane = np.stack([a.ravel() for a in np.meshgrid(*self.axes, indexing="ij")], axis=1)[self.inside]
+        if domain.dim == 2:
+            return off_facets(domain, plane)
+        return np.concatenate([off_facets(domain, np.column_stack([plane, np.full(len(plane), x3)]))
+                               for x3 in self.levels])
+
+    def image(self, values: np.ndarray) -> np.ndarray:
+        """A plane's values (shape=(inside.sum(),)) as an (n, n) image, NaN outside Ω."""
+        out = np.full(self.inside.shape, np.nan)
+        out[self.inside] = values
+        return out.reshape(len(self.axes[0]), len(self.axes[1]))
+
+    def classify(self, logits: np.ndarray) -> None:
+        """The predicted class and its probability on each plane, from u_h at ``plane_points``."""
+        probabilities = softmax(logits)
+        self.num_classes = logits.shape[1]
+        m = int(self.inside.sum())
+        self.slices = [(x3, self.image(probabilities[j * m:(j + 1) * m].argmax(axis=1)),
+                        self.image(probabilities[j * m:(j + 1) * m].max(axis=1)))
+                       for j, x3 in enumerate(self.levels)]
+
+    def axes_data(self, view) -> list[np.ndarray]:
+        """The raster's axes in data coordinates (the scaling acts per axis)."""
+        scale, shift = np.asarray(view.scaling.scale), np.asarray(view.scaling.shift)
+        return [(a - shift[i]) / scale[i] for i, a in enumerate(self.axes)]
+
+
+def view_of(problem):
+    """How a training problem's pictures draw Ω: in data coordinates, with the data's names."""
+    from solver.rundir.plots import View
+
+    return View(problem.domain, problem.dataset.scaling, tuple(problem.dataset.feature_names))
+
+
+def slice_levels(domain, dataset) -> list[float]:
+    """The x3 of the 3D slices: the middle of Ω and halfway to each side; where the data lie in
+    one plane (augmented data), that plane in the middle."""
+    lower, upper = domain.lower[-1], domain.upper[-1]
+    x3 = dataset.X_train[:, -1]
+    middle = float(x3[0]) if np.ptp(x3) == 0 else 0.5 * (lower + upper)
+    return [middle - 0.25 * (upper - lower), middle, middle + 0.25 * (upper - lower)]
+
+
 def write_training_pictures(comm: MPI.Comm, problem, p: np.ndarray, history: list[dict], out: Path,
                             test_accuracy: float) -> None:
     """prediction.png (from the latest evaluation, at p), velocity.png, characteristics.png and
-    loss.png (collective: the characteristics; rank 0 draws)."""
+    loss.png (collective: the characteristics and the point evaluation; rank 0 draws)."""
     from solver.fem.pointeval import evaluate_everywhere
 
     dataset, J = problem.dataset, problem.J
-    grid = plane_grid(problem.domain, 81)
-    probabilities = softmax(evaluate_everywhere(problem.solver.V, J.last.u0, grid, "plot grid"))
+    raster = Raster.of(problem.domain, 81, slice_levels(problem.domain, dataset))
+    raster.classify(evaluate_everywhere(problem.solver.V, J.last.u0, raster.plane_points(problem.domain),
+                                        "plot grid", internal=True))
+    predicted = evaluate_everywhere(problem.solver.V, J.last.u0, dataset.X_test, "data (test)").argmax(axis=1)
     field = problem.model.field(J.split(p)[0])
     sample = np.arange(0, len(dataset.y_test), max(1, len(dataset.y_test) // 60))
     traj = characteristics.solve(comm, field, lambda x: x, dataset.X_test[sample], num_trajectory_times=40).trajectories
-    on_rank0(comm, draw_training_pictures, problem, field, grid, probabilities, traj, sample, history,
+    on_rank0(comm, draw_training_pictures, problem, field, raster, predicted, traj, sample, history,
              out, test_accuracy)
 
 
-def draw_training_pictures(problem, field, grid, probabilities, traj, sample, history, out: Path,
+def draw_training_pictures(problem, field, raster, predicted, traj, sample, history, out: Path,
                            test_accuracy: float) -> None:
     """The pictures of ``write_training_pictures`` (rank-local)."""
     from solver.rundir import plots
 
-    dataset = problem.dataset
+    dataset, view = problem.dataset, view_of(problem)
     name = Path(problem.config.source).stem
-    plots.prediction_figure(out / "prediction.png", grid, probabilities, dataset.X_train, dataset.y_train,
-                            dataset.X_test, dataset.y_test,
+    plots.prediction_figure(out / "prediction.png", view, raster, dataset.X_train, dataset.y_train,
+                            dataset.X_test, dataset.y_test, predicted,
                             f"{name}: prediction u_h(0, ·), test accuracy {test_accuracy:.3f}")
     coarse = plane_grid(problem.domain, 17)
     slab_times = problem.model.slab_times
     times = [0.5 * (a + b) for a, b in zip(slab_times[:-1], slab_times[1:])][:4]
-    plots.velocity_figure(out / "velocity.png", coarse, np.array([field(t, coarse) for t in times]), times,
-                          f"{name}: learned velocity field")
-    plots.characteristics_figure(out / "characteristics.png", traj, dataset.y_test[sample],
-                                 f"{name}: characteristics of test points, t = 0 → T")
+    plots.velocity_figure(out / "velocity.png", view, coarse, np.array([field(t, coarse) for t in times]), times,
+                          problem.domain.cutoff(coarse), f"{name}: learned velocity")
+    plots.characteristics_figure(out / "characteristics.png", view, traj, dataset.y_test[sample],
+                                 f"{name}: characteristics of test points")
     plots.loss_figure(out / "loss.png", history, f"{name}: training")
 
 
-def write_training_fields(comm: MPI.Comm, problem, p: np.ndarray, out: Path) -> None:
-    """u0.bp (the latest evaluation's u_h(0, ·)) and u_t.bp (u_h(t, ·) over the whole solve, from
-    one more forward solve at p with its checkpoints kept) for ParaView (collective)."""
+def solve_with_states(problem, p: np.ndarray, frames: int):
+    """One more forward solve at p that keeps about ``frames`` to ``2·frames`` states u_h(t, ·)
+    between T and 0 (every n-th step start, n from the last solve's step count), for u_t.bp
+    and flow.gif (collective)."""
+    solver, J = problem.solver, problem.J
+    theta, A, b = J.split(p)
+    steps = int(sum(J.last.steps)) if J.last is not None else frames
+    kept = solver.checkpoint_every
+    solver.checkpoint_every = max(1, steps // frames)
+    try:
+        return solver.solve(problem.model.field(theta), lambda x: x @ A.T + b)
+    finally:
+        solver.checkpoint_every = kept
+
+
+def write_animation(comm: MPI.Comm, problem, p: np.ndarray, path: Path, result=None) -> None:
+    """flow.gif (``rundir.animation``) of the problem at p, from ``result`` (a solve at p with
+    states kept; None: solved here) (collective). Logs its frames and its cost."""
+    from solver.rundir.animation import write_flow_animation
+
+    started = time.perf_counter()
+    frames = problem.config.output.frames
+    result = result or solve_with_states(problem, p, frames)
+    raster = Raster.of(problem.domain, 81) if problem.domain.dim == 2 else None
+    count = write_flow_animation(comm, problem, p, result, path, frames, view_of(problem), raster)
+    log.info("wrote %s: %d frames, %.1f s (output.animation = false skips it)", path.name, count,
+             comm.allreduce(time.perf_counter() - started, op=MPI.MAX))
+
+
+def write_training_fields(comm: MPI.Comm, problem, result, out: Path) -> None:
+    """u0.bp (the latest evaluation's u_h(0, ·)) and u_t.bp (u_h(t, ·) at about 50 of the states
+    of ``result``, a solve at the final p with its states kept) for ParaView (collective)."""
     solver, J = problem.solver, problem.J
     write_fields(comm, out / "u0.bp", nodal_copies(J.last.u0, solver.degree))
-    theta, A, b = J.split(p)
-    result = solver.solve(problem.model.field(theta), lambda x: x @ A.T + b)
-    steps = result.trajectory.num_steps
-    write_trajectory(comm, out / "u_t.bp", solver, result, every=max(1, steps // (50 * solver.checkpoint_every)))
+    states = len(result.trajectory.states)
+    write_trajectory(comm, out / "u_t.bp", solver, result, every=max(1, states // 50))
 
 
 # --- comparison of a configured field -------------------------------------------------------

@@ -1,7 +1,8 @@
 """Point evaluation u_h(X_i) in parallel, as a sparse matrix P and its transpose.
 
 Each rank hands in its own points (any distribution; a rank may have none). The rank whose
-owned cell contains a point evaluates it: there P is a local sparse matrix (points it owns ×
+owned cell contains a point evaluates it (``fem/locate.py``; on a facet, the cell with the smallest
+original index, so the same on any number of ranks): there P is a local sparse matrix (points it owns ×
 local dofs), built once from the pulled-back points and the basix tabulation, so applying it
 costs one sparse product. The values travel back to the rank that asked, in its order.
 
@@ -13,15 +14,16 @@ accumulation is needed.
 from __future__ import annotations
 
 import logging
+import weakref
 
 import numpy as np
 import scipy.sparse
 from mpi4py import MPI
 
-import dolfinx.geometry
 from dolfinx import fem
 
 from solver.errors import InputError
+from solver.fem.locate import CellLocator, determine_ownership
 from solver.parallel import gather_rows, rank_share
 
 log = logging.getLogger("solver")
@@ -35,12 +37,18 @@ class PointEvaluator:
         V: a scalar, affine-simplex function space (e.g. the DG space of the transport solver).
         points: this rank's points, shape=(n, gdim).
         source: where the points came from, for error messages.
+        outside: "raise" (an InputError for points outside the mesh) or "nan" (their values are
+            NaN: a grid over a disk's bounding box).
+        warn_on_facets: warn on rank 0 if points lie on facets (``num_on_facets`` is counted
+            only then).
 
     Raises:
-        InputError: on every rank, if any rank has a point outside the mesh or a non-finite one.
+        InputError: on every rank, if any rank has a non-finite point, or (outside="raise") one
+            outside the mesh.
     """
 
-    def __init__(self, V: fem.FunctionSpace, points: np.ndarray, source: str = "points"):
+    def __init__(self, V: fem.FunctionSpace, points: np.ndarray, source: str = "points",
+                 warn_on_facets: bool = True, outside: str = "raise"):
         mesh = V.mesh
         comm = mesh.comm
         gdim = mesh.geometry.dim
@@ -51,42 +59,31 @@ class PointEvaluator:
         if comm.allreduce(n_bad, op=MPI.SUM):
             raise InputError(f"{comm.allreduce(n_bad):d} non-finite point(s)", source)
 
-        padded = np.zeros((len(points), 3))
-        padded[:, :gdim] = points
-        tdim = mesh.topology.dim
-        num_cells = mesh.topology.index_map(tdim).size_local
         # Only owned cells may own a point, so that every dof P touches is an owned DG dof.
-        ownership = dolfinx.geometry.determine_point_ownership(
-            mesh, padded, 1e-10, np.arange(num_cells, dtype=np.int32)
-        )
-        src_owner = np.asarray(ownership.src_owner)
-        outside = np.flatnonzero(src_owner < 0)
-        total_outside = comm.allreduce(len(outside), op=MPI.SUM)
-        if total_outside:
-            examples = comm.allgather(points[outside[:3]].tolist())
+        ownership = determine_ownership(comm, cell_locator(mesh), points)
+        self.outside = ownership.outside
+        total_outside = comm.allreduce(len(ownership.outside), op=MPI.SUM)
+        if total_outside and outside == "raise":
+            examples = comm.allgather(points[ownership.outside[:3]].tolist())
             shown = [p for chunk in examples for p in chunk][:5]
             raise InputError(f"{total_outside} point(s) lie outside the mesh, e.g. {shown}", source)
+        # Points come back to their rank in the order that rank listed them (grouped by owner).
+        self._send_counts = ownership.send_counts
+        self._recv_counts = ownership.recv_counts
+        self._recv_order = ownership.recv_order
 
-        dest_points = np.asarray(ownership.dest_points).reshape(-1, 3)[:, :gdim]
-        dest_cells = np.asarray(ownership.dest_cells)
-        dest_owner = np.asarray(ownership.dest_owner)
-        size = comm.size
-        # Points come back to their rank in the order that rank listed them: determine_point_
-        # ownership groups the owned points by sending rank (dest_owner sorted), and keeps each
-        # sender's order.
-        self._send_counts = np.bincount(dest_owner, minlength=size).astype(np.int64)
-        self._recv_counts = np.bincount(src_owner, minlength=size).astype(np.int64)
-        self._recv_order = np.argsort(src_owner, kind="stable")
-
-        X = _pull_back(mesh, dest_cells, dest_points)
-        self._count_on_facets(X, len(points), source)
-        X = np.clip(X, 0.0, 1.0)  # points on a facet can round to just outside the cell
-        basis = V.element.basix_element.tabulate(0, X)[0, :, :, 0]
-        dofs = V.dofmap.list[dest_cells]
+        X = ownership.reference
+        self.num_on_facets = None
+        if warn_on_facets:
+            self._count_on_facets(X, len(points), source)
+        basis = V.element.basix_element.tabulate(0, np.clip(X, 0.0, 1.0))[0, :, :, 0]
+        dofs = V.dofmap.list[ownership.cells]
         n_local = V.dofmap.index_map.size_local + V.dofmap.index_map.num_ghosts
-        rows = np.repeat(np.arange(len(dest_cells)), dofs.shape[1])
+        # Each row holds one cell's dofs: CSR directly (no COO sort).
+        width = dofs.shape[1]
         self.P = scipy.sparse.csr_matrix(
-            (basis.ravel(), (rows, dofs.ravel())), shape=(len(dest_cells), n_local)
+            (basis.ravel(), dofs.ravel(), np.arange(0, len(dofs) * width + 1, width)),
+            shape=(len(dofs), n_local),
         )
 
     def _count_on_facets(self, X: np.ndarray, num_points: int, source: str) -> None:
@@ -113,12 +110,12 @@ class PointEvaluator:
         """u_h at this rank's points, in its order (collective). Returns shape=(n,)."""
         values = u.x.array if isinstance(u, fem.Function) else u
         owned_values = self.P @ values
-        received = np.empty(self.num_points)
+        received = np.empty(int(self._recv_counts.sum()))
         self.comm.Alltoallv(
             [owned_values, self._send_counts, MPI.DOUBLE],
             [received, self._recv_counts, MPI.DOUBLE],
         )
-        result = np.empty(self.num_points)
+        result = np.full(self.num_points, np.nan)
         result[self._recv_order] = received
         return result
 
@@ -130,13 +127,16 @@ class PointEvaluator:
         return self.P.T @ owned
 
 
-def _pull_back(mesh, cells: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Reference coordinates X = J⁻¹ (x − x₀) of ``points`` (shape=(n, gdim)) in their affine
-    simplex ``cells`` (shape=(n,)); shape=(n, gdim)."""
-    gdim = mesh.geometry.dim
-    geometry = mesh.geometry.x[mesh.geometry.dofmaps[0][cells]][:, :, :gdim]
-    J = np.transpose(geometry[:, 1:, :] - geometry[:, :1, :], (0, 2, 1))
-    return np.linalg.solve(J, (points - geometry[:, 0, :])[:, :, None])[:, :, 0]
+# One locator per mesh (its inverse maps and lattice or tree), built on the first evaluator.
+_LOCATORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def cell_locator(mesh) -> CellLocator:
+    """The mesh's :class:`~solver.fem.locate.CellLocator`, built once (collective the first time)."""
+    locator = _LOCATORS.get(mesh)
+    if locator is None:
+        locator = _LOCATORS[mesh] = CellLocator(mesh)
+    return locator
 
 
 def evaluate_everywhere(

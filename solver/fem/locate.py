@@ -52,22 +52,34 @@ class Located:
 
 
 class Lattice:
-    """Owned cells grouped by the lattice square/cube they lie in (rank-local lookups)."""
+    """Owned cells by the lattice square/cube they lie in and the corners they span (rank-local
+    lookups).
 
-    def __init__(self, lower: np.ndarray, spacing: np.ndarray, counts: np.ndarray, cube: np.ndarray):
+    Every cell of such a mesh is the simplex on some corners of its square/cube: a *pattern*
+    (create_rectangle: 2 triangles per square, create_box: 6 tetrahedra per cube, the same in
+    every one). A point's barycentric coordinates in a pattern follow from its fractional
+    position in the square/cube by a fixed affine map, so the test needs no per-cell data; the
+    table gives the cell of each (square/cube, pattern).
+    """
+
+    def __init__(self, lower: np.ndarray, spacing: np.ndarray, counts: np.ndarray, cube: np.ndarray,
+                 codes: np.ndarray, patterns: np.ndarray):
         self.lower, self.spacing, self.counts = lower, spacing, counts
-        # A dense table over the index box of this rank's squares/cubes: row = square/cube,
-        # its owned cells, -1-padded (memory: the rank's share of the lattice × cells per cube).
-        self.first = cube.min(axis=0) if len(cube) else np.zeros(len(counts), dtype=np.int64)
-        self.shape = cube.max(axis=0) - self.first + 1 if len(cube) else np.zeros(len(counts), dtype=np.int64)
-        ids = self._linear(cube - self.first)
-        order = np.argsort(ids, kind="stable")
-        sorted_ids = ids[order]
-        _, start, count = np.unique(sorted_ids, return_index=True, return_counts=True)
-        self.per_cube = int(count.max(initial=0))
-        rank_in_cube = np.arange(len(ids)) - np.repeat(start, count)
-        self.table = np.full((int(np.prod(self.shape)), self.per_cube), -1, dtype=np.int32)
-        self.table[sorted_ids, rank_in_cube] = order
+        gdim = len(counts)
+        # A dense table over the index box of this rank's squares/cubes × the patterns: the owned
+        # cell there or -1 (memory: the rank's share of the lattice × patterns × 4 bytes).
+        self.first = cube.min(axis=0) if len(cube) else np.zeros(gdim, dtype=np.int64)
+        self.shape = cube.max(axis=0) - self.first + 1 if len(cube) else np.zeros(gdim, dtype=np.int64)
+        self.whole = bool(np.all(self.first == 0) and np.all(self.shape == counts))
+        self.per_cube = len(patterns)
+        self.table = np.full((len(patterns), int(np.prod(self.shape))), -1, dtype=np.int32)
+        self.table[np.searchsorted(patterns, codes), self._linear((cube - self.first).T)] = np.arange(len(cube))
+        # λ_1..λ_d = M (f − v_0) for the pattern's corners v_0 < ... < v_d (as bits: axis a is bit a).
+        self.maps = []
+        for code in patterns:
+            corners = [c for c in range(2**gdim) if code >> c & 1]
+            v = np.array([[(c >> a) & 1 for a in range(gdim)] for c in corners], dtype=float)
+            self.maps.append((np.linalg.inv((v[1:] - v[0]).T), v[0]))
 
     @classmethod
     def detect(cls, comm: MPI.Comm, vertices: np.ndarray) -> Lattice | None:
@@ -91,51 +103,91 @@ class Lattice:
         counts = np.rint(width / small).astype(np.int64) if ok else np.ones(gdim, dtype=np.int64)
         ok = ok and bool(np.all(counts >= 1) and np.all(np.abs(counts * small - width) <= 1e-8 * width))
         cube = np.zeros((len(vertices), gdim), dtype=np.int64)
+        codes = np.zeros(len(vertices), dtype=np.int64)
+        spacing = width / counts
         if ok:
-            spacing = width / counts
             s = (vertices - lower) / spacing
-            index = np.rint(s)
-            cube = index.min(axis=1).astype(np.int64) if len(vertices) else cube
-            ok = bool(np.all(np.abs(s - index) <= 1e-8) and np.all(index.max(axis=1) - cube <= 1))
+            index = np.rint(s).astype(np.int64)
+            cube = index.min(axis=1) if len(vertices) else cube
+            local = index - cube[:, None, :]
+            ok = bool(np.all(np.abs(s - index) <= 1e-8) and np.all((local >= 0) & (local <= 1)))
+            if ok:  # the set of corners a cell spans, one bit per corner
+                codes = np.sum(np.left_shift(1, local @ (1 << np.arange(gdim))), axis=1)
+                ok = bool(np.all(np.bitwise_count(codes.astype(np.uint64)) == gdim + 1))
         if not comm.allreduce(ok, op=MPI.LAND):
             return None
-        return cls(lower, spacing, counts, cube)
+        patterns = np.array(sorted(set().union(*comm.allgather(set(np.unique(codes).tolist())))), dtype=np.int64)
+        return cls(lower, spacing, counts, cube, codes, patterns)
 
-    def _linear(self, cube: np.ndarray) -> np.ndarray:
-        """Row-major linear index of squares/cubes in this rank's index box (shape=(n, gdim))."""
-        strides = np.concatenate(([1], np.cumprod(self.shape[:-1])))
-        return cube @ strides
+    def _linear(self, local: np.ndarray) -> np.ndarray:
+        """Row-major linear index of squares/cubes in this rank's index box (shape=(gdim, n))."""
+        index = local[-1].copy()
+        for a in range(len(self.shape) - 2, -1, -1):
+            index *= self.shape[a]
+            index += local[a]
+        return index
+
+    def _local(self, cube: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Table columns of squares/cubes (shape=(gdim, n)), and the mask of those in this rank's
+        index box (None: all)."""
+        if self.whole:
+            return self._linear(cube), None
+        local = cube - self.first[:, None]
+        inside = np.logical_and.reduce((local >= 0) & (local < self.shape[:, None]))
+        return self._linear(np.where(inside, local, 0)), inside
 
     def _cells_of(self, cube: np.ndarray) -> np.ndarray:
-        """The owned cells in the squares/cubes ``cube`` (shape=(n, gdim)), -1-padded,
+        """The owned cells in the squares/cubes ``cube`` (shape=(gdim, n)), -1-padded,
         shape=(n, per_cube)."""
-        local = cube - self.first
-        inside = np.logical_and.reduce(((local >= 0) & (local < self.shape)).T)
-        cells = self.table[self._linear(np.where(inside[:, None], local, 0))]
-        cells[~inside] = -1
+        column, inside = self._local(cube)
+        cells = self.table[:, column].T
+        if inside is not None:
+            cells[~inside] = -1
         return cells
 
-    def candidates(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The candidate cells of ``points`` (shape=(n, gdim)): those of the square/cube each
-        lies in, shape=(n, per_cube), and for the points near a face of it (``near``, indices)
-        those of all neighbours across that face, edge or vertex, shape=(len(near), m)."""
-        s = (points - self.lower) / self.spacing
-        base = np.clip(np.floor(s), 0, self.counts - 1).astype(np.int64)
-        main = self._cells_of(base)
-        fraction = s - base
-        low = (fraction < NEAR_FACE) & (base > 0)
-        high = (fraction > 1 - NEAR_FACE) & (base < self.counts - 1)
-        either = low | high
-        near = np.flatnonzero(np.logical_or.reduce(either.T))
-        gdim = points.shape[1]
+    def find(self, points: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """For ``points`` (shape=(n, gdim)): the owned cell of its square/cube that holds each
+        (smallest key first; -1 for none) and its key, shape=(n,) each; the points near a face of
+        their square/cube (indices) and the cells of the neighbours across, shape=(len(near), m)."""
+        n, gdim = len(points), len(self.counts)
+        s = ((points - self.lower) / self.spacing).T
+        base = np.clip(np.floor(s), 0, (self.counts - 1)[:, None]).astype(np.int64)
+        f = s - base
+        column, inside = self._local(base)
+        best_cell = np.full(n, -1, dtype=np.int32)
+        best_key = np.full(n, NONE, dtype=np.int64)
+        for pattern, (M, v0) in enumerate(self.maps):
+            g = [f[a] - v0[a] if v0[a] else f[a] for a in range(gdim)]
+            smallest = None
+            rest = np.ones(n)
+            for i in range(gdim):
+                row = M[i, 0] * g[0]
+                for j in range(1, gdim):
+                    row += M[i, j] * g[j]
+                rest -= row
+                smallest = row if smallest is None else np.minimum(smallest, row, out=smallest)
+            np.minimum(smallest, rest, out=smallest)
+            cells = self.table[pattern].take(column)
+            holds = (smallest >= -TOLERANCE) & (cells >= 0)
+            if inside is not None:
+                holds &= inside
+            key = np.where(holds, keys.take(np.maximum(cells, 0)) if len(keys) else NONE, NONE)
+            better = key < best_key
+            best_cell = np.where(better, cells, best_cell)
+            best_key = np.where(better, key, best_key)
+        low = (f < NEAR_FACE) & (base > 0)
+        high = (f > 1 - NEAR_FACE) & (base < (self.counts - 1)[:, None])
+        near = np.flatnonzero(np.logical_or.reduce(low | high))
         columns = [np.full((len(near), 0), -1, dtype=np.int32)]
-        for offset in np.array(np.meshgrid(*[[-1, 0, 1]] * gdim, indexing="ij")).reshape(gdim, -1).T:
-            if not offset.any() or not len(near):
-                continue
-            allowed = np.all(((offset >= 0) | low[near]) & ((offset <= 0) | high[near]), axis=1)
-            cells = self._cells_of(base[near] + offset)
-            columns.append(np.where(allowed[:, None], cells, -1))
-        return main, near, np.concatenate(columns, axis=1)
+        if len(near):
+            low, high, base = low[:, near], high[:, near], base[:, near]
+            for offset in np.array(np.meshgrid(*[[-1, 0, 1]] * gdim, indexing="ij")).reshape(gdim, -1).T:
+                if not offset.any():
+                    continue
+                allowed = np.logical_and.reduce(((offset >= 0)[:, None] | low) & ((offset <= 0)[:, None] | high))
+                cells = self._cells_of(np.clip(base + offset[:, None], 0, (self.counts - 1)[:, None]))
+                columns.append(np.where(allowed[:, None], cells, -1))
+        return best_cell, best_key, near, np.concatenate(columns, axis=1)
 
 
 class CellLocator:
@@ -207,13 +259,7 @@ class CellLocator:
             cells = np.asarray(dolfinx.geometry.compute_closest_entity(
                 self._tree, self._midpoints, self._mesh, padded), dtype=np.int32)
             distance = np.sqrt(np.asarray(dolfinx.geometry.squared_distance(self._mesh, tdim, cells, padded)))
-        reference = np.zeros((n, self.gdim))
-        if n and self.num_cells:
-            coefficients = self._affine.take(cells, axis=1)
-            d = self.gdim
-            for i in range(d):
-                reference[:, i] = coefficients[i * (d + 1) + d] + sum(
-                    coefficients[i * (d + 1) + j] * points[:, j] for j in range(d))
+        reference = self._reference(points, cells)
         keys = np.where(cells >= 0, self.keys[np.maximum(cells, 0)] if self.num_cells else NONE, NONE)
         return Located(cells, keys, reference), distance
 
@@ -228,8 +274,8 @@ class CellLocator:
             part = slice(start, min(start + CHUNK, n))
             p = points[part]
             if self.lattice is not None:
-                main, near, extra = self.lattice.candidates(p)
-                best = self._best(p, main)
+                cell, key, near, extra = self.lattice.find(p, self.keys)
+                best = (cell, key, self._reference(p, cell))
                 if len(near):
                     other = self._best(p[near], extra)
                     better = other[1] < best[1][near]
@@ -239,6 +285,20 @@ class CellLocator:
                 best = self._best(p, self._tree_candidates(p))
             cells[part], keys[part], reference[part] = best
         return Located(cells, keys, reference)
+
+    def _reference(self, points: np.ndarray, cells: np.ndarray) -> np.ndarray:
+        """Reference coordinates of ``points`` (shape=(n, gdim)) in ``cells`` (-1: zeros)."""
+        d = self.gdim
+        reference = np.zeros((len(points), d))
+        if not self.num_cells:
+            return reference
+        coefficients = self._affine.take(np.maximum(cells, 0), axis=1)
+        for i in range(d):
+            row = coefficients[i * (d + 1) + d].copy()
+            for j in range(d):
+                row += coefficients[i * (d + 1) + j] * points[:, j]
+            reference[:, i] = row
+        return reference
 
     def _tree_candidates(self, points: np.ndarray) -> np.ndarray:
         """The owned cells whose bounding boxes hold each point, -1-padded, shape=(n, m)."""

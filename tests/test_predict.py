@@ -112,3 +112,17 @@ def test_a_run_with_p_only_is_refused(trained_run, tmp_path):  # noqa: F811
     np.savez(tmp_path / store.THETA, p=store.read_parameters(trained_run / store.THETA).p)
     with pytest.raises(InputError, match="holds p only"):
         read_run(tmp_path)
+
+
+@pytest.mark.serial  # starts its own process
+def test_the_prediction_map_benchmark_runs(trained_run):  # noqa: F811
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, str(root / "scripts" / "bench_prediction_map.py"), str(trained_run),
+                           "--grid", "16", "--depth", "4", "--repeats", "1"],
+                          capture_output=True, text=True, timeout=300, cwd=root)
+    assert done.returncode == 0, done.stderr
+    assert "| PDE (solve + locate + evaluate) |" in done.stdout and "labels agree" in done.stdout

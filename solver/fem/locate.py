@@ -429,10 +429,13 @@ def determine_ownership(comm: MPI.Comm, locator: CellLocator, points: np.ndarray
             cells, reference = cells.copy(), reference.copy()
             cells[missing], reference[missing] = near.cells, near.reference
         inside = owner >= 0
-        return Ownership(cells=cells[inside], reference=reference[inside],
-                         send_counts=np.array([inside.sum()], dtype=np.int64),
-                         recv_counts=np.array([inside.sum()], dtype=np.int64),
-                         recv_order=np.flatnonzero(inside), outside=np.flatnonzero(~inside))
+        everywhere = bool(inside.all())
+        count = np.array([inside.sum()], dtype=np.int64)
+        return Ownership(cells=cells if everywhere else cells[inside],
+                         reference=reference if everywhere else reference[inside],
+                         send_counts=count, recv_counts=count,
+                         recv_order=np.arange(len(points)) if everywhere else np.flatnonzero(inside),
+                         outside=np.flatnonzero(~inside))
 
     def contained(x):
         found = locator.locate(x)

@@ -55,7 +55,7 @@ class PointEvaluator:
         points = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, gdim)
         self.comm = comm
         self.num_points = len(points)
-        n_bad = int(np.sum(~np.all(np.isfinite(points), axis=1)))
+        n_bad = 0 if np.isfinite(points).all() else int(np.sum(~np.all(np.isfinite(points), axis=1)))
         if comm.allreduce(n_bad, op=MPI.SUM):
             raise InputError(f"{comm.allreduce(n_bad):d} non-finite point(s)", source)
 

@@ -91,7 +91,8 @@ class PointEvaluator:
         facet, summed over ranks; rank 0 warns if there are any (collective).
 
         A point on a facet (a barycentric coordinate ~0) takes the value of the cell it was
-        located in, though u_h jumps there (measured on peaks, data at x3 = 0 of a 12³ box,
+        located in (of those holding it, the one with the smallest original index, on any number
+        of ranks: ``fem/locate.py``), though u_h jumps there (measured on peaks, data at x3 = 0 of a 12³ box,
         which lies on facets: PDE/characteristics agreement 94% from the cells below, 97% from
         those above).
         """

@@ -22,6 +22,7 @@ differed by 3e-5 between 1 and 2 ranks through data points on interior facets.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -229,10 +230,16 @@ class CellLocator:
         diameters = np.linalg.norm(vertices.max(axis=1) - vertices.min(axis=1), axis=1)
         h_max = comm.allreduce(float(diameters.max(initial=0.0)), op=MPI.MAX)
         self.reach = self.padding if self.lattice is not None else h_max**2 / float(np.linalg.norm(upper - lower))
-        self._mesh = mesh
+        # A weak reference: the locator is cached per mesh (pointeval.cell_locator) and must not
+        # keep its mesh alive.
+        self._mesh_ref = weakref.ref(mesh)
         self._tree = self._midpoints = None
         if self.lattice is None:
             self._tree = self._bb_tree()
+
+    @property
+    def _mesh(self) -> dolfinx.mesh.Mesh:
+        return self._mesh_ref()
 
     def _bb_tree(self):
         return dolfinx.geometry.bb_tree(self._mesh, self._mesh.topology.dim, padding=self.padding,

@@ -65,7 +65,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from solver.check import predict
-    from solver.fem.mesh import create_mesh
+    from solver.fem.refine import mesh_with_marks
     from solver.fem.pointeval import PointEvaluator, _LOCATORS
     from solver.fem.transport import TransportSolver
     from solver.model.from_config import velocity_model
@@ -82,9 +82,10 @@ def main() -> None:
     field = model.field(parameters.theta)
     terminal = lambda x: x @ A.T + b  # noqa: E731 (the output layer f of eq. 13)
 
-    mesh = create_mesh(comm, config.domain_object(), run.resolution.cells)
+    mesh = mesh_with_marks(comm, config.domain_object(), run.resolution.cells, run.resolution.marks)
     solver = TransportSolver(mesh, degree=run.resolution.degree, num_components=len(b), cfl=config.solver.cfl,
-                             dt=config.solver.dt, checkpoint_every=config.solver.checkpoint_every)
+                             dt=config.solver.dt, checkpoint_every=config.solver.checkpoint_every,
+                             viscosity=config.field.viscosity)
     solve_s, result = timed(lambda: solver.solve(field, terminal, keep=False), args.repeats)
 
     def locate():

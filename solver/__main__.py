@@ -94,6 +94,17 @@ def command_compare(comm: MPI.Comm, args) -> int:
     )
     run = cmp.solve_and_compare(comm, config, config.mesh.cells, points, grid)
     metrics = comparison_metrics(comm, args, config, run, len(points), len(grid))
+    if config.field.viscosity > 0:
+        metrics["monte_carlo"] = cmp.monte_carlo_agreement(run.fe_points, cmp.monte_carlo(comm, config, points))
+        m = metrics["monte_carlo"]
+        log.info(
+            "  viscosity %g: the characteristics above are the inviscid limit. PDE vs Monte Carlo "
+            "of the reflected SDE (%d points, %d paths, %d steps, bias by halving dt): max "
+            "difference %.3e, max 3 SE + bias %.3e (SE %.2e, bias %.2e); within on %.1f%%%s",
+            config.field.viscosity, m["points"], m["paths"], m["sde_steps"], m["max_difference"],
+            m["max_bound"], m["max_standard_error"], m["max_bias"], 100 * m["within"],
+            "" if m["agree"] else " (NOT all)",
+        )
     on_rank0(comm, store.write_json, out / store.METRICS, metrics)
     write_comparison_outputs(comm, config, out, grid, run)
     if refine:
@@ -362,12 +373,13 @@ def command_export(comm: MPI.Comm, args) -> int:
     if args.depth < 1:
         raise InputError(f"--depth must be >= 1, got {args.depth}")
     config = load_config(args.run_dir / store.CONFIG)  # every rank reads it: alike
-    if config.field.kind == "mlp":
+    if config.field.kind in ("mlp", "mlp1"):
         evaluations = {"euler": 1, "midpoint": 2, "rk4": 4}[args.scheme]
-        block = evaluations * (2 * config.field.width * config.dim + config.field.width + config.dim) * 8
+        width = config.field.width or config.dim  # "mlp1": exported as W2 = I, width d
+        block = evaluations * (2 * width * config.dim + width + config.dim) * 8
         guards.check_export(comm, str(args.run_dir), args.depth, block, "onnx" in formats)
     on_rank0(comm, remove_temporaries, args.run_dir)
-    for path in on_rank0(comm, export, args.run_dir, args.depth, args.scheme, formats, args.output):
+    for path in on_rank0(comm, export, args.run_dir, args.depth, args.scheme, formats, args.output, args.noise):
         log.info("wrote %s", path)
     return 0
 
@@ -485,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="block scheme: euler is eq. 17; midpoint/rk4 need fewer blocks")
     p.add_argument("--format", default="onnx,npz", help="comma-separated: onnx, npz")
     p.add_argument("--output", default="linear", choices=["linear", "softmax"], help="logits or probabilities")
+    p.add_argument("--noise", nargs="?", const="run", default=None, metavar="EPS",
+                   help="the stochastic ResNet: each block adds sqrt(2 EPS s) N(0, I) and reflects "
+                        "into the domain (default EPS: the run's field.viscosity); average M runs")
     p.set_defaults(run=command_export)
 
     p = sub.add_parser("predict", help="the learned flow's labels (and probabilities) at new points")

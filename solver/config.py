@@ -48,8 +48,9 @@ DOMAIN_KEYS = {
     "ball": ("kind", "center", "radius"),
 }
 FIELD_KEYS = {
-    "mlp": ("kind", "T", "width", "activation", "slabs", "seed", "scale"),
-    "rotation": ("kind", "T", "omega"),
+    "mlp": ("kind", "T", "width", "activation", "slabs", "seed", "scale", "viscosity"),
+    "mlp1": ("kind", "T", "activation", "slabs", "seed", "scale", "viscosity"),  # width = d: W is d×d
+    "rotation": ("kind", "T", "omega", "viscosity"),
 }
 SECTIONS = ("domain", "mesh", "field", "terminal", "solver", "compare", "output", "data", "train")
 # Ω's extent: sides (diameters) and coordinates a mesh and a CFL step resolve in double precision.
@@ -99,12 +100,15 @@ class FieldConfig:
 
     kind: str = "mlp"
     T: float = 1.0
-    width: int | None = 8
+    width: int | None = 8  # "mlp" only ("mlp1" has width d)
     activation: str | None = "tanh"
     slabs: int | None = 4
     seed: int | None = 0
     scale: float | None = 1.0
     omega: float | None = None  # rotation only: angular speed, rad per unit time
+    # ε of ∂t u + v·∇u + εΔu = 0 (Neumann walls): the Kolmogorov equation of dX = v dt + √(2ε) dW
+    # reflected at ∂Ω; 0 is the inviscid transport equation.
+    viscosity: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -148,6 +152,12 @@ class CompareConfig:
     # finer than training's (None: the training mesh's, which is always reported too).
     cells: int | None = None
     degree: int | None = None
+    # `compare CONFIG` with field.viscosity > 0: the PDE against a Monte Carlo of the reflected
+    # SDE dX = v dt + √(2ε) dW (model/stochastic.py) at the first `mc_points` points, `paths`
+    # paths each, `sde_steps` Euler–Maruyama steps (its bias measured with half as many).
+    mc_points: int = 64
+    paths: int = 2000
+    sde_steps: int = 32
 
 
 @dataclass(frozen=True)
@@ -187,19 +197,19 @@ class TrainConfig:
     init: str | None = None  # start from the parameters of this run (directory or theta.npz)
     # Certification (learn/certify.py): every check_every iterations and at the end the PDE is
     # checked against the characteristics on the training and test points (at most check_points
-    # of each); where the logits differ by more than tolerance the mesh is refined (adapt), up
-    # to max_dofs DG dofs per component.
+    # of each); where the logits differ by more than tolerance the resolution is raised (adapt:
+    # DG2, then 1.5× the cells), up to max_dofs DG dofs per component.
     check_every: int = 10
     check_points: int = 2000
     tolerance: float = 0.5  # max |u_h(0, X) − f(q(T; X))| over the logits
-    refine_above: float | None = None  # during training, refine where the logits differ more (None: tolerance)
+    refine_above: float | None = None  # during training, raise the resolution past this (None: tolerance)
     agreement: float = 0.995  # the least fraction of equal labels for a certified run
     adapt: bool = True
     max_dofs: int = 400_000
 
     @property
     def refine_threshold(self) -> float:
-        """The logit difference above which training refines the mesh."""
+        """The logit difference above which training raises the resolution."""
         return self.tolerance if self.refine_above is None else self.refine_above
 
 
@@ -398,6 +408,9 @@ def _compare(r: _Reader, s: dict[str, Any], min_cells: int, source: str) -> Comp
         points_file=r.path_check(source),
         cells=partial(validate.optional(validate.integer), low=min_cells),
         degree=partial(validate.optional(validate.integer), low=1, high=3),
+        mc_points=partial(validate.integer, low=1),
+        paths=partial(validate.integer, low=2, high=10**6),
+        sde_steps=partial(validate.integer, low=2, high=10**6),
     ))
 
 
@@ -503,6 +516,7 @@ def _field(r: _Reader, s: dict[str, Any], domain: DomainConfig) -> FieldConfig:
     kind = r.value("field", s, "kind", FieldConfig.kind, partial(validate.choice, choices=FIELD_KINDS))
     r.check_keys("field", s, FIELD_KEYS[kind], f'for kind "{kind}"')
     T = partial(validate.number, low=0.0, low_open=True)
+    viscosity = partial(validate.number, low=0.0)
     if kind == "rotation":
         if domain.kind == "box":
             raise r.error(
@@ -512,10 +526,18 @@ def _field(r: _Reader, s: dict[str, Any], domain: DomainConfig) -> FieldConfig:
                 'does not leave a box invariant), got domain.kind = "box"',
             )
         return FieldConfig(
-            kind, **r.fields("field", s, FieldConfig, T=T), width=None, activation=None,
+            kind, **r.fields("field", s, FieldConfig, T=T, viscosity=viscosity), width=None, activation=None,
             slabs=None, seed=None, scale=None,
             omega=r.value("field", s, "omega", 2.0 * math.pi, validate.number),
         )
+    if kind == "mlp1":
+        return FieldConfig(kind, **r.fields("field", s, FieldConfig,
+            T=T,
+            activation=partial(validate.choice, choices=ACTIVATIONS),
+            slabs=partial(validate.integer, low=1),
+            seed=partial(validate.integer, low=0),
+            scale=partial(validate.number, low=0.0),
+        ), width=None)
     return FieldConfig(kind, **r.fields("field", s, FieldConfig,
         T=T,
         width=partial(validate.integer, low=1),
@@ -523,6 +545,7 @@ def _field(r: _Reader, s: dict[str, Any], domain: DomainConfig) -> FieldConfig:
         slabs=partial(validate.integer, low=1),
         seed=partial(validate.integer, low=0),
         scale=partial(validate.number, low=0.0),
+        viscosity=viscosity,
     ))
 
 

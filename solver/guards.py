@@ -171,10 +171,9 @@ def initial_speed(config, theta: np.ndarray | None = None, seed: int | None = No
     domain = config.domain_object()
     if fc.kind == "rotation":
         return (abs(fc.omega) * domain.radius,) * pieces(config)
-    from solver.model.velocity import VelocityModel
+    from solver.model.from_config import velocity_model
 
-    model = VelocityModel(dim=domain.dim, width=fc.width, slabs=fc.slabs, T=fc.T,
-                          activation=fc.activation, domain=domain)
+    model = velocity_model(config, domain)
     if theta is None:
         theta = model.init(fc.seed if seed is None else seed, fc.scale)
     field = model.field(np.asarray(theta, dtype=np.float64))
@@ -193,6 +192,11 @@ def initial_speed(config, theta: np.ndarray | None = None, seed: int | None = No
 
 
 MAX_NODES = 200_000  # velocity nodes evaluated for the speed; beyond, a sample
+# ‖M⁻¹S‖∞ · h_min² of the SIPG diffusion operator (fem/transport.py) per DG degree, the least
+# measured on 2D/3D boxes (also of aspect 3), disks and balls of 3 to 32 cells with h_min of
+# ``mesh_estimate`` (k = 1: 83–398, k = 2: 334–1497, k = 3: 925–4258): the viscous step count
+# is not overestimated.
+DIFFUSION_RATE = {1: 80.0, 2: 320.0, 3: 900.0}
 
 
 def pieces(config) -> int:
@@ -201,8 +205,11 @@ def pieces(config) -> int:
 
 def time_steps(config, mesh: MeshEstimate, degree: int, speeds: tuple[float, ...]) -> float:
     """The time steps of one solve: from the forced ``solver.dt``, else from the CFL bound at the
-    max |v| of each piece of time (``speeds``; at least one step per piece)."""
+    max |v| of each piece of time (``speeds``; at least one step per piece) and, with
+    ``field.viscosity`` = ε > 0, the explicit diffusion bound (the rates add, as in
+    ``TransportSolver.max_dt``)."""
     T, sc = config.field.T, config.solver
+    diffusion = diffusion_rate(config, mesh, degree)
     length = T / len(speeds)
     if sc.dt is not None:
         return len(speeds) * math.ceil(length / sc.dt - 1e-9)
@@ -210,8 +217,17 @@ def time_steps(config, mesh: MeshEstimate, degree: int, speeds: tuple[float, ...
     for speed in speeds:
         with np.errstate(all="ignore"):
             ratio = length * (2 * degree + 1) * speed / (sc.cfl * mesh.h_min)  # length / CFL bound
+            ratio += length * diffusion / sc.cfl
         steps += max(1.0, math.ceil(ratio - 1e-9)) if math.isfinite(ratio) else math.inf
     return steps
+
+
+def diffusion_rate(config, mesh: MeshEstimate, degree: int) -> float:
+    """The explicit step's diffusion rate ‖εM⁻¹S‖∞ / 2 (1/time) estimated from h_min (0 if ε = 0)."""
+    eps = getattr(config.field, "viscosity", 0.0)
+    if not eps:
+        return 0.0
+    return eps * DIFFUSION_RATE[degree] / mesh.h_min**2 / 2.0
 
 
 def solve_memory(config, mesh: MeshEstimate, K: int, steps: float, ranks: int) -> float:
@@ -242,11 +258,17 @@ def check_steps(config, mesh: MeshEstimate, degree: int, speeds: tuple[float, ..
     elif fc.kind == "rotation":
         cause, keys = f"at the start, field.omega = {fc.omega:g}", "field.omega"
     else:
-        cause, keys = f"at the start, field.scale = {fc.scale:g}, field.width = {fc.width}", "field.scale"
+        width = f", field.width = {fc.width}" if fc.width is not None else ""
+        cause, keys = f"at the start, field.scale = {fc.scale:g}{width}", "field.scale"
     at = (f"max|v| ≈ {speed:.3g} ({cause}), h_min ≈ {mesh.h_min:.3g} "
           f"({cells_key} = {cells}), DG{degree}, solver.cfl = {sc.cfl:g}")
-    if sc.dt is not None and speed > 0:
-        bound = sc.cfl * mesh.h_min / ((2 * degree + 1) * speed)
+    diffusion = diffusion_rate(config, mesh, degree)
+    if diffusion:
+        at += (f", field.viscosity = {fc.viscosity:g} (explicit diffusion step "
+               f"≈ {sc.cfl / diffusion:.3g}, ~ h²/ε)")
+        keys += ", field.viscosity"
+    if sc.dt is not None and (speed > 0 or diffusion):
+        bound = sc.cfl / ((2 * degree + 1) * speed / mesh.h_min + diffusion)
         if sc.dt > bound * (1 + 1e-9):
             raise _refuse(config, f"{what}: the forced solver.dt = {sc.dt:g} breaks the CFL bound "
                                   f"dt <= {bound:.3g} ({at}); lower solver.dt or remove it "
@@ -286,18 +308,25 @@ def parameter_memory(n_params: float, lbfgs_memory: int = 10) -> float:
     return (2 * lbfgs_memory + 8) * n_params * 8
 
 
+def _width(config) -> str:
+    """The key that sets the hidden width, as a message shows it."""
+    fc = config.field
+    return f"field.width = {fc.width}" if fc.kind != "mlp1" else f'field.kind = "mlp1": width {config.dim}'
+
+
 def mlp_memory(config, mesh: MeshEstimate, ranks: int) -> float:
     """The MLP's hidden values at this rank's velocity nodes (value and its derivative)."""
-    width = config.field.width or 0
+    width = config.field.width or (config.dim if config.field.kind == "mlp1" else 0)
     return 4 * width * mesh.velocity_nodes / ranks * 8
 
 
 def n_theta(config) -> int:
-    fc = config.field
-    if fc.kind != "mlp":
+    from solver.model.from_config import velocity_model
+    from solver.model.velocity import LEARNED_KINDS
+
+    if config.field.kind not in LEARNED_KINDS:
         return 0
-    d = config.dim
-    return fc.slabs * (2 * fc.width * d + fc.width + d)
+    return velocity_model(config, config.domain_object()).n_params
 
 
 # --- the commands ------------------------------------------------------------------------------
@@ -328,7 +357,7 @@ def check_train(comm: MPI.Comm, config, num_classes: int, theta: np.ndarray | No
                               f"{tc.max_dofs}; lower mesh.cells or mesh.degree, or raise train.max_dofs")
     points = dc.points if dc.points is not None else 0
     n_params = n_theta(config) + num_classes * (config.dim + 1)
-    early = [(f"the parameters (field.width = {config.field.width}, field.slabs = "
+    early = [(f"the parameters ({_width(config)}, field.slabs = "
               f"{config.field.slabs}: {n_params:.3g})", parameter_memory(n_params, tc.memory)),
              (f"the data (data.points = {points})", points * BYTES_PER_POINT)]
     check_memory(comm, config, what, early, "lower field.width, field.slabs or data.points")
@@ -346,7 +375,7 @@ def check_train(comm: MPI.Comm, config, num_classes: int, theta: np.ndarray | No
         (f"the mesh and its solves (mesh.cells = {mc.cells} in {mesh.dim}D, DG{mc.degree}: "
          f"{mesh.cells:.3g} cells, {mesh.dofs:.3g} dofs x {num_classes} components, "
          f"{steps:.3g} time steps)", solve_memory(config, mesh, num_classes, steps, comm.size)),
-        (f"the velocity at the mesh nodes (field.width = {config.field.width})",
+        (f"the velocity at the mesh nodes ({_width(config)})",
          mlp_memory(config, mesh, comm.size)),
     ]
     check_memory(comm, config, what, terms,
@@ -378,8 +407,8 @@ def check_compare(comm: MPI.Comm, config, refine: list[int] | tuple[int, ...] = 
     what = "compare"
     mc, cc = config.mesh, config.compare
     d = config.dim
-    if config.field.kind == "mlp":
-        early = [(f"the field (field.width = {config.field.width}, field.slabs = {config.field.slabs})",
+    if config.field.kind in ("mlp", "mlp1"):
+        early = [(f"the field ({_width(config)}, field.slabs = {config.field.slabs})",
                   4 * n_theta(config) * 8)]
         check_memory(comm, config, what, early, "lower field.width or field.slabs")
     grid = float(cc.grid) ** d
@@ -399,7 +428,7 @@ def check_compare(comm: MPI.Comm, config, refine: list[int] | tuple[int, ...] = 
             (f"the mesh and its solve (mesh.cells = {cells} in {d}D, DG{mc.degree}: "
              f"{mesh.cells:.3g} cells, {mesh.dofs:.3g} dofs x {K} components, {steps:.3g} time steps)",
              2 * solve_memory(config, mesh, K, steps, comm.size)),  # with the reference function
-            (f"the velocity at the mesh nodes (field.width = {config.field.width})",
+            (f"the velocity at the mesh nodes ({_width(config)})",
              mlp_memory(config, mesh, comm.size)),
         ]
         check_memory(comm, config, where, terms,

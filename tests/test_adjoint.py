@@ -19,13 +19,14 @@ from solver.model.velocity import VelocityModel
 
 def make_problem(comm, domain=None, cells=12, degree=1, K=2, activation="tanh", slabs=2,
                  checkpoint_every=3, loss="cross_entropy", kinetic=0.0, roughness=0.0,
-                 stage_memory=2**28):
+                 stage_memory=2**28, layers=2, viscosity=0.0):
     """A small learning problem; the data are the same on every rank count (dealt out by rank)."""
     domain = domain or Box((-1.0, -1.0), (1.0, 1.0))
     mesh = create_mesh(comm, domain, cells)
     solver = TransportSolver(mesh, degree=degree, num_components=K, checkpoint_every=checkpoint_every,
-                             stage_memory=stage_memory)
-    model = VelocityModel(dim=domain.dim, width=4, slabs=slabs, T=1.0, activation=activation, domain=domain)
+                             stage_memory=stage_memory, viscosity=viscosity)
+    model = VelocityModel(dim=domain.dim, width=4 if layers == 2 else domain.dim, slabs=slabs, T=1.0,
+                          activation=activation, domain=domain, layers=layers)
     rng = np.random.default_rng(0)
     X = rng.uniform(-0.6, 0.6, (60, domain.dim))
     y = (X[:, 0] * X[:, 1] > 0).astype(int) if loss == "cross_entropy" else np.sin(3 * X[:, :K])
@@ -53,6 +54,14 @@ CASES = [
     ("box2d-squared-error", dict(loss="squared_error", checkpoint_every=1)),
     ("box2d-kinetic-energy", dict(kinetic=0.5)),
     ("box2d-kinetic-and-roughness", dict(kinetic=0.1, roughness=0.5)),
+    # the one-layer field v = χ a(W x + b) (field.kind = "mlp1", issue #13)
+    ("box2d-DG1-mlp1-tanh", dict(layers=1)),
+    ("box3d-DG1-mlp1-softplus-roughness", dict(domain=Box((-1.0,) * 3, (1.0,) * 3), cells=4, layers=1,
+                                                activation="softplus", roughness=0.5)),
+    # ∂t u + v·∇u + εΔu = 0 (SIPG): the diffusion is in L, so in Lᵀ; some stages recomputed
+    ("box2d-DG1-viscous", dict(viscosity=0.02, stage_memory=200_000)),
+    ("box2d-DG2-viscous", dict(degree=2, cells=6, viscosity=0.01)),
+    ("disk-DG1-viscous", dict(domain=Ball((0.0, 0.0), 1.0), viscosity=0.03, cells=8)),
 ]
 
 
@@ -80,11 +89,12 @@ def test_taylor_every_block(comm, name, kwargs):
     comm.Barrier()
 
 
-def test_gradient_same_on_one_rank_and_all(comm):
+@pytest.mark.parametrize("viscosity", [0.0, 0.02])
+def test_gradient_same_on_one_rank_and_all(comm, viscosity):
     """The partition changes neither J nor ∇J beyond round-off (1e-10 relative)."""
     results = []
     for c in (MPI.COMM_SELF, comm):
-        J = make_problem(c)
+        J = make_problem(c, viscosity=viscosity)
         value, gradient = J.value_and_gradient(J.initial(seed=2, scale=1.0))
         results.append((value, gradient))
         J.destroy()

@@ -44,8 +44,8 @@ def test_a_drifting_3d_problem_ends_within_tolerance(comm, tmp_path_factory):
           f"max Δ {adapted.check.max_logit_difference:.2f}, agreement {adapted.check.label_agreement:.3f}")
     assert not fixed.check.close and fixed.check.max_logit_difference > 2.0
     assert adapted.check.passed and adapted.check.max_logit_difference <= 1.0
-    cells = [row["cells"] for row in adapted.history]
-    assert cells[0] == 5 and cells[-1] > 5 and cells == sorted(cells)
+    resolutions = [(row["cells"], row["degree"]) for row in adapted.history]
+    assert resolutions[0] == (5, 1) and resolutions[-1] != (5, 1) and resolutions == sorted(resolutions)
     # every number reported is checked: the final accuracies are those of the final mesh
     assert adapted.check.test.accuracy_pde == adapted.check.test.accuracy_characteristics
     for outcome in (fixed, adapted):
@@ -54,12 +54,25 @@ def test_a_drifting_3d_problem_ends_within_tolerance(comm, tmp_path_factory):
     comm.Barrier()
 
 
-def test_the_final_check_raises_the_degree(comm, tmp_path_factory):
-    """Trained on the coarse mesh throughout (refine_above large), certified at the end on DG2."""
-    outcome, _ = run(comm, tmp_path_factory, refine_above=100.0)
-    print(f"\nended on {outcome.problem.resolution}: max Δ {outcome.check.max_logit_difference:.2f}")
+def test_the_final_check_raises_the_degree_then_refines_locally(comm, tmp_path_factory):
+    """Trained on the coarse mesh throughout (refine_above large), certified at the end on DG2
+    with local refinements; compare RUN rebuilds that mesh from the run directory."""
+    from solver.check.compare_run import compare_run
+    from solver.parallel import on_rank0
+    from solver.rundir import store
+    from solver.rundir.outputs import write_training_outputs
+
+    outcome, out = run(comm, tmp_path_factory, refine_above=100.0)
+    ended = outcome.problem.resolution
+    print(f"\nended on {ended}: max Δ {outcome.check.max_logit_difference:.2f}")
     assert [row["cells"] for row in outcome.history] == [5] * len(outcome.history)
-    assert outcome.problem.resolution.degree >= 2 and outcome.check.close
+    assert ended.degree == 2 and ended.marks and outcome.check.close
+    on_rank0(comm, store.write_config, out / store.CONFIG, outcome.problem.config.to_toml())
+    write_training_outputs(comm, outcome, out)
+    compared = compare_run(comm, out)
+    assert compared["refinements"] == len(ended.marks)
+    assert compared["dofs"] == outcome.problem.solver.num_dofs_global
+    assert compared["test"]["max_logit_difference"] == pytest.approx(outcome.check.test.max_logit_difference, abs=1e-8)
     outcome.problem.destroy()
     gc.collect()
     comm.Barrier()
@@ -70,7 +83,7 @@ def test_refine_and_resume_end_at_the_same_theta(comm, tmp_path_factory):
     """20 iterations in one go, or 14 (past the raise at 10) then resumed to 20: the same θ."""
     whole, _ = run(comm, tmp_path_factory)
     part, out = run(comm, tmp_path_factory, iterations=14)
-    assert part.history[-1]["cells"] > 5  # the checkpoint holds a refined mesh
+    assert (part.history[-1]["cells"], part.history[-1]["degree"]) != (5, 1)  # raised before the checkpoint
     resumed, _ = run(comm, tmp_path_factory, resume_from=out)
     difference = np.max(np.abs(resumed.state.p - whole.state.p)) / np.max(np.abs(whole.state.p))
     print(f"\nresumed on {resumed.problem.resolution}: relative θ difference {difference:.1e}")
@@ -90,9 +103,9 @@ def test_one_and_two_ranks_take_the_same_path(comm, tmp_path_factory):
     config = config_from_dict(DRIFTS)
     alone = train(MPI.COMM_SELF, Problem.build(MPI.COMM_SELF, config), tmp_path_factory.mktemp("self"))
     together, _ = run(comm, tmp_path_factory)
-    cells = lambda outcome: [row["cells"] for row in outcome.history]  # noqa: E731
+    cells = lambda outcome: [(row["cells"], row["degree"]) for row in outcome.history]  # noqa: E731
     difference = np.max(np.abs(alone.state.p - together.state.p)) / np.max(np.abs(alone.state.p))
-    print(f"\n1 vs {comm.size} ranks: relative θ difference {difference:.1e}, cells {cells(together)[-1]}")
+    print(f"\n1 vs {comm.size} ranks: relative θ difference {difference:.1e}, ended on {cells(together)[-1]}")
     assert cells(alone) == cells(together)
     assert difference < 1e-8
     for outcome in (alone, together):
@@ -127,13 +140,14 @@ def test_agreement_counts_and_maxima_are_global(comm):
     assert result.accuracy_characteristics == 1.0
 
 
-def test_resolution_refines_to_odd_cell_counts_and_raises_the_degree_at_the_end():
+def test_resolution_raises_the_degree_then_refines_to_odd_cell_counts():
     r = certify.Resolution(13, 1)
-    assert r.refined() == certify.Resolution(21, 1)
-    assert certify.Resolution(5, 2).refined() == certify.Resolution(9, 2)
-    assert r.dofs_ratio(r.refined(), 3) == pytest.approx((21 / 13) ** 3)
-    assert r.raised_at_the_end() == certify.Resolution(13, 2)
-    assert certify.Resolution(13, 2).raised_at_the_end() == certify.Resolution(21, 2)
+    assert r.raised() == certify.Resolution(13, 2)
+    assert r.raised().raised() == certify.Resolution(21, 2)
+    assert certify.Resolution(5, 2).raised() == certify.Resolution(9, 2)
+    assert r.raised(max_degree=1) == certify.Resolution(21, 1)
+    assert r.dofs_ratio(certify.Resolution(21, 1), 3) == pytest.approx((21 / 13) ** 3)
+    assert r.dofs_ratio(r.raised(), 3) == pytest.approx(10 / 4)
 
 
 @pytest.mark.parametrize("key, value, fragment", [

@@ -77,6 +77,9 @@ BAD = [
     ("wrong type", '[mesh]\ncells = "many"\n', ["mesh.cells", "many", "integer"]),
     ("rotation on a box", '[field]\nkind = "rotation"\n', ["rotation", "box"]),
     ("forced dt breaks CFL", "[mesh]\ncells = 8\n[solver]\ndt = 0.5\n", ["solver.dt = 0.5", "CFL"]),
+    ("negative viscosity", "[field]\nviscosity = -0.1\n", ["field.viscosity", "-0.1", ">= 0"]),
+    ("viscosity beyond max_steps", "[mesh]\ncells = 8\n[field]\nviscosity = 100.0\n",
+     ["field.viscosity = 100", "time steps", "solver.max_steps = 10000", "explicit diffusion step"]),
     (
         "points outside",
         '[mesh]\ncells = 8\n[compare]\npoints_file = "points.csv"\n',

@@ -43,6 +43,12 @@ def test_shipped_problems_say_what_they_claim():
     assert load_config(PROBLEMS[0].parent / "box3d.toml").dim == 3
 
 
+def test_one_layer_field_round_trips():
+    config = config_from_dict({"field": dict(kind="mlp1", activation="relu", slabs=3)})
+    assert (config.field.kind, config.field.width, config.field.slabs) == ("mlp1", None, 3)
+    assert config_from_dict(tomllib.loads(config.to_toml())) == config
+
+
 def test_defaults_are_a_working_problem():
     config = config_from_dict({})
     assert config == Config()
@@ -82,6 +88,7 @@ BAD = [
     ("rotation_on_box", "[field]\nkind = 'rotation'\n", "field.kind", 2),
     ("mlp_key_on_rotation", "[domain]\nkind='disk'\n[field]\nkind='rotation'\nwidth=4\n",
      "field.width", 5),
+    ("width_on_mlp1", "[field]\nkind = 'mlp1'\nwidth = 4\n", "field.width", 3),  # W is d×d
     ("box_key_on_disk", "[domain]\nkind = 'disk'\nlower = [0, 0]\n", "domain.lower", 3),
     ("dims", "[domain]\nlower = [0, 0, 0]\nupper = [1, 1]\n", "domain.upper", 3),
     ("terminal_dim", "[terminal]\ncenter = [0, 0, 0]\n", "terminal.center", 2),

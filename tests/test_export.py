@@ -19,10 +19,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SCALING = dict(scale=[0.5, 0.25], shift=[0.1, -0.2])
 
 
-def make_run(path: Path, K: int = 2) -> tuple:
+def make_run(path: Path, K: int = 2, field: dict | None = None) -> tuple:
     """A run directory as training leaves it: config.toml and theta.npz."""
     path.mkdir(exist_ok=True)
-    config = config_from_dict(dict(field=dict(width=5, slabs=2), output=dict(png=False, vtx=False)))
+    config = config_from_dict(dict(field=field or dict(width=5, slabs=2), output=dict(png=False, vtx=False)))
     store.write_config(path / store.CONFIG, config.to_toml())
     model = velocity_model(config, config.domain_object())
     rng = np.random.default_rng(3)
@@ -39,14 +39,18 @@ def test_importing_export_loads_no_dolfinx():
     assert done.returncode == 0, done.stderr
 
 
-def test_export_writes_the_learned_net(tmp_path):
-    model, theta, A, b = make_run(tmp_path)
+@pytest.mark.parametrize("field", [None, dict(kind="mlp1", slabs=2, activation="relu")])
+def test_export_writes_the_learned_net(tmp_path, field):
+    model, theta, A, b = make_run(tmp_path, field=field)
     written = export(tmp_path, 4, "midpoint", ["npz"])
     assert written == [tmp_path / "resnet-midpoint-4.npz"]
     expected = resnet_from_velocity(model, theta, 4, "midpoint", output=OutputLayer("linear", A, b),
                                     input_scale=np.array(SCALING["scale"]), input_shift=np.array(SCALING["shift"]))
     x = np.random.default_rng(0).uniform(-1, 1, (20, 2))
     np.testing.assert_allclose(forward(load_npz(written[0]), x), forward(expected, x), rtol=0, atol=1e-14)
+    if field is not None:  # one layer: the blocks are x + s χ a(W x + b), W2 = s I
+        net = load_npz(written[0])
+        assert np.allclose(net.W2, net.W2[0, 0, 0, 0] * np.eye(2)) and not net.b2.any()
 
 
 @pytest.mark.serial

@@ -21,6 +21,7 @@ BOX3 = dict(kind="box", lower=[-1, -1, -1], upper=[1, 1, 1])
 DISK = dict(kind="disk", center=[0, 0], radius=1.0)
 MLP2 = dict(kind="mlp", width=8, activation="tanh", slabs=2, seed=3, scale=1.0)
 MLP3 = dict(kind="mlp", width=6, activation="tanh", slabs=2, seed=3, scale=0.5)
+MLP1 = dict(kind="mlp1", activation="tanh", slabs=2, seed=3, scale=1.0)  # v = χ a(W x + b), #13
 ROTATION = dict(kind="rotation", omega=2 * np.pi, T=1.0)
 GAUSS2 = dict(kind="gaussian", center=[0.2, -0.1], sigma=0.3)
 GAUSS3 = dict(kind="gaussian", center=[0.1, -0.1, 0.1], sigma=0.5)
@@ -49,6 +50,9 @@ CONVERGENCE = [
     ("box2d-DG2", BOX2, MLP2, GAUSS2, 2, (8, 16, 32), 2.6),
     ("box3d-DG1", BOX3, MLP3, GAUSS3, 1, (8, 16), 1.8),
     ("box3d-DG2", BOX3, MLP3, GAUSS3, 2, (6, 12), 2.6),
+    ("box2d-DG1-mlp1", BOX2, MLP1, GAUSS2, 1, (8, 16, 32), 1.8),
+    ("box2d-DG2-mlp1", BOX2, MLP1, GAUSS2, 2, (8, 16, 32), 2.6),
+    ("box3d-DG1-mlp1", BOX3, MLP1, GAUSS3, 1, (8, 16), 1.8),
     ("disk-rotation-DG1", DISK, ROTATION, OFFCENTRE, 1, (8, 16, 32), 1.8),
     ("disk-rotation-DG2", DISK, ROTATION, OFFCENTRE, 2, (8, 16, 32), 2.6),
 ]

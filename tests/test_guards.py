@@ -211,6 +211,8 @@ def test_data_squeezed_together_by_the_scaling_are_refused(tmp_path):
     ("data", dict(kind="blobs", points=10, classes=11), "data.classes: expected at most data.points = 10"),
     ("terminal", dict(kind="softmax", num_components=10**9), "terminal.num_components"),
     ("solver", dict(max_steps=0), "solver.max_steps"),
+    ("field", dict(viscosity=-1e-3), "field.viscosity: expected a number >= 0"),
+    ("field", dict(viscosity=float("nan")), "field.viscosity: expected a number >= 0"),
 ])
 def test_config_bounds(section, values, message):
     with pytest.raises(InputError, match=message.replace("[", r"\[").replace("(", r"\(")):

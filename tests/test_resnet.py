@@ -47,9 +47,9 @@ def interior_points(domain, n, seed=0):
     return x[domain.cutoff(x) > 0.01][:n]
 
 
-def random_model(domain="box2", act="tanh", slabs=4, width=6, T=1.0, seed=1):
+def random_model(domain="box2", act="tanh", slabs=4, width=6, T=1.0, seed=1, layers=2):
     dom = DOMAINS[domain]
-    model = VelocityModel(dom.dim, width, slabs, T, act, dom)
+    model = VelocityModel(dom.dim, width if layers == 2 else dom.dim, slabs, T, act, dom, layers=layers)
     return model, model.init(seed, scale=2.0)
 
 
@@ -147,9 +147,10 @@ ORDERS = [("euler", [32, 64, 128, 256], 0.9), ("midpoint", [32, 64, 128, 256], 1
           ("rk4", [8, 16, 32, 64], 3.5)]
 
 
-@pytest.mark.parametrize("domain", ["box2", "disk", "box3", "ball3"])
-def test_observed_orders(domain):
-    model, theta = random_model(domain)
+@pytest.mark.parametrize("domain, layers", [("box2", 2), ("disk", 2), ("box3", 2), ("ball3", 2),
+                                           ("box2", 1), ("ball3", 1)])  # 1: field.kind = "mlp1"
+def test_observed_orders(domain, layers):
+    model, theta = random_model(domain, layers=layers)
     x0 = interior_points(model.domain, 100)
     q = reference(model, theta, x0)
     for scheme, depths, minimum in ORDERS:
@@ -186,16 +187,19 @@ def test_label_agreement(scheme, depth):
 # ---- ONNX ---------------------------------------------------------------------------------------
 
 
-ONNX_CASES = [("box2", "tanh", "euler", "softmax"),
-              ("disk", "softplus", "midpoint", "sigmoid"),
-              ("box3", "relu", "rk4", "linear"),
-              ("ball3", "sigmoid", "rk4", "softmax")]
+ONNX_CASES = [("box2", "tanh", "euler", "softmax", 2),
+              ("disk", "softplus", "midpoint", "sigmoid", 2),
+              ("box3", "relu", "rk4", "linear", 2),
+              ("ball3", "sigmoid", "rk4", "softmax", 2),
+              # the one-layer field (field.kind = "mlp1"): exported with W2 = s I, b2 = 0
+              ("box2", "relu", "euler", "softmax", 1),
+              ("box3", "tanh", "midpoint", "linear", 1)]
 
 
-@pytest.mark.parametrize("domain,act,scheme,kind", ONNX_CASES)
+@pytest.mark.parametrize("domain,act,scheme,kind,layers", ONNX_CASES)
 @pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("float64", 1e-12)])
-def test_onnxruntime_equals_numpy(tmp_path, domain, act, scheme, kind, dtype, tol):
-    model, theta = random_model(domain, act)
+def test_onnxruntime_equals_numpy(tmp_path, domain, act, scheme, kind, layers, dtype, tol):
+    model, theta = random_model(domain, act, layers=layers)
     d = model.dim
     params = {"seed": 3} if kind == "sigmoid" else {"seed": 3, "num_components": 2}
     net = resnet_from_velocity(model, theta, 12, scheme, output=output_layer(kind, d, **params),

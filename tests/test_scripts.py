@@ -32,3 +32,16 @@ def test_time_to_accuracy_runs(tmp_path):
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert [line.split()[1] for line in lines[-2:]] == ["1", "2"], done.stdout
+
+
+@pytest.mark.slow  # a few seconds each
+@pytest.mark.parametrize("args, expect", [
+    (["bench_viscous.py", "--problems", "moons", "--eps", "0,0.001", "--repeat", "1"], "CG+ICC its"),
+    (["bench_noisy_resnet.py", "--cells", "8", "--depth", "8", "--points", "4", "--max-samples", "64"],
+     "blocks' bias estimate"),
+])
+def test_viscous_benchmarks_run(args, expect):
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / args[0]), *args[1:]],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert expect in done.stdout, done.stdout

@@ -24,9 +24,11 @@ DOMAINS = {
 }
 
 
-def make_model(domain="box2", width=5, slabs=3, act="tanh", T=2.0):
+def make_model(domain="box2", width=5, slabs=3, act="tanh", T=2.0, layers=2):
     dom = DOMAINS[domain]
-    return VelocityModel(dom.dim, width, slabs, T, act, dom)
+    if layers == 1:
+        width = dom.dim
+    return VelocityModel(dom.dim, width, slabs, T, act, dom, layers=layers)
 
 
 def interior_points(domain, n, seed=0):
@@ -192,10 +194,11 @@ def test_kinks_only_for_relu():
 # ---- vector-Jacobian product ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("layers", [2, 1])
 @pytest.mark.parametrize("act", sorted(ACTIVATIONS))
 @pytest.mark.parametrize("domain", ["box2", "ball3"])
-def test_vjp_matches_central_differences(domain, act):
-    model = make_model(domain, width=4, act=act)
+def test_vjp_matches_central_differences(domain, act, layers):
+    model = make_model(domain, width=4, act=act, layers=layers)
     theta = model.init(seed=11)
     x = interior_points(model.domain, 20, seed=4)
     g = np.random.default_rng(5).normal(size=x.shape)
@@ -265,7 +268,40 @@ def test_bad_theta_and_points_raise():
 
 
 def test_field_kinds():
-    assert FIELD_KINDS == ("mlp", "rotation")
+    assert FIELD_KINDS == ("mlp", "mlp1", "rotation")
+
+
+# ---- the one-layer field (issue #13) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("domain", ["box2", "ball3"])
+def test_one_layer_is_eq2_with_identity_outer_weights(domain):
+    one = make_model(domain, slabs=2, act="relu", layers=1)
+    d = one.dim
+    theta = one.init(seed=2)
+    assert one.n_params == 2 * (d * d + d)
+    assert [k.split(".")[1] for k in one.block_slices()] == ["W", "b"] * 2
+    two = make_model(domain, width=d, slabs=2, act="relu")
+    nodes = one.unpack(theta)
+    for p in nodes:
+        assert np.array_equal(p.W2, np.eye(d)) and not p.b2.any()
+    assert np.array_equal(one.pack(nodes), theta)
+    x = interior_points(one.domain, 50)
+    for t in (0.3, 1.7):
+        assert np.allclose(one.velocity(theta, t, x), two.velocity(two.pack(nodes), t, x), rtol=1e-14)
+    # relu: every component of v is >= 0 where χ > 0 (the paper's section 5, item 1)
+    assert (one.velocity(theta, 0.3, x) >= 0).all()
+
+
+def test_one_layer_refuses_a_width_other_than_dim_and_outer_weights():
+    with pytest.raises(InputError, match="width = dim = 2"):
+        VelocityModel(2, 3, 1, 1.0, "tanh", DOMAINS["box2"], layers=1)
+    with pytest.raises(InputError, match="layers must be 1 or 2"):
+        VelocityModel(2, 2, 1, 1.0, "tanh", DOMAINS["box2"], layers=3)
+    one = make_model(slabs=1, layers=1)
+    p = one.unpack(one.init(0))[0]
+    with pytest.raises(InputError, match="W2 = I"):
+        one.pack([p._replace(b2=np.ones(2))])
 
 
 @pytest.mark.parametrize("dim", [2, 3])

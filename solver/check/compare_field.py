@@ -29,10 +29,11 @@ from solver.errors import InputError
 from solver.fem.mesh import create_mesh
 from solver.fem.pointeval import evaluate_everywhere
 from solver.fem.transport import ForwardResult, TransportSolver
-from solver.model import characteristics
+from solver.model import characteristics, stochastic
 from solver.model.domain import Ball, Domain
 from solver.model.terminal import Terminal
-from solver.model.velocity import Field, RigidRotation, VelocityModel
+from solver.model.from_config import velocity_model
+from solver.model.velocity import Field, RigidRotation
 
 log = logging.getLogger("solver")
 
@@ -42,19 +43,12 @@ REFERENCE_ATOL = 1e-12
 
 
 def build_field(config: Config, domain: Domain, theta: np.ndarray | None = None):
-    """The configured velocity field: an MLP (eq. 2, random θ of the given seed unless ``theta``
+    """The configured velocity field: an MLP (eq. 2 or its one-layer form, random θ of the given seed unless ``theta``
     is passed) or a rigid rotation."""
     fc = config.field
     if fc.kind == "rotation":
         return RigidRotation(omega=fc.omega, center=tuple(domain.center), T=fc.T, dim=domain.dim)
-    model = VelocityModel(
-        dim=domain.dim,
-        width=fc.width,
-        slabs=fc.slabs,
-        T=fc.T,
-        activation=fc.activation,
-        domain=domain,
-    )
+    model = velocity_model(config, domain)
     if theta is None:
         theta = model.init(fc.seed, fc.scale)
     return model.field(theta)
@@ -152,6 +146,7 @@ def solve_and_compare(
         num_components=terminal.num_components,
         cfl=config.solver.cfl,
         dt=config.solver.dt,
+        viscosity=config.field.viscosity,
     )
     try:
         t0 = time.perf_counter()
@@ -183,6 +178,34 @@ def solve_and_compare(
     return MeshComparison(
         comparison, solver, result, field, terminal, fe_points, ref_points, fe_grid, ref_grid
     )
+
+
+def monte_carlo(comm: MPI.Comm, config: Config, points: np.ndarray) -> stochastic.MonteCarloResult:
+    """The Monte Carlo of the reflected SDE at the first ``compare.mc_points`` of ``points``
+    (collective; ``compare.paths`` paths, ``compare.sde_steps`` steps, seeded by ``compare.seed``)."""
+    domain = config.domain_object()
+    cc = config.compare
+    return stochastic.solve(comm, build_field(config, domain), domain, config.terminal_object(),
+                            points[: cc.mc_points], config.field.viscosity, paths=cc.paths,
+                            steps=cc.sde_steps, seed=cc.seed)
+
+
+def monte_carlo_agreement(fe_points: np.ndarray, mc: stochastic.MonteCarloResult,
+                          coarser: np.ndarray | None = None) -> dict:
+    """u_h(0) at the Monte Carlo's points (the first rows of ``fe_points``) against its mean:
+    the largest difference, the largest bound, and the fraction of points and components within
+    the bound (``agree``: all of them). The bound is 3 SE + bias, plus, if the coarser mesh's
+    u_h at the points is given, |u_h − u_coarser| (an estimate of the PDE's own error, which
+    matters where f(X_T) hardly varies and SE and bias are ~0)."""
+    n = len(mc.u0)
+    diff = np.abs(fe_points[:n] - mc.u0)
+    bound = mc.bound if coarser is None else mc.bound + np.abs(fe_points[:n] - coarser[:n])
+    within = diff <= bound
+    return dict(points=len(mc.u0), paths=mc.paths, sde_steps=mc.steps,
+                max_difference=float(diff.max(initial=0.0)),
+                max_standard_error=float(mc.standard_error.max(initial=0.0)),
+                max_bias=float(mc.bias.max(initial=0.0)), max_bound=float(bound.max(initial=0.0)),
+                within=float(within.mean()) if within.size else 1.0, agree=bool(within.all()))
 
 
 def _l2_differences(
@@ -303,14 +326,22 @@ def refinement_study(comm: MPI.Comm, config: Config, cells_list: list[int]) -> d
     if len(cells_list) < 2 or any(b <= a for a, b in zip(cells_list, cells_list[1:])):
         raise InputError(f"compare.refine must be >= 2 increasing cell counts, got {cells_list}")
     points, grid = sample_points(config)
-    rows = []
+    # ε > 0: the characteristics are the inviscid limit, not the solution; the Monte Carlo of
+    # the reflected SDE is the reference at its points (computed once for all meshes).
+    mc = monte_carlo(comm, config, points) if config.field.viscosity > 0 else None
+    rows, coarser = [], None
     for cells in cells_list:
-        c = compare_on_mesh(comm, config, cells, points, grid)
+        run = solve_and_compare(comm, config, cells, points, grid)
+        run.destroy()
+        c = run.comparison
         log.info(
             "refine: cells %4d  dofs %8d  steps %5d  L2 %.3e  max %.3e  (%.2f s)",
             c.cells, c.dofs, c.steps, c.l2, c.max_points, c.seconds_solve,
         )
         rows.append(c.row())
+        if mc is not None:
+            rows[-1]["monte_carlo"] = monte_carlo_agreement(run.fe_points, mc, coarser)
+            coarser = run.fe_points
     # Orders against the nominal size diameter/cells: h_min of unstructured (gmsh) meshes
     # does not halve exactly when cells doubles.
     h = np.array([1.0 / r["cells"] for r in rows])
@@ -345,4 +376,14 @@ def format_table(study: dict) -> str:
         f"fitted order (DG{study['degree']}): L2 {study['fitted_order_l2']:.2f}, "
         f"max {study['fitted_order_max']:.2f}"
     )
+    if "monte_carlo" in study["rows"][0]:
+        mc = study["rows"][0]["monte_carlo"]
+        lines.append(f"viscous: the columns above are against the inviscid characteristics; against "
+                     f"the Monte Carlo ({mc['points']} points, {mc['paths']} paths, {mc['sde_steps']} steps):")
+        lines.append("(bound: 3 SE + bias + |u_h − u_h of the previous mesh|; on the first, 3 SE + bias)")
+        lines.append(f"{'cells':>6} {'max |u_h - MC|':>15} {'max bound':>13} {'within':>7}")
+        for r in study["rows"]:
+            m = r["monte_carlo"]
+            lines.append(f"{r['cells']:6d} {m['max_difference']:15.3e} {m['max_bound']:13.3e} "
+                         f"{100 * m['within']:6.1f}%")
     return "\n".join(lines)

@@ -80,6 +80,7 @@ def _agreement(comm: MPI.Comm, problem, p: np.ndarray) -> tuple[dict, np.ndarray
     field = problem.model.field(theta)
     logits = lambda x: x @ A.T + b  # noqa: E731 (the output layer f of eq. 13)
     result = dict(mesh_cells=problem.resolution.cells, degree=problem.resolution.degree,
+                  refinements=len(problem.resolution.marks),
                   dofs=problem.solver.num_dofs_global, time_steps=int(sum(evaluation.steps)))
     fe_test = None
     for name, X, y in (("train", problem.dataset.X_train, problem.dataset.y_train),
@@ -119,13 +120,20 @@ def compare_run(comm: MPI.Comm, run: Path) -> dict:
     parameters = store.read_parameters(run / store.THETA)
     p = parameters.p
     ended = (parameters.meta or {}).get("resolution") or dict(cells=config.mesh.cells, degree=config.mesh.degree)
-    problem = Problem.build(comm, config, Resolution(int(ended["cells"]), int(ended["degree"])))
+    try:
+        resolution = Resolution.from_dict(ended)
+    except (KeyError, TypeError, ValueError) as error:
+        raise InputError(f"a damaged 'resolution' in its meta ({type(error).__name__}: {error})",
+                         str(run / store.THETA)) from None
+    problem = Problem.build(comm, config, resolution)
     if p.shape != (problem.J.n_params,):
         problem.destroy()
         raise InputError(f"theta.npz has {p.size} parameters, the config needs {problem.J.n_params}", str(run))
     result, fe_test = _agreement(comm, problem, p)
     check = config.compare
-    wanted = Resolution(check.cells or problem.resolution.cells, check.degree or problem.resolution.degree)
+    ended = problem.resolution
+    wanted = Resolution(check.cells or ended.cells, check.degree or ended.degree,
+                        ended.marks if (check.cells or ended.cells) == ended.cells else ())
     if wanted != problem.resolution:
         log.info("the check's PDE prediction: %s (compare.cells, compare.degree)", wanted)
         training_mesh = result

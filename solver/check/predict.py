@@ -1,7 +1,8 @@
 """``predict RUN``: the learned flow's prediction u(0, x) = f(q(T; x)) (eq. 6) at new points.
 
 Three ways (``METHODS``): ``pde``, one forward solve on the mesh the run ended on (theta.npz's
-``resolution``, where training certified it; as ``compare RUN``) and point evaluation;
+``resolution``, with its local refinements, where training certified it; as ``compare RUN``) and
+point evaluation;
 ``characteristics``, DOP853 per point (``model/characteristics.py``); ``resnet``, the exported
 explicit ResNet (``resnet/net.py``, numpy). Points come in data coordinates, as the training
 data did; the run's input scaling (theta.npz ``meta.scaling``, ``model.data.Scaling``) takes them
@@ -92,9 +93,12 @@ def read_run(run: Path) -> TrainedRun:
     if scaling.dim != config.dim:
         raise InputError(f"the data scaling is {scaling.dim}-dimensional, Ω {config.dim}-dimensional", str(path))
     ended = meta.get("resolution") or dict(cells=config.mesh.cells, degree=config.mesh.degree)
+    try:
+        resolution = Resolution.from_dict(ended)
+    except (KeyError, TypeError, ValueError) as error:
+        raise InputError(f"a damaged 'resolution' in its meta ({type(error).__name__}: {error})", str(path)) from None
     classes = tuple(meta.get("classes") or map(str, range(len(parameters.b))))
-    return TrainedRun(run, config, parameters, scaling, Resolution(int(ended["cells"]), int(ended["degree"])),
-                      classes, augmented_axes(config, meta))
+    return TrainedRun(run, config, parameters, scaling, resolution, classes, augmented_axes(config, meta))
 
 
 def augmented_axes(config: Config, meta: dict) -> int:
@@ -241,18 +245,20 @@ def logits(comm: MPI.Comm, run: TrainedRun, x: np.ndarray, method: str = "pde", 
 
 def _pde_logits(comm: MPI.Comm, run: TrainedRun, model, x: np.ndarray, source: str) -> tuple[np.ndarray, dict]:
     """One forward solve on the run's final resolution, then u_h(0, x) (collective)."""
-    from solver.fem.mesh import create_mesh
     from solver.fem.pointeval import PointEvaluator
+    from solver.fem.refine import mesh_with_marks
     from solver.fem.transport import TransportSolver
 
     config, parameters = run.config, run.parameters
     A, b = parameters.A, parameters.b
     seconds = {}
     started = time.perf_counter()
-    mesh = create_mesh(comm, config.domain_object(), run.resolution.cells)
+    # The mesh the run ended on, as training and ``compare RUN`` build it (``learn.train.Problem``).
+    mesh = mesh_with_marks(comm, config.domain_object(), run.resolution.cells, run.resolution.marks)
     solver = TransportSolver(mesh, degree=run.resolution.degree, num_components=len(b), cfl=config.solver.cfl,
                              dt=config.solver.dt, checkpoint_every=config.solver.checkpoint_every,
-                             stage_memory=config.solver.stage_memory * 2**20)
+                             stage_memory=config.solver.stage_memory * 2**20,
+                             viscosity=config.field.viscosity)
     solver.max_steps = config.solver.max_steps
     seconds["mesh"] = time.perf_counter() - started
     try:

@@ -1,9 +1,9 @@
 """Which cell holds a point: vectorized location, and the same answer on any number of ranks.
 
 dolfinx's ``determine_point_ownership`` / ``compute_colliding_cells`` decide "point in cell" by a
-GJK distance per candidate cell, a C++ loop that took 1.39 s (CPU) for the 262,144 points of a 512²
-grid on a 32² mesh, against 0.046 s here (``scripts/bench_prediction_map.py runs/moons --grid 512
---dolfinx``; the bounding-box query alone took 0.03 s). Here the candidates come from
+GJK distance per candidate cell, a C++ loop that took 1.33 s (CPU) for the 262,144 points of a 512²
+grid on a 32² mesh, against 0.061 s for ``PointEvaluator`` here (``scripts/bench_prediction_map.py
+runs/moons --grid 512 --dolfinx``; the bounding-box query alone took 0.03 s). Here the candidates come from
 
 - arithmetic, on meshes whose vertices lie on a regular lattice with every cell inside one lattice
   square/cube (``create_rectangle``/``create_box``, detected from the geometry, not assumed): the
@@ -17,8 +17,9 @@ and the test is one numpy barycentric computation per candidate (affine simplice
 The rule for a point on a facet (where a DG function jumps): of all owned cells on all ranks that
 contain it to ``TOLERANCE`` in barycentric coordinates, the one with the smallest *original* cell
 index (``mesh.topology.original_cell_index``: the input order of the cells, which is the same on
-any partition of the same mesh). dolfinx's own choice depends on the partition: moons' J
-differed by 3e-5 between 1 and 2 ranks through data points on interior facets.
+any partition of the same mesh). ``fem/pointeval.py`` first steps each point a tiny fixed step off
+itself (the cell on one fixed side of a facet); this rule decides only the points that stay on a
+facet (on the mesh's boundary, where the step leaves the mesh).
 """
 
 from __future__ import annotations
@@ -224,7 +225,8 @@ class CellLocator:
             lower, upper = flat.min(axis=0), flat.max(axis=0)
         comm.Allreduce(MPI.IN_PLACE, lower, op=MPI.MIN)
         comm.Allreduce(MPI.IN_PLACE, upper, op=MPI.MAX)
-        self.padding = 1e-9 * float(np.max(upper - lower))
+        self.extent = float(np.max(upper - lower))
+        self.padding = 1e-9 * self.extent
         # Points in no cell but close to one take the closest cell's polynomial, as dolfinx
         # does: the slivers between a disk's polygon and its circle, at most h²/(8R) wide for
         # edges of length h; ``reach`` = h_max²/diameter is twice that. A lattice mesh is its box.
@@ -267,7 +269,7 @@ class CellLocator:
             cells = np.asarray(dolfinx.geometry.compute_closest_entity(
                 self._tree, self._midpoints, self._mesh, padded), dtype=np.int32)
             distance = np.sqrt(np.asarray(dolfinx.geometry.squared_distance(self._mesh, tdim, cells, padded)))
-        reference = self._reference(points, cells)
+        reference = self.reference(points, cells)
         keys = np.where(cells >= 0, self.keys[np.maximum(cells, 0)] if self.num_cells else NONE, NONE)
         return Located(cells, keys, reference), distance
 
@@ -283,7 +285,7 @@ class CellLocator:
             p = points[part]
             if self.lattice is not None:
                 cell, key, near, extra = self.lattice.find(p, self.keys)
-                best = (cell, key, self._reference(p, cell))
+                best = (cell, key, self.reference(p, cell))
                 if len(near):
                     other = self._best(p[near], extra)
                     better = other[1] < best[1][near]
@@ -294,7 +296,7 @@ class CellLocator:
             cells[part], keys[part], reference[part] = best
         return Located(cells, keys, reference)
 
-    def _reference(self, points: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    def reference(self, points: np.ndarray, cells: np.ndarray) -> np.ndarray:
         """Reference coordinates of ``points`` (shape=(n, gdim)) in ``cells`` (-1: zeros)."""
         d = self.gdim
         reference = np.zeros((len(points), d))
@@ -419,63 +421,69 @@ def _round(comm: MPI.Comm, locator: CellLocator, points: np.ndarray, pad: float,
     return owner, found.cells[kept], found.reference[kept], np.bincount(source[kept], minlength=size)
 
 
-def determine_ownership(comm: MPI.Comm, locator: CellLocator, points: np.ndarray) -> Ownership:
+def determine_ownership(comm: MPI.Comm, locator: CellLocator, points: np.ndarray, closest: bool = True,
+                        first_at: np.ndarray | None = None) -> Ownership:
     """Send each of this rank's points (shape=(n, gdim)) to the ranks whose owned cells' bounding
     box holds it, locate it there, and give it to the rank of the cell with the smallest original
-    index; a point no cell holds goes to the closest cell within ``locator.reach`` (collective)."""
+    index (collective).
+
+    Args:
+        closest: a point no cell holds goes to the closest cell within ``locator.reach``.
+        first_at: where to locate each point first (shape=(n, gdim), e.g. a step off it); only
+            those not found there are located at the point itself.
+    """
     size = comm.size
-    if size == 1:  # nothing to send: this rank locates its points
-        found = locator.locate(points)
-        owner = np.where(found.cells >= 0, 0, -1)
-        cells, reference = found.cells, found.reference
-        missing = np.flatnonzero(owner < 0)
-        if comm.allreduce(len(missing), op=MPI.SUM):
-            locator.prepare_closest()
-            near, distance = locator.closest(points[missing])
-            close = distance <= locator.reach
-            owner[missing[close]] = 0
-            cells, reference = cells.copy(), reference.copy()
-            cells[missing], reference[missing] = near.cells, near.reference
-        inside = owner >= 0
-        everywhere = bool(inside.all())
-        count = np.array([inside.sum()], dtype=np.int64)
-        return Ownership(cells=cells if everywhere else cells[inside],
-                         reference=reference if everywhere else reference[inside],
-                         send_counts=count, recv_counts=count,
-                         recv_order=np.arange(len(points)) if everywhere else np.flatnonzero(inside),
-                         outside=np.flatnonzero(~inside))
 
     def contained(x):
         found = locator.locate(x)
         return found, np.where(found.cells >= 0, 0.0, np.inf)
 
-    def closest(x):
+    def nearest(x):
         near, distance = locator.closest(x)
         return near, np.where(distance <= locator.reach, distance, np.inf)
 
-    owner, cells, reference, send_counts = _round(comm, locator, points, locator.padding, contained)
-    missing = np.flatnonzero(owner < 0)
-    if comm.allreduce(len(missing), op=MPI.SUM):
-        locator.prepare_closest()
-        owner_2, cells_2, reference_2, send_counts_2 = _round(
-            comm, locator, points[missing], locator.padding + locator.reach, closest)
-        # The second round's points follow the first's, per asking rank; keep that grouping.
-        owner[missing] = owner_2
-        starts = np.concatenate(([0], np.cumsum(send_counts)))
-        starts_2 = np.concatenate(([0], np.cumsum(send_counts_2)))
-        pieces = [(cells[starts[r]:starts[r + 1]], reference[starts[r]:starts[r + 1]],
-                   cells_2[starts_2[r]:starts_2[r + 1]], reference_2[starts_2[r]:starts_2[r + 1]])
-                  for r in range(size)]
-        cells = np.concatenate([np.concatenate([a, c]) for a, _, c, _ in pieces])
-        reference = np.concatenate([np.concatenate([b, d]) for _, b, _, d in pieces])
-        send_counts = send_counts + send_counts_2
-    # Values come back grouped by owner: first-round points in order, then the second round's.
-    first = np.ones(len(points), dtype=bool)
-    first[missing] = False
-    order = np.lexsort((~first, owner))  # by owner; within an owner, round 1 then round 2
-    located = owner[order] >= 0
+    attempts = [(first_at, contained)] if first_at is not None else []
+    attempts += [(points, contained)] + ([(points, nearest)] if closest else [])
+    n = len(points)
+    owner = np.full(n, -1, dtype=np.int64)
+    attempt_of = np.full(n, len(attempts), dtype=np.int64)
+    pieces = []  # per attempt: cells, reference, count per asking rank (owner side)
+    for a, (where, find) in enumerate(attempts):
+        missing = np.flatnonzero(owner < 0)
+        if a and not comm.allreduce(len(missing), op=MPI.SUM):
+            break
+        if find is nearest:
+            locator.prepare_closest()
+        if size == 1:  # nothing to send: this rank locates its points
+            found, score = find(where[missing] if a else where)
+            hit = np.isfinite(score)
+            owner[missing[hit]] = 0
+            everywhere = bool(hit.all())  # the usual case: no copies
+            pieces.append((found.cells if everywhere else found.cells[hit],
+                           found.reference if everywhere else found.reference[hit],
+                           np.array([hit.sum()], dtype=np.int64)))
+        else:
+            pad = locator.padding + (locator.reach if find is nearest else 0.0)
+            owner_a, cells_a, reference_a, counts_a = _round(comm, locator, where[missing], pad, find)
+            owner[missing] = owner_a
+            pieces.append((cells_a, reference_a, counts_a))
+        attempt_of[missing[owner[missing] >= 0]] = a
+    # Owner side: grouped by asking rank, within it by attempt, each in the asker's order.
+    starts = [np.concatenate(([0], np.cumsum(counts))) for _, _, counts in pieces]
+    parts = [(cells[start[r]:start[r + 1]], reference[start[r]:start[r + 1]])
+             for r in range(size) for (cells, reference, _), start in zip(pieces, starts)]
+    gdim = locator.gdim
+    cells = np.concatenate([c for c, _ in parts]) if parts else np.zeros(0, dtype=np.int32)
+    reference = np.concatenate([x for _, x in parts]) if parts else np.zeros((0, gdim))
+    send_counts = np.sum([counts for _, _, counts in pieces], axis=0).astype(np.int64)
+    # Asking side: values come back grouped by owner, within it by attempt, in order.
+    if size == 1 and len(pieces) == 1 and len(cells) == n:
+        order, located = np.arange(n), slice(None)  # one rank, all found at once: in order
+    else:
+        order = np.lexsort((attempt_of, owner))
+        located = owner[order] >= 0
     return Ownership(
-        cells=cells, reference=reference, send_counts=np.asarray(send_counts, dtype=np.int64),
+        cells=cells, reference=reference, send_counts=send_counts,
         recv_counts=np.bincount(owner[owner >= 0], minlength=size).astype(np.int64),
         recv_order=order[located], outside=np.flatnonzero(owner < 0),
     )

@@ -1,8 +1,8 @@
 """Point evaluation u_h(X_i) in parallel, as a sparse matrix P and its transpose.
 
 Each rank hands in its own points (any distribution; a rank may have none). The rank whose
-owned cell contains a point evaluates it (``fem/locate.py``; on a facet, the cell with the smallest
-original index, so the same on any number of ranks): there P is a local sparse matrix (points it owns ×
+owned cell contains a point evaluates it (``fem/locate.py``; on a facet, the cell on the side of a
+fixed direction, so the same on any number of ranks): there P is a local sparse matrix (points it owns ×
 local dofs), built once from the pulled-back points and the basix tabulation, so applying it
 costs one sparse product. The values travel back to the rank that asked, in its order.
 
@@ -59,8 +59,16 @@ class PointEvaluator:
         if comm.allreduce(n_bad, op=MPI.SUM):
             raise InputError(f"{comm.allreduce(n_bad):d} non-finite point(s)", source)
 
-        # Only owned cells may own a point, so that every dof P touches is an owned DG dof.
-        ownership = determine_ownership(comm, cell_locator(mesh), points)
+        # A point on a facet lies in two cells, and u_h jumps there; which cell (and rank) a
+        # point search finds depends on the partition (measured: J differed by 3e-5 between 1
+        # and 2 ranks). So each point is located a tiny step δ·g off itself, along one fixed
+        # generic direction g, and evaluated (at itself) in the cell found: the cell on g's side
+        # of the facet, whatever the partition. A point whose step leaves the mesh (on the
+        # boundary) is located where it is. Only owned cells may own a point, so that every dof
+        # P touches is an owned DG dof.
+        locator = cell_locator(mesh)
+        step = NUDGE * locator.extent * _direction(gdim)
+        ownership = determine_ownership(comm, locator, points, first_at=points + step)
         self.outside = ownership.outside
         total_outside = comm.allreduce(len(ownership.outside), op=MPI.SUM)
         if total_outside and outside == "raise":
@@ -72,7 +80,16 @@ class PointEvaluator:
         self._recv_counts = ownership.recv_counts
         self._recv_order = ownership.recv_order
 
-        X = ownership.reference
+        # The points themselves (not the stepped ones) to their owners, as transpose sends.
+        if comm.size == 1:
+            dest_points = points if len(self._recv_order) == len(points) and np.all(
+                self._recv_order[:-1] < self._recv_order[1:]) else points[self._recv_order]
+        else:
+            send = np.ascontiguousarray(points[self._recv_order])
+            dest_points = np.empty((len(ownership.cells), gdim))
+            comm.Alltoallv([send, self._recv_counts * gdim, MPI.DOUBLE],
+                           [dest_points, self._send_counts * gdim, MPI.DOUBLE])
+        X = locator.reference(dest_points, ownership.cells)
         self.num_on_facets = None
         if warn_on_facets:
             self._count_on_facets(X, len(points), source)
@@ -90,9 +107,8 @@ class PointEvaluator:
         """``num_on_facets``: the points (reference coordinates X of those this rank owns) on a
         facet, summed over ranks; rank 0 warns if there are any (collective).
 
-        A point on a facet (a barycentric coordinate ~0) takes the value of the cell it was
-        located in (of those holding it, the one with the smallest original index, on any number
-        of ranks: ``fem/locate.py``), though u_h jumps there (measured on peaks, data at x3 = 0 of a 12³ box,
+        A point on a facet (a barycentric coordinate ~0) takes the value of the cell on the side
+        of the fixed direction g, though u_h jumps there (measured on peaks, data at x3 = 0 of a 12³ box,
         which lies on facets: PDE/characteristics agreement 94% from the cells below, 97% from
         those above).
         """
@@ -104,7 +120,7 @@ class PointEvaluator:
         if self.num_on_facets and comm.rank == 0:
             log.warning(
                 "%s: %d of %d points lie on mesh facets, where u_h jumps; each takes the value of "
-                "the cell it was located in. Move them off the facets (e.g. an odd cell count "
+                "the cell on one fixed side. Move them off the facets (e.g. an odd cell count "
                 "for data augmented at x3 = 0).", source, self.num_on_facets, total)
 
     def __call__(self, u: fem.Function | np.ndarray) -> np.ndarray:
@@ -126,6 +142,17 @@ class PointEvaluator:
         owned = np.empty(int(self._send_counts.sum()))
         self.comm.Alltoallv([send, self._recv_counts, MPI.DOUBLE], [owned, self._send_counts, MPI.DOUBLE])
         return self.P.T @ owned
+
+
+# The step δ·g off each point that picks the cell of a point on a facet: δ = NUDGE × the mesh's
+# extent (10× the locator's padding), g a unit vector with irrational ratios, so no facet of a box
+# mesh or of its bisections contains it.
+NUDGE = 1e-8
+
+
+def _direction(gdim: int) -> np.ndarray:
+    g = np.sqrt(np.array([1.0, 2.0, 3.0])[:gdim])
+    return g / np.linalg.norm(g)
 
 
 # One locator per mesh (its inverse maps and lattice or tree), built on the first evaluator.

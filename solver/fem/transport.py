@@ -99,6 +99,37 @@ def operator_integrand(
     return -a
 
 
+# SIPG penalty σ_F = SIPG_PENALTY · (k + 1)(k + d)/d · max(|F|/|K⁺|, |F|/|K⁻|): the constant of
+# the inverse trace inequality on simplices (Warburton–Hesthaven), so that skinny cells get
+# their share (a cell-diameter penalty left S indefinite on a 1 × 2 × 3 box of 3 cells, DG2,
+# measured). S was positive semi-definite from a factor 0.5 (0.25: not) on 2D/3D boxes of aspect
+# 1 and 3, disks; 1.0 leaves a margin of 2 (tests/test_viscous.py checks it).
+SIPG_PENALTY = 1.0
+# SSP-RK3's stability interval on the negative real axis is [−2.51, 0]; the diffusion step uses
+# 2.0 of it against ‖εM⁻¹S‖∞ (Gershgorin: ≥ the spectral radius), see ``TransportSolver.max_dt``.
+RK3_REAL_STABILITY = 2.0
+
+
+def diffusion_integrand(u, phi, dx: ufl.Measure, dS: ufl.Measure, degree: int) -> ufl.Form:
+    """The SIPG form s(u, φ) of −Δ with the natural (Neumann) condition on ∂Ω::
+
+        s(u, φ) = Σ_K ∫_K ∇u·∇φ dx − Σ_F ∫_F ({∇u}·[φ n] + {∇φ}·[u n] − σ_F [u n]·[φ n]) ds.
+
+    Symmetric and independent of v: εΔu enters L as −ε M⁻¹S, assembled once per mesh.
+    """
+    mesh = dx.ufl_domain()
+    d = mesh.geometric_dimension
+    n = ufl.FacetNormal(mesh)
+    ratio = ufl.FacetArea(mesh) / ufl.CellVolume(mesh)
+    sigma = SIPG_PENALTY * (degree + 1) * (degree + d) / d * ufl.max_value(ratio("+"), ratio("-"))
+    return (
+        ufl.inner(ufl.grad(u), ufl.grad(phi)) * dx
+        - ufl.inner(ufl.avg(ufl.grad(u)), ufl.jump(phi, n)) * dS
+        - ufl.inner(ufl.jump(u, n), ufl.avg(ufl.grad(phi))) * dS
+        + sigma * ufl.inner(ufl.jump(u, n), ufl.jump(phi, n)) * dS
+    )
+
+
 class Block:
     """K owned DG vectors as the columns of one dense PETSc matrix (n_owned × K, column-major).
 
@@ -201,6 +232,11 @@ class TransportSolver:
             adjoint, in a solve with ``keep``.
         stage_memory: bytes per rank for keeping the RK stage states of steps (for the adjoint,
             which recomputes the stages of the steps that did not fit from the checkpoints).
+        viscosity: ε ≥ 0 of ∂t u + v·∇u + εΔu = 0 (SIPG, Neumann walls; see
+            ``diffusion_integrand``). The constant −ε M⁻¹S is added to L at every assembly, so
+            the step, the adjoint (Lᵀ) and the velocity derivative (S does not depend on v)
+            are those of the inviscid solver; the step also obeys the explicit diffusion
+            bound (``max_dt``). 0 leaves the solver exactly as without it.
     """
 
     # The most time steps of one solve (None: no limit), set from solver.max_steps: a solve
@@ -217,7 +253,9 @@ class TransportSolver:
         dt: float | None = SolverConfig.dt,
         checkpoint_every: int = SolverConfig.checkpoint_every,
         stage_memory: int = SolverConfig.stage_memory * 2**20,
+        viscosity: float = 0.0,
     ):
+        viscosity = validate.number("field.viscosity", viscosity, low=0.0)
         if degree not in (1, 2, 3):
             raise InputError(f"DG degree must be 1, 2 or 3, got {degree}")
         if not cfl > 0:
@@ -265,6 +303,18 @@ class TransportSolver:
         # inode variant; this keeps L.mult (tests, benchmarks' reference product) fast too.
         self.L.setOption(PETSc.Mat.Option.USE_INODES, False)
         self.inverse_mass = _inverse_diagonal_mass(u * phi * self.dx)
+        self.viscosity = viscosity
+        # −ε M⁻¹S, constant: added to L after each assembly (same sparsity: cells and their
+        # facet neighbours). Its ∞-norm bounds its spectral radius, the explicit step's limit.
+        self.diffusion, self.diffusion_rate = None, 0.0
+        if viscosity > 0:
+            self.diffusion = dolfinx.fem.petsc.assemble_matrix(
+                fem.form(diffusion_integrand(u, phi, self.dx, self.dS, degree))
+            )
+            self.diffusion.assemble()
+            self.diffusion.scale(-viscosity)
+            self.diffusion.diagonalScale(L=self.inverse_mass)
+            self.diffusion_rate = self.diffusion.norm(PETSc.NormType.INFINITY)
 
         self._blocks: dict[str, Block] = {}  # state, stage and product blocks, made on first use
         self._stage_pool: list[np.ndarray] = []  # Trajectory.stages of the last solve
@@ -289,12 +339,21 @@ class TransportSolver:
         dolfinx.fem.petsc.assemble_matrix(self.L, self.operator_form)
         self.L.assemble()
         self.L.diagonalScale(L=self.inverse_mass)
+        if self.diffusion is not None:
+            self.L.axpy(1.0, self.diffusion, structure=PETSc.Mat.Structure.SUBSET_NONZERO_PATTERN)
 
     def max_dt(self, speed: float) -> float:
-        """The largest step the CFL bound allows at max |v_h| = ``speed``."""
-        if speed == 0.0:
-            return np.inf
-        return self.cfl * self.h_min / ((2 * self.degree + 1) * speed)
+        """The largest step the CFL bound allows at max |v_h| = ``speed``.
+
+        With viscosity, the rates add: dt ≤ cfl / ((2k + 1) max|v_h| / h_min + ‖εM⁻¹S‖∞ / 2),
+        the second the explicit diffusion limit (dt ≲ h²/ε; ``RK3_REAL_STABILITY``).
+        """
+        if self.diffusion_rate == 0.0:  # inviscid: the formula as it always was, to the bit
+            if speed == 0.0:
+                return np.inf
+            return self.cfl * self.h_min / ((2 * self.degree + 1) * speed)
+        rate = (2 * self.degree + 1) * speed / self.h_min + self.diffusion_rate / RK3_REAL_STABILITY
+        return self.cfl / rate
 
     def _check_dt(self, dt: float, speed: float, slack: float = 1.0) -> None:
         bound = self.max_dt(speed)
@@ -302,7 +361,7 @@ class TransportSolver:
             raise UnstableSolve(
                 f"forced time step dt={dt:g} breaks the CFL bound dt <= {bound:.4g} "
                 f"(cfl={self.cfl:g}, h_min={self.h_min:.4g}, degree={self.degree}, "
-                f"max|v|={speed:.4g})"
+                f"max|v|={speed:.4g}, viscosity={self.viscosity:g})"
             )
 
     def _steps_for(self, length: float, speed: float) -> int:
@@ -543,6 +602,8 @@ class TransportSolver:
         """Free the PETSc objects this solver owns."""
         self.L.destroy()
         self.inverse_mass.destroy()
+        if self.diffusion is not None:
+            self.diffusion.destroy()
         for b in self._blocks.values():
             b.destroy()
         self._blocks.clear()

@@ -13,7 +13,7 @@ DOP853 at 1e-10, independent of the FE code) and compared with u_h(0, X):
 - ``accuracy_pde`` and ``accuracy_characteristics``.
 
 A check passes when max_logit_difference ≤ ``train.tolerance`` and label_agreement ≥
-``train.agreement`` on both sets. During training the mesh is refined (``Resolution.refined``)
+``train.agreement`` on both sets. During training the resolution is raised (``Resolution.raised``: DG2, then finer cells)
 when the logits differ by more than ``train.refine_above`` (default: the tolerance), and
 training continues with the same parameters;
 label agreement alone does not trigger it there, because mid-training many points sit on the
@@ -115,43 +115,58 @@ def subset(n: int, max_points: int, seed: int = 0) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Resolution:
-    """The discretization a run is on: mesh cells (per direction, or across a disk/ball) and
-    the DG degree k (the velocity interpolant has the same degree)."""
+    """The discretization a run is on: the base mesh's cells (per direction, or across a
+    disk/ball), the DG degree k (the velocity interpolant has the same degree), and the local
+    refinements of that mesh: for each, the midpoints of the cells it refined
+    (``fem/refine.py``), as tuples so that resolutions compare and hash."""
 
     cells: int
     degree: int
+    marks: tuple = ()
 
     def to_dict(self) -> dict:
-        return dict(cells=self.cells, degree=self.degree)
+        """JSON: ``cells``, ``degree``, and ``marks`` (lists) if the mesh was refined locally."""
+        data = dict(cells=self.cells, degree=self.degree)
+        if self.marks:
+            data["marks"] = [[list(point) for point in level] for level in self.marks]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Resolution:
+        marks = tuple(_frozen_level(level) for level in data.get("marks", ()))
+        return cls(int(data["cells"]), int(data["degree"]), marks)
+
+    def with_marks(self, midpoints: np.ndarray) -> Resolution:
+        """One more local refinement: the cells with these midpoints (shape=(m, d))."""
+        return Resolution(self.cells, self.degree, (*self.marks, _frozen_level(midpoints)))
 
     def __str__(self) -> str:
-        return f"DG{self.degree} on {self.cells} cells/direction"
+        local = f" + {len(self.marks)} local refinement(s) of {sum(map(len, self.marks))} cells" if self.marks else ""
+        return f"DG{self.degree} on {self.cells} cells/direction{local}"
 
-    def refined(self) -> Resolution:
-        """1.5× the cells, odd (so that data on a mid-plane, like the augmented x3 = 0, stay off
-        the facets), the same degree: how training raises the resolution.
+    def raised(self, max_degree: int = 2) -> Resolution:
+        """One DG degree more up to ``max_degree``, then 1.5× the cells (odd, so that data on a
+        mid-plane, like the augmented x3 = 0, stay off the facets; local refinements dropped)
+        at that degree. Training takes the degree step first and then, in place of the uniform
+        one, refines where the data's characteristics go (``learn/train.py``).
 
-        h rather than p during training, where the cost multiplies every later iteration: a
-        step costs about dofs × nonzeros per row × steps, so 1.5× the cells costs 1.5^d · 1.5
-        (5.1× in 3D), DG1 → DG2 2.5 · 2.5 · 5/3 (10.4× in 3D). Measured on circles 3D (13³, 1
-        rank, a busy machine): 3.4 s per iteration on DG1, 64 s on DG2.
-        """
-        cells = math.ceil(1.5 * self.cells)
-        return Resolution(cells + (cells % 2 == 0), self.degree)
-
-    def raised_at_the_end(self, max_degree: int = 2) -> Resolution:
-        """One DG degree more up to ``max_degree``, then ``refined``: how the final check raises
-        the resolution, where each raise costs one forward solve.
-
-        For one solve the error per cost decides, and p wins: a DG1 peaks field (13³) agreed
-        with its characteristics on 89% of the labels, on 25³ DG1 on 96.5%, on 13³ DG2 (8×
-        fewer cells than 25³ for about the same dofs) on 99.5%.
+        p before h, because it gives the smaller logit error for the same cost of an iteration.
+        Measured (``scripts/bench_resolution.py RUN``, one trained field each, 2 ranks): on
+        peaks after 60 iterations on 9³ DG1, max |Δ| = 1.82 on 9³ DG1, 0.24 on 9³ DG2, 0.70
+        on 15³ DG1 (a value + gradient on 9³ DG2 costs about as much as on 15³ DG1); on
+        circles 3D, 1.13 on 9³ DG1, 0.18 on 9³ DG2, 0.42 on 15³ DG1 (again about the same
+        cost).
         """
         if self.degree < max_degree:
-            return Resolution(self.cells, self.degree + 1)
-        return self.refined()
+            return Resolution(self.cells, self.degree + 1, self.marks)
+        cells = math.ceil(1.5 * self.cells)
+        return Resolution(cells + (cells % 2 == 0), self.degree)
 
     def dofs_ratio(self, other: Resolution, dim: int) -> float:
         """The DG dofs of ``other`` over this one's: (cells ratio)^d · dim P_k ratio."""
         per_cell = lambda k: math.comb(k + dim, dim)  # noqa: E731
         return (other.cells / self.cells) ** dim * per_cell(other.degree) / per_cell(self.degree)
+
+
+def _frozen_level(midpoints) -> tuple:
+    return tuple(tuple(float(v) for v in point) for point in np.asarray(midpoints, dtype=np.float64).tolist())

@@ -54,6 +54,15 @@ class Box:
         scale = tol * max(1.0, self.diameter)
         return np.all((x >= a - scale) & (x <= b + scale), axis=1)
 
+    def reflect(self, x: np.ndarray) -> np.ndarray:
+        """Points ``x`` (shape=(n, dim)) mirrored back into the box, in place (and returned): each
+        coordinate folded, u = (x − a) mod 2w, x ← a + w − |w − u| (any distance; the identity
+        inside). The reflecting walls of dX = v dt + √(2ε) dW (``model/stochastic.py``)."""
+        a, w = np.asarray(self.lower), np.subtract(self.upper, self.lower)
+        u = np.mod(x - a, 2.0 * w)
+        x[:] = a + w - np.abs(w - u)
+        return x
+
     def grid(self, n: int) -> np.ndarray:
         """A uniform grid of n points per direction in the closed box, shape=(n**dim, dim)."""
         axes = [np.linspace(a, b, n) for a, b in zip(self.lower, self.upper)]
@@ -101,6 +110,17 @@ class Ball:
         """Boolean mask (shape=(n,)) of the points of ``x`` (shape=(n, dim)) in Ω."""
         r = np.linalg.norm(x - np.asarray(self.center), axis=1)
         return r <= self.radius * (1.0 + tol)
+
+    def reflect(self, x: np.ndarray) -> np.ndarray:
+        """Points ``x`` (shape=(n, dim)) mirrored back into the ball, in place (and returned):
+        a radius r > R becomes min(|2R − r|, R) on the same ray; the identity inside."""
+        c = np.asarray(self.center)
+        r = np.linalg.norm(x - c, axis=1)
+        out = r > self.radius
+        if out.any():
+            folded = np.minimum(np.abs(2.0 * self.radius - r[out]), self.radius)
+            x[out] = c + (x[out] - c) * (folded / r[out])[:, None]
+        return x
 
     def grid(self, n: int) -> np.ndarray:
         """The points of a uniform n-per-direction grid of the bounding box that lie in Ω."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from solver.errors import InputError
-from solver.model.velocity import VelocityModel
+from solver.model.velocity import LEARNED_KINDS, VelocityModel
 
 if TYPE_CHECKING:
     from solver.config import Config
@@ -13,13 +13,17 @@ if TYPE_CHECKING:
 
 
 def velocity_model(config: Config, domain: Domain) -> VelocityModel:
-    """The learned field v(t, x; θ) of eq. 2 on ``domain``, as ``config.field`` describes it.
+    """The learned field v(t, x; θ) on ``domain``, as ``config.field`` describes it: eq. 2
+    ("mlp") or its one-layer form v = χ a(W x + b) ("mlp1", width d).
 
     Raises:
-        InputError: if ``field.kind`` is not "mlp" (only the MLP field has parameters to learn).
+        InputError: if ``field.kind`` is not "mlp" or "mlp1" (only those have parameters to learn).
     """
     fc = config.field
-    if fc.kind != "mlp":
-        raise InputError(f'training learns an "mlp" field (eq. 2), got field.kind = "{fc.kind}"', config.source)
-    return VelocityModel(dim=domain.dim, width=fc.width, slabs=fc.slabs, T=fc.T,
-                         activation=fc.activation, domain=domain)
+    if fc.kind not in LEARNED_KINDS:
+        raise InputError(f'training learns an "mlp" or "mlp1" field (eq. 2), got field.kind = "{fc.kind}"',
+                         config.source)
+    layers = LEARNED_KINDS[fc.kind]
+    return VelocityModel(dim=domain.dim, width=fc.width if layers == 2 else domain.dim,
+                         slabs=fc.slabs, T=fc.T, activation=fc.activation, domain=domain,
+                         layers=layers)

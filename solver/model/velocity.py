@@ -2,7 +2,13 @@
 
     v(t, x) = χ(x) · [W2(t) a(W1(t) x + b1(t)) + b2(t)],   x ∈ Ω ⊂ R^d, d = 2 or 3,
 
-with hidden width m (W1: m×d, b1: m, W2: d×m, b2: d; eq. 2 has m = d, any m is allowed here).
+with hidden width m (W1: m×d, b1: m, W2: d×m, b2: d; eq. 2 has m = d, any m is allowed here),
+or the one-layer field (``layers = 1``, ``field.kind = "mlp1"``; issue #13)
+
+    v(t, x) = χ(x) · a(W(t) x + b(t)),   W: d×d, b: d,
+
+which is eq. 2 with m = d, W2 = I and b2 = 0 held fixed: the section 5 item 1 comparison (with
+relu every component of v is >= 0, so the flow is monotone in each coordinate).
 χ is the domain's cutoff: it vanishes on ∂Ω, so v·n = 0 there and Ω is invariant: the
 characteristics never leave Ω, and the transport problem needs no inflow boundary data.
 
@@ -22,7 +28,9 @@ import numpy as np
 from solver.model.domain import Domain
 from solver.errors import InputError
 
-FIELD_KINDS = ("mlp", "rotation")
+FIELD_KINDS = ("mlp", "mlp1", "rotation")
+# The kinds with parameters θ to learn, and their number of layers.
+LEARNED_KINDS = {"mlp": 2, "mlp1": 1}
 
 
 # --------------------------------------------------------------------------------------------
@@ -115,7 +123,7 @@ class Field(Protocol):
 
 
 class Params(NamedTuple):
-    """The parameters of eq. 2 on one slab.
+    """The parameters of eq. 2 on one slab (a one-layer field: W1 = W, b1 = b, W2 = I, b2 = 0).
 
     Attributes:
         W1: Inner weights, shape=(width, dim).
@@ -138,7 +146,10 @@ def _is_int(value: object) -> bool:
 class VelocityModel:
     """The velocity model v(t, x; θ) = χ(x)·[W2(t) a(W1(t) x + b1(t)) + b2(t)] (eq. 2).
 
-    θ is a flat float64 vector: slab by slab, each slab W1 (row-major), b1, W2, b2.
+    θ is a flat float64 vector: slab by slab, each slab W1 (row-major), b1, W2, b2. With
+    ``layers = 1`` it is v = χ(x)·a(W(t) x + b(t)), each slab W (row-major, d×d), b; ``unpack``
+    then gives W1 = W, b1 = b, W2 = I, b2 = 0, so everything that reads ``Params`` (the
+    characteristics, the exported ResNet) treats it as eq. 2 with m = d.
 
     Attributes:
         dim: Space dimension d, 2 or 3.
@@ -147,6 +158,7 @@ class VelocityModel:
         T: Final time, > 0.
         activation: Name of the activation, a key of ``ACTIVATIONS``.
         domain: The domain Ω; its cutoff χ multiplies the velocity.
+        layers: 2 (eq. 2) or 1 (v = χ a(W x + b); then width must equal dim).
     """
 
     dim: int
@@ -155,6 +167,7 @@ class VelocityModel:
     T: float
     activation: str
     domain: Domain
+    layers: int = 2
 
     def __post_init__(self) -> None:
         if not _is_int(self.dim) or self.dim not in (2, 3):
@@ -172,6 +185,12 @@ class VelocityModel:
                 f"(dim {getattr(self.domain, 'dim', None)})"
             )
         activation(self.activation)  # a bad name fails here, not at the first evaluation
+        if self.layers not in (1, 2) or not _is_int(self.layers):
+            raise InputError(f"velocity layers must be 1 or 2, got {self.layers!r}")
+        if self.layers == 1 and self.width != self.dim:
+            raise InputError(
+                f"a one-layer velocity has width = dim = {self.dim} (W is d×d), got width {self.width}"
+            )
 
     @property
     def _act(self) -> Activation:
@@ -182,7 +201,9 @@ class VelocityModel:
 
     @property
     def node_size(self) -> int:
-        """Number of parameters of one slab: 2 m d + m + d."""
+        """Number of parameters of one slab: 2 m d + m + d (one layer: d² + d)."""
+        if self.layers == 1:
+            return self.dim * self.dim + self.dim
         return 2 * self.width * self.dim + self.width + self.dim
 
     @property
@@ -197,12 +218,21 @@ class VelocityModel:
 
     def _block_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
         m, d = self.width, self.dim
+        if self.layers == 1:
+            return [("W", (d, d)), ("b", (d,))]
         return [("W1", (m, d)), ("b1", (m,)), ("W2", (d, m)), ("b2", (d,))]
+
+    def _fixed_outer(self) -> tuple[np.ndarray, np.ndarray]:
+        """W2 = I and b2 = 0 of a one-layer field (read-only: shared by every slab)."""
+        eye, zero = np.eye(self.dim), np.zeros(self.dim)
+        eye.flags.writeable = zero.flags.writeable = False
+        return eye, zero
 
     def block_slices(self) -> dict[str, slice]:
         """Slices of θ, one per parameter block, in θ's order.
 
-        Keys are ``"slab{j}.W1"`` …; together they cover θ exactly.
+        Keys are ``"slab{j}.W1"`` … (one layer: ``"slab{j}.W"``, ``"slab{j}.b"``); together they
+        cover θ exactly.
         """
         slices: dict[str, slice] = {}
         start = 0
@@ -232,6 +262,8 @@ class VelocityModel:
                 size = int(np.prod(shape))
                 blocks.append(theta[start : start + size].reshape(shape))
                 start += size
+            if self.layers == 1:
+                blocks.extend(self._fixed_outer())
             nodes.append(Params(*blocks))
         return nodes
 
@@ -243,6 +275,9 @@ class VelocityModel:
             )
         parts = []
         for j, p in enumerate(params):
+            if self.layers == 1 and not (np.array_equal(p.W2, np.eye(self.dim))
+                                         and not np.any(p.b2)):
+                raise InputError(f"slab {j}: a one-layer velocity has W2 = I and b2 = 0")
             for (name, shape), block in zip(self._block_shapes(), p):
                 block = np.asarray(block, dtype=np.float64)
                 if block.shape != shape:
@@ -260,6 +295,11 @@ class VelocityModel:
         """
         rng = np.random.default_rng(seed)
         m, d = self.width, self.dim
+        if self.layers == 1:
+            eye, zero = self._fixed_outer()
+            return self.pack([Params(W1=rng.normal(0.0, scale / np.sqrt(d), (d, d)),
+                                     b1=rng.normal(0.0, 0.1 * scale, d), W2=eye, b2=zero)
+                              for _ in range(self.slabs)])
         params = [
             Params(
                 W1=rng.normal(0.0, scale / np.sqrt(d), (m, d)),
@@ -306,6 +346,8 @@ class VelocityModel:
     def _evaluate(self, p: Params, x: np.ndarray) -> np.ndarray:
         """v at ``x`` (shape=(n, d)) for the fixed parameters ``p``; returns shape=(n, d)."""
         hidden = self._act.value(x @ p.W1.T + p.b1)
+        if self.layers == 1:  # W2 = I, b2 = 0
+            return self.domain.cutoff(x)[:, None] * hidden
         return self.domain.cutoff(x)[:, None] * (hidden @ p.W2.T + p.b2)
 
     def velocity(self, theta: np.ndarray, t: float, x: np.ndarray) -> np.ndarray:
@@ -333,7 +375,10 @@ class VelocityModel:
         hidden = self._act.value(z)
         gc = self.domain.cutoff(x)[:, None] * g  # χ is θ-independent: fold it into g
         dz = (gc @ p.W2) * self._act.derivative(z)  # (n, m)
-        local = Params(W1=dz.T @ x, b1=dz.sum(axis=0), W2=gc.T @ hidden, b2=gc.sum(axis=0))
+        if self.layers == 1:  # W2 = I, b2 = 0 are not parameters
+            local = (dz.T @ x, dz.sum(axis=0))
+        else:
+            local = Params(W1=dz.T @ x, b1=dz.sum(axis=0), W2=gc.T @ hidden, b2=gc.sum(axis=0))
         flat = np.concatenate([block.ravel() for block in local])
 
         grad = np.zeros(self.n_params)

@@ -8,6 +8,7 @@ The net takes data coordinates: its first step is the run's input scaling x_Ω =
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +24,25 @@ from solver.rundir import store
 log = logging.getLogger("solver")
 
 
-def learned_net(run: Path, depth: int, scheme: str = "euler", output: str = "linear") -> ResNet:
-    """The run's learned flow as an explicit ResNet of ``depth`` blocks (rank-local)."""
+def learned_net(run: Path, depth: int, scheme: str = "euler", output: str = "linear",
+                noise: float | str | None = None) -> ResNet:
+    """The run's learned flow as an explicit ResNet of ``depth`` blocks (rank-local); with
+    ``noise`` the stochastic ResNet of viscosity ε = ``noise`` ("run": the run's
+    ``field.viscosity``), each block adding √(2ε s)·ξ (``resnet.net.ResNet.noise``)."""
     config = load_config(run / store.CONFIG)
+    if noise == "run":
+        noise = config.field.viscosity
+        if noise == 0:
+            raise InputError("--noise without a value takes the run's field.viscosity, which is 0: "
+                             "give one (--noise 0.01)", str(run / store.CONFIG))
+    if noise is not None:
+        given = noise
+        try:
+            noise = float(noise)
+        except ValueError:
+            noise = math.nan
+        if not (math.isfinite(noise) and noise > 0):
+            raise InputError(f"--noise must be a number > 0 (the viscosity ε), got {given!r}")
     path = run / store.THETA
     params = store.read_parameters(path)
     if params.theta is None or params.A is None or params.b is None or params.meta is None:
@@ -38,17 +55,21 @@ def learned_net(run: Path, depth: int, scheme: str = "euler", output: str = "lin
         raise InputError('meta has no data scaling {"scale": [...], "shift": [...]}', str(path)) from None
     model = velocity_model(config, config.domain_object())
     return resnet_from_velocity(model, params.theta, depth, scheme, output=OutputLayer(output, params.A, params.b),
-                                input_scale=scale, input_shift=shift)
+                                input_scale=scale, input_shift=shift, noise=noise or 0.0)
 
 
-def export(run: Path, depth: int, scheme: str, formats: str | list[str], output: str = "linear") -> list[Path]:
+def export(run: Path, depth: int, scheme: str, formats: str | list[str], output: str = "linear",
+           noise: float | str | None = None) -> list[Path]:
     """Write resnet-<scheme>-<depth>.{onnx,npz} (ONNX in float32 and float64) into the run
-    directory; ``formats`` is a ``--format`` text ("onnx,npz") or a list of names (``solver.resnet.formats.FORMATS``)."""
+    directory; ``formats`` is a ``--format`` text ("onnx,npz") or a list of names (``solver.resnet.formats.FORMATS``).
+    With ``noise`` (see ``learned_net``) the stochastic ResNet, resnet-<scheme>-<depth>-noise.*:
+    every ONNX run (and every numpy ``forward``) is one sample; average M of them
+    (``resnet.net.sample_mean``)."""
     formats = parse_formats(formats if isinstance(formats, str) else ",".join(formats))
     if depth < 1:
         raise InputError(f"--depth must be >= 1, got {depth}")
-    net = learned_net(run, depth, scheme, output)
-    stem = run / f"resnet-{scheme}-{depth}"
+    net = learned_net(run, depth, scheme, output, noise)
+    stem = run / f"resnet-{scheme}-{depth}{'-noise' if net.noise > 0 else ''}"
     written = []
     if "npz" in formats:
         written.append(save_npz(net, stem.with_suffix(".npz")))

@@ -236,6 +236,10 @@ class ResNet:
         input_shift: ``shift``, shape=(d,).
         slabs: The velocity model's number of slabs L, for the record.
         source: The file the net was loaded from, for error messages; None if built here.
+        noise: ε ≥ 0. If > 0, the net is stochastic: after block k, x_k += √(2ε s_k) ξ_k with
+            ξ_k ~ N(0, I), then x_k is reflected into Ω (``Domain.reflect``): Euler–Maruyama of
+            dX = v dt + √(2ε) dW reflected at ∂Ω, whose mean prediction E[f(x_N)] is the viscous
+            PDE's u(0, x) (``model/stochastic.py``). Average M samples (``sample_mean``).
     """
 
     scheme: str
@@ -252,9 +256,14 @@ class ResNet:
     input_shift: np.ndarray
     slabs: int = 1
     source: str | None = dataclass_field(default=None, compare=False)
+    noise: float = 0.0
 
     def __post_init__(self):
         src = self.source
+        if not (isinstance(self.noise, (int, float, np.floating)) and np.isfinite(self.noise)
+                and self.noise >= 0):
+            raise InputError(f"noise (the viscosity ε) must be a finite number >= 0, got {self.noise!r}", src)
+        object.__setattr__(self, "noise", float(self.noise))
         tableau = _tableau(self.scheme, src)
         if self.activation not in ACTIVATIONS:
             raise InputError(
@@ -351,6 +360,12 @@ class ResNet:
             },
             "output": {"kind": self.output.kind,
                        "num_components": self.output.num_components},
+            **({"noise": {
+                "viscosity": self.noise,
+                "formula": "after block k: x_k += sqrt(2 * viscosity * s_k) * xi_k, xi_k ~ N(0, I), "
+                           "then x_k reflected into the domain",
+                "mean": "the prediction is the mean of f(x_N) over M samples (standard error ~ M^-1/2)",
+            }} if self.noise > 0 else {}),
         }
 
 
@@ -379,8 +394,10 @@ def resnet_from_velocity(
     output: OutputLayer | None = None,
     input_scale: float | np.ndarray = 1.0,
     input_shift: float | np.ndarray = 0.0,
+    noise: float = 0.0,
 ) -> ResNet:
-    """The ResNet of ``depth`` blocks that integrates v(·, ·; θ) from 0 to T (eqs. 13, 17).
+    """The ResNet of ``depth`` blocks that integrates v(·, ·; θ) from 0 to T (eqs. 13, 17);
+    with ``noise`` = ε > 0 the stochastic one (see ``ResNet.noise``).
 
     Args:
         model: The velocity model of eq. 2.
@@ -432,6 +449,7 @@ def resnet_from_velocity(
         input_scale=_vector("input_scale", input_scale, d),
         input_shift=_vector("input_shift", input_shift, d),
         slabs=model.slabs,
+        noise=noise,
     )
 
 
@@ -456,17 +474,30 @@ def to_domain(net: ResNet, x_data: np.ndarray) -> np.ndarray:
     return check_input(x_data, net.dim, net.source) * net.input_scale + net.input_shift
 
 
-def flow_map(net: ResNet, x_data: np.ndarray) -> np.ndarray:
+def noise_scales(net: ResNet) -> np.ndarray:
+    """√(2ε s_k) of each block, shape=(N,) (zeros for a deterministic net)."""
+    return np.sqrt(2.0 * net.noise * np.diff(net.block_times))
+
+
+def flow_map(net: ResNet, x_data: np.ndarray, rng: np.random.Generator | None = None,
+             xi: np.ndarray | None = None) -> np.ndarray:
     """x_N: the blocks applied to the scaled input; shape=(n, d), in Ω's coordinates.
 
     Args:
         net: The net.
         x_data: Points in data coordinates, shape=(n, d); scaled into Ω first.
+        rng: for a noisy net (``net.noise`` > 0), the generator of ξ (default: a fresh one).
+        xi: for a noisy net, the ξ_k themselves instead, shape=(N, n, d).
 
     Returns:
-        The end points x_N ≈ q(T; x_Ω) (eq. 12), shape=(n, d).
+        The end points x_N ≈ q(T; x_Ω) (eq. 12), shape=(n, d); for a noisy net one sample.
     """
     x = to_domain(net, x_data)
+    scales = noise_scales(net)
+    if net.noise > 0 and xi is None:
+        rng = np.random.default_rng() if rng is None else rng
+    if xi is not None and np.shape(xi) != (net.depth, *x.shape):
+        raise InputError(f"xi must have shape {(net.depth, *x.shape)}, got {np.shape(xi)}", net.source)
     act = activation(net.activation).value
     tab = net.tableau
     for k in range(net.depth):
@@ -481,12 +512,35 @@ def flow_map(net: ResNet, x_data: np.ndarray) -> np.ndarray:
         for b_i, ki in zip(tab.b, stages):
             if b_i != 0.0:
                 x = x + b_i * ki
+        if net.noise > 0:
+            x = x + scales[k] * (rng.standard_normal(x.shape) if xi is None else xi[k])
+            net.domain.reflect(x)
     return x
 
 
-def forward(net: ResNet, x_data: np.ndarray) -> np.ndarray:
-    """The net's output f(x_N) (eq. 13): logits, probabilities or x_N; shape=(n, K)."""
-    return net.output(flow_map(net, x_data))
+def forward(net: ResNet, x_data: np.ndarray, rng: np.random.Generator | None = None,
+            xi: np.ndarray | None = None) -> np.ndarray:
+    """The net's output f(x_N) (eq. 13): logits, probabilities or x_N; shape=(n, K). For a
+    noisy net one sample (``rng``, ``xi`` as in ``flow_map``)."""
+    return net.output(flow_map(net, x_data, rng, xi))
+
+
+def sample_mean(net: ResNet, x_data: np.ndarray, samples: int,
+                rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The mean of ``samples`` = M outputs of a noisy net and its standard error (std / √M),
+    each shape=(n, K): how a user predicts with the stochastic ResNet (its mean converges to the
+    viscous PDE's u(0, x) up to the O(s) bias of the blocks, at the rate M^{-1/2})."""
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 2:
+        raise InputError(f"samples must be an integer >= 2, got {samples!r}", net.source)
+    rng = np.random.default_rng() if rng is None else rng
+    total = total2 = 0.0
+    for _ in range(samples):
+        y = forward(net, x_data, rng)
+        total = total + y
+        total2 = total2 + y * y
+    mean = total / samples
+    var = np.maximum(total2 / samples - mean * mean, 0.0) * samples / (samples - 1)
+    return mean, np.sqrt(var / samples)
 
 
 # --------------------------------------------------------------------------------------------
@@ -582,6 +636,7 @@ def _net_from_meta(meta: dict[str, Any], arrays: dict[str, np.ndarray], src: str
         input_shift=np.asarray(scaling["shift"], dtype=np.float64),
         slabs=int(meta.get("slabs", 1)),
         source=src,
+        noise=float(meta.get("noise", {}).get("viscosity", 0.0)),
     )
 
 

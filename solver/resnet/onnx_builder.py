@@ -99,6 +99,12 @@ class OnnxGraph:
         self.inputs.append(self._value_info(self._claim(name), width))
         return name
 
+    def input_shape(self, name: str, shape: list) -> str:
+        """Declare a graph input of the graph's dtype and any ``shape`` (ints, or names for
+        dynamic axes); returns its name."""
+        self.inputs.append(helper.make_tensor_value_info(self._claim(name), self.elem_type, shape))
+        return name
+
     def output(self, tensor: str, name: str, width: int) -> None:
         """Expose ``tensor`` as the graph output ``name`` of shape (N, width)."""
         if tensor != name:

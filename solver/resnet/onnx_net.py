@@ -24,7 +24,7 @@ import onnx
 
 from solver.model.domain import Ball, Box
 from solver.errors import InputError
-from solver.resnet.net import ResNet, check_input, parse_metadata
+from solver.resnet.net import ResNet, check_input, noise_scales, parse_metadata
 from solver.resnet.onnx_builder import DTYPES, OnnxGraph, float_dtype
 from solver.rundir.files import atomic_file
 
@@ -57,6 +57,48 @@ def _cutoff(g: OnnxGraph, net: ResNet, y: str, tag: str) -> str:
     raise InputError(f"cannot export the cutoff of domain {dom!r}: expected a Box or Ball")
 
 
+def _reflect(g: OnnxGraph, net: ResNet, x: str, tag: str) -> str:
+    """x mirrored back into Ω, as ``Box.reflect`` / ``Ball.reflect`` compute it."""
+    dom = net.domain
+    if isinstance(dom, Box):
+        a, w = np.asarray(dom.lower), np.subtract(dom.upper, dom.lower)
+        two_w = g.constant(2.0 * w, name="box_2w")
+        # u = (x − a) mod 2w in [0, 2w): fmod twice (ONNX's float Mod keeps the dividend's sign)
+        u = g.node("Mod", g.node("Sub", x, g.constant(a, name="box_lower")), two_w, fmod=1)
+        u = g.node("Mod", g.node("Add", u, two_w), two_w, fmod=1)
+        width = g.constant(w, name="box_width")
+        folded = g.node("Abs", g.node("Sub", width, u))
+        return g.node("Sub", g.node("Add", g.constant(a, name="box_lower"), width), folded,
+                      out=f"{tag}.reflected")
+    if isinstance(dom, Ball):
+        c = g.constant(np.asarray(dom.center), name="ball_center")
+        y = g.node("Sub", x, c)
+        axis = g.constant(np.array([1], dtype=np.int64), name="axis_1")
+        r = g.node("Sqrt", g.node("ReduceSum", g.node("Mul", y, y), axis, keepdims=1))
+        R = g.constant(np.array([dom.radius]), name="ball_radius")
+        folded = g.node("Min", g.node("Abs", g.node("Sub", g.constant(np.array([2.0 * dom.radius]),
+                                                                       name="ball_diameter"), r)), R)
+        factor = g.node("Where", g.node("Greater", r, R), g.node("Div", folded, r),
+                        g.constant(np.array([1.0]), name="one_1"))
+        return g.node("Add", c, g.node("Mul", y, factor), out=f"{tag}.reflected")
+    raise InputError(f"cannot export the reflection at the boundary of domain {dom!r}")
+
+
+def _noise(g: OnnxGraph, net: ResNet, k: int, x: str, xi: str | None) -> str:
+    """x_k + √(2ε s_k) ξ_k, reflected into Ω: ξ_k from RandomNormalLike (fresh on every run),
+    or row k of the input ``xi`` (shape (N, n, d); for checking against numpy)."""
+    tag = f"block{k + 1}.noise"
+    if xi is None:
+        draw = g.node("RandomNormalLike", x, out=f"{tag}.xi")
+    else:
+        # (the builder stores constants at least 1-D: Gather row [k], then drop that axis)
+        row = g.node("Gather", xi, g.constant(np.array([k], dtype=np.int64), name=f"index_{k}"), axis=0)
+        draw = g.node("Squeeze", row, g.constant(np.array([0], dtype=np.int64), name="axis_0"),
+                      out=f"{tag}.xi")
+    scaled = g.node("Mul", draw, g.vector(noise_scales(net)[k], net.dim, name=f"{tag}.scale"))
+    return _reflect(g, net, g.node("Add", x, scaled), tag)
+
+
 def _block(g: OnnxGraph, net: ResNet, k: int, x: str) -> str:
     """Block k + 1 (one step of the scheme) applied to ``x``; returns x_{k+1}.
 
@@ -86,13 +128,15 @@ def _block(g: OnnxGraph, net: ResNet, k: int, x: str) -> str:
     return x
 
 
-def to_onnx(net: ResNet, dtype: Any = "float32") -> onnx.ModelProto:
+def to_onnx(net: ResNet, dtype: Any = "float32", noise_input: bool = False) -> onnx.ModelProto:
     """The net as an ONNX model (opset ``OPSET``) that passes ``onnx.checker``.
 
     Args:
         net: The net.
         dtype: ``"float32"`` or ``"float64"`` (or the numpy types): the input, output and
             parameter type.
+        noise_input: for a noisy net (``net.noise`` > 0), take ξ as a second input ``xi`` of
+            shape (N, n, d) instead of drawing it with RandomNormalLike (for tests).
 
     Returns:
         The model: input ``x`` shape=(n, d) in data coordinates; outputs ``output`` shape=(n, K)
@@ -103,8 +147,13 @@ def to_onnx(net: ResNet, dtype: Any = "float32") -> onnx.ModelProto:
     x = g.node("Mul", g.input("x", net.dim), g.constant(net.input_scale, name="input_scale"),
                out="input_scaling.mul")
     x = g.node("Add", x, g.constant(net.input_shift, name="input_shift"), out="input_scaling.add")
+    xi = None
+    if net.noise > 0 and noise_input:
+        xi = g.input_shape("xi", [net.depth, "n", net.dim])
     for k in range(net.depth):
         x = _block(g, net, k, x)
+        if net.noise > 0:
+            x = _noise(g, net, k, x, xi)
     out = net.output
     logits = g.node("Gemm", x, g.constant(out.weights, name="output.A"),
                     g.constant(out.bias, name="output.b"), transB=1)
@@ -118,6 +167,10 @@ def to_onnx(net: ResNet, dtype: Any = "float32") -> onnx.ModelProto:
             f"ResNet of {net.depth} {net.scheme} blocks of the flow model (Li & Shi, eq. 17) on "
             f"[0, {net.T}]. Input x in data coordinates; x_domain = scale * x + shift (metadata "
             f"'{METADATA_KEY}'). Outputs: 'output' = f(x_N) ({out.kind}), 'flow' = x_N."
+            + (f" Stochastic (viscosity {net.noise:g}): every block adds sqrt(2 * viscosity * "
+               f"s_k) * N(0, I) (RandomNormalLike) and reflects into the domain; every run is one "
+               f"sample: average 'output' over M runs (standard error ~ M^-1/2)."
+               if net.noise > 0 else "")
         ),
         metadata={METADATA_KEY: json.dumps(meta)},
     )

@@ -84,6 +84,7 @@ def training_metrics(comm: MPI.Comm, outcome) -> dict:
         iterations=state.iteration, evaluations=state.evaluations,
         wall_seconds=float(sum(h["seconds"] for h in history)), ranks=comm.size,
         mesh_cells=problem.resolution.cells, degree=problem.resolution.degree,
+        refinements=len(problem.resolution.marks),  # local ones, of the cells the data's paths cross
         dofs=problem.solver.num_dofs_global, components=dataset.num_classes,
         parameters=J.n_params, time_steps=int(sum(J.last.steps)),
         train_points=len(dataset.y_train), test_points=len(dataset.y_test),

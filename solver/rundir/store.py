@@ -46,10 +46,13 @@ HISTORY_COLUMNS = ("iteration", "loss", "data_loss", "train_accuracy", "test_acc
                    "gradient_norm", "steps", "seconds", "evaluations",
                    # the resolution of the row and the certification check (NaN between checks)
                    "cells", "degree", "max_logit_difference", "label_agreement",
-                   "accuracy_characteristics", "check_seconds")
+                   "accuracy_characteristics", "check_seconds",
+                   "refinements")  # local refinements of the mesh (fem/refine.py)
 INTEGER_COLUMNS = ("iteration", "steps", "evaluations")
-# Runs written before certified training have the first nine columns; the rest read as NaN.
+# Runs written before certified training have the first nine columns, before local refinement
+# the first fifteen; the rest read as NaN.
 FIRST_HISTORY_COLUMNS = HISTORY_COLUMNS[:9]
+EARLIER_HISTORY_COLUMNS = (FIRST_HISTORY_COLUMNS, HISTORY_COLUMNS[:15])
 
 # What a read catches: a missing or unreadable file (OSError), an empty one (EOFError), a
 # truncated or corrupt zip (BadZipFile), a missing array (KeyError), bad contents (ValueError,
@@ -137,7 +140,7 @@ def write_parameters(path: str | Path, model: VelocityModel, theta: np.ndarray, 
     meta = dict(
         format=PARAMETERS_FORMAT, version=PARAMETERS_VERSION,
         model=dict(dim=model.dim, width=model.width, slabs=model.slabs, T=model.T,
-                   activation=model.activation),
+                   activation=model.activation, layers=model.layers),
         domain=domain,
         scaling=scaling,
         num_classes=len(b),
@@ -207,7 +210,7 @@ def _history_array(history: list[dict]) -> np.ndarray:
 
 
 def _history_rows(array: np.ndarray) -> list[dict]:
-    widths = (len(FIRST_HISTORY_COLUMNS), len(HISTORY_COLUMNS))
+    widths = (*(len(c) for c in EARLIER_HISTORY_COLUMNS), len(HISTORY_COLUMNS))
     if array.ndim != 2 or array.shape[1] not in widths:
         raise ValueError(f"history must have shape (n, {len(HISTORY_COLUMNS)}), got {array.shape}")
     return [_typed(dict(zip(HISTORY_COLUMNS, row))) for row in array.tolist()]
@@ -235,7 +238,7 @@ def read_history(path: str | Path) -> list[dict]:
     with _reading(path, "the history", "is this a training run?"):
         with open(_nonempty(path), newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
-            if tuple(reader.fieldnames or ()) not in (HISTORY_COLUMNS, FIRST_HISTORY_COLUMNS):
+            if tuple(reader.fieldnames or ()) not in (HISTORY_COLUMNS, *EARLIER_HISTORY_COLUMNS):
                 raise ValueError(f"the header must be {','.join(HISTORY_COLUMNS)}")
             return [_typed(row) for row in reader]
 

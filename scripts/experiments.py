@@ -1,0 +1,87 @@
+"""The paper's section 5 as experiments (issue #13): one command writes DIR/report.md.
+
+    .venv/bin/python scripts/experiments.py --out docs/experiments      # the full run (1715 s here, load ~13)
+    .venv/bin/python scripts/experiments.py --quick --out /tmp/exp      # a minute or two: the checks
+
+The torch peer runs in $PEER_PYTHON, else <repo>/.venv-peer (scripts/peer/setup.sh makes it).
+
+Sections (each: the paper's claim, what was run, the result, whether it supports the claim):
+  1. one-layer (field.kind = "mlp1") vs two-layer velocity fields, relu vs tanh, on moons, blobs
+     and circles 3D at equal parameter counts; the inner hyperplanes and outer vectors of a
+     trained two-layer relu field;
+  2. (a) slabs L = 1 … 16 at a fixed width on spirals and peaks; (b) the smallest Euler export
+     depth that reproduces the characteristics' labels against ∫₀ᵀ max|∇v| dt;
+  3. plain2resnet on scikit-learn nets (iris, digits-PCA, moons): error and agreement against l;
+  4. plain nets vs ResNets of equal depth in torch (the peer venv), spirals and peaks.
+Raw numbers go to DIR/results.json, figures to DIR/*.png, training runs to DIR/runs/ (scratch).
+"""
+
+from __future__ import annotations
+
+from mpi4py import MPI  # noqa: F401  # first, as everywhere (before dolfinx)
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # experiments_lib
+
+from experiments_lib import depth, layers, refinement, report, trainability  # noqa: E402
+from solver.rundir.files import write_json_atomic, write_text_atomic  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny runs: checks the machinery, not the claims")
+    parser.add_argument("--out", type=Path, required=True, help="directory for report.md, results.json, figures")
+    parser.add_argument("--render", action="store_true", help="only write report.md again from DIR/results.json")
+    args = parser.parse_args()
+    out = args.out
+    if args.render:
+        write_text_atomic(out / "report.md", report.render(json.loads((out / "results.json").read_text())))
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    started, load_at_start = time.perf_counter(), os.getloadavg()[0]
+    results = dict(quick=args.quick, command=" ".join(["scripts/experiments.py", *sys.argv[1:]]),
+                   machine=dict(python=platform.python_version(), cores=os.cpu_count(),
+                                started=time.strftime("%Y-%m-%d %H:%M:%S %Z")))
+
+    # Section 4 runs in the peer venv, a separate process: it goes alongside the FE training.
+    peer = trainability.Peer(out, args.quick)
+
+    timing = {}
+    fields: list = []  # (label, Trained) for section 2b
+    t = time.perf_counter()
+    results["section1"] = layers.run(out, args.quick, fields)
+    figure_field = layers.figure_run(out, args.quick)
+    layers.hyperplane_figure(figure_field, out / "hyperplanes.png")
+    results["section1_figure_run"] = figure_field.numbers
+    timing["section1"] = time.perf_counter() - t
+    t = time.perf_counter()
+    results["section2a"] = depth.run_slabs(out, args.quick, fields)
+    depth.slabs_figure(results["section2a"], out / "slabs.png")
+    timing["section2a"] = time.perf_counter() - t
+    t = time.perf_counter()
+    results["section2b"] = depth.run_export_depths(fields)
+    depth.depth_figure(results["section2b"], out / "export_depth.png")
+    timing["section2b"] = time.perf_counter() - t
+    t = time.perf_counter()
+    results["section3"] = refinement.run(args.quick)
+    timing["section3"] = time.perf_counter() - t
+    t = time.perf_counter()
+    results["section4"] = peer.results()
+    trainability.curves_figure(results["section4"], out / "trainability.png")
+    timing["section4_wait"] = time.perf_counter() - t
+    results["timing"] = dict(timing, total=time.perf_counter() - started)
+    results["machine"]["load"] = [load_at_start, os.getloadavg()[0]]
+    write_json_atomic(out / "results.json", results)
+    write_text_atomic(out / "report.md", report.render(results))
+    print(f"wrote {out / 'report.md'} ({results['timing']['total']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

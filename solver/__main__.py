@@ -3,6 +3,7 @@
     python -m solver compare CONFIG | RUN     PDE against the characteristics (a field, or a trained run)
     python -m solver train CONFIG             learn the velocity field; --resume --out RUN continues
     python -m solver export RUN               a trained run as an explicit ResNet (ONNX, npz)
+    python -m solver predict RUN POINTS.csv   the learned flow's labels at new points (or --grid N)
     python -m solver plain2resnet NET ...     a plain MLP as a ResNet (``solver.plain2resnet.cli``)
 
 The only place that reads ``MPI.COMM_WORLD``. Bad input (an ``InputError``, raised on every rank
@@ -390,6 +391,66 @@ def command_export(comm: MPI.Comm, args) -> int:
     return 0
 
 
+def command_predict(comm: MPI.Comm, args) -> int:
+    """Labels (and probabilities) of the run at the points of a CSV file and/or on a grid of Ω."""
+    import numpy as np
+
+    from solver.check import predict
+    from solver.rundir.predictions import write_map, write_predictions
+
+    if args.input is None and args.grid is None:
+        raise InputError("predict needs a CSV file of points, or --grid N")
+    if args.input is not None and args.predictions is None:
+        raise InputError("predict RUN POINTS.csv needs --out OUT.csv (where the predictions go)")
+    if args.grid is not None and not 2 <= args.grid <= 4096:
+        raise InputError(f"--grid takes 2 to 4096 points per direction, got {args.grid}")
+    if args.depth is not None and args.depth < 1:
+        raise InputError(f"--depth must be >= 1, got {args.depth}")
+    run = predict.read_run(args.run_dir)
+    if args.method == "pde":
+        from solver import guards
+
+        guards.check_compare_run(comm, run.config, run.parameters.theta, len(run.classes),
+                                 [(run.resolution.cells, run.resolution.degree)])
+    batches = []
+    if args.input is not None:
+        X, names, lines = on_rank0(comm, predict.read_points, args.input, run)
+        batches.append(("points", predict.to_omega(run, X, str(args.input), lines)))
+    if args.grid is not None:
+        if args.grid ** run.config.dim > 2**27:
+            raise InputError(f"--grid {args.grid} in {run.config.dim}D is {args.grid ** run.config.dim:.3g} points; "
+                             f"at most 2^27 (e.g. --grid 512 in 3D)")
+        grid, inside = predict.grid_points(run, args.grid)
+        batches.append(("grid", grid[inside]))
+    x = np.concatenate([b for _, b in batches])
+    log.info("predict %s: %d point(s) by %s%s, %d ranks", args.run_dir, len(x), args.method,
+             f" ({run.resolution})" if args.method == "pde" else "", comm.size)
+    logits, seconds = predict.logits(comm, run, x, args.method, depth=args.depth, scheme=args.scheme,
+                                     source=str(args.input or "grid"))
+    log.info("  %s", ", ".join(f"{k} {v:.3f} s" for k, v in seconds.items()))
+    probabilities = predict.probabilities(logits)
+    start = 0
+    for name, points in batches:
+        part = slice(start, start + len(points))
+        start += len(points)
+        if name == "points":
+            on_rank0(comm, write_predictions, args.predictions, X, names, logits[part].argmax(axis=1),
+                     run.classes, probabilities[part] if args.proba else None)
+            log.info("wrote %s", args.predictions)
+        else:
+            full_logits = np.full((len(grid), len(run.classes)), np.nan)
+            full_logits[inside] = logits[part]
+            full_probabilities = np.full_like(full_logits, np.nan)
+            full_probabilities[inside] = probabilities[part]
+            stem = args.map or args.run_dir / f"map-{args.method}-{args.grid}"
+            title = f"{args.run_dir.name}: {args.method} on a {args.grid}^{run.config.dim} grid"
+            data_points = run.scaling.inverse(grid)
+            for path in on_rank0(comm, write_map, stem, grid, data_points, inside, args.grid, full_logits,
+                                 full_probabilities, run.classes, title):
+                log.info("wrote %s", path)
+    return 0
+
+
 class UsageError(InputError):
     """A command line argparse refuses; ``usage`` is the usage text of the (sub)command."""
 
@@ -447,6 +508,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the stochastic ResNet: each block adds sqrt(2 EPS s) N(0, I) and reflects "
                         "into the domain (default EPS: the run's field.viscosity); average M runs")
     p.set_defaults(run=command_export)
+
+    p = sub.add_parser("predict", help="the learned flow's labels (and probabilities) at new points")
+    p.add_argument("run_dir", type=Path, metavar="RUN", help="a trained run directory")
+    p.add_argument("input", type=Path, nargs="?", default=None, metavar="POINTS.csv",
+                   help="points in data coordinates, one per line (a header line and a label column are "
+                        "optional)")
+    p.add_argument("--out", dest="predictions", type=Path, default=None, metavar="OUT.csv",
+                   help="the points with their predicted labels (and probabilities with --proba)")
+    p.add_argument("--method", default="pde", choices=["pde", "characteristics", "resnet"],
+                   help="pde: one solve on the run's final mesh (default); characteristics: DOP853 per "
+                        "point; resnet: the exported explicit ResNet (numpy)")
+    p.add_argument("--proba", action="store_true", help="write the class probabilities too")
+    p.add_argument("--grid", type=int, default=None, metavar="N",
+                   help="also the whole-domain map on an N^d grid of Ω's bounding box (npz + PNG)")
+    p.add_argument("--map", type=Path, default=None, metavar="STEM",
+                   help="where --grid writes STEM.npz and STEM.png (default RUN/map-METHOD-N)")
+    p.add_argument("--depth", type=int, default=None, help="ResNet blocks for --method resnet (default 16 per slab)")
+    p.add_argument("--scheme", default="midpoint", choices=["euler", "midpoint", "rk4"],
+                   help="ResNet block scheme for --method resnet")
+    p.set_defaults(run=command_predict)
 
     from solver.plain2resnet.cli import add_parser as add_plain2resnet
 

@@ -3,7 +3,7 @@ under a timeout: exit status 2 on both ranks, one message naming the file or key
 no hang, and the user's files where they were.
 
 The cases are those of issue 12 (221 hostile cases were tried, these are the ones that failed and
-their neighbours) for every verb: train, compare, export, plain2resnet. A run directory that a
+their neighbours) for every verb: train, compare, export, predict, plain2resnet. A run directory that a
 case needs is made by hand (config.toml, theta.npz, checkpoint.npz): no case trains.
 """
 
@@ -356,6 +356,23 @@ CASES = [
       for how, fragment in (("truncated", "truncated"), ("empty", "empty"), ("nan", "non-finite"),
                             ("none", "not found"))],
     Case("export: RUN is a file", ["export", "afile"], files(afile="x"), ["afile/config.toml"]),
+    # ---- predict
+    Case("predict: wrong number of columns", ["predict", "run", "pts.csv", "--out", "out.csv"],
+         both(run_at("run"), files(**{"pts.csv": "x1,x2,x3\n0.1,0.2,0.3\n"})),
+         ["pts.csv", "3 feature column(s)", "takes 2"], absent=["out.csv"]),
+    Case("predict: NaN", ["predict", "run", "pts.csv", "--out", "out.csv"],
+         both(run_at("run"), files(**{"pts.csv": "x1,x2\n0.1,0.2\n0.3,nan\n"})),
+         ["pts.csv", "line 3, column 2", "not a finite number"], absent=["out.csv"]),
+    Case("predict: a point outside Ω", ["predict", "run", "pts.csv", "--out", "out.csv"],
+         both(run_at("run"), files(**{"pts.csv": "0.1,0.2\n5.0,0.0\n"})),
+         ["pts.csv", "outside Ω", "lines [2]"], absent=["out.csv"]),
+    Case("predict: a run without parameters", ["predict", "run", "pts.csv", "--out", "out.csv"],
+         both(run_at("run", theta="none"), files(**{"pts.csv": "0.1,0.2\n"})), ["run/theta.npz", "not found"]),
+    Case("predict: theta.npz holds p only", ["predict", "run", "--grid", "8"],
+         both(run_at("run"), lambda tmp: np.savez(tmp / "run" / store.THETA, p=np.zeros(3))),
+         ["run/theta.npz", "holds p only"]),
+    Case("predict: no --out", ["predict", "run", "pts.csv"],
+         both(run_at("run"), files(**{"pts.csv": "0.1,0.2\n"})), ["--out"]),
     # ---- plain2resnet
     Case("plain2resnet: missing net", ["plain2resnet", "none.npz", "--substeps", "4", "--out", "new.onnx"],
          None, ["none.npz", "no such file"]),

@@ -1,7 +1,8 @@
 """Point evaluation u_h(X_i) in parallel, as a sparse matrix P and its transpose.
 
 Each rank hands in its own points (any distribution; a rank may have none). The rank whose
-owned cell contains a point evaluates it: there P is a local sparse matrix (points it owns ×
+owned cell contains a point evaluates it (``fem/locate.py``; on a facet, the cell on the side of a
+fixed direction, so the same on any number of ranks): there P is a local sparse matrix (points it owns ×
 local dofs), built once from the pulled-back points and the basix tabulation, so applying it
 costs one sparse product. The values travel back to the rank that asked, in its order.
 
@@ -13,22 +14,22 @@ accumulation is needed.
 from __future__ import annotations
 
 import logging
+import weakref
 
 import numpy as np
 import scipy.sparse
 from mpi4py import MPI
 
-import dolfinx.geometry
 from dolfinx import fem
 
 from solver.errors import InputError
+from solver.fem.locate import CellLocator, determine_ownership
 from solver.parallel import gather_rows, rank_share
 
 log = logging.getLogger("solver")
 
-# DOLFINx's point location takes a point to collide with a cell closer than this (its
-# compute_colliding_cells: squared GJK distance < 1e-12): a point closer than this to a facet may
-# be located in either cell, and which one depends on the partition. Such a point is "on" it.
+# A point closer than this to a facet is "on" it: DOLFINx's own point location takes a point to
+# collide with a cell closer than this (compute_colliding_cells: squared GJK distance < 1e-12).
 FACET_TOLERANCE = 1e-6
 
 
@@ -40,83 +41,69 @@ class PointEvaluator:
         V: a scalar, affine-simplex function space (e.g. the DG space of the transport solver).
         points: this rank's points, shape=(n, gdim).
         source: where the points came from, for error messages.
+        outside: "raise" (an InputError for points outside the mesh) or "nan" (their values are
+            NaN: a grid over a disk's bounding box).
         report: warn (rank 0) about points on interior facets; False for internal points (a
-            plot grid), which :func:`into_cells` moves off the facets instead.
+            plot grid), which :func:`grid_evaluator` moves off the facets instead.
 
     Raises:
-        InputError: on every rank, if any rank has a point outside the mesh or a non-finite one.
+        InputError: on every rank, if any rank has a non-finite point, or (outside="raise") one
+            outside the mesh.
     """
 
-    def __init__(self, V: fem.FunctionSpace, points: np.ndarray, source: str = "points", report: bool = True):
+    def __init__(self, V: fem.FunctionSpace, points: np.ndarray, source: str = "points",
+                 report: bool = True, outside: str = "raise"):
         mesh = V.mesh
         comm = mesh.comm
         gdim = mesh.geometry.dim
         points = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, gdim)
         self.comm = comm
         self.num_points = len(points)
-        n_bad = int(np.sum(~np.all(np.isfinite(points), axis=1)))
+        n_bad = 0 if np.isfinite(points).all() else int(np.sum(~np.all(np.isfinite(points), axis=1)))
         if comm.allreduce(n_bad, op=MPI.SUM):
             raise InputError(f"{comm.allreduce(n_bad):d} non-finite point(s)", source)
 
-        tdim = mesh.topology.dim
-        num_cells = mesh.topology.index_map(tdim).size_local
         # A point on a facet lies in two cells, and u_h jumps there; which cell (and rank) a
         # point search finds depends on the partition (measured: J differed by 3e-5 between 1
         # and 2 ranks). So each point is located a tiny step δ·g off itself, along one fixed
         # generic direction g, and evaluated (at itself) in the cell found: the cell on g's side
         # of the facet, whatever the partition. A point whose step leaves the mesh (on the
-        # boundary) is located where it is.
-        x = mesh.geometry.x[:, :gdim]
-        low, high = x.min(axis=0, initial=np.inf), x.max(axis=0, initial=-np.inf)
-        comm.Allreduce(MPI.IN_PLACE, low, op=MPI.MIN)
-        comm.Allreduce(MPI.IN_PLACE, high, op=MPI.MAX)
-        step = NUDGE * float(np.max(high - low)) * _direction(gdim)
-        ownership = self._locate(mesh, points + step, num_cells)
-        src_owner = np.asarray(ownership.src_owner)
-        if comm.allreduce(int(np.sum(src_owner < 0)), op=MPI.SUM):
-            left = (src_owner < 0)[:, None]
-            ownership = self._locate(mesh, np.where(left, points, points + step), num_cells)
-            src_owner = np.asarray(ownership.src_owner)
-        outside = np.flatnonzero(src_owner < 0)
-        total_outside = comm.allreduce(len(outside), op=MPI.SUM)
-        if total_outside:
-            examples = comm.allgather(points[outside[:3]].tolist())
+        # boundary) is located where it is. Only owned cells may own a point, so that every dof
+        # P touches is an owned DG dof.
+        locator = cell_locator(mesh)
+        step = NUDGE * locator.extent * _direction(gdim)
+        ownership = determine_ownership(comm, locator, points, first_at=points + step)
+        self.outside = ownership.outside
+        total_outside = comm.allreduce(len(ownership.outside), op=MPI.SUM)
+        if total_outside and outside == "raise":
+            examples = comm.allgather(points[ownership.outside[:3]].tolist())
             shown = [p for chunk in examples for p in chunk][:5]
             raise InputError(f"{total_outside} point(s) lie outside the mesh, e.g. {shown}", source)
+        # Points come back to their rank in the order that rank listed them (grouped by owner).
+        self._send_counts = ownership.send_counts
+        self._recv_counts = ownership.recv_counts
+        self._recv_order = ownership.recv_order
 
-        dest_cells = np.asarray(ownership.dest_cells)
-        dest_owner = np.asarray(ownership.dest_owner)
-        size = comm.size
-        # Points come back to their rank in the order that rank listed them: determine_point_
-        # ownership groups the owned points by sending rank (dest_owner sorted), and keeps each
-        # sender's order.
-        self._send_counts = np.bincount(dest_owner, minlength=size).astype(np.int64)
-        self._recv_counts = np.bincount(src_owner, minlength=size).astype(np.int64)
-        self._recv_order = np.argsort(src_owner, kind="stable")
         # The points themselves (not the stepped ones) to their owners, as transpose sends.
-        send = np.ascontiguousarray(points[self._recv_order])
-        dest_points = np.empty((len(dest_cells), gdim))
-        comm.Alltoallv([send, self._recv_counts * gdim, MPI.DOUBLE],
-                       [dest_points, self._send_counts * gdim, MPI.DOUBLE])
-
-        X, J_inverse = _pull_back(mesh, dest_cells, dest_points)
+        if comm.size == 1:
+            dest_points = points if len(self._recv_order) == len(points) and np.all(
+                self._recv_order[:-1] < self._recv_order[1:]) else points[self._recv_order]
+        else:
+            send = np.ascontiguousarray(points[self._recv_order])
+            dest_points = np.empty((len(ownership.cells), gdim))
+            comm.Alltoallv([send, self._recv_counts * gdim, MPI.DOUBLE],
+                           [dest_points, self._send_counts * gdim, MPI.DOUBLE])
+        X, J_inverse = _pull_back(mesh, ownership.cells, dest_points)
         self._count_on_facets(_facet_distances(X, J_inverse), len(points), source, report)
-        X = np.clip(X, 0.0, 1.0)  # points on a facet can round to just outside the cell
-        basis = V.element.basix_element.tabulate(0, X)[0, :, :, 0]
-        dofs = V.dofmap.list[dest_cells]
+        basis = V.element.basix_element.tabulate(0, np.clip(X, 0.0, 1.0))[0, :, :, 0]
+        dofs = V.dofmap.list[ownership.cells]
         n_local = V.dofmap.index_map.size_local + V.dofmap.index_map.num_ghosts
-        rows = np.repeat(np.arange(len(dest_cells)), dofs.shape[1])
+        # Each row holds one cell's dofs: CSR directly (no COO sort).
+        width = dofs.shape[1]
         self.P = scipy.sparse.csr_matrix(
-            (basis.ravel(), (rows, dofs.ravel())), shape=(len(dest_cells), n_local)
+            (basis.ravel(), dofs.ravel(), np.arange(0, len(dofs) * width + 1, width)),
+            shape=(len(dofs), n_local),
         )
-
-    @staticmethod
-    def _locate(mesh, points: np.ndarray, num_cells: int):
-        padded = np.zeros((len(points), 3))
-        padded[:, : points.shape[1]] = points
-        # Only owned cells may own a point, so that every dof P touches is an owned DG dof.
-        return dolfinx.geometry.determine_point_ownership(
-            mesh, padded, 1e-10, np.arange(num_cells, dtype=np.int32))
 
     def _count_on_facets(self, distances: np.ndarray, num_points: int, source: str, report: bool) -> None:
         """``num_on_facets``: the points (signed distances to the facets of the cells that
@@ -124,8 +111,8 @@ class PointEvaluator:
         there are any and ``report`` (collective).
 
         A point closer than ``FACET_TOLERANCE`` to a facet (inside or outside its cell) may be
-        located in either cell (or, located a step off itself, in the cell on one fixed side:
-        see ``_locate`` above), and takes that cell's value, though u_h jumps there (measured on
+        located in either cell (here, located a step off itself, in the cell on one fixed
+        side: see ``NUDGE``), and takes that cell's value, though u_h jumps there (measured on
         peaks, data at x3 = 0 of a 12³ box, which lies on facets: PDE/characteristics agreement
         94% from the cells below, 97% from those above). Barycentric coordinates below 1e-9, as
         counted before, missed the points DOLFINx locates in the neighbouring cell 3e-8 away (2
@@ -158,12 +145,12 @@ class PointEvaluator:
 
     def _to_askers(self, owned_values: np.ndarray) -> np.ndarray:
         """Values of the points this rank owns sent back to the ranks that asked, in their order."""
-        received = np.empty(self.num_points)
+        received = np.empty(int(self._recv_counts.sum()))
         self.comm.Alltoallv(
             [np.ascontiguousarray(owned_values, dtype=np.float64), self._send_counts, MPI.DOUBLE],
             [received, self._recv_counts, MPI.DOUBLE],
         )
-        result = np.empty(self.num_points)
+        result = np.full(self.num_points, np.nan)  # NaN for points outside the mesh (outside="nan")
         result[self._recv_order] = received
         return result
 
@@ -195,6 +182,18 @@ def _direction(gdim: int) -> np.ndarray:
     return g / np.linalg.norm(g)
 
 
+# One locator per mesh (its inverse maps and lattice or tree), built on the first evaluator.
+_LOCATORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def cell_locator(mesh) -> CellLocator:
+    """The mesh's :class:`~solver.fem.locate.CellLocator`, built once (collective the first time)."""
+    locator = _LOCATORS.get(mesh)
+    if locator is None:
+        locator = _LOCATORS[mesh] = CellLocator(mesh)
+    return locator
+
+
 def _pull_back(mesh, cells: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Reference coordinates X = J⁻¹ (x − x₀) of ``points`` (shape=(n, gdim)) in their affine
     simplex ``cells`` (shape=(n,)), shape=(n, gdim), and J⁻¹, shape=(n, gdim, gdim)."""
@@ -222,12 +221,12 @@ def evaluate_everywhere(
 
     ``points`` (shape=(n, gdim)) must be the same on every rank; each rank locates its
     :func:`~solver.parallel.rank_share`. ``internal``: the points are the solver's own (a plot
-    grid), not the user's: evaluated where :func:`into_cells` moves them, without a warning.
+    grid), not the user's: evaluated where :func:`grid_evaluator` moves them, without a warning.
     Returns shape=(n, len(functions)).
     """
     evaluator = grid_evaluator(V, points, source) if internal else PointEvaluator(
         V, points[rank_share(V.mesh.comm, len(points))], source)
-    local = np.stack([evaluator(u) for u in functions], axis=1) if functions else np.zeros((len(mine), 0))
+    local = np.stack([evaluator(u) for u in functions], axis=1) if functions else np.zeros((evaluator.num_points, 0))
     return gather_rows(V.mesh.comm, local)
 
 

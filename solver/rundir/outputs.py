@@ -67,7 +67,8 @@ def write_training_outputs(comm: MPI.Comm, outcome, out: Path) -> dict:
     theta, A, b = problem.J.split(state.p)
     on_rank0(comm, store.write_parameters, out / store.THETA, problem.model, theta, A, b,
              domain=config.to_dict()["domain"], scaling=problem.dataset.scaling.to_dict(),
-             resolution=problem.resolution.to_dict(), classes=list(problem.dataset.class_names))
+             resolution=problem.resolution.to_dict(), classes=list(problem.dataset.class_names),
+             augmented=problem.dataset.augmented)
     metrics = training_metrics(comm, outcome)
     if config.output.png:
         write_training_pictures(comm, problem, state.p, outcome.history, out, metrics["test_accuracy"])

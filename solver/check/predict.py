@@ -1,0 +1,283 @@
+"""``predict RUN``: the learned flow's prediction u(0, x) = f(q(T; x)) (eq. 6) at new points.
+
+Three ways (``METHODS``): ``pde``, one forward solve on the mesh the run ended on (theta.npz's
+``resolution``, with its local refinements, where training certified it; as ``compare RUN``) and
+point evaluation;
+``characteristics``, DOP853 per point (``model/characteristics.py``); ``resnet``, the exported
+explicit ResNet (``resnet/net.py``, numpy). Points come in data coordinates, as the training
+data did; the run's input scaling (theta.npz ``meta.scaling``, ``model.data.Scaling``) takes them
+into Ω, after zero coordinates for the axes ``data.augment_dim`` added.
+
+Reading is rank-local and alike on every rank (an ``InputError`` is raised on all); predicting
+is collective (each rank its :func:`~solver.parallel.rank_share` of the points).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.special
+from mpi4py import MPI
+
+from solver.config import Config, load_config
+from solver.errors import InputError
+from solver.learn.certify import Resolution
+from solver.model.data import Scaling
+from solver.model.domain import Box
+from solver.parallel import gather_rows, rank_share
+from solver.rundir import store
+
+log = logging.getLogger("solver")
+
+METHODS = ("pde", "characteristics", "resnet")
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """What a prediction needs of a run directory.
+
+    Attributes:
+        path: the run directory.
+        config: its config.toml.
+        parameters: its theta.npz (θ, A, b and meta).
+        scaling: data coordinates -> Ω.
+        resolution: the mesh the run ended on.
+        classes: the label of each class k.
+        augmented: how many zero coordinates follow the data's own (``data.augment_dim``).
+    """
+
+    path: Path
+    config: Config
+    parameters: store.Parameters
+    scaling: Scaling
+    resolution: Resolution
+    classes: tuple[str, ...]
+    augmented: int
+
+    @property
+    def input_dim(self) -> int:
+        """The number of features a point has in data coordinates."""
+        return self.config.dim - self.augmented
+
+
+def read_run(run: Path) -> TrainedRun:
+    """The trained run in ``run`` (rank-local: every rank reads it alike).
+
+    Raises:
+        InputError: naming the file: no config.toml or theta.npz, unreadable ones, a theta.npz
+            without the parameters' parts and meta (scaling) that training writes, or one that
+            does not fit the config.
+    """
+    from solver import guards
+
+    run = Path(run)
+    config = load_config(run / store.CONFIG)
+    path = run / store.THETA
+    parameters = store.read_parameters(path)
+    if parameters.theta is None or parameters.A is None or parameters.b is None or parameters.meta is None:
+        raise InputError("holds p only; predict needs θ, A, b and the data scaling (meta) that training "
+                         "writes", str(path))
+    if parameters.theta.size != guards.n_theta(config) or parameters.A.shape != (len(parameters.b), config.dim):
+        raise InputError(f"θ has {parameters.theta.size} values and A the shape {parameters.A.shape}; the "
+                         f"run's config.toml needs {guards.n_theta(config)} and (K, {config.dim})", str(path))
+    meta = parameters.meta
+    try:
+        scaling = Scaling.from_dict(meta["scaling"])
+    except (KeyError, InputError):
+        raise InputError('meta has no data scaling {"scale": [...], "shift": [...]}', str(path)) from None
+    if scaling.dim != config.dim:
+        raise InputError(f"the data scaling is {scaling.dim}-dimensional, Ω {config.dim}-dimensional", str(path))
+    ended = meta.get("resolution") or dict(cells=config.mesh.cells, degree=config.mesh.degree)
+    try:
+        resolution = Resolution.from_dict(ended)
+    except (KeyError, TypeError, ValueError) as error:
+        raise InputError(f"a damaged 'resolution' in its meta ({type(error).__name__}: {error})", str(path)) from None
+    classes = tuple(meta.get("classes") or map(str, range(len(parameters.b))))
+    return TrainedRun(run, config, parameters, scaling, resolution, classes, augmented_axes(config, meta))
+
+
+def augmented_axes(config: Config, meta: dict) -> int:
+    """How many zero coordinates ``data.augment_dim`` appended: theta.npz's ``meta.augmented``,
+    else (older runs) the generated kinds' 2 data dimensions (a CSV file's features may be any
+    number: there the points must come with the zero coordinates)."""
+    if "augmented" in meta:
+        return int(meta["augmented"])
+    if config.data.augment_dim is None or config.data.kind == "csv":
+        return 0
+    return config.dim - 2
+
+
+def read_points(path: Path, run: TrainedRun) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """The points of a CSV file in data coordinates (rank-local).
+
+    A header line is optional (a first row that is not all numbers is one); a column named
+    ``label`` is ignored; every other column is a feature, ``run.input_dim`` of them.
+
+    Returns:
+        The points, shape=(n, run.input_dim); the feature names; the line of each point.
+
+    Raises:
+        InputError: naming the file (and line): missing, unreadable or empty, a row with another
+            number of values, a value that is not a finite number.
+    """
+    src = str(path)
+    if Path(path).exists() and not Path(path).is_file():
+        raise InputError("not a regular file: expected a CSV file of points", src)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = [(n, row) for n, row in enumerate(csv.reader(f), start=1) if any(v.strip() for v in row)]
+    except FileNotFoundError:
+        raise InputError("file not found", src) from None
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise InputError(f"cannot read the points as CSV: {error}", src) from None
+    if not rows:
+        raise InputError(f"no points: the file is empty (expected {run.input_dim} numbers per line)", src)
+    header = None
+    if not all(_is_number(v) for v in rows[0][1]):
+        header, rows = [v.strip() for v in rows[0][1]], rows[1:]
+    width = len(header) if header is not None else len(rows[0][1]) if rows else run.input_dim
+    label = [j for j, name in enumerate(header or []) if name.lower() == "label"]
+    features = [j for j in range(width) if j not in label]
+    names = [header[j] for j in features] if header else [f"x{j + 1}" for j in range(len(features))]
+    if len(features) != run.input_dim:
+        what = f"the header {header}" if header else f"line {rows[0][0]}"
+        raise InputError(f"{what} has {len(features)} feature column(s), the run takes {run.input_dim} "
+                         f"(its data are {run.input_dim}-dimensional{', then augmented' if run.augmented else ''})",
+                         src)
+    if not rows:
+        raise InputError("no points after the header", src)
+    lines = np.array([n for n, _ in rows])
+    X = np.empty((len(rows), len(features)))
+    for i, (n, row) in enumerate(rows):
+        if len(row) != width:
+            raise InputError(f"line {n} has {len(row)} values, expected {width}"
+                             f"{f' ({header})' if header else ''}", src)
+        for c, j in enumerate(features):
+            try:
+                X[i, c] = float(row[j])
+            except ValueError:
+                raise InputError(f"line {n}, column {c + 1}: {row[j].strip()!r} is not a number", src) from None
+            if not np.isfinite(X[i, c]):
+                raise InputError(f"line {n}, column {c + 1}: {row[j].strip()!r} is not a finite number", src)
+    return X, names, lines
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def to_omega(run: TrainedRun, X: np.ndarray, source: str, lines: np.ndarray | None = None) -> np.ndarray:
+    """Data coordinates (shape=(n, run.input_dim)) -> Ω (shape=(n, dim)): zero coordinates for
+    the augmented axes, then the run's scaling.
+
+    Raises:
+        InputError: naming ``source`` and the first lines, if points fall outside Ω.
+    """
+    X = np.hstack([X, np.zeros((len(X), run.augmented))])
+    x = run.scaling.apply(X)
+    domain = run.config.domain_object()
+    outside = np.flatnonzero(~domain.contains(x))
+    if outside.size:
+        where = lines[outside[:5]].tolist() if lines is not None else outside[:5].tolist()
+        region = ""
+        if isinstance(domain, Box):
+            low = run.scaling.inverse(np.asarray(domain.lower)[None])[0][: run.input_dim]
+            high = run.scaling.inverse(np.asarray(domain.upper)[None])[0][: run.input_dim]
+            region = f"; Ω holds the data coordinates {np.round(low, 4).tolist()} to {np.round(high, 4).tolist()}"
+        raise InputError(f"{outside.size} of {len(x)} points lie outside Ω after the run's input scaling, "
+                         f"e.g. {'lines' if lines is not None else 'points'} {where} at "
+                         f"{np.round(X[outside[:5], : run.input_dim], 6).tolist()}{region}", source)
+    return x
+
+
+def grid_points(run: TrainedRun, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The n-per-direction grid of Ω's bounding box (shape=(n**dim, dim), Ω coordinates) and
+    the mask of those in Ω."""
+    domain = run.config.domain_object()
+    points = Box(domain.lower, domain.upper).grid(n)
+    return points, domain.contains(points)
+
+
+def logits(comm: MPI.Comm, run: TrainedRun, x: np.ndarray, method: str = "pde", *, depth: int | None = None,
+           scheme: str = "midpoint", source: str = "points") -> tuple[np.ndarray, dict]:
+    """The run's logits A q(T; x) + b at ``x`` (Ω coordinates, shape=(n, dim), the same on every
+    rank), shape=(n, K) on every rank, and the seconds of each part (collective).
+
+    Args:
+        method: one of ``METHODS``.
+        depth: ResNet blocks (``resnet``; default 16 per slab).
+        scheme: the ResNet's block scheme (euler, midpoint, rk4).
+    """
+    if method not in METHODS:
+        raise InputError(f'Invalid method "{method}". Must be one of {list(METHODS)}')
+    from solver.model.from_config import velocity_model
+
+    config, parameters = run.config, run.parameters
+    model = velocity_model(config, config.domain_object())
+    A, b = parameters.A, parameters.b
+    seconds = {}
+    started = time.perf_counter()
+    if method == "pde":
+        return _pde_logits(comm, run, model, x, source)
+    if method == "characteristics":
+        from solver.model import characteristics
+
+        out = characteristics.solve(comm, model.field(parameters.theta), lambda y: y @ A.T + b, x).u0
+        seconds["characteristics"] = time.perf_counter() - started
+        return out, seconds
+    from solver.resnet.net import OutputLayer, forward, resnet_from_velocity
+
+    depth = depth or 16 * model.slabs
+    net = resnet_from_velocity(model, parameters.theta, depth, scheme, output=OutputLayer("linear", A, b))
+    out = gather_rows(comm, forward(net, x[rank_share(comm, len(x))]))
+    seconds["resnet"] = time.perf_counter() - started
+    return out, seconds
+
+
+def _pde_logits(comm: MPI.Comm, run: TrainedRun, model, x: np.ndarray, source: str) -> tuple[np.ndarray, dict]:
+    """One forward solve on the run's final resolution, then u_h(0, x) (collective)."""
+    from solver.fem.pointeval import PointEvaluator
+    from solver.fem.refine import mesh_with_marks
+    from solver.fem.transport import TransportSolver
+
+    config, parameters = run.config, run.parameters
+    A, b = parameters.A, parameters.b
+    seconds = {}
+    started = time.perf_counter()
+    # The mesh the run ended on, as training and ``compare RUN`` build it (``learn.train.Problem``).
+    mesh = mesh_with_marks(comm, config.domain_object(), run.resolution.cells, run.resolution.marks)
+    solver = TransportSolver(mesh, degree=run.resolution.degree, num_components=len(b), cfl=config.solver.cfl,
+                             dt=config.solver.dt, checkpoint_every=config.solver.checkpoint_every,
+                             stage_memory=config.solver.stage_memory * 2**20,
+                             viscosity=config.field.viscosity)
+    solver.max_steps = config.solver.max_steps
+    seconds["mesh"] = time.perf_counter() - started
+    try:
+        started = time.perf_counter()
+        u0 = solver.solve(model.field(parameters.theta), lambda y: y @ A.T + b, keep=False).u0
+        seconds["solve"] = time.perf_counter() - started
+        started = time.perf_counter()
+        mine = x[rank_share(comm, len(x))]
+        evaluator = PointEvaluator(solver.V, mine, source, report=False)
+        seconds["locate"] = time.perf_counter() - started
+        started = time.perf_counter()
+        local = np.stack([evaluator(u) for u in u0], axis=1)
+        seconds["evaluate"] = time.perf_counter() - started
+        out = gather_rows(comm, local)
+    finally:
+        solver.destroy()
+    return out, seconds
+
+
+def probabilities(logits: np.ndarray) -> np.ndarray:
+    """softmax over the classes, shape=(n, K) (the prediction of a cross-entropy run)."""
+    return scipy.special.softmax(logits, axis=1)

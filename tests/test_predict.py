@@ -1,0 +1,128 @@
+"""``predict RUN`` on a tiny trained run (in-process through the command line, collective: 1 or 2
+ranks): the labels ``compare RUN`` finds, the other methods, the grid map, and bad input."""
+
+from mpi4py import MPI  # noqa: F401
+
+import csv
+import gc
+
+import numpy as np
+import pytest
+
+from solver.__main__ import main
+from solver.check.compare_run import _agreement
+from solver.check.predict import read_points, read_run, to_omega
+from solver.config import load_config
+from solver.errors import InputError
+from solver.learn.certify import Resolution
+from solver.learn.train import Problem
+from solver.rundir import store
+from test_compare_run import trained_run  # noqa: F401 (the fixture)
+from test_train import shared_directory
+
+
+def read_csv(path) -> tuple[list[str], list[list[str]]]:
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    return rows[0], rows[1:]
+
+
+@pytest.fixture(scope="module")
+def compared(trained_run):  # noqa: F811
+    """The run's test points in data coordinates and the PDE logits ``compare RUN`` computes there."""
+    comm = MPI.COMM_WORLD
+    config = load_config(trained_run / store.CONFIG)
+    parameters = store.read_parameters(trained_run / store.THETA)
+    ended = parameters.meta["resolution"]
+    problem = Problem.build(comm, config, Resolution(ended["cells"], ended["degree"]))
+    _, fe_test = _agreement(comm, problem, parameters.p)
+    X = problem.dataset.scaling.inverse(problem.dataset.X_test)
+    problem.destroy()
+    gc.collect()
+    comm.Barrier()
+    return X, fe_test
+
+
+def test_predict_gives_the_labels_of_compare(comm, trained_run, compared, tmp_path_factory):  # noqa: F811
+    X, fe_test = compared
+    work = shared_directory(comm, tmp_path_factory)
+    if comm.rank == 0:
+        with open(work / "points.csv", "w") as f:
+            f.write("x1,x2\n" + "".join(f"{float(a)!r},{float(b)!r}\n" for a, b in X))
+    comm.Barrier()
+    assert main(["predict", str(trained_run), str(work / "points.csv"), "--out", str(work / "out.csv"),
+                 "--proba"]) == 0
+    comm.Barrier()
+    header, rows = read_csv(work / "out.csv")
+    assert header == ["x1", "x2", "label", "p_0", "p_1"]
+    labels = np.array([int(r[2]) for r in rows])
+    np.testing.assert_array_equal(labels, fe_test.argmax(axis=1))
+    z = np.exp(fe_test - fe_test.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(np.array([[float(v) for v in r[3:]] for r in rows]), z / z.sum(axis=1, keepdims=True),
+                               atol=1e-8)
+    np.testing.assert_array_equal(np.array([[float(v) for v in r[:2]] for r in rows]), X)
+    gc.collect()
+    comm.Barrier()
+
+
+def test_the_three_methods_and_the_grid(comm, trained_run, tmp_path_factory):  # noqa: F811
+    """The characteristics and the ResNet agree with the PDE on most of a grid map; the map's
+    npz holds the grid, its labels and probabilities."""
+    work = shared_directory(comm, tmp_path_factory)
+    labels = {}
+    for method in ("pde", "characteristics", "resnet"):
+        stem = work / f"map-{method}"
+        assert main(["predict", str(trained_run), "--grid", "16", "--method", method, "--map", str(stem)]) == 0
+        comm.Barrier()
+        with np.load(f"{stem}.npz") as data:
+            assert data["points"].shape == (16 * 16, 2) and np.all(data["inside"])
+            np.testing.assert_allclose(data["probabilities"].sum(axis=1), 1.0)
+            labels[method] = data["labels"]
+        assert (work / f"map-{method}.png").stat().st_size > 0
+    assert np.mean(labels["pde"] == labels["characteristics"]) >= 0.95
+    assert np.mean(labels["resnet"] == labels["characteristics"]) >= 0.95
+    gc.collect()
+    comm.Barrier()
+
+
+@pytest.mark.parametrize("text, fragments", [
+    ("x1,x2,x3\n0.1,0.2,0.3\n", ["3 feature column(s)", "takes 2"]),
+    ("0.1,0.2\n0.3\n", ["line 2 has 1 values, expected 2"]),
+    ("x1,x2,label\n0.1,0.2,a\n0.1,nan,b\n", ["line 3, column 2", "not a finite number"]),
+    ("x1,x2\n0.1,zero\n", ["line 2, column 2", "not a number"]),
+    ("x1,x2\n", ["no points after the header"]),
+    ("", ["no points"]),
+    ("x1,x2\n0.1,0.2\n1e3,0.0\n", ["1 of 2 points lie outside Ω", "lines [3]", "Ω holds the data coordinates"]),
+], ids=["columns", "short row", "nan", "word", "header only", "empty", "outside"])
+def test_bad_points_are_one_input_error(trained_run, tmp_path, text, fragments):  # noqa: F811
+    """Rank-local reading: every rank raises alike, naming the file."""
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    run = read_run(trained_run)
+    with pytest.raises(InputError) as error:
+        X, _, lines = read_points(path, run)
+        to_omega(run, X, str(path), lines)
+    assert error.value.source == str(path)
+    for fragment in fragments:
+        assert fragment in error.value.message, error.value.message
+
+
+def test_a_run_with_p_only_is_refused(trained_run, tmp_path):  # noqa: F811
+    (tmp_path / store.CONFIG).write_bytes((trained_run / store.CONFIG).read_bytes())
+    np.savez(tmp_path / store.THETA, p=store.read_parameters(trained_run / store.THETA).p)
+    with pytest.raises(InputError, match="holds p only"):
+        read_run(tmp_path)
+
+
+@pytest.mark.serial  # starts its own process
+def test_the_prediction_map_benchmark_runs(trained_run):  # noqa: F811
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, str(root / "scripts" / "bench_prediction_map.py"), str(trained_run),
+                           "--grid", "16", "--depth", "4", "--repeats", "1"],
+                          capture_output=True, text=True, timeout=300, cwd=root)
+    assert done.returncode == 0, done.stderr
+    assert "| PDE (solve + locate + evaluate) |" in done.stdout and "labels agree" in done.stdout

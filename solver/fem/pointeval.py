@@ -168,13 +168,11 @@ class PointEvaluator:
 
 
 # The step δ·g off each point that picks the cell of a point on a facet: δ = NUDGE × the mesh's
-# extent, above DOLFINx's point-in-cell tolerance (a point within ~1e-6 of a cell counts as in
-# it: measured, a step of 2e-8 on the box [-1, 1]³ still let the search pick the cell on the
-# other side, 2e-6 and 2e-5 did not); g a unit vector with irrational ratios, so no facet of a
-# box mesh or of its bisections contains it. A point closer than δ to a facet on the other side
-# takes the value of the g-side cell at the facet (the clip below): a difference of the size of
-# the jump of u_h there, as for a point on the facet.
-NUDGE = 1e-5
+# extent, 10× the containment padding of fem/locate.py (1e-9 × the extent), so the step decides
+# the cell (with DOLFINx's own search, whose point-in-cell tolerance is ~1e-6, a step of 2e-8 did
+# not: measured); g a unit vector with irrational ratios, so no facet of a box mesh or of its
+# bisections contains it.
+NUDGE = 1e-8
 
 
 def _direction(gdim: int) -> np.ndarray:

@@ -124,7 +124,7 @@ class Parameters:
 
 def write_parameters(path: str | Path, model: VelocityModel, theta: np.ndarray, A: np.ndarray,
                      b: np.ndarray, *, domain: dict, scaling: dict, resolution: dict | None = None,
-                     classes: list[str] | None = None) -> None:
+                     classes: list[str] | None = None, estimator: dict | None = None) -> None:
     """theta.npz: p = (θ, A, b), its parts under their names, and ``meta`` (JSON text).
 
     Args:
@@ -133,6 +133,8 @@ def write_parameters(path: str | Path, model: VelocityModel, theta: np.ndarray, 
         resolution: the mesh the run ended on, ``{"cells": n, "degree": k}`` (training raises it
             until the PDE is certified; ``compare RUN`` predicts there).
         classes: the data's label of each class k (a CSV file's labels, e.g. ["cat", "dog"]).
+        estimator: what ``solver.estimator.FlowClassifier`` needs beyond that to load the run
+            (the labels' dtype, the number of features; JSON values).
     """
     theta, A, b = (np.asarray(a, dtype=np.float64) for a in (theta, A, b))
     meta = dict(
@@ -148,6 +150,8 @@ def write_parameters(path: str | Path, model: VelocityModel, theta: np.ndarray, 
         meta["resolution"] = resolution
     if classes is not None:
         meta["classes"] = [str(c) for c in classes]
+    if estimator is not None:
+        meta["estimator"] = estimator
     p = np.concatenate([theta, A.ravel(), b])
     with atomic_file(path) as f:
         np.savez(f, p=p, theta=theta, A=A, b=b, meta=json.dumps(meta))

@@ -49,12 +49,14 @@ def test_demo_rotation():
     assert result["l2"] == pytest.approx(result["l2_exact"], rel=1e-3)  # the characteristics are exact
 
 
+@pytest.mark.serial  # numpy and onnxruntime only: nothing that MPI changes
 def test_demo_plain2resnet(comm, tmp_path_factory):
     result = run_demo("demo_plain2resnet", "--out", str(shared_directory(comm, tmp_path_factory)))
     assert 0.8 <= result["order"] <= 1.3
     assert result["agreement"] >= 0.95
 
 
+@pytest.mark.serial  # under MPI: tests/test_estimator.py::test_grid_search
 def test_demo_grid_search():
     result = run_demo("demo_grid_search")
     assert len(result["scores"]) == 2 and result["test_accuracy"] >= 0.85

@@ -439,11 +439,6 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
         net = net_of_parameters(config, params, depth, scheme, output, SOURCE)
         return on_rank0(self._comm(), save_onnx, net, Path(path), dtype)
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
-        return tags
-
 
 def _data_dim(config) -> int:
     """The number of features of a command-line run's data before augmentation."""

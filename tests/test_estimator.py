@@ -34,14 +34,14 @@ TINY = dict(cells=4, iterations=2, adapt=False, check_every=100)
 SMALL = dict(cells=8, iterations=10)
 
 # The checks that do not apply to a flow on a 2D or 3D Ω, each with its reason.
-MORE_THAN_3_FEATURES = ("fits {} features; the flow lives on a mesh of a 2D or 3D Ω, so X with more "
+MORE_THAN_3_FEATURES = ("fits X with {}; the flow lives on a mesh of a 2D or 3D Ω, so X with more "
                         "than 3 features is refused with a ValueError that says to reduce them first "
                         "(e.g. PCA in a Pipeline: test_pipeline_reduces_four_features)")
 EXPECTED_FAILED_CHECKS = {
-    "check_n_features_in_after_fitting": MORE_THAN_3_FEATURES.format("4 (iris)"),
-    "check_positive_only_tag_during_fit": MORE_THAN_3_FEATURES.format("4 (iris)"),
-    "check_estimators_dtypes": MORE_THAN_3_FEATURES.format(5),
-    "check_dtype_object": MORE_THAN_3_FEATURES.format(10),
+    "check_n_features_in_after_fitting": MORE_THAN_3_FEATURES.format("4 features (iris)"),
+    "check_positive_only_tag_during_fit": MORE_THAN_3_FEATURES.format("4 features (iris)"),
+    "check_estimators_dtypes": MORE_THAN_3_FEATURES.format("5 features"),
+    "check_dtype_object": MORE_THAN_3_FEATURES.format("10 features"),
     "check_classifiers_train": ("2 iterations on a 4² mesh (TINY, a check of the API) do not reach "
                                 "scikit-learn's accuracy bar of 0.83; "
                                 "test_classifiers_train_with_more_iterations runs it with 10"),

@@ -192,14 +192,15 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
 
     def _omega_dim(self, n_features: int) -> int:
         """D, the dimension of Ω, for data of ``n_features`` features (ValueError if none fits)."""
+        if n_features > 3:
+            raise InputError(f"X has {n_features} features; the flow lives on a mesh of a 2D or 3D Ω: "
+                             f"reduce the features first (e.g. PCA(n_components=2) in a Pipeline)", SOURCE)
         fixed = {"disk": 2, "ball": 3}.get(self.domain)
         dim = fixed or self.augment_dim or max(n_features, 2)
-        if n_features > 3 or n_features > dim or (self.augment_dim is not None and dim != self.augment_dim):
-            raise InputError(
-                f"X has {n_features} feature(s), Ω is {dim}-dimensional (domain={self.domain!r}, "
-                f"augment_dim={self.augment_dim!r}): the flow lives on a mesh of a 2D or 3D Ω, "
-                f"with at most as many features as Ω's dimension; reduce the features first "
-                f"(e.g. PCA(n_components=2) in a Pipeline)", SOURCE)
+        if n_features > dim or (self.augment_dim is not None and dim != self.augment_dim):
+            raise InputError(f"X has {n_features} feature(s), which a {self.domain!r} domain with "
+                             f"augment_dim={self.augment_dim!r} cannot hold: Ω ({dim}D) needs at least as "
+                             f"many dimensions as X has features, and augment_dim must be its dimension", SOURCE)
         return dim
 
     def _problem_dict(self, n_samples: int, n_features: int, data: str = DATA_FILE) -> dict:

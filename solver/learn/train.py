@@ -359,7 +359,7 @@ def _rebuilt_within_limit(comm: MPI.Comm, problem: Problem, new: certify.Resolut
     old = problem.resolution
     if new.cells == old.cells and new.degree == old.degree:
         # A local refinement: its size is known once built (at most 2^d times the mesh).
-        finer = Problem.build(comm, problem.config, new)
+        finer = Problem.build(comm, problem.config, new, problem.dataset)
         if finer.solver.num_dofs_global <= tc.max_dofs:
             problem.destroy()
             return finer

@@ -8,3 +8,13 @@ equation ∂t u + v·∇u = 0 with terminal value u(T, ·) = f; the prediction i
 from mpi4py import MPI  # noqa: F401
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # ``from solver import FlowClassifier`` imports scikit-learn and the model only when asked
+    # (PEP 562), so that ``import solver`` stays light; dolfinx only when it fits.
+    if name == "FlowClassifier":
+        from solver.estimator import FlowClassifier
+
+        return FlowClassifier
+    raise AttributeError(f"module 'solver' has no attribute {name!r}")

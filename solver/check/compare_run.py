@@ -143,8 +143,11 @@ def compare_run(comm: MPI.Comm, run: Path, with_problem=None) -> dict:
         result["training_mesh"] = training_mesh
     theta, A, b = problem.J.split(p)
     field = problem.model.field(theta)
-    result["resnet"] = resnet_depth_tables(problem.model, theta, A, b, problem.dataset.X_test, field)
-    result["resnet_vs_pde"] = resnet_against_pde(problem.model, theta, A, b, problem.dataset.X_test, fe_test)
+    if len(problem.dataset.y_test):
+        result["resnet"] = resnet_depth_tables(problem.model, theta, A, b, problem.dataset.X_test, field)
+        result["resnet_vs_pde"] = resnet_against_pde(problem.model, theta, A, b, problem.dataset.X_test, fe_test)
+    else:  # e.g. a FlowClassifier's run, which trains on all points
+        log.info("no test points (data.test_fraction = 0): the exported ResNet is measured on test points only")
     on_rank0(comm, store.write_json, run / store.COMPARISON, result)
     if with_problem is not None:
         with_problem(comm, problem, p)

@@ -76,18 +76,23 @@ class Problem:
     def rebuilt(self, comm: MPI.Comm, resolution: certify.Resolution) -> Problem:
         """The same problem on another resolution; this one's PETSc objects are freed."""
         self.destroy()
-        return Problem.build(comm, self.config, resolution)
+        return Problem.build(comm, self.config, resolution, self.dataset)
 
     def destroy(self) -> None:
         self.J.destroy()
         self.solver.destroy()
 
     @classmethod
-    def build(cls, comm: MPI.Comm, config: Config, resolution: certify.Resolution | None = None) -> Problem:
-        """Build on ``resolution`` (default the config's mesh cells and degree). Collective."""
+    def build(cls, comm: MPI.Comm, config: Config, resolution: certify.Resolution | None = None,
+              dataset: Dataset | None = None) -> Problem:
+        """Build on ``resolution`` (default the config's mesh cells and degree). Collective.
+
+        ``dataset``: the points in Ω (the same on every rank); default the config's ``[data]``
+        (``load_dataset``). ``solver.estimator`` passes the points a user gave as arrays.
+        """
         resolution = resolution or certify.Resolution(config.mesh.cells, config.mesh.degree)
         domain = config.domain_object()
-        dataset = load_dataset(config, domain)
+        dataset = load_dataset(config, domain) if dataset is None else dataset
         if dataset.dim != domain.dim:
             raise InputError(
                 f"the data are {dataset.dim}-dimensional but Ω is {domain.dim}-dimensional "
@@ -181,11 +186,12 @@ def initial_parameters(problem: Problem) -> np.ndarray:
     return p
 
 
-def train(comm: MPI.Comm, problem: Problem, out: Path, resume: bool = False) -> Outcome:
+def train(comm: MPI.Comm, problem: Problem, out: Path | None, resume: bool = False) -> Outcome:
     """Run the optimizer with certification checks and resolution control (collective).
 
     Logs a line per iteration, checkpoints every ``train.save_every`` iterations (with the
-    resolution the run is on, so that ``resume`` continues on it), checks the PDE against the
+    resolution the run is on, so that ``resume`` continues on it; none if ``out`` is None, as
+    for ``solver.estimator`` without a run directory), checks the PDE against the
     characteristics every ``train.check_every`` iterations (``certify.py``) and raises the
     resolution (``Resolution.raised``) when the logits differ by more than
     ``train.refine_above``. At the end the final parameters are checked, raising the
@@ -194,7 +200,7 @@ def train(comm: MPI.Comm, problem: Problem, out: Path, resume: bool = False) -> 
     parameters on the final mesh.
     """
     tc = problem.config.train
-    checkpoint = out / store.CHECKPOINT
+    checkpoint = None if out is None else out / store.CHECKPOINT
     if resume:
         state, history, resolution = load_checkpoint(checkpoint)
         if resolution is not None and resolution != problem.resolution:
@@ -208,7 +214,8 @@ def train(comm: MPI.Comm, problem: Problem, out: Path, resume: bool = False) -> 
         state = optimize.start(problem.J.value_and_gradient, initial_parameters(problem))
         history = [record(comm, problem, state, time.perf_counter() - started, check(comm, problem, state.p))]
         log_line(history[-1])
-        save_checkpoint(comm, checkpoint, state, history, problem.resolution)
+        if checkpoint is not None:
+            save_checkpoint(comm, checkpoint, state, history, problem.resolution)
 
     result, checked_on = None, None
     step = optimize.lbfgs_step if tc.optimizer == "lbfgs" else optimize.adam_step
@@ -232,9 +239,9 @@ def train(comm: MPI.Comm, problem: Problem, out: Path, resume: bool = False) -> 
         if scheduled and result.max_logit_difference > tc.refine_threshold and tc.adapt:
             new = next_resolution(comm, problem, state.p, tc.refine_threshold)
             problem, state = raise_resolution(comm, problem, state, new) or (problem, state)
-        if state.iteration % tc.save_every == 0 or state.iteration == tc.iterations:
+        if checkpoint is not None and (state.iteration % tc.save_every == 0 or state.iteration == tc.iterations):
             save_checkpoint(comm, checkpoint, state, history, problem.resolution)
-        if signum := stopping.requested(comm):  # SIGINT/SIGTERM: stop here, resumable
+        if checkpoint is not None and (signum := stopping.requested(comm)):  # SIGINT/SIGTERM: stop here, resumable
             save_checkpoint(comm, checkpoint, state, history, problem.resolution)
             raise stopping.Stopped(signum, state.iteration, checkpoint)
 
@@ -355,7 +362,7 @@ def _rebuilt_within_limit(comm: MPI.Comm, problem: Problem, new: certify.Resolut
     old = problem.resolution
     if new.cells == old.cells and new.degree == old.degree:
         # A local refinement: its size is known once built (at most 2^d times the mesh).
-        finer = Problem.build(comm, problem.config, new)
+        finer = Problem.build(comm, problem.config, new, problem.dataset)
         if finer.solver.num_dofs_global <= tc.max_dofs:
             problem.destroy()
             return finer

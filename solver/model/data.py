@@ -677,9 +677,41 @@ def make_dataset(
         dim = validate.integer("data.dim", dim, low=1)
 
     X, y, k, names, class_names = _generate(kind, num_points, noise, seed, num_classes, dim, kw)
-    X, names, augmented = _augment(X, names, augment_dim)
-    train, test = _split(y, k, test_fraction, seed)
     source = kw.get("path") if kind == "csv" else None
+    return place_in_domain(kind, X, y, k, names, class_names, seed=seed, test_fraction=test_fraction,
+                           augment_dim=augment_dim, domain=domain, margin=margin, source=source)
+
+
+def place_in_domain(
+    kind: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    num_classes: int,
+    feature_names: tuple[str, ...],
+    class_names: tuple[str, ...],
+    *,
+    seed: int,
+    test_fraction: float,
+    augment_dim: int | None,
+    domain: Domain | None,
+    margin: float,
+    source: str | None = None,
+) -> Dataset:
+    """Labelled points split into train and test and placed inside Ω: the second half of
+    :func:`make_dataset`, shared with points given as arrays (``solver.estimator``), so that
+    both are scaled into Ω alike.
+
+    Args:
+        kind: what the points are, for :attr:`Dataset.kind`.
+        X: raw points in data coordinates, shape=(n, d), float64 and finite.
+        y: their classes, shape=(n,), int64 in 0..num_classes−1.
+        feature_names, class_names: d and num_classes names.
+        seed, test_fraction, augment_dim, domain, margin: as for :func:`make_dataset`.
+        source: the file the points came from, for messages.
+    """
+    k, names = num_classes, feature_names
+    X, names, augmented = augment(X, names, augment_dim)
+    train, test = _split(y, k, test_fraction, seed)
     if domain is None:
         scaling = Scaling.identity(X.shape[1])
     else:
@@ -734,11 +766,11 @@ def _check_kind_and_keys(kind: str, kw: dict[str, Any]) -> None:
         raise _fail(unknown[0], f'unknown key for data kind "{kind}". Valid keys: {valid}')
 
 
-def _augment(
+def augment(
     X: np.ndarray, names: tuple[str, ...], augment_dim: int | None
 ) -> tuple[np.ndarray, tuple[str, ...], int]:
-    """X with zero coordinates appended up to ``augment_dim`` (None: none), their names, and
-    how many were appended."""
+    """X (shape=(n, d)) with zero coordinates appended up to ``augment_dim`` (None: none), their
+    names, and how many were appended."""
     if augment_dim is None:
         return X, names, 0
     augment_dim = validate.integer("data.augment_dim", augment_dim, low=1)

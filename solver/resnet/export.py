@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from solver.config import load_config
+from solver.config import Config, load_config
 from solver.errors import InputError
 from solver.resnet.formats import ONNX_DTYPES, parse_formats
 from solver.resnet.net import OutputLayer, ResNet, resnet_from_velocity, save_npz
@@ -43,16 +43,24 @@ def learned_net(run: Path, depth: int, scheme: str = "euler", output: str = "lin
             noise = math.nan
         if not (math.isfinite(noise) and noise > 0):
             raise InputError(f"--noise must be a number > 0 (the viscosity ε), got {given!r}")
-    path = run / store.THETA
-    params = store.read_parameters(path)
+    return net_of_parameters(config, store.read_parameters(run / store.THETA), depth, scheme, output,
+                             str(run / store.THETA), noise)
+
+
+def net_of_parameters(config: Config, params: store.Parameters, depth: int, scheme: str = "euler",
+                      output: str = "linear", source: str | None = None, noise: float | None = None) -> ResNet:
+    """The learned flow of ``params`` (theta.npz's contents: θ, A, b and the data scaling in
+    ``meta``) under ``config``'s field and domain, as an explicit ResNet of ``depth`` blocks
+    (with ``noise`` > 0 the stochastic one); ``source`` names where the parameters came from,
+    for messages."""
     if params.theta is None or params.A is None or params.b is None or params.meta is None:
         raise InputError("holds p only; export needs θ, A, b and the data scaling (meta) "
-                         "that training writes", str(path))
+                         "that training writes", source)
     try:
         scaling = params.meta["scaling"]
         scale, shift = np.asarray(scaling["scale"], dtype=float), np.asarray(scaling["shift"], dtype=float)
     except (KeyError, TypeError, ValueError):
-        raise InputError('meta has no data scaling {"scale": [...], "shift": [...]}', str(path)) from None
+        raise InputError('meta has no data scaling {"scale": [...], "shift": [...]}', source) from None
     model = velocity_model(config, config.domain_object())
     return resnet_from_velocity(model, params.theta, depth, scheme, output=OutputLayer(output, params.A, params.b),
                                 input_scale=scale, input_shift=shift, noise=noise or 0.0)

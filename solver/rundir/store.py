@@ -124,7 +124,8 @@ class Parameters:
 
 def write_parameters(path: str | Path, model: VelocityModel, theta: np.ndarray, A: np.ndarray,
                      b: np.ndarray, *, domain: dict, scaling: dict, resolution: dict | None = None,
-                     classes: list[str] | None = None, augmented: int | None = None) -> None:
+                     classes: list[str] | None = None, augmented: int | None = None,
+                     estimator: dict | None = None) -> None:
     """theta.npz: p = (θ, A, b), its parts under their names, and ``meta`` (JSON text).
 
     Args:
@@ -135,6 +136,8 @@ def write_parameters(path: str | Path, model: VelocityModel, theta: np.ndarray, 
         classes: the data's label of each class k (a CSV file's labels, e.g. ["cat", "dog"]).
         augmented: how many zero coordinates ``data.augment_dim`` appended to the data's own
             (``predict`` appends them to new points).
+        estimator: what ``solver.estimator.FlowClassifier`` needs beyond that to load the run
+            (the labels' dtype, the number of features; JSON values).
     """
     theta, A, b = (np.asarray(a, dtype=np.float64) for a in (theta, A, b))
     meta = dict(
@@ -152,6 +155,8 @@ def write_parameters(path: str | Path, model: VelocityModel, theta: np.ndarray, 
         meta["classes"] = [str(c) for c in classes]
     if augmented is not None:
         meta["augmented"] = int(augmented)
+    if estimator is not None:
+        meta["estimator"] = estimator
     p = np.concatenate([theta, A.ravel(), b])
     with atomic_file(path) as f:
         np.savez(f, p=p, theta=theta, A=A, b=b, meta=json.dumps(meta))

@@ -1,0 +1,471 @@
+"""``FlowClassifier``: the flow model as a scikit-learn classifier (fit, predict, pipelines, CV).
+
+It is the command line's ``train`` for points given as arrays: the parameters are the problem
+file's keys (``PARAMETERS`` says which section each belongs to; the defaults are the config
+dataclasses'), ``fit`` scales X into Ω as the CSV route does (``model.data.place_in_domain``,
+fitted on the training points), trains with certification (``learn.train``) and keeps θ, A, b,
+the scaling and the certificate; nothing is written unless ``fit(..., run_dir=...)`` is asked.
+
+Prediction is by the characteristics: u(0, x) = f(q(T; x)) (eq. 6), DOP853 at 1e-10
+(``model.characteristics``). Why not the PDE on the final certified mesh: the learned model is
+the velocity field, and the FE solution u_h(0, ·) approximates its flow; training certifies that
+the two agree (logits within ``tolerance``, labels on ``agreement`` of the points) on the points
+it saw, but a new point may sit where the mesh resolves the flow less well. The characteristics
+give the model's own value at any point, need no mesh (a loaded estimator predicts without
+dolfinx), give the same numbers on any number of ranks, and are what the exported ResNet
+converges to. The PDE's numbers on the training points stay in ``metrics_`` (``train_accuracy``
+beside ``check``), as in a run's metrics.json.
+
+Outside Ω (a new point beyond the training data's range by more than ``margin`` allows) the
+cut-off velocity χ·v, which vanishes on ∂Ω, is continued by zero: such points do not move and get
+the output layer's logits f(x) = A x + b; a warning says how many there were.
+
+MPI: every rank calls ``fit`` (and ``predict``) with the same data; training is collective over
+``comm`` (default ``MPI.COMM_WORLD``: like the command line, an estimator is where a program
+meets the library), and every rank returns the same predictions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+from mpi4py import MPI
+from scipy.special import softmax
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from solver import guards
+from solver.config import (
+    DataConfig,
+    DomainConfig,
+    FieldConfig,
+    MeshConfig,
+    SolverConfig,
+    TrainConfig,
+    config_from_dict,
+    load_config,
+)
+from solver.errors import InputError, UnstableSolve
+from solver.model import characteristics
+from solver.model.data import Scaling, augment, make_dataset, place_in_domain, write_csv
+from solver.model.from_config import velocity_model
+from solver.parallel import on_rank0
+from solver.rundir import store
+
+log = logging.getLogger("solver")
+
+# The estimator's parameters: (section, key) of the problem file each one sets.
+PARAMETERS = {
+    "domain": ("domain", "kind"),
+    "cells": ("mesh", "cells"),
+    "degree": ("mesh", "degree"),
+    "width": ("field", "width"),
+    "activation": ("field", "activation"),
+    "slabs": ("field", "slabs"),
+    "T": ("field", "T"),
+    "scale": ("field", "scale"),
+    "loss": ("train", "loss"),
+    "weight_decay": ("train", "weight_decay"),
+    "smoothness": ("train", "smoothness"),
+    "kinetic": ("train", "kinetic"),
+    "roughness": ("train", "roughness"),
+    "optimizer": ("train", "optimizer"),
+    "iterations": ("train", "iterations"),
+    "learning_rate": ("train", "learning_rate"),
+    "max_step": ("train", "max_step"),
+    "seed": ("train", "seed"),
+    "check_every": ("train", "check_every"),
+    "tolerance": ("train", "tolerance"),
+    "agreement": ("train", "agreement"),
+    "adapt": ("train", "adapt"),
+    "max_dofs": ("train", "max_dofs"),
+    "cfl": ("solver", "cfl"),
+    "margin": ("data", "margin"),
+    "augment_dim": ("data", "augment_dim"),
+}
+SOURCE = "<FlowClassifier>"  # where a bad parameter came from, in messages (``mesh.cells: ...``)
+DATA_FILE = "data.csv"  # the training points, in a run directory that fit writes
+
+
+class UncertifiedWarning(UserWarning):
+    """fit ended with the PDE and the characteristics outside the tolerances (``certified_``)."""
+
+
+class OutsideDomainWarning(UserWarning):
+    """Points to predict fell outside Ω after the scaling fitted on the training points."""
+
+
+class FlowClassifier(ClassifierMixin, BaseEstimator):
+    """A classifier that learns the velocity v of ∂t u + v·∇u = 0 on Ω (Li & Shi's flow model).
+
+    Every parameter is a key of the problem file (``PARAMETERS``: ``cells`` is ``mesh.cells``,
+    ``iterations`` is ``train.iterations``, ...), with the same default and the same checks
+    (``solver.config``), made at ``fit``. X has 1 to 3 features: Ω is a box (``domain="box"``,
+    [-1, 1]^D), a disk or a ball, D = ``augment_dim`` or the number of features (at least 2);
+    fewer features than D are padded with zero coordinates (``data.augment_dim``).
+
+    Attributes (after ``fit``):
+        classes_: the labels, shape=(K,).
+        n_features_in_: the number of features d.
+        parameters_: p = (θ, A.ravel(), b), shape=(n_params,).
+        scaling_: the map into Ω, ``{"scale": [...], "shift": [...]}`` (D entries each).
+        resolution_: the mesh training ended on, ``{"cells": n, "degree": k}``.
+        certified_: whether the PDE and the characteristics agreed at the end (``metrics_["check"]``).
+        metrics_: the run's summary, as metrics.json holds it (the PDE's accuracies, the check).
+        history_: one dict per iteration (history.csv's columns).
+        n_iter_: the optimizer's iterations.
+        config_: the resolved problem (``Config.to_dict()``).
+        run_dir_: the run directory fit wrote or load read (str), else None.
+    """
+
+    def __init__(
+        self,
+        *,
+        domain=DomainConfig.kind,
+        cells=MeshConfig.cells,
+        degree=MeshConfig.degree,
+        width=FieldConfig.width,
+        activation=FieldConfig.activation,
+        slabs=FieldConfig.slabs,
+        T=FieldConfig.T,
+        scale=FieldConfig.scale,
+        loss=TrainConfig.loss,
+        weight_decay=TrainConfig.weight_decay,
+        smoothness=TrainConfig.smoothness,
+        kinetic=TrainConfig.kinetic,
+        roughness=TrainConfig.roughness,
+        optimizer=TrainConfig.optimizer,
+        iterations=TrainConfig.iterations,
+        learning_rate=TrainConfig.learning_rate,
+        max_step=TrainConfig.max_step,
+        seed=TrainConfig.seed,
+        check_every=TrainConfig.check_every,
+        tolerance=TrainConfig.tolerance,
+        agreement=TrainConfig.agreement,
+        adapt=TrainConfig.adapt,
+        max_dofs=TrainConfig.max_dofs,
+        cfl=SolverConfig.cfl,
+        margin=DataConfig.margin,
+        augment_dim=DataConfig.augment_dim,
+        comm=None,
+        verbose=False,
+    ):
+        self.domain = domain
+        self.cells = cells
+        self.degree = degree
+        self.width = width
+        self.activation = activation
+        self.slabs = slabs
+        self.T = T
+        self.scale = scale
+        self.loss = loss
+        self.weight_decay = weight_decay
+        self.smoothness = smoothness
+        self.kinetic = kinetic
+        self.roughness = roughness
+        self.optimizer = optimizer
+        self.iterations = iterations
+        self.learning_rate = learning_rate
+        self.max_step = max_step
+        self.seed = seed
+        self.check_every = check_every
+        self.tolerance = tolerance
+        self.agreement = agreement
+        self.adapt = adapt
+        self.max_dofs = max_dofs
+        self.cfl = cfl
+        self.margin = margin
+        self.augment_dim = augment_dim
+        self.comm = comm
+        self.verbose = verbose
+
+    # --- the problem ---------------------------------------------------------------------
+
+    def _comm(self) -> MPI.Comm:
+        return MPI.COMM_WORLD if self.comm is None else self.comm
+
+    def _omega_dim(self, n_features: int) -> int:
+        """D, the dimension of Ω, for data of ``n_features`` features (ValueError if none fits)."""
+        if n_features > 3:
+            raise InputError(f"X has {n_features} features; the flow lives on a mesh of a 2D or 3D Ω: "
+                             f"reduce the features first (e.g. PCA(n_components=2) in a Pipeline)", SOURCE)
+        fixed = {"disk": 2, "ball": 3}.get(self.domain)
+        dim = fixed or self.augment_dim or max(n_features, 2)
+        if n_features > dim or (self.augment_dim is not None and dim != self.augment_dim):
+            raise InputError(f"X has {n_features} feature(s), which a {self.domain!r} domain with "
+                             f"augment_dim={self.augment_dim!r} cannot hold: Ω ({dim}D) needs at least as "
+                             f"many dimensions as X has features, and augment_dim must be its dimension", SOURCE)
+        return dim
+
+    def _problem_dict(self, n_samples: int, n_features: int, data: str = DATA_FILE) -> dict:
+        """The problem file of this estimator for n_samples points of n_features features, which
+        are those of the CSV file ``data`` when fit writes a run directory."""
+        dim = self._omega_dim(n_features)
+        sections: dict[str, dict] = {"domain": {}, "mesh": {}, "field": {}, "train": {}, "solver": {}}
+        for name, (section, key) in PARAMETERS.items():
+            if section != "data":
+                sections[section][key] = getattr(self, name)
+        if self.domain == "box":  # the default box, in D dimensions
+            sections["domain"].update(lower=[DomainConfig.lower[0]] * dim, upper=[DomainConfig.upper[0]] * dim)
+        # The CSV route, all points for training (cross-validation is scikit-learn's job).
+        sections["data"] = {"kind": "csv", "path": data, "points": n_samples, "test_fraction": 0.0,
+                            "margin": self.margin}
+        if dim > n_features:
+            sections["data"]["augment_dim"] = dim
+        return sections
+
+    def _config(self, n_samples: int, n_features: int, data: str = DATA_FILE):
+        return config_from_dict(self._problem_dict(n_samples, n_features, data), source=SOURCE)
+
+    # --- fit --------------------------------------------------------------------------------
+
+    def fit(self, X, y, run_dir: str | Path | None = None, force: bool = False) -> FlowClassifier:
+        """Learn the velocity field and the output layer for the points X and labels y (collective).
+
+        Args:
+            X: shape=(n, d), d <= 3; every rank passes the same.
+            y: the labels, shape=(n,).
+            run_dir: if given, write a run directory there as ``train`` does (config.toml,
+                data.csv, theta.npz, history.csv, checkpoint.npz, metrics.json, the pictures),
+                which ``load``, ``python -m solver compare RUN`` and ``export RUN`` read.
+            force: replace an existing run directory (one the solver made).
+
+        Raises:
+            ValueError (``InputError``): bad parameters (named by their problem-file key),
+                bad data, fewer than 2 classes.
+        """
+        X, y = validate_data(self, X, y, dtype=np.float64)
+        check_classification_targets(y)
+        classes, encoded = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise InputError(f"FlowClassifier needs samples of at least 2 classes, got 1 class "
+                             f"({classes[0]!r})", SOURCE)
+        comm = self._comm()
+        config = self._config(*X.shape)
+        dc = config.data
+        names = tuple(f"x{j + 1}" for j in range(X.shape[1]))
+        dataset = place_in_domain("csv", X, encoded.astype(np.int64), len(classes), names,
+                                  tuple(str(c) for c in classes), seed=dc.seed,
+                                  test_fraction=dc.test_fraction, augment_dim=dc.augment_dim,
+                                  domain=config.domain_object(), margin=dc.margin, source=SOURCE)
+        guards.check_train(comm, config, len(classes))
+        out = None
+        if run_dir is not None:
+            from solver.rundir.files import prepare_run_directory
+
+            out = prepare_run_directory(comm, run_dir, force=force)
+            config = self._config(*X.shape, data=str(out.absolute() / DATA_FILE))
+            on_rank0(comm, write_csv, out / DATA_FILE, X, encoded)
+            on_rank0(comm, store.write_config, out / store.CONFIG, config.to_toml())
+
+        # dolfinx is loaded here, not on import: a fitted or loaded estimator predicts without it.
+        from solver.learn.train import Problem, train
+        from solver.rundir.outputs import training_metrics, write_training_outputs
+
+        with _logging(comm, self.verbose):
+            problem = Problem.build(comm, config, dataset=dataset)
+            try:
+                outcome = train(comm, problem, out)
+            except UnstableSolve as error:
+                problem.destroy()
+                raise InputError(f"unstable solve: {error.message}; lower cfl or scale", SOURCE) from None
+            try:
+                metrics = (write_training_outputs(comm, outcome, out) if out is not None
+                           else training_metrics(comm, outcome))
+            finally:
+                outcome.problem.destroy()
+
+        self.classes_ = classes
+        self.config_ = config.to_dict()
+        self.parameters_ = outcome.state.p.copy()
+        self.scaling_ = dataset.scaling.to_dict()
+        self.resolution_ = outcome.problem.resolution.to_dict()
+        self.metrics_ = metrics
+        self.certified_ = bool(metrics["certified"])
+        self.history_ = outcome.history
+        self.n_iter_ = outcome.state.iteration
+        self.run_dir_ = None if out is None else str(out.absolute())
+        if out is not None:
+            self._write(comm, out, metrics=False)
+        if not self.certified_:
+            from solver.learn.train import describe_check
+
+            warnings.warn(f"not certified: {describe_check(outcome.check)}; tolerance {config.train.tolerance}, "
+                          f"agreement {config.train.agreement}. Predictions are the characteristics'; "
+                          f"the PDE's accuracies are in metrics_. Raise max_dofs or cells, or kinetic "
+                          f"(a smaller field)", UncertifiedWarning, stacklevel=2)
+        return self
+
+    # --- predict ----------------------------------------------------------------------------
+
+    def _model(self):
+        """The resolved problem, Ω, the velocity model and (θ, A, b)."""
+        config = config_from_dict(self.config_, source=SOURCE)
+        domain = config.domain_object()
+        model = velocity_model(config, domain)
+        p = self.parameters_
+        n_theta, K, D = model.n_params, len(self.classes_), domain.dim
+        A = p[n_theta:n_theta + K * D].reshape(K, D)
+        return config, domain, model, (p[:n_theta], A, p[n_theta + K * D:])
+
+    def _to_omega(self, X: np.ndarray, dim: int) -> np.ndarray:
+        """Data coordinates -> Ω: zero coordinates appended up to ``dim``, then the scaling."""
+        if X.shape[1] < dim:
+            X = augment(X, tuple(f"x{j + 1}" for j in range(X.shape[1])), dim)[0]
+        return Scaling.from_dict(self.scaling_).apply(X)
+
+    def _logits(self, X) -> np.ndarray:
+        """u(0, x) at the points X by the characteristics, shape=(n, K) (collective)."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        _, domain, model, (theta, A, b) = self._model()
+        x = self._to_omega(X, domain.dim)
+        logits = x @ A.T + b  # outside Ω the flow (χ·v continued by zero) leaves points in place
+        inside = domain.contains(x)
+        if not inside.all():
+            warnings.warn(f"{int((~inside).sum())} of {len(x)} points lie outside Ω after the scaling "
+                          f"fitted on the training data; they are classified by the output layer "
+                          f"alone (the flow does not move them). Raise margin to leave more room",
+                          OutsideDomainWarning, stacklevel=3)
+        result = characteristics.solve(self._comm(), model.field(theta), lambda q: q @ A.T + b, x[inside])
+        logits[inside] = result.u0
+        return logits
+
+    def decision_function(self, X) -> np.ndarray:
+        """The logits u(0, x), shape=(n, K); for two classes u_1 − u_0, shape=(n,) (collective)."""
+        logits = self._logits(X)
+        return logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits
+
+    def predict_proba(self, X) -> np.ndarray:
+        """softmax of the logits, shape=(n, K) (collective)."""
+        return softmax(self._logits(X), axis=1)
+
+    def predict(self, X) -> np.ndarray:
+        """The label of the largest logit, shape=(n,) (collective)."""
+        logits = self._logits(X)
+        return self.classes_[np.argmax(logits, axis=1)]
+
+    # --- the run directory --------------------------------------------------------------------
+
+    def _write(self, comm: MPI.Comm, out: Path, metrics: bool = True) -> None:
+        _, _, model, (theta, A, b) = self._model()
+        # [data] names the training points: the data.csv of fit's run directory, else one beside
+        # config.toml that save does not write (the estimator keeps no training points).
+        values = {**self.config_, "data": {**self.config_["data"]}}
+        if self.run_dir_ is None:
+            values["data"]["path"] = str(Path(out).absolute() / DATA_FILE)
+        config = config_from_dict(values, source=SOURCE)
+        on_rank0(comm, store.write_config, out / store.CONFIG, config.to_toml())
+        estimator = dict(label_dtype=self.classes_.dtype.str, n_features_in=int(self.n_features_in_))
+        if hasattr(self, "feature_names_in_"):
+            estimator["feature_names_in"] = [str(n) for n in self.feature_names_in_]
+        on_rank0(comm, store.write_parameters, out / store.THETA, model, theta, A, b,
+                 domain=config.to_dict()["domain"], scaling=self.scaling_, resolution=self.resolution_,
+                 classes=[str(c) for c in self.classes_], estimator=estimator)
+        if metrics:
+            on_rank0(comm, store.write_json, out / store.METRICS, self.metrics_)
+
+    def save(self, path: str | Path, force: bool = False) -> Path:
+        """Write the fitted estimator as a run directory: config.toml, theta.npz, metrics.json
+        (no pickle); ``FlowClassifier.load(path)`` reads it back, ``python -m solver export
+        PATH`` exports it (collective: rank 0 writes).
+
+        The training points are not kept: ``compare RUN`` needs data.csv, which only
+        ``fit(..., run_dir=...)`` writes.
+        """
+        check_is_fitted(self)
+        from solver.rundir.files import prepare_run_directory
+
+        comm = self._comm()
+        out = prepare_run_directory(comm, path, force=force)
+        self._write(comm, out)
+        return out
+
+    @classmethod
+    def load(cls, path: str | Path, comm: MPI.Comm | None = None) -> FlowClassifier:
+        """The fitted estimator of a run directory: one ``save`` or ``fit(run_dir=...)`` wrote,
+        or a ``python -m solver train`` run (rank-local reads; no dolfinx)."""
+        path = Path(path)
+        config = load_config(path / store.CONFIG)
+        params = store.read_parameters(path / store.THETA)
+        meta = params.meta or {}
+        if params.theta is None or "scaling" not in meta or "classes" not in meta:
+            raise InputError("holds p only; FlowClassifier.load needs θ, A, b, the data scaling and "
+                             "the classes that training writes", str(path / store.THETA))
+        values = config.to_dict()
+        kwargs = {name: values.get(section, {}).get(key) for name, (section, key) in PARAMETERS.items()}
+        estimator = cls(**{k: v for k, v in kwargs.items() if v is not None}, comm=comm)
+        own = meta.get("estimator")
+        names = meta["classes"]
+        if own is not None:
+            dtype = np.dtype(own["label_dtype"])
+            estimator.classes_ = (np.array([n == "True" for n in names]) if dtype.kind == "b"
+                                  else np.array(names, dtype=object if dtype.kind == "O" else None).astype(dtype))
+            estimator.n_features_in_ = int(own["n_features_in"])
+            if "feature_names_in" in own:
+                estimator.feature_names_in_ = np.array(own["feature_names_in"], dtype=object)
+        else:  # a run of the command line: its data say how many features were augmented
+            estimator.classes_ = (np.array([int(n) for n in names]) if all(n.isdigit() for n in names)
+                                  else np.array(names))
+            estimator.n_features_in_ = config.dim if config.data.augment_dim is None else _data_dim(config)
+        estimator.config_ = values
+        estimator.parameters_ = params.p
+        estimator.scaling_ = meta["scaling"]
+        estimator.resolution_ = meta.get("resolution") or dict(cells=config.mesh.cells, degree=config.mesh.degree)
+        estimator.metrics_ = store.read_json(path / store.METRICS) if (path / store.METRICS).exists() else {}
+        estimator.certified_ = bool(estimator.metrics_.get("certified", False))
+        estimator.history_ = store.read_history(path / store.HISTORY) if (path / store.HISTORY).exists() else []
+        estimator.n_iter_ = int(estimator.metrics_.get("iterations", 0))
+        estimator.run_dir_ = str(path.absolute())
+        return estimator
+
+    def export_onnx(self, path: str | Path, depth: int, scheme: str = "euler", dtype: str = "float32",
+                    output: str = "linear") -> Path:
+        """The learned flow as an ONNX ResNet of ``depth`` blocks (``resnet.export``), input in
+        data coordinates: its first step is the scaling into Ω. With augmented coordinates
+        (fewer features than Ω's dimension) the net takes D inputs, the extra ones 0
+        (collective: rank 0 writes)."""
+        check_is_fitted(self)
+        from solver.resnet.export import net_of_parameters
+        from solver.resnet.onnx_net import save_onnx
+
+        config, _, _, (theta, A, b) = self._model()
+        params = store.Parameters(self.parameters_, theta, A, b, meta={"scaling": self.scaling_})
+        net = net_of_parameters(config, params, depth, scheme, output, SOURCE)
+        return on_rank0(self._comm(), save_onnx, net, Path(path), dtype)
+
+
+def _data_dim(config) -> int:
+    """The number of features of a command-line run's data before augmentation."""
+    dc = config.data
+    dataset = make_dataset(dc.kind, dc.points, noise=dc.noise, seed=dc.seed, test_fraction=dc.test_fraction,
+                           num_classes=dc.classes, augment_dim=dc.augment_dim, margin=dc.margin,
+                           **dict(dc.params))
+    return dataset.dim - dataset.augmented
+
+
+@contextlib.contextmanager
+def _logging(comm: MPI.Comm, verbose: bool):
+    """Training's log lines on rank 0's stdout (``verbose``), else its warnings only; a
+    "solver" logger the user configured is left alone."""
+    if log.handlers:
+        yield
+        return
+    handler = logging.StreamHandler(sys.stdout) if comm.rank == 0 else logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level, propagate = log.level, log.propagate
+    log.addHandler(handler)
+    log.setLevel(logging.INFO if verbose else logging.WARNING)
+    log.propagate = False
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+        log.propagate = propagate

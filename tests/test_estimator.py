@@ -1,0 +1,268 @@
+"""FlowClassifier (solver/estimator.py): scikit-learn's estimator checks, cross-validation, grid
+search and pipelines; save/load through the run-directory format (no pickle), ONNX export; the
+same predictions on 1 and 2 ranks, and on every rank.
+
+The API tests are serial (marked): under mpirun every rank runs the same code, which the
+non-serial ones (grid search, save/load, 1 against 2 ranks, bad parameters) show.
+"""
+
+from mpi4py import MPI
+
+import gc
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris, make_moons
+from sklearn.decomposition import PCA
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils import estimator_checks
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from solver import FlowClassifier
+from solver.estimator import OutsideDomainWarning, UncertifiedWarning
+
+# The API checks fit dozens of times: the smallest problem that is still the whole pipeline (a
+# 4² mesh, 2 iterations, certification at the start and the end, no refinement). 34 s for all
+# checks here, under load (`pytest tests/test_estimator.py -k sklearn_check --durations=5`).
+TINY = dict(cells=4, iterations=2, adapt=False, check_every=100)
+# Enough to learn moons: 8² mesh, 10 iterations (about 1 s a fit).
+SMALL = dict(cells=8, iterations=10)
+
+# The checks that do not apply to a flow on a 2D or 3D Ω, each with its reason.
+MORE_THAN_3_FEATURES = ("fits X with {}; the flow lives on a mesh of a 2D or 3D Ω, so X with more "
+                        "than 3 features is refused with a ValueError that says to reduce them first "
+                        "(e.g. PCA in a Pipeline: test_pipeline_reduces_four_features)")
+EXPECTED_FAILED_CHECKS = {
+    "check_n_features_in_after_fitting": MORE_THAN_3_FEATURES.format("4 features (iris)"),
+    "check_positive_only_tag_during_fit": MORE_THAN_3_FEATURES.format("4 features (iris)"),
+    "check_estimators_dtypes": MORE_THAN_3_FEATURES.format("5 features"),
+    "check_dtype_object": MORE_THAN_3_FEATURES.format("10 features"),
+    "check_classifiers_train": ("2 iterations on a 4² mesh (TINY, a check of the API) do not reach "
+                                "scikit-learn's accuracy bar of 0.83; "
+                                "test_classifiers_train_with_more_iterations runs it with 10"),
+}
+
+
+def moons(n=120, seed=0):
+    return make_moons(n, noise=0.1, random_state=seed)
+
+
+def shared_directory(comm, tmp_path_factory) -> Path:
+    """One directory for all ranks (pytest gives each process its own tmp_path)."""
+    path = str(tmp_path_factory.mktemp("estimator")) if comm.rank == 0 else None
+    return Path(comm.bcast(path, root=0))
+
+
+def same_on_every_rank(comm, values) -> bool:
+    return all(np.array_equal(values, other) for other in comm.allgather(values))
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UncertifiedWarning)
+        yield
+    gc.collect()
+    MPI.COMM_WORLD.Barrier()
+
+
+@pytest.mark.serial  # all ranks would repeat the same 50 checks
+@parametrize_with_checks([FlowClassifier(**TINY)], expected_failed_checks=lambda _: EXPECTED_FAILED_CHECKS,
+                         xfail_strict=True)
+def test_sklearn_check(estimator, check):
+    check(estimator)
+
+
+@pytest.mark.serial
+def test_classifiers_train_with_more_iterations():
+    estimator_checks.check_classifiers_train("FlowClassifier", FlowClassifier(**SMALL))
+
+
+@pytest.mark.serial  # under MPI: test_grid_search
+def test_cross_val_score(comm):
+    X, y = moons(150)
+    scores = cross_val_score(FlowClassifier(**SMALL), X, y, cv=3)
+    print(f"\ncross-validated accuracy {scores.round(3)}")
+    assert scores.shape == (3,) and scores.min() > 0.8
+    assert same_on_every_rank(comm, scores)
+
+
+def test_grid_search(comm):
+    X, y = moons(120)
+    search = GridSearchCV(FlowClassifier(**SMALL), {"kinetic": [0.0, 0.05]}, cv=2).fit(X, y)
+    print(f"\nbest {search.best_params_}: {search.best_score_:.3f}")
+    assert search.best_params_ in search.cv_results_["params"]
+    assert search.best_estimator_.kinetic == search.best_params_["kinetic"]
+    assert search.best_score_ == np.max(search.cv_results_["mean_test_score"]) > 0.8
+    assert same_on_every_rank(comm, search.cv_results_["mean_test_score"])
+    assert search.score(X, y) > 0.8
+
+
+@pytest.mark.serial
+def test_pipeline_with_standard_scaler(comm):
+    X, y = moons(120)
+    pipe = make_pipeline(StandardScaler(), FlowClassifier(**SMALL)).fit(10.0 * X + 5.0, y)
+    assert pipe.score(10.0 * X + 5.0, y) > 0.9
+    assert same_on_every_rank(comm, pipe.predict_proba(X))
+
+
+@pytest.mark.serial
+def test_pipeline_reduces_four_features():
+    X, y = load_iris(return_X_y=True)
+    with pytest.raises(ValueError, match="reduce the features first"):
+        FlowClassifier(**SMALL).fit(X, y)
+    pipe = make_pipeline(StandardScaler(), PCA(n_components=2), FlowClassifier(**SMALL)).fit(X, y)
+    print(f"\niris through PCA(2): training accuracy {pipe.score(X, y):.3f}")
+    assert pipe.score(X, y) > 0.85
+
+
+@pytest.mark.serial
+def test_outputs_agree_and_labels_are_the_users():
+    X, y = moons(100)
+    labels = np.where(y == 1, "upper", "lower")
+    clf = FlowClassifier(**SMALL).fit(X, labels)
+    assert list(clf.classes_) == ["lower", "upper"] and clf.n_features_in_ == 2
+    proba, margin = clf.predict_proba(X), clf.decision_function(X)
+    assert np.allclose(proba.sum(axis=1), 1.0)
+    assert np.array_equal(clf.predict(X), clf.classes_[(margin > 0).astype(int)])
+    assert np.allclose(np.log(proba[:, 1] / proba[:, 0]), margin)
+    assert clf.metrics_["train_accuracy"] > 0.9 and clf.n_iter_ == SMALL["iterations"]
+    assert clf.resolution_["cells"] >= SMALL["cells"]
+
+
+@pytest.mark.serial
+def test_three_classes_in_a_3d_box():
+    from sklearn.datasets import make_blobs
+
+    X, y = make_blobs(90, centers=3, n_features=2, random_state=1)
+    clf = FlowClassifier(**{**SMALL, "cells": 4}, augment_dim=3).fit(X, y)  # 2D data at x3 = 0 of a 3D box
+    assert clf.decision_function(X).shape == (90, 3)
+    assert len(clf.scaling_["scale"]) == 3 and clf.score(X, y) > 0.9
+
+
+@pytest.mark.serial
+def test_fit_writes_nothing_without_run_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    FlowClassifier(**TINY).fit(*moons(40))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_parameters_name_their_key():
+    X, y = moons(40)
+    with pytest.raises(ValueError, match="mesh.cells"):
+        FlowClassifier(cells=0).fit(X, y)
+    with pytest.raises(ValueError, match="field.activation"):
+        FlowClassifier(activation="swish").fit(X, y)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        FlowClassifier(**TINY).fit(X, np.zeros(len(X)))
+
+
+@pytest.mark.serial
+def test_points_outside_omega_keep_the_output_layer(comm):
+    X, y = moons(60)
+    clf = FlowClassifier(**TINY).fit(X, y)
+    far = np.array([[50.0, -40.0], [0.5, 0.25]])
+    with pytest.warns(OutsideDomainWarning, match="1 of 2 points"):
+        logits = clf._logits(far)
+    n_theta = clf.parameters_.size - 2 * 3
+    A, b = clf.parameters_[n_theta:n_theta + 4].reshape(2, 2), clf.parameters_[n_theta + 4:]
+    scale, shift = np.asarray(clf.scaling_["scale"]), np.asarray(clf.scaling_["shift"])
+    assert np.allclose(logits[0], (far[0] * scale + shift) @ A.T + b)
+
+
+def test_save_and_load_without_pickle(comm, tmp_path_factory):
+    X, y = moons(100)
+    labels = np.where(y == 1, 7, -3)  # integer labels that are not 0..K-1
+    clf = FlowClassifier(**SMALL).fit(X, labels)
+    path = shared_directory(comm, tmp_path_factory) / "saved"
+    clf.save(path)
+    assert {"config.toml", "theta.npz", "metrics.json"} <= {p.name for p in path.iterdir()}
+    with zipfile.ZipFile(path / "theta.npz") as npz:  # arrays only: np.load(allow_pickle=False) reads it
+        assert all(name.endswith(".npy") for name in npz.namelist())
+    loaded = FlowClassifier.load(path)
+    assert loaded.get_params() == {**clf.get_params(), "comm": None}
+    assert loaded.classes_.dtype == clf.classes_.dtype and list(loaded.classes_) == [-3, 7]
+    assert np.array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+    assert np.array_equal(loaded.predict(X), clf.predict(X))
+    assert loaded.certified_ == clf.certified_ and loaded.n_features_in_ == 2
+
+
+@pytest.mark.serial
+def test_fit_run_dir_is_a_run(comm, tmp_path_factory):
+    """fit(run_dir=) writes what `train` writes; the command line's tools and load read it."""
+    X, y = moons(100)
+    run = shared_directory(comm, tmp_path_factory) / "run"
+    clf = FlowClassifier(**SMALL).fit(X, y, run_dir=run)
+    names = {p.name for p in run.iterdir()}
+    assert {"config.toml", "data.csv", "theta.npz", "history.csv", "metrics.json", "prediction.png"} <= names
+    from solver.rundir import store
+
+    assert store.read_json(run / "metrics.json")["iterations"] == SMALL["iterations"]
+    assert np.array_equal(FlowClassifier.load(run).predict_proba(X), clf.predict_proba(X))
+    from solver.check.compare_run import compare_run
+
+    report = compare_run(comm, run)  # `python -m solver compare RUN`: reads data.csv through the CSV route
+    assert report is not None
+
+
+@pytest.mark.serial
+def test_load_a_command_line_run(comm, tmp_path_factory):
+    """A `train` run loads as an estimator whose predictions are the run's characteristics."""
+    from solver.config import config_from_dict
+    from solver.learn.train import Problem, train
+    from solver.rundir import store
+    from solver.rundir.outputs import write_training_outputs
+
+    config = config_from_dict(dict(mesh=dict(cells=8), data=dict(kind="moons", points=100),
+                                   train=dict(iterations=5), output=dict(png=False, vtx=False)))
+    run = shared_directory(comm, tmp_path_factory) / "cli"
+    run.mkdir(exist_ok=True)
+    if comm.rank == 0:
+        store.write_config(run / store.CONFIG, config.to_toml())
+    outcome = train(comm, Problem.build(comm, config), run)
+    metrics = write_training_outputs(comm, outcome, run)
+    dataset = outcome.problem.dataset
+    outcome.problem.destroy()
+    clf = FlowClassifier.load(run)
+    assert list(clf.classes_) == [0, 1] and clf.n_features_in_ == 2
+    X_test = dataset.scaling.inverse(dataset.X_test)
+    assert clf.score(X_test, dataset.y_test) == metrics["check"]["test"]["accuracy_characteristics"]
+
+
+@pytest.mark.serial
+def test_onnx_export_converges_to_the_characteristics(comm, tmp_path_factory):
+    """The exported ResNet (float64 ONNX, midpoint blocks) approaches the estimator's
+    characteristics at order 2 in the depth."""
+    from solver.resnet.onnx_net import load_onnx_session
+
+    X, y = moons(100)
+    clf = FlowClassifier(**SMALL).fit(X, y)
+    exact = clf._logits(X)
+    directory = shared_directory(comm, tmp_path_factory)
+    errors = []
+    for depth in (32, 128):
+        path = clf.export_onnx(directory / f"net-{depth}.onnx", depth=depth, scheme="midpoint", dtype="float64")
+        logits = load_onnx_session(path)(X)
+        errors.append(np.max(np.abs(logits - exact)))
+        assert np.array_equal(logits.argmax(axis=1), exact.argmax(axis=1))
+    print(f"\nONNX (midpoint, 32 and 128 blocks) against the characteristics: max |Δ logit| "
+          f"{errors[0]:.2e}, {errors[1]:.2e}")
+    assert errors[1] < errors[0] / 10  # 16 at order 2
+
+
+def test_one_and_two_ranks_predict_the_same(comm):
+    """Fitted on all ranks together and on each rank alone: the same predictions, on every rank."""
+    X, y = moons(120)
+    together = FlowClassifier(**SMALL, comm=comm).fit(X, y)
+    alone = FlowClassifier(**SMALL, comm=MPI.COMM_SELF).fit(X, y)
+    grid = np.stack(np.meshgrid(np.linspace(-1, 2, 15), np.linspace(-0.5, 1, 15)), axis=-1).reshape(-1, 2)
+    a, b = together.predict_proba(grid), alone.predict_proba(grid)
+    print(f"\n{comm.size} rank(s) against 1: max |Δ probability| {np.max(np.abs(a - b)):.1e}")
+    assert np.allclose(a, b, rtol=0, atol=1e-8)
+    assert np.array_equal(together.predict(grid), alone.predict(grid))
+    assert same_on_every_rank(comm, a)

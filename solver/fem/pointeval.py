@@ -134,10 +134,11 @@ class PointEvaluator:
         if self.num_on_facets and report and comm.rank == 0:
             log.warning(
                 "%s: %d of %d points lie on mesh facets (closer than %g), where u_h jumps; each "
-                "takes the value of the cell it was located in. Move them off the facets: another "
-                "mesh.cells (odd for data augmented at the middle plane of Ω) or data.margin (the "
-                "scaling puts the outermost points at (1 − margin) of Ω's half-width).", source,
-                self.num_on_facets, total, FACET_TOLERANCE)
+                "takes the value of the cell on one fixed side (the same on any number of ranks). "
+                "On the starting mesh, another mesh.cells (odd for data augmented at the middle "
+                "plane of Ω) or data.margin (the scaling puts the outermost points at (1 − margin) "
+                "of Ω's half-width) moves them off; a local refinement (train) can put data on "
+                "the middle plane again.", source, self.num_on_facets, total, FACET_TOLERANCE)
 
     def on_facets(self) -> np.ndarray:
         """Which of this rank's points (in its order) lie on a facet, shape=(n,) bool (collective)."""

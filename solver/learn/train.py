@@ -330,7 +330,8 @@ def next_resolution(comm: MPI.Comm, problem: Problem, p: np.ndarray, threshold: 
 
     Measured on circles 3D (``scripts/bench_resolution.py``, a field trained 40 iterations on
     9³ DG1): the 10% of the cells with the largest indicator refined once give max |Δ| 0.37
-    at 0.72× the cost of a value + gradient on a uniform 15³ mesh, which gives 0.42.
+    at 0.68× the cost of a value + gradient on a uniform 15³ mesh (side by side), which gives
+    0.42.
     """
     resolution = problem.resolution
     if resolution.degree < 2:

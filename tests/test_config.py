@@ -184,6 +184,7 @@ def test_checks_shared_with_the_library(section, key, value, message):
         config_from_dict({section: {key: value}})
 
 
+@pytest.mark.serial  # a subprocess: under mpirun it would inherit the rank's MPI environment
 def test_readme_table_of_keys_is_current():
     """The README's table of keys and defaults is the one scripts/config_table.py generates from
     the dataclasses (regenerate: python scripts/config_table.py --write README.md)."""

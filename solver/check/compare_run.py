@@ -126,7 +126,10 @@ def compare_run(comm: MPI.Comm, run: Path, with_problem=None) -> dict:
     except (KeyError, TypeError, ValueError) as error:
         raise InputError(f"a damaged 'resolution' in its meta ({type(error).__name__}: {error})",
                          str(run / store.THETA)) from None
-    problem = Problem.build(comm, config, resolution)
+    try:
+        problem = Problem.build(comm, config, resolution)
+    except InputError as error:  # the marks of a local refinement come from theta.npz
+        raise InputError(error.message, error.source or str(run / store.THETA)) from None
     if p.shape != (problem.J.n_params,):
         problem.destroy()
         raise InputError(f"theta.npz has {p.size} parameters, the config needs {problem.J.n_params}", str(run))

@@ -254,7 +254,8 @@ def _pde_logits(comm: MPI.Comm, run: TrainedRun, model, x: np.ndarray, source: s
     seconds = {}
     started = time.perf_counter()
     # The mesh the run ended on, as training and ``compare RUN`` build it (``learn.train.Problem``).
-    mesh = mesh_with_marks(comm, config.domain_object(), run.resolution.cells, run.resolution.marks)
+    mesh = mesh_with_marks(comm, config.domain_object(), run.resolution.cells, run.resolution.marks,
+                           str(run.path / store.THETA))
     solver = TransportSolver(mesh, degree=run.resolution.degree, num_components=len(b), cfl=config.solver.cfl,
                              dt=config.solver.dt, checkpoint_every=config.solver.checkpoint_every,
                              stage_memory=config.solver.stage_memory * 2**20,

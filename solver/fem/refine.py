@@ -37,9 +37,11 @@ from solver.model.domain import Domain
 DIGITS = 12
 
 
-def mesh_with_marks(comm: MPI.Comm, domain: Domain, cells: int, marks: tuple = ()) -> dolfinx.mesh.Mesh:
+def mesh_with_marks(comm: MPI.Comm, domain: Domain, cells: int, marks: tuple = (),
+                    source: str | None = None) -> dolfinx.mesh.Mesh:
     """The base mesh of ``domain`` (``fem.mesh.create_mesh``), refined once per entry of ``marks``
-    (each an array-like of the marked cells' midpoints, shape=(m, d)). COLLECTIVE."""
+    (each an array-like of the marked cells' midpoints, shape=(m, d)); ``source`` (the file the
+    marks came from) names bad marks in the error. COLLECTIVE."""
     if not marks:
         return create_mesh(comm, domain, cells)
     dim = domain.dim
@@ -55,7 +57,7 @@ def mesh_with_marks(comm: MPI.Comm, domain: Domain, cells: int, marks: tuple = (
             error = str(e)
     error = comm.bcast(error, root=0)
     if error is not None:
-        raise InputError(error)
+        raise InputError(error, source)
     cell = "triangle" if dim == 2 else "tetrahedron"
     element = ufl.Mesh(basix.ufl.element("Lagrange", cell, 1, shape=(dim,)))
     partitioner = dolfinx.mesh.create_cell_partitioner(dolfinx.mesh.GhostMode.shared_facet, 2)

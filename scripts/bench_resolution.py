@@ -27,10 +27,8 @@ from pathlib import Path
 import numpy as np
 from mpi4py import MPI
 
-import dolfinx.geometry
-import dolfinx.mesh
-
 from solver.config import load_config
+from solver.fem import refine
 from solver.fem.mesh import create_mesh, min_cell_size
 from solver.fem.transport import TransportSolver
 from solver.learn.reduced import ReducedFunctional
@@ -74,35 +72,24 @@ def measure(comm, mesh, degree, config, dataset, model, p, label: str) -> np.nda
     return errors
 
 
-def tube_refined(comm, mesh, model, theta, X: np.ndarray, errors: np.ndarray, fraction: float):
-    """``mesh`` refined once on the ``fraction`` of cells with the largest indicator (see the
-    module's docstring); all ranks' points and errors take part (gathered)."""
+def tube_refined(comm, domain, cells: int, mesh, model, theta, X: np.ndarray, errors: np.ndarray,
+                 fraction: float):
+    """``mesh`` (the base mesh of ``cells``) refined once on the ``fraction`` of cells with the
+    largest indicator (``fem/refine.py``, as training computes it); all ranks' points and errors
+    take part (gathered)."""
     X_all = np.concatenate(comm.allgather(X))
     e_all = np.concatenate(comm.allgather(errors))
     field = model.field(theta)
-    tdim = mesh.topology.dim
-    owned = mesh.topology.index_map(tdim).size_local
     h = 2.0 * min_cell_size(mesh)
     speed = max(float(np.max(np.abs(field(t, X_all)))) for t in np.linspace(0.0, model.T, 2 * model.slabs + 1))
     samples = int(np.ceil(4 * model.T * speed / h)) + 8  # a quarter cell between samples
     paths = characteristics.trajectories(field, X_all, np.linspace(0.0, model.T, samples))
-    tree = dolfinx.geometry.bb_tree(mesh, tdim, entities=np.arange(owned, dtype=np.int32))
-    indicator = np.zeros(owned)
-    for points in paths:
-        padded = np.zeros((len(points), 3))
-        padded[:, : points.shape[1]] = points
-        hits = dolfinx.geometry.compute_colliding_cells(
-            mesh, dolfinx.geometry.compute_collisions_points(tree, padded), padded)
-        for i in range(len(points)):
-            cells = hits.links(i)
-            indicator[cells] = np.maximum(indicator[cells], e_all[i])
-    threshold = np.sort(np.concatenate(comm.allgather(indicator)))[::-1][
-        int(fraction * mesh.topology.index_map(tdim).size_global) - 1]
-    marked = np.flatnonzero((indicator >= threshold) & (indicator > 0)).astype(np.int32)
-    mesh.topology.create_entities(1)
-    edges = dolfinx.mesh.compute_incident_entities(mesh.topology, marked, tdim, 1)
-    fine, _, _ = dolfinx.mesh.refine(mesh, edges)
-    return fine, comm.allreduce(len(marked)), comm.allreduce(int(np.sum(indicator > 0)))
+    indicator = refine.tube_indicator(mesh, paths, e_all)
+    ranked = np.sort(np.concatenate(comm.allgather(indicator)))[::-1]
+    threshold = ranked[int(fraction * len(ranked)) - 1]
+    marks = refine.marked_midpoints(mesh, indicator, max(np.nextafter(threshold, -np.inf), 0.0))
+    fine = refine.mesh_with_marks(comm, domain, cells, (marks,))
+    return fine, len(marks), comm.allreduce(int(np.sum(indicator > 0)))
 
 
 def main() -> None:
@@ -130,7 +117,8 @@ def main() -> None:
         mesh = create_mesh(comm, domain, cells)
         errors = measure(comm, mesh, degree, config, dataset, model, p, f"{cells}, DG{degree} (before the tube)")
         X = dataset.X_train[rank_share(comm, len(dataset.y_train))]
-        fine, marked, crossed = tube_refined(comm, mesh, model, p[: model.n_params], X, errors, fraction)
+        fine, marked, crossed = tube_refined(comm, domain, cells, mesh, model, p[: model.n_params], X, errors,
+                                             fraction)
         measure(comm, fine, degree, config, dataset, model, p,
                 f"{cells}, DG{degree}, tube: {marked} cells marked of {crossed} crossed")
 

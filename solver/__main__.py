@@ -563,6 +563,9 @@ def finish(comm: MPI.Comm, exits: MPI.Comm, code: int) -> int:
         if code and time.monotonic() > deadline:
             print(f"error: rank {comm.rank} stopped (exit {code}) but the other ranks did not; "
                   f"aborting the job", file=sys.stderr, flush=True)
+            # The launcher forwards a rank's stderr through its proxy, which MPI_Abort kills:
+            # without a pause the message was lost in one CI run (exit 2, empty stderr).
+            time.sleep(1.0)
             comm.Abort(code)
         time.sleep(0.005)
     return code

@@ -282,7 +282,7 @@ def load_dataset(config):
         dataset = make_dataset(
             dc.kind, dc.points, noise=dc.noise, seed=dc.seed, test_fraction=dc.test_fraction,
             num_classes=dc.classes, augment_dim=dc.augment_dim, domain=config.domain_object(),
-            margin=dc.margin, **dict(dc.params),
+            margin=dc.margin, label_noise=dc.label_noise, **dict(dc.params),
         )
     except InputError as error:
         raise InputError(error.message, error.source or config.source) from None

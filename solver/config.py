@@ -177,6 +177,7 @@ class DataConfig:
     classes: int | None = None  # blobs: number of classes
     augment_dim: int | None = None  # append zero coordinates up to this dimension
     margin: float = DEFAULT_MARGIN  # fraction of Ω's half-width left free by the scaling into Ω
+    label_noise: float = 0.0  # share of the training labels flipped to another class (test labels stay clean)
     params: Mapping[str, Any] = dataclass_field(default_factory=lambda: MappingProxyType({}))
 
 
@@ -476,6 +477,7 @@ def _data(r: _Reader, s: dict[str, Any], source: str) -> DataConfig:
         # the mesh is 2D or 3D
         augment_dim=partial(validate.optional(validate.integer), low=2, high=3),
         margin=DATA_CHECKS["margin"],
+        label_noise=DATA_CHECKS["label_noise"],
     )
     if values["classes"] is not None and values["points"] is not None and values["classes"] > values["points"]:
         raise r.error("data", "classes", f"expected at most data.points = {values['points']} "

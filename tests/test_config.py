@@ -178,6 +178,7 @@ def test_values_of_earlier_run_directories_read_as_absent():
     ("data", "test_fraction", 1.0, r"data\.test_fraction: expected a number in \[0\.0, 1\.0\)"),
     ("data", "margin", 1.0, r"data\.margin: expected a number in \(0\.0, 1\.0\)"),
     ("data", "points", 1, r"data\.points: expected an integer >= 2, got 1"),
+    ("data", "label_noise", -0.1, r"data\.label_noise: expected a number in \[0\.0, 1\.0\], got -0\.1"),
 ])
 def test_checks_shared_with_the_library(section, key, value, message):
     with pytest.raises(InputError, match=message):

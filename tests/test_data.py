@@ -225,6 +225,7 @@ def test_unknown_kind_lists_the_valid_ones():
         ("moons", {"augment_dim": 2}, r"data.augment_dim: must exceed the data dimension 2"),
         ("moons", {"seed": -1}, r"data.seed"),
         ("moons", {"margin": 0.0}, r"data.margin"),
+        ("moons", {"label_noise": 1.5}, r"data.label_noise: expected a number in \[0.0, 1.0\], got 1.5"),
         ("moons", {"radius": 1.0}, r'data.radius: unknown key for data kind "moons"'),
         ("checkerboard", {"cells": 3}, r"data.cells: expected an even integer"),
         ("blobs", {"noise": 0.0}, r"data.noise"),
@@ -253,3 +254,30 @@ def test_same_data_on_every_rank(comm):
     assert all(other == mine for other in comm.allgather(mine))
     gc.collect()
     comm.Barrier()
+
+
+@pytest.mark.parametrize("kind, k", [("moons", 2), ("spirals", 3)])
+def test_label_noise_flips_that_share_of_the_training_labels_only(kind, k):
+    kw = {"num_classes": k} if kind == "spirals" else {}
+    clean = make_dataset(kind, 500, seed=2, test_fraction=0.8, **kw)
+    noisy = make_dataset(kind, 500, seed=2, test_fraction=0.8, label_noise=0.3, **kw)
+    np.testing.assert_array_equal(noisy.X_train, clean.X_train)  # the same points
+    np.testing.assert_array_equal(noisy.y_test, clean.y_test)  # test labels clean
+    changed = noisy.y_train != clean.y_train
+    assert changed.sum() == round(0.3 * len(clean.y_train)) == 30
+    assert noisy.y_train.min() >= 0 and noisy.y_train.max() < k
+    again = make_dataset(kind, 500, seed=2, test_fraction=0.8, label_noise=0.3, **kw)
+    np.testing.assert_array_equal(again.y_train, noisy.y_train)  # deterministic
+    other = make_dataset(kind, 500, seed=3, test_fraction=0.8, label_noise=0.3, **kw)
+    assert not np.array_equal(other.y_train != make_dataset(kind, 500, seed=3, test_fraction=0.8, **kw).y_train,
+                              changed)  # another seed, other flips
+
+
+def test_label_noise_from_a_config():
+    from solver.config import config_from_dict
+    from solver.learn.train import load_dataset
+
+    config = config_from_dict({"data": {"kind": "moons", "points": 200, "label_noise": 0.25}})
+    noisy = load_dataset(config, config.domain_object())
+    clean = load_dataset(config_from_dict({"data": {"kind": "moons", "points": 200}}), config.domain_object())
+    assert (noisy.y_train != clean.y_train).sum() == 40

@@ -43,7 +43,7 @@ def load_dataset(config: Config, domain) -> Dataset:
         return make_dataset(
             dc.kind, dc.points, noise=dc.noise, seed=dc.seed, test_fraction=dc.test_fraction,
             num_classes=dc.classes, augment_dim=dc.augment_dim, domain=domain, margin=dc.margin,
-            **dict(dc.params),
+            label_noise=dc.label_noise, **dict(dc.params),
         )
     except InputError as error:
         raise InputError(str(error), source=error.source or config.source) from None

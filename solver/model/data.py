@@ -32,14 +32,15 @@ Kinds (:data:`DATASET_KINDS`), with their default ``noise`` (:data:`DEFAULT_NOIS
   ``num_points`` rows. Noise must be 0.
 
 Classes are exactly balanced (within one point) for moons, circles, spirals, xor, checkerboard
-and blobs; peaks and csv keep their natural class frequencies.
+and blobs; peaks and csv keep their natural class frequencies. ``label_noise`` flips that share
+of the training labels after the split (:func:`flip_labels`; any kind); test labels stay clean.
 """
 
 from __future__ import annotations
 
 import csv
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -96,6 +97,8 @@ OPTION_CHECKS = {
     "num_classes": partial(validate.integer, low=2),
     # margin 0 would put training points on ∂Ω, where χ = 0 and the flow cannot move them
     "margin": partial(validate.number, low=0.0, high=1.0, low_open=True, high_open=True),
+    # the share of training labels flipped (label noise); the test labels stay clean
+    "label_noise": partial(validate.number, low=0.0, high=1.0),
 }
 
 
@@ -634,6 +637,7 @@ def make_dataset(
     augment_dim: int | None = None,
     domain: Domain | None = None,
     margin: float = DEFAULT_MARGIN,
+    label_noise: float = 0.0,
     **kw: Any,
 ) -> Dataset:
     """A labelled data set by name, split into train and test and placed inside Ω.
@@ -656,6 +660,9 @@ def make_dataset(
             2D data sit on the plane x3 = 0 (mapped to the centre plane of Ω) of a 3D mesh.
         domain: Ω; None leaves the data unscaled (identity :class:`Scaling`).
         margin: see :meth:`Scaling.fit`; every training point has χ >= :func:`min_cutoff`.
+        label_noise: the share of the *training* labels flipped, 0 <= r <= 1
+            (:func:`flip_labels`); the test labels stay clean, so that test accuracy measures
+            how well a model ignores the noise.
         **kw: the kind's extra parameters (:data:`DATASET_PARAMS`).
 
     Returns:
@@ -673,13 +680,29 @@ def make_dataset(
     seed = check["seed"]("data.seed", seed)
     test_fraction = check["test_fraction"]("data.test_fraction", test_fraction)
     margin = check["margin"]("data.margin", margin)
+    label_noise = check["label_noise"]("data.label_noise", label_noise)
     if dim is not None:
         dim = validate.integer("data.dim", dim, low=1)
 
     X, y, k, names, class_names = _generate(kind, num_points, noise, seed, num_classes, dim, kw)
     source = kw.get("path") if kind == "csv" else None
-    return place_in_domain(kind, X, y, k, names, class_names, seed=seed, test_fraction=test_fraction,
-                           augment_dim=augment_dim, domain=domain, margin=margin, source=source)
+    dataset = place_in_domain(kind, X, y, k, names, class_names, seed=seed, test_fraction=test_fraction,
+                              augment_dim=augment_dim, domain=domain, margin=margin, source=source)
+    if label_noise == 0.0:
+        return dataset
+    return replace(dataset, y_train=flip_labels(dataset.y_train, k, label_noise, seed))
+
+
+def flip_labels(y: np.ndarray, num_classes: int, fraction: float, seed: int) -> np.ndarray:
+    """``y`` (shape=(n,)) with round(fraction · n) labels, chosen at random, each changed to
+    another class drawn uniformly (for 2 classes: flipped). A new array; deterministic in
+    ``seed`` (its own stream, so the points do not change with the fraction)."""
+    rng = np.random.default_rng([int(seed), 0x1ABE1])
+    flipped = np.array(y, copy=True)
+    chosen = rng.choice(len(y), int(round(fraction * len(y))), replace=False)
+    shift = rng.integers(1, num_classes, size=len(chosen))  # 1..K−1: never the same class
+    flipped[chosen] = (flipped[chosen] + shift) % num_classes
+    return flipped
 
 
 def place_in_domain(
@@ -762,7 +785,7 @@ def _check_kind_and_keys(kind: str, kw: dict[str, Any]) -> None:
     unknown = sorted(set(kw) - set(DATASET_PARAMS[kind]))
     if unknown:
         valid = ["kind", "points", "noise", "seed", "test_fraction", "classes", "dim",
-                 "augment_dim", "margin", *DATASET_PARAMS[kind]]
+                 "augment_dim", "margin", "label_noise", *DATASET_PARAMS[kind]]
         raise _fail(unknown[0], f'unknown key for data kind "{kind}". Valid keys: {valid}')
 
 

@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/experiments.py --out docs/experiments      # the full run (1715 s here, load ~13)
     .venv/bin/python scripts/experiments.py --quick --out /tmp/exp      # a minute or two: the checks
+    .venv/bin/python scripts/experiments.py --only viscosity --out docs/experiments   # section 5 alone
 
 The torch peer runs in $PEER_PYTHON, else <repo>/.venv-peer (scripts/peer/setup.sh makes it).
 
@@ -12,7 +13,11 @@ Sections (each: the paper's claim, what was run, the result, whether it supports
   2. (a) slabs L = 1 … 16 at a fixed width on spirals and peaks; (b) the smallest Euler export
      depth that reproduces the characteristics' labels against ∫₀ᵀ max|∇v| dt;
   3. plain2resnet on scikit-learn nets (iris, digits-PCA, moons): error and agreement against l;
-  4. plain nets vs ResNets of equal depth in torch (the peer venv), spirals and peaks.
+  4. plain nets vs ResNets of equal depth in torch (the peer venv), spirals and peaks;
+  5. dissipation as noise: the viscosity ε swept on moons and spirals with noisy labels, beside
+     the torch peer with dropout and with Gaussian noise injection (issue #14, item 5).
+`--only viscosity` runs section 5 alone and merges it into DIR/results.json (the other sections'
+numbers stay as they were), then writes DIR/report.md again.
 Raw numbers go to DIR/results.json, figures to DIR/*.png, training runs to DIR/runs/ (scratch).
 """
 
@@ -30,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # experiments_lib
 
-from experiments_lib import depth, layers, refinement, report, trainability  # noqa: E402
+from experiments_lib import depth, layers, refinement, report, trainability, viscosity  # noqa: E402
 from solver.rundir.files import write_json_atomic, write_text_atomic  # noqa: E402
 
 
@@ -39,14 +44,25 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny runs: checks the machinery, not the claims")
     parser.add_argument("--out", type=Path, required=True, help="directory for report.md, results.json, figures")
     parser.add_argument("--render", action="store_true", help="only write report.md again from DIR/results.json")
+    parser.add_argument("--only", choices=["viscosity"],
+                        help="run this section alone and merge it into DIR/results.json")
     args = parser.parse_args()
     out = args.out
     if args.render:
         write_text_atomic(out / "report.md", report.render(json.loads((out / "results.json").read_text())))
         return
     out.mkdir(parents=True, exist_ok=True)
+    command = " ".join(["scripts/experiments.py", *sys.argv[1:]])
+    if args.only:
+        path = out / "results.json"
+        results = json.loads(path.read_text()) if path.exists() else dict(quick=args.quick)
+        results["section5"] = run_viscosity(out, args.quick, command)
+        write_json_atomic(path, results)
+        write_text_atomic(out / "report.md", report.render(results))
+        print(f"wrote {out / 'report.md'} ({results['section5']['run']['seconds']:.0f} s)")
+        return
     started, load_at_start = time.perf_counter(), os.getloadavg()[0]
-    results = dict(quick=args.quick, command=" ".join(["scripts/experiments.py", *sys.argv[1:]]),
+    results = dict(quick=args.quick, command=command,
                    machine=dict(python=platform.python_version(), cores=os.cpu_count(),
                                 started=time.strftime("%Y-%m-%d %H:%M:%S %Z")))
 
@@ -76,11 +92,21 @@ def main() -> None:
     results["section4"] = peer.results()
     trainability.curves_figure(results["section4"], out / "trainability.png")
     timing["section4_wait"] = time.perf_counter() - t
+    results["section5"] = run_viscosity(out, args.quick, command)
     results["timing"] = dict(timing, total=time.perf_counter() - started)
     results["machine"]["load"] = [load_at_start, os.getloadavg()[0]]
     write_json_atomic(out / "results.json", results)
     write_text_atomic(out / "report.md", report.render(results))
     print(f"wrote {out / 'report.md'} ({results['timing']['total']:.0f} s)")
+
+
+def run_viscosity(out: Path, quick: bool, command: str) -> dict:
+    """Section 5, with its own command, start, wall time and load averages."""
+    started, load, clock = time.strftime("%Y-%m-%d %H:%M:%S %Z"), os.getloadavg()[0], time.perf_counter()
+    section = viscosity.run(out, quick)
+    section["run"] = dict(command=command, started=started, seconds=time.perf_counter() - clock,
+                          load=[load, os.getloadavg()[0]])
+    return section
 
 
 if __name__ == "__main__":

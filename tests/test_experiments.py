@@ -79,3 +79,53 @@ def test_quick_run_writes_the_report(tmp_path):
     for r in results["section3"].values():
         assert [row["blocks"] for row in r["rows"]] == sorted(row["blocks"] for row in r["rows"])
     assert {r["kind"] for r in results["section4"]["results"].values()} == {"plain", "resnet"}
+
+
+def test_smoothness_of_a_sharp_and_a_smooth_map():
+    """TV of a sharp two-class map is the length of its decision boundary in the box; a gentler
+    map of the same boundary has a smaller TV and slope; the slope never exceeds √2/h."""
+    from experiments_lib import viscosity
+    from solver.config import config_from_dict
+
+    n = 81
+    grid, h = viscosity.map_grid(config_from_dict({}), n)
+    assert grid.min() == pytest.approx(-0.8) and grid.max() == pytest.approx(0.8) and h == pytest.approx(0.02)
+    boundary = grid[:, 0] + 0.5 * grid[:, 1] - 0.013  # a line crossing the box, off the grid points
+    found = []
+    for sharpness in (1e4, 2.0):
+        logits = np.stack([np.zeros(len(grid)), sharpness * boundary], axis=1)
+        found.append(viscosity.smoothness(logits, n, h))
+    length = 1.6 * np.hypot(1.0, 0.5)  # the line x1 = 0.013 − x2/2 across x2 ∈ [-0.8, 0.8]
+    assert found[0]["total_variation"] == pytest.approx(length, rel=0.1)
+    assert found[1]["total_variation"] < 0.6 * found[0]["total_variation"]
+    assert found[1]["lipschitz"] < 0.1 * found[0]["lipschitz"] <= 0.1 * np.sqrt(2) / h
+
+
+@pytest.mark.slow  # 40-280 s wall on the shared 2-core machine (the torch peer starts; ~25 s of CPU)
+def test_quick_viscosity_section(tmp_path):
+    """Section 5 alone (`--only viscosity --quick`): the sweep, the Monte Carlo check of every
+    viscous model, the smoothness measures and the peer with dropout and noise."""
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "experiments.py"), "--quick", "--only", "viscosity",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = (tmp_path / "report.md").read_text()
+    assert "## 5." in report and "## 1." not in report and report.count("**Verdict**") == 1
+    for figure in ("viscosity_accuracy.png", "viscosity_maps.png"):
+        assert (tmp_path / figure).stat().st_size > 0 and f"({figure})" in report
+    s = json.loads((tmp_path / "results.json").read_text())["section5"]
+    assert {r["epsilon"] for r in s["results"].values()} == set(s["epsilons"]) and 0.0 in s["epsilons"]
+    for r in s["results"].values():
+        for run in r["runs"]:
+            check = run["model"]
+            assert check["reference"] == ("characteristics" if r["epsilon"] == 0 else "Monte Carlo")
+            assert 0.0 <= check["label_agreement"] <= 1.0 and 0.0 <= check["test_accuracy"] <= 1.0
+            if r["epsilon"] > 0:
+                assert check["max_bound"] > 0 and 0.0 <= check["within_bound"] <= 1.0
+            assert 0 < run["total_variation"] and 0 < run["lipschitz"] <= np.sqrt(2) * (s["grid"] - 1) / 1.6
+    # more time steps with ε (the diffusion bound), none fewer
+    steps = [s["results"][f"moons/eps={e:g}"]["steps"]["mean"] for e in s["epsilons"]]
+    assert steps == sorted(steps) and steps[-1] > steps[0]
+    kinds = {(r["kind"], r["value"] > 0) for r in s["peer"]["results"].values()}
+    assert kinds == {("dropout", False), ("dropout", True), ("noise", True)}
+    for r in s["peer"]["results"].values():
+        assert all((run["test_accuracy_sample_mean"] is not None) == (r["kind"] == "noise") for run in r["runs"])

@@ -66,11 +66,15 @@ class Trained:
     b: np.ndarray
     X: np.ndarray  # all data points (train, then test), in Ω's coordinates
     y: np.ndarray
+    test_logits: np.ndarray | None = None  # the PDE's u_h(0, X_test), shape=(n_test, K) (train_run(at=...))
+    logits_at: np.ndarray | None = None  # the PDE's u_h(0) at train_run's ``at`` points, shape=(n, K)
 
 
-def train_run(config: Config, out: Path) -> Trained:
+def train_run(config: Config, out: Path, at: np.ndarray | None = None) -> Trained:
     """Train ``config`` with the project's loop on one rank into ``out``; the final numbers:
-    loss, accuracies (the PDE's and the characteristics'), the final check, time per iteration."""
+    loss, accuracies (the PDE's and the characteristics'), the final check, time per iteration,
+    time steps per solve. With ``at`` (points in Ω, shape=(n, d), inside the mesh) also the
+    PDE's final u_h(0, ·) there and at the test points, on the mesh training ended on."""
     comm = MPI.COMM_SELF
     logging.getLogger("solver").setLevel(logging.WARNING)  # no line per iteration
     out.mkdir(parents=True, exist_ok=True)  # the checkpoint goes there
@@ -91,10 +95,18 @@ def train_run(config: Config, out: Path) -> Trained:
         label_agreement=float(check.label_agreement),
         max_logit_difference=float(check.max_logit_difference),
         seconds_per_iteration=float(np.median(iteration_seconds)) if iteration_seconds else float("nan"),
+        steps=int(history[-1]["steps"]),
         wall_seconds=wall, loss_curve=[float(row["loss"]) for row in history],
     )
     trained = Trained(numbers, problem.model, theta, A, b,
                       np.concatenate([ds.X_train, ds.X_test]), np.concatenate([ds.y_train, ds.y_test]))
+    if at is not None:
+        from solver.fem.pointeval import grid_evaluator
+
+        u0 = problem.J.last.u0  # at the final parameters on the final mesh (learn.train.train)
+        trained.test_logits = np.stack([problem.test(u) for u in u0], axis=1)
+        evaluator = grid_evaluator(problem.solver.V, at)  # off the facets, by a nudge of ~1e-5
+        trained.logits_at = np.stack([evaluator(u) for u in u0], axis=1)
     problem.destroy()
     gc.collect()
     return trained

@@ -23,7 +23,18 @@ JOB.npz holds ``X_train`` (n, d) float64, ``y_train`` (n,) int, ``X_test``, ``y_
                      for Adam, 1 for L-BFGS), weight_decay (default 0), seed (default 0),
                      threads (default 1), scale (default 1: the initial weights' scale),
     mode             "train" or "iteration_time" (then repeats, default 10),
-    target_accuracy  optional: the test accuracy whose first attainment is timed.
+    target_accuracy  optional: the test accuracy whose first attainment is timed,
+    record_every     optional (default 1): evaluate (history, target) every n-th iteration
+                     and at the last,
+    dropout          optional (default 0): rate p of dropout on the hidden units a(W1 x + b1)
+                     of every velocity evaluation while training (inverted: the kept units
+                     scaled by 1/(1 − p)); off when evaluating, as usual; needs euler or rk4,
+    noise            optional (default 0): ε of Gaussian noise injection while training: each
+                     Euler step adds √(2ε h)·ξ, ξ ~ N(0, I), and reflects into Ω (Euler–Maruyama
+                     of dX = v dt + √(2ε) dW, the SDE whose Kolmogorov equation is the solver's
+                     viscous transport); needs euler and Adam. Evaluated twice: without noise,
+                     and by the mean of ``noise_samples`` (default 64) sampled logits, the
+                     model's u(0, x) = E[A X_T + b].
 
 Optional arrays ``W1`` (L, m, d), ``b1`` (L, m), ``W2`` (L, d, m), ``b2`` (L, d), ``A`` (K, d),
 ``b`` (K,) in the npz set the initial parameters exactly; a missing one is drawn: W1, W2 ~
@@ -137,6 +148,17 @@ class Cutoff(nn.Module):
             return torch.prod(4.0 * (x - self.lower) * (self.upper - x) / span**2, dim=1)
         return 1.0 - torch.sum((x - self.center) ** 2, dim=1) / self.radius**2
 
+    def reflect(self, x: torch.Tensor) -> torch.Tensor:
+        """Points mirrored back into Ω once (a noise step is far smaller than Ω)."""
+        if self.kind == "box":
+            x = torch.where(x < self.lower, 2 * self.lower - x, x)
+            return torch.where(x > self.upper, 2 * self.upper - x, x)
+        offset = x - self.center
+        r = offset.norm(dim=1, keepdim=True)
+        outside = r > self.radius
+        mirrored = self.center + offset * (2 * self.radius - r) / torch.where(outside, r, 1.0)
+        return torch.where(outside, mirrored, x)
+
 
 class SlabField(nn.Module):
     """The velocity on one slab: x ↦ χ(x) [W2 a(W1 x + b1) + b2], independent of t.
@@ -152,10 +174,13 @@ class SlabField(nn.Module):
         self.activation = activation
         self.cutoff = cutoff
         self.nfe = 0
+        self.dropout = 0.0
 
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         self.nfe += 1
         hidden = self.activation(x @ self.W1.T + self.b1)
+        if self.dropout:  # only while training (nn.Module.train(); evaluate() sets eval())
+            hidden = nn.functional.dropout(hidden, self.dropout, training=self.training)
         return self.cutoff(x)[:, None] * (hidden @ self.W2.T + self.b2)
 
 
@@ -194,6 +219,17 @@ class FlowClassifier(nn.Module):
         )
         self.A = nn.Parameter(torch.as_tensor(initial["A"], dtype=DTYPE).clone())
         self.b = nn.Parameter(torch.as_tensor(initial["b"], dtype=DTYPE).clone())
+        self.cutoff = cutoff
+        dropout, self.noise = float(spec.get("dropout", 0.0)), float(spec.get("noise", 0.0))
+        if not (0.0 <= dropout < 1.0 and self.noise >= 0.0):
+            raise JobError(f"dropout must be in [0, 1) and noise >= 0, got {dropout}, {self.noise}")
+        if dropout and self.method not in FIXED_STEP:
+            raise JobError(f"dropout needs a fixed-step method {list(FIXED_STEP)}, got {self.method!r}")
+        if self.noise and self.method != "euler":
+            raise JobError(f'noise needs method "euler" (Euler–Maruyama), got {self.method!r}')
+        for slab in self.slabs:
+            slab.dropout = dropout
+        self.sampling = False  # noise also when evaluating (the mean of sampled logits)
 
     def field_parameters(self) -> list[nn.Parameter]:
         """θ: the velocity's parameters, slab by slab."""
@@ -208,7 +244,9 @@ class FlowClassifier(nn.Module):
         """q(T; x) for the points x (shape=(n, d))."""
         for j, slab in enumerate(self.slabs):
             t0, t1 = self.T * j / self.slabs_count, self.T * (j + 1) / self.slabs_count
-            if self.method in FIXED_STEP:
+            if self.noise and (self.training or self.sampling):
+                x = self.euler_maruyama(slab, x, t0, t1)
+            elif self.method in FIXED_STEP:
                 grid = torch.linspace(t0, t1, self.steps_per_slab + 1, dtype=DTYPE)
                 x = torchdiffeq.odeint(slab, x, grid, method=self.method)[-1]
             else:
@@ -216,6 +254,14 @@ class FlowClassifier(nn.Module):
                     slab, x, torch.tensor([t0, t1], dtype=DTYPE),
                     rtol=self.rtol, atol=self.atol, method="dopri5",
                 )[-1]
+        return x
+
+    def euler_maruyama(self, slab: SlabField, x: torch.Tensor, t0: float, t1: float) -> torch.Tensor:
+        """One slab of x += h v + √(2ε h) ξ, reflected into Ω after each step."""
+        h = (t1 - t0) / self.steps_per_slab
+        for k in range(self.steps_per_slab):
+            x = x + h * slab(t0 + k * h, x) + (2 * self.noise * h) ** 0.5 * torch.randn_like(x)
+            x = self.cutoff.reflect(x)
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -308,13 +354,27 @@ class Objective:
 
 @torch.no_grad()
 def evaluate(objective: Objective, X_test: torch.Tensor, y_test: torch.Tensor) -> dict:
-    """Training loss and train / test accuracy at the current parameters (no gradients)."""
+    """Training loss and train / test accuracy at the current parameters (no gradients), with
+    dropout and noise off (``model.eval()``)."""
     model = objective.model
+    model.eval()
     logits = model(objective.X)
     loss = objective.loss(logits)
     train_acc = (logits.argmax(dim=1) == objective.y).double().mean()
     test_acc = (model(X_test).argmax(dim=1) == y_test).double().mean()
+    model.train()
     return {"loss": float(loss), "train_acc": float(train_acc), "test_acc": float(test_acc)}
+
+
+@torch.no_grad()
+def sample_mean_accuracy(model: FlowClassifier, X: torch.Tensor, y: torch.Tensor, samples: int) -> float:
+    """The accuracy of the mean of ``samples`` noisy logits (the noise model's E[A X_T + b])."""
+    model.eval()
+    model.sampling = True
+    mean = sum(model(X) for _ in range(samples)) / samples
+    model.sampling = False
+    model.train()
+    return float((mean.argmax(dim=1) == y).double().mean())
 
 
 def make_optimizer(spec: dict, params: list[nn.Parameter]) -> torch.optim.Optimizer:
@@ -343,7 +403,10 @@ def run(spec: dict, arrays: dict[str, np.ndarray]) -> dict:
     if mode not in ("train", "iteration_time"):
         raise JobError(f'mode must be "train" or "iteration_time", got "{mode}"')
 
+    torch.manual_seed(int(spec.get("seed", 0)))  # dropout masks and noise
     model = FlowClassifier(spec, initial_parameters(spec, arrays))
+    if (model.noise or model.slabs[0].dropout) and spec.get("optimizer", "adam") != "adam":
+        raise JobError("dropout and noise make the loss random: they need the Adam optimizer")
     X_train, X_test = (torch.as_tensor(arrays[k], dtype=DTYPE) for k in ("X_train", "X_test"))
     y_train, y_test = (torch.as_tensor(arrays[k], dtype=torch.long) for k in ("y_train", "y_test"))
     objective = Objective(model, X_train, y_train, float(spec.get("weight_decay", 0.0)))
@@ -389,6 +452,8 @@ def run(spec: dict, arrays: dict[str, np.ndarray]) -> dict:
         for k in range(1, iterations + 1):
             evaluations = objective.evaluations
             train_time += step()
+            if k % int(spec.get("record_every", 1)) and k < iterations:
+                continue
             record = evaluate(objective, X_test, y_test)
             record.update(
                 iteration=k, time=train_time, evaluations=objective.evaluations - evaluations
@@ -398,6 +463,11 @@ def run(spec: dict, arrays: dict[str, np.ndarray]) -> dict:
                 time_to_target, iteration_at_target = train_time, k
 
     final = history[-1] if history else evaluate(objective, X_test, y_test)
+    if model.noise:
+        result["test_accuracy_sample_mean"] = sample_mean_accuracy(
+            model, X_test, y_test, int(spec.get("noise_samples", 64)))
+        result["train_accuracy_sample_mean"] = sample_mean_accuracy(
+            model, X_train, y_train, int(spec.get("noise_samples", 64)))
     result.update(
         train_accuracy=final["train_acc"],
         test_accuracy=final["test_acc"],

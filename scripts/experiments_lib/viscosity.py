@@ -1,0 +1,300 @@
+"""Section 5 (the paper's section 5, item 5; issue #14): dissipation as noise, beside dropout.
+
+The viscous transport ∂t u + v·∇u + εΔu = 0 (``field.viscosity = ε``) predicts
+u(0, x) = E[f(X_T)] of the reflected SDE dX = v dt + √(2ε) dW: the mean prediction of a ResNet
+with Gaussian noise √(2ε h)·ξ per block. On problems made to overfit (few training points, noisy
+labels: ``data.label_noise``) ε is swept over ``EPSILONS``, over several seeds, each run by the
+project's training loop at a fixed resolution (``train.adapt = false``). Per run:
+
+- test accuracy (clean test labels) of the PDE's u_h(0, ·), and of the model's own prediction:
+  for ε = 0 the characteristics (training's final check), for ε > 0 the Monte Carlo of the
+  stochastic characteristics (``model/stochastic.py``), with the PDE against it on every test
+  point (label agreement; max |u_h − MC| against 3 SE + bias, as ``compare CONFIG`` does);
+- the smoothness of the prediction map (``smoothness``): the total variation and the largest
+  slope of the predicted class probabilities on a grid of the data's box in Ω;
+- seconds per iteration and time steps per solve.
+
+Beside it, the same velocity model as a neural ODE in torch (``scripts/peer/node_peer.py`` via
+``regularization_peer.py``, Euler steps, Adam, the same data and seeds) trained with dropout of
+rate p on the hidden units, and with Gaussian noise injection √(2ε h)·ξ per Euler step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.special
+from mpi4py import MPI
+
+from experiments_lib.common import ROOT, problem_config, spread, train_run
+from experiments_lib.trainability import peer_python
+from solver.config import Config
+from solver.learn.train import load_dataset
+from solver.model import stochastic
+from solver.model.domain import Box
+
+EPSILONS = (0.0, 1e-3, 3e-3, 1e-2, 3e-2)
+# name: problem file, mesh cells (DG1), L-BFGS iterations, seeds and the changes to the problem
+# file. Few training points and noisy training labels (test labels clean); no kinetic energy
+# penalty and little weight decay, so that nothing but ε (and the mesh) holds the field back.
+FULL = {
+    "moons": dict(problem="moons", cells=16, iterations=100, seeds=(0, 1, 2),
+                  data={"points": 500, "test_fraction": 0.8, "label_noise": 0.3},
+                  field={"width": 16}, train={"kinetic": 0.005, "weight_decay": 1e-5, "smoothness": 1e-3}),
+    "spirals": dict(problem="spirals", cells=20, iterations=60, seeds=(0, 1, 2),
+                    data={"points": 600, "test_fraction": 0.5, "label_noise": 0.1},
+                    field={"width": 16}, train={"kinetic": 0.005, "weight_decay": 1e-5, "smoothness": 1e-3}),
+}
+QUICK = {"moons": dict(FULL["moons"], cells=8, iterations=2, seeds=(0,),
+                       data={"points": 100, "test_fraction": 0.5, "label_noise": 0.3})}
+QUICK_EPSILONS = (0.0, 1e-2)
+# Per test point (400 and 300 of them): 500 paths of 16 steps, ~8 s per model at load ~8
+# (1000 of 32: 32 s); SE ≤ 0.01, bias bound ≤ 0.02 on a random width-16 field at ε = 0.01.
+MONTE_CARLO = dict(paths=500, steps=16)
+QUICK_MONTE_CARLO = dict(paths=100, steps=8)
+GRID = 81  # points per direction of the prediction map (spacing 0.02 in Ω: finer than the mesh)
+QUICK_GRID = 21
+PEER = dict(dropout=(0.1, 0.2, 0.4), noise=(3e-3, 1e-2, 3e-2), iterations=200, lr=0.02,
+            steps_per_slab=4, record_every=50, noise_samples=64)
+QUICK_PEER = dict(PEER, dropout=(0.2,), noise=(1e-2,), iterations=4, record_every=2, noise_samples=4)
+PEER_SCRIPT = ROOT / "scripts" / "peer" / "regularization_peer.py"
+
+
+def sweep_config(name: str, spec: dict, epsilon: float, seed: int) -> Config:
+    return problem_config(spec["problem"], dict(
+        mesh={"cells": spec["cells"], "degree": 1}, field={**spec["field"], "viscosity": epsilon},
+        data={**spec["data"], "seed": seed},
+        train={**spec["train"], "seed": seed, "iterations": spec["iterations"], "adapt": False,
+               "check_every": spec["iterations"]}))
+
+
+def map_grid(config: Config, n: int) -> tuple[np.ndarray, float]:
+    """The n × n grid of the box the scaling puts the training data in (Ω's central box of
+    half-widths (1 − margin)·(upper − lower)/2; ``model.data.Scaling``), shape=(n², 2) in the
+    order of ``Box.grid`` (x1 major), and its spacing."""
+    domain = config.domain_object()
+    lower, upper = np.asarray(domain.lower, float), np.asarray(domain.upper, float)
+    center, half = 0.5 * (lower + upper), 0.5 * (1.0 - config.data.margin) * (upper - lower)
+    box = Box(tuple(center - half), tuple(center + half))
+    return box.grid(n), float(2 * half[0] / (n - 1))
+
+
+def smoothness(logits: np.ndarray, n: int, spacing: float) -> dict:
+    """Of the class probabilities p = softmax(logits) on an n × n grid (logits shape=(n², K),
+    ``Box.grid`` order, spacing h):
+
+    - ``total_variation``: ∫ |∇p| dx with |∇p| = ‖∂p/∂x‖_F / √2 (for two classes |∇p_1|),
+      forward differences per grid cell, times h²: for a sharp classifier the length of its
+      decision boundary in the box, and less when the probabilities change gently;
+    - ``lipschitz``: the largest |∇p| over the cells (a Lipschitz estimate of the map at the
+      grid's resolution; at most √2/h).
+    """
+    p = scipy.special.softmax(logits, axis=1).reshape(n, n, -1)
+    dx = (p[1:, :-1] - p[:-1, :-1]) / spacing
+    dy = (p[:-1, 1:] - p[:-1, :-1]) / spacing
+    slope = np.sqrt(np.sum(dx**2 + dy**2, axis=2) / 2.0)
+    return dict(total_variation=float(slope.sum() * spacing**2), lipschitz=float(slope.max()))
+
+
+def model_check(trained, epsilon: float, mc_spec: dict, seed: int) -> dict:
+    """The PDE's test predictions against the model's own: for ε = 0 the characteristics
+    (training's final check, every test point), for ε > 0 the Monte Carlo of the reflected SDE
+    at every test point (``model/stochastic.py``; seed ``seed``)."""
+    n_test = len(trained.test_logits)
+    X_test, y_test = trained.X[-n_test:], trained.y[-n_test:]
+    if epsilon == 0:
+        n = trained.numbers
+        return dict(reference="characteristics", test_accuracy=n["test_accuracy_characteristics"],
+                    label_agreement=n["label_agreement"], max_difference=n["max_logit_difference"])
+    from solver.check.compare_field import monte_carlo_agreement
+
+    started = time.perf_counter()
+    A, b = trained.A, trained.b
+    mc = stochastic.solve(MPI.COMM_SELF, trained.model.field(trained.theta), trained.model.domain,
+                          lambda x: x @ A.T + b, X_test, epsilon, seed=seed, **mc_spec)
+    agreement = monte_carlo_agreement(trained.test_logits, mc)
+    labels = mc.u0.argmax(axis=1)
+    return dict(reference="Monte Carlo", test_accuracy=float(np.mean(labels == y_test)),
+                label_agreement=float(np.mean(labels == trained.test_logits.argmax(axis=1))),
+                max_difference=agreement["max_difference"], max_bound=agreement["max_bound"],
+                within_bound=agreement["within"], paths=mc.paths, sde_steps=mc.steps,
+                seconds=time.perf_counter() - started)
+
+
+def run(out: Path, quick: bool) -> dict:
+    """The sweep, and the peer alongside it (another process); the figures."""
+    problems, epsilons = (QUICK, QUICK_EPSILONS) if quick else (FULL, EPSILONS)
+    mc_spec, n = (QUICK_MONTE_CARLO, QUICK_GRID) if quick else (MONTE_CARLO, GRID)
+    peer = Peer(out, quick, problems)
+    results, maps = {}, {}
+    for name, spec in problems.items():
+        for epsilon in epsilons:
+            runs = []
+            for seed in spec["seeds"]:
+                config = sweep_config(name, spec, epsilon, seed)
+                grid, spacing = map_grid(config, n)
+                trained = train_run(config, out / "runs" / f"s5-{name}-eps{epsilon:g}-{seed}", at=grid)
+                numbers = {k: v for k, v in trained.numbers.items() if k != "loss_curve"}
+                numbers.update(seed=seed, n_train=len(trained.X) - len(trained.test_logits),
+                               n_test=len(trained.test_logits), model=model_check(trained, epsilon, mc_spec, seed),
+                               **smoothness(trained.logits_at, n, spacing))
+                runs.append(numbers)
+                if seed == spec["seeds"][0]:
+                    n_train = len(trained.X) - len(trained.test_logits)
+                    maps[(name, epsilon)] = dict(
+                        p=scipy.special.softmax(trained.logits_at, axis=1)[:, 1].reshape(n, n),
+                        extent=(grid[:, 0].min(), grid[:, 0].max(), grid[:, 1].min(), grid[:, 1].max()),
+                        X=trained.X[:n_train], y=trained.y[:n_train])
+            results[f"{name}/eps={epsilon:g}"] = dict(
+                dataset=name, epsilon=epsilon, cells=spec["cells"], iterations=spec["iterations"],
+                label_noise=spec["data"]["label_noise"], n_train=runs[0]["n_train"], n_test=runs[0]["n_test"],
+                parameters=runs[0]["parameters"], seeds=list(spec["seeds"]), runs=runs,
+                test_accuracy=spread([r["test_accuracy"] for r in runs]),
+                train_accuracy=spread([r["train_accuracy"] for r in runs]),
+                model_test_accuracy=spread([r["model"]["test_accuracy"] for r in runs]),
+                total_variation=spread([r["total_variation"] for r in runs]),
+                lipschitz=spread([r["lipschitz"] for r in runs]),
+                seconds_per_iteration=spread([r["seconds_per_iteration"] for r in runs]),
+                steps=spread([r["steps"] for r in runs]),
+            )
+    section = dict(problems={k: dict(v, seeds=list(v["seeds"])) for k, v in problems.items()},
+                   epsilons=list(epsilons), monte_carlo=mc_spec, grid=n, results=results,
+                   peer=peer.results())
+    (out / "work").mkdir(parents=True, exist_ok=True)  # kept if a figure fails below
+    (out / "work" / "s5-results.json").write_text(json.dumps(section))
+    accuracy_figure(section, out / "viscosity_accuracy.png")
+    maps_figure(maps, epsilons, out / "viscosity_maps.png")
+    return section
+
+
+class Peer:
+    """The torch peer in the background (as ``trainability.Peer``): one job per data set, the
+    same training points (noisy labels) and test points as the FE runs of seed s, for each s."""
+
+    def __init__(self, out: Path, quick: bool, problems: dict):
+        self.spec = QUICK_PEER if quick else PEER
+        self.jobs = []
+        for name, spec in problems.items():
+            for seed in spec["seeds"]:
+                config = sweep_config(name, spec, 0.0, seed)
+                ds = load_dataset(config, config.domain_object())
+                fc, domain = config.field, config.domain_object()
+                base = dict(dim=ds.dim, width=fc.width, slabs=fc.slabs, T=fc.T, activation=fc.activation,
+                            classes=ds.num_classes, domain=dict(kind="box", lower=list(domain.lower),
+                                                                upper=list(domain.upper)),
+                            method="euler", euler_steps=self.spec["steps_per_slab"] * fc.slabs,
+                            optimizer="adam", lr=self.spec["lr"], iterations=self.spec["iterations"],
+                            weight_decay=config.train.weight_decay, record_every=self.spec["record_every"],
+                            noise_samples=self.spec["noise_samples"], threads=1)
+                variants = ([{"dropout": 0.0}] + [{"dropout": p} for p in self.spec["dropout"]]
+                            + [{"noise": e} for e in self.spec["noise"]])
+                job = out / "work" / f"s5-{name}-{seed}.npz"
+                job.parent.mkdir(parents=True, exist_ok=True)
+                np.savez(job, X_train=ds.X_train, y_train=ds.y_train, X_test=ds.X_test, y_test=ds.y_test,
+                         spec=json.dumps(dict(base=base, seeds=[seed], variants=variants)))
+                self.jobs.append((name, job, job.with_suffix(".json")))
+        self.failures: list[str] = []
+        self.thread = threading.Thread(target=self._run, args=(peer_python(),))
+        self.thread.start()
+
+    def _run(self, python: Path) -> None:
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        for name, job, result in self.jobs:
+            done = subprocess.run([str(python), str(PEER_SCRIPT), str(job), "--out", str(result)],
+                                  env=env, capture_output=True, text=True)
+            if done.returncode:
+                self.failures.append(f"{name}: {done.stderr[-2000:]}")
+
+    def results(self) -> dict:
+        self.thread.join()
+        if self.failures:
+            raise RuntimeError("section 5 (the torch peer) failed: " + "\n".join(self.failures))
+        runs: dict[str, list] = {}
+        for name, _, result in self.jobs:
+            for r in json.loads(result.read_text())["runs"]:
+                kind, value = next(iter(r["variant"].items()))
+                runs.setdefault(f"{name}/{kind}={value:g}", []).append(dict(r, dataset=name, kind=kind, value=value))
+        results = {}
+        for key, pick in runs.items():
+            r = pick[0]
+            accuracy = [x["test_accuracy_sample_mean"] if x["kind"] == "noise" else x["test_accuracy"] for x in pick]
+            results[key] = dict(dataset=r["dataset"], kind=r["kind"], value=r["value"], runs=pick,
+                                parameters=r["parameters"], seeds=[x["seed"] for x in pick],
+                                test_accuracy=spread(accuracy),
+                                test_accuracy_without_noise=spread([x["test_accuracy"] for x in pick]),
+                                train_accuracy=spread([x["train_accuracy"] for x in pick]),
+                                seconds_per_iteration=spread([x["seconds_per_iteration"] for x in pick]))
+        return dict(spec=self.spec, results=results)
+
+
+def accuracy_figure(section: dict, path: Path) -> None:
+    """Test accuracy and total variation against ε (FE), beside the peer's accuracy against
+    the dropout rate p and the noise ε; mean ± std over the seeds."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results, peer = section["results"], section["peer"]["results"]
+    eps = [e for e in section["epsilons"]]
+    shown = [max(e, 3e-4) for e in eps]  # ε = 0 drawn at 3e-4 on the log axis
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
+    for i, name in enumerate(section["problems"]):
+        color = f"C{i}"
+        rows = [results[f"{name}/eps={e:g}"] for e in eps]
+        for key, style, label in (("test_accuracy", "-o", "PDE"), ("model_test_accuracy", "--s", "model (char./MC)")):
+            axes[0].errorbar(shown, [r[key]["mean"] for r in rows], yerr=[r[key]["std"] for r in rows],
+                             fmt=style, color=color, capsize=3, label=f"{name}: {label}")
+        axes[1].errorbar(shown, [r["total_variation"]["mean"] for r in rows],
+                         yerr=[r["total_variation"]["std"] for r in rows], fmt="-o", color=color, capsize=3, label=name)
+        for ax, kind in ((axes[2], "dropout"), (axes[3], "noise")):
+            pick = sorted((r for r in peer.values() if r["dataset"] == name and
+                           (r["kind"] == kind or (r["kind"] == "dropout" and r["value"] == 0))),
+                          key=lambda r: r["value"])
+            x = [r["value"] if kind == "dropout" else max(r["value"], 3e-4) for r in pick]
+            ax.errorbar(x, [r["test_accuracy"]["mean"] for r in pick], yerr=[r["test_accuracy"]["std"] for r in pick],
+                        fmt="-o", color=color, capsize=3, label=name)
+    for ax in (axes[0], axes[1], axes[3]):
+        ax.set_xscale("log")
+        ax.set_xlabel("ε (0 drawn at 3e-4)")
+    axes[2].set_xlabel("dropout rate p")
+    axes[0].set_title("FE: test accuracy vs viscosity ε", fontsize=9)
+    axes[1].set_title("FE: total variation of the probability map", fontsize=9)
+    axes[2].set_title("torch peer: test accuracy vs dropout p", fontsize=9)
+    axes[3].set_title("torch peer: test accuracy vs noise ε (mean of samples)", fontsize=9)
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def maps_figure(maps: dict, epsilons, path: Path) -> None:
+    """Per data set a row of the PDE's predicted probability of class 1 across ε (first seed),
+    the 0.5 contour, and the training points in the colour of their (noisy) labels."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(name for name, _ in maps))
+    fig, axes = plt.subplots(len(names), len(epsilons), figsize=(2.6 * len(epsilons), 2.6 * len(names)),
+                             squeeze=False)
+    for row, name in enumerate(names):
+        for col, e in enumerate(epsilons):
+            m, ax = maps[(name, e)], axes[row, col]
+            ax.imshow(m["p"].T, origin="lower", extent=m["extent"], cmap="RdBu_r", vmin=0, vmax=1)
+            x1 = np.linspace(m["extent"][0], m["extent"][1], m["p"].shape[0])
+            x2 = np.linspace(m["extent"][2], m["extent"][3], m["p"].shape[1])
+            ax.contour(x1, x2, m["p"].T, levels=[0.5], colors="k", linewidths=0.8)
+            ax.scatter(*m["X"].T, c=m["y"], cmap="RdBu_r", vmin=0, vmax=1, s=6, edgecolors="k", linewidths=0.3)
+            ax.set_title(f"{name}, ε = {e:g}", fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=72)
+    plt.close(fig)

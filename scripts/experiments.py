@@ -26,6 +26,7 @@ from __future__ import annotations
 from mpi4py import MPI  # noqa: F401  # first, as everywhere (before dolfinx)
 
 import argparse
+import fcntl
 import json
 import os
 import platform
@@ -46,6 +47,8 @@ def main() -> None:
     parser.add_argument("--render", action="store_true", help="only write report.md again from DIR/results.json")
     parser.add_argument("--only", choices=["viscosity"],
                         help="run this section alone and merge it into DIR/results.json")
+    parser.add_argument("--problems", help="section 5: only these of its problems (comma-separated), "
+                        "merged into DIR/results.json beside the others (runs side by side may share DIR)")
     args = parser.parse_args()
     out = args.out
     if args.render:
@@ -53,13 +56,20 @@ def main() -> None:
         return
     out.mkdir(parents=True, exist_ok=True)
     command = " ".join(["scripts/experiments.py", *sys.argv[1:]])
+    names = args.problems.split(",") if args.problems else None
     if args.only:
-        path = out / "results.json"
-        results = json.loads(path.read_text()) if path.exists() else dict(quick=args.quick)
-        results["section5"] = run_viscosity(out, args.quick, command)
-        write_json_atomic(path, results)
-        write_text_atomic(out / "report.md", report.render(results))
-        print(f"wrote {out / 'report.md'} ({results['section5']['run']['seconds']:.0f} s)")
+        section = run_viscosity(out, args.quick, command, names)
+        # kept whatever happens below (scratch, not committed)
+        write_json_atomic(out / "work" / f"s5-section-{'-'.join(section['problems'])}.json", section)
+        with open(out / ".results.lock", "w") as lock:  # side-by-side runs merge one at a time
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            path = out / "results.json"
+            results = json.loads(path.read_text()) if path.exists() else dict(quick=args.quick)
+            results["section5"] = viscosity.merge(results.get("section5"), section)
+            write_json_atomic(path, results)
+            viscosity.figures(results["section5"], out)
+            write_text_atomic(out / "report.md", report.render(results))
+        print(f"wrote {out / 'report.md'}")
         return
     started, load_at_start = time.perf_counter(), os.getloadavg()[0]
     results = dict(quick=args.quick, command=command,
@@ -92,7 +102,8 @@ def main() -> None:
     results["section4"] = peer.results()
     trainability.curves_figure(results["section4"], out / "trainability.png")
     timing["section4_wait"] = time.perf_counter() - t
-    results["section5"] = run_viscosity(out, args.quick, command)
+    results["section5"] = run_viscosity(out, args.quick, command, names)
+    viscosity.figures(results["section5"], out)
     results["timing"] = dict(timing, total=time.perf_counter() - started)
     results["machine"]["load"] = [load_at_start, os.getloadavg()[0]]
     write_json_atomic(out / "results.json", results)
@@ -100,12 +111,14 @@ def main() -> None:
     print(f"wrote {out / 'report.md'} ({results['timing']['total']:.0f} s)")
 
 
-def run_viscosity(out: Path, quick: bool, command: str) -> dict:
-    """Section 5, with its own command, start, wall time and load averages."""
+def run_viscosity(out: Path, quick: bool, command: str, names: list[str] | None) -> dict:
+    """Section 5 (of the problems ``names``, default all), with its own command, start, wall
+    time and load averages per problem."""
     started, load, clock = time.strftime("%Y-%m-%d %H:%M:%S %Z"), os.getloadavg()[0], time.perf_counter()
-    section = viscosity.run(out, quick)
-    section["run"] = dict(command=command, started=started, seconds=time.perf_counter() - clock,
-                          load=[load, os.getloadavg()[0]])
+    section = viscosity.run(out, quick, names)
+    run = dict(command=command, started=started, seconds=time.perf_counter() - clock,
+               load=[load, os.getloadavg()[0]])
+    section["runs"] = {name: run for name in section["problems"]}
     return section
 
 

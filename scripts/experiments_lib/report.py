@@ -4,6 +4,7 @@ other numbers says what those numbers say."""
 
 from __future__ import annotations
 
+import json
 import math
 
 from experiments_lib import depth as depth_section
@@ -315,7 +316,7 @@ def section5(results: dict) -> list[str]:
     s = results["section5"]
     res, peer, spec = s["results"], s["peer"]["results"], s["peer"]["spec"]
     eps = s["epsilons"]
-    run = s.get("run", {})
+    runs = list({json.dumps(r, sort_keys=True): (name, r) for name, r in s.get("runs", {}).items()}.values())
     lines = [
         "## 5. Dissipation as noise, beside dropout (section 5, item 5)",
         "",
@@ -324,9 +325,9 @@ def section5(results: dict) -> list[str]:
         "prediction of a ResNet with Gaussian noise √(2ε h)·ξ per block; so ε should regularize a "
         "model that overfits, as dropout does.",
         "",
-        "**Run.** " + ("`" + run["command"] + "` on " + run["started"] + f", wall time {run['seconds']:.0f} s, "
-                       f"load average {run['load'][0]:.1f} at the start and {run['load'][1]:.1f} at the end (2 cores "
-                       "shared with other jobs). " if run else "")
+        "**Run.** " + "; ".join("`" + r["command"] + "` on " + r["started"] + f", wall time {r['seconds']:.0f} s, "
+                                f"load average {r['load'][0]:.1f} at the start and {r['load'][1]:.1f} at the end"
+                                for _, r in runs) + (" (2 cores shared with other jobs). " if runs else "")
         + "Problems made to overfit: "
         + "; ".join(f"{name}: {res[f'{name}/eps=0']['n_train']} training points with {100 * p['data']['label_noise']:.0f}% "
                     f"of their labels flipped (`data.label_noise`), {res[f'{name}/eps=0']['n_test']} clean test points, "

@@ -47,7 +47,7 @@ FULL = {
     "moons": dict(problem="moons", cells=16, iterations=100, seeds=(0, 1, 2),
                   data={"points": 500, "test_fraction": 0.8, "label_noise": 0.3},
                   field={"width": 16}, train={"kinetic": 0.005, "weight_decay": 1e-5, "smoothness": 1e-3}),
-    "spirals": dict(problem="spirals", cells=20, iterations=60, seeds=(0, 1, 2),
+    "spirals": dict(problem="spirals", cells=20, iterations=40, seeds=(0, 1, 2),
                     data={"points": 600, "test_fraction": 0.5, "label_noise": 0.1},
                     field={"width": 16}, train={"kinetic": 0.005, "weight_decay": 1e-5, "smoothness": 1e-3}),
 }
@@ -130,9 +130,15 @@ def model_check(trained, epsilon: float, mc_spec: dict, seed: int) -> dict:
                 seconds=time.perf_counter() - started)
 
 
-def run(out: Path, quick: bool) -> dict:
-    """The sweep, and the peer alongside it (another process); the figures."""
+def run(out: Path, quick: bool, names: list[str] | None = None) -> dict:
+    """The sweep of the problems ``names`` (default all), and the peer alongside it (another
+    process); the prediction maps go to DIR/work/s5-maps-NAME.npz (for ``maps_figure``)."""
     problems, epsilons = (QUICK, QUICK_EPSILONS) if quick else (FULL, EPSILONS)
+    if names:
+        unknown = sorted(set(names) - set(problems))
+        if unknown:
+            raise SystemExit(f"section 5 has no problem {unknown}; expected some of {list(problems)}")
+        problems = {k: v for k, v in problems.items() if k in names}
     mc_spec, n = (QUICK_MONTE_CARLO, QUICK_GRID) if quick else (MONTE_CARLO, GRID)
     peer = Peer(out, quick, problems)
     results, maps = {}, {}
@@ -166,14 +172,42 @@ def run(out: Path, quick: bool) -> dict:
                 seconds_per_iteration=spread([r["seconds_per_iteration"] for r in runs]),
                 steps=spread([r["steps"] for r in runs]),
             )
-    section = dict(problems={k: dict(v, seeds=list(v["seeds"])) for k, v in problems.items()},
-                   epsilons=list(epsilons), monte_carlo=mc_spec, grid=n, results=results,
-                   peer=peer.results())
-    (out / "work").mkdir(parents=True, exist_ok=True)  # kept if a figure fails below
-    (out / "work" / "s5-results.json").write_text(json.dumps(section))
+    (out / "work").mkdir(parents=True, exist_ok=True)
+    for name in problems:
+        np.savez(out / "work" / f"s5-maps-{name}.npz", epsilons=np.array(epsilons),
+                 **{f"{key}_{i}": np.asarray(maps[(name, e)][key])
+                    for i, e in enumerate(epsilons) for key in ("p", "extent", "X", "y")})
+    return dict(problems={k: dict(v, seeds=list(v["seeds"])) for k, v in problems.items()},
+                epsilons=list(epsilons), monte_carlo=mc_spec, grid=n, results=results,
+                peer=peer.results())
+
+
+def merge(old: dict | None, new: dict) -> dict:
+    """Section 5 of some problems merged into an earlier one (same ε grid): the new problems'
+    numbers replace theirs; ``runs`` keeps each problem's own command, time and load."""
+    if not old or old.get("epsilons") != new["epsilons"]:
+        return new
+    merged = dict(old)
+    merged["problems"] = {**old["problems"], **new["problems"]}
+    merged["results"] = {**{k: v for k, v in old["results"].items() if v["dataset"] not in new["problems"]},
+                         **new["results"]}
+    merged["peer"] = dict(new["peer"], results={**{k: v for k, v in old["peer"]["results"].items()
+                                                   if v["dataset"] not in new["problems"]},
+                                                **new["peer"]["results"]})
+    merged["runs"] = {**old.get("runs", {}), **new["runs"]}
+    merged["monte_carlo"], merged["grid"] = new["monte_carlo"], new["grid"]
+    return merged
+
+
+def figures(section: dict, out: Path) -> None:
+    """Both figures of the section, from its numbers and the saved prediction maps."""
     accuracy_figure(section, out / "viscosity_accuracy.png")
-    maps_figure(maps, epsilons, out / "viscosity_maps.png")
-    return section
+    maps = {}
+    for name in section["problems"]:
+        with np.load(out / "work" / f"s5-maps-{name}.npz") as npz:
+            for i, e in enumerate(npz["epsilons"]):
+                maps[(name, float(e))] = {key: npz[f"{key}_{i}"] for key in ("p", "extent", "X", "y")}
+    maps_figure(maps, section["epsilons"], out / "viscosity_maps.png")
 
 
 class Peer:

@@ -101,7 +101,7 @@ def test_smoothness_of_a_sharp_and_a_smooth_map():
     assert found[1]["lipschitz"] < 0.1 * found[0]["lipschitz"] <= 0.1 * np.sqrt(2) / h
 
 
-@pytest.mark.slow  # 106 s wall at load ~13 on the shared 2-core machine (the torch peer starts)
+@pytest.mark.slow  # 106-170 s wall at load ~13 on the shared 2-core machine (the torch peer starts)
 def test_quick_viscosity_section(tmp_path):
     """Section 5 alone (`--only viscosity --quick`): the sweep, the Monte Carlo check of every
     viscous model, the smoothness measures and the peer with dropout and noise."""

@@ -106,8 +106,9 @@ def smoothness(logits: np.ndarray, n: int, spacing: float) -> dict:
 
 
 def model_check(trained, epsilon: float, mc_spec: dict, seed: int) -> dict:
-    """The PDE's test predictions against the model's own: for ε = 0 the characteristics
-    (training's final check, every test point), for ε > 0 the Monte Carlo of the reflected SDE
+    """The PDE's predictions against the model's own: for ε = 0 the characteristics
+    (training's final check: its label agreement and largest logit difference are over the
+    training and test points together; the accuracy is the test points'), for ε > 0 the Monte Carlo of the reflected SDE
     at every test point (``model/stochastic.py``; seed ``seed``)."""
     n_test = len(trained.test_logits)
     X_test, y_test = trained.X[-n_test:], trained.y[-n_test:]

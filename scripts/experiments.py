@@ -49,6 +49,12 @@ def main() -> None:
                         help="run this section alone and merge it into DIR/results.json")
     parser.add_argument("--problems", help="section 5: only these of its problems (comma-separated), "
                         "merged into DIR/results.json beside the others (runs side by side may share DIR)")
+    parser.add_argument("--recheck", metavar="PATHS,STEPS",
+                        help="with --only viscosity: the Monte Carlo check of its trained viscous models "
+                        "again with PATHS paths of STEPS steps (the run directories in DIR/runs)")
+    parser.add_argument("--timing", action="store_true",
+                        help="with --only viscosity: time J + ∇J of its trained fields side by side (the "
+                        "sweep's run directories in DIR/runs) into DIR/results.json")
     args = parser.parse_args()
     out = args.out
     if args.render:
@@ -57,6 +63,26 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     command = " ".join(["scripts/experiments.py", *sys.argv[1:]])
     names = args.problems.split(",") if args.problems else None
+    if args.only and args.recheck:
+        paths, steps = (int(v) for v in args.recheck.split(","))
+        path = out / "results.json"
+        results = json.loads(path.read_text())
+        results["section5"] = viscosity.recheck(out, results["section5"], dict(paths=paths, steps=steps))
+        results["section5"]["recheck_command"] = command
+        write_json_atomic(path, results)
+        viscosity.figures(results["section5"], out)
+        write_text_atomic(out / "report.md", report.render(results))
+        print(f"wrote {out / 'report.md'}")
+        return
+    if args.only and args.timing:
+        path = out / "results.json"
+        results = json.loads(path.read_text())
+        results["section5"]["timing"] = viscosity.side_by_side_timing(out, results["section5"])
+        results["section5"]["timing"]["command"] = command
+        write_json_atomic(path, results)
+        write_text_atomic(out / "report.md", report.render(results))
+        print(f"wrote {out / 'report.md'}")
+        return
     if args.only:
         section = run_viscosity(out, args.quick, command, names)
         # kept whatever happens below (scratch, not committed)

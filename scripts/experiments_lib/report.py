@@ -341,7 +341,10 @@ def section5(results: dict) -> list[str]:
         "Every model is checked: for ε = 0 the PDE against the characteristics "
         "(training's final check, on the training and test points together), for ε > 0 against the Monte Carlo of the stochastic "
         f"characteristics at every test point ({s['monte_carlo']['paths']} reflected Euler–Maruyama "
-        f"paths of {s['monte_carlo']['steps']} steps; its bound 3 SE + dt bias): label agreement, and the "
+        f"paths of {s['monte_carlo']['steps']} steps; its bound 3 SE + dt bias"
+        + (f"; checked again after the sweep by `{s['recheck_command']}`, the first check's 16 steps having "
+           "left a dt bias bound of up to 5 on the logits" if "recheck_command" in s else "")
+        + "): label agreement, and the "
         "largest logit difference against that bound (\"within\": the share of test points and "
         "logits inside the bound; the bound does not hold the PDE's own discretization error, so a "
         "coarse mesh leaves some outside). The model's accuracy (by the characteristics or the Monte "
@@ -388,6 +391,21 @@ def section5(results: dict) -> list[str]:
         what = f"dropout p = {r['value']:g}" if r["kind"] == "dropout" else f"noise ε = {r['value']:g}"
         lines.append(f"| {r['dataset']} | {what} | {pm(r['test_accuracy'])} | {other} | "
                      f"{pm(r['train_accuracy'])} | {r['seconds_per_iteration']['mean'] * 1e3:.0f} ms |")
+    if "timing" in s:
+        t = s["timing"]
+        lines += ["", f"**Time per iteration, side by side.** The seconds per iteration above come from runs "
+                  "under a load that fell from ~13 to ~5 while they went on, so across ε they compare "
+                  f"loads more than ε. `{t['command']}` timed one J + ∇J (an L-BFGS iteration without "
+                  f"its line search) at the final parameters of the first seed, the ε of a problem in "
+                  f"turn, median of {t['repeat']} rounds (load average "
+                  f"{min(r['load'] for rows in t['problems'].values() for r in rows):.1f}–"
+                  f"{max(r['load'] for rows in t['problems'].values() for r in rows):.1f}):", "",
+                  "| data | " + " | ".join(f"ε = {e:g}" for e in eps) + " |",
+                  "|---|" + "---|" * len(eps)]
+        for name, rows in t["problems"].items():
+            base = rows[0]["seconds"]
+            lines.append(f"| {name} | " + " | ".join(f"{r['seconds']:.2f} s ({r['seconds'] / base:.1f}×, {r['steps']} steps)"
+                                                  for r in rows) + " |")
     lines += ["", "![accuracy against ε and p](viscosity_accuracy.png)", "",
               "![prediction maps across ε](viscosity_maps.png)", ""]
     verdicts, summary = [], []

@@ -183,6 +183,64 @@ def run(out: Path, quick: bool, names: list[str] | None = None) -> dict:
                 peer=peer.results())
 
 
+def side_by_side_timing(out: Path, section: dict, repeat: int = 3) -> dict:
+    """Seconds of one J + ∇J (the work of an L-BFGS iteration without its line search) at the
+    final parameters of each ε's first seed, the ε of a problem timed in turn, ``repeat``
+    rounds, medians: the sweep's own seconds per iteration come from runs hours apart under a
+    changing load, these from the same minute. Needs the sweep's run directories (checkpoint.npz)."""
+    from solver.learn.train import Problem, load_checkpoint
+
+    timing = {}
+    for name, spec in section["problems"].items():
+        seed = spec["seeds"][0]
+        built = []
+        for epsilon in section["epsilons"]:
+            state, _, _ = load_checkpoint(out / "runs" / f"s5-{name}-eps{epsilon:g}-{seed}" / "checkpoint.npz")
+            built.append((epsilon, Problem.build(MPI.COMM_SELF, sweep_config(name, spec, epsilon, seed)), state.p))
+        seconds: dict[float, list[float]] = {e: [] for e in section["epsilons"]}
+        steps = {}
+        for _ in range(repeat):
+            for epsilon, problem, p in built:
+                started = time.perf_counter()
+                problem.J.value_and_gradient(p)
+                seconds[epsilon].append(time.perf_counter() - started)
+                steps[epsilon] = int(sum(problem.J.last.steps))
+        for _, problem, _ in built:
+            problem.destroy()
+        timing[name] = [dict(epsilon=e, seconds=float(np.median(seconds[e])), steps=steps[e],
+                             load=os.getloadavg()[0]) for e in section["epsilons"]]
+    return dict(repeat=repeat, seed_index=0, problems=timing)
+
+
+def recheck(out: Path, section: dict, mc_spec: dict) -> dict:
+    """The Monte Carlo check of every viscous model again, with ``mc_spec`` (e.g. more steps):
+    the PDE's test logits from one forward solve at the final parameters (the run directory's
+    checkpoint.npz) on the mesh of training; the section's check numbers replaced."""
+    from experiments_lib.common import Trained
+    from solver.learn.train import Problem, load_checkpoint
+
+    for r in section["results"].values():
+        if r["epsilon"] == 0:
+            continue
+        spec = section["problems"][r["dataset"]]
+        for run_ in r["runs"]:
+            seed = run_["seed"]
+            path = out / "runs" / f"s5-{r['dataset']}-eps{r['epsilon']:g}-{seed}" / "checkpoint.npz"
+            state, _, _ = load_checkpoint(path)
+            problem = Problem.build(MPI.COMM_SELF, sweep_config(r["dataset"], spec, r["epsilon"], seed))
+            problem.J(state.p)  # J.last: the forward solve at p
+            theta, A, b = (np.array(a) for a in problem.J.split(state.p))
+            ds = problem.dataset
+            trained = Trained({}, problem.model, theta, A, b, np.concatenate([ds.X_train, ds.X_test]),
+                              np.concatenate([ds.y_train, ds.y_test]),
+                              test_logits=np.stack([problem.test(u) for u in problem.J.last.u0], axis=1))
+            run_["model"] = model_check(trained, r["epsilon"], mc_spec, seed)
+            problem.destroy()
+        r["model_test_accuracy"] = spread([x["model"]["test_accuracy"] for x in r["runs"]])
+    section["monte_carlo"] = dict(mc_spec)
+    return section
+
+
 def merge(old: dict | None, new: dict) -> dict:
     """Section 5 of some problems merged into an earlier one (same ε grid): the new problems'
     numbers replace theirs; ``runs`` keeps each problem's own command, time and load."""

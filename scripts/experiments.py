@@ -17,7 +17,10 @@ Sections (each: the paper's claim, what was run, the result, whether it supports
   5. dissipation as noise: the viscosity ε swept on moons and spirals with noisy labels, beside
      the torch peer with dropout and with Gaussian noise injection (issue #14, item 5).
 `--only viscosity` runs section 5 alone and merges it into DIR/results.json (the other sections'
-numbers stay as they were), then writes DIR/report.md again.
+numbers stay as they were), then writes DIR/report.md again; `--problems moons` (or spirals) only
+that problem of it (two such runs side by side merge under a lock); with `--timing` it times
+J + ∇J of the trained fields side by side, with `--recheck PATHS,STEPS` it repeats the Monte
+Carlo check of the viscous models (both read DIR/runs, which the sweep leaves).
 Raw numbers go to DIR/results.json, figures to DIR/*.png, training runs to DIR/runs/ (scratch).
 """
 

@@ -58,10 +58,11 @@ def test_quick_run_writes_the_report(tmp_path):
                           capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = (tmp_path / "report.md").read_text()
-    for heading in ("## 1.", "## 2.", "### (a)", "### (b)", "## 3.", "## 4."):
+    for heading in ("## 1.", "## 2.", "### (a)", "### (b)", "## 3.", "## 4.", "## 5."):
         assert heading in report
-    assert report.count("**Claim.**") == 5 and report.count("**Verdict**") == 5
-    for figure in ("hyperplanes.png", "slabs.png", "export_depth.png", "trainability.png"):
+    assert report.count("**Claim.**") == 6 and report.count("**Verdict**") == 6
+    for figure in ("hyperplanes.png", "slabs.png", "export_depth.png", "trainability.png",
+                   "viscosity_accuracy.png", "viscosity_maps.png"):
         assert (tmp_path / figure).stat().st_size > 0 and f"({figure})" in report
     results = json.loads((tmp_path / "results.json").read_text())
 
@@ -101,7 +102,7 @@ def test_smoothness_of_a_sharp_and_a_smooth_map():
     assert found[1]["lipschitz"] < 0.1 * found[0]["lipschitz"] <= 0.1 * np.sqrt(2) / h
 
 
-@pytest.mark.slow  # 106-170 s wall at load ~13 on the shared 2-core machine (the torch peer starts)
+@pytest.mark.slow  # 19 s wall at load ~5, 106-170 s at load ~13 (the torch peer starts)
 def test_quick_viscosity_section(tmp_path):
     """Section 5 alone (`--only viscosity --quick`): the sweep, the Monte Carlo check of every
     viscous model, the smoothness measures and the peer with dropout and noise."""

@@ -193,3 +193,22 @@ def test_history_written_before_certification_reads_with_nan_checks(tmp_path):
     path.write_text(",".join(earlier) + "\n" + ",".join(str(ROW[c]) for c in earlier) + "\n")
     (row,) = store.read_history(path)
     assert row["cells"] == 13 and np.isnan(row["refinements"])
+
+
+def test_a_prediction_figure_of_many_points_draws_a_fixed_subset(tmp_path, monkeypatch):
+    from solver.model.data import Scaling
+    from solver.rundir import outputs, plots
+
+    drawn = []
+    real = plots._scatter_classes
+    monkeypatch.setattr(plots, "_scatter_classes", lambda ax, X, y, *a, **k: (drawn.append(len(X)), real(ax, X, y, *a, **k)))
+    box = make_domain("box", lower=[-1, -1], upper=[1, 1])
+    raster = outputs.Raster.of(box, 16)
+    raster.classify(np.random.default_rng(0).normal(size=(int(raster.inside.sum()), 2)))
+    rng = np.random.default_rng(1)
+    n = 3 * plots.SHOWN_POINTS
+    X, y = rng.uniform(-1, 1, size=(n, 2)), rng.integers(0, 2, n)
+    view = plots.View(box, Scaling.identity(2), ("x1", "x2"))
+    plots.prediction_figure(tmp_path / "p.png", view, raster, X, y, X[:100], y[:100], y[:100], "many")
+    assert drawn == [plots.SHOWN_POINTS, 100] and (tmp_path / "p.png").stat().st_size > 0
+    assert np.array_equal(plots._subset(n), plots._subset(n)) and len(np.unique(plots._subset(n))) == plots.SHOWN_POINTS

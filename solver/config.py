@@ -170,7 +170,7 @@ class DataConfig:
     """The learning problem's data (``solver.model.data``): generated or read from CSV, scaled into Ω."""
 
     kind: str = "moons"  # moons, circles, spirals, xor, checkerboard, blobs, peaks, csv (`path`)
-    points: int | None = 400  # train + test; none: all rows of a CSV file
+    points: int | None = 400  # train + test; csv: all rows of the file unless given
     noise: float | None = None  # none: the kind's default
     seed: int = 0  # of the data and the train/test split
     test_fraction: float = DEFAULT_TEST_FRACTION  # held out for testing, stratified
@@ -477,6 +477,8 @@ def _data(r: _Reader, s: dict[str, Any], source: str) -> DataConfig:
         augment_dim=partial(validate.optional(validate.integer), low=2, high=3),
         margin=DATA_CHECKS["margin"],
     )
+    if kind == "csv" and "points" not in s:
+        values["points"] = None  # all rows (the default 400 is for the generated kinds)
     if values["classes"] is not None and values["points"] is not None and values["classes"] > values["points"]:
         raise r.error("data", "classes", f"expected at most data.points = {values['points']} "
                       f"classes, got {values['classes']}")

@@ -195,7 +195,7 @@ def command_train(comm: MPI.Comm, args) -> int:
     from solver.rundir.outputs import write_training_outputs
 
     started = time.perf_counter()
-    problem = Problem.build(comm, config)
+    problem = Problem.build(comm, config, dataset=dataset)  # the data generated once, not twice
     from solver.model.data import describe
 
     log.info("%s", describe(problem.dataset))

@@ -197,7 +197,8 @@ def train(comm: MPI.Comm, problem: Problem, out: Path | None, resume: bool = Fal
     Logs a line per iteration, checkpoints every ``train.save_every`` iterations (with the
     resolution the run is on, so that ``resume`` continues on it; none if ``out`` is None, as
     for ``solver.estimator`` without a run directory), checks the PDE against the
-    characteristics every ``train.check_every`` iterations (``certify.py``) and raises the
+    characteristics (ε > 0: the Monte Carlo of the SDE) every ``train.check_every`` iterations
+    (``certify.py``) and raises the
     resolution (``Resolution.raised``) when the logits differ by more than
     ``train.refine_above``. At the end the final parameters are checked, raising the
     resolution (a forward solve each) until the logits pass or ``train.max_dofs`` stops it. The checkpoint keeps the resolution training was on, so a
@@ -264,6 +265,10 @@ def train(comm: MPI.Comm, problem: Problem, out: Path | None, resume: bool = Fal
         problem.J.evaluate(state.p)
         final = check(comm, problem, state.p)
         log.info("final check on %s: %s", problem.resolution, describe_check(final))
+    if final.monte_carlo_bound > tc.tolerance / 2:  # the check could not see errors this large
+        log.warning("the Monte Carlo's error bound %.3f is more than half train.tolerance = %g: what "
+                    "the check certifies is loose; raise train.paths (standard error ~ 1/√paths) or "
+                    "train.sde_steps", final.monte_carlo_bound, tc.tolerance)
     return Outcome(problem, state, history, final)
 
 

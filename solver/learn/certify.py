@@ -193,9 +193,10 @@ def monte_carlo(comm: MPI.Comm, field, domain, A: np.ndarray, b: np.ndarray, poi
     shape=(n_j, K)), the same on every rank. One ``stochastic.solve`` over the sets
     concatenated, antithetic, Heun steps (collective).
 
-    Measured (moons 32², ε = 0.01, 30 iterations, 500 points, 16 steps): the largest bound was
-    0.86 with 256 Euler–Maruyama paths (bias 0.71), 0.33 with 256 Heun paths (bias 0.09,
-    3 SE 0.30), 0.20 with 512 Heun paths, 0.17 with 1024.
+    Measured (``scripts/bench_mc_check.py RUN``, moons 32², ε = 0.01, 30 iterations, 500 points,
+    16 steps): the largest bound was 0.86 with 256 Euler–Maruyama paths (bias 0.71), 0.33 with
+    256 Heun paths (bias 0.09, 3 SE 0.30), 0.20 with 512 Heun paths (the default ``train.paths``),
+    0.17 with 1024, at 0.8, 1.7, 3.4 and 7.2 s of CPU on one rank (load average ~13).
     """
     sizes = np.cumsum([0] + [len(x) for x in points])
     mc = stochastic.solve(comm, field, domain, lambda x: x @ A.T + b, np.concatenate(points), epsilon,

@@ -444,7 +444,8 @@ def record(comm: MPI.Comm, problem: Problem, state: optimize.OptimizerState, sec
 def describe_check(result: certify.Check) -> str:
     verdict = f"({'within' if result.passed else 'OUTSIDE'} tolerance)"
     if result.reference == certify.MONTE_CARLO:
-        resolved = min(a.certified_agreement for a in (result.train, result.test) if a.points)
+        checked = [a.certified_agreement for a in (result.train, result.test) if a.points]
+        resolved = min(checked, default=float("nan"))
         return (f"PDE vs Monte Carlo: labels agree {100 * result.label_agreement:.1f}% "
                 f"({100 * resolved:.1f}% where the Monte Carlo resolves them), max logit difference "
                 f"{result.max_logit_difference:.3f}, Monte Carlo bound {result.monte_carlo_bound:.3f}, "

@@ -22,12 +22,15 @@ The PDE and the Monte Carlo agree when |u_h − mean| ≤ 3 SE + bias (``MonteCa
 Two options make the estimate cheaper for the certification of training (``learn/certify.py``),
 where it runs every few iterations at every data point. ``heun``: the stochastic Heun step
 (``_step``), weak order 2 for this additive noise, so fewer steps for the same bias (the halving
-estimate above stays an upper bound). ``antithetic``: the paths come in pairs driven by W and −W. The mean is unbiased as before and the standard error is that of the
-M/2 pair means; the part of f(X_T) linear in the noise cancels within a pair, which is most of it
-for small ε (measured on moons, 12², ε = 0.01, 500 points, M = 256, 16 steps: the largest
-standard error 0.065 with independent paths, 0.020 antithetic, at the same cost). (Tried and
-dropped: the exact characteristics plus the Monte Carlo of f(X_T) − f(q̃_T), q̃ the noise-free
-Euler path, to cancel the drift's Euler error; the dt bias estimate fell only from 0.132 to 0.112.)
+estimate above stays an upper bound). ``antithetic``: the paths come in pairs driven by W and −W.
+The mean is unbiased as before and the standard error is that of the M/2 pair means; the part of
+f(X_T) linear in the noise cancels within a pair, which is most of it for small ε. Measured with
+``scripts/bench_mc_check.py RUN`` at the 500 points of moons, ε = 0.01, 16 steps: after 5
+iterations on 12², the largest standard error 0.065 with 256 independent Euler–Maruyama paths,
+0.020 antithetic, at the same cost; after 30 iterations on 32², the largest bias 0.71 with
+Euler–Maruyama, 0.09 with Heun, at twice the cost. (Tried and dropped: the exact characteristics
+plus the Monte Carlo of f(X_T) − f(q̃_T), q̃ the noise-free Euler path, to cancel the drift's Euler
+error; on 12² the bias estimate fell only from 0.132 to 0.112.)
 
 Paths are drawn per chunk of points (``chunk_size``) from a stream seeded by (seed, chunk index), and
 the chunks are split over the ranks whole: the result does not depend on the number of ranks.

@@ -167,14 +167,16 @@ def compare_logits(comm: MPI.Comm, fe_logits: np.ndarray, reference: np.ndarray,
                        accuracy_pde=ratio(correct_pde), accuracy_characteristics=ratio(correct_ch))
     if bound is None:
         return result
+    # The PDE's label stands unless the Monte Carlo puts its own label above it beyond both
+    # bounds (equal labels stand: the difference is 0).
     rows = np.arange(len(y))
-    unresolved = (reference[rows, ch_labels] - reference[rows, fe_labels]
-                  <= bound[rows, ch_labels] + bound[rows, fe_labels])  # includes equal labels
+    stands = (reference[rows, ch_labels] - reference[rows, fe_labels]
+              <= bound[rows, ch_labels] + bound[rows, fe_labels])
     largest_bound = comm.allreduce(float(np.max(bound, initial=0.0)), op=MPI.MAX)
     largest_excess = comm.allreduce(float(np.max(excess(fe_logits, reference, bound), initial=0.0)), op=MPI.MAX)
-    resolved = comm.allreduce(int(np.sum(unresolved)), op=MPI.SUM)
+    standing = comm.allreduce(int(np.sum(stands)), op=MPI.SUM)
     return dataclasses.replace(result, monte_carlo_bound=float(largest_bound), excess=float(largest_excess),
-                               resolved_agreement=ratio(resolved))
+                               resolved_agreement=ratio(standing))
 
 
 def excess(fe_logits: np.ndarray, reference: np.ndarray, bound: np.ndarray | None) -> np.ndarray:

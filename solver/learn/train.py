@@ -385,8 +385,8 @@ def next_resolution(comm: MPI.Comm, problem: Problem, p: np.ndarray, threshold: 
         # ε > 0: the error of the Monte Carlo check (what lies beyond its bound), but still along
         # the inviscid path q(·; X_i). The error of u_h(0, X_i) is then made where the SDE's paths
         # go, a tube of width ~√(2εT) about a mean path that differs from q by O(ε); for the ε
-        # that the explicit solver affords (≤ 1e-2: 0.14 wide, one cell of 12² or less) the
-        # cells along q are the middle of that tube. Widening the tube would mark cells whose
+        # that the explicit solver affords (≤ 1e-2: √(2εT) ≤ 0.14 for T = 1, less than a cell of
+        # 12² on [-1, 1]²) the cells along q are the middle of that tube. Widening the tube would mark cells whose
         # share of the transition density is small, and DG2 comes first anyway.
         (m_train, e_train), (m_test, e_test) = monte_carlo_reference(comm, problem, field, A, b)
         errors = certify.excess(fe, np.concatenate([m_train, m_test]), np.concatenate([e_train, e_test]))
@@ -447,7 +447,7 @@ def describe_check(result: certify.Check) -> str:
         checked = [a.certified_agreement for a in (result.train, result.test) if a.points]
         resolved = min(checked, default=float("nan"))
         return (f"PDE vs Monte Carlo: labels agree {100 * result.label_agreement:.1f}% "
-                f"({100 * resolved:.1f}% where the Monte Carlo resolves them), max logit difference "
+                f"({100 * resolved:.1f}% with those the Monte Carlo cannot decide), max logit difference "
                 f"{result.max_logit_difference:.3f}, Monte Carlo bound {result.monte_carlo_bound:.3f}, "
                 f"beyond it {result.certified_difference:.3f} {verdict}")
     return (f"PDE vs characteristics: labels agree {100 * result.label_agreement:.1f}%, "

@@ -211,6 +211,10 @@ class TrainConfig:
     agreement: float = 0.995  # the least fraction of equal labels for a certified run
     adapt: bool = True  # raise the resolution where the check fails (else report only)
     max_dofs: int = 400_000  # DG dofs per component the resolution may grow to
+    # With field.viscosity > 0 the reference of the checks is the Monte Carlo of the reflected SDE
+    # (model/stochastic.py, antithetic pairs, Heun steps) with its error bound, not the characteristics.
+    paths: int = 512  # viscous runs: Monte Carlo paths per checked point (even: antithetic pairs)
+    sde_steps: int = 16  # viscous runs: Heun steps of a path (its bias measured with half as many)
 
     @property
     def refine_threshold(self) -> float:
@@ -446,7 +450,16 @@ def _train(r: _Reader, s: dict[str, Any], source: str) -> TrainConfig:
         agreement=partial(validate.number, low=0.0, low_open=True, high=1.0),
         adapt=validate.boolean,
         max_dofs=partial(validate.integer, low=1),
+        paths=_antithetic_paths,
+        sde_steps=partial(validate.integer, low=2, high=10**6),
     ))
+
+
+def _antithetic_paths(name: str, value: Any) -> int:
+    """An even number of paths >= 4: pairs W, −W, at least two pairs for a standard error."""
+    if not validate.is_integer(value) or value < 4 or value > 10**6 or value % 2:
+        raise validate.expected(name, "an even integer in [4, 1000000]", value)
+    return int(value)
 
 
 def _increasing(name: str, value: Any, low: int) -> tuple[int, ...]:

@@ -16,7 +16,7 @@ from solver.rundir import files, store
 ROW = dict(iteration=3, loss=0.25, data_loss=0.125, train_accuracy=0.9, test_accuracy=float("nan"),
            gradient_norm=1.5e-3, steps=42, seconds=0.75, evaluations=5, cells=13, degree=1,
            max_logit_difference=0.25, label_agreement=1.0, accuracy_characteristics=0.875,
-           check_seconds=0.0625, refinements=1)
+           check_seconds=0.0625, refinements=1, monte_carlo_bound=0.125)
 
 
 def model_and_parameters(K=3):
@@ -158,7 +158,7 @@ def test_wrong_contents_are_input_errors(tmp_path):
     with pytest.raises(InputError, match="not an npz archive"):
         store.read_parameters(tmp_path / "plain.npy")
     np.savez(tmp_path / "c.npz", p=np.ones(3), history=np.ones((2, 4)))
-    with pytest.raises(InputError, match=r"c.npz: .*history must have shape \(n, 16\)"):
+    with pytest.raises(InputError, match=r"c.npz: .*history must have shape \(n, 17\)"):
         store.read_checkpoint(tmp_path / "c.npz")
     (tmp_path / "h.csv").write_text("iteration,loss\n1,2\n")
     with pytest.raises(InputError, match="h.csv: .*header"):
@@ -193,6 +193,10 @@ def test_history_written_before_certification_reads_with_nan_checks(tmp_path):
     path.write_text(",".join(earlier) + "\n" + ",".join(str(ROW[c]) for c in earlier) + "\n")
     (row,) = store.read_history(path)
     assert row["cells"] == 13 and np.isnan(row["refinements"])
+    earlier = store.EARLIER_HISTORY_COLUMNS[2]  # before the Monte Carlo check: sixteen columns
+    path.write_text(",".join(earlier) + "\n" + ",".join(str(ROW[c]) for c in earlier) + "\n")
+    (row,) = store.read_history(path)
+    assert row["refinements"] == 1 and np.isnan(row["monte_carlo_bound"])
 
 
 def test_a_prediction_figure_of_many_points_draws_a_fixed_subset(tmp_path, monkeypatch):

@@ -40,19 +40,24 @@ CASES = {
     "moons 10⁷": ("moons.toml", 10**7, 0.98, {}),
 }
 QUICK_CASES = {"moons 2·10³": ("moons.toml", 2000, 0.9, {"mesh": {"cells": 8}, "train": {"iterations": 5}})}
-BUDGET = 240.0  # seconds of training time for each peer
+BUDGET = 120.0  # seconds of training time for each peer
 QUICK_BUDGET = 2.0
 ADAM_LR = 0.05
 BATCH = 1024
-EVALUATE_BATCHES = 100  # minibatch steps between the peer's evaluations (off the clock)
 FULL_BATCH_LIMIT = 2 * 10**6  # training points above which the full-batch Euler peer is not run
+
+
+def evaluate_batches(n_train: int) -> int:
+    """Minibatch steps between the peer's evaluations: they are off the clock but cost wall time
+    ∝ N, so at least 100 steps and N/4000 (10⁶ points: 200 steps, about 2 s of training)."""
+    return max(100, n_train // 4000)
 
 
 def peers(n_train: int) -> dict[str, dict]:
     """The peer variants run at this N: name -> spec keys."""
     variants = {"dopri5-adjoint": dict(method="dopri5-adjoint"),
                 "euler": dict(method="euler"),
-                f"euler, batch {BATCH}": dict(method="euler", batch_size=BATCH, evaluate_every=EVALUATE_BATCHES)}
+                f"euler, batch {BATCH}": dict(method="euler", batch_size=BATCH, evaluate_every=evaluate_batches(n_train))}
     if n_train > FULL_BATCH_LIMIT:
         del variants["euler"]
     return variants

@@ -49,7 +49,7 @@ FULL_BATCH_LIMIT = 2 * 10**6  # training points above which the full-batch Euler
 
 def evaluate_batches(n_train: int) -> int:
     """Minibatch steps between the peer's evaluations: they are off the clock but cost wall time
-    ∝ N, so at least 100 steps and N/4000 (10⁶ points: 200 steps, about 2 s of training)."""
+    ∝ N, so at least 100 steps and N/4000 (10⁶ points: every 200 steps)."""
     return max(100, n_train // 4000)
 
 

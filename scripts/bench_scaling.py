@@ -33,6 +33,7 @@ reductions · 2 log2(P) α``.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import math
 import os
@@ -64,8 +65,9 @@ EVENTS = ("MatMatMultNum", "MatMatMultSym", "MatMult", "MatTranspose", "MatAssem
 ASSUMED = dict(
     latency_s=2e-6,  # α: per message, MPI point-to-point between nodes (~1–2 µs on InfiniBand)
     bandwidth_Bps=3e9,  # β: per rank, a 100–200 Gb/s NIC shared by the ranks of a node that talk off-node
-    reductions_per_solve=None,  # set from the code: see reductions()
 )
+# A slower network for the summary's sensitivity line: 10 Gb/s Ethernet class, TCP latency.
+SLOW_NETWORK = (20e-6, 1e9)
 
 
 # --------------------------------------------------------------------------------------- worker
@@ -402,7 +404,27 @@ def markdown(results: dict) -> str:
         "summed over ranks and halved as `-log_view` does: a message is logged by its sender and its "
         "receiver). Times at 3 and 4 ranks are oversubscribed (2 cores) and are not used.",
         "",
+        "## Summary",
+        "",
     ]
+    for case in results["cases"]:
+        strong, weak, r = case["strong"][-1], case["weak"][-1], case["measured"][-1]
+        slow = results.get("slow_network", {}).get("cases", {}).get(case["name"])
+        out.append(
+            f"- **{case['name']}** ({case['dofs']:,} dofs × {K}): a MatMatMult (one RK3 stage) sends "
+            f"{r['messages_per_product']:.0f} messages, {r['bytes_per_product']:,.0f} bytes in all on "
+            f"{r['ranks']} ranks (busiest rank {r['max_rank_messages_per_product']:.0f} messages, "
+            f"{r['max_rank_bytes_per_product']:,.0f} bytes). Projected to {strong['P']} ranks on this mesh: "
+            f"forward {strong['forward']['speedup']:.0f}×, value + gradient {strong['gradient']['speedup']:.0f}× "
+            f"(communication is {strong['forward']['halo'] / strong['forward']['total']:.0%} of the forward's time "
+            f"there; most of the rest of the loss is the per-step overhead o = {case['o_forward'] * 1e6:.0f} µs, "
+            "which does not shrink with P)"
+            + (f"; on a slower network (α = {SLOW_NETWORK[0] * 1e6:.0f} µs, β = {SLOW_NETWORK[1] / 1e9:.0f} GB/s) "
+               f"{slow['forward']['speedup']:.0f}× and {slow['gradient']['speedup']:.0f}×" if slow else "")
+            + f". Weak scaling to {weak['P']} ranks ({case['dofs'] * weak['P']:,} dofs): "
+              f"{weak['forward']['efficiency']:.0%} (forward) and {weak['gradient']['efficiency']:.0%} (gradient) "
+              "per time step.")
+    out.append("")
     for case in results["cases"]:
         N, steps = case["dofs"], case["steps"]
         out += [f"## {case['name']}: {N:,} dofs per component, {steps} time steps per solve", "",
@@ -537,24 +559,30 @@ def measure(cases: dict, ranks: tuple, repeats: int, projected: tuple) -> list[d
 def render(raw: list[dict], meta: dict, alpha: float, beta: float, out: Path, doc: Path | None) -> dict:
     """Analyse the raw runs, write scaling.json (with the raw runs) and scaling.md."""
     results = dict(meta, assumed=dict(latency_s=alpha, bandwidth_Bps=beta), cases=[])
+    slow = dict(latency_s=SLOW_NETWORK[0], bandwidth_Bps=SLOW_NETWORK[1], cases={})
     for entry in raw:
         runs = {("small" if P == "small" else int(P)): run for P, run in entry["runs"].items()}
         partitions = {int(P): part for P, part in entry["partitions"].items()}
         results["cases"].append(analyse(entry["name"], entry["case"], runs, partitions, alpha, beta))
         results["cases"][-1]["runs"] = entry["runs"]
+        slow["cases"][entry["name"]] = analyse(entry["name"], entry["case"], runs, partitions, *SLOW_NETWORK)["strong"][-1]
+    results["slow_network"] = slow
     out.mkdir(parents=True, exist_ok=True)
-    (out / "scaling.json").write_text(json.dumps(results, indent=1))
+    with gzip.open(out / "scaling.json.gz", "wt") as file:  # the raw runs: --from-json re-renders them
+        json.dump(results, file, indent=1)
     text = markdown(results)
     (out / "scaling.md").write_text(text)
     if doc:
         doc.write_text(text)
-    print(f"wrote {out / 'scaling.md'}, {out / 'scaling.json'}" + (f", {doc}" if doc else ""))
+    print(f"wrote {out / 'scaling.md'}, {out / 'scaling.json.gz'}" + (f", {doc}" if doc else ""))
     return results
 
 
 def raw_from_json(path: Path) -> tuple[list[dict], dict]:
     """The raw runs and partitions kept in a scaling.json, and its date, command, machine, load."""
-    saved = json.loads(path.read_text())
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as file:
+        saved = json.load(file)
     raw = [dict(name=c["name"], case=c["case"], runs=c["runs"], partitions=c["partitions"]) for c in saved["cases"]]
     return raw, {k: saved[k] for k in ("date", "command", "machine", "load") if k in saved}
 

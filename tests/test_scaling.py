@@ -11,6 +11,7 @@ file, and the test process compares them.
 from mpi4py import MPI
 
 import gc
+import gzip
 import json
 import os
 import subprocess
@@ -105,7 +106,8 @@ def test_bench_scaling_counts(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_scaling.py"), "--quick", "--out", str(tmp_path)],
                           env=ENV, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr
-    results = json.loads((tmp_path / "scaling.json").read_text())
+    with gzip.open(tmp_path / "scaling.json.gz", "rt") as file:
+        results = json.load(file)
     assert (tmp_path / "scaling.md").read_text().startswith("# Parallel scaling")
     for case in results["cases"]:
         two = next(r for r in case["measured"] if r["ranks"] == 2)

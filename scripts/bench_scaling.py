@@ -404,7 +404,7 @@ def markdown(results: dict) -> str:
            "the machine was shared, so the times are inflated" if "load" in results else "")
         + "). Do not edit: rerun the command.",
         "",
-        f"Cases: DG{{k}} boxes, K = {K} components, width {WIDTH}, {SLABS} slabs, {POINTS} data points, θ of "
+        f"Cases: DG1 boxes, K = {K} components, width {WIDTH}, {SLABS} slabs, {POINTS} data points, θ of "
         "scale 1.5, the step counts frozen; one forward solve and one value + gradient per run. "
         "Messages and bytes are PETSc's (`PETSc.Log.begin()`, each event's `getPerfInfo` on every rank, "
         "summed over ranks and halved as `-log_view` does: a message is logged by its sender and its "
@@ -453,9 +453,11 @@ def markdown(results: dict) -> str:
         r4 = case["measured"][-1]
         sc = r4["dolfinx_scatters_gradient"]
         out += [f"Each RK3 stage is one MatMatMult (L times the n × {K} block), 3 per step: "
-                f"{case['products_forward']} per forward ({steps} steps, plus none else), "
-                f"{case['products_gradient']} per value + gradient (the forward, the transposed steps, and the "
-                "recomputation of the stages not kept). A MatMatMult's bytes are exactly 8 · K · (ghost dofs of "
+                f"{case['products_forward']} per forward ({steps} steps), "
+                f"{case['products_gradient']} per value + gradient on {r4['ranks']} ranks (the forward, the transposed "
+                "steps, and the recomputation of the stages not kept: fewer on more ranks, whose "
+                "`solver.stage_memory` per rank holds more of the steps). The MatAssembly calls of a forward are "
+                "the operator's, once per slab, and the result block's of each product (without messages). A MatMatMult's bytes are exactly 8 · K · (ghost dofs of "
                 "the DG index map), the facet neighbours' dofs on other ranks (column '8·K·ghost dofs'). "
                 f"Outside PETSc's log, a gradient on {r4['ranks']} ranks did {sc.get('scatter_forward_calls', 0)} "
                 f"dolfinx forward scatters and {sc.get('scatter_reverse_calls', 0)} reverse scatters of "

@@ -1,7 +1,7 @@
 """The benchmark suite (issue 5): one command, one report directory.
 
     make benchmarks                                            # the full suite into bench/ (~1 hour)
-    .venv/bin/python scripts/benchmarks.py [--out bench] [--repeats 3] [--sections 1,2,3,4,5]
+    .venv/bin/python scripts/benchmarks.py [--out bench] [--repeats 3] [--sections 1,2,3,4,5,6]
     .venv/bin/python scripts/benchmarks.py --quick --out /tmp/bench   # reduced suite, ~2 minutes
 
 Sections (``scripts/bench_lib/``, one module each):
@@ -16,6 +16,8 @@ Sections (``scripts/bench_lib/``, one module each):
 4. parallel: forward solve and gradient on 1 and 2 ranks, 2D and 3D; speedup, memory, projection.
 5. memory: peak memory and time of a forward solve and a gradient (3D), stage states kept or
    recomputed from checkpoints.
+6. millions: training to a target with N = 10⁶ (moons, circles 3D) and 10⁷ (moons) points, the
+   PDE against the peer (full batch and minibatch) with a time budget; peak memory.
 
 The report directory gets report.md, PNG plots, results.json (the raw numbers, rewritten after
 every section, so an interrupted run keeps what it measured), the configs the runs used
@@ -36,11 +38,11 @@ import time
 import traceback
 from pathlib import Path
 
-from bench_lib import learning, machine, memory, parallel, prediction, report, scaling
+from bench_lib import learning, machine, memory, millions, parallel, prediction, report, scaling
 from bench_lib.common import ROOT, Bench
 from bench_lib.peer import ensure_peer
 
-SECTION_KEYS = {1: "learning", 2: "scaling", 3: "prediction", 4: "parallel", 5: "memory"}
+SECTION_KEYS = {1: "learning", 2: "scaling", 3: "prediction", 4: "parallel", 5: "memory", 6: "millions"}
 
 
 def run_section(bench: Bench, number: int, peer_python: Path | None) -> None:
@@ -56,8 +58,10 @@ def run_section(bench: Bench, number: int, peer_python: Path | None) -> None:
         prediction.run(bench, run_dir)
     elif number == 4:
         parallel.run(bench)
-    else:
+    elif number == 5:
         memory.run(bench)
+    else:
+        millions.run(bench, peer_python)
 
 
 def main() -> int:
@@ -65,7 +69,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench", help="report directory (default bench/)")
     parser.add_argument("--quick", action="store_true", help="the reduced suite (about two minutes)")
     parser.add_argument("--repeats", type=int, default=None, help="repeats of each timing (default 3, quick 1)")
-    parser.add_argument("--sections", default="1,2,3,4,5", help="which sections, e.g. 1,3 (3 needs 1's moons run)")
+    parser.add_argument("--sections", default="1,2,3,4,5,6", help="which sections, e.g. 1,3 (3 needs 1's moons run)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the sections an earlier run in --out finished without error; run the rest")
     args = parser.parse_args()
@@ -92,7 +96,7 @@ def main() -> int:
     bench.save()
 
     peer_python = None
-    if {1, 2} & set(sections):
+    if {1, 2, 6} & set(sections):
         bench.progress("setup", "peer", "scripts/peer/setup.sh (creates .venv-peer if missing)")
         peer_python = ensure_peer(bench)
     failed = []

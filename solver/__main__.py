@@ -195,7 +195,7 @@ def command_train(comm: MPI.Comm, args) -> int:
     from solver.rundir.outputs import write_training_outputs
 
     started = time.perf_counter()
-    problem = Problem.build(comm, config)
+    problem = Problem.build(comm, config, dataset=dataset)  # the data generated once, not twice
     from solver.model.data import describe
 
     log.info("%s", describe(problem.dataset))
@@ -216,10 +216,11 @@ def command_train(comm: MPI.Comm, args) -> int:
         raise stopping.Stopped(signum, outcome.state.iteration, out / store.CHECKPOINT)
     metrics = write_training_outputs(comm, outcome, out)
     log.info(
-        "trained: loss %.5f, train accuracy %.4f, test accuracy %.4f (PDE on %s; the flow: %.4f), "
+        "trained: loss %.5f, train accuracy %.4f, test accuracy %.4f (PDE on %s; %s: %.4f), "
         "%d iterations, %.1f s -> %s",
         metrics["final_loss"], metrics["train_accuracy"], metrics["test_accuracy"],
-        outcome.problem.resolution, metrics["check"]["test"]["accuracy_characteristics"],
+        outcome.problem.resolution, "the flow" if outcome.check.reference == "characteristics" else
+        "its Monte Carlo", metrics["check"]["test"]["accuracy_characteristics"],
         metrics["iterations"], time.perf_counter() - started, out,
     )
     from solver.learn.train import describe_check

@@ -170,7 +170,7 @@ class DataConfig:
     """The learning problem's data (``solver.model.data``): generated or read from CSV, scaled into Ω."""
 
     kind: str = "moons"  # moons, circles, spirals, xor, checkerboard, blobs, peaks, csv (`path`)
-    points: int | None = 400  # train + test; none: all rows of a CSV file
+    points: int | None = 400  # train + test; csv: all rows of the file unless given
     noise: float | None = None  # none: the kind's default
     seed: int = 0  # of the data and the train/test split
     test_fraction: float = DEFAULT_TEST_FRACTION  # held out for testing, stratified
@@ -212,6 +212,10 @@ class TrainConfig:
     agreement: float = 0.995  # the least fraction of equal labels for a certified run
     adapt: bool = True  # raise the resolution where the check fails (else report only)
     max_dofs: int = 400_000  # DG dofs per component the resolution may grow to
+    # With field.viscosity > 0 the reference of the checks is the Monte Carlo of the reflected SDE
+    # (model/stochastic.py, antithetic pairs, Heun steps) with its error bound, not the characteristics.
+    paths: int = 512  # viscous runs: Monte Carlo paths per checked point (even: antithetic pairs)
+    sde_steps: int = 16  # viscous runs: Heun steps of a path (its bias measured with half as many)
 
     @property
     def refine_threshold(self) -> float:
@@ -447,7 +451,16 @@ def _train(r: _Reader, s: dict[str, Any], source: str) -> TrainConfig:
         agreement=partial(validate.number, low=0.0, low_open=True, high=1.0),
         adapt=validate.boolean,
         max_dofs=partial(validate.integer, low=1),
+        paths=_antithetic_paths,
+        sde_steps=partial(validate.integer, low=2, high=10**6),
     ))
+
+
+def _antithetic_paths(name: str, value: Any) -> int:
+    """An even number of paths >= 4: pairs W, −W, at least two pairs for a standard error."""
+    if not validate.is_integer(value) or value < 4 or value > 10**6 or value % 2:
+        raise validate.expected(name, "an even integer in [4, 1000000]", value)
+    return int(value)
 
 
 def _increasing(name: str, value: Any, low: int) -> tuple[int, ...]:
@@ -479,6 +492,8 @@ def _data(r: _Reader, s: dict[str, Any], source: str) -> DataConfig:
         margin=DATA_CHECKS["margin"],
         label_noise=DATA_CHECKS["label_noise"],
     )
+    if kind == "csv" and "points" not in s:
+        values["points"] = None  # all rows (the default 400 is for the generated kinds)
     if values["classes"] is not None and values["points"] is not None and values["classes"] > values["points"]:
         raise r.error("data", "classes", f"expected at most data.points = {values['points']} "
                       f"classes, got {values['classes']}")

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.serial, pytest.mark.slow]
 
 HEADINGS = ("## Machine and software", "## 1. Learning", "## 2. Scaling in the data size",
-            "## 3. Whole-domain prediction", "## 4. Parallel scaling", "## 5. Memory")
+            "## 3. Whole-domain prediction", "## 4. Parallel scaling", "## 5. Memory", "## 6. Millions of points")
 PLOTS = ("learning.png", "scaling.png", "prediction.png", "memory.png")
 
 
@@ -43,7 +43,7 @@ def test_report_has_every_section_and_plot(quick_suite):
     assert "failed" not in report and "not run" not in report
     for plot in PLOTS:
         assert (out / plot).stat().st_size > 0
-    for key in ("learning", "scaling", "prediction", "parallel", "memory"):
+    for key in ("learning", "scaling", "prediction", "parallel", "memory", "millions"):
         assert key in results and "error" not in results[key], key
     versions = {**results["machine"]["versions"], **results["peer_versions"]}
     for package in ("python", "dolfinx", "petsc4py", "numpy", "scipy", "sklearn", "onnxruntime", "torch",
@@ -115,3 +115,16 @@ def test_memory_numbers(quick_suite):
         if r["operation"] == "forward":
             expected = r["steps"] if r["stage_memory_unbounded"] else 0 if r["stage_memory"] == 0 else None
             assert expected is None or r["stages_kept"] == expected, r
+
+
+def test_millions_numbers(quick_suite):
+    cases = quick_suite[1]["millions"]["cases"]
+    assert cases
+    for name, c in cases.items():
+        assert set(c["peer"]) == {"dopri5-adjoint", "euler", "euler, batch 1024"}, name
+        for route, r in {"pde": c["pde"], **c["peer"]}.items():
+            assert_finite(r["test_accuracy"], f"{name} {route}")
+            assert_finite(r["peak_rss_bytes"], f"{name} {route} memory")
+            assert r["time_to_target"] is None or math.isfinite(r["time_to_target"])
+        for r in c["peer"].values():  # each stops at its budget or at the target
+            assert r["time_to_target"] is not None or r["seconds"] >= r["budget"]

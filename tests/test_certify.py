@@ -157,6 +157,9 @@ def test_resolution_raises_the_degree_then_refines_to_odd_cell_counts():
     ("check_every", 0, "train.check_every"),
     ("check_points", 0, "train.check_points"),
     ("adapt", "yes", "train.adapt"),
+    ("paths", 3, "train.paths"),  # antithetic pairs: even
+    ("paths", 2, "train.paths"),  # at least two pairs
+    ("sde_steps", 1, "train.sde_steps"),
 ])
 def test_bad_certification_keys(key, value, fragment):
     with pytest.raises(InputError, match=fragment.replace(".", r"\.")):
@@ -167,3 +170,139 @@ def test_max_dofs_below_the_starting_mesh(comm):
     config = config_from_dict({**DRIFTS, "train": dict(max_dofs=100)}, source="p.toml")
     with pytest.raises(InputError, match=r"p\.toml: train\.max_dofs = 100 is below"):
         Problem.build(comm, config)
+
+
+# --- viscous runs (ε > 0): certified against the Monte Carlo of the SDE -------------------------
+
+# Moons on 12² DG1 with ε = 0.01: the characteristics are the wrong reference for it (measured:
+# 97.5% label agreement, max logit difference 0.58 after 10 iterations), the Monte Carlo of
+# dX = v dt + √(2ε) dW the right one.
+VISCOUS = dict(
+    mesh=dict(cells=12, degree=1),
+    field=dict(width=8, slabs=4, activation="tanh", viscosity=0.01),
+    data=dict(kind="moons", points=200, noise=0.1),
+    train=dict(iterations=10, kinetic=0.05, max_step=2.0, check_every=10, adapt=False, save_every=100,
+               paths=128),
+    output=dict(png=False, vtx=False, animation=False),
+)
+
+
+@pytest.fixture(scope="module")
+def viscous_run(tmp_path_factory):
+    """A viscous run trained and written to a run directory (shared by the tests below)."""
+    comm = MPI.COMM_WORLD
+    from solver.parallel import on_rank0
+    from solver.rundir import store
+    from solver.rundir.outputs import write_training_outputs
+
+    config = config_from_dict(VISCOUS)
+    out = shared_directory(comm, tmp_path_factory)
+    outcome = train(comm, Problem.build(comm, config), out)
+    on_rank0(comm, store.write_config, out / store.CONFIG, config.to_toml())
+    write_training_outputs(comm, outcome, out)
+    yield outcome, out
+    outcome.problem.destroy()
+    gc.collect()
+    comm.Barrier()
+
+
+def test_a_viscous_run_is_certified_against_the_monte_carlo(comm, viscous_run):
+    from solver.learn.train import check
+    from solver.rundir import store
+
+    outcome, out = viscous_run
+    mc = outcome.check
+    old = check(comm, outcome.problem, outcome.state.p, certify.CHARACTERISTICS)
+    print(f"\nMonte Carlo: agree {mc.label_agreement:.3f}, max Δ {mc.max_logit_difference:.3f}, bound "
+          f"{mc.monte_carlo_bound:.3f}, beyond it {mc.certified_difference:.3f}, {mc.seconds:.2f} s; "
+          f"characteristics: agree {old.label_agreement:.3f}, max Δ {old.max_logit_difference:.3f}")
+    assert mc.reference == certify.MONTE_CARLO and old.reference == certify.CHARACTERISTICS
+    assert mc.passed and not old.passed
+    assert 0 < mc.monte_carlo_bound < 0.5 * VISCOUS["train"].get("tolerance", 0.5)
+    # the rule: what lies beyond the bound, no more than the raw difference
+    assert mc.certified_difference <= mc.max_logit_difference
+    assert mc.max_logit_difference - mc.monte_carlo_bound <= mc.certified_difference + 1e-12
+    metrics = store.read_json(out / store.METRICS)
+    assert metrics["certified"] and metrics["check"]["reference"] == "Monte Carlo"
+    assert metrics["check"]["test"]["excess"] == pytest.approx(mc.test.excess, abs=1e-12)
+    history = store.read_history(out / store.HISTORY)
+    assert history[-1]["monte_carlo_bound"] == pytest.approx(mc.monte_carlo_bound, rel=1e-9)
+
+
+def test_compare_run_of_a_viscous_run_is_the_final_check(comm, viscous_run):
+    from solver.check.compare_run import compare_run
+
+    outcome, out = viscous_run
+    compared = compare_run(comm, out)
+    assert compared["reference"] == "Monte Carlo"
+    for name, mine in (("train", outcome.check.train), ("test", outcome.check.test)):
+        for key in ("max_logit_difference", "monte_carlo_bound", "excess", "label_agreement", "resolved_agreement"):
+            assert compared[name][key] == pytest.approx(getattr(mine, key), abs=1e-10), (name, key)
+
+
+def test_a_too_coarse_mesh_fails_the_monte_carlo_check_and_is_refined(comm, viscous_run):
+    """The trained field on 3² DG2: the check fails beyond the Monte Carlo's bound (measured: max
+    Δ 1.25, bound 0.12), and the resolution control marks cells for refinement, the same on
+    every rank."""
+    from solver.learn.train import check, next_resolution
+
+    outcome, _ = viscous_run
+    coarse = Problem.build(comm, outcome.problem.config, certify.Resolution(3, 2))
+    coarse.J.evaluate(outcome.state.p)
+    result = check(comm, coarse, outcome.state.p)
+    print(f"\n3² DG2: max Δ {result.max_logit_difference:.3f}, bound {result.monte_carlo_bound:.3f}, "
+          f"beyond it {result.certified_difference:.3f}")
+    assert not result.close and not result.passed
+    assert result.certified_difference > 0.5 > 2 * result.monte_carlo_bound
+    finer = next_resolution(comm, coarse, outcome.state.p, 0.5)
+    assert (finer.cells, finer.degree) == (3, 2) and len(finer.marks) == 1 and len(finer.marks[0]) > 0
+    assert all(other == finer for other in comm.allgather(finer))
+    coarse.destroy()
+    gc.collect()
+    comm.Barrier()
+
+
+def test_the_monte_carlo_check_is_the_same_on_one_rank_and_all(comm, viscous_run):
+    from solver.learn.train import check
+
+    outcome, _ = viscous_run
+    alone = Problem.build(MPI.COMM_SELF, outcome.problem.config)
+    alone.J.evaluate(outcome.state.p)
+    one = check(MPI.COMM_SELF, alone, outcome.state.p).to_dict()
+    together = outcome.check.to_dict()
+    for name in ("train", "test"):
+        for key, value in together[name].items():
+            assert one[name][key] == pytest.approx(value, abs=1e-10), (name, key)
+    alone.destroy()
+    gc.collect()
+    comm.Barrier()
+
+
+def test_inviscid_checks_keep_their_fields(comm):
+    """ε = 0: the characteristics, and none of the Monte Carlo's fields in the files."""
+    from solver.model.domain import Box
+    from solver.model.velocity import VelocityModel
+
+    box = Box((-1.0, -1.0), (1.0, 1.0))
+    model = VelocityModel(dim=2, width=4, slabs=2, T=1.0, activation="tanh", domain=box)
+    field = model.field(model.init(3, 1.0))
+    X = np.random.default_rng(0).uniform(-0.9, 0.9, (20, 2))
+    A, b = np.eye(2), np.zeros(2)
+    fe = X @ A.T + b
+    result = certify.agreement(comm, field, A, b, X, np.zeros(20, dtype=int), fe)
+    assert set(result.to_dict()) == {"points", "label_agreement", "max_logit_difference", "accuracy_pde",
+                                     "accuracy_characteristics"}
+    assert result.certified_difference == result.max_logit_difference
+    assert result.certified_agreement == result.label_agreement
+
+
+def test_unresolved_labels_do_not_count_against_the_pde(comm):
+    """A label flip within the Monte Carlo's bounds is not held against the PDE; one beyond is."""
+    reference = np.array([[1.0, 0.9], [1.0, 0.0], [0.0, 1.0]])
+    bound = np.full((3, 2), 0.1)
+    fe = np.array([[0.9, 1.0], [0.0, 1.0], [0.0, 1.0]])  # point 0: unresolved flip, point 1: a real one
+    mine = slice(comm.rank, None, comm.size)
+    result = certify.compare_logits(comm, fe[mine], reference[mine], np.zeros(3, dtype=int)[mine], bound[mine])
+    assert result.label_agreement == pytest.approx(1 / 3)
+    assert result.resolved_agreement == pytest.approx(2 / 3)
+    assert result.excess == pytest.approx(0.9) and result.monte_carlo_bound == pytest.approx(0.1)

@@ -49,6 +49,17 @@ def test_one_layer_field_round_trips():
     assert config_from_dict(tomllib.loads(config.to_toml())) == config
 
 
+def test_a_csv_without_points_takes_every_row_and_round_trips(tmp_path):
+    (tmp_path / "d.csv").write_text("x1,x2,label\n0,0,0\n1,1,1\n")
+    path = tmp_path / "c.toml"
+    path.write_text('[data]\nkind = "csv"\npath = "d.csv"\n')
+    config = load_config(path)
+    assert config.data.points is None  # all rows, not the generated kinds' 400
+    assert config_from_dict(tomllib.loads(config.to_toml())).data == config.data
+    path.write_text('[data]\nkind = "csv"\npath = "d.csv"\npoints = 2\n')
+    assert load_config(path).data.points == 2
+
+
 def test_defaults_are_a_working_problem():
     config = config_from_dict({})
     assert config == Config()

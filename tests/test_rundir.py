@@ -16,7 +16,7 @@ from solver.rundir import files, store
 ROW = dict(iteration=3, loss=0.25, data_loss=0.125, train_accuracy=0.9, test_accuracy=float("nan"),
            gradient_norm=1.5e-3, steps=42, seconds=0.75, evaluations=5, cells=13, degree=1,
            max_logit_difference=0.25, label_agreement=1.0, accuracy_characteristics=0.875,
-           check_seconds=0.0625, refinements=1)
+           check_seconds=0.0625, refinements=1, monte_carlo_bound=0.125)
 
 
 def model_and_parameters(K=3):
@@ -158,7 +158,7 @@ def test_wrong_contents_are_input_errors(tmp_path):
     with pytest.raises(InputError, match="not an npz archive"):
         store.read_parameters(tmp_path / "plain.npy")
     np.savez(tmp_path / "c.npz", p=np.ones(3), history=np.ones((2, 4)))
-    with pytest.raises(InputError, match=r"c.npz: .*history must have shape \(n, 16\)"):
+    with pytest.raises(InputError, match=r"c.npz: .*history must have shape \(n, 17\)"):
         store.read_checkpoint(tmp_path / "c.npz")
     (tmp_path / "h.csv").write_text("iteration,loss\n1,2\n")
     with pytest.raises(InputError, match="h.csv: .*header"):
@@ -193,3 +193,26 @@ def test_history_written_before_certification_reads_with_nan_checks(tmp_path):
     path.write_text(",".join(earlier) + "\n" + ",".join(str(ROW[c]) for c in earlier) + "\n")
     (row,) = store.read_history(path)
     assert row["cells"] == 13 and np.isnan(row["refinements"])
+    earlier = store.EARLIER_HISTORY_COLUMNS[2]  # before the Monte Carlo check: sixteen columns
+    path.write_text(",".join(earlier) + "\n" + ",".join(str(ROW[c]) for c in earlier) + "\n")
+    (row,) = store.read_history(path)
+    assert row["refinements"] == 1 and np.isnan(row["monte_carlo_bound"])
+
+
+def test_a_prediction_figure_of_many_points_draws_a_fixed_subset(tmp_path, monkeypatch):
+    from solver.model.data import Scaling
+    from solver.rundir import outputs, plots
+
+    drawn = []
+    real = plots._scatter_classes
+    monkeypatch.setattr(plots, "_scatter_classes", lambda ax, X, y, *a, **k: (drawn.append(len(X)), real(ax, X, y, *a, **k)))
+    box = make_domain("box", lower=[-1, -1], upper=[1, 1])
+    raster = outputs.Raster.of(box, 16)
+    raster.classify(np.random.default_rng(0).normal(size=(int(raster.inside.sum()), 2)))
+    rng = np.random.default_rng(1)
+    n = 3 * plots.SHOWN_POINTS
+    X, y = rng.uniform(-1, 1, size=(n, 2)), rng.integers(0, 2, n)
+    view = plots.View(box, Scaling.identity(2), ("x1", "x2"))
+    plots.prediction_figure(tmp_path / "p.png", view, raster, X, y, X[:100], y[:100], y[:100], "many")
+    assert drawn == [plots.SHOWN_POINTS, 100] and (tmp_path / "p.png").stat().st_size > 0
+    assert np.array_equal(plots._subset(n), plots._subset(n)) and len(np.unique(plots._subset(n))) == plots.SHOWN_POINTS

@@ -45,3 +45,21 @@ def test_viscous_benchmarks_run(args, expect):
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert expect in done.stdout, done.stdout
+
+
+@pytest.mark.slow  # trains a tiny viscous run, then two Monte Carlo runs: ~20 s here
+def test_monte_carlo_check_benchmark_runs(tmp_path):
+    config = (ROOT / "problems" / "moons.toml").read_text()
+    config = (config.replace("cells = 32", "cells = 8").replace("iterations = 60", "iterations = 2")
+              .replace("points = 500", "points = 60").replace("scale = 1.0", "scale = 1.0\nviscosity = 0.01"))
+    path = tmp_path / "tiny.toml"
+    path.write_text(config + "\n[output]\nvtx = false\npng = false\nanimation = false\n")
+    run = tmp_path / "run"
+    trained = subprocess.run([sys.executable, "-m", "solver", "train", str(path), "--out", str(run)],
+                             capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert trained.returncode == 0, trained.stderr
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_mc_check.py"), str(run),
+                           "--variants", "euler:16:8:independent,heun:16:8"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "heun:16:8" in done.stdout and "characteristics max" in done.stdout, done.stdout

@@ -64,11 +64,11 @@ def peer_schedule(name: str, quick: bool) -> tuple[int, float]:
     return QUICK_PEER if quick else PROBLEM_SUITE[name][2:]
 
 
-def train_pde(bench: Bench, name: str, config_path: Path, target: float) -> dict:
+def train_pde(bench: Bench, name: str, config_path: Path, target: float, section: str = SECTION) -> dict:
     """The project's training command on PDE_RANKS ranks; its metrics.json and history.csv (the
     time to the target, and the test accuracy against the training time for the plot)."""
     run = bench.out / "runs" / name
-    bench.progress(SECTION, name, f"PDE: mpirun -n {PDE_RANKS} python -m solver train")
+    bench.progress(section, name, f"PDE: mpirun -n {PDE_RANKS} python -m solver train")
     process = bench.mpirun(PDE_RANKS, ["-m", "solver", "train", config_path, "--out", run, "--force"],
                            f"train-{name}")
     metrics = json.loads((run / "metrics.json").read_text())
@@ -77,7 +77,7 @@ def train_pde(bench: Bench, name: str, config_path: Path, target: float) -> dict
                 optimizer=load_config(config_path).train.optimizer, test_accuracy=metrics["test_accuracy"],
                 train_accuracy=metrics["train_accuracy"], seconds=metrics["wall_seconds"],
                 time_to_target=seconds, iteration_at_target=iteration, process_seconds=process.seconds,
-                certified_time_to_target=certified_seconds, certified_iteration_at_target=certified_iteration,
+                certified_time_to_target=certified_seconds, certified_iteration_at_target=certified_iteration, peak_rss_bytes=process.peak_rss,
                 dofs=metrics["dofs"], mesh_cells=metrics["mesh_cells"], run=str(run.relative_to(bench.out)),
                 history=history_curve(run))
 

@@ -64,8 +64,8 @@ QUICK_GRID = 21
 # train accuracy 0.78 on the noisy labels and test accuracy 0.955 → 0.81: it overfits; at lr 0.02
 # the loss oscillated (0.54 ↔ 0.72). 8 steps per slab gave the same curve as 4.
 PEER = dict(dropout=(0.1, 0.2, 0.4), noise=(3e-3, 1e-2, 3e-2), iterations=300, lr=0.01,
-            steps_per_slab=4, record_every=50, noise_samples=64)
-QUICK_PEER = dict(PEER, dropout=(0.2,), noise=(1e-2,), iterations=4, record_every=2, noise_samples=4)
+            steps_per_slab=4, evaluate_every=50, noise_samples=64)
+QUICK_PEER = dict(PEER, dropout=(0.2,), noise=(1e-2,), iterations=4, evaluate_every=2, noise_samples=4)
 PEER_SCRIPT = ROOT / "scripts" / "peer" / "regularization_peer.py"
 
 
@@ -286,7 +286,7 @@ class Peer:
                                                                 upper=list(domain.upper)),
                             method="euler", euler_steps=self.spec["steps_per_slab"] * fc.slabs,
                             optimizer="adam", lr=self.spec["lr"], iterations=self.spec["iterations"],
-                            weight_decay=config.train.weight_decay, record_every=self.spec["record_every"],
+                            weight_decay=config.train.weight_decay, evaluate_every=self.spec["evaluate_every"],
                             noise_samples=self.spec["noise_samples"], threads=1)
                 variants = ([{"dropout": 0.0}] + [{"dropout": p} for p in self.spec["dropout"]]
                             + [{"noise": e} for e in self.spec["noise"]])

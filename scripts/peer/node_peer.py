@@ -24,8 +24,11 @@ JOB.npz holds ``X_train`` (n, d) float64, ``y_train`` (n,) int, ``X_test``, ``y_
                      threads (default 1), scale (default 1: the initial weights' scale),
     mode             "train" or "iteration_time" (then repeats, default 10),
     target_accuracy  optional: the test accuracy whose first attainment is timed,
-    record_every     optional (default 1): evaluate (history, target) every n-th iteration
-                     and at the last,
+    batch_size       optional (Adam only): minibatches of this many training points, a new
+                     random order (seed) every epoch; default: the whole set each iteration,
+    time_budget      optional: stop after the iteration whose training time exceeds it (s),
+    stop_at_target   optional (default false): stop once the target is reached,
+    evaluate_every   optional (default 1): iterations between evaluations (history entries),
     dropout          optional (default 0): rate p of dropout on the hidden units a(W1 x + b1)
                      of every velocity evaluation while training (inverted: the kept units
                      scaled by 1/(1 − p)); off when evaluating, as usual; needs euler or rk4,
@@ -83,7 +86,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
+import math
 import statistics
 import sys
 import time
@@ -377,6 +382,36 @@ def sample_mean_accuracy(model: FlowClassifier, X: torch.Tensor, y: torch.Tensor
     return float((mean.argmax(dim=1) == y).double().mean())
 
 
+class Batches:
+    """Minibatches for Adam: ``size`` training points per step, a new random order every epoch
+    (numpy's default_rng(seed)); ``size`` None: the whole set every step."""
+
+    def __init__(self, n: int, size: int | None, seed: int):
+        if size is not None and not 1 <= int(size) <= n:
+            raise JobError(f"batch_size must be in 1..{n}, got {size}")
+        self.n, self.size = n, None if size is None else int(size)
+        self.rng = np.random.default_rng(seed)
+        self.order, self.at = np.arange(n), n
+
+    @contextlib.contextmanager
+    def on(self, objective: "Objective", X: torch.Tensor, y: torch.Tensor):
+        """The objective on the next minibatch, then on the whole set again."""
+        if self.size is None:
+            yield
+            return
+        if self.at + self.size > self.n:
+            self.order, self.at = self.rng.permutation(self.n), 0
+        index = torch.as_tensor(self.order[self.at:self.at + self.size])
+        self.at += self.size
+        objective.X, objective.y = X[index], y[index]
+        objective._cache.clear()  # its answers are for another batch
+        try:
+            yield
+        finally:
+            objective.X, objective.y = X, y
+            objective._cache.clear()
+
+
 def make_optimizer(spec: dict, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     """Adam, or L-BFGS doing one outer iteration per ``step`` (one history entry each).
 
@@ -416,13 +451,20 @@ def run(spec: dict, arrays: dict[str, np.ndarray]) -> dict:
     else:
         iterations = int(spec.get("iterations", 100))
     target = spec.get("target_accuracy")
+    batch_size = spec.get("batch_size")
+    if batch_size is not None and isinstance(optimizer, torch.optim.LBFGS):
+        raise JobError("batch_size is for Adam only (L-BFGS needs the same objective in its line search)")
+    budget = float(spec.get("time_budget", math.inf))
+    evaluate_every = int(spec.get("evaluate_every", 1))
+    batches = Batches(len(y_train), batch_size, int(spec.get("seed", 0)))
 
     def step() -> float:
         start = time.perf_counter()
         if isinstance(optimizer, torch.optim.LBFGS):
             optimizer.step(objective)
         else:
-            objective()
+            with batches.on(objective, X_train, y_train):
+                objective()
             optimizer.step()
         return time.perf_counter() - start
 
@@ -449,18 +491,24 @@ def run(spec: dict, arrays: dict[str, np.ndarray]) -> dict:
         result["initial"] = initial
         if target is not None and initial["test_acc"] >= target:
             time_to_target, iteration_at_target = 0.0, 0
+        evaluations, k = objective.evaluations, 0
         for k in range(1, iterations + 1):
-            evaluations = objective.evaluations
             train_time += step()
-            if k % int(spec.get("record_every", 1)) and k < iterations:
+            last = k == iterations or train_time > budget
+            if k % evaluate_every and not last:
                 continue
             record = evaluate(objective, X_test, y_test)
             record.update(
                 iteration=k, time=train_time, evaluations=objective.evaluations - evaluations
             )
+            evaluations = objective.evaluations
             history.append(record)
             if time_to_target is None and target is not None and record["test_acc"] >= target:
                 time_to_target, iteration_at_target = train_time, k
+                last = last or bool(spec.get("stop_at_target", False))
+            if last:
+                break
+        iterations = k
 
     final = history[-1] if history else evaluate(objective, X_test, y_test)
     if model.noise:

@@ -2,7 +2,10 @@
 
 For the learned θ and output layer (A, b), the FE prediction u_h(0, X_i) and the
 characteristics' f(q(T; X_i)) = A q(T; X_i) + b (eq. 6) are compared on the training and test
-points: the fraction of equal predicted labels and the max difference of the logits.
+points: the fraction of equal predicted labels and the max difference of the logits. For a
+viscous run (ε > 0) the reference is the Monte Carlo of its SDE with its error bound, as in
+training's certification (``learn/certify.py``; the same numbers as the final check of training
+when all points were checked).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from mpi4py import MPI
 from solver.model import characteristics
 from solver.config import load_config
 from solver.errors import InputError
+from solver.learn import certify
 from solver.learn.certify import Resolution
 from solver.learn.train import Problem
 from solver.parallel import on_rank0
@@ -71,7 +75,8 @@ def resnet_against_pde(model, theta, A, b, X, fe_logits) -> dict:
 
 
 def _agreement(comm: MPI.Comm, problem, p: np.ndarray) -> tuple[dict, np.ndarray]:
-    """PDE (on ``problem``'s mesh) against the characteristics on the train and test points."""
+    """PDE (on ``problem``'s mesh) against the characteristics (ε > 0: the Monte Carlo) on the
+    train and test points."""
     from solver.fem.pointeval import evaluate_everywhere
 
     J = problem.J
@@ -82,28 +87,36 @@ def _agreement(comm: MPI.Comm, problem, p: np.ndarray) -> tuple[dict, np.ndarray
     result = dict(mesh_cells=problem.resolution.cells, degree=problem.resolution.degree,
                   refinements=len(problem.resolution.marks),
                   dofs=problem.solver.num_dofs_global, time_steps=int(sum(evaluation.steps)))
+    sets = (("train", problem.dataset.X_train, problem.dataset.y_train),
+            ("test", problem.dataset.X_test, problem.dataset.y_test))
+    epsilon, tc = problem.config.field.viscosity, problem.config.train
+    if epsilon > 0:  # one run over both sets, as training's check (train.monte_carlo_reference)
+        references = certify.monte_carlo(comm, field, problem.domain, A, b, [X for _, X, _ in sets],
+                                         epsilon, tc.paths, tc.sde_steps, tc.seed)
+        result["reference"] = certify.MONTE_CARLO
+    else:
+        references = [(characteristics.solve(comm, field, logits, X).u0, None) for _, X, _ in sets]
+        result["reference"] = certify.CHARACTERISTICS
     fe_test = None
-    for name, X, y in (("train", problem.dataset.X_train, problem.dataset.y_train),
-                       ("test", problem.dataset.X_test, problem.dataset.y_test)):
+    for (name, X, y), (reference, bound) in zip(sets, references):
         fe = evaluate_everywhere(problem.solver.V, evaluation.u0, X, f"data ({name})")
-        ch = characteristics.solve(comm, field, logits, X).u0
         if name == "test":
             fe_test = fe
-        agree = float(np.mean(fe.argmax(1) == ch.argmax(1))) if len(X) else float("nan")
-        result[name] = dict(
-            points=len(X),
-            label_agreement=agree,
-            max_logit_difference=float(np.max(np.abs(fe - ch), initial=0.0)),
-            accuracy_pde=float(np.mean(fe.argmax(1) == y)) if len(X) else float("nan"),
-            accuracy_characteristics=float(np.mean(ch.argmax(1) == y)) if len(X) else float("nan"),
-        )
+        # every rank holds all points here: counted on each alone
+        result[name] = certify.compare_logits(MPI.COMM_SELF, fe, reference, y, bound).to_dict()
+        what, value = ("characteristics", "f(q(T; X))") if bound is None else ("Monte Carlo", "E f(X_T)")
         log.info(
-            "%5s: PDE (%d cells, DG%d) and characteristics agree on %.2f%% of %d labels; "
-            "max |u_h(0, X) − f(q(T; X))| = %.3e; accuracy PDE %.4f, characteristics %.4f",
-            name, result["mesh_cells"], result["degree"], 100 * agree, len(X),
-            result[name]["max_logit_difference"], result[name]["accuracy_pde"],
+            "%5s: PDE (%d cells, DG%d) and %s agree on %.2f%% of %d labels; "
+            "max |u_h(0, X) − %s| = %.3e; accuracy PDE %.4f, %s %.4f",
+            name, result["mesh_cells"], result["degree"], what,
+            100 * result[name]["label_agreement"], len(X), value,
+            result[name]["max_logit_difference"], result[name]["accuracy_pde"], what,
             result[name]["accuracy_characteristics"],
         )
+        if bound is not None:
+            log.info("       Monte Carlo bound %.3e, beyond it %.3e; labels agree or unresolved on %.2f%%",
+                     result[name]["monte_carlo_bound"], result[name]["excess"],
+                     100 * result[name]["resolved_agreement"])
     return result, fe_test
 
 

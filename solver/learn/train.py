@@ -57,6 +57,12 @@ class Checked:
     test: np.ndarray
 
 
+def checked_points(dataset: Dataset, limit: int) -> Checked:
+    """Masks over all training and test points: those the certification checks (at most
+    ``limit`` of each, ``certify.subset``; the same on every rank)."""
+    return Checked(certify.subset(len(dataset.y_train), limit), certify.subset(len(dataset.y_test), limit, seed=1))
+
+
 @dataclass
 class Problem:
     """Everything a run needs, built collectively from a config."""
@@ -121,9 +127,8 @@ class Problem:
             roughness=config.train.roughness,
         )
         test = PointEvaluator(solver.V, dataset.X_test[theirs], "data (test points)")
-        limit = config.train.check_points
-        checked = Checked(certify.subset(len(dataset.y_train), limit)[mine],
-                          certify.subset(len(dataset.y_test), limit, seed=1)[theirs])
+        every = checked_points(dataset, config.train.check_points)
+        checked = Checked(every.train[mine], every.test[theirs])
         return cls(config, domain, dataset, model, solver, J, test, mine, theirs, checked, resolution)
 
     def accuracy(self, comm: MPI.Comm) -> tuple[float, float]:
@@ -192,7 +197,8 @@ def train(comm: MPI.Comm, problem: Problem, out: Path | None, resume: bool = Fal
     Logs a line per iteration, checkpoints every ``train.save_every`` iterations (with the
     resolution the run is on, so that ``resume`` continues on it; none if ``out`` is None, as
     for ``solver.estimator`` without a run directory), checks the PDE against the
-    characteristics every ``train.check_every`` iterations (``certify.py``) and raises the
+    characteristics (ε > 0: the Monte Carlo of the SDE) every ``train.check_every`` iterations
+    (``certify.py``) and raises the
     resolution (``Resolution.raised``) when the logits differ by more than
     ``train.refine_above``. At the end the final parameters are checked, raising the
     resolution (a forward solve each) until the logits pass or ``train.max_dofs`` stops it. The checkpoint keeps the resolution training was on, so a
@@ -236,7 +242,7 @@ def train(comm: MPI.Comm, problem: Problem, out: Path | None, resume: bool = Fal
         log_line(history[-1])
         # Raised only on the schedule (the end is the final check's), so that a run stopped
         # and resumed with more iterations takes the same path as an uninterrupted one.
-        if scheduled and result.max_logit_difference > tc.refine_threshold and tc.adapt:
+        if scheduled and result.certified_difference > tc.refine_threshold and tc.adapt:
             new = next_resolution(comm, problem, state.p, tc.refine_threshold)
             problem, state = raise_resolution(comm, problem, state, new) or (problem, state)
         if checkpoint is not None and (state.iteration % tc.save_every == 0 or state.iteration == tc.iterations):
@@ -259,6 +265,10 @@ def train(comm: MPI.Comm, problem: Problem, out: Path | None, resume: bool = Fal
         problem.J.evaluate(state.p)
         final = check(comm, problem, state.p)
         log.info("final check on %s: %s", problem.resolution, describe_check(final))
+    if final.monte_carlo_bound > tc.tolerance / 2:  # the check could not see errors this large
+        log.warning("the Monte Carlo's error bound %.3f is more than half train.tolerance = %g: what "
+                    "the check certifies is loose; raise train.paths (standard error ~ 1/√paths) or "
+                    "train.sde_steps", final.monte_carlo_bound, tc.tolerance)
     return Outcome(problem, state, history, final)
 
 
@@ -273,24 +283,49 @@ class Outcome:
     check: certify.Check
 
 
-def check(comm: MPI.Comm, problem: Problem, p: np.ndarray) -> certify.Check:
+def check(comm: MPI.Comm, problem: Problem, p: np.ndarray, reference: str | None = None) -> certify.Check:
     """The PDE's logits at the training and test points (of the latest evaluation, which must be
-    at ``p``) against the characteristics of the field θ (collective)."""
+    at ``p``) against the characteristics of the field θ, or for ε > 0 against the Monte Carlo
+    of its SDE (``certify.py``); ``reference`` (``certify.CHARACTERISTICS`` or ``MONTE_CARLO``)
+    overrides that choice (collective)."""
     started = time.perf_counter()
     theta, A, b = problem.J.split(p)
     field = problem.model.field(theta)
     ds, mine, theirs, pick = problem.dataset, problem.train_share, problem.test_share, problem.checked
     fe_train = problem.J.last.predictions
     fe_test = np.stack([problem.test(u) for u in problem.J.last.u0], axis=1)
-    train = certify.agreement(comm, field, A, b, ds.X_train[mine][pick.train], ds.y_train[mine][pick.train],
-                              fe_train[pick.train])
-    test = certify.agreement(comm, field, A, b, ds.X_test[theirs][pick.test], ds.y_test[theirs][pick.test],
-                             fe_test[pick.test])
+    y_train, y_test = ds.y_train[mine][pick.train], ds.y_test[theirs][pick.test]
+    if reference is None:
+        reference = certify.MONTE_CARLO if problem.config.field.viscosity > 0 else certify.CHARACTERISTICS
+    if reference == certify.MONTE_CARLO:
+        (m_train, e_train), (m_test, e_test) = monte_carlo_reference(comm, problem, field, A, b)
+        train = certify.compare_logits(comm, fe_train[pick.train], m_train, y_train, e_train)
+        test = certify.compare_logits(comm, fe_test[pick.test], m_test, y_test, e_test)
+    else:
+        train = certify.agreement(comm, field, A, b, ds.X_train[mine][pick.train], y_train, fe_train[pick.train])
+        test = certify.agreement(comm, field, A, b, ds.X_test[theirs][pick.test], y_test, fe_test[pick.test])
     tc = problem.config.train
     passed = train.within(tc.tolerance, tc.agreement) and test.within(tc.tolerance, tc.agreement)
     seconds = comm.allreduce(time.perf_counter() - started, op=MPI.MAX)
     close = train.close(tc.tolerance) and test.close(tc.tolerance)
-    return certify.Check(train, test, passed, close, seconds)
+    return certify.Check(train, test, passed, close, seconds, reference)
+
+
+def monte_carlo_reference(comm: MPI.Comm, problem: Problem, field, A: np.ndarray,
+                          b: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The Monte Carlo reference (``certify.monte_carlo``, ``train.paths``, ``train.sde_steps``,
+    seeded by ``train.seed``) at this rank's checked training and test points: for each set the
+    mean logits and their bound, shape=(n_checked_here, K). It runs over all checked points, so
+    a point's paths do not depend on the ranks; each rank keeps its rows. Collective."""
+    ds, tc = problem.dataset, problem.config.train
+    every = checked_points(ds, tc.check_points)
+    sets = certify.monte_carlo(comm, field, problem.domain, A, b, [ds.X_train[every.train], ds.X_test[every.test]],
+                               problem.config.field.viscosity, tc.paths, tc.sde_steps, tc.seed)
+    mine = []
+    for mask, share, (mean, bound) in zip((every.train, every.test), (problem.train_share, problem.test_share), sets):
+        start, stop = int(np.sum(mask[: share.start])), int(np.sum(mask[: share.stop]))
+        mine.append((mean[start:stop], bound[start:stop]))
+    return mine
 
 
 def raise_resolution(comm: MPI.Comm, problem: Problem, state: optimize.OptimizerState,
@@ -346,7 +381,17 @@ def next_resolution(comm: MPI.Comm, problem: Problem, p: np.ndarray, threshold: 
     speed = max(float(np.max(np.abs(field(t, X)), initial=0.0)) for t in np.linspace(0.0, field.T, 2 * problem.model.slabs + 1))
     samples = int(np.ceil(4 * field.T * comm.allreduce(speed, op=MPI.MAX) / min_cell_size(problem.solver.mesh))) + 8
     paths = characteristics.trajectories(field, X, np.linspace(0.0, field.T, samples))
-    errors = np.max(np.abs(fe - (paths[-1] @ A.T + b)), axis=1, initial=0.0)
+    if problem.config.field.viscosity > 0:
+        # ε > 0: the error of the Monte Carlo check (what lies beyond its bound), but still along
+        # the inviscid path q(·; X_i). The error of u_h(0, X_i) is then made where the SDE's paths
+        # go, a tube of width ~√(2εT) about a mean path that differs from q by O(ε); for the ε
+        # that the explicit solver affords (≤ 1e-2: √(2εT) ≤ 0.14 for T = 1, less than a cell of
+        # 12² on [-1, 1]²) the cells along q are the middle of that tube. Widening the tube would mark cells whose
+        # share of the transition density is small, and DG2 comes first anyway.
+        (m_train, e_train), (m_test, e_test) = monte_carlo_reference(comm, problem, field, A, b)
+        errors = certify.excess(fe, np.concatenate([m_train, m_test]), np.concatenate([e_train, e_test]))
+    else:
+        errors = np.max(np.abs(fe - (paths[-1] @ A.T + b)), axis=1, initial=0.0)
     paths = np.concatenate(comm.allgather(paths), axis=1)
     errors = np.concatenate(comm.allgather(errors))
     indicator = refine.tube_indicator(problem.solver.mesh, paths, errors)
@@ -392,13 +437,21 @@ def record(comm: MPI.Comm, problem: Problem, state: optimize.OptimizerState, sec
                 max_logit_difference=result.max_logit_difference if result else nan,
                 label_agreement=result.label_agreement if result else nan,
                 accuracy_characteristics=result.test.accuracy_characteristics if result else nan,
-                check_seconds=result.seconds if result else nan)
+                check_seconds=result.seconds if result else nan,
+                monte_carlo_bound=result.monte_carlo_bound if result else nan)
 
 
 def describe_check(result: certify.Check) -> str:
+    verdict = f"({'within' if result.passed else 'OUTSIDE'} tolerance)"
+    if result.reference == certify.MONTE_CARLO:
+        checked = [a.certified_agreement for a in (result.train, result.test) if a.points]
+        resolved = min(checked, default=float("nan"))
+        return (f"PDE vs Monte Carlo: labels agree {100 * result.label_agreement:.1f}% "
+                f"({100 * resolved:.1f}% with those the Monte Carlo cannot decide), max logit difference "
+                f"{result.max_logit_difference:.3f}, Monte Carlo bound {result.monte_carlo_bound:.3f}, "
+                f"beyond it {result.certified_difference:.3f} {verdict}")
     return (f"PDE vs characteristics: labels agree {100 * result.label_agreement:.1f}%, "
-            f"max logit difference {result.max_logit_difference:.3f} "
-            f"({'within' if result.passed else 'OUTSIDE'} tolerance)")
+            f"max logit difference {result.max_logit_difference:.3f} {verdict}")
 
 
 def log_line(row: dict) -> None:
@@ -407,7 +460,10 @@ def log_line(row: dict) -> None:
         row["gradient_norm"], row["steps"], row["seconds"]))
     if np.isfinite(row["max_logit_difference"]):
         local = f" + {int(row['refinements'])} local" if row.get("refinements", 0) > 0 else ""
-        line += "  | flow: test %.3f, agree %.1f%%, max Δ %.2f (DG%d, %d cells%s)" % (
+        bound = row.get("monte_carlo_bound", float("nan"))
+        line += "  | %s: test %.3f, agree %.1f%%, max Δ %.2f%s (DG%d, %d cells%s)" % (
+            "flow" if not np.isfinite(bound) else "Monte Carlo",
             row["accuracy_characteristics"], 100 * row["label_agreement"],
-            row["max_logit_difference"], row["degree"], row["cells"], local)
+            row["max_logit_difference"], "" if not np.isfinite(bound) else ", its bound %.2f" % bound,
+            row["degree"], row["cells"], local)
     log.info("%s", line)

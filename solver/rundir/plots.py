@@ -198,6 +198,15 @@ def prediction_figure(path, view: View, raster, X_train, y_train, X_test, y_test
     slices = raster.slices
     panels = len(slices) + (1 if view.dim == 3 else 0)
     fig = plt.figure(figsize=(5.2 * panels, 5.2), constrained_layout=True)
+    misclassified = int(np.sum(predicted_test != y_test))
+    shown = ""
+    if len(X_train) > SHOWN_POINTS or len(X_test) > SHOWN_POINTS:
+        # Drawing 10⁶ markers took minutes and shows nothing more: a fixed random subset of each set.
+        shown = (f"; shown: {min(len(X_train), SHOWN_POINTS)} of {len(X_train)} train, "
+                 f"{min(len(X_test), SHOWN_POINTS)} of {len(X_test)} test points (random)")
+        tr, te = _subset(len(X_train)), _subset(len(X_test))
+        X_train, y_train, X_test, y_test, predicted_test = (
+            X_train[tr], y_train[tr], X_test[te], y_test[te], predicted_test[te])
     Xtr, Xte = view.data(X_train), view.data(X_test)
     for j, (x3, labels, confidence) in enumerate(slices):
         ax = fig.add_subplot(1, panels, j + 1)
@@ -225,7 +234,7 @@ def prediction_figure(path, view: View, raster, X_train, y_train, X_test, y_test
         for k in range(K):
             mine = (predicted_test == k) & ~wrong
             ax.scatter(*Xte[mine].T, color=cmap(k), s=10, depthshade=False)
-        ax.scatter(*Xte[wrong].T, color="k", marker="x", s=30, label=f"misclassified ({int(wrong.sum())})")
+        ax.scatter(*Xte[wrong].T, color="k", marker="x", s=30, label=f"misclassified ({misclassified})")
         ax.set(xlim=view.limits()[0], ylim=view.limits()[1], zlim=view.limits()[2],
                xlabel=view.names[0], ylabel=view.names[1], zlabel=view.names[2])
         ax.set_title("3D: test points coloured by the class u_h(0, ·) predicts (axes: Ω)", fontsize=8)
@@ -236,8 +245,19 @@ def prediction_figure(path, view: View, raster, X_train, y_train, X_test, y_test
                 plt.Line2D([], [], color="gray", marker="s", ls="", mec="k", label="test point (true class)"),
                 plt.Line2D([], [], color="k", lw=0.5, label="probability 0.6, 0.8, 0.95")]
     fig.legend(handles=handles, loc="outside lower center", ncols=3 if panels == 1 else len(handles), fontsize=7)
-    fig.suptitle(f"{title}\nbackground: class predicted by u_h(0, ·)", fontsize=10)
+    fig.suptitle(f"{title}\nbackground: class predicted by u_h(0, ·){shown}", fontsize=10)
     _save(plt, fig, path)
+
+
+# At most this many points of each set are drawn in a figure.
+SHOWN_POINTS = 5000
+
+
+def _subset(n: int) -> np.ndarray:
+    """A fixed random subset of range(n) with at most SHOWN_POINTS elements, sorted."""
+    if n <= SHOWN_POINTS:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, SHOWN_POINTS, replace=False))
 
 
 def velocity_figure(path, view: View, grid, velocities, times, chi, title) -> None:

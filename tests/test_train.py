@@ -107,6 +107,7 @@ def test_resume_from_a_missing_or_broken_checkpoint(comm, tmp_path_factory):
     problem = Problem.build(comm, config_from_dict(SMALL))
     with pytest.raises(InputError, match="checkpoint.npz: file not found"):
         train(comm, problem, out, resume=True)
+    comm.Barrier()  # every rank has looked before rank 0 writes (else a slow rank finds the broken file)
     if comm.rank == 0:
         (out / "checkpoint.npz").write_bytes(b"PK\x03\x04 cut short")
     comm.Barrier()

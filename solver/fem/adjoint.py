@@ -154,6 +154,7 @@ class Adjoint:
         self._etas = np.empty((self.max_pairs, n))
         self._psis = np.empty((self.max_pairs, n))
         self._pending = 0  # pairs in _etas, _psis not yet added to the gradient
+        self._weights: tuple[float, np.ndarray] | None = None  # (dt, its stage weights · M⁻¹)
 
     def backward(self, field, result: ForwardResult, lam_final: list[np.ndarray]):
         """λ⁰ = ∂J/∂u⁰ and ∂J/∂v_h per piece, from λ^N = ∂J/∂u_h(0) (collective).
@@ -239,13 +240,12 @@ class Adjoint:
         Y = lam1.product(Lt)
         # Pairs (η, ψ = M_mass⁻¹ ξ) with ξ the stage weights: (u₂, ⅔dt λ'), (u₁, ¼dt λ₂),
         # (u, dt λ₁) for all K components.
-        inv_mass = self.solver.inverse_mass.array
+        weights = self._stage_weights(dt)
         c = self._pending
-        for i, (xi, weight) in enumerate(((Lam, dt * 2.0 / 3.0), (Lam2, dt * 0.25), (Lam1, dt))):
+        for i, xi in enumerate((Lam, Lam2, Lam1)):
             rows = slice(c + i * K, c + (i + 1) * K)
             self._etas[rows] = stages[2 - i]
-            np.multiply(xi, inv_mass, out=self._psis[rows])
-            self._psis[rows] *= weight
+            np.multiply(xi, weights[i], out=self._psis[rows])
         self._pending += 3 * K
         # λ = ⅓ λ' + ¾ λ₂ + λ₁ + dt Lᵀλ₁
         Lam *= 1.0 / 3.0
@@ -254,6 +254,13 @@ class Adjoint:
         Lam += Lam1
         Y *= dt
         Lam += Y
+
+    def _stage_weights(self, dt: float) -> np.ndarray:
+        """(⅔dt, ¼dt, dt) · M_mass⁻¹, shape=(3, n_owned): kept while dt stays (a slab)."""
+        if self._weights is None or self._weights[0] != dt:
+            inv_mass = self.solver.inverse_mass.array
+            self._weights = (dt, np.stack([w * dt * inv_mass for w in (2.0 / 3.0, 0.25, 1.0)]))
+        return self._weights[1]
 
     def _flush(self) -> None:
         """Hand the queued pairs to the gradient (collective)."""

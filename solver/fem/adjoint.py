@@ -37,6 +37,7 @@ from dolfinx import fem
 
 from solver.errors import InputError
 from solver.fem.transport import ForwardResult, TransportSolver, operator_integrand
+from solver.fem.gradient_kernels import combine
 from solver.fem.slab_derivative import SlabAccumulator, SlabGradient
 
 # Stage pairs handed to the slab gradient together (whole steps, at least one): its batched
@@ -231,12 +232,9 @@ class Adjoint:
         Lam, Lam1, Lam2 = lam.rows, lam1.rows, lam2.rows
         if self._pending + 3 * K > self.max_pairs:
             self._flush()
-        np.multiply(lam.product(Lt), dt, out=Lam2)
-        Lam2 += Lam
-        Lam2 *= 2.0 / 3.0  # λ₂ = ⅔ Mᵀλ'
-        np.multiply(lam2.product(Lt), dt, out=Lam1)
-        Lam1 += Lam2
-        Lam1 *= 0.25  # λ₁ = ¼ Mᵀλ₂
+        # Each update one pass (gradient_kernels.combine), where numpy needs one per operation.
+        combine(Lam2, [(2.0 / 3.0, Lam), (dt * 2.0 / 3.0, lam.product(Lt))])  # λ₂ = ⅔ Mᵀλ'
+        combine(Lam1, [(0.25, Lam2), (dt * 0.25, lam2.product(Lt))])  # λ₁ = ¼ Mᵀλ₂
         Y = lam1.product(Lt)
         # Pairs (η, ψ = M_mass⁻¹ ξ) with ξ the stage weights: (u₂, ⅔dt λ'), (u₁, ¼dt λ₂),
         # (u, dt λ₁) for all K components.
@@ -247,13 +245,7 @@ class Adjoint:
             self._etas[rows] = stages[2 - i]
             np.multiply(xi, weights[i], out=self._psis[rows])
         self._pending += 3 * K
-        # λ = ⅓ λ' + ¾ λ₂ + λ₁ + dt Lᵀλ₁
-        Lam *= 1.0 / 3.0
-        Lam2 *= 0.75
-        Lam += Lam2
-        Lam += Lam1
-        Y *= dt
-        Lam += Y
+        combine(Lam, [(1.0 / 3.0, Lam), (0.75, Lam2), (1.0, Lam1), (dt, Y)])  # λ = ⅓λ' + ¾λ₂ + Mᵀλ₁
 
     def _stage_weights(self, dt: float) -> np.ndarray:
         """(⅔dt, ¼dt, dt) · M_mass⁻¹, shape=(3, n_owned): kept while dt stays (a slab)."""

@@ -37,7 +37,7 @@ from petsc4py import PETSc
 import dolfinx.la
 from dolfinx import fem
 
-from solver.fem.pair_products import add_pairs, pairs_by_dof
+from solver.fem.gradient_kernels import add_pairs, pairs_by_dof
 from solver.fem.transport import UPWIND_DELTA, TransportSolver
 
 

@@ -151,14 +151,19 @@ def test_kept_stages_are_the_same_steps_on_every_rank(comm):
     theta, A, b = J.split(p)
     field = J.model.field(theta)
     n_min = comm.allreduce(J.solver.num_owned, op=MPI.MIN)
+    n_max = comm.allreduce(J.solver.num_owned, op=MPI.MAX)  # the budget is the largest share's
     if comm.size > 1:
         assert n_min < comm.allreduce(J.solver.num_owned, op=MPI.MAX)  # else the test proves nothing
+    pieces = J.model.slabs
     for steps in range(2, 8):  # a budget that fits `steps` steps of the smallest rank's share
-        J.solver.stage_memory = steps * 3 * 2 * n_min * 8
+        # (besides the pieces' Lᵀ, which are kept first)
+        J.solver.stage_memory = steps * 3 * 2 * n_min * 8 + pieces * J.solver.operator_bytes()
         result = J.solver.solve(field, lambda x: x @ A.T + b, keep=True)
         kept = sorted(result.trajectory.stages)
-        assert 1 <= len(kept) <= steps
-        assert all(k == kept for k in comm.allgather(kept))
+        operators = sorted(result.trajectory.operators)
+        used = len(kept) * 3 * 2 * n_max * 8 + len(operators) * J.solver.operator_bytes()
+        assert len(kept) >= 1 and used <= J.solver.stage_memory
+        assert all(k == (kept, operators) for k in comm.allgather((kept, operators)))
     J.value_and_gradient(p)  # some steps kept, the others recomputed: collective on all ranks
     J.destroy()
     gc.collect()

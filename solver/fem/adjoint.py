@@ -187,7 +187,7 @@ class Adjoint:
                 # The pairs so far belong to the previous piece's v_h: contract before it changes.
                 if piece is not None:
                     grads[piece] = self._contract()
-                self._set_piece(field, pieces, j)
+                self._set_piece(field, pieces, j, traj.operators.get(j))
                 piece = j
             stages = self._stages(traj, start, end, dts)
             for n in reversed(range(start, end)):
@@ -195,12 +195,21 @@ class Adjoint:
         grads[piece] = self._contract()
         return lam.rows.copy(), grads
 
-    def _set_piece(self, field, pieces: np.ndarray, j: int) -> None:
-        """v_h, L and Lᵀ of piece j; the gradient starts a new slab (collective)."""
+    def _set_piece(self, field, pieces: np.ndarray, j: int, kept: PETSc.Mat | None) -> None:
+        """v_h, L and Lᵀ of piece j (Lᵀ as the forward run kept it, if it did); the gradient
+        starts a new slab (collective)."""
         solver = self.solver
         self.gradient.reset()
         solver.set_velocity(field, 0.5 * (pieces[j] + pieces[j + 1]))
-        solver.assemble_operator()
+        if kept is not None:
+            # Into the one Lᵀ the λ blocks multiply with (their product data is per matrix);
+            # the pattern is the same, so this is a copy of the values. L itself is only needed
+            # to recompute stages: assemble it then (see _stages).
+            self._Lt = kept.copy(self._Lt, structure=PETSc.Mat.Structure.SAME_NONZERO_PATTERN) if (
+                self._Lt is not None) else kept.copy()
+            return
+        if not solver.operator_is_current():  # the forward's last piece is the first one here
+            solver.assemble_operator()
         # petsc4py's transpose(None) transposes L in place: pass an empty Mat the first time
         # (MAT_INITIAL_MATRIX), then the same one (MAT_REUSE_MATRIX).
         self._Lt = solver.L.transpose(self._Lt if self._Lt is not None else PETSc.Mat())
@@ -211,6 +220,8 @@ class Adjoint:
         if all(n in traj.stages for n in range(start, end)):
             return traj.stages
         solver = self.solver
+        if not solver.operator_is_current():  # this piece's Lᵀ was kept, L not assembled
+            solver.assemble_operator()
         state = solver.block("recompute", self.K)
         state.rows[:] = traj.states[start]
         shape = (3, self.K, solver.num_owned)

@@ -37,7 +37,7 @@ from dolfinx import fem
 
 from solver.errors import InputError
 from solver.fem.transport import ForwardResult, TransportSolver, operator_integrand
-from solver.fem.gradient_kernels import combine
+from solver.fem.gradient_kernels import combine, pairs_into_columns
 from solver.fem.slab_derivative import SlabAccumulator, SlabGradient
 
 # Stage pairs handed to the slab gradient together (whole steps, at least one): its batched
@@ -151,9 +151,9 @@ class Adjoint:
         self._Lt = None  # Lᵀ of the current piece, explicit (see _set_piece)
         self._recomputed: list[np.ndarray] = []  # stage buffers of a recomputed block, reused
         n = solver.num_owned
-        # Pair p is row p (contiguous writes); the slab gradient takes the transposed view.
-        self._etas = np.empty((self.max_pairs, n))
-        self._psis = np.empty((self.max_pairs, n))
+        # Pair p is column p: a dof's pairs contiguous, as the slab gradient's products read them.
+        self._etas = np.empty((n, self.max_pairs))
+        self._psis = np.empty((n, self.max_pairs))
         self._pending = 0  # pairs in _etas, _psis not yet added to the gradient
         self._weights: tuple[float, np.ndarray] | None = None  # (dt, its stage weights · M⁻¹)
 
@@ -250,11 +250,11 @@ class Adjoint:
         # Pairs (η, ψ = M_mass⁻¹ ξ) with ξ the stage weights: (u₂, ⅔dt λ'), (u₁, ¼dt λ₂),
         # (u, dt λ₁) for all K components.
         weights = self._stage_weights(dt)
-        c = self._pending
-        for i, xi in enumerate((Lam, Lam2, Lam1)):
-            rows = slice(c + i * K, c + (i + 1) * K)
-            self._etas[rows] = stages[2 - i]
-            np.multiply(xi, weights[i], out=self._psis[rows])
+        columns = slice(self._pending, self._pending + 3 * K)
+        pairs_into_columns([stages[2 - i][k] for i in range(3) for k in range(K)], [None] * (3 * K),
+                           self._etas[:, columns])
+        pairs_into_columns([xi[k] for xi in (Lam, Lam2, Lam1) for k in range(K)],
+                           [w for w in weights for _ in range(K)], self._psis[:, columns])
         self._pending += 3 * K
         combine(Lam, [(1.0 / 3.0, Lam), (0.75, Lam2), (1.0, Lam1), (dt, Y)])  # λ = ⅓λ' + ¾λ₂ + Mᵀλ₁
 
@@ -268,7 +268,7 @@ class Adjoint:
     def _flush(self) -> None:
         """Hand the queued pairs to the gradient (collective)."""
         if self._pending:
-            self.gradient.add(self._etas[: self._pending].T, self._psis[: self._pending].T)
+            self.gradient.add(self._etas[:, : self._pending], self._psis[:, : self._pending])
             self._pending = 0
 
     def _contract(self) -> np.ndarray:

@@ -8,9 +8,9 @@ operator's sparsity pattern (a sampled dense-dense product). No library here has
 scipy.sparse, dolfinx: none), and numpy's batched matmul of the tiny per-cell blocks (3×48×3 for
 DG1 triangles) spends its time in one BLAS call per block and in the gather of the neighbours'
 ψ. The loop here keeps a 2 × 4 tile of sums in registers while the pairs stream through (a
-dof's pairs contiguous, so the pairs, which the adjoint writes as rows, are transposed once per
-batch). Measured on one rank under load, per batch of 45–48 pairs: 35 → 11 ms (48² DG1), 118 →
-30 ms (13³ DG1), 352 → 264 ms (13³ DG2), each with the transposition 11, 30, 55 ms.
+dof's pairs contiguous: the adjoint writes them so, ``pairs_into_columns``). Measured on one
+rank under load, per batch of 45–48 pairs: 35 → 11 ms (48² DG1), 118 → 30 ms (13³ DG1), 352 →
+264 ms (13³ DG2).
 
 ``combine`` is out = Σ_j c_j x_j in one pass, for the transposed RK3 step (``fem/adjoint.py``),
 where numpy needs a pass per operation.
@@ -71,17 +71,15 @@ void combine(int64_t n, double* out, int64_t m, const double* c, const double* c
     }
 }
 
-/* dst[d, p] = src[p, d] for d < n, p < P (rows lds and ldd apart), in blocks of dofs: the reads
-   of P rows stream, the writes stay in a small window of dst. */
-void pairs_by_dof(int64_t P, int64_t n, const double* src, int64_t lds, double* dst, int64_t ldd)
+/* dst[d, j] = src[j][d] (* scale[j][d] where scale[j] is not NULL) for d < n, j < m: m rows
+   written as m columns of rows ld apart, each dof's m values at once. */
+void pairs_into_columns(int64_t n, int64_t m, const double* const* src, const double* const* scale,
+                        double* dst, int64_t ld)
 {
-    for (int64_t d0 = 0; d0 < n; d0 += 64) {
-        const int64_t d1 = d0 + 64 < n ? d0 + 64 : n;
-        for (int64_t p = 0; p < P; ++p) {
-            const double* s = src + p * lds;
-            for (int64_t d = d0; d < d1; ++d)
-                dst[d * ldd + p] = s[d];
-        }
+    for (int64_t d = 0; d < n; ++d) {
+        double* row = dst + d * ld;
+        for (int64_t j = 0; j < m; ++j)
+            row[j] = scale[j] ? src[j][d] * scale[j][d] : src[j][d];
     }
 }
 
@@ -156,8 +154,8 @@ def _load() -> ctypes.CDLL:
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     library.slab_pairs.argtypes = [i64, i64, i64, i64, ptr, ptr, i64, ptr, ptr, ptr, ptr]
     library.slab_pairs.restype = None
-    library.pairs_by_dof.argtypes = [i64, i64, ptr, i64, ptr, i64]
-    library.pairs_by_dof.restype = None
+    library.pairs_into_columns.argtypes = [i64, i64, ptr, ptr, ptr, i64]
+    library.pairs_into_columns.restype = None
     library.combine.argtypes = [i64, ptr, i64, ptr, ptr]
     library.combine.restype = None
     _library = library
@@ -198,21 +196,23 @@ def add_pairs(etas: np.ndarray, psis: np.ndarray, dofs: np.ndarray, neighbour: n
                        dofs.ctypes.data, neighbour.ctypes.data, S.ctypes.data, cross.ctypes.data)
 
 
-def pairs_by_dof(pairs: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``out[:n, :P] = pairs.T``: P rows of n values (shape=(P, n), rows contiguous) into n rows
-    of P contiguous pairs (``out``: shape=(≥ n, ≥ P), rows contiguous); returns that part.
-
-    numpy's copy of the transposed view took as long as the products themselves (the 48² case).
-    """
-    P, n = pairs.shape
-    if pairs.dtype != np.float64 or out.dtype != np.float64 or (n > 1 and pairs.strides[1] != 8) or (
-        P > 1 and out.strides[1] != 8
-    ) or out.shape[0] < n or out.shape[1] < P:
-        raise ValueError(f"pairs_by_dof: shapes {pairs.shape} -> {out.shape} or strides do not fit")
-    if P and n:
-        _load().pairs_by_dof(P, n, pairs.ctypes.data, pairs.strides[0] // 8, out.ctypes.data,
-                             out.strides[0] // 8)
-    return out[:n, :P]
+def pairs_into_columns(rows: list[np.ndarray], scales: list[np.ndarray | None], out: np.ndarray) -> None:
+    """``out[:, j] = rows[j] * scales[j]`` (or ``rows[j]`` where the scale is None): m rows of n
+    values as the m columns of ``out`` (shape=(n, m), a dof's m values contiguous: a column
+    slice of a pair buffer), in one pass; the adjoint's pairs, straight into the layout the
+    products read (a transposing numpy copy took as long as the products)."""
+    m = len(rows)
+    n = out.shape[0]
+    if out.shape[1] != m or len(scales) != m or out.dtype != np.float64 or (m > 1 and out.strides[1] != 8):
+        raise ValueError(f"pairs_into_columns: {m} rows into shape {out.shape}")
+    for a in rows + [x for x in scales if x is not None]:
+        if a.dtype != np.float64 or a.shape != (n,) or not a.flags.c_contiguous:
+            raise ValueError(f"pairs_into_columns: rows of {n} contiguous float64 values expected")
+    if m == 0 or n == 0:
+        return
+    sources = (ctypes.c_void_p * m)(*[a.ctypes.data for a in rows])
+    factors = (ctypes.c_void_p * m)(*[None if x is None else x.ctypes.data for x in scales])
+    _load().pairs_into_columns(n, m, sources, factors, out.ctypes.data, out.strides[0] // 8)
 
 
 def combine(out: np.ndarray, terms: list[tuple[float, np.ndarray]]) -> None:

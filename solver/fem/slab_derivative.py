@@ -37,7 +37,7 @@ from petsc4py import PETSc
 import dolfinx.la
 from dolfinx import fem
 
-from solver.fem.gradient_kernels import add_pairs, pairs_by_dof
+from solver.fem.gradient_kernels import add_pairs
 from solver.fem.transport import UPWIND_DELTA, TransportSolver
 
 
@@ -189,7 +189,7 @@ class SlabGradient(SlabAccumulator):
             self._psi = dolfinx.la.vector(imap, bs=max_pairs)
             self._eta_rows = self._eta.array.reshape(-1, max_pairs)
             self._psi_rows = self._psi.array.reshape(-1, max_pairs)
-        else:  # the pairs of a dof made contiguous, for the products
+        else:  # the pairs of a dof made contiguous, for the products (if they are not)
             self._eta = self._psi = None
             self._eta_rows = np.empty((self.num_owned, max_pairs))
             self._psi_rows = np.empty((self.num_owned, max_pairs))
@@ -205,12 +205,9 @@ class SlabGradient(SlabAccumulator):
         """(owned dofs, P) → (local dofs incl. ghosts, P), a dof's P pairs contiguous (the
         ghosts' from their owners)."""
         P = owned.shape[1]
-        if owned.strides[1] == 8 and not self._parallel:
+        if (owned.strides[1] == 8 or P == 1) and not self._parallel:
             return owned
-        if owned.strides[0] == 8 and P > 1:  # the pairs as rows: transpose
-            pairs_by_dof(owned.T, rows)
-        else:
-            rows[: self.num_owned, :P] = owned
+        rows[: self.num_owned, :P] = owned
         if vector is not None:
             vector.scatter_forward()
         return rows[:, :P]

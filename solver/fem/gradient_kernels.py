@@ -8,9 +8,10 @@ operator's sparsity pattern (a sampled dense-dense product). No library here has
 scipy.sparse, dolfinx: none), and numpy's batched matmul of the tiny per-cell blocks (3×48×3 for
 DG1 triangles) spends its time in one BLAS call per block and in the gather of the neighbours'
 ψ. The loop here keeps a 2 × 4 tile of sums in registers while the pairs stream through (a
-dof's pairs contiguous: the adjoint writes them so, ``pairs_into_columns``). Measured on one
-rank under load, per batch of 45–48 pairs: 35 → 11 ms (48² DG1), 118 → 30 ms (13³ DG1), 352 →
-264 ms (13³ DG2).
+dof's pairs contiguous: the adjoint writes them so, ``pairs_into_columns``). Measured once on
+random pairs, one rank on the loaded shared machine, per batch of 45–48 pairs: numpy's batched
+matmul 35, 118, 352 ms, this loop 11, 30, 264 ms (48² DG1, 13³ DG1, 13³ DG2 boxes); the whole
+gradient: the README's gradient ratio table (``scripts/bench_gradient.py --cases``).
 
 ``combine`` is out = Σ_j c_j x_j in one pass, for the transposed RK3 step (``fem/adjoint.py``),
 where numpy needs a pass per operation.

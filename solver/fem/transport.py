@@ -194,6 +194,7 @@ class Trajectory:
     # Lᵀ of pieces (piece j → PETSc matrix), kept within the same stage_memory: the adjoint then
     # neither re-assembles L nor transposes it for those pieces. The solver's, like the stages.
     operators: dict[int, PETSc.Mat] = dataclass_field(default_factory=dict)
+    operator_bytes: int = 0  # their memory (values, column and row indices)
 
     @property
     def num_steps(self) -> int:
@@ -202,7 +203,7 @@ class Trajectory:
     def nbytes(self) -> int:
         return sum(s.nbytes for s in self.states.values()) + sum(
             s.nbytes for s in self.stages.values()
-        )
+        ) + self.operator_bytes
 
 
 @dataclass
@@ -613,6 +614,7 @@ class TransportSolver:
         transpose = self.L.transpose(reuse)
         self._operator_pool[i:i + 1] = [transpose]
         trajectory.operators[piece] = transpose
+        trajectory.operator_bytes += self._operator_bytes
         self._kept_bytes += self._operator_bytes
 
     def _functions(self, state: Block) -> list[fem.Function]:

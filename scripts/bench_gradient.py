@@ -8,6 +8,14 @@ repeats of the two timed back to back.
     .venv/bin/mpirun -n 2 .venv/bin/python scripts/bench_gradient.py [--cells 48] [--quick]
     .venv/bin/mpirun -n 2 .venv/bin/python scripts/bench_gradient.py --config problems/moons.toml \
         --sizes 1000,10000 --json gradient.json
+    .venv/bin/python scripts/bench_gradient.py --cases box48,peaks13-dg1,peaks13-dg2 \
+        --theta runs/peaks/theta.npz
+
+``--cases`` prints the gradient ratio table of issue #15 instead of the N sweep: the default
+case at 48² and N = 10³, and peaks (``problems/peaks.toml``) on a 13³ mesh with DG1 and DG2 at
+its 1000 points, at the parameters of ``--theta`` (a run's theta.npz, e.g. of
+``train problems/peaks.toml``; without it, the initial θ, whose field is slower and takes fewer
+steps than a trained one).
 
 Without ``--config``: a DG1 box of ``--cells``², width 8, 4 slabs, K = 2, uniform points with
 XOR labels, θ of scale 1.5. With ``--config``: the problem file's domain, mesh, field and
@@ -33,13 +41,22 @@ from pathlib import Path
 
 import numpy as np
 
-from solver.config import load_config
+from solver.config import SolverConfig, load_config
 from solver.model.domain import Box
 from solver.fem.transport import TransportSolver
 from solver.fem.mesh import create_mesh
 from solver.learn.reduced import ReducedFunctional
 from solver.learn.train import load_dataset, velocity_model
 from solver.model.velocity import VelocityModel
+from solver.rundir.store import read_parameters
+
+PEAKS = Path(__file__).resolve().parents[1] / "problems" / "peaks.toml"
+# The gradient ratio table's cases: (label, case maker given --theta, N).
+TABLE_CASES = {
+    "box48": ("48² box, DG1, K = 2", lambda theta: DefaultCase(48), 1000),
+    "peaks13-dg1": ("peaks 13³, DG1, K = 5", lambda theta: ConfigCase(PEAKS, 13, 1, theta), 1000),
+    "peaks13-dg2": ("peaks 13³, DG2, K = 5", lambda theta: ConfigCase(PEAKS, 13, 2, theta), 1000),
+}
 
 
 def timed(comm, fn) -> float:
@@ -79,18 +96,21 @@ class DefaultCase:
 
 
 class ConfigCase:
-    """A problem file's domain, mesh, field and objective; its data kind with N points."""
+    """A problem file's domain, mesh, field and objective; its data kind with N points (the
+    mesh's cells and degree, and the parameters, may be given instead of the file's)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, cells: int | None = None, degree: int | None = None,
+                 theta: Path | None = None):
         self.config = load_config(path)
         c = self.config
-        self.cells, self.degree = c.mesh.cells, c.mesh.degree
+        self.cells, self.degree = cells or c.mesh.cells, degree or c.mesh.degree
+        self.parameters = read_parameters(theta).p if theta else None
         self.domain = c.domain_object()
         self.model = velocity_model(c, self.domain)
         self.num_classes = load_dataset(c, self.domain).num_classes
         self.objective = dict(loss=c.train.loss, weight_decay=c.train.weight_decay,
                               smoothness=c.train.smoothness, kinetic=c.train.kinetic)
-        self.title = (f"{path}: DG{c.mesh.degree}, {c.mesh.cells} cells/direction, width {c.field.width}, "
+        self.title = (f"{path}: DG{self.degree}, {self.cells} cells/direction, width {c.field.width}, "
                       f"{c.field.slabs} slabs, K = {self.num_classes}")
 
     def data(self, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -100,13 +120,59 @@ class ConfigCase:
         return dataset.X_train, dataset.y_train
 
     def initial(self, J: ReducedFunctional) -> np.ndarray:
-        """The parameters a training run starts from."""
+        """The given parameters, else those a training run starts from."""
+        if self.parameters is not None:
+            if self.parameters.shape != (J.n_params,):
+                raise SystemExit(f"--theta holds {self.parameters.size} parameters, the problem has {J.n_params}")
+            return self.parameters
         return J.initial(self.config.train.seed, self.config.field.scale)
 
 
 def peak_memory_per_rank(comm) -> list[int]:
     """Every rank's peak resident set size so far (ru_maxrss), in bytes (collective)."""
     return comm.allgather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+
+def measure(comm, case, n: int, repeats: int, stage_memory: int = SolverConfig.stage_memory) -> dict:
+    """Forward and value+gradient times of ``case`` at N = n, paired medians (collective)."""
+    mesh = create_mesh(comm, case.domain, case.cells)
+    solver = TransportSolver(mesh, degree=case.degree, num_components=case.num_classes, checkpoint_every=4,
+                             stage_memory=stage_memory * 2**20)
+    X, y = case.data(n)
+    J = ReducedFunctional(solver, case.model, X[comm.rank :: comm.size], y[comm.rank :: comm.size],
+                          case.num_classes, **case.objective)
+    p = case.initial(J)
+    J.value_and_gradient(p)  # compile forms, warm caches
+    J.freeze_steps(J.last.steps)
+    forward, gradient, ratio = paired_times(comm, lambda: J(p), lambda: J.value_and_gradient(p), repeats)
+    row = dict(N=n, K=case.num_classes, dofs=solver.num_dofs_global, steps=int(sum(J.last.steps)), forward_s=forward,
+               value_and_gradient_s=gradient, ratio=ratio, parameters=J.split(p))
+    J.destroy()
+    solver.destroy()
+    return row
+
+
+def ratio_table(comm, names: list[str], theta: Path | None, repeats: int, stage_memory: int) -> None:
+    """The gradient ratio table: per case, forward s, value+gradient s and their ratio."""
+    unknown = [name for name in names if name not in TABLE_CASES]
+    if unknown:
+        raise SystemExit(f"unknown case(s) {unknown}; expected some of {list(TABLE_CASES)}")
+    rows = []
+    for name in names:
+        label, make, n = TABLE_CASES[name]
+        row = measure(comm, make(theta), n, repeats, stage_memory)
+        rows.append((label, row, max(peak_memory_per_rank(comm))))
+        if comm.rank == 0:  # as it goes: the DG2 case takes minutes
+            print(f"{label}: forward {row['forward_s']:.3f} s, value+gradient {row['value_and_gradient_s']:.3f} s",
+                  flush=True)
+    if comm.rank == 0:
+        print(f"{comm.size} rank(s), N = 10³, stage_memory {stage_memory} MiB, medians of {repeats} paired measurements"
+              + (f", parameters of {theta}" if theta else ", initial parameters"))
+        print("| case | dofs × K | steps | forward s | value + gradient s | gradient / forward | peak RSS so far |")
+        print("|---|---|---|---|---|---|---|")
+        for label, r, rss in rows:
+            print(f"| {label} | {r['dofs']:,} × {r['K']} | {r['steps']} | {r['forward_s']:.3f} | "
+                  f"{r['value_and_gradient_s']:.3f} | {r['ratio'] - 1:.2f} | {rss / 2**20:.0f} MiB |")
 
 
 def main() -> None:
@@ -117,27 +183,25 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,10000,100000,1000000")
     parser.add_argument("--quick", action="store_true", help="small mesh and N (what the tests run)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    parser.add_argument("--cases", default=None, help=f"the gradient ratio table of these cases instead: "
+                        f"comma-separated, of {','.join(TABLE_CASES)}")
+    parser.add_argument("--theta", type=Path, default=None, help="--cases: the peaks cases' parameters (a run's theta.npz)")
+    parser.add_argument("--stage-memory", type=int, default=SolverConfig.stage_memory,
+                        help="--cases: the solver's stage_memory, MiB per rank")
     args = parser.parse_args()
     comm = MPI.COMM_WORLD
+    if args.cases:
+        ratio_table(comm, args.cases.split(","), args.theta, args.repeats, args.stage_memory)
+        return
     cells, sizes, repeats = args.cells, [int(s) for s in args.sizes.split(",")], args.repeats
     if args.quick:
         cells, sizes, repeats = 8, [100, 1000], 1
     case = ConfigCase(args.config) if args.config else DefaultCase(cells)
-    mesh = create_mesh(comm, case.domain, case.cells)
     rows = []
     for n in sizes:
-        solver = TransportSolver(mesh, degree=case.degree, num_components=case.num_classes, checkpoint_every=4)
-        X, y = case.data(n)
-        J = ReducedFunctional(solver, case.model, X[comm.rank :: comm.size], y[comm.rank :: comm.size],
-                              case.num_classes, **case.objective)
-        p = case.initial(J)
-        J.value_and_gradient(p)  # compile forms, warm caches
-        J.freeze_steps(J.last.steps)
-        forward, gradient, ratio = paired_times(comm, lambda: J(p), lambda: J.value_and_gradient(p), repeats)
-        rows.append(dict(N=n, dofs=solver.num_dofs_global, steps=int(sum(J.last.steps)), forward_s=forward,
-                         value_and_gradient_s=gradient, ratio=ratio))
-        J.destroy()
-        solver.destroy()
+        row = measure(comm, case, n, repeats)
+        theta, A, b = row.pop("parameters")
+        rows.append(row)
     memory = peak_memory_per_rank(comm)
     if comm.rank == 0:
         print(f"{case.title}, {comm.size} rank(s), medians of {repeats}")
@@ -147,7 +211,6 @@ def main() -> None:
             print(f"{r['N']:9d} {r['dofs']:7d} {r['steps']:6d} {r['forward_s']:10.3f} "
                   f"{r['value_and_gradient_s']:13.3f} {r['ratio']:17.2f} {r['ratio'] - 1:9.2f}")
         if args.json:
-            theta, A, b = J.split(p)
             args.json.write_text(json.dumps(dict(
                 title=case.title, ranks=comm.size, repeats=repeats, dim=case.domain.dim, cells=case.cells,
                 degree=case.degree, classes=case.num_classes, rows=rows, peak_rss_bytes_per_rank=memory,

@@ -138,7 +138,7 @@ class SolverConfig:
     cfl: float = 1.0  # Courant number; RK3 blew up at 2.5 (DG1, DG2) and 2.0 (DG3), measured
     dt: float | None = None  # a forced maximal time step; none: from the CFL bound
     checkpoint_every: int = 4  # keep the state at every n-th step start, for the gradient
-    stage_memory: int = 256  # MiB per rank for the RK stage states a gradient reads back
+    stage_memory: int = 256  # MiB per rank for what a gradient reads back: RK stage states, slabs' Lᵀ
     max_steps: int = 10_000  # time steps of one solve; more is refused (training: backs off)
 
 

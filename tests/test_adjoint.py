@@ -106,8 +106,9 @@ def test_gradient_same_on_one_rank_and_all(comm, viscosity):
 
 
 def test_stored_and_recomputed_stages_give_the_same_gradient(comm):
-    """The adjoint reads stored stage states while they fit in stage_memory and recomputes the
-    rest from checkpoints: all stored, some, none give one gradient (to round-off)."""
+    """The adjoint reads stored stage states (and the slabs' Lᵀ) while they fit in stage_memory
+    and recomputes the rest from checkpoints: all stored, some, none give one gradient (to
+    round-off)."""
     p = None
     gradients = []
     for stage_memory in (2**28, 150_000, 0):  # all, a few steps (~41 kB each in serial), none
@@ -115,11 +116,12 @@ def test_stored_and_recomputed_stages_give_the_same_gradient(comm):
         p = J.initial(seed=2, scale=1.0) if p is None else p
         gradients.append(J.value_and_gradient(p)[1])
         kept, steps = len(J.solver._stage_pool), sum(J.last.steps)
+        operators = len(J.solver._operator_pool)
         J.destroy()
         if stage_memory == 0:
-            assert kept == 0
+            assert kept == 0 and operators == 0
         elif stage_memory == 2**28:
-            assert kept == steps
+            assert kept == steps and operators == J.model.slabs
     for g in gradients[1:]:
         assert np.abs(g - gradients[0]).max() <= 1e-12 * np.abs(gradients[0]).max()
     gc.collect()
@@ -151,14 +153,19 @@ def test_kept_stages_are_the_same_steps_on_every_rank(comm):
     theta, A, b = J.split(p)
     field = J.model.field(theta)
     n_min = comm.allreduce(J.solver.num_owned, op=MPI.MIN)
+    n_max = comm.allreduce(J.solver.num_owned, op=MPI.MAX)  # the budget is the largest share's
     if comm.size > 1:
         assert n_min < comm.allreduce(J.solver.num_owned, op=MPI.MAX)  # else the test proves nothing
+    pieces = J.model.slabs
     for steps in range(2, 8):  # a budget that fits `steps` steps of the smallest rank's share
-        J.solver.stage_memory = steps * 3 * 2 * n_min * 8
+        # (and Lᵀ of pieces whose steps all fit)
+        J.solver.stage_memory = steps * 3 * 2 * n_min * 8 + pieces * J.solver.operator_bytes()
         result = J.solver.solve(field, lambda x: x @ A.T + b, keep=True)
         kept = sorted(result.trajectory.stages)
-        assert 1 <= len(kept) <= steps
-        assert all(k == kept for k in comm.allgather(kept))
+        operators = sorted(result.trajectory.operators)
+        used = len(kept) * 3 * 2 * n_max * 8 + len(operators) * J.solver.operator_bytes()
+        assert len(kept) >= 1 and used <= J.solver.stage_memory
+        assert all(k == (kept, operators) for k in comm.allgather((kept, operators)))
     J.value_and_gradient(p)  # some steps kept, the others recomputed: collective on all ranks
     J.destroy()
     gc.collect()

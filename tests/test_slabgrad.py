@@ -39,7 +39,6 @@ def test_slab_contraction_equals_assembled_derivative(comm, name, domain, cells,
     reference.destroy()
 
     slab = SlabGradient(solver, max_pairs=4)
-    slab._chunk = 5  # several chunks of cells for the cross products, as on a big mesh
     slab.add(etas[:, :3], psis[:, :3])  # in two parts: the products add up
     slab.add(etas[:, 3:], psis[:, 3:])
     got = slab.contract()

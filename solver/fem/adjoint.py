@@ -37,6 +37,7 @@ from dolfinx import fem
 
 from solver.errors import InputError
 from solver.fem.transport import ForwardResult, TransportSolver, operator_integrand
+from solver.fem.gradient_kernels import combine, pairs_into_columns
 from solver.fem.slab_derivative import SlabAccumulator, SlabGradient
 
 # Stage pairs handed to the slab gradient together (whole steps, at least one): its batched
@@ -150,10 +151,11 @@ class Adjoint:
         self._Lt = None  # Lᵀ of the current piece, explicit (see _set_piece)
         self._recomputed: list[np.ndarray] = []  # stage buffers of a recomputed block, reused
         n = solver.num_owned
-        # Pair p is row p (contiguous writes); the slab gradient takes the transposed view.
-        self._etas = np.empty((self.max_pairs, n))
-        self._psis = np.empty((self.max_pairs, n))
+        # Pair p is column p: a dof's pairs contiguous, as the slab gradient's products read them.
+        self._etas = np.empty((n, self.max_pairs))
+        self._psis = np.empty((n, self.max_pairs))
         self._pending = 0  # pairs in _etas, _psis not yet added to the gradient
+        self._weights: tuple[float, np.ndarray] | None = None  # (dt, its stage weights · M⁻¹)
 
     def backward(self, field, result: ForwardResult, lam_final: list[np.ndarray]):
         """λ⁰ = ∂J/∂u⁰ and ∂J/∂v_h per piece, from λ^N = ∂J/∂u_h(0) (collective).
@@ -185,7 +187,7 @@ class Adjoint:
                 # The pairs so far belong to the previous piece's v_h: contract before it changes.
                 if piece is not None:
                     grads[piece] = self._contract()
-                self._set_piece(field, pieces, j)
+                self._set_piece(field, pieces, j, traj.operators.get(j))
                 piece = j
             stages = self._stages(traj, start, end, dts)
             for n in reversed(range(start, end)):
@@ -193,12 +195,21 @@ class Adjoint:
         grads[piece] = self._contract()
         return lam.rows.copy(), grads
 
-    def _set_piece(self, field, pieces: np.ndarray, j: int) -> None:
-        """v_h, L and Lᵀ of piece j; the gradient starts a new slab (collective)."""
+    def _set_piece(self, field, pieces: np.ndarray, j: int, kept: PETSc.Mat | None) -> None:
+        """v_h, L and Lᵀ of piece j (Lᵀ as the forward run kept it, if it did); the gradient
+        starts a new slab (collective)."""
         solver = self.solver
         self.gradient.reset()
         solver.set_velocity(field, 0.5 * (pieces[j] + pieces[j + 1]))
-        solver.assemble_operator()
+        if kept is not None:
+            # Into the one Lᵀ the λ blocks multiply with (their product data is per matrix);
+            # the pattern is the same, so this is a copy of the values. L itself is only needed
+            # to recompute stages: assemble it then (see _stages).
+            self._Lt = kept.copy(self._Lt, structure=PETSc.Mat.Structure.SAME_NONZERO_PATTERN) if (
+                self._Lt is not None) else kept.copy()
+            return
+        if not solver.operator_is_current():  # the forward's last piece is the first one here
+            solver.assemble_operator()
         # petsc4py's transpose(None) transposes L in place: pass an empty Mat the first time
         # (MAT_INITIAL_MATRIX), then the same one (MAT_REUSE_MATRIX).
         self._Lt = solver.L.transpose(self._Lt if self._Lt is not None else PETSc.Mat())
@@ -209,6 +220,8 @@ class Adjoint:
         if all(n in traj.stages for n in range(start, end)):
             return traj.stages
         solver = self.solver
+        if not solver.operator_is_current():  # this piece's Lᵀ was kept, L not assembled
+            solver.assemble_operator()
         state = solver.block("recompute", self.K)
         state.rows[:] = traj.states[start]
         shape = (3, self.K, solver.num_owned)
@@ -230,35 +243,32 @@ class Adjoint:
         Lam, Lam1, Lam2 = lam.rows, lam1.rows, lam2.rows
         if self._pending + 3 * K > self.max_pairs:
             self._flush()
-        np.multiply(lam.product(Lt), dt, out=Lam2)
-        Lam2 += Lam
-        Lam2 *= 2.0 / 3.0  # λ₂ = ⅔ Mᵀλ'
-        np.multiply(lam2.product(Lt), dt, out=Lam1)
-        Lam1 += Lam2
-        Lam1 *= 0.25  # λ₁ = ¼ Mᵀλ₂
+        # Each update one pass (gradient_kernels.combine), where numpy needs one per operation.
+        combine(Lam2, [(2.0 / 3.0, Lam), (dt * 2.0 / 3.0, lam.product(Lt))])  # λ₂ = ⅔ Mᵀλ'
+        combine(Lam1, [(0.25, Lam2), (dt * 0.25, lam2.product(Lt))])  # λ₁ = ¼ Mᵀλ₂
         Y = lam1.product(Lt)
         # Pairs (η, ψ = M_mass⁻¹ ξ) with ξ the stage weights: (u₂, ⅔dt λ'), (u₁, ¼dt λ₂),
         # (u, dt λ₁) for all K components.
-        inv_mass = self.solver.inverse_mass.array
-        c = self._pending
-        for i, (xi, weight) in enumerate(((Lam, dt * 2.0 / 3.0), (Lam2, dt * 0.25), (Lam1, dt))):
-            rows = slice(c + i * K, c + (i + 1) * K)
-            self._etas[rows] = stages[2 - i]
-            np.multiply(xi, inv_mass, out=self._psis[rows])
-            self._psis[rows] *= weight
+        weights = self._stage_weights(dt)
+        columns = slice(self._pending, self._pending + 3 * K)
+        pairs_into_columns([stages[2 - i][k] for i in range(3) for k in range(K)], [None] * (3 * K),
+                           self._etas[:, columns])
+        pairs_into_columns([xi[k] for xi in (Lam, Lam2, Lam1) for k in range(K)],
+                           [w for w in weights for _ in range(K)], self._psis[:, columns])
         self._pending += 3 * K
-        # λ = ⅓ λ' + ¾ λ₂ + λ₁ + dt Lᵀλ₁
-        Lam *= 1.0 / 3.0
-        Lam2 *= 0.75
-        Lam += Lam2
-        Lam += Lam1
-        Y *= dt
-        Lam += Y
+        combine(Lam, [(1.0 / 3.0, Lam), (0.75, Lam2), (1.0, Lam1), (dt, Y)])  # λ = ⅓λ' + ¾λ₂ + Mᵀλ₁
+
+    def _stage_weights(self, dt: float) -> np.ndarray:
+        """(⅔dt, ¼dt, dt) · M_mass⁻¹, shape=(3, n_owned): kept while dt stays (a slab)."""
+        if self._weights is None or self._weights[0] != dt:
+            inv_mass = self.solver.inverse_mass.array
+            self._weights = (dt, np.stack([w * dt * inv_mass for w in (2.0 / 3.0, 0.25, 1.0)]))
+        return self._weights[1]
 
     def _flush(self) -> None:
         """Hand the queued pairs to the gradient (collective)."""
         if self._pending:
-            self.gradient.add(self._etas[: self._pending].T, self._psis[: self._pending].T)
+            self.gradient.add(self._etas[:, : self._pending], self._psis[:, : self._pending])
             self._pending = 0
 
     def _contract(self) -> np.ndarray:

@@ -1,0 +1,228 @@
+"""The gradient's innermost loops in C, compiled once and cached beside dolfinx's JIT forms: the
+stage-pair products of a slab, the pairs' transposition, and the fused vector updates of the
+transposed RK3 steps.
+
+``slab_derivative.SlabGradient`` needs, per cell K, S_K = Σ_p η_p|_K ψ_p|_Kᵀ and, per cell and
+local facet, the cross product with the neighbour K' across it: Σ_p ψ ηᵀ sampled on the DG
+operator's sparsity pattern (a sampled dense-dense product). No library here has one (PETSc,
+scipy.sparse, dolfinx: none), and numpy's batched matmul of the tiny per-cell blocks (3×48×3 for
+DG1 triangles) spends its time in one BLAS call per block and in the gather of the neighbours'
+ψ. The loop here keeps a 2 × 4 tile of sums in registers while the pairs stream through (a
+dof's pairs contiguous: the adjoint writes them so, ``pairs_into_columns``). Measured once on
+random pairs, one rank on the loaded shared machine, per batch of 45–48 pairs: numpy's batched
+matmul 35, 118, 352 ms, this loop 11, 30, 264 ms (48² DG1, 13³ DG1, 13³ DG2 boxes); the whole
+gradient: the README's gradient ratio table (``scripts/bench_gradient.py --cases``).
+
+``combine`` is out = Σ_j c_j x_j in one pass, for the transposed RK3 step (``fem/adjoint.py``),
+where numpy needs a pass per operation.
+
+The library is compiled with the C compiler Python was built with (the one dolfinx's JIT uses)
+into dolfinx's JIT cache directory, named by a hash of the source and flags; every rank may
+compile it (the file appears by an atomic rename), and later runs load it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shlex
+import subprocess
+import sysconfig
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+_SOURCE = r"""
+#include <stdint.h>
+#define MAXC 128   /* columns of one cell: (1 + slots) * nd <= 5 * 20 */
+
+/* acc[i][j] = sum_p r_i[p] c_j[p] for a 2 x 4 tile (register blocking: 6 loads per 8 FMAs). */
+static inline void tile24(int64_t P, const double* r0, const double* r1,
+                          const double* c0, const double* c1, const double* c2, const double* c3,
+                          double* out0, double* out1)
+{
+    double a00 = 0, a01 = 0, a02 = 0, a03 = 0, a10 = 0, a11 = 0, a12 = 0, a13 = 0;
+    #pragma omp simd reduction(+:a00,a01,a02,a03,a10,a11,a12,a13)
+    for (int64_t p = 0; p < P; ++p) {
+        const double x0 = r0[p], x1 = r1[p];
+        a00 += x0 * c0[p]; a01 += x0 * c1[p]; a02 += x0 * c2[p]; a03 += x0 * c3[p];
+        a10 += x1 * c0[p]; a11 += x1 * c1[p]; a12 += x1 * c2[p]; a13 += x1 * c3[p];
+    }
+    out0[0] = a00; out0[1] = a01; out0[2] = a02; out0[3] = a03;
+    out1[0] = a10; out1[1] = a11; out1[2] = a12; out1[3] = a13;
+}
+
+/* out[i] = sum_j c[j] x[j][i] (out may be one of the x) */
+void combine(int64_t n, double* out, int64_t m, const double* c, const double* const* x)
+{
+    if (m == 2) {
+        const double c0 = c[0], c1 = c[1];
+        const double *x0 = x[0], *x1 = x[1];
+        for (int64_t i = 0; i < n; ++i)
+            out[i] = c0 * x0[i] + c1 * x1[i];
+    } else {
+        for (int64_t i = 0; i < n; ++i) {
+            double s = 0.0;
+            for (int64_t j = 0; j < m; ++j)
+                s += c[j] * x[j][i];
+            out[i] = s;
+        }
+    }
+}
+
+/* dst[d, j] = src[j][d] (* scale[j][d] where scale[j] is not NULL) for d < n, j < m: m rows
+   written as m columns of rows ld apart, each dof's m values at once. */
+void pairs_into_columns(int64_t n, int64_t m, const double* const* src, const double* const* scale,
+                        double* dst, int64_t ld)
+{
+    for (int64_t d = 0; d < n; ++d) {
+        double* row = dst + d * ld;
+        for (int64_t j = 0; j < m; ++j)
+            row[j] = scale[j] ? src[j][d] * scale[j][d] : src[j][d];
+    }
+}
+
+/* For every cell k, its blocks X = S[k] (m = k) and X = cross[k, s] (m = neighbour[k, s]; none
+   if m == ncells): X[a, b] += sum_p E[dofs[k, a], p] Q[dofs[m, b], p], rows ld apart. */
+void slab_pairs(int64_t P, int64_t ncells, int64_t nd, int64_t nslots,
+                const double* E, const double* Q, int64_t ld,
+                const int64_t* dofs, const int64_t* neighbour,
+                double* S, double* cross)
+{
+    const int64_t nn = nd * nd;
+    const double* col[MAXC + 4];
+    double* dst[MAXC + 4];
+    double out[2][MAXC + 4];
+    for (int64_t k = 0; k < ncells; ++k) {
+        const int64_t* dk = dofs + k * nd;
+        int64_t nc = 0;
+        for (int64_t s = -1; s < nslots; ++s) {
+            const int64_t m = s < 0 ? k : neighbour[k * nslots + s];
+            if (m >= ncells) continue;
+            double* X = s < 0 ? S + k * nn : cross + (k * nslots + s) * nn;
+            for (int64_t b = 0; b < nd; ++b) {
+                col[nc] = Q + dofs[m * nd + b] * ld;
+                dst[nc++] = X + b;   /* + a * nd for row a */
+            }
+        }
+        const int64_t ncp = (nc + 3) & ~(int64_t)3;
+        for (int64_t c = nc; c < ncp; ++c) col[c] = col[0];  /* padding columns, discarded */
+        for (int64_t a = 0; a < nd; a += 2) {
+            const double* r0 = E + dk[a] * ld;
+            const double* r1 = a + 1 < nd ? E + dk[a + 1] * ld : r0;
+            for (int64_t c = 0; c < ncp; c += 4)
+                tile24(P, r0, r1, col[c], col[c + 1], col[c + 2], col[c + 3], out[0] + c, out[1] + c);
+            for (int64_t c = 0; c < nc; ++c) dst[c][a * nd] += out[0][c];
+            if (a + 1 < nd)
+                for (int64_t c = 0; c < nc; ++c) dst[c][(a + 1) * nd] += out[1][c];
+        }
+    }
+}
+"""
+_FLAGS = ["-O3", "-fopenmp-simd", "-fPIC", "-shared", "-g0"]  # portable: no -march=native
+_MAX_COLUMNS = 128  # MAXC above: (1 + facets) · dofs per cell (DG3 tetrahedra: 5 · 20)
+
+_library = None
+
+
+def _cache_dir() -> Path:
+    """dolfinx's JIT cache directory (its options: a JSON file, see ``dolfinx.jit``)."""
+    import dolfinx.jit
+
+    return Path(dolfinx.jit.get_options()["cache_dir"])
+
+
+def _load() -> ctypes.CDLL:
+    """The compiled loop, compiled first if this machine has not yet (per process, once)."""
+    global _library
+    if _library is not None:
+        return _library
+    compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")
+    key = hashlib.sha256((_SOURCE + " ".join(compiler + _FLAGS)).encode()).hexdigest()[:16]
+    directory = _cache_dir()
+    path = directory / f"transport_slab_pairs_{key}.so"
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=directory) as tmp:
+            source, target = Path(tmp) / "slab_pairs.c", Path(tmp) / "slab_pairs.so"
+            source.write_text(_SOURCE)
+            subprocess.run(compiler + _FLAGS + [str(source), "-o", str(target)], check=True,
+                           capture_output=True)
+            os.replace(target, path)  # atomic: another rank may be doing the same
+    library = ctypes.CDLL(str(path))
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    library.slab_pairs.argtypes = [i64, i64, i64, i64, ptr, ptr, i64, ptr, ptr, ptr, ptr]
+    library.slab_pairs.restype = None
+    library.pairs_into_columns.argtypes = [i64, i64, ptr, ptr, ptr, i64]
+    library.pairs_into_columns.restype = None
+    library.combine.argtypes = [i64, ptr, i64, ptr, ptr]
+    library.combine.restype = None
+    _library = library
+    return library
+
+
+def add_pairs(etas: np.ndarray, psis: np.ndarray, dofs: np.ndarray, neighbour: np.ndarray,
+              S: np.ndarray, cross: np.ndarray) -> None:
+    """S[k] += Σ_p η_p|_k ψ_p|_kᵀ and cross[k, s] += Σ_p η_p|_k ψ_p|_mᵀ, m = neighbour[k, s].
+
+    Args:
+        etas, psis: the P pairs' local coefficients, shape=(local dofs, P), float64, the pairs
+            of a dof contiguous (a row may be a slice of a longer one), both alike.
+        dofs: the DG dofs of each local cell, shape=(cells, nd), int64.
+        neighbour: the cell across each local facet, shape=(cells, slots), int64; ``cells`` for
+            none.
+        S: shape=(cells, nd, nd), C-contiguous, added to.
+        cross: shape=(cells, slots, nd, nd), C-contiguous, added to.
+    """
+    cells, nd = dofs.shape
+    slots = neighbour.shape[1]
+    P = etas.shape[1]
+    if (1 + slots) * nd > _MAX_COLUMNS:
+        raise ValueError(f"{nd} dofs per cell and {slots} facets: at most {_MAX_COLUMNS} columns")
+    for name, array in (("etas", etas), ("psis", psis)):
+        if array.dtype != np.float64 or array.shape != etas.shape or array.strides != etas.strides or (
+            P > 1 and array.strides[1] != 8
+        ):
+            raise ValueError(f"{name}: expected float64 rows of contiguous pairs, like etas")
+    for name, array, shape in (("dofs", dofs, (cells, nd)), ("neighbour", neighbour, (cells, slots)),
+                               ("S", S, (cells, nd, nd)), ("cross", cross, (cells, slots, nd, nd))):
+        wanted = np.float64 if name in ("S", "cross") else np.int64
+        if array.shape != shape or array.dtype != wanted or not array.flags.c_contiguous:
+            raise ValueError(f"{name}: expected a C-contiguous {wanted.__name__} array of shape {shape}")
+    if P == 0 or cells == 0:
+        return
+    _load().slab_pairs(P, cells, nd, slots, etas.ctypes.data, psis.ctypes.data, etas.strides[0] // 8,
+                       dofs.ctypes.data, neighbour.ctypes.data, S.ctypes.data, cross.ctypes.data)
+
+
+def pairs_into_columns(rows: list[np.ndarray], scales: list[np.ndarray | None], out: np.ndarray) -> None:
+    """``out[:, j] = rows[j] * scales[j]`` (or ``rows[j]`` where the scale is None): m rows of n
+    values as the m columns of ``out`` (shape=(n, m), a dof's m values contiguous: a column
+    slice of a pair buffer), in one pass; the adjoint's pairs, straight into the layout the
+    products read (a transposing numpy copy took as long as the products)."""
+    m = len(rows)
+    n = out.shape[0]
+    if out.shape[1] != m or len(scales) != m or out.dtype != np.float64 or (m > 1 and out.strides[1] != 8):
+        raise ValueError(f"pairs_into_columns: {m} rows into shape {out.shape}")
+    for a in rows + [x for x in scales if x is not None]:
+        if a.dtype != np.float64 or a.shape != (n,) or not a.flags.c_contiguous:
+            raise ValueError(f"pairs_into_columns: rows of {n} contiguous float64 values expected")
+    if m == 0 or n == 0:
+        return
+    sources = (ctypes.c_void_p * m)(*[a.ctypes.data for a in rows])
+    factors = (ctypes.c_void_p * m)(*[None if x is None else x.ctypes.data for x in scales])
+    _load().pairs_into_columns(n, m, sources, factors, out.ctypes.data, out.strides[0] // 8)
+
+
+def combine(out: np.ndarray, terms: list[tuple[float, np.ndarray]]) -> None:
+    """out = Σ_j c_j x_j in one pass over C-contiguous float64 arrays of one shape (``out`` may
+    be one of the x_j)."""
+    arrays = [out] + [x for _, x in terms]
+    if any(a.dtype != np.float64 or a.shape != out.shape or not a.flags.c_contiguous for a in arrays):
+        raise ValueError("combine: C-contiguous float64 arrays of one shape expected")
+    m = len(terms)
+    coefficients = (ctypes.c_double * m)(*[float(c) for c, _ in terms])
+    pointers = (ctypes.c_void_p * m)(*[x.ctypes.data for _, x in terms])
+    _load().combine(out.size, out.ctypes.data, m, coefficients, pointers)

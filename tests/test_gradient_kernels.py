@@ -1,0 +1,49 @@
+"""The gradient's compiled loops against numpy on random data (any rank count: each rank checks
+its own; the library is compiled once per machine, whichever rank comes first)."""
+
+from mpi4py import MPI
+
+import numpy as np
+
+from solver.fem.gradient_kernels import add_pairs, combine, pairs_into_columns
+
+
+def test_pair_products_equal_numpy():
+    rng = np.random.default_rng(0)
+    cells, nd, slots, P = 7, 4, 3, 5
+    dofs = rng.permutation(cells * nd).reshape(cells, nd).astype(np.int64)  # not cell-contiguous
+    neighbour = rng.integers(0, cells + 1, (cells, slots)).astype(np.int64)  # `cells`: none
+    wide = rng.standard_normal((2, cells * nd, P + 3))
+    etas, psis = wide[0, :, :P], wide[1, :, :P]  # rows P + 3 apart, as a batch in a longer buffer
+    S, cross = rng.standard_normal((cells, nd, nd)), rng.standard_normal((cells, slots, nd, nd))
+    S0, cross0 = S.copy(), cross.copy()
+    add_pairs(etas, psis, dofs, neighbour, S, cross)
+    E, Q = etas[dofs], psis[dofs]  # (cells, nd, P)
+    assert np.allclose(S, S0 + E @ Q.transpose(0, 2, 1), rtol=1e-14, atol=1e-13)
+    for k in range(cells):
+        for s in range(slots):
+            m = neighbour[k, s]
+            expected = cross0[k, s] + (E[k] @ Q[m].T if m < cells else 0.0)
+            assert np.allclose(cross[k, s], expected, rtol=1e-14, atol=1e-13), (k, s)
+
+
+def test_pairs_into_columns_and_combine_equal_numpy():
+    rng = np.random.default_rng(1)
+    n, m = 11, 4
+    rows = list(rng.standard_normal((m, n)))
+    scales = [rng.standard_normal(n), None, rng.standard_normal(n), None]
+    out = np.zeros((n, m + 2))
+    pairs_into_columns(rows, scales, out[:, 1 : m + 1])
+    expected = np.stack([r if s is None else r * s for r, s in zip(rows, scales)], axis=1)
+    assert np.array_equal(out[:, 1 : m + 1], expected)
+    assert not out[:, 0].any() and not out[:, -1].any()  # the columns beside are untouched
+
+    x, y, z = rng.standard_normal((3, 2, n))
+    for terms in ([(0.5, x), (-2.0, y)], [(1 / 3, x), (0.75, y), (1.0, z), (0.1, x)]):
+        out = np.empty_like(x)
+        combine(out, terms)
+        assert np.allclose(out, sum(c * a for c, a in terms), rtol=1e-15, atol=1e-15)
+    alias = x.copy()
+    combine(alias, [(2.0, alias), (1.0, y)])  # out may be one of the terms
+    assert np.allclose(alias, 2.0 * x + y, rtol=1e-15, atol=1e-15)
+    MPI.COMM_WORLD.Barrier()

@@ -277,7 +277,7 @@ def section_millions(s: dict, out: Path) -> str:
         for variant, r in c["peer"].items():
             rows.append([name, f"{c['n_train']:,}", f"peer {variant}", r["iterations"],
                          _time(r["time_to_target"]) + ("" if r["time_to_target"] is not None
-                                                              else f" in {r['budget']:.0f} s"),
+                                                              else f" in {r['seconds']:.0f} s"),
                          f"{r['test_accuracy']:.4f}", f"{r['peak_rss_bytes'] / 2**20:.0f} MiB"])
     ratios = []
     for name, c in s["cases"].items():

@@ -133,11 +133,12 @@ def peak_memory_per_rank(comm) -> list[int]:
     return comm.allgather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 
 
-def measure(comm, case, n: int, repeats: int, stage_memory: int = SolverConfig.stage_memory) -> dict:
-    """Forward and value+gradient times of ``case`` at N = n, paired medians (collective)."""
+def measure(comm, case, n: int, repeats: int, stage_memory: int | None = None) -> dict:
+    """Forward and value+gradient times of ``case`` at N = n, paired medians (collective).
+    ``stage_memory``: the solver's, bytes per rank (None: "auto", the default)."""
     mesh = create_mesh(comm, case.domain, case.cells)
     solver = TransportSolver(mesh, degree=case.degree, num_components=case.num_classes, checkpoint_every=4,
-                             stage_memory=stage_memory * 2**20)
+                             stage_memory=stage_memory)
     X, y = case.data(n)
     J = ReducedFunctional(solver, case.model, X[comm.rank :: comm.size], y[comm.rank :: comm.size],
                           case.num_classes, **case.objective)
@@ -146,13 +147,14 @@ def measure(comm, case, n: int, repeats: int, stage_memory: int = SolverConfig.s
     J.freeze_steps(J.last.steps)
     forward, gradient, ratio = paired_times(comm, lambda: J(p), lambda: J.value_and_gradient(p), repeats)
     row = dict(N=n, K=case.num_classes, dofs=solver.num_dofs_global, steps=int(sum(J.last.steps)), forward_s=forward,
-               value_and_gradient_s=gradient, ratio=ratio, parameters=J.split(p))
+               value_and_gradient_s=gradient, ratio=ratio, parameters=J.split(p),
+               stage_memory=solver.stage_memory)
     J.destroy()
     solver.destroy()
     return row
 
 
-def ratio_table(comm, names: list[str], theta: Path | None, repeats: int, stage_memory: int) -> None:
+def ratio_table(comm, names: list[str], theta: Path | None, repeats: int, stage_memory: int | None) -> None:
     """The gradient ratio table: per case, forward s, value+gradient s and their ratio."""
     unknown = [name for name in names if name not in TABLE_CASES]
     if unknown:
@@ -166,13 +168,16 @@ def ratio_table(comm, names: list[str], theta: Path | None, repeats: int, stage_
             print(f"{label}: forward {row['forward_s']:.3f} s, value+gradient {row['value_and_gradient_s']:.3f} s",
                   flush=True)
     if comm.rank == 0:
-        print(f"{comm.size} rank(s), N = 10³, stage_memory {stage_memory} MiB, medians of {repeats} paired measurements"
+        budget = "auto" if stage_memory is None else f"{stage_memory / 2**20:.0f} MiB"
+        print(f"{comm.size} rank(s), N = 10³, stage_memory {budget}, medians of {repeats} paired measurements"
               + (f", parameters of {theta}" if theta else ", initial parameters"))
-        print("| case | dofs × K | steps | forward s | value + gradient s | gradient / forward | peak RSS so far |")
-        print("|---|---|---|---|---|---|---|")
+        print("| case | dofs × K | steps | stage memory | forward s | value + gradient s | gradient / forward "
+              "| peak RSS so far |")
+        print("|---|---|---|---|---|---|---|---|")
         for label, r, rss in rows:
-            print(f"| {label} | {r['dofs']:,} × {r['K']} | {r['steps']} | {r['forward_s']:.3f} | "
-                  f"{r['value_and_gradient_s']:.3f} | {r['ratio'] - 1:.2f} | {rss / 2**20:.0f} MiB |")
+            print(f"| {label} | {r['dofs']:,} × {r['K']} | {r['steps']} | {r['stage_memory'] / 2**20:.0f} MiB | "
+                  f"{r['forward_s']:.3f} | {r['value_and_gradient_s']:.3f} | {r['ratio'] - 1:.2f} | "
+                  f"{rss / 2**20:.0f} MiB |")
 
 
 def main() -> None:
@@ -186,12 +191,13 @@ def main() -> None:
     parser.add_argument("--cases", default=None, help=f"the gradient ratio table of these cases instead: "
                         f"comma-separated, of {','.join(TABLE_CASES)}")
     parser.add_argument("--theta", type=Path, default=None, help="--cases: the peaks cases' parameters (a run's theta.npz)")
-    parser.add_argument("--stage-memory", type=int, default=SolverConfig.stage_memory,
-                        help="--cases: the solver's stage_memory, MiB per rank")
+    parser.add_argument("--stage-memory", default=SolverConfig.stage_memory,
+                        help='the solver\'s stage_memory: MiB per rank, or "auto" (the default)')
     args = parser.parse_args()
     comm = MPI.COMM_WORLD
+    stage_memory = None if args.stage_memory == "auto" else int(args.stage_memory) * 2**20
     if args.cases:
-        ratio_table(comm, args.cases.split(","), args.theta, args.repeats, args.stage_memory)
+        ratio_table(comm, args.cases.split(","), args.theta, args.repeats, stage_memory)
         return
     cells, sizes, repeats = args.cells, [int(s) for s in args.sizes.split(",")], args.repeats
     if args.quick:

@@ -138,7 +138,9 @@ class SolverConfig:
     cfl: float = 1.0  # Courant number; RK3 blew up at 2.5 (DG1, DG2) and 2.0 (DG3), measured
     dt: float | None = None  # a forced maximal time step; none: from the CFL bound
     checkpoint_every: int = 4  # keep the state at every n-th step start, for the gradient
-    stage_memory: int = 256  # MiB per rank for what a gradient reads back: RK stage states, slabs' Lᵀ
+    # MiB per rank for what a gradient reads back (RK stage states, slabs' Lᵀ), or "auto": half
+    # the memory available to each rank when the first gradient's forward solve starts
+    stage_memory: int | str = "auto"
     max_steps: int = 10_000  # time steps of one solve; more is refused (training: backs off)
 
 
@@ -401,7 +403,7 @@ def config_from_dict(
         cfl=partial(validate.number, low=0.0, high=2.0, low_open=True),
         dt=partial(validate.optional(validate.number), low=0.0, low_open=True),
         checkpoint_every=partial(validate.integer, low=1),
-        stage_memory=partial(validate.integer, low=0),
+        stage_memory=_stage_memory,
         max_steps=partial(validate.integer, low=1),
     ))
     compare = _compare(r, sections["compare"], min_cells, source)
@@ -412,6 +414,20 @@ def config_from_dict(
     data = _data(r, sections["data"], source)
     train = _train(r, sections["train"], source)
     return Config(domain, mesh, field, terminal, solver, compare, output, data, train, source=source)
+
+
+def _stage_memory(name: str, value: Any) -> int | str:
+    """solver.stage_memory: MiB (an integer >= 0) or "auto"."""
+    if value == "auto":
+        return value
+    if isinstance(value, str):
+        raise validate.expected(name, 'an integer >= 0 (MiB per rank) or "auto"', value)
+    return validate.integer(name, value, low=0)
+
+
+def stage_memory_bytes(solver: SolverConfig) -> int | None:
+    """``solver.stage_memory`` as ``TransportSolver`` takes it: bytes, None for "auto"."""
+    return None if solver.stage_memory == "auto" else solver.stage_memory * 2**20
 
 
 def _compare(r: _Reader, s: dict[str, Any], min_cells: int, source: str) -> CompareConfig:

@@ -232,11 +232,14 @@ def diffusion_rate(config, mesh: MeshEstimate, degree: int) -> float:
 
 def solve_memory(config, mesh: MeshEstimate, K: int, steps: float, ranks: int) -> float:
     """Bytes per rank of the mesh, its operator and one solve with its gradient: the stage states
-    (at most ``solver.stage_memory``) and the checkpoints of ``steps`` time steps."""
+    (at most ``solver.stage_memory``; none for "auto", which takes a share of what is left when
+    the gradient starts and so never makes a run not fit) and the checkpoints of ``steps`` time
+    steps."""
     sc = config.solver
     dofs = mesh.dofs / ranks
     fixed = dofs * (BYTES_PER_DOF + BYTES_PER_NONZERO * mesh.nonzeros + BYTES_PER_DOF_AND_COMPONENT * K)
-    stages = min(sc.stage_memory * 2**20, 3 * K * steps * dofs * 8)
+    budget = 0 if sc.stage_memory == "auto" else sc.stage_memory * 2**20
+    stages = min(budget, 3 * K * steps * dofs * 8)
     checkpoints = math.ceil(steps / sc.checkpoint_every) * K * dofs * 8
     return fixed + stages + checkpoints
 

@@ -106,6 +106,7 @@ BAD = [
     ("terminal_key", "[terminal]\nkind = 'sine'\nsigma = 1\n", "terminal.sigma", 3),
     ("cfl", "[solver]\ncfl = 0\n", "solver.cfl", 2),
     ("stage_memory", "[solver]\ncfl = 1.0\nstage_memory = -1\n", "solver.stage_memory", 3),
+    ("stage_memory_word", "[solver]\nstage_memory = 'lots'\n", "solver.stage_memory", 2),
     ("refine", "[compare]\nrefine = [16, 8]\n", "compare.refine", 2),
     ("compare_degree", "[compare]\ndegree = 4\n", "compare.degree", 2),
     ("compare_cells", "[domain]\nkind = 'disk'\n[compare]\ncells = 1\n", "compare.cells", 4),

@@ -16,6 +16,8 @@ import pytest
 
 from solver.config import config_from_dict
 from solver.errors import InputError
+from solver.fem.transport import AUTO_STAGE_SHARE
+from solver.guards import available_memory
 from solver.learn.train import Problem, initial_parameters, train
 
 MPIRUN = Path(sys.executable).parent / "mpirun"
@@ -79,6 +81,25 @@ def test_stage_memory_reaches_the_solver(comm):
     assert 0 < kept <= steps
     assert kept * step_bytes + solver._kept_bytes <= 2**20
     assert kept == steps or (kept + 1) * step_bytes + solver._kept_bytes > 2**20
+    problem.J.destroy()
+    gc.collect()
+    comm.Barrier()
+
+
+def test_stage_memory_auto_is_a_share_of_the_available_memory(comm):
+    """The default, solver.stage_memory = "auto": the solver takes AUTO_STAGE_SHARE of the memory
+    available to each rank (the same on every rank) when its first gradient's forward starts,
+    and keeps every stage state of a small problem."""
+    problem = Problem.build(comm, config_from_dict(SMALL))
+    solver = problem.solver
+    assert problem.config.solver.stage_memory == "auto" and solver.stage_memory is None
+    before = available_memory(comm)
+    problem.J.value_and_gradient(problem.J.initial(seed=0))
+    budget = solver.stage_memory
+    assert comm.allgather(budget) == [budget] * comm.size
+    after = available_memory(comm)  # other processes (and this one) move it a little
+    assert 0.8 * AUTO_STAGE_SHARE * min(before, after) <= budget <= 1.2 * AUTO_STAGE_SHARE * max(before, after)
+    assert len(solver._stage_pool) == sum(problem.J.last.steps)
     problem.J.destroy()
     gc.collect()
     comm.Barrier()

@@ -33,7 +33,8 @@ CELLS, QUICK_CELLS = 16, 4
 KEEP_ALL = 2**40  # a stage-memory bound no run reaches: every stage state is kept
 # name: (checkpoint_every, stage_memory in bytes or None for TransportSolver's default)
 TRAJECTORIES = {
-    "default (checkpoints every 4, stage memory 256 MiB)": (4, None),
+    "default (checkpoints every 4, stage memory \"auto\")": (4, None),
+    "stage memory 64 MiB (checkpoints every 4)": (4, 64 * 2**20),
     "all stages kept (checkpoints every 4)": (4, KEEP_ALL),
     "recomputed, checkpoint every step": (1, 0),
     "recomputed, checkpoint every 8 steps": (8, 0),

@@ -224,7 +224,8 @@ def section_memory(s: dict, out: Path) -> str:
         kept = f"{r['stages_kept']} of {r['steps']}" if "stages_kept" in r else ""
         checkpoints = str(r["checkpoints_kept"]) if "checkpoints_kept" in r else ""
         trajectory = mib(r["trajectory_bytes"]) if "trajectory_bytes" in r else ""
-        rows.append([r["name"], r["operation"], "unbounded" if r["stage_memory_unbounded"] else mib(r["stage_memory"]),
+        rows.append([r["name"], r["operation"], "unbounded" if r["stage_memory_unbounded"] else (
+                         "—" if r["stage_memory"] is None else mib(r["stage_memory"])),
                      kept, checkpoints, trajectory, mib(r["peak_increase"]), seconds(r["seconds"])])
     reset = all(r["peak_reset"] for r in s["rows"])
     plot_memory(s, out / "memory.png")

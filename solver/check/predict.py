@@ -24,7 +24,7 @@ import numpy as np
 import scipy.special
 from mpi4py import MPI
 
-from solver.config import Config, load_config
+from solver.config import Config, load_config, stage_memory_bytes
 from solver.errors import InputError
 from solver.learn.certify import Resolution
 from solver.model.data import Scaling
@@ -258,7 +258,7 @@ def _pde_logits(comm: MPI.Comm, run: TrainedRun, model, x: np.ndarray, source: s
                            str(run.path / store.THETA))
     solver = TransportSolver(mesh, degree=run.resolution.degree, num_components=len(b), cfl=config.solver.cfl,
                              dt=config.solver.dt, checkpoint_every=config.solver.checkpoint_every,
-                             stage_memory=config.solver.stage_memory * 2**20,
+                             stage_memory=stage_memory_bytes(config.solver),
                              viscosity=config.field.viscosity)
     solver.max_steps = config.solver.max_steps
     seconds["mesh"] = time.perf_counter() - started

@@ -52,6 +52,7 @@ from dolfinx import mesh as dmesh
 from solver import validate
 from solver.config import SolverConfig
 from solver.errors import InputError, UnstableSolve
+from solver.guards import available_memory
 from solver.fem.mesh import min_cell_size
 
 log = logging.getLogger("solver")
@@ -61,6 +62,14 @@ log = logging.getLogger("solver")
 # it J(θ) has kinks wherever w·n changes sign at a facet quadrature point, and Taylor tests saw
 # rates of 1.45–2.7 instead of 2 (measured; with δ = 0.05 they are 2.00).
 UPWIND_DELTA = 0.05
+
+# solver.stage_memory = "auto": the share of the memory available to each rank (guards'
+# available_memory: MemAvailable, the cgroup's limit, split among the node's ranks) that a
+# gradient may keep, measured at the first solve that keeps a trajectory. Kept stage states save
+# recomputing them (one forward solve's worth when none fit); half leaves the rest of the run
+# (data, point evaluation, a second solver of a raised resolution, which takes half of what is
+# left) room.
+AUTO_STAGE_SHARE = 0.5
 
 
 def dg_space(mesh: dmesh.Mesh, degree: int) -> fem.FunctionSpace:
@@ -238,6 +247,8 @@ class TransportSolver:
         stage_memory: bytes per rank for keeping what the adjoint reads back: the RK stage
             states of steps (else it recomputes them from the checkpoints), and Lᵀ of the time
             pieces whose stages all fit besides (else it re-assembles L and transposes it).
+            None: ``AUTO_STAGE_SHARE`` of the memory available to each rank, measured when
+            the first solve that keeps a trajectory starts (what is kept is then reused).
         viscosity: ε ≥ 0 of ∂t u + v·∇u + εΔu = 0 (SIPG, Neumann walls; see
             ``diffusion_integrand``). The constant −ε M⁻¹S is added to L at every assembly, so
             the step, the adjoint (Lᵀ) and the velocity derivative (S does not depend on v)
@@ -258,7 +269,7 @@ class TransportSolver:
         cfl: float = SolverConfig.cfl,
         dt: float | None = SolverConfig.dt,
         checkpoint_every: int = SolverConfig.checkpoint_every,
-        stage_memory: int = SolverConfig.stage_memory * 2**20,
+        stage_memory: int | None = None,
         viscosity: float = 0.0,
     ):
         viscosity = validate.number("field.viscosity", viscosity, low=0.0)
@@ -514,6 +525,9 @@ class TransportSolver:
         f = self.terminal_values(terminal)
         state = self.block("u", len(f))
         state.rows[:] = f
+        if keep and self.stage_memory is None:
+            self.stage_memory = int(AUTO_STAGE_SHARE * available_memory(self.comm))
+            log.debug("stage memory: %.0f MiB per rank", self.stage_memory / 2**20)
         trajectory = Trajectory(
             times=None, piece_of_step=[], checkpoint_every=self.checkpoint_every if keep else 0
         )

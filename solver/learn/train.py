@@ -19,7 +19,7 @@ from mpi4py import MPI
 
 from solver import stopping
 from solver.learn import certify, optimize
-from solver.config import Config
+from solver.config import Config, stage_memory_bytes
 from solver.model.data import Dataset, make_dataset
 from solver.errors import InputError, UnstableSolve
 from solver.fem.transport import TransportSolver
@@ -109,7 +109,7 @@ class Problem:
             mesh, degree=resolution.degree, num_components=dataset.num_classes,
             cfl=config.solver.cfl, dt=config.solver.dt,
             checkpoint_every=config.solver.checkpoint_every,
-            stage_memory=config.solver.stage_memory * 2**20,
+            stage_memory=stage_memory_bytes(config.solver),
             viscosity=config.field.viscosity,
         )
         solver.max_steps = config.solver.max_steps

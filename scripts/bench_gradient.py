@@ -11,7 +11,8 @@ repeats of the two timed back to back.
     .venv/bin/python scripts/bench_gradient.py --cases box48,peaks13-dg1,peaks13-dg2 \
         --theta runs/peaks/theta.npz
 
-``--cases`` prints the gradient ratio table of issue #15 instead of the N sweep: the default
+``--cases`` prints the gradient ratio table of issue #15 instead of the N sweep (``--json`` writes
+it too; ``--quick`` makes the cases tiny, for the tests): the default
 case at 48² and N = 10³, and peaks (``problems/peaks.toml``) on a 13³ mesh with DG1 and DG2 at
 its 1000 points, at the parameters of ``--theta`` (a run's theta.npz, e.g. of
 ``train problems/peaks.toml``; without it, the initial θ, whose field is slower and takes fewer
@@ -51,11 +52,16 @@ from solver.model.velocity import VelocityModel
 from solver.rundir.store import read_parameters
 
 PEAKS = Path(__file__).resolve().parents[1] / "problems" / "peaks.toml"
-# The gradient ratio table's cases: (label, case maker given --theta, N).
+# The gradient ratio table's cases: (label, case maker given --theta, N); --quick: 8² and 4³.
 TABLE_CASES = {
     "box48": ("48² box, DG1, K = 2", lambda theta: DefaultCase(48), 1000),
     "peaks13-dg1": ("peaks 13³, DG1, K = 5", lambda theta: ConfigCase(PEAKS, 13, 1, theta), 1000),
     "peaks13-dg2": ("peaks 13³, DG2, K = 5", lambda theta: ConfigCase(PEAKS, 13, 2, theta), 1000),
+}
+QUICK_CASES = {
+    "box48": ("8² box, DG1, K = 2", lambda theta: DefaultCase(8), 100),
+    "peaks13-dg1": ("peaks 4³, DG1, K = 5", lambda theta: ConfigCase(PEAKS, 4, 1, theta), 100),
+    "peaks13-dg2": ("peaks 4³, DG2, K = 5", lambda theta: ConfigCase(PEAKS, 4, 2, theta), 100),
 }
 
 
@@ -154,14 +160,17 @@ def measure(comm, case, n: int, repeats: int, stage_memory: int | None = None) -
     return row
 
 
-def ratio_table(comm, names: list[str], theta: Path | None, repeats: int, stage_memory: int | None) -> None:
-    """The gradient ratio table: per case, forward s, value+gradient s and their ratio."""
-    unknown = [name for name in names if name not in TABLE_CASES]
+def ratio_table(comm, names: list[str], theta: Path | None, repeats: int, stage_memory: int | None,
+                quick: bool = False, json_path: Path | None = None) -> None:
+    """The gradient ratio table: per case, forward s, value+gradient s and their ratio (printed,
+    and written to ``json_path`` if given)."""
+    cases = QUICK_CASES if quick else TABLE_CASES
+    unknown = [name for name in names if name not in cases]
     if unknown:
-        raise SystemExit(f"unknown case(s) {unknown}; expected some of {list(TABLE_CASES)}")
+        raise SystemExit(f"unknown case(s) {unknown}; expected some of {list(cases)}")
     rows = []
     for name in names:
-        label, make, n = TABLE_CASES[name]
+        label, make, n = cases[name]
         row = measure(comm, make(theta), n, repeats, stage_memory)
         rows.append((label, row, max(peak_memory_per_rank(comm))))
         if comm.rank == 0:  # as it goes: the DG2 case takes minutes
@@ -178,6 +187,12 @@ def ratio_table(comm, names: list[str], theta: Path | None, repeats: int, stage_
             print(f"| {label} | {r['dofs']:,} × {r['K']} | {r['steps']} | {r['stage_memory'] / 2**20:.0f} MiB | "
                   f"{r['forward_s']:.3f} | {r['value_and_gradient_s']:.3f} | {r['ratio'] - 1:.2f} | "
                   f"{rss / 2**20:.0f} MiB |")
+        if json_path:
+            json_path.write_text(json.dumps(dict(
+                ranks=comm.size, repeats=repeats, theta=str(theta) if theta else None,
+                stage_memory="auto" if stage_memory is None else stage_memory,
+                rows=[dict(case=name, label=label, peak_rss_bytes=rss, **{k: v for k, v in r.items() if k != "parameters"})
+                      for name, (label, r, rss) in zip(names, rows)]), indent=1))
 
 
 def main() -> None:
@@ -197,7 +212,8 @@ def main() -> None:
     comm = MPI.COMM_WORLD
     stage_memory = None if args.stage_memory == "auto" else int(args.stage_memory) * 2**20
     if args.cases:
-        ratio_table(comm, args.cases.split(","), args.theta, args.repeats, stage_memory)
+        ratio_table(comm, args.cases.split(","), args.theta, 1 if args.quick else args.repeats, stage_memory,
+                    args.quick, args.json)
         return
     cells, sizes, repeats = args.cells, [int(s) for s in args.sizes.split(",")], args.repeats
     if args.quick:

@@ -1,7 +1,7 @@
 """The benchmark suite (issue 5): one command, one report directory.
 
     make benchmarks                                            # the full suite into bench/ (~1 hour)
-    .venv/bin/python scripts/benchmarks.py [--out bench] [--repeats 3] [--sections 1,2,3,4,5,6]
+    .venv/bin/python scripts/benchmarks.py [--out bench] [--repeats 3] [--sections 1,2,3,4,5,6,7]
     .venv/bin/python scripts/benchmarks.py --quick --out /tmp/bench   # reduced suite, ~2 minutes
 
 Sections (``scripts/bench_lib/``, one module each):
@@ -18,6 +18,8 @@ Sections (``scripts/bench_lib/``, one module each):
    recomputed from checkpoints.
 6. millions: training to a target with N = 10⁶ (moons, circles 3D) and 10⁷ (moons) points, the
    PDE against the peer (full batch and minibatch) with a time budget; peak memory.
+7. gradient: value + gradient against a forward solve (48² box, peaks 13³ DG1 and DG2 at
+   section 1's trained θ), with the default stage memory and with 256 MiB.
 
 The report directory gets report.md, PNG plots, results.json (the raw numbers, rewritten after
 every section, so an interrupted run keeps what it measured), the configs the runs used
@@ -38,11 +40,12 @@ import time
 import traceback
 from pathlib import Path
 
-from bench_lib import learning, machine, memory, millions, parallel, prediction, report, scaling
+from bench_lib import gradient, learning, machine, memory, millions, parallel, prediction, report, scaling
 from bench_lib.common import ROOT, Bench
 from bench_lib.peer import ensure_peer
 
-SECTION_KEYS = {1: "learning", 2: "scaling", 3: "prediction", 4: "parallel", 5: "memory", 6: "millions"}
+SECTION_KEYS = {1: "learning", 2: "scaling", 3: "prediction", 4: "parallel", 5: "memory", 6: "millions",
+                7: "gradient"}
 
 
 def run_section(bench: Bench, number: int, peer_python: Path | None) -> None:
@@ -60,8 +63,10 @@ def run_section(bench: Bench, number: int, peer_python: Path | None) -> None:
         parallel.run(bench)
     elif number == 5:
         memory.run(bench)
-    else:
+    elif number == 6:
         millions.run(bench, peer_python)
+    else:
+        gradient.run(bench)
 
 
 def main() -> int:
@@ -69,7 +74,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench", help="report directory (default bench/)")
     parser.add_argument("--quick", action="store_true", help="the reduced suite (about two minutes)")
     parser.add_argument("--repeats", type=int, default=None, help="repeats of each timing (default 3, quick 1)")
-    parser.add_argument("--sections", default="1,2,3,4,5,6", help="which sections, e.g. 1,3 (3 needs 1's moons run)")
+    parser.add_argument("--sections", default="1,2,3,4,5,6,7",
+                        help="which sections, e.g. 1,3 (3 needs 1's moons run; 7 uses 1's peaks run if there)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the sections an earlier run in --out finished without error; run the rest")
     args = parser.parse_args()

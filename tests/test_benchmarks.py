@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.serial, pytest.mark.slow]
 
 HEADINGS = ("## Machine and software", "## 1. Learning", "## 2. Scaling in the data size",
-            "## 3. Whole-domain prediction", "## 4. Parallel scaling", "## 5. Memory", "## 6. Millions of points")
+            "## 3. Whole-domain prediction", "## 4. Parallel scaling", "## 5. Memory", "## 6. Millions of points",
+            "## 7. The gradient's cost")
 PLOTS = ("learning.png", "scaling.png", "prediction.png", "memory.png")
 
 
@@ -43,7 +44,7 @@ def test_report_has_every_section_and_plot(quick_suite):
     assert "failed" not in report and "not run" not in report
     for plot in PLOTS:
         assert (out / plot).stat().st_size > 0
-    for key in ("learning", "scaling", "prediction", "parallel", "memory", "millions"):
+    for key in ("learning", "scaling", "prediction", "parallel", "memory", "millions", "gradient"):
         assert key in results and "error" not in results[key], key
     versions = {**results["machine"]["versions"], **results["peer_versions"]}
     for package in ("python", "dolfinx", "petsc4py", "numpy", "scipy", "sklearn", "onnxruntime", "torch",
@@ -128,3 +129,18 @@ def test_millions_numbers(quick_suite):
             assert r["time_to_target"] is None or math.isfinite(r["time_to_target"])
         for r in c["peer"].values():  # each stops at its budget or at the target
             assert r["time_to_target"] is not None or r["seconds"] >= r["budget"]
+
+
+def test_gradient_numbers(quick_suite):
+    """Section 7: every case at both stage-memory settings; 256 MiB holds a tiny case whole, so
+    both keep every stage state there (the budget is what was asked, or half the available)."""
+    settings = quick_suite[1]["gradient"]["settings"]
+    assert set(settings) == {"auto (the default)", "256 MiB"}
+    assert settings["256 MiB"]["rows"][0]["stage_memory"] == 256 * 2**20
+    assert settings["auto (the default)"]["rows"][0]["stage_memory"] > 0
+    for setting, r in settings.items():
+        assert [row["case"] for row in r["rows"]] == ["box48", "peaks13-dg1", "peaks13-dg2"], setting
+        for row in r["rows"]:
+            for key in ("forward_s", "value_and_gradient_s", "ratio", "peak_rss_bytes"):
+                assert_finite(row[key], f"{setting} {row['case']} {key}")
+            assert row["ratio"] > 1  # value + gradient includes the forward

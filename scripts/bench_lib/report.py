@@ -295,9 +295,30 @@ def section_millions(s: dict, out: Path) -> str:
             + table(header, rows) + "\n" + "\n".join(ratios) + "\n")
 
 
+def section_gradient(s: dict) -> str:
+    """Section 7: the gradient ratio table per stage-memory setting."""
+    rows = []
+    for setting, r in s["settings"].items():
+        for row in r["rows"]:
+            rows.append([row["label"], setting, f"{row['dofs']:,} × {row['K']}", row["steps"],
+                         mib(row["stage_memory"]), seconds(row["forward_s"]), seconds(row["value_and_gradient_s"]),
+                         f"**{row['ratio'] - 1:.2f}**", mib(row["peak_rss_bytes"])])
+    theta = f"peaks at the θ of section 1's run (`{s['theta']}`)" if s["theta"] else "peaks at its initial θ"
+    return ("## 7. The gradient's cost\n\n"
+            f"`scripts/bench_gradient.py --cases {s['cases']} --stage-memory SETTING --theta THETA` on 1 rank, "
+            f"N = 10³ points, time steps frozen; {theta}, the box at its initial θ. gradient / forward = "
+            "(value + gradient − forward) / forward, each the median of "
+            f"{s['repeats']} back-to-back pairs. 'auto' (the default `solver.stage_memory`) keeps what the "
+            "adjoint reads back in half the memory available to the rank; 256 MiB was the default before, "
+            "and recomputes the stage states that do not fit from checkpoints. Peak memory is the process's "
+            "ru_maxrss so far (cases run in the order shown, so it includes the earlier ones).\n\n"
+            + table(["case", "stage memory setting", "dofs × K", "steps", "stage memory", "forward",
+                     "value + gradient", "gradient / forward", "peak RSS"], rows))
+
+
 SECTIONS = (("learning", section_learning), ("scaling", section_scaling), ("prediction", section_prediction),
             ("parallel", lambda s, out: section_parallel(s)), ("memory", section_memory),
-            ("millions", section_millions))
+            ("millions", section_millions), ("gradient", lambda s, out: section_gradient(s)))
 
 
 def write(results: dict, out: Path) -> Path:

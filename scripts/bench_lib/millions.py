@@ -47,17 +47,19 @@ BATCH = 1024
 FULL_BATCH_LIMIT = 2 * 10**6  # training points above which the full-batch Euler peer is not run
 
 
-def evaluate_batches(n_train: int) -> int:
-    """Minibatch steps between the peer's evaluations: they are off the clock but cost wall time
-    ∝ N, so at least 100 steps and N/4000 (10⁶ points: every 200 steps)."""
-    return max(100, n_train // 4000)
+# The minibatch peer's evaluations (off the clock): every EVALUATE_EVERY steps on a fixed random
+# EVALUATE_SUBSET test points, a subset at the target confirmed on the whole test set
+# (node_peer.py's evaluate_subset), so that their cost does not grow with N and the time to the
+# target is resolved to EVALUATE_EVERY steps at any N.
+EVALUATE_EVERY, EVALUATE_SUBSET = 50, 20_000
 
 
 def peers(n_train: int) -> dict[str, dict]:
     """The peer variants run at this N: name -> spec keys."""
     variants = {"dopri5-adjoint": dict(method="dopri5-adjoint"),
                 "euler": dict(method="euler"),
-                f"euler, batch {BATCH}": dict(method="euler", batch_size=BATCH, evaluate_every=evaluate_batches(n_train))}
+                f"euler, batch {BATCH}": dict(method="euler", batch_size=BATCH, evaluate_every=EVALUATE_EVERY,
+                                              evaluate_subset=EVALUATE_SUBSET)}
     if n_train > FULL_BATCH_LIMIT:
         del variants["euler"]
     return variants

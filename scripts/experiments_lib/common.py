@@ -13,8 +13,12 @@ from mpi4py import MPI
 
 import copy
 import gc
+import json
 import logging
+import os
 import statistics
+import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +35,54 @@ ROOT = Path(__file__).resolve().parents[2]
 PROBLEMS = ROOT / "problems"
 # Export depths searched for the smallest one whose labels agree with the characteristics.
 DEPTHS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+def peer_python() -> Path:
+    """The peer venv's python: $PEER_PYTHON if set, else <repo>/.venv-peer, made by
+    scripts/peer/setup.sh if missing (~30 s and 1.1 GB the first time; idempotent)."""
+    if os.environ.get("PEER_PYTHON"):
+        return Path(os.environ["PEER_PYTHON"])
+    done = subprocess.run([str(ROOT / "scripts" / "peer" / "setup.sh")], capture_output=True, text=True, check=True)
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+class BackgroundPeer:
+    """A torch peer script run in the background on job files, one after the other, while the
+    caller trains the FE fields: the caller writes the jobs (``add``: in its own thread, where
+    data sets and scikit-learn load), ``start``s, and ``outputs`` waits and reads them.
+
+    Args:
+        script: the peer script (``scripts/peer/``), called as ``python SCRIPT JOB --out RESULT``.
+        what: the section's name in a failure's message.
+    """
+
+    def __init__(self, script: Path, what: str):
+        self.script, self.what = script, what
+        self.jobs: list[tuple[str, Path, Path]] = []  # (name, job file, result file)
+        self.failures: list[str] = []
+        self.thread: threading.Thread | None = None
+
+    def add(self, name: str, job: Path, result: Path) -> None:
+        self.jobs.append((name, job, result))
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, args=(peer_python(),))
+        self.thread.start()
+
+    def _run(self, python: Path) -> None:
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        for name, job, result in self.jobs:
+            done = subprocess.run([str(python), str(self.script), str(job), "--out", str(result)],
+                                  env=env, capture_output=True, text=True)
+            if done.returncode:
+                self.failures.append(f"{name}: {done.stderr[-2000:]}")
+
+    def outputs(self) -> list[tuple[str, dict]]:
+        """(name, result JSON) of every job, in order, once all have run; RuntimeError if any failed."""
+        self.thread.join()
+        if self.failures:
+            raise RuntimeError(f"{self.what} (the torch peer) failed: " + "\n".join(self.failures))
+        return [(name, json.loads(result.read_text())) for name, _, result in self.jobs]
 
 
 def problem_config(name: str, changes: dict) -> Config:

@@ -6,14 +6,11 @@ torch (the peer venv: ``scripts/peer/depth_peer.py``)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import threading
 from pathlib import Path
 
 import numpy as np
 
-from experiments_lib.common import ROOT, problem_config, spread
+from experiments_lib.common import ROOT, BackgroundPeer, problem_config, spread
 from solver.learn.train import load_dataset
 
 SCRIPT = ROOT / "scripts" / "peer" / "depth_peer.py"
@@ -23,15 +20,6 @@ QUICK = dict(FULL, depths=[4, 16], iterations=10, seeds=[0], record_every=5)
 DATASETS = ("spirals", "peaks")
 
 
-def peer_python() -> Path:
-    """The peer venv's python: $PEER_PYTHON if set, else <repo>/.venv-peer, made by
-    scripts/peer/setup.sh if missing (~30 s and 1.1 GB the first time; idempotent)."""
-    if os.environ.get("PEER_PYTHON"):
-        return Path(os.environ["PEER_PYTHON"])
-    done = subprocess.run([str(ROOT / "scripts" / "peer" / "setup.sh")], capture_output=True, text=True, check=True)
-    return Path(done.stdout.strip().splitlines()[-1])
-
-
 class Peer:
     """Section 4 in the background: the jobs are written here (in the calling thread: data sets
     and scikit-learn load there), then one thread runs the peer on them one after the other
@@ -39,7 +27,7 @@ class Peer:
 
     def __init__(self, out: Path, quick: bool):
         self.spec = QUICK if quick else FULL
-        self.jobs = []
+        self.peer = BackgroundPeer(SCRIPT, "section 4")
         for name in DATASETS[:1] if quick else DATASETS:
             config = problem_config(name, {})
             ds = load_dataset(config, config.domain_object())
@@ -47,26 +35,13 @@ class Peer:
             job.parent.mkdir(parents=True, exist_ok=True)
             np.savez(job, X_train=ds.X_train, y_train=ds.y_train, X_test=ds.X_test, y_test=ds.y_test,
                      spec=json.dumps(self.spec))
-            self.jobs.append((name, job, result))
-        self.failures: list[str] = []
-        self.thread = threading.Thread(target=self._run, args=(peer_python(),))
-        self.thread.start()
-
-    def _run(self, python: Path) -> None:
-        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        for name, job, result in self.jobs:
-            done = subprocess.run([str(python), str(SCRIPT), str(job), "--out", str(result)],
-                                  env=env, capture_output=True, text=True)
-            if done.returncode:
-                self.failures.append(f"{name}: {done.stderr[-2000:]}")
+            self.peer.add(name, job, result)
+        self.peer.start()
 
     def results(self) -> dict:
-        self.thread.join()
-        if self.failures:
-            raise RuntimeError("section 4 (the torch peer) failed: " + "\n".join(self.failures))
         results = {}
-        for name, _, result in self.jobs:
-            runs = json.loads(result.read_text())["runs"]
+        for name, output in self.peer.outputs():
+            runs = output["runs"]
             for depth in self.spec["depths"]:
                 for kind in ("plain", "resnet"):
                     pick = [r for r in runs if r["depth"] == depth and r["kind"] == kind]

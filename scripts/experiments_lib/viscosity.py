@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -32,8 +30,7 @@ import numpy as np
 import scipy.special
 from mpi4py import MPI
 
-from experiments_lib.common import ROOT, problem_config, spread, train_run
-from experiments_lib.trainability import peer_python
+from experiments_lib.common import ROOT, BackgroundPeer, problem_config, spread, train_run
 from solver.config import Config
 from solver.learn.train import load_dataset
 from solver.model import stochastic
@@ -275,7 +272,7 @@ class Peer:
 
     def __init__(self, out: Path, quick: bool, problems: dict):
         self.spec = QUICK_PEER if quick else PEER
-        self.jobs = []
+        self.peer = BackgroundPeer(PEER_SCRIPT, "section 5")
         for name, spec in problems.items():
             for seed in spec["seeds"]:
                 config = sweep_config(name, spec, 0.0, seed)
@@ -294,26 +291,13 @@ class Peer:
                 job.parent.mkdir(parents=True, exist_ok=True)
                 np.savez(job, X_train=ds.X_train, y_train=ds.y_train, X_test=ds.X_test, y_test=ds.y_test,
                          spec=json.dumps(dict(base=base, seeds=[seed], variants=variants)))
-                self.jobs.append((name, job, job.with_suffix(".json")))
-        self.failures: list[str] = []
-        self.thread = threading.Thread(target=self._run, args=(peer_python(),))
-        self.thread.start()
-
-    def _run(self, python: Path) -> None:
-        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        for name, job, result in self.jobs:
-            done = subprocess.run([str(python), str(PEER_SCRIPT), str(job), "--out", str(result)],
-                                  env=env, capture_output=True, text=True)
-            if done.returncode:
-                self.failures.append(f"{name}: {done.stderr[-2000:]}")
+                self.peer.add(name, job, job.with_suffix(".json"))
+        self.peer.start()
 
     def results(self) -> dict:
-        self.thread.join()
-        if self.failures:
-            raise RuntimeError("section 5 (the torch peer) failed: " + "\n".join(self.failures))
         runs: dict[str, list] = {}
-        for name, _, result in self.jobs:
-            for r in json.loads(result.read_text())["runs"]:
+        for name, output in self.peer.outputs():
+            for r in output["runs"]:
                 kind, value = next(iter(r["variant"].items()))
                 runs.setdefault(f"{name}/{kind}={value:g}", []).append(dict(r, dataset=name, kind=kind, value=value))
         results = {}

@@ -184,8 +184,9 @@ class ReducedFunctional:
         result = self.solver.solve(
             field, lambda x: x @ A.T + b, frozen_steps=self.frozen_steps, keep=keep
         )
-        predictions = np.stack([self.evaluator(u) for u in result.u0], axis=1)
-        local_loss, dloss = self.loss(predictions, self.labels)
+        logits = np.stack([self.evaluator(u) for u in result.u0])  # by class, shape=(K, n)
+        local_loss, dloss = self.loss(logits, self.labels)
+        predictions = logits.T
         data_loss = self.comm.allreduce(local_loss, op=MPI.SUM) / self.num_points
         reg, _ = self._regularization(theta)
         reg += self._field_energy(theta)[0]
@@ -209,7 +210,7 @@ class ReducedFunctional:
         evaluation, field, result, dloss = self._forward(p, keep=True)
         self.last = evaluation
         theta, A, b = self.split(p)
-        lam_final = [self.evaluator.transpose(dloss[:, k])[: self.solver.num_owned] for k in range(self.K)]
+        lam_final = [self.evaluator.transpose(dloss[k])[: self.solver.num_owned] for k in range(self.K)]
         if self.adjoint is None:
             self.adjoint = Adjoint(self.solver, self.K)
         lam0, velocity_grads = self.adjoint.backward(field, result, lam_final)

@@ -8,17 +8,25 @@ LOSSES = ("cross_entropy", "squared_error")
 
 
 def cross_entropy(u: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-    """Σ_i −log softmax(u_i)[y_i] and its gradient w.r.t. u (shape=(n, K)); rank-local sums."""
-    z = u - u.max(axis=1, keepdims=True)
-    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    n = len(y)
-    loss = -float(log_p[np.arange(n), y].sum())
-    grad = np.exp(log_p)
-    grad[np.arange(n), y] -= 1.0
-    return loss, grad
+    """Σ_i −log softmax(u_i)[y_i] and its gradient w.r.t. u; rank-local sums.
+
+    Logits by class, shape=(K, n), as the solver's K components are evaluated (the gradient
+    too): numpy's reductions over K classes for each point run along a long contiguous axis
+    that way (measured at n = 8·10⁵, K = 2: 0.22 s per call with u of shape (n, K), 0.08 s so).
+    """
+    n = u.shape[1]
+    z = u - u.max(axis=0)
+    p = np.exp(z)
+    total = p.sum(axis=0)
+    at_label = np.asarray(y, dtype=np.int64) * n + np.arange(n)  # the flat index of (y_i, i)
+    loss = float(np.log(total).sum() - z.ravel()[at_label].sum())
+    p /= total
+    p.ravel()[at_label] -= 1.0
+    return loss, p
 
 
 def squared_error(u: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-    """Σ_i ½|u_i − y_i|² and its gradient (shape=(n, K)); y of shape (n,) or (n, K)."""
-    r = u - y.reshape(len(u), -1)
+    """Σ_i ½|u_i − y_i|² and its gradient; u by class, shape=(K, n), as the gradient; y of shape
+    (n,) or (n, K)."""
+    r = u - y.reshape(u.shape[1], -1).T
     return 0.5 * float((r * r).sum()), r

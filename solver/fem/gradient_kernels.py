@@ -36,6 +36,7 @@ import numpy as np
 
 _SOURCE = r"""
 #include <stdint.h>
+#include <stdlib.h>
 #define MAXC 128   /* columns of one cell: (1 + slots) * nd <= 5 * 20 */
 
 /* acc[i][j] = sum_p r_i[p] c_j[p] for a 2 x 4 tile (register blocking: 6 loads per 8 FMAs). */
@@ -120,6 +121,95 @@ void slab_pairs(int64_t P, int64_t ncells, int64_t nd, int64_t nslots,
         }
     }
 }
+
+/* slab_pairs with the pairs as rows: E[p], Q[p] point at pair p's values of all local dofs (the
+   stage states and λ's as the adjoint has them), so no (dofs, P) copy of them is made. Cells go
+   in chunks of CHUNK; a chunk's η values (its own dofs) and ψ values (its and its neighbours'
+   dofs) are gathered into small scratch tables of P contiguous values per dof, which stay in
+   cache while slab_pairs' tile loop reads them. Returns 0, or -1 if out of memory. */
+#define CHUNK 64
+#define GROUP 8
+int slab_pairs_rows(int64_t P, int64_t ncells, int64_t ndofs, int64_t nd, int64_t nslots,
+                    const double* const* E, const double* const* Q,
+                    const int64_t* dofs, const int64_t* neighbour, double* S, double* cross)
+{
+    const int64_t most = CHUNK * (1 + nslots) * nd;
+    int64_t* slot = malloc(ndofs * sizeof(int64_t));
+    int64_t* listed = malloc(most * sizeof(int64_t));
+    double* Es = malloc(CHUNK * nd * P * sizeof(double));
+    double* Qs = malloc(most * P * sizeof(double));
+    if (!slot || !listed || !Es || !Qs) { free(slot); free(listed); free(Es); free(Qs); return -1; }
+    for (int64_t d = 0; d < ndofs; ++d) slot[d] = -1;
+    int64_t* local = malloc(CHUNK * (1 + nslots) * nd * sizeof(int64_t));  /* dofs -> Qs rows */
+    if (!local) { free(slot); free(listed); free(Es); free(Qs); return -1; }
+    for (int64_t k0 = 0; k0 < ncells; k0 += CHUNK) {
+        const int64_t k1 = k0 + CHUNK < ncells ? k0 + CHUNK : ncells;
+        int64_t nu = 0;
+        for (int64_t k = k0; k < k1; ++k)
+            for (int64_t s = -1; s < nslots; ++s) {
+                const int64_t m = s < 0 ? k : neighbour[k * nslots + s];
+                if (m >= ncells) continue;
+                for (int64_t b = 0; b < nd; ++b) {
+                    const int64_t d = dofs[m * nd + b];
+                    if (slot[d] < 0) { slot[d] = nu; listed[nu++] = d; }
+                }
+            }
+        /* GROUP rows at a time: the rows of a batch are often a multiple of 4 KiB apart, and
+           the same dof of all of them falls into one L1 set (more lines than its ways) */
+        for (int64_t p0 = 0; p0 < P; p0 += GROUP) {
+            const int64_t p1 = p0 + GROUP < P ? p0 + GROUP : P;
+            for (int64_t u = 0; u < nu; ++u) {
+                double* row = Qs + u * P;
+                const int64_t d = listed[u];
+                for (int64_t p = p0; p < p1; ++p) row[p] = Q[p][d];
+            }
+            for (int64_t r = 0; r < (k1 - k0) * nd; ++r) {
+                double* row = Es + r * P;
+                const int64_t d = dofs[k0 * nd + r];
+                for (int64_t p = p0; p < p1; ++p) row[p] = E[p][d];
+            }
+        }
+        /* the chunk's cells renumbered 0 ... k1 - k0 - 1 with their own dofs' rows of Es, and
+           every dof (theirs and the neighbours') its row of Qs */
+        for (int64_t k = k0; k < k1; ++k) {
+            int64_t* lk = local + (k - k0) * (1 + nslots) * nd;
+            for (int64_t s = -1; s < nslots; ++s) {
+                const int64_t m = s < 0 ? k : neighbour[k * nslots + s];
+                for (int64_t b = 0; b < nd; ++b)
+                    lk[(s + 1) * nd + b] = m >= ncells ? -1 : slot[dofs[m * nd + b]];
+            }
+        }
+        for (int64_t k = k0; k < k1; ++k) {
+            const int64_t* lk = local + (k - k0) * (1 + nslots) * nd;
+            const double* col[MAXC + 4];
+            double* dst[MAXC + 4];
+            double out[2][MAXC + 4];
+            int64_t nc = 0;
+            for (int64_t s = -1; s < nslots; ++s) {
+                if (lk[(s + 1) * nd] < 0) continue;
+                double* X = s < 0 ? S + k * nd * nd : cross + (k * nslots + s) * nd * nd;
+                for (int64_t b = 0; b < nd; ++b) {
+                    col[nc] = Qs + lk[(s + 1) * nd + b] * P;
+                    dst[nc++] = X + b;
+                }
+            }
+            const int64_t ncp = (nc + 3) & ~(int64_t)3;
+            for (int64_t c = nc; c < ncp; ++c) col[c] = col[0];
+            for (int64_t a = 0; a < nd; a += 2) {
+                const double* r0 = Es + ((k - k0) * nd + a) * P;
+                const double* r1 = a + 1 < nd ? r0 + P : r0;
+                for (int64_t c = 0; c < ncp; c += 4)
+                    tile24(P, r0, r1, col[c], col[c + 1], col[c + 2], col[c + 3], out[0] + c, out[1] + c);
+                for (int64_t c = 0; c < nc; ++c) dst[c][a * nd] += out[0][c];
+                if (a + 1 < nd)
+                    for (int64_t c = 0; c < nc; ++c) dst[c][(a + 1) * nd] += out[1][c];
+            }
+        }
+        for (int64_t u = 0; u < nu; ++u) slot[listed[u]] = -1;
+    }
+    free(slot); free(listed); free(Es); free(Qs); free(local);
+    return 0;
+}
 """
 _FLAGS = ["-O3", "-fopenmp-simd", "-fPIC", "-shared", "-g0"]  # portable: no -march=native
 _MAX_COLUMNS = 128  # MAXC above: (1 + facets) · dofs per cell (DG3 tetrahedra: 5 · 20)
@@ -155,6 +245,8 @@ def _load() -> ctypes.CDLL:
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     library.slab_pairs.argtypes = [i64, i64, i64, i64, ptr, ptr, i64, ptr, ptr, ptr, ptr]
     library.slab_pairs.restype = None
+    library.slab_pairs_rows.argtypes = [i64, i64, i64, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr]
+    library.slab_pairs_rows.restype = ctypes.c_int
     library.pairs_into_columns.argtypes = [i64, i64, ptr, ptr, ptr, i64]
     library.pairs_into_columns.restype = None
     library.combine.argtypes = [i64, ptr, i64, ptr, ptr]
@@ -195,6 +287,38 @@ def add_pairs(etas: np.ndarray, psis: np.ndarray, dofs: np.ndarray, neighbour: n
         return
     _load().slab_pairs(P, cells, nd, slots, etas.ctypes.data, psis.ctypes.data, etas.strides[0] // 8,
                        dofs.ctypes.data, neighbour.ctypes.data, S.ctypes.data, cross.ctypes.data)
+
+
+def add_pair_rows(etas: list[np.ndarray], psis: list[np.ndarray], dofs: np.ndarray, neighbour: np.ndarray,
+                  S: np.ndarray, cross: np.ndarray) -> None:
+    """``add_pairs`` of P pairs given as rows: η_p = etas[p], ψ_p = psis[p], each the values of
+    all local dofs (C-contiguous float64, shape=(dofs,)): no (dofs, P) copy of them is made (on
+    one rank, writing it cost more than the products; measured, see the module docstring)."""
+    cells, nd = dofs.shape
+    slots = neighbour.shape[1]
+    P = len(etas)
+    if (1 + slots) * nd > _MAX_COLUMNS:
+        raise ValueError(f"{nd} dofs per cell and {slots} facets: at most {_MAX_COLUMNS} columns")
+    if len(psis) != P:
+        raise ValueError(f"{P} etas but {len(psis)} psis")
+    if P == 0 or cells == 0:
+        return
+    n = etas[0].shape[0]
+    for a in etas + psis:
+        if a.dtype != np.float64 or a.shape != (n,) or not a.flags.c_contiguous:
+            raise ValueError(f"add_pair_rows: rows of {n} contiguous float64 values expected")
+    if dofs.max() >= n:
+        raise ValueError(f"add_pair_rows: a dof index {dofs.max()} beyond the rows' {n} values")
+    for name, array, shape in (("dofs", dofs, (cells, nd)), ("neighbour", neighbour, (cells, slots)),
+                               ("S", S, (cells, nd, nd)), ("cross", cross, (cells, slots, nd, nd))):
+        wanted = np.float64 if name in ("S", "cross") else np.int64
+        if array.shape != shape or array.dtype != wanted or not array.flags.c_contiguous:
+            raise ValueError(f"{name}: expected a C-contiguous {wanted.__name__} array of shape {shape}")
+    E = (ctypes.c_void_p * P)(*[a.ctypes.data for a in etas])
+    Q = (ctypes.c_void_p * P)(*[a.ctypes.data for a in psis])
+    if _load().slab_pairs_rows(P, cells, n, nd, slots, E, Q, dofs.ctypes.data, neighbour.ctypes.data,
+                               S.ctypes.data, cross.ctypes.data):
+        raise MemoryError("add_pair_rows: scratch tables")
 
 
 def pairs_into_columns(rows: list[np.ndarray], scales: list[np.ndarray | None], out: np.ndarray) -> None:

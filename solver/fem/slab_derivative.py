@@ -37,7 +37,7 @@ from petsc4py import PETSc
 import dolfinx.la
 from dolfinx import fem
 
-from solver.fem.gradient_kernels import add_pairs
+from solver.fem.gradient_kernels import add_pair_rows, add_pairs, pairs_into_columns
 from solver.fem.transport import UPWIND_DELTA, TransportSolver
 
 
@@ -70,6 +70,12 @@ class SlabAccumulator(ABC):
     @abstractmethod
     def add(self, etas: np.ndarray, psis: np.ndarray) -> None:
         """Add P pairs: owned coefficients, shape=(num_owned, P) each (collective)."""
+
+    def add_rows(self, etas: list[np.ndarray], psis: list[np.ndarray]) -> None:
+        """``add`` of P pairs given as rows: etas[p], psis[p] owned coefficients, shape=(num_owned,)
+        each (collective)."""
+        if etas:
+            self.add(np.stack(etas, axis=1), np.stack(psis, axis=1))
 
     @abstractmethod
     def contract(self) -> np.ndarray:
@@ -221,6 +227,23 @@ class SlabGradient(SlabAccumulator):
             raise ValueError(f"{P} pairs, at most {self.max_pairs}")
         add_pairs(self._local(etas, self._eta_rows, self._eta), self._local(psis, self._psi_rows, self._psi),
                   self.dg_dofs, self.neighbour, self.S, self.cross)
+
+    def add_rows(self, etas: list[np.ndarray], psis: list[np.ndarray]) -> None:
+        """``add`` of P pairs given as rows, shape=(num_owned,) each (collective). On one rank the
+        products read the rows (``add_pair_rows``); in parallel the pairs are first written as
+        the columns of the ghosted buffers, whose ghost values one scatter brings."""
+        P = len(etas)
+        if P > self.max_pairs:
+            raise ValueError(f"{P} pairs, at most {self.max_pairs}")
+        if not self._parallel:
+            add_pair_rows(etas, psis, self.dg_dofs, self.neighbour, self.S, self.cross)
+            return
+        if P == 0:
+            return
+        for rows, buffer, vector in ((etas, self._eta_rows, self._eta), (psis, self._psi_rows, self._psi)):
+            pairs_into_columns(rows, [None] * P, buffer[: self.num_owned, :P])
+            vector.scatter_forward()
+        add_pairs(self._eta_rows[:, :P], self._psi_rows[:, :P], self.dg_dofs, self.neighbour, self.S, self.cross)
 
     def contract(self) -> np.ndarray:
         """∂/∂v_h at the owned velocity nodes for the current v_h, shape=(nodes, d) (collective).

@@ -37,6 +37,8 @@ import numpy as np
 _SOURCE = r"""
 #include <stdint.h>
 #include <stdlib.h>
+#define CHUNK 64  /* cells per chunk in slab_pairs_rows */
+#define GROUP 8   /* rows read together (L1 sets: see slab_pairs_rows) */
 #define MAXC 128   /* columns of one cell: (1 + slots) * nd <= 5 * 20 */
 
 /* acc[i][j] = sum_p r_i[p] c_j[p] for a 2 x 4 tile (register blocking: 6 loads per 8 FMAs). */
@@ -53,6 +55,20 @@ static inline void tile24(int64_t P, const double* r0, const double* r1,
     }
     out0[0] = a00; out0[1] = a01; out0[2] = a02; out0[3] = a03;
     out1[0] = a10; out1[1] = a11; out1[2] = a12; out1[3] = a13;
+}
+
+/* the same for one row (the last of an odd number): 5 loads per 4 FMAs */
+static inline void tile14(int64_t P, const double* r0,
+                          const double* c0, const double* c1, const double* c2, const double* c3,
+                          double* out0)
+{
+    double a00 = 0, a01 = 0, a02 = 0, a03 = 0;
+    #pragma omp simd reduction(+:a00,a01,a02,a03)
+    for (int64_t p = 0; p < P; ++p) {
+        const double x0 = r0[p];
+        a00 += x0 * c0[p]; a01 += x0 * c1[p]; a02 += x0 * c2[p]; a03 += x0 * c3[p];
+    }
+    out0[0] = a00; out0[1] = a01; out0[2] = a02; out0[3] = a03;
 }
 
 /* out[i] = sum_j c[j] x[j][i] (out may be one of the x) */
@@ -78,10 +94,18 @@ void combine(int64_t n, double* out, int64_t m, const double* c, const double* c
 void pairs_into_columns(int64_t n, int64_t m, const double* const* src, const double* const* scale,
                         double* dst, int64_t ld)
 {
-    for (int64_t d = 0; d < n; ++d) {
-        double* row = dst + d * ld;
-        for (int64_t j = 0; j < m; ++j)
-            row[j] = scale[j] ? src[j][d] * scale[j][d] : src[j][d];
+    /* GROUP rows at a time (see slab_pairs_rows), in blocks of 512 dofs (their rows of dst
+       stay in cache from one group to the next) */
+    for (int64_t d0 = 0; d0 < n; d0 += 512) {
+        const int64_t d1 = d0 + 512 < n ? d0 + 512 : n;
+        for (int64_t j0 = 0; j0 < m; j0 += GROUP) {
+            const int64_t j1 = j0 + GROUP < m ? j0 + GROUP : m;
+            for (int64_t d = d0; d < d1; ++d) {
+                double* row = dst + d * ld;
+                for (int64_t j = j0; j < j1; ++j)
+                    row[j] = scale[j] ? src[j][d] * scale[j][d] : src[j][d];
+            }
+        }
     }
 }
 
@@ -112,9 +136,13 @@ void slab_pairs(int64_t P, int64_t ncells, int64_t nd, int64_t nslots,
         for (int64_t c = nc; c < ncp; ++c) col[c] = col[0];  /* padding columns, discarded */
         for (int64_t a = 0; a < nd; a += 2) {
             const double* r0 = E + dk[a] * ld;
-            const double* r1 = a + 1 < nd ? E + dk[a + 1] * ld : r0;
-            for (int64_t c = 0; c < ncp; c += 4)
-                tile24(P, r0, r1, col[c], col[c + 1], col[c + 2], col[c + 3], out[0] + c, out[1] + c);
+            if (a + 1 < nd)
+                for (int64_t c = 0; c < ncp; c += 4)
+                    tile24(P, r0, E + dk[a + 1] * ld, col[c], col[c + 1], col[c + 2], col[c + 3], out[0] + c,
+                           out[1] + c);
+            else
+                for (int64_t c = 0; c < ncp; c += 4)
+                    tile14(P, r0, col[c], col[c + 1], col[c + 2], col[c + 3], out[0] + c);
             for (int64_t c = 0; c < nc; ++c) dst[c][a * nd] += out[0][c];
             if (a + 1 < nd)
                 for (int64_t c = 0; c < nc; ++c) dst[c][(a + 1) * nd] += out[1][c];
@@ -127,8 +155,6 @@ void slab_pairs(int64_t P, int64_t ncells, int64_t nd, int64_t nslots,
    in chunks of CHUNK; a chunk's η values (its own dofs) and ψ values (its and its neighbours'
    dofs) are gathered into small scratch tables of P contiguous values per dof, which stay in
    cache while slab_pairs' tile loop reads them. Returns 0, or -1 if out of memory. */
-#define CHUNK 64
-#define GROUP 8
 int slab_pairs_rows(int64_t P, int64_t ncells, int64_t ndofs, int64_t nd, int64_t nslots,
                     const double* const* E, const double* const* Q,
                     const int64_t* dofs, const int64_t* neighbour, double* S, double* cross)
@@ -197,9 +223,12 @@ int slab_pairs_rows(int64_t P, int64_t ncells, int64_t ndofs, int64_t nd, int64_
             for (int64_t c = nc; c < ncp; ++c) col[c] = col[0];
             for (int64_t a = 0; a < nd; a += 2) {
                 const double* r0 = Es + ((k - k0) * nd + a) * P;
-                const double* r1 = a + 1 < nd ? r0 + P : r0;
-                for (int64_t c = 0; c < ncp; c += 4)
-                    tile24(P, r0, r1, col[c], col[c + 1], col[c + 2], col[c + 3], out[0] + c, out[1] + c);
+                if (a + 1 < nd)
+                    for (int64_t c = 0; c < ncp; c += 4)
+                        tile24(P, r0, r0 + P, col[c], col[c + 1], col[c + 2], col[c + 3], out[0] + c, out[1] + c);
+                else
+                    for (int64_t c = 0; c < ncp; c += 4)
+                        tile14(P, r0, col[c], col[c + 1], col[c + 2], col[c + 3], out[0] + c);
                 for (int64_t c = 0; c < nc; ++c) dst[c][a * nd] += out[0][c];
                 if (a + 1 < nd)
                     for (int64_t c = 0; c < nc; ++c) dst[c][(a + 1) * nd] += out[1][c];

@@ -40,9 +40,11 @@ from solver.fem.transport import ForwardResult, TransportSolver, operator_integr
 from solver.fem.gradient_kernels import combine
 from solver.fem.slab_derivative import SlabAccumulator, SlabGradient
 
-# Stage pairs handed to the slab gradient together (whole steps, at least one): its batched
-# products run faster on more pairs (measured: 0.072 ms per pair at 24 pairs, 0.035 at 48, 0.033
-# at 96 on a 2304-cell mesh), at the memory of 2 · PAIRS_PER_ADD DG vectors.
+# Stage pairs handed to the slab gradient together (whole steps, at least one), at the memory
+# of PAIRS_PER_ADD DG vectors (the ψ's; 2· in parallel). The column-wise products ran faster on
+# more pairs (0.072 ms per pair at 24 pairs, 0.035 at 48, 0.033 at 96 on a 2304-cell mesh); the
+# row-wise ones (one rank) ran at about the same time per pair at 24, 48 and 96 (48² box,
+# SlabGradient.add_rows of random rows timed alone; left at 48).
 PAIRS_PER_ADD = 48
 
 

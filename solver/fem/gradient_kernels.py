@@ -1,6 +1,6 @@
 """The gradient's innermost loops in C, compiled once and cached beside dolfinx's JIT forms: the
-stage-pair products of a slab, the pairs' transposition, and the fused vector updates of the
-transposed RK3 steps.
+stage-pair products of a slab, the pairs' transposition, the facet terms of the slab
+contraction, and the fused vector updates of the transposed RK3 steps.
 
 ``slab_derivative.SlabGradient`` needs, per cell K, S_K = Σ_p η_p|_K ψ_p|_Kᵀ and, per cell and
 local facet, the cross product with the neighbour K' across it: Σ_p ψ ηᵀ sampled on the DG
@@ -8,10 +8,20 @@ operator's sparsity pattern (a sampled dense-dense product). No library here has
 scipy.sparse, dolfinx: none), and numpy's batched matmul of the tiny per-cell blocks (3×48×3 for
 DG1 triangles) spends its time in one BLAS call per block and in the gather of the neighbours'
 ψ. The loop here keeps a 2 × 4 tile of sums in registers while the pairs stream through (a
-dof's pairs contiguous: the adjoint writes them so, ``pairs_into_columns``). Measured once on
-random pairs, one rank on the loaded shared machine, per batch of 45–48 pairs: numpy's batched
-matmul 35, 118, 352 ms, this loop 11, 30, 264 ms (48² DG1, 13³ DG1, 13³ DG2 boxes); the whole
-gradient: the README's gradient ratio table (``scripts/bench_gradient.py --cases``).
+dof's pairs contiguous). Measured once on random pairs, one rank on the loaded shared machine,
+per batch of 45–48 pairs: numpy's batched matmul 35, 118, 352 ms, this loop 11, 30, 264 ms
+(48² DG1, 13³ DG1, 13³ DG2 boxes); the whole gradient: the README's gradient ratio table
+(``scripts/bench_gradient.py --cases``).
+
+The adjoint has its pairs as rows (stage states, λ's: one vector per pair). ``add_pair_rows``
+(one rank) gathers a chunk of cells' values from the rows into small tables that stay in cache
+and runs the same tile loop on them; writing every step's pairs as columns of a (dofs, P)
+buffer first (``pairs_into_columns``, still the parallel path, whose ghost exchange wants that
+layout) cost more than the products. Both read 8 rows at a time: the rows of a batch are often
+a multiple of 4 KiB apart, so one dof of all 48 falls into one L1 set. On the 48² DG1 box,
+1 rank, the loaded machine, ``python -m cProfile -s tottime scripts/bench_gradient.py --cases
+box48 --repeats 3`` (4 gradients): pairs_into_columns + add_pairs 0.271 + 0.157 s before,
+add_pair_rows 0.278 s (+ 0.038 s of ψ scaling in ``adjoint._step_back``) after.
 
 ``combine`` is out = Σ_j c_j x_j in one pass, for the transposed RK3 step (``fem/adjoint.py``),
 where numpy needs a pass per operation.

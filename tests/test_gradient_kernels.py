@@ -5,7 +5,7 @@ from mpi4py import MPI
 
 import numpy as np
 
-from solver.fem.gradient_kernels import add_pairs, combine, pairs_into_columns
+from solver.fem.gradient_kernels import add_pair_rows, add_pairs, combine, facet_terms, pairs_into_columns
 
 
 def test_pair_products_equal_numpy():
@@ -47,3 +47,34 @@ def test_pairs_into_columns_and_combine_equal_numpy():
     combine(alias, [(2.0, alias), (1.0, y)])  # out may be one of the terms
     assert np.allclose(alias, 2.0 * x + y, rtol=1e-15, atol=1e-15)
     MPI.COMM_WORLD.Barrier()
+
+
+def test_pair_rows_equal_pair_columns():
+    """The row-wise products equal the column-wise ones, on more cells than one chunk."""
+    rng = np.random.default_rng(2)
+    cells, nd, slots, P = 150, 3, 3, 7
+    dofs = rng.permutation(cells * nd).reshape(cells, nd).astype(np.int64)
+    neighbour = rng.integers(0, cells + 1, (cells, slots)).astype(np.int64)
+    rows = rng.standard_normal((2, P, cells * nd))
+    S, cross = rng.standard_normal((cells, nd, nd)), rng.standard_normal((cells, slots, nd, nd))
+    S1, cross1 = S.copy(), cross.copy()
+    add_pairs(np.ascontiguousarray(rows[0].T), np.ascontiguousarray(rows[1].T), dofs, neighbour, S, cross)
+    add_pair_rows(list(rows[0]), list(rows[1]), dofs, neighbour, S1, cross1)
+    assert np.array_equal(S, S1) and np.array_equal(cross, cross1)
+
+
+def test_facet_terms_equal_numpy():
+    rng = np.random.default_rng(3)
+    cells, slots, nf, nq, nd = 6, 3, 9, 2, 3
+    a, b = rng.standard_normal((2, nf, nq, nd))
+    S, cross = rng.standard_normal((cells, nd, nd)), rng.standard_normal((cells * slots, nd, nd))
+    c0, c1 = rng.integers(0, cells, (2, nf))
+    plus, minus = rng.integers(0, cells * slots, (2, nf))
+    s_plus, s_minus, w = rng.standard_normal((3, nf, nq))
+    h = facet_terms(a, b, S, cross, c0, c1, plus, minus, s_plus, s_minus, w)
+
+    def Y(left, X, right):  # Σ_ij left_i X_ij right_j at every facet and point
+        return np.einsum("fqi,fij,fqj->fq", left, X, right)
+
+    expected = w * (s_plus * (Y(a, cross[plus], b) - Y(b, S[c1], b)) + s_minus * (Y(a, S[c0], a) - Y(b, cross[minus], a)))
+    assert np.allclose(h, expected, rtol=1e-13, atol=1e-13)

@@ -37,12 +37,14 @@ from dolfinx import fem
 
 from solver.errors import InputError
 from solver.fem.transport import ForwardResult, TransportSolver, operator_integrand
-from solver.fem.gradient_kernels import combine, pairs_into_columns
+from solver.fem.gradient_kernels import combine
 from solver.fem.slab_derivative import SlabAccumulator, SlabGradient
 
-# Stage pairs handed to the slab gradient together (whole steps, at least one): its batched
-# products run faster on more pairs (measured: 0.072 ms per pair at 24 pairs, 0.035 at 48, 0.033
-# at 96 on a 2304-cell mesh), at the memory of 2 · PAIRS_PER_ADD DG vectors.
+# Stage pairs handed to the slab gradient together (whole steps, at least one), at the memory
+# of PAIRS_PER_ADD DG vectors (the ψ's; 2· in parallel). The column-wise products ran faster on
+# more pairs (0.072 ms per pair at 24 pairs, 0.035 at 48, 0.033 at 96 on a 2304-cell mesh); the
+# row-wise ones (one rank) ran at about the same time per pair at 24, 48 and 96 (48² box,
+# SlabGradient.add_rows of random rows timed alone; left at 48).
 PAIRS_PER_ADD = 48
 
 
@@ -151,10 +153,13 @@ class Adjoint:
         self._Lt = None  # Lᵀ of the current piece, explicit (see _set_piece)
         self._recomputed: list[np.ndarray] = []  # stage buffers of a recomputed block, reused
         n = solver.num_owned
-        # Pair p is column p: a dof's pairs contiguous, as the slab gradient's products read them.
-        self._etas = np.empty((n, self.max_pairs))
-        self._psis = np.empty((n, self.max_pairs))
-        self._pending = 0  # pairs in _etas, _psis not yet added to the gradient
+        # The queued pairs as rows (the gradient's products read them so on one rank; writing
+        # them as the columns of a (dofs, P) buffer per step cost more than the products): the
+        # η's are the stage states themselves (kept until the flush: see _stages), the ψ's
+        # scaled copies of the λ's, here.
+        self._psi_rows = np.empty((self.max_pairs, n))
+        self._eta_refs: list[np.ndarray] = []
+        self._pending = 0  # pairs queued, not yet added to the gradient
         self._weights: tuple[float, np.ndarray] | None = None  # (dt, its stage weights · M⁻¹)
 
     def backward(self, field, result: ForwardResult, lam_final: list[np.ndarray]):
@@ -220,6 +225,7 @@ class Adjoint:
         if all(n in traj.stages for n in range(start, end)):
             return traj.stages
         solver = self.solver
+        self._flush()  # the queued η's may be rows of the buffers recomputed into below
         if not solver.operator_is_current():  # this piece's Lᵀ was kept, L not assembled
             solver.assemble_operator()
         state = solver.block("recompute", self.K)
@@ -250,11 +256,10 @@ class Adjoint:
         # Pairs (η, ψ = M_mass⁻¹ ξ) with ξ the stage weights: (u₂, ⅔dt λ'), (u₁, ¼dt λ₂),
         # (u, dt λ₁) for all K components.
         weights = self._stage_weights(dt)
-        columns = slice(self._pending, self._pending + 3 * K)
-        pairs_into_columns([stages[2 - i][k] for i in range(3) for k in range(K)], [None] * (3 * K),
-                           self._etas[:, columns])
-        pairs_into_columns([xi[k] for xi in (Lam, Lam2, Lam1) for k in range(K)],
-                           [w for w in weights for _ in range(K)], self._psis[:, columns])
+        self._eta_refs += [stages[2 - i][k] for i in range(3) for k in range(K)]
+        for i, xi in enumerate((Lam, Lam2, Lam1)):
+            start = self._pending + i * K
+            np.multiply(xi, weights[i], out=self._psi_rows[start : start + K])
         self._pending += 3 * K
         combine(Lam, [(1.0 / 3.0, Lam), (0.75, Lam2), (1.0, Lam1), (dt, Y)])  # λ = ⅓λ' + ¾λ₂ + Mᵀλ₁
 
@@ -267,9 +272,11 @@ class Adjoint:
 
     def _flush(self) -> None:
         """Hand the queued pairs to the gradient (collective)."""
-        if self._pending:
-            self.gradient.add(self._etas[:, : self._pending], self._psis[:, : self._pending])
+        P = self._pending
+        if P:
+            self.gradient.add_rows(self._eta_refs, list(self._psi_rows[:P]))
             self._pending = 0
+            self._eta_refs = []
 
     def _contract(self) -> np.ndarray:
         """∂J/∂v_h of the current piece (collective)."""

@@ -294,7 +294,7 @@ def section_millions(s: dict, out: Path) -> str:
             f"off the clock), stopped at the target; the minibatch peer takes {s['batch']} points a step and is "
             f"evaluated every {s.get('evaluate_every', 0)} steps on a fixed random {s.get('evaluate_subset', 0):,} "
             f"test points (a subset at the target is confirmed on the whole test set). Above "
-            f"{s.get('full_batch_limit', 0):,} training points the full-batch peers are not run (Euler's "
+            f"{s.get('full_batch_limit', 0):,} training points the full-batch peers are skipped (Euler's "
             f"backpropagation would need ~65 GB; one dopri5-adjoint iteration at 10⁷ took 1077 s on 2026-11-29).\n\n"
             + table(header, rows) + "\n" + "\n".join(ratios) + "\n")
 

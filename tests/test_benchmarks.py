@@ -144,3 +144,19 @@ def test_gradient_numbers(quick_suite):
             for key in ("forward_s", "value_and_gradient_s", "ratio", "peak_rss_bytes"):
                 assert_finite(row[key], f"{setting} {row['case']} {key}")
             assert row["ratio"] > 1  # value + gradient includes the forward
+
+
+def test_parallel_projection_columns_follow_the_ranks():
+    """The projection's columns are in rank order though results.json keys are strings ("16" <
+    "4" as text: the 2026-11-27 report put the 16-rank time under "4 ranks")."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench_lib.report import section_parallel
+
+    projection = dict(seconds_per_dof_step_per_rank=1e-7, fixed_total_dofs={"4": 4.0, "8": 2.0, "16": 1.0},
+                      fixed_dofs_per_rank={"4": 5.0, "8": 6.0, "16": 7.0})
+    kind = dict(seconds={"1": 1.0, "2": 0.5}, speedup=2.0, efficiency=1.0, projection=projection)
+    case = dict(cells=8, dofs=100, classes=2, steps=10, forward=kind, gradient=kind,
+                peak_rss_bytes_per_rank={"1": [2**20], "2": [2**20, 2**20]})
+    text = section_parallel(dict(points=10, repeats=1, cases={"box": case}))
+    row = next(line for line in text.splitlines() if line.startswith("| box | forward | 1e-07"))
+    assert row.rstrip(" |").split(" | ")[3:9] == ["4 s", "2 s", "1 s", "5 s", "6 s", "7 s"], row

@@ -201,8 +201,8 @@ def section_parallel(s: dict) -> str:
                          f"{k['efficiency']:.2f}", memory["1"], memory["2"]])
             proj = k["projection"]
             projections.append([name, kind, f"{proj['seconds_per_dof_step_per_rank']:.3g}"]
-                               + [seconds(proj["fixed_total_dofs"][p]) for p in sorted(proj["fixed_total_dofs"])]
-                               + [seconds(proj["fixed_dofs_per_rank"][p]) for p in sorted(proj["fixed_dofs_per_rank"])])
+                               + [seconds(proj["fixed_total_dofs"][p]) for p in sorted(proj["fixed_total_dofs"], key=int)]
+                               + [seconds(proj["fixed_dofs_per_rank"][p]) for p in sorted(proj["fixed_dofs_per_rank"], key=int)])
     ranks = sorted(next(iter(s["cases"].values()))["forward"]["projection"]["fixed_total_dofs"], key=int)
     return ("## 4. Parallel scaling\n\n"
             f"`scripts/bench_gradient.py --config` on 1 and 2 ranks, {s['points']} data points, medians of "

@@ -85,6 +85,27 @@ static inline void tile14(int64_t P, const double* r0,
    m = c1[f] on the '-' side) and quadrature point q, with a = phi_plus[f, q], b = phi_minus[f, q]
    (nd values each), X+- = cross[slot_plus[f]], X-+ = cross[slot_minus[f]]:
    h[f, q] = w[f, q] (s_plus[f, q] (a X+- b - b S[m] b) + s_minus[f, q] (a S[k] a - b X-+ a)). */
+/* One cell's blocks: dst[c][a * nd] += sum_p rows[a][p] col[c][p] for its nd rows and nc columns
+   (ncp: nc rounded up to 4, the padding columns discarded), two rows at a time (tile24), the odd
+   last one alone (tile14). */
+static inline void cell_products(int64_t P, int64_t nd, const double* const* rows, int64_t nc, int64_t ncp,
+                                 const double* const* col, double* const* dst)
+{
+    double out[2][MAXC + 4];
+    for (int64_t a = 0; a < nd; a += 2) {
+        if (a + 1 < nd)
+            for (int64_t c = 0; c < ncp; c += 4)
+                tile24(P, rows[a], rows[a + 1], col[c], col[c + 1], col[c + 2], col[c + 3], out[0] + c,
+                       out[1] + c);
+        else
+            for (int64_t c = 0; c < ncp; c += 4)
+                tile14(P, rows[a], col[c], col[c + 1], col[c + 2], col[c + 3], out[0] + c);
+        for (int64_t c = 0; c < nc; ++c) dst[c][a * nd] += out[0][c];
+        if (a + 1 < nd)
+            for (int64_t c = 0; c < nc; ++c) dst[c][(a + 1) * nd] += out[1][c];
+    }
+}
+
 void facet_terms(int64_t nf, int64_t nq, int64_t nd, const double* phi_plus, const double* phi_minus,
                  const double* S, const double* cross, const int64_t* c0, const int64_t* c1,
                  const int64_t* slot_plus, const int64_t* slot_minus, const double* s_plus,
@@ -162,7 +183,6 @@ void slab_pairs(int64_t P, int64_t ncells, int64_t nd, int64_t nslots,
     const int64_t nn = nd * nd;
     const double* col[MAXC + 4];
     double* dst[MAXC + 4];
-    double out[2][MAXC + 4];
     for (int64_t k = 0; k < ncells; ++k) {
         const int64_t* dk = dofs + k * nd;
         int64_t nc = 0;
@@ -177,19 +197,9 @@ void slab_pairs(int64_t P, int64_t ncells, int64_t nd, int64_t nslots,
         }
         const int64_t ncp = (nc + 3) & ~(int64_t)3;
         for (int64_t c = nc; c < ncp; ++c) col[c] = col[0];  /* padding columns, discarded */
-        for (int64_t a = 0; a < nd; a += 2) {
-            const double* r0 = E + dk[a] * ld;
-            if (a + 1 < nd)
-                for (int64_t c = 0; c < ncp; c += 4)
-                    tile24(P, r0, E + dk[a + 1] * ld, col[c], col[c + 1], col[c + 2], col[c + 3], out[0] + c,
-                           out[1] + c);
-            else
-                for (int64_t c = 0; c < ncp; c += 4)
-                    tile14(P, r0, col[c], col[c + 1], col[c + 2], col[c + 3], out[0] + c);
-            for (int64_t c = 0; c < nc; ++c) dst[c][a * nd] += out[0][c];
-            if (a + 1 < nd)
-                for (int64_t c = 0; c < nc; ++c) dst[c][(a + 1) * nd] += out[1][c];
-        }
+        const double* rows[MAXC];
+        for (int64_t a = 0; a < nd; ++a) rows[a] = E + dk[a] * ld;
+        cell_products(P, nd, rows, nc, ncp, col, dst);
     }
 }
 
@@ -252,7 +262,6 @@ int slab_pairs_rows(int64_t P, int64_t ncells, int64_t ndofs, int64_t nd, int64_
             const int64_t* lk = local + (k - k0) * (1 + nslots) * nd;
             const double* col[MAXC + 4];
             double* dst[MAXC + 4];
-            double out[2][MAXC + 4];
             int64_t nc = 0;
             for (int64_t s = -1; s < nslots; ++s) {
                 if (lk[(s + 1) * nd] < 0) continue;
@@ -264,18 +273,9 @@ int slab_pairs_rows(int64_t P, int64_t ncells, int64_t ndofs, int64_t nd, int64_
             }
             const int64_t ncp = (nc + 3) & ~(int64_t)3;
             for (int64_t c = nc; c < ncp; ++c) col[c] = col[0];
-            for (int64_t a = 0; a < nd; a += 2) {
-                const double* r0 = Es + ((k - k0) * nd + a) * P;
-                if (a + 1 < nd)
-                    for (int64_t c = 0; c < ncp; c += 4)
-                        tile24(P, r0, r0 + P, col[c], col[c + 1], col[c + 2], col[c + 3], out[0] + c, out[1] + c);
-                else
-                    for (int64_t c = 0; c < ncp; c += 4)
-                        tile14(P, r0, col[c], col[c + 1], col[c + 2], col[c + 3], out[0] + c);
-                for (int64_t c = 0; c < nc; ++c) dst[c][a * nd] += out[0][c];
-                if (a + 1 < nd)
-                    for (int64_t c = 0; c < nc; ++c) dst[c][(a + 1) * nd] += out[1][c];
-            }
+            const double* rows[MAXC];
+            for (int64_t a = 0; a < nd; ++a) rows[a] = Es + ((k - k0) * nd + a) * P;
+            cell_products(P, nd, rows, nc, ncp, col, dst);
         }
         for (int64_t u = 0; u < nu; ++u) slot[listed[u]] = -1;
     }

@@ -1,6 +1,6 @@
 """The benchmark suite (issue 5): one command, one report directory.
 
-    make benchmarks                                            # the full suite into bench/ (~1 hour)
+    make benchmarks                                            # the full suite into bench/ (~80 minutes)
     .venv/bin/python scripts/benchmarks.py [--out bench] [--repeats 3] [--sections 1,2,3,4,5,6,7]
     .venv/bin/python scripts/benchmarks.py --quick --out /tmp/bench   # reduced suite, ~2 minutes
 

@@ -24,6 +24,7 @@ bench: env
 	$(PY) scripts/bench_forward.py
 	$(MPIRUN) -n $(NP) $(PY) scripts/bench_gradient.py
 
-# The benchmark suite: learning, scaling in N, prediction, parallel scaling, memory -> bench/report.md.
+# The benchmark suite: learning, scaling in N, prediction, parallel scaling, memory, millions of
+# points, the gradient's cost -> bench/report.md (~80 minutes).
 benchmarks: env
 	$(PY) scripts/benchmarks.py --out bench

@@ -274,13 +274,13 @@ class SlabGradient(SlabAccumulator):
         # Facets: −∫ (dv·n) [η] (s⁺ψ⁻ + s⁻ψ⁺) with [η]ψ^s = Y^{+s} − Y^{−s}, Y(l, X, r) =
         # Σ_ab l_a X_ab r_b at the quadrature points: s⁺ (Y(φ⁺, X⁺⁻, φ⁻) − Y(φ⁻, S⁻, φ⁻)) +
         # s⁻ (Y(φ⁺, S⁺, φ⁺) − Y(φ⁻, X⁻⁺, φ⁺)), per facet and point in one compiled pass.
-        c0, c1 = self.facets[:, 0], self.facets[:, 2]
+        c0, c1 = self._c0, self._c1  # the '+' and '−' cell of each facet
         v = self.solver.velocity.x.array.reshape(-1, d)
         vq = self.facet_omega @ v[self.v_nodes[c0]]  # (facets, nqf, d)
         wn = -np.einsum("fqi,fi->fq", vq, self.normal)  # einsum: a stacked matmul of 1-column blocks was 1.7× slower
         ratio = wn / np.sqrt(wn * wn + UPWIND_DELTA**2)
         s_plus, s_minus = 0.5 * (1.0 + ratio), 0.5 * (1.0 - ratio)
-        h = facet_terms(self.phi_plus, self.phi_minus, self.S, self.cross.reshape(-1, nd, nd), self._c0, self._c1,
+        h = facet_terms(self.phi_plus, self.phi_minus, self.S, self.cross.reshape(-1, nd, nd), c0, c1,
                         self._slot_plus, self._slot_minus, s_plus, s_minus, self.facet_weights)
         gm = np.einsum("fq,fqm->fm", h, self.facet_omega)  # (facets, nv); 2× faster than a stacked matmul
         gf = -gm[:, :, None] * self.normal[:, None, :]

@@ -67,6 +67,7 @@ def main() -> None:
     from solver.check import predict
     from solver.fem.refine import mesh_with_marks
     from solver.fem.pointeval import PointEvaluator, _LOCATORS
+    from solver.fem.affine import solve_affine, transported_components
     from solver.fem.transport import TransportSolver
     from solver.model.from_config import velocity_model
     from solver.resnet.export import learned_net
@@ -83,10 +84,11 @@ def main() -> None:
     terminal = lambda x: x @ A.T + b  # noqa: E731 (the output layer f of eq. 13)
 
     mesh = mesh_with_marks(comm, config.domain_object(), run.resolution.cells, run.resolution.marks)
-    solver = TransportSolver(mesh, degree=run.resolution.degree, num_components=len(b), cfl=config.solver.cfl,
+    solver = TransportSolver(mesh, degree=run.resolution.degree, num_components=transported_components(*A.shape),
+                             cfl=config.solver.cfl,
                              dt=config.solver.dt, checkpoint_every=config.solver.checkpoint_every,
                              viscosity=config.field.viscosity)
-    solve_s, result = timed(lambda: solver.solve(field, terminal, keep=False), args.repeats)
+    solve_s, result = timed(lambda: solve_affine(solver, field, A, b, keep=False), args.repeats)
 
     def locate():
         _LOCATORS.clear()  # the locator's set-up (lattice or tree) is part of the cost

@@ -19,20 +19,29 @@ from solver.model.velocity import VelocityModel
 
 def make_problem(comm, domain=None, cells=12, degree=1, K=2, activation="tanh", slabs=2,
                  checkpoint_every=3, loss="cross_entropy", kinetic=0.0, roughness=0.0,
-                 stage_memory=2**28, layers=2, viscosity=0.0):
-    """A small learning problem; the data are the same on every rank count (dealt out by rank)."""
+                 stage_memory=2**28, layers=2, viscosity=0.0, coordinates=None):
+    """A small learning problem; the data are the same on every rank count (dealt out by rank).
+
+    ``coordinates``: transport the coordinates (True) or the K logits (False); None: K > d."""
     domain = domain or Box((-1.0, -1.0), (1.0, 1.0))
     mesh = create_mesh(comm, domain, cells)
-    solver = TransportSolver(mesh, degree=degree, num_components=K, checkpoint_every=checkpoint_every,
+    coordinates = K > domain.dim if coordinates is None else coordinates
+    components = domain.dim if coordinates else K
+    solver = TransportSolver(mesh, degree=degree, num_components=components, checkpoint_every=checkpoint_every,
                              stage_memory=stage_memory, viscosity=viscosity)
     model = VelocityModel(dim=domain.dim, width=4 if layers == 2 else domain.dim, slabs=slabs, T=1.0,
                           activation=activation, domain=domain, layers=layers)
     rng = np.random.default_rng(0)
     X = rng.uniform(-0.6, 0.6, (60, domain.dim))
-    y = (X[:, 0] * X[:, 1] > 0).astype(int) if loss == "cross_entropy" else np.sin(3 * X[:, :K])
+    if loss == "cross_entropy":
+        y = (X[:, 0] * X[:, 1] > 0).astype(int) + 2 * (X[:, 0] > 0.3) * (K > 2)
+        y = np.minimum(y, K - 1)
+    else:
+        y = np.sin(3 * X[:, :1] + np.arange(K))
     mine = slice(comm.rank, None, comm.size)
     J = ReducedFunctional(solver, model, X[mine], y[mine], K, loss=loss,
-                          weight_decay=1e-3, smoothness=1e-2, kinetic=kinetic, roughness=roughness)
+                          weight_decay=1e-3, smoothness=1e-2, kinetic=kinetic, roughness=roughness,
+                          coordinates=coordinates)
     return J
 
 
@@ -52,6 +61,10 @@ CASES = [
     ("disk-DG1-sigmoid-3classes", dict(domain=Ball((0.0, 0.0), 1.0), K=3, activation="sigmoid")),
     ("box3d-DG1-tanh", dict(domain=Box((-1.0,) * 3, (1.0,) * 3), cells=4, slabs=2)),
     ("box2d-squared-error", dict(loss="squared_error", checkpoint_every=1)),
+    # K > d: the d coordinates are transported, A and b act after the transport (fem/affine.py)
+    ("box2d-5classes-coordinates", dict(K=5)),
+    ("box3d-DG2-4outputs-squared-error", dict(domain=Box((-1.0,) * 3, (1.0,) * 3), cells=3, degree=2,
+                                              K=4, loss="squared_error")),
     ("box2d-kinetic-energy", dict(kinetic=0.5)),
     ("box2d-kinetic-and-roughness", dict(kinetic=0.1, roughness=0.5)),
     # the one-layer field v = χ a(W x + b) (field.kind = "mlp1", issue #13)
@@ -103,6 +116,31 @@ def test_gradient_same_on_one_rank_and_all(comm, viscosity):
     assert np.abs(g1 - g2).max() <= 1e-10 * np.abs(g1).max()
     gc.collect()
     comm.Barrier()
+
+
+@pytest.mark.parametrize("K, dim, degree, loss", [(5, 2, 1, "cross_entropy"), (10, 3, 1, "cross_entropy"),
+                                                  (4, 2, 2, "squared_error")])
+def test_transported_coordinates_give_the_logits_solution_and_gradient(comm, K, dim, degree, loss):
+    """K > d: transporting the d coordinates and applying A, b after (fem/affine.py) gives the
+    J, ∇J and u_h(0) of transporting the K logits, to round-off: the scheme is linear and keeps
+    constants."""
+    domain = Box((-1.0,) * dim, (1.0,) * dim)
+    cells = 10 if dim == 2 else 4
+    runs = []
+    for coordinates in (True, False):
+        J = make_problem(comm, domain=domain, cells=cells, degree=degree, K=K, loss=loss, coordinates=coordinates)
+        assert J.solver.num_components == (dim if coordinates else K)
+        p = J.initial(seed=4, scale=1.5)
+        value, gradient = J.value_and_gradient(p)
+        u0 = np.stack([u.x.array[: J.solver.num_owned] for u in J.last.u0])
+        runs.append((value, gradient, u0, J.last.steps))
+        J.destroy()
+    (v1, g1, u1, s1), (v2, g2, u2, s2) = runs
+    assert s1 == s2
+    assert abs(v1 - v2) <= 1e-12 * abs(v2), (v1, v2)
+    assert np.abs(g1 - g2).max() <= 1e-10 * np.abs(g2).max(), np.abs(g1 - g2).max()
+    scale = comm.allreduce(np.abs(u2).max(initial=0.0), op=MPI.MAX)
+    assert comm.allreduce(np.abs(u1 - u2).max(initial=0.0), op=MPI.MAX) <= 1e-12 * scale
 
 
 def test_stored_and_recomputed_stages_give_the_same_gradient(comm):

@@ -247,6 +247,7 @@ def _pde_logits(comm: MPI.Comm, run: TrainedRun, model, x: np.ndarray, source: s
     """One forward solve on the run's final resolution, then u_h(0, x) (collective)."""
     from solver.fem.pointeval import PointEvaluator
     from solver.fem.refine import mesh_with_marks
+    from solver.fem.affine import solve_affine, transported_components
     from solver.fem.transport import TransportSolver
 
     config, parameters = run.config, run.parameters
@@ -256,7 +257,8 @@ def _pde_logits(comm: MPI.Comm, run: TrainedRun, model, x: np.ndarray, source: s
     # The mesh the run ended on, as training and ``compare RUN`` build it (``learn.train.Problem``).
     mesh = mesh_with_marks(comm, config.domain_object(), run.resolution.cells, run.resolution.marks,
                            str(run.path / store.THETA))
-    solver = TransportSolver(mesh, degree=run.resolution.degree, num_components=len(b), cfl=config.solver.cfl,
+    solver = TransportSolver(mesh, degree=run.resolution.degree, num_components=transported_components(*A.shape),
+                             cfl=config.solver.cfl,
                              dt=config.solver.dt, checkpoint_every=config.solver.checkpoint_every,
                              stage_memory=stage_memory_bytes(config.solver),
                              viscosity=config.field.viscosity)
@@ -264,7 +266,7 @@ def _pde_logits(comm: MPI.Comm, run: TrainedRun, model, x: np.ndarray, source: s
     seconds["mesh"] = time.perf_counter() - started
     try:
         started = time.perf_counter()
-        u0 = solver.solve(model.field(parameters.theta), lambda y: y @ A.T + b, keep=False).u0
+        u0 = solve_affine(solver, model.field(parameters.theta), A, b, keep=False).u0
         seconds["solve"] = time.perf_counter() - started
         started = time.perf_counter()
         mine = x[rank_share(comm, len(x))]

@@ -45,6 +45,8 @@ class PointEvaluator:
             NaN: a grid over a disk's bounding box).
         report: warn (rank 0) about points on interior facets; False for internal points (a
             plot grid), which :func:`grid_evaluator` moves off the facets instead.
+        gradient: also build the matrices of ∇u_h at the points (``gradient``), in the cell
+            that holds each point (the semi-Lagrangian adjoint's ∇u at departure points).
 
     Raises:
         InputError: on every rank, if any rank has a non-finite point, or (outside="raise") one
@@ -52,7 +54,7 @@ class PointEvaluator:
     """
 
     def __init__(self, V: fem.FunctionSpace, points: np.ndarray, source: str = "points",
-                 report: bool = True, outside: str = "raise"):
+                 report: bool = True, outside: str = "raise", gradient: bool = False):
         mesh = V.mesh
         comm = mesh.comm
         gdim = mesh.geometry.dim
@@ -100,10 +102,19 @@ class PointEvaluator:
         n_local = V.dofmap.index_map.size_local + V.dofmap.index_map.num_ghosts
         # Each row holds one cell's dofs: CSR directly (no COO sort).
         width = dofs.shape[1]
-        self.P = scipy.sparse.csr_matrix(
-            (basis.ravel(), dofs.ravel(), np.arange(0, len(dofs) * width + 1, width)),
-            shape=(len(dofs), n_local),
-        )
+        indptr = np.arange(0, len(dofs) * width + 1, width)
+        self.P = scipy.sparse.csr_matrix((basis.ravel(), dofs.ravel(), indptr), shape=(len(dofs), n_local))
+        self.G = None
+        if gradient:
+            # ∂φ/∂x_i = Σ_a (J⁻¹)_ai ∂φ/∂X_a: the reference derivatives mapped by each cell's J⁻¹.
+            tabulated = V.element.basix_element.tabulate(1, np.clip(X, 0.0, 1.0))[1:, :, :, 0]
+            inverse = J_inverse[which]  # (n, gdim, gdim)
+            self.G = [
+                scipy.sparse.csr_matrix(
+                    (np.einsum("an,anj->nj", inverse[:, :, i].T, tabulated).ravel(), dofs.ravel(), indptr),
+                    shape=(len(dofs), n_local))
+                for i in range(gdim)
+            ]
 
     def _count_on_facets(self, nearest: np.ndarray, num_points: int, source: str, report: bool) -> None:
         """``num_on_facets``: the points (signed distances to the nearest facet of the cells
@@ -158,6 +169,11 @@ class PointEvaluator:
         """u_h at this rank's points, in its order (collective). Returns shape=(n,)."""
         values = u.x.array if isinstance(u, fem.Function) else u
         return self._to_askers(self.P @ values)
+
+    def gradient(self, values: np.ndarray) -> np.ndarray:
+        """∇u_h at this rank's points, shape=(n, gdim), of the local coefficients ``values``
+        (ghosts current; built with ``gradient=True``; collective)."""
+        return np.stack([self._to_askers(G @ values) for G in self.G], axis=1)
 
     def transpose(self, r: np.ndarray) -> np.ndarray:
         """Pᵀ r: adds the weights ``r`` (shape=(n,), this rank's points) into local dofs (collective)."""

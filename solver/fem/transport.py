@@ -225,6 +225,17 @@ class ForwardResult:
     steps_per_piece: list[int]
     dt_per_piece: list[float]
     max_speed: list[float]
+    # Set by ``affine.solve_affine``: the functions the solver transported (u0 itself unless the
+    # coordinates were), and (A, b, coefficients of I(1)) when the coordinates were.
+    transported: list[fem.Function] | None = None
+    output: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def logit_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Transported states (shape=(m, n), the first n dofs) as the K logit rows."""
+        if self.output is None:
+            return rows
+        A, b, ones = self.output
+        return A @ rows + b[:, None] * ones[: rows.shape[1]]
 
 
 class TransportSolver:

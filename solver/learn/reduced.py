@@ -30,6 +30,7 @@ from dolfinx import fem
 from solver.config import TrainConfig
 from solver.errors import InputError
 from solver.fem.adjoint import Adjoint
+from solver.fem.affine import solve_affine, transports_coordinates
 from solver.fem.pointeval import PointEvaluator
 from solver.fem.transport import TransportSolver
 from solver.model.losses import LOSSES, cross_entropy, squared_error
@@ -65,6 +66,10 @@ class ReducedFunctional:
             the CFL step count, and so the cost) from growing during training.
         roughness: ρ, the weight of ∫∫|∇v|², which keeps the field smooth enough for the mesh
             (the PDE then agrees with the characteristics).
+        coordinates: transport the d coordinates instead of the K logits (``fem/affine.py``);
+            None: when K > d, the cheaper. The solver must carry d (True) or K (False)
+            components. Both give the same J and ∇J to round-off (tests/test_train.py); False
+            is there to measure the saving (``scripts/bench_gradient.py --logits``).
     """
 
     def __init__(
@@ -80,11 +85,18 @@ class ReducedFunctional:
         smoothness: float = TrainConfig.smoothness,
         kinetic: float = TrainConfig.kinetic,
         roughness: float = TrainConfig.roughness,
+        coordinates: bool | None = None,
     ):
         if loss not in LOSSES:
             raise InputError(f'Invalid loss "{loss}". Must be one of {list(LOSSES)}')
-        if solver.num_components != num_classes:
-            raise InputError(f"solver has {solver.num_components} components, data {num_classes} classes")
+        if coordinates is None:
+            coordinates = transports_coordinates(num_classes, model.dim)
+        components = model.dim if coordinates else num_classes
+        if solver.num_components != components:
+            raise InputError(f"solver has {solver.num_components} components, {num_classes} classes in "
+                             f"{model.dim}D transported as {'coordinates' if coordinates else 'logits'} "
+                             f"need {components}")
+        self.coordinates_transported = bool(coordinates)
         self.comm = solver.comm
         self.solver = solver
         self.model = model
@@ -118,6 +130,9 @@ class ReducedFunctional:
             self._coordinates.append(basis.x.array[: solver.num_owned].copy())
         basis.interpolate(lambda x: np.ones(x.shape[1]))
         self._ones = basis.x.array[: solver.num_owned].copy()
+        # K > d: the solver transports the coordinates Q_j (``fem/affine.py``); the logits at the
+        # points are A·(P Q) + b·(P I(1)), with P I(1) evaluated once.
+        self._ones_at_points = self.evaluator(basis) if self.coordinates_transported else None
         self.last: Evaluation | None = None  # the latest evaluation (the accepted iterate, in an optimizer)
 
     # --- parameters ---------------------------------------------------------------------
@@ -181,17 +196,21 @@ class ReducedFunctional:
     def _forward(self, p: np.ndarray, keep: bool = False):
         theta, A, b = self.split(p)
         field = self.model.field(theta)
-        result = self.solver.solve(
-            field, lambda x: x @ A.T + b, frozen_steps=self.frozen_steps, keep=keep
-        )
-        logits = np.stack([self.evaluator(u) for u in result.u0])  # by class, shape=(K, n)
+        result = solve_affine(self.solver, field, A, b, coordinates=self.coordinates_transported,
+                              frozen_steps=self.frozen_steps, keep=keep)
+        # The transported components at the points, shape=(m, n): the logits by class, or the
+        # coordinates Q_j (then logits = A PQ + b P1).
+        at_points = np.stack([self.evaluator(u) for u in result.transported])
+        logits = at_points
+        if self.coordinates_transported:
+            logits = A @ logits + b[:, None] * self._ones_at_points
         local_loss, dloss = self.loss(logits, self.labels)
         predictions = logits.T
         data_loss = self.comm.allreduce(local_loss, op=MPI.SUM) / self.num_points
         reg, _ = self._regularization(theta)
         reg += self._field_energy(theta)[0]
         evaluation = Evaluation(data_loss + reg, data_loss, reg, predictions, result.steps_per_piece, result.u0)
-        return evaluation, field, result, dloss / self.num_points
+        return evaluation, field, result, dloss / self.num_points, at_points
 
     def __call__(self, p: np.ndarray) -> float:
         """J(p) (collective)."""
@@ -207,12 +226,15 @@ class ReducedFunctional:
 
     def value_and_gradient(self, p: np.ndarray) -> tuple[float, np.ndarray]:
         """J(p) and ∇J(p), the gradient of the discrete J (collective; the same on every rank)."""
-        evaluation, field, result, dloss = self._forward(p, keep=True)
+        evaluation, field, result, dloss, at_points = self._forward(p, keep=True)
         self.last = evaluation
         theta, A, b = self.split(p)
-        lam_final = [self.evaluator.transpose(dloss[k])[: self.solver.num_owned] for k in range(self.K)]
+        m = self.solver.num_components
+        # ∂J/∂(transported values at the points): dloss itself, or Aᵀ dloss for the coordinates.
+        r = A.T @ dloss if self.coordinates_transported else dloss
+        lam_final = [self.evaluator.transpose(r[c])[: self.solver.num_owned] for c in range(m)]
         if self.adjoint is None:
-            self.adjoint = Adjoint(self.solver, self.K)
+            self.adjoint = Adjoint(self.solver, m)
         lam0, velocity_grads = self.adjoint.backward(field, result, lam_final)
         for j, g in self._field_energy(theta)[1].items():
             velocity_grads[j] = velocity_grads.get(j, 0.0) + g
@@ -224,8 +246,13 @@ class ReducedFunctional:
         for j, g in velocity_grads.items():
             t_mid = 0.5 * (pieces[j] + pieces[j + 1])
             grad_theta += self.model.vjp(theta, t_mid, x_nodes, g)
-        grad_A = np.array([[lam0[k] @ self._coordinates[j] for j in range(self.d)] for k in range(self.K)])
-        grad_b = np.array([lam0[k] @ self._ones for k in range(self.K)])
+        if self.coordinates_transported:
+            # logits = A PQ + b P1 at the points: A and b act after the transport.
+            grad_A = dloss @ at_points.T
+            grad_b = dloss @ self._ones_at_points
+        else:  # f = A x + b was transported: through λ⁰ and I(x_j), I(1)
+            grad_A = np.array([[lam0[k] @ self._coordinates[j] for j in range(self.d)] for k in range(self.K)])
+            grad_b = np.array([lam0[k] @ self._ones for k in range(self.K)])
         local = np.concatenate([grad_theta, grad_A.ravel(), grad_b])
         grad = np.empty_like(local)
         self.comm.Allreduce(local, grad, op=MPI.SUM)

@@ -22,6 +22,7 @@ from solver.learn import certify, optimize
 from solver.config import Config, stage_memory_bytes
 from solver.model.data import Dataset, make_dataset
 from solver.errors import InputError, UnstableSolve
+from solver.fem.affine import transported_components
 from solver.fem.transport import TransportSolver
 from solver.fem import refine
 from solver.fem.mesh import min_cell_size
@@ -106,7 +107,7 @@ class Problem:
         model = velocity_model(config, domain)
         mesh = refine.mesh_with_marks(comm, domain, resolution.cells, resolution.marks)
         solver = TransportSolver(
-            mesh, degree=resolution.degree, num_components=dataset.num_classes,
+            mesh, degree=resolution.degree, num_components=transported_components(dataset.num_classes, domain.dim),
             cfl=config.solver.cfl, dt=config.solver.dt,
             checkpoint_every=config.solver.checkpoint_every,
             stage_memory=stage_memory_bytes(config.solver),

@@ -48,6 +48,17 @@ class Box:
         a, b = np.asarray(self.lower), np.asarray(self.upper)
         return np.prod(4.0 * (x - a) * (b - x) / (b - a) ** 2, axis=1)
 
+    def cutoff_gradient(self, x: np.ndarray) -> np.ndarray:
+        """∇χ at points ``x`` (shape=(n, dim)); returns shape=(n, dim)."""
+        a, b = np.asarray(self.lower), np.asarray(self.upper)
+        factors = 4.0 * (x - a) * (b - x) / (b - a) ** 2
+        slopes = 4.0 * (a + b - 2.0 * x) / (b - a) ** 2
+        out = np.empty_like(x)
+        for i in range(x.shape[1]):
+            others = np.prod(np.delete(factors, i, axis=1), axis=1)
+            out[:, i] = slopes[:, i] * others
+        return out
+
     def contains(self, x: np.ndarray, tol: float = 1e-12) -> np.ndarray:
         """Boolean mask (shape=(n,)) of the points of ``x`` (shape=(n, dim)) in Ω."""
         a, b = np.asarray(self.lower), np.asarray(self.upper)
@@ -105,6 +116,10 @@ class Ball:
         """χ at points ``x`` (shape=(n, dim)); returns shape=(n,)."""
         r2 = np.sum((x - np.asarray(self.center)) ** 2, axis=1)
         return 1.0 - r2 / self.radius**2
+
+    def cutoff_gradient(self, x: np.ndarray) -> np.ndarray:
+        """∇χ at points ``x`` (shape=(n, dim)); returns shape=(n, dim)."""
+        return -2.0 * (x - np.asarray(self.center)) / self.radius**2
 
     def contains(self, x: np.ndarray, tol: float = 1e-12) -> np.ndarray:
         """Boolean mask (shape=(n,)) of the points of ``x`` (shape=(n, dim)) in Ω."""

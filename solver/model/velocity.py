@@ -370,21 +370,35 @@ class VelocityModel:
         g = np.asarray(g, dtype=np.float64)
         if g.shape != x.shape:
             raise InputError(f"cotangent g must have the shape of x {x.shape}, got {g.shape}")
-        p = self.params_at(theta, t)
+        grad = np.zeros(self.n_params)
+        j, size = self._slab_of(t), self.node_size
+        grad[j * size : (j + 1) * size] = self.slab_vjp(self.params_at(theta, t), x, g)[0]
+        return grad
+
+    def slab_vjp(self, p: Params, x: np.ndarray, g: np.ndarray,
+                 points: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Gradients of Σ_i g_i · v(x_i) for one slab's parameters ``p``: with respect to them
+        (flat, shape=(node_size,)) and, if ``points``, to the points (shape=(n, d); else None).
+
+        v = χ h with h = W2 a(W1 x + b1) + b2, so ∂(g·v)/∂x = (g·h) ∇χ + χ W1ᵀ (a'(z) ⊙ W2ᵀ g):
+        what the semi-Lagrangian adjoint (``fem/semilagrangian.py``) carries back through the
+        traced departure points. ``x``, ``g`` unchecked (shape=(n, d)).
+        """
         z = x @ p.W1.T + p.b1  # (n, m)
         hidden = self._act.value(z)
-        gc = self.domain.cutoff(x)[:, None] * g  # χ is θ-independent: fold it into g
-        dz = (gc @ p.W2) * self._act.derivative(z)  # (n, m)
+        chi = self.domain.cutoff(x)
+        gc = chi[:, None] * g  # χ is θ-independent: fold it into g
+        dz = (gc if self.layers == 1 else gc @ p.W2) * self._act.derivative(z)  # (n, m)
         if self.layers == 1:  # W2 = I, b2 = 0 are not parameters
             local = (dz.T @ x, dz.sum(axis=0))
         else:
             local = Params(W1=dz.T @ x, b1=dz.sum(axis=0), W2=gc.T @ hidden, b2=gc.sum(axis=0))
         flat = np.concatenate([block.ravel() for block in local])
-
-        grad = np.zeros(self.n_params)
-        j, size = self._slab_of(t), self.node_size
-        grad[j * size : (j + 1) * size] = flat
-        return grad
+        if not points:
+            return flat, None
+        h = hidden if self.layers == 1 else hidden @ p.W2.T + p.b2
+        gx = dz @ p.W1 + np.sum(g * h, axis=1)[:, None] * self.domain.cutoff_gradient(x)
+        return flat, gx
 
     def field(self, theta: np.ndarray) -> MLPField:
         """The velocity field v(·, ·; θ) as a ``Field``."""

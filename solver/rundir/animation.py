@@ -71,12 +71,13 @@ def write_flow_animation(comm: MPI.Comm, problem, p: np.ndarray, result, path: P
         images = []
         for _, step in chosen:
             logits = []
-            for c in range(solver.num_components):
+            rows = None if step is None else result.logit_rows(result.trajectory.states[step])
+            for c in range(len(result.u0)):
                 if step is None:
                     values = result.u0[c].x.array
                 else:
                     values = np.zeros(n_local)
-                    values[: solver.num_owned] = result.trajectory.states[step][c]
+                    values[: solver.num_owned] = rows[c]
                 logits.append(evaluator(values))  # P touches owned dofs only (owned cells, DG)
             logits = gather_rows(comm, np.stack(logits, axis=1))
             images.append(raster.image(logits.argmax(axis=1)))

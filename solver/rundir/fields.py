@@ -33,15 +33,17 @@ def write_trajectory(comm: MPI.Comm, path: Path, solver, result, every: int = 1)
 
     Written in t (not τ): the series runs from t = T (u = f) down to t = 0 (the prediction).
     """
-    legendre = [fem.Function(solver.V, name=f"u{c}") for c in range(solver.num_components)]
+    K = len(result.u0)  # the logits (the solver may have carried the coordinates: fem/affine.py)
+    legendre = [fem.Function(solver.V, name=f"u{c}") for c in range(K)]
     V = fem.functionspace(solver.mesh, ("DG", solver.degree))
-    nodal = [fem.Function(V, name=f"u{c}") for c in range(solver.num_components)]
+    nodal = [fem.Function(V, name=f"u{c}") for c in range(K)]
     traj = result.trajectory
     kept = sorted(traj.states)[::every]
     with VTXWriter(comm, path, nodal, engine="BP4") as writer:
         for step in kept:
+            logits = result.logit_rows(traj.states[step])
             for c, (f, g) in enumerate(zip(legendre, nodal)):
-                f.x.array[: solver.num_owned] = traj.states[step][c]
+                f.x.array[: solver.num_owned] = logits[c]
                 f.x.scatter_forward()
                 g.interpolate(f)
             writer.write(float(traj.times[step]))

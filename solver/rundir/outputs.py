@@ -23,6 +23,7 @@ import numpy as np
 from mpi4py import MPI
 
 from solver.config import Config
+from solver.fem.affine import solve_affine
 from solver.model import characteristics
 from solver.model.domain import Ball
 from solver.parallel import on_rank0
@@ -232,7 +233,7 @@ def solve_with_states(problem, p: np.ndarray, frames: int):
     kept = solver.checkpoint_every
     solver.checkpoint_every = max(1, steps // frames)
     try:
-        return solver.solve(problem.model.field(theta), lambda x: x @ A.T + b)
+        return solve_affine(solver, problem.model.field(theta), A, b)
     finally:
         solver.checkpoint_every = kept
 

@@ -52,6 +52,9 @@ FIELD_KEYS = {
     "mlp1": ("kind", "T", "activation", "slabs", "seed", "scale", "viscosity"),  # width = d: W is d×d
     "rotation": ("kind", "T", "omega", "viscosity"),
 }
+# The transport schemes (``fem/schemes.py``): DG + SSP-RK3, semi-Lagrangian on continuous P_k.
+SCHEMES = ("rk3", "sl")
+
 SECTIONS = ("domain", "mesh", "field", "terminal", "solver", "compare", "output", "data", "train")
 # The sections each command reads, and so writes into its run directory's config.toml: training
 # learns the output layer (no [terminal]); `compare CONFIG` carries a configured terminal (no
@@ -142,6 +145,11 @@ class SolverConfig:
     # the memory available to each rank when the first gradient's forward solve starts
     stage_memory: int | str = "auto"
     max_steps: int = 10_000  # time steps of one solve; more is refused (training: backs off)
+    # "rk3": DG upwind + SSP-RK3 under the CFL bound (fem/transport.py); "sl": one
+    # semi-Lagrangian step per slab on continuous P_k (fem/semilagrangian.py; no viscosity)
+    scheme: str = "rk3"
+    # "sl": RK4 substeps of the departure points, each turning the flow by at most this much
+    substep_rotation: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -405,7 +413,12 @@ def config_from_dict(
         checkpoint_every=partial(validate.integer, low=1),
         stage_memory=_stage_memory,
         max_steps=partial(validate.integer, low=1),
+        scheme=partial(validate.choice, choices=SCHEMES),
+        substep_rotation=partial(validate.number, low=0.0, high=4.0, low_open=True),
     ))
+    if solver.scheme == "sl" and field.viscosity > 0:
+        raise r.error("solver", "scheme", f'"sl" transports without viscosity (field.viscosity = '
+                      f'{field.viscosity:g}); use "rk3"')
     compare = _compare(r, sections["compare"], min_cells, source)
     output = OutputConfig(**r.fields("output", sections["output"], OutputConfig,
         vtx=validate.boolean, png=validate.boolean, animation=validate.boolean,

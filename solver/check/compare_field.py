@@ -28,6 +28,7 @@ from solver.config import Config
 from solver.errors import InputError
 from solver.fem.mesh import create_mesh
 from solver.fem.pointeval import evaluate_everywhere, grid_evaluator
+from solver.fem.schemes import make_solver
 from solver.fem.transport import ForwardResult, TransportSolver
 from solver.model import characteristics, stochastic
 from solver.model.domain import Ball, Domain
@@ -141,14 +142,8 @@ def solve_and_compare(
     domain = config.domain_object()
     terminal = config.terminal_object()
     field = build_field(config, domain)
-    solver = TransportSolver(
-        create_mesh(comm, domain, cells),
-        degree=config.mesh.degree,
-        num_components=terminal.num_components,
-        cfl=config.solver.cfl,
-        dt=config.solver.dt,
-        viscosity=config.field.viscosity,
-    )
+    solver = make_solver(create_mesh(comm, domain, cells), config.solver, degree=config.mesh.degree,
+                         num_components=terminal.num_components, viscosity=config.field.viscosity)
     try:
         t0 = time.perf_counter()
         result = solver.solve(field, terminal, keep=False)

@@ -24,7 +24,7 @@ import numpy as np
 import scipy.special
 from mpi4py import MPI
 
-from solver.config import Config, load_config, stage_memory_bytes
+from solver.config import Config, load_config
 from solver.errors import InputError
 from solver.learn.certify import Resolution
 from solver.model.data import Scaling
@@ -248,7 +248,7 @@ def _pde_logits(comm: MPI.Comm, run: TrainedRun, model, x: np.ndarray, source: s
     from solver.fem.pointeval import PointEvaluator
     from solver.fem.refine import mesh_with_marks
     from solver.fem.affine import solve_affine, transported_components
-    from solver.fem.transport import TransportSolver
+    from solver.fem.schemes import make_solver
 
     config, parameters = run.config, run.parameters
     A, b = parameters.A, parameters.b
@@ -257,12 +257,8 @@ def _pde_logits(comm: MPI.Comm, run: TrainedRun, model, x: np.ndarray, source: s
     # The mesh the run ended on, as training and ``compare RUN`` build it (``learn.train.Problem``).
     mesh = mesh_with_marks(comm, config.domain_object(), run.resolution.cells, run.resolution.marks,
                            str(run.path / store.THETA))
-    solver = TransportSolver(mesh, degree=run.resolution.degree, num_components=transported_components(*A.shape),
-                             cfl=config.solver.cfl,
-                             dt=config.solver.dt, checkpoint_every=config.solver.checkpoint_every,
-                             stage_memory=stage_memory_bytes(config.solver),
-                             viscosity=config.field.viscosity)
-    solver.max_steps = config.solver.max_steps
+    solver = make_solver(mesh, config.solver, degree=run.resolution.degree,
+                         num_components=transported_components(*A.shape), viscosity=config.field.viscosity)
     seconds["mesh"] = time.perf_counter() - started
     try:
         started = time.perf_counter()

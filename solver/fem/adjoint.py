@@ -144,6 +144,10 @@ class Adjoint:
         num_components: K.
     """
 
+    # The θ-gradient is the model's VJP of the velocity-node cotangents ``backward`` returns
+    # (the semi-Lagrangian adjoint sets its own: its cotangents live at traced points).
+    theta_gradient = None
+
     def __init__(self, solver: TransportSolver, num_components: int):
         self.solver = solver
         self.K = num_components

@@ -205,6 +205,9 @@ class Trajectory:
     # The solver's, like the stages.
     operators: dict[int, PETSc.Mat] = dataclass_field(default_factory=dict)
     operator_bytes: int = 0  # their memory (values, column and row indices)
+    # The semi-Lagrangian scheme's record per slab j: (the departure points' evaluator, the RK4
+    # stage points, u_{j+1} with ghosts), what its adjoint reads (``fem/semilagrangian.py``).
+    departures: dict[int, tuple] = dataclass_field(default_factory=dict)
 
     @property
     def num_steps(self) -> int:
@@ -644,6 +647,12 @@ class TransportSolver:
         trajectory.operators[piece] = transpose
         trajectory.operator_bytes += self._operator_bytes
         self._kept_bytes += self._operator_bytes
+
+    def accumulate_ghosts(self, local: np.ndarray) -> np.ndarray:
+        """The owned part of local values (shape=(n_local,)) such as Pᵀr, shape=(n_owned,): a point
+        evaluator touches owned DG dofs only (``PointEvaluator``), so the ghosts hold nothing to add
+        (the semi-Lagrangian solver's continuous space needs the addition)."""
+        return local[: self.num_owned]
 
     def _functions(self, state: Block) -> list[fem.Function]:
         """The K columns of ``state`` as DG functions, ghosts updated."""

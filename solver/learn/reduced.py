@@ -29,7 +29,7 @@ from dolfinx import fem
 
 from solver.config import TrainConfig
 from solver.errors import InputError
-from solver.fem.adjoint import Adjoint
+from solver.fem.schemes import make_adjoint
 from solver.fem.affine import solve_affine, transports_coordinates
 from solver.fem.pointeval import PointEvaluator
 from solver.fem.transport import TransportSolver
@@ -121,7 +121,7 @@ class ReducedFunctional:
         self.n_theta = model.n_params
         self.n_params = self.n_theta + self.K * self.d + self.K
         self.frozen_steps: list[int] | None = None
-        self.adjoint: Adjoint | None = None
+        self.adjoint = None  # made on the first gradient (fem/schemes.make_adjoint)
         # I(x_j) and I(1) in the DG space: f = A x + b is linear, so I f = Σ_j A_kj I(x_j) + b_k I(1).
         basis = fem.Function(solver.V)
         self._coordinates = []
@@ -232,14 +232,15 @@ class ReducedFunctional:
         m = self.solver.num_components
         # ∂J/∂(transported values at the points): dloss itself, or Aᵀ dloss for the coordinates.
         r = A.T @ dloss if self.coordinates_transported else dloss
-        lam_final = [self.evaluator.transpose(r[c])[: self.solver.num_owned] for c in range(m)]
+        lam_final = [self.solver.accumulate_ghosts(self.evaluator.transpose(r[c])) for c in range(m)]
         if self.adjoint is None:
-            self.adjoint = Adjoint(self.solver, m)
+            self.adjoint = make_adjoint(self.solver, m)
         lam0, velocity_grads = self.adjoint.backward(field, result, lam_final)
         for j, g in self._field_energy(theta)[1].items():
             velocity_grads[j] = velocity_grads.get(j, 0.0) + g
 
-        grad_theta = np.zeros(self.n_theta)
+        traced = self.adjoint.theta_gradient  # the semi-Lagrangian tracing's, else None
+        grad_theta = np.zeros(self.n_theta) if traced is None else traced.copy()
         pieces = np.asarray(field.pieces())
         n_owned_nodes = self.solver.Vv.dofmap.index_map.size_local
         x_nodes = self.solver.velocity_points[:n_owned_nodes]

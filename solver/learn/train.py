@@ -19,11 +19,11 @@ from mpi4py import MPI
 
 from solver import stopping
 from solver.learn import certify, optimize
-from solver.config import Config, stage_memory_bytes
+from solver.config import Config
 from solver.model.data import Dataset, make_dataset
 from solver.errors import InputError, UnstableSolve
 from solver.fem.affine import transported_components
-from solver.fem.transport import TransportSolver
+from solver.fem.schemes import make_solver
 from solver.fem import refine
 from solver.fem.mesh import min_cell_size
 from solver.model import characteristics
@@ -72,7 +72,7 @@ class Problem:
     domain: object
     dataset: Dataset
     model: VelocityModel
-    solver: TransportSolver
+    solver: object  # the scheme's solver (fem/schemes.make_solver)
     J: ReducedFunctional
     test: PointEvaluator
     train_share: slice  # this rank's training points: X_train[train_share] (parallel.rank_share)
@@ -106,14 +106,9 @@ class Problem:
                 f"(set data.augment_dim = {domain.dim} or change the domain)", config.source)
         model = velocity_model(config, domain)
         mesh = refine.mesh_with_marks(comm, domain, resolution.cells, resolution.marks)
-        solver = TransportSolver(
-            mesh, degree=resolution.degree, num_components=transported_components(dataset.num_classes, domain.dim),
-            cfl=config.solver.cfl, dt=config.solver.dt,
-            checkpoint_every=config.solver.checkpoint_every,
-            stage_memory=stage_memory_bytes(config.solver),
-            viscosity=config.field.viscosity,
-        )
-        solver.max_steps = config.solver.max_steps
+        solver = make_solver(mesh, config.solver, degree=resolution.degree,
+                             num_components=transported_components(dataset.num_classes, domain.dim),
+                             viscosity=config.field.viscosity)
         if solver.num_dofs_global > config.train.max_dofs:
             dofs = solver.num_dofs_global
             solver.destroy()

@@ -176,3 +176,24 @@ def test_scheme_in_the_config(tmp_path):
         with pytest.raises(InputError) as error:
             load_config(path)
         assert all(word in str(error.value) for word in words), str(error.value)
+
+
+@pytest.mark.serial
+@pytest.mark.parametrize("domain", [Box((-1.0, -2.0, 0.0), (1.0, 1.0, 3.0)), Ball((0.1, 0.2), 1.5)],
+                         ids=["box3d", "disk"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_field_jacobian_and_point_cotangents(domain, layers):
+    """MLPField.jacobian (the substep rule) and slab_vjp's point cotangents (the adjoint's
+    tracing) against central differences of v."""
+    model = VelocityModel(dim=domain.dim, width=5 if layers == 2 else domain.dim, slabs=2, T=1.0,
+                          activation="softplus", domain=domain, layers=layers)
+    theta = model.init(1, 1.5)
+    field = model.field(theta)
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, (7, domain.dim))
+    delta = 1e-6
+    differences = np.stack([(field(0.3, x + delta * e) - field(0.3, x - delta * e)) / (2 * delta)
+                            for e in np.eye(domain.dim)], axis=2)  # [n, i, k] = ∂v_i/∂x_k
+    assert np.abs(field.jacobian(0.3, x) - differences).max() < 1e-8
+    g = np.random.default_rng(1).standard_normal(x.shape)
+    _, gx = model.slab_vjp(model.params_at(theta, 0.3), x, g, points=True)
+    assert np.abs(gx - np.einsum("ni,nik->nk", g, differences)).max() < 1e-8

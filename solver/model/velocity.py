@@ -456,6 +456,20 @@ class MLPField:
             out[mask] = model._evaluate(self._nodes[slab], x[mask])
         return out
 
+    def jacobian(self, t: float, x: np.ndarray) -> np.ndarray:
+        """∂v/∂x at ``x`` (shape=(n, d)) for one time t, shape=(n, d, d):
+        [n, i, k] = ∂v_i/∂x_k = χ Σ_m W2_im a'(z_m) W1_mk + h_i ∂χ/∂x_k."""
+        model = self.model
+        p = self._nodes[model._slab_of(t)]
+        z = x @ p.W1.T + p.b1
+        hidden = model._act.value(z)
+        slope = model._act.derivative(z)  # (n, m)
+        W2 = np.eye(model.dim) if model.layers == 1 else p.W2
+        h = hidden if model.layers == 1 else hidden @ p.W2.T + p.b2
+        chi = model.domain.cutoff(x)
+        inner = np.einsum("im,nm,mk->nik", W2, slope, p.W1)
+        return chi[:, None, None] * inner + h[:, :, None] * model.domain.cutoff_gradient(x)[:, None, :]
+
     def kinks(self, t: float | np.ndarray, x: np.ndarray) -> np.ndarray | None:
         """Pre-activations z = W1(t) x + b1(t) (shape=(n, width)) if a is not smooth, else None.
 

@@ -1,0 +1,142 @@
+"""Time to the certified target, side by side: the PDE with each transport scheme against the Euler
+neural ODE (issue 21). One command, one report:
+
+    .venv/bin/python scripts/bench_schemes.py --out bench-schemes [--problems moons,circles,blobs,spirals]
+
+Per problem of the learning suite (``bench_lib/learning.py``: the same problem files, targets and
+peer schedules): ``mpirun -n 2 python -m solver train`` with ``solver.scheme = "rk3"`` and with
+``"sl"``, and the Euler neural ODE (the same velocity model and initial θ, Adam, one thread). The
+PDE's time to the certified target is the training time (optimizer and certification checks) up
+to the first check whose characteristics reach the target with the logits within the tolerance
+(``bench_time_to_accuracy.time_to_target``); the peer has no certification, its time is to its
+first iteration at the target. Writes ``report.md`` and ``results.json`` (with the commit and the
+machine's load) into ``--out``.
+"""
+
+from __future__ import annotations
+
+# mpi4py before dolfinx (imported through solver): dolfinx needs the MPI library mpi4py loads.
+from mpi4py import MPI  # noqa: F401
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_lib import learning, machine, peer  # noqa: E402
+from bench_lib.common import PROBLEMS, ROOT, Bench, write_config  # noqa: E402
+from solver.config import load_config  # noqa: E402
+from solver.learn.train import load_dataset  # noqa: E402
+
+SCHEMES = ("rk3", "sl")
+SECTION = "schemes"
+
+
+def scheme_changes(source: Path, scheme: str, quick: bool) -> dict:
+    """The problem file's changes for a scheme: "sl" runs P2 on half the cells per direction (in
+    2D the nodes of P1 on the problem's mesh; measured on the trained moons θ, P2 on 16 cells
+    was 3× closer to the characteristics than P1 on 32: ``scripts/bench_schemes.py`` reports the
+    dofs and the final difference)."""
+    changes = learning.config_changes(source, quick)
+    changes["solver"] = {"scheme": scheme}
+    if scheme == "sl":
+        mesh = load_config(source).mesh
+        cells = changes.get("mesh", {}).get("cells", mesh.cells)
+        changes["mesh"] = {"cells": max(2, -(-cells // 2)), "degree": 2} if mesh.degree == 1 else {"cells": cells}
+    return changes
+
+
+def commit() -> str:
+    done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
+    return done.stdout.strip() or "unknown"
+
+
+def euler_peer(bench: Bench, python: Path, name: str, config, dataset, target: float) -> dict:
+    iterations, lr = learning.peer_schedule(name, bench.quick)
+    arrays = dict(X_train=dataset.X_train, y_train=dataset.y_train, X_test=dataset.X_test,
+                  y_test=dataset.y_test, **peer.initial_theta(config))
+    spec = dict(peer.model_spec(config, dataset.num_classes, "euler"), optimizer="adam", lr=lr,
+                iterations=iterations, seed=config.train.seed, mode="train", target_accuracy=target)
+    bench.progress(SECTION, name, f"peer euler, {iterations} Adam iterations")
+    r = peer.run_job(bench, python, f"schemes-{name}-euler", spec, arrays)
+    return dict(time_to_target=r["time_to_target"], iteration_at_target=r["iteration_at_target"],
+                test_accuracy=r["test_accuracy"], seconds=r["train_time"], iterations=r["iterations"])
+
+
+def run(bench: Bench, names: list[str], python: Path) -> dict:
+    out = bench.results.setdefault("problems", {})
+    for name in names:
+        source, target = PROBLEMS / learning.PROBLEM_SUITE[name][0], learning.PROBLEM_SUITE[name][1]
+        row = dict(target=target)
+        for scheme in SCHEMES:
+            changes = scheme_changes(source, scheme, bench.quick)
+            path = write_config(source, bench.out / "configs" / f"{name}-{scheme}.toml", changes)
+            pde = learning.train_pde(bench, f"{name}-{scheme}", path, target, SECTION)
+            pde.pop("history", None)
+            pde["degree"] = load_config(path).mesh.degree
+            row[scheme] = pde
+        config = load_config(bench.out / "configs" / f"{name}-rk3.toml")
+        dataset = load_dataset(config, config.domain_object())
+        row["euler"] = euler_peer(bench, python, name, config, dataset, target)
+        out[name] = row
+        bench.save()
+    return out
+
+
+def report(bench: Bench) -> str:
+    info = bench.results["machine"]
+    lines = [
+        "# Transport schemes: time to the certified target against the Euler neural ODE",
+        "",
+        f"`{bench.results['command']}` at commit `{bench.results['commit']}`, {info['date']}; "
+        f"load average at start {info['load_average_at_start']}, at end {bench.results['load_at_end']} "
+        f"({info['cores']} cores; other jobs beside the run make the times upper bounds).",
+        "",
+        "PDE: `mpirun -n 2 python -m solver train` of the problem file with `solver.scheme` set; time to "
+        "the first certification check at the target (optimizer and checks on the clock). Peer: the "
+        "Euler neural ODE, Adam, one thread, time to its first iteration at the target (no certification).",
+        "",
+        "| problem | target | scheme | mesh | dofs | iterations | s / iteration | time to target "
+        "| time to certified target | Euler peer time to target | certified / peer |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    show = lambda v: "—" if v is None else f"{v:.3g} s"  # noqa: E731
+    for name, row in bench.results["problems"].items():
+        peer_time = row["euler"]["time_to_target"]
+        for scheme in SCHEMES:
+            r = row[scheme]
+            ratio = ("—" if r["certified_time_to_target"] is None or not peer_time
+                     else f"{r['certified_time_to_target'] / peer_time:.2f}")
+            per = r["seconds"] / max(1, r["iterations"])
+            mesh = f"{'DG' if scheme == 'rk3' else 'P'}{r['degree']}, {r['mesh_cells']} cells"
+            lines.append(f"| {name} | {row['target']} | {scheme} | {mesh} | {r['dofs']} | {r['iterations']} | {per:.3f} | "
+                         f"{show(r['time_to_target'])} | {show(r['certified_time_to_target'])} | "
+                         f"{show(peer_time)} | {ratio} |")
+    lines += ["", "s / iteration: the run's wall seconds (set-up, checks and outputs included) over its iterations."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("bench-schemes"))
+    parser.add_argument("--problems", default="moons,circles,blobs,spirals")
+    parser.add_argument("--quick", action="store_true", help="tiny meshes and few iterations (tests)")
+    args = parser.parse_args()
+    names = [n for n in args.problems.split(",") if n]
+    unknown = [n for n in names if n not in learning.PROBLEM_SUITE]
+    if unknown:
+        parser.error(f"unknown problems {unknown}; choose from {list(learning.PROBLEM_SUITE)}")
+    bench = Bench(args.out.resolve(), args.quick, repeats=1)
+    bench.results.update(machine=machine.describe(), commit=commit(), command=" ".join(["scripts/bench_schemes.py"] + sys.argv[1:]))
+    python = peer.ensure_peer(bench)
+    run(bench, names, python)
+    bench.results["load_at_end"] = machine.load_average()
+    bench.save()
+    (bench.out / "report.md").write_text(report(bench))
+    print((bench.out / "report.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

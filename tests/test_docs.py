@@ -12,6 +12,7 @@ collective, and every rank checks the same files.
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 import subprocess
@@ -56,14 +57,15 @@ def anchors(path: Path) -> set[str]:
     return {slug(h) for h in re.findall(r"^#+ (.+)$", text, re.M)}
 
 
-def repository_files() -> set[Path]:
+@functools.cache
+def repository_files() -> frozenset[Path]:
     """Tracked and untracked-but-not-ignored files: what a fresh clone of this commit holds
     (once committed), so a link to a generated or ignored file does not count."""
     done = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
                           cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:  # not a git checkout: the files that exist
-        return {p.relative_to(ROOT) for p in ROOT.rglob("*") if p.is_file()}
-    return {Path(line) for line in done.stdout.splitlines()}
+        return frozenset(p.relative_to(ROOT) for p in ROOT.rglob("*") if p.is_file())
+    return frozenset(Path(line) for line in done.stdout.splitlines())
 
 
 def links(text: str) -> list[str]:

@@ -230,3 +230,15 @@ def test_prose_copies_no_measured_number(page):
     found = MEASURED.findall(prose(read(page)))
     assert not found, (f"{page.name} quotes measured numbers {found}: link to the generated report "
                        f"(docs/benchmarks/, docs/experiments/) and name the command that measures them")
+
+
+@pytest.mark.serial  # its relative paths are each rank's own working directory
+def test_the_readme_python_example_runs(tmp_path, monkeypatch, capsys):
+    """The README's Python block, as written, in an empty working directory."""
+    (block,) = code_blocks(read(README), "python")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, "README.md", "exec"), {"__name__": "readme_example"})
+    score, certified, resolution = capsys.readouterr().out.split(" ", 2)
+    assert 0.5 < float(score) <= 1.0 and certified in ("True", "False") and "cells" in resolution
+    assert (tmp_path / "runs" / "moons-sklearn" / "theta.npz").is_file()
+    assert (tmp_path / "moons.onnx").is_file()

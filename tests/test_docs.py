@@ -201,6 +201,26 @@ def test_every_subpackage_is_in_the_layout():
     assert packages and packages <= listed, packages - listed
 
 
+def test_the_estimators_parameters_are_documented():
+    """docs/python-api.md's table maps every FlowClassifier parameter to its problem-file key,
+    and names no other."""
+    from solver.estimator import PARAMETERS
+
+    text = read(DOCS / "python-api.md")
+    documented = dict(re.findall(r"\| `(\w+)` \| `(\w+\.\w+)` ", text))
+    assert documented == {name: f"{section}.{key}" for name, (section, key) in PARAMETERS.items()}
+
+
+def test_the_run_directory_files_and_history_columns_are_documented():
+    from solver.rundir import store
+    from solver.rundir.files import MARKER
+
+    text = read(DOCS / "outputs.md")
+    names = [MARKER, store.CONFIG, store.THETA, store.CHECKPOINT, store.HISTORY, store.METRICS,
+             store.COMPARISON, *store.HISTORY_COLUMNS]
+    assert not [name for name in names if f"`{name}`" not in text]
+
+
 def test_the_csv_example_is_a_problem_the_solver_accepts(tmp_path):
     """The worked example of docs/problem-files.md, written to files: the config loads and the
     data set is built from the CSV file (what ``train`` does before it builds a mesh)."""

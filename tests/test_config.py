@@ -198,21 +198,23 @@ def test_checks_shared_with_the_library(section, key, value, message):
 
 
 @pytest.mark.serial  # a subprocess: under mpirun it would inherit the rank's MPI environment
-def test_readme_table_of_keys_is_current():
-    """The README's table of keys and defaults is the one scripts/config_table.py generates from
-    the dataclasses (regenerate: python scripts/config_table.py --write README.md)."""
+def test_docs_table_of_keys_is_current():
+    """The table of keys and defaults in docs/problem-files.md is the one scripts/config_table.py
+    generates from the dataclasses (regenerate: python scripts/config_table.py --write
+    docs/problem-files.md)."""
     root = Path(__file__).parent.parent
+    page = root / "docs" / "problem-files.md"
     done = subprocess.run([sys.executable, str(root / "scripts" / "config_table.py"), "--check",
-                           str(root / "README.md")], capture_output=True, text=True, timeout=60)
+                           str(page)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     # and the table holds every key of every dataclass section, with the resolved default
     from solver.config import SECTION_KEYS
 
-    readme = (root / "README.md").read_text(encoding="utf-8")
+    text = page.read_text(encoding="utf-8")
     for section, keys in SECTION_KEYS.items():
         for key in keys:
-            assert f"| `{key}` |" in readme, f"{section}.{key}"
-    assert f"| `test_fraction` | `{config_from_dict({}).data.test_fraction:g}` |" in readme
+            assert f"| `{key}` |" in text, f"{section}.{key}"
+    assert f"| `test_fraction` | `{config_from_dict({}).data.test_fraction:g}` |" in text
 
 
 @pytest.mark.parametrize("sections, absent", [("TRAIN_SECTIONS", {"terminal"}),

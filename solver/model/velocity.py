@@ -467,7 +467,7 @@ class MLPField:
         W2 = np.eye(model.dim) if model.layers == 1 else p.W2
         h = hidden if model.layers == 1 else hidden @ p.W2.T + p.b2
         chi = model.domain.cutoff(x)
-        inner = np.einsum("im,nm,mk->nik", W2, slope, p.W1)
+        inner = (W2 * slope[:, None, :]) @ p.W1  # (n, d, m) @ (m, d)
         return chi[:, None, None] * inner + h[:, :, None] * model.domain.cutoff_gradient(x)[:, None, :]
 
     def kinks(self, t: float | np.ndarray, x: np.ndarray) -> np.ndarray | None:

@@ -4,16 +4,19 @@ the RK4 substeps, Taylor tests of its discrete adjoint per block on 1 and 2 rank
 
 from mpi4py import MPI
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from solver.config import load_config
+from solver.config import config_from_dict, load_config
 from solver.errors import InputError
 from solver.fem.mesh import create_mesh
 from solver.fem.pointeval import PointEvaluator
 from solver.fem.semilagrangian import SemiLagrangianSolver
 from solver.learn.reduced import ReducedFunctional
 from solver.learn.taylor import taylor_remainders
+from solver.learn.train import Problem, train
 from solver.model import characteristics
 from solver.model.domain import Ball, Box
 from solver.model.velocity import VelocityModel
@@ -197,3 +200,31 @@ def test_field_jacobian_and_point_cotangents(domain, layers):
     g = np.random.default_rng(1).standard_normal(x.shape)
     _, gx = model.slab_vjp(model.params_at(theta, 0.3), x, g, points=True)
     assert np.abs(gx - np.einsum("ni,nik->nk", g, differences)).max() < 1e-8
+
+
+SMALL_SL = dict(
+    mesh=dict(cells=8, degree=2),
+    field=dict(width=6, slabs=3),
+    data=dict(kind="moons", points=200, test_fraction=0.2),
+    solver=dict(scheme="sl"),
+    train=dict(iterations=6, save_every=2, max_step=2.0, check_every=3),
+    output=dict(png=False, vtx=False, animation=False),
+)
+
+
+def test_training_with_the_scheme_resumes_to_the_same_iterates(comm, tmp_path_factory):
+    """Training on "sl" lowers the loss, is certified against the characteristics, and 4
+    iterations resumed to 6 reach the iterate of 6 in one go."""
+    def directory():
+        return comm.bcast(str(tmp_path_factory.mktemp("run")) if comm.rank == 0 else None, root=0)
+
+    whole, parts = directory(), directory()
+    six = config_from_dict(SMALL_SL)
+    four = config_from_dict({**SMALL_SL, "train": dict(SMALL_SL["train"], iterations=4)})
+    outcome = train(comm, Problem.build(comm, six), Path(whole))
+    assert outcome.problem.solver.scheme == "sl"
+    assert outcome.history[-1]["loss"] < outcome.history[0]["loss"] / 2
+    assert outcome.check.close  # within train.tolerance of the characteristics
+    train(comm, Problem.build(comm, four), Path(parts))
+    resumed = train(comm, Problem.build(comm, six), Path(parts), resume=True)
+    np.testing.assert_allclose(resumed.state.p, outcome.state.p, rtol=0, atol=1e-12)

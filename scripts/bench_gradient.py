@@ -44,6 +44,8 @@ import numpy as np
 
 from solver.config import SolverConfig, load_config
 from solver.model.domain import Box
+from solver.fem.affine import transported_components
+from solver.fem.semilagrangian import SemiLagrangianSolver
 from solver.fem.transport import TransportSolver
 from solver.fem.mesh import create_mesh
 from solver.learn.reduced import ReducedFunctional
@@ -139,12 +141,17 @@ def peak_memory_per_rank(comm) -> list[int]:
     return comm.allgather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 
 
-def measure(comm, case, n: int, repeats: int, stage_memory: int | None = None) -> dict:
+def measure(comm, case, n: int, repeats: int, stage_memory: int | None = None, scheme: str = "rk3") -> dict:
     """Forward and value+gradient times of ``case`` at N = n, paired medians (collective).
-    ``stage_memory``: the solver's, bytes per rank (None: "auto", the default)."""
+    ``stage_memory``: the solver's, bytes per rank (None: "auto", the default); ``scheme``:
+    "rk3" (DG, the case's degree) or "sl" (continuous P of the case's degree)."""
     mesh = create_mesh(comm, case.domain, case.cells)
-    solver = TransportSolver(mesh, degree=case.degree, num_components=case.num_classes, checkpoint_every=4,
-                             stage_memory=stage_memory)
+    components = transported_components(case.num_classes, case.domain.dim)
+    if scheme == "sl":
+        solver = SemiLagrangianSolver(mesh, degree=case.degree, num_components=components)
+    else:
+        solver = TransportSolver(mesh, degree=case.degree, num_components=components, checkpoint_every=4,
+                                 stage_memory=stage_memory)
     X, y = case.data(n)
     J = ReducedFunctional(solver, case.model, X[comm.rank :: comm.size], y[comm.rank :: comm.size],
                           case.num_classes, **case.objective)
@@ -152,16 +159,16 @@ def measure(comm, case, n: int, repeats: int, stage_memory: int | None = None) -
     J.value_and_gradient(p)  # compile forms, warm caches
     J.freeze_steps(J.last.steps)
     forward, gradient, ratio = paired_times(comm, lambda: J(p), lambda: J.value_and_gradient(p), repeats)
-    row = dict(N=n, K=case.num_classes, dofs=solver.num_dofs_global, steps=int(sum(J.last.steps)), forward_s=forward,
+    row = dict(N=n, K=case.num_classes, components=components, scheme=scheme, dofs=solver.num_dofs_global, steps=int(sum(J.last.steps)), forward_s=forward,
                value_and_gradient_s=gradient, ratio=ratio, parameters=J.split(p),
-               stage_memory=solver.stage_memory)
+               stage_memory=getattr(solver, "stage_memory", 0) or 0)
     J.destroy()
     solver.destroy()
     return row
 
 
 def ratio_table(comm, names: list[str], theta: Path | None, repeats: int, stage_memory: int | None,
-                quick: bool = False, json_path: Path | None = None) -> None:
+                quick: bool = False, json_path: Path | None = None, scheme: str = "rk3") -> None:
     """The gradient ratio table: per case, forward s, value+gradient s and their ratio (printed,
     and written to ``json_path`` if given)."""
     cases = QUICK_CASES if quick else TABLE_CASES
@@ -171,25 +178,25 @@ def ratio_table(comm, names: list[str], theta: Path | None, repeats: int, stage_
     rows = []
     for name in names:
         label, make, n = cases[name]
-        row = measure(comm, make(theta), n, repeats, stage_memory)
+        row = measure(comm, make(theta), n, repeats, stage_memory, scheme)
         rows.append((label, row, max(peak_memory_per_rank(comm))))
         if comm.rank == 0:  # as it goes: the DG2 case takes minutes
             print(f"{label}: forward {row['forward_s']:.3f} s, value+gradient {row['value_and_gradient_s']:.3f} s",
                   flush=True)
     if comm.rank == 0:
         budget = "auto" if stage_memory is None else f"{stage_memory / 2**20:.0f} MiB"
-        print(f"{comm.size} rank(s), N = 10³, stage_memory {budget}, medians of {repeats} paired measurements"
+        print(f"scheme {scheme}, {comm.size} rank(s), N = 10³, stage_memory {budget}, medians of {repeats} paired measurements"
               + (f", parameters of {theta}" if theta else ", initial parameters"))
-        print("| case | dofs × K | steps | stage memory | forward s | value + gradient s | gradient / forward "
+        print("| case | dofs × components | steps | stage memory | forward s | value + gradient s | gradient / forward "
               "| peak RSS so far |")
         print("|---|---|---|---|---|---|---|---|")
         for label, r, rss in rows:
-            print(f"| {label} | {r['dofs']:,} × {r['K']} | {r['steps']} | {r['stage_memory'] / 2**20:.0f} MiB | "
+            print(f"| {label} | {r['dofs']:,} × {r['components']} | {r['steps']} | {r['stage_memory'] / 2**20:.0f} MiB | "
                   f"{r['forward_s']:.3f} | {r['value_and_gradient_s']:.3f} | {r['ratio'] - 1:.2f} | "
                   f"{rss / 2**20:.0f} MiB |")
         if json_path:
             json_path.write_text(json.dumps(dict(
-                ranks=comm.size, repeats=repeats, theta=str(theta) if theta else None,
+                ranks=comm.size, repeats=repeats, theta=str(theta) if theta else None, scheme=scheme,
                 stage_memory="auto" if stage_memory is None else stage_memory,
                 rows=[dict(case=name, label=label, peak_rss_bytes=rss, **{k: v for k, v in r.items() if k != "parameters"})
                       for name, (label, r, rss) in zip(names, rows)]), indent=1))
@@ -206,6 +213,7 @@ def main() -> None:
     parser.add_argument("--cases", default=None, help=f"the gradient ratio table of these cases instead: "
                         f"comma-separated, of {','.join(TABLE_CASES)}")
     parser.add_argument("--theta", type=Path, default=None, help="--cases: the peaks cases' parameters (a run's theta.npz)")
+    parser.add_argument("--scheme", choices=("rk3", "sl"), default="rk3", help="the transport scheme (solver.scheme)")
     parser.add_argument("--stage-memory", default=SolverConfig.stage_memory,
                         help='the solver\'s stage_memory: MiB per rank, or "auto" (the default)')
     args = parser.parse_args()
@@ -213,7 +221,7 @@ def main() -> None:
     stage_memory = None if args.stage_memory == "auto" else int(args.stage_memory) * 2**20
     if args.cases:
         ratio_table(comm, args.cases.split(","), args.theta, 1 if args.quick else args.repeats, stage_memory,
-                    args.quick, args.json)
+                    args.quick, args.json, args.scheme)
         return
     cells, sizes, repeats = args.cells, [int(s) for s in args.sizes.split(",")], args.repeats
     if args.quick:
@@ -221,7 +229,7 @@ def main() -> None:
     case = ConfigCase(args.config) if args.config else DefaultCase(cells)
     rows = []
     for n in sizes:
-        row = measure(comm, case, n, repeats)
+        row = measure(comm, case, n, repeats, scheme=args.scheme)
         theta, A, b = row.pop("parameters")
         rows.append(row)
     memory = peak_memory_per_rank(comm)

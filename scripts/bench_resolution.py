@@ -30,6 +30,7 @@ from mpi4py import MPI
 from solver.config import load_config
 from solver.fem import refine
 from solver.fem.mesh import create_mesh, min_cell_size
+from solver.fem.affine import transported_components
 from solver.fem.transport import TransportSolver
 from solver.learn.reduced import ReducedFunctional
 from solver.learn.train import load_dataset
@@ -41,7 +42,8 @@ from solver.rundir import store
 
 def measure(comm, mesh, degree, config, dataset, model, p, label: str) -> np.ndarray:
     """Print one row; return this rank's training points' logit errors."""
-    solver = TransportSolver(mesh, degree=degree, num_components=dataset.num_classes, cfl=config.solver.cfl)
+    solver = TransportSolver(mesh, degree=degree, num_components=transported_components(dataset.num_classes, mesh.geometry.dim),
+                             cfl=config.solver.cfl)
     mine = rank_share(comm, len(dataset.y_train))
     X, y = dataset.X_train[mine], dataset.y_train[mine]
     tc = config.train

@@ -7,7 +7,12 @@ equation ∂t u + v·∇u = 0 with terminal value u(T, ·) = f; the prediction i
 # mpi4py before dolfinx: dolfinx needs the MPI library mpi4py loads (else libmpi.so.12 is not found).
 from mpi4py import MPI  # noqa: F401
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:  # the one version number is pyproject.toml's, read from the installed metadata
+    __version__ = version("transport-inverse")
+except PackageNotFoundError:  # a checkout on sys.path that was never installed
+    __version__ = "0+unknown"
 
 
 def __getattr__(name: str):

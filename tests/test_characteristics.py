@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from solver.model.characteristics import CharacteristicsResult, flow, solve, trajectories
-from solver.model.domain import Ball, Box
+from solver.model.domain import Box
 from solver.errors import InputError
 from solver.model.velocity import RigidRotation, VelocityModel
 

@@ -8,7 +8,6 @@ import gc
 import os
 import signal
 
-import numpy as np
 import pytest
 
 from solver import guards, stopping

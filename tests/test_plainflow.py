@@ -23,7 +23,6 @@ from solver.resnet.onnx_builder import OnnxGraph
 from solver.plain2resnet.flow import (
     activation_flow,
     convergence_study,
-    discretize,
     embedding_dimension,
     fitted_order,
     flow_map,

@@ -42,7 +42,7 @@ def test_training_reduces_the_loss(comm, tmp_path_factory):
     out = shared_directory(comm, tmp_path_factory)
     problem = Problem.build(comm, config)
     outcome = train(comm, problem, out)
-    state, history, problem = outcome.state, outcome.history, outcome.problem
+    history, problem = outcome.history, outcome.problem
     first, last = history[0]["loss"], history[-1]["loss"]
     print(f"\nloss {first:.4f} -> {last:.4f}, train accuracy {history[-1]['train_accuracy']:.3f}")
     assert last < first / 3, (first, last)

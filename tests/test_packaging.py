@@ -9,9 +9,11 @@ next to the development venv's dependencies instead.
 import importlib.metadata
 import importlib.resources
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -74,11 +76,20 @@ animation = false
 @pytest.mark.serial
 def test_wheel_trains_on_a_disk(tmp_path):
     """Build the wheel, install it alone into a directory, and train a disk from elsewhere."""
+    # From a copy of what the wheel is made of: setuptools builds in the project's build/.
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, src / name)
+    for name in ("solver", "meshes"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1")
     pip = [sys.executable, "-m", "pip"]
     subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "wheel"),
-                          str(ROOT)], check=True, env=env, cwd=tmp_path)
+                          str(src)], check=True, env=env, cwd=tmp_path)
     wheel = next((tmp_path / "wheel").glob("transport_inverse-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"solver/meshes/disk.geo", "solver/meshes/ball.geo", "solver/fem/gradient_kernels.c"} <= names
     subprocess.run(pip + ["install", "--no-deps", "-q", "--target", str(tmp_path / "site"), str(wheel)],
                    check=True, env=env, cwd=tmp_path)
     (tmp_path / "disk.toml").write_text(DISK)

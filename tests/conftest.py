@@ -1,6 +1,7 @@
 # mpi4py before dolfinx: dolfinx needs the MPI library mpi4py loads (else libmpi.so.12 is not found).
 from mpi4py import MPI
 
+import gc
 import os
 import sys
 
@@ -28,3 +29,17 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def comm():
     return MPI.COMM_WORLD
+
+
+@pytest.fixture(autouse=True)
+def _collect_and_synchronise():
+    """After every test (as DOLFINx's conftest does): collect its garbage, then wait for all ranks.
+
+    PETSc/dolfinx objects of a parallel mesh must be destroyed on all ranks together; collecting
+    here, at the same point on every rank, keeps a later automatic collection from destroying
+    them on one rank inside another test's collective. The barrier keeps a fast rank from
+    starting the next test (and its files) while another still finishes this one.
+    """
+    yield
+    gc.collect()
+    MPI.COMM_WORLD.Barrier()

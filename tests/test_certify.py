@@ -50,8 +50,6 @@ def test_a_drifting_3d_problem_ends_within_tolerance(comm, tmp_path_factory):
     assert adapted.check.test.accuracy_pde == adapted.check.test.accuracy_characteristics
     for outcome in (fixed, adapted):
         outcome.problem.destroy()
-    gc.collect()
-    comm.Barrier()
 
 
 def test_the_final_check_raises_the_degree_then_refines_locally(comm, tmp_path_factory):
@@ -74,8 +72,6 @@ def test_the_final_check_raises_the_degree_then_refines_locally(comm, tmp_path_f
     assert compared["dofs"] == outcome.problem.solver.num_dofs_global
     assert compared["test"]["max_logit_difference"] == pytest.approx(outcome.check.test.max_logit_difference, abs=1e-8)
     outcome.problem.destroy()
-    gc.collect()
-    comm.Barrier()
 
 
 @pytest.mark.slow
@@ -91,8 +87,6 @@ def test_refine_and_resume_end_at_the_same_theta(comm, tmp_path_factory):
     assert resumed.problem.resolution == whole.problem.resolution
     for outcome in (whole, part, resumed):
         outcome.problem.destroy()
-    gc.collect()
-    comm.Barrier()
 
 
 @pytest.mark.slow
@@ -110,8 +104,6 @@ def test_one_and_two_ranks_take_the_same_path(comm, tmp_path_factory):
     assert difference < 1e-8
     for outcome in (alone, together):
         outcome.problem.destroy()
-    gc.collect()
-    comm.Barrier()
 
 
 def test_agreement_counts_and_maxima_are_global(comm):
@@ -258,8 +250,6 @@ def test_a_too_coarse_mesh_fails_the_monte_carlo_check_and_is_refined(comm, visc
     assert (finer.cells, finer.degree) == (3, 2) and len(finer.marks) == 1 and len(finer.marks[0]) > 0
     assert all(other == finer for other in comm.allgather(finer))
     coarse.destroy()
-    gc.collect()
-    comm.Barrier()
 
 
 def test_the_monte_carlo_check_is_the_same_on_one_rank_and_all(comm, viscous_run):
@@ -274,8 +264,6 @@ def test_the_monte_carlo_check_is_the_same_on_one_rank_and_all(comm, viscous_run
         for key, value in together[name].items():
             assert one[name][key] == pytest.approx(value, abs=1e-10), (name, key)
     alone.destroy()
-    gc.collect()
-    comm.Barrier()
 
 
 def test_inviscid_checks_keep_their_fields(comm):

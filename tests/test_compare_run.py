@@ -60,8 +60,6 @@ def test_compare_a_trained_run(comm, trained_run):
     assert result["resnet"]["midpoint"][-1]["order"] >= 1.8
     written = store.read_json(trained_run / store.COMPARISON)
     assert written["test"]["label_agreement"] == result["test"]["label_agreement"]
-    gc.collect()
-    comm.Barrier()
 
 
 def test_a_broken_run_is_one_input_error(comm, trained_run, tmp_path_factory):
@@ -78,4 +76,3 @@ def test_a_broken_run_is_one_input_error(comm, trained_run, tmp_path_factory):
     comm.Barrier()
     with pytest.raises(InputError, match="theta.npz: cannot read learned parameters: the file is empty or truncated"):
         compare_run(comm, broken)
-    comm.Barrier()

@@ -3,7 +3,6 @@ each must finish and reach what its prose promises."""
 
 from mpi4py import MPI
 
-import gc
 import importlib.util
 from pathlib import Path
 
@@ -17,11 +16,7 @@ def run_demo(name: str, *argv: str) -> dict:
     spec = importlib.util.spec_from_file_location(f"demo_{name}", DEMOS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    try:
-        return module.main(["--quick", *argv])
-    finally:
-        gc.collect()
-        MPI.COMM_WORLD.Barrier()
+    return module.main(["--quick", *argv])
 
 
 def shared_directory(comm, tmp_path_factory) -> Path:

@@ -8,7 +8,6 @@ non-serial ones (grid search, save/load, 1 against 2 ranks, bad parameters) show
 
 from mpi4py import MPI
 
-import gc
 import warnings
 import zipfile
 from pathlib import Path
@@ -67,8 +66,6 @@ def _quiet():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UncertifiedWarning)
         yield
-    gc.collect()
-    MPI.COMM_WORLD.Barrier()
 
 
 @pytest.mark.serial  # all ranks would repeat the same 50 checks

@@ -52,7 +52,6 @@ def test_pairs_into_columns_and_combine_equal_numpy():
     alias = x.copy()
     combine(alias, [(2.0, alias), (1.0, y)])  # out may be one of the terms
     assert np.allclose(alias, 2.0 * x + y, rtol=1e-15, atol=1e-15)
-    MPI.COMM_WORLD.Barrier()
 
 
 def test_pair_rows_equal_pair_columns():

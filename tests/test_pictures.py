@@ -4,7 +4,6 @@ pictures are in data coordinates."""
 
 from mpi4py import MPI  # noqa: F401
 
-import gc
 
 import numpy as np
 import pytest
@@ -52,8 +51,6 @@ def test_training_writes_the_animation_and_labelled_pictures(comm, tmp_path_fact
     frames, size = gif_frames(run / "flow.gif")
     assert frames == FRAMES and min(size) > 100
     problem.destroy()
-    gc.collect()
-    comm.Barrier()
 
 
 def test_frames_are_states_of_the_solve_from_0_to_T(comm):
@@ -73,8 +70,6 @@ def test_frames_are_states_of_the_solve_from_0_to_T(comm):
     # fewer states than frames: one frame per state
     assert len(frame_states(result, 10**6)) == len(result.trajectory.states) + 1
     problem.destroy()
-    gc.collect()
-    comm.Barrier()
 
 
 def test_a_3d_run_shows_slices_through_its_data(comm, tmp_path_factory):
@@ -91,8 +86,6 @@ def test_a_3d_run_shows_slices_through_its_data(comm, tmp_path_factory):
         assert (run / name).stat().st_size > 0, name
     assert gif_frames(run / "flow.gif")[0] == 4
     problem.destroy()
-    gc.collect()
-    comm.Barrier()
 
 
 def test_views_draw_in_data_coordinates():

@@ -427,7 +427,6 @@ def test_command_writes_onnx_npz_json(tmp_path):
     # An existing output is not overwritten without --force: the same InputError on every rank.
     with pytest.raises(InputError, match="--force"):
         args.run(comm, args)
-    comm.Barrier()
 
 
 @pytest.mark.parametrize(
@@ -449,4 +448,3 @@ def test_command_bad_input_is_an_input_error_on_every_rank(argv, phrase, tmp_pat
     args = _args(*(a.format(root=root) for a in argv), "--out", f"{root}/new.onnx")
     with pytest.raises(InputError, match=phrase.replace(".", r"\.")):
         args.run(comm, args)
-    comm.Barrier()

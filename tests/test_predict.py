@@ -61,8 +61,6 @@ def test_predict_gives_the_labels_of_compare(comm, trained_run, compared, tmp_pa
     np.testing.assert_allclose(np.array([[float(v) for v in r[3:]] for r in rows]), z / z.sum(axis=1, keepdims=True),
                                atol=1e-8)
     np.testing.assert_array_equal(np.array([[float(v) for v in r[:2]] for r in rows]), X)
-    gc.collect()
-    comm.Barrier()
 
 
 def test_the_three_methods_and_the_grid(comm, trained_run, tmp_path_factory):  # noqa: F811
@@ -81,8 +79,6 @@ def test_the_three_methods_and_the_grid(comm, trained_run, tmp_path_factory):  #
         assert (work / f"map-{method}.png").stat().st_size > 0
     assert np.mean(labels["pde"] == labels["characteristics"]) >= 0.95
     assert np.mean(labels["resnet"] == labels["characteristics"]) >= 0.95
-    gc.collect()
-    comm.Barrier()
 
 
 @pytest.mark.parametrize("text, fragments", [

@@ -3,7 +3,6 @@ killed with SIGKILL and resumed ends where an uninterrupted run ends, and bad co
 
 from mpi4py import MPI
 
-import gc
 import os
 import signal
 import subprocess
@@ -49,8 +48,6 @@ def test_training_reduces_the_loss(comm, tmp_path_factory):
     assert history[-1]["train_accuracy"] >= 0.9
     assert [h["iteration"] for h in history] == list(range(9))
     problem.J.destroy()
-    gc.collect()
-    comm.Barrier()
 
 
 def test_resume_reaches_the_same_iterates(comm, tmp_path_factory):
@@ -65,8 +62,6 @@ def test_resume_reaches_the_same_iterates(comm, tmp_path_factory):
     state_parts, history = resumed.state, resumed.history
     assert state_parts.iteration == 6 and len(history) == 7
     np.testing.assert_allclose(state_parts.p, state_whole.p, rtol=0, atol=1e-12)
-    gc.collect()
-    comm.Barrier()
 
 
 def test_stage_memory_reaches_the_solver(comm):
@@ -82,8 +77,6 @@ def test_stage_memory_reaches_the_solver(comm):
     assert kept * step_bytes + solver._kept_bytes <= 2**20
     assert kept == steps or (kept + 1) * step_bytes + solver._kept_bytes > 2**20
     problem.J.destroy()
-    gc.collect()
-    comm.Barrier()
 
 
 def test_stage_memory_auto_is_a_share_of_the_available_memory(comm):
@@ -101,8 +94,6 @@ def test_stage_memory_auto_is_a_share_of_the_available_memory(comm):
     assert 0.8 * AUTO_STAGE_SHARE * min(before, after) <= budget <= 1.2 * AUTO_STAGE_SHARE * max(before, after)
     assert len(solver._stage_pool) == sum(problem.J.last.steps)
     problem.J.destroy()
-    gc.collect()
-    comm.Barrier()
 
 
 def test_warm_start_from_a_run(comm, tmp_path_factory):
@@ -122,8 +113,6 @@ def test_warm_start_from_a_run(comm, tmp_path_factory):
     missing = config_from_dict({**SMALL, "train": dict(SMALL["train"], init=str(first / "nothing"))})
     with pytest.raises(InputError, match="nothing does not exist"):
         initial_parameters(Problem.build(comm, missing))
-    gc.collect()
-    comm.Barrier()
 
 
 def test_resume_from_a_missing_or_broken_checkpoint(comm, tmp_path_factory):
@@ -139,8 +128,6 @@ def test_resume_from_a_missing_or_broken_checkpoint(comm, tmp_path_factory):
     with pytest.raises(InputError, match="checkpoint.npz: cannot read the checkpoint: the file is empty or truncated"):
         train(comm, problem, out, resume=True)
     problem.J.destroy()
-    gc.collect()
-    comm.Barrier()
 
 
 def test_bad_training_configs(comm):

@@ -12,7 +12,6 @@ from solver.config import config_from_dict
 from solver.errors import InputError
 from solver.learn import certify
 from solver.learn.train import Problem, train
-from test_train import shared_directory
 
 # Circles in 3D on a 5³ DG1 mesh: without resolution control the optimizer drifts into the
 # discretization error (measured: 100% train accuracy reported after 20 iterations while the
@@ -28,17 +27,17 @@ DRIFTS = dict(
 )
 
 
-def run(comm, tmp_path_factory, resume_from=None, **train_keys):
+def run(comm, shared_directory, resume_from=None, **train_keys):
     config = config_from_dict({**DRIFTS, "train": {**DRIFTS["train"], **train_keys}})
-    out = resume_from or shared_directory(comm, tmp_path_factory)
+    out = resume_from or shared_directory(comm)
     outcome = train(comm, Problem.build(comm, config), out, resume=resume_from is not None)
     return outcome, out
 
 
 @pytest.mark.slow
-def test_a_drifting_3d_problem_ends_within_tolerance(comm, tmp_path_factory):
-    fixed, _ = run(comm, tmp_path_factory, adapt=False)
-    adapted, _ = run(comm, tmp_path_factory)
+def test_a_drifting_3d_problem_ends_within_tolerance(comm, shared_directory):
+    fixed, _ = run(comm, shared_directory, adapt=False)
+    adapted, _ = run(comm, shared_directory)
     print(f"\nfixed 5³: max Δ {fixed.check.max_logit_difference:.2f}, agreement "
           f"{fixed.check.label_agreement:.3f}; adapted to {adapted.problem.resolution}: "
           f"max Δ {adapted.check.max_logit_difference:.2f}, agreement {adapted.check.label_agreement:.3f}")
@@ -52,7 +51,7 @@ def test_a_drifting_3d_problem_ends_within_tolerance(comm, tmp_path_factory):
         outcome.problem.destroy()
 
 
-def test_the_final_check_raises_the_degree_then_refines_locally(comm, tmp_path_factory):
+def test_the_final_check_raises_the_degree_then_refines_locally(comm, shared_directory):
     """Trained on the coarse mesh throughout (refine_above large), certified at the end on DG2
     with local refinements; compare RUN rebuilds that mesh from the run directory."""
     from solver.check.compare_run import compare_run
@@ -60,7 +59,7 @@ def test_the_final_check_raises_the_degree_then_refines_locally(comm, tmp_path_f
     from solver.rundir import store
     from solver.rundir.outputs import write_training_outputs
 
-    outcome, out = run(comm, tmp_path_factory, refine_above=100.0)
+    outcome, out = run(comm, shared_directory, refine_above=100.0)
     ended = outcome.problem.resolution
     print(f"\nended on {ended}: max Δ {outcome.check.max_logit_difference:.2f}")
     assert [row["cells"] for row in outcome.history] == [5] * len(outcome.history)
@@ -75,12 +74,12 @@ def test_the_final_check_raises_the_degree_then_refines_locally(comm, tmp_path_f
 
 
 @pytest.mark.slow
-def test_refine_and_resume_end_at_the_same_theta(comm, tmp_path_factory):
+def test_refine_and_resume_end_at_the_same_theta(comm, shared_directory):
     """20 iterations in one go, or 14 (past the raise at 10) then resumed to 20: the same θ."""
-    whole, _ = run(comm, tmp_path_factory)
-    part, out = run(comm, tmp_path_factory, iterations=14)
+    whole, _ = run(comm, shared_directory)
+    part, out = run(comm, shared_directory, iterations=14)
     assert (part.history[-1]["cells"], part.history[-1]["degree"]) != (5, 1)  # raised before the checkpoint
-    resumed, _ = run(comm, tmp_path_factory, resume_from=out)
+    resumed, _ = run(comm, shared_directory, resume_from=out)
     difference = np.max(np.abs(resumed.state.p - whole.state.p)) / np.max(np.abs(whole.state.p))
     print(f"\nresumed on {resumed.problem.resolution}: relative θ difference {difference:.1e}")
     assert difference < 1e-8
@@ -90,13 +89,13 @@ def test_refine_and_resume_end_at_the_same_theta(comm, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_one_and_two_ranks_take_the_same_path(comm, tmp_path_factory):
+def test_one_and_two_ranks_take_the_same_path(comm, shared_directory, tmp_path_factory):
     """The same refinements at the same iterations and the same θ on 1 rank as on all of them."""
     if comm.size == 1:
         pytest.skip("needs mpirun -n 2")
     config = config_from_dict(DRIFTS)
     alone = train(MPI.COMM_SELF, Problem.build(MPI.COMM_SELF, config), tmp_path_factory.mktemp("self"))
-    together, _ = run(comm, tmp_path_factory)
+    together, _ = run(comm, shared_directory)
     cells = lambda outcome: [(row["cells"], row["degree"]) for row in outcome.history]  # noqa: E731
     difference = np.max(np.abs(alone.state.p - together.state.p)) / np.max(np.abs(alone.state.p))
     print(f"\n1 vs {comm.size} ranks: relative θ difference {difference:.1e}, ended on {cells(together)[-1]}")
@@ -180,7 +179,7 @@ VISCOUS = dict(
 
 
 @pytest.fixture(scope="module")
-def viscous_run(tmp_path_factory):
+def viscous_run(shared_directory):
     """A viscous run trained and written to a run directory (shared by the tests below)."""
     comm = MPI.COMM_WORLD
     from solver.parallel import on_rank0
@@ -188,7 +187,7 @@ def viscous_run(tmp_path_factory):
     from solver.rundir.outputs import write_training_outputs
 
     config = config_from_dict(VISCOUS)
-    out = shared_directory(comm, tmp_path_factory)
+    out = shared_directory(comm)
     outcome = train(comm, Problem.build(comm, config), out)
     on_rank0(comm, store.write_config, out / store.CONFIG, config.to_toml())
     write_training_outputs(comm, outcome, out)

@@ -12,7 +12,6 @@ from solver.config import config_from_dict
 from solver.learn.train import Problem, initial_parameters, train
 from solver.rundir import store
 from solver.rundir.outputs import write_training_outputs
-from test_train import shared_directory
 
 FRAMES = 6
 TINY_2D = dict(mesh=dict(cells=12), field=dict(width=4, slabs=2),
@@ -26,8 +25,8 @@ TINY_3D = dict(domain=dict(kind="box", lower=[-1, -1, -1], upper=[1, 1, 1]), mes
                train=dict(iterations=1, max_step=2.0, adapt=False), output=dict(vtx=False, frames=4))
 
 
-def run_directory(comm, tmp_path_factory, settings):
-    run = shared_directory(comm, tmp_path_factory)
+def run_directory(comm, shared_directory, settings):
+    run = shared_directory(comm)
     config = config_from_dict(settings, source=str(run / "tiny.toml"))
     if comm.rank == 0:
         store.write_config(run / store.CONFIG, config.to_toml())
@@ -44,8 +43,8 @@ def gif_frames(path) -> tuple[int, tuple[int, int]]:
         return image.n_frames, image.size
 
 
-def test_training_writes_the_animation_and_labelled_pictures(comm, tmp_path_factory):
-    run, problem = run_directory(comm, tmp_path_factory, TINY_2D)
+def test_training_writes_the_animation_and_labelled_pictures(comm, shared_directory):
+    run, problem = run_directory(comm, shared_directory, TINY_2D)
     for name in ("prediction.png", "velocity.png", "characteristics.png", "loss.png", "flow.gif"):
         assert (run / name).stat().st_size > 0, name
     frames, size = gif_frames(run / "flow.gif")
@@ -72,12 +71,12 @@ def test_frames_are_states_of_the_solve_from_0_to_T(comm):
     problem.destroy()
 
 
-def test_a_3d_run_shows_slices_through_its_data(comm, tmp_path_factory):
+def test_a_3d_run_shows_slices_through_its_data(comm, shared_directory):
     """3D: prediction.png slices x3 = const (the data's plane among them) and the animation is a
     3D scatter with its frames."""
     from solver.rundir.outputs import Raster, slice_levels
 
-    run, problem = run_directory(comm, tmp_path_factory, TINY_3D)
+    run, problem = run_directory(comm, shared_directory, TINY_3D)
     levels = slice_levels(problem.domain, problem.dataset)
     assert len(levels) == 3 and problem.dataset.X_train[0, 2] in levels  # the data's plane
     raster = Raster.of(problem.domain, 9, levels)

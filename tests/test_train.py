@@ -30,15 +30,9 @@ SMALL = dict(
 )
 
 
-def shared_directory(comm, tmp_path_factory) -> Path:
-    """One directory for all ranks (pytest gives each process its own tmp_path)."""
-    path = str(tmp_path_factory.mktemp("run")) if comm.rank == 0 else None
-    return Path(comm.bcast(path, root=0))
-
-
-def test_training_reduces_the_loss(comm, tmp_path_factory):
+def test_training_reduces_the_loss(comm, shared_directory):
     config = config_from_dict(SMALL)
-    out = shared_directory(comm, tmp_path_factory)
+    out = shared_directory(comm)
     problem = Problem.build(comm, config)
     outcome = train(comm, problem, out)
     history, problem = outcome.history, outcome.problem
@@ -50,10 +44,10 @@ def test_training_reduces_the_loss(comm, tmp_path_factory):
     problem.J.destroy()
 
 
-def test_resume_reaches_the_same_iterates(comm, tmp_path_factory):
+def test_resume_reaches_the_same_iterates(comm, shared_directory):
     """6 iterations in one go, or 4 then resumed to 6: the same θ to round-off."""
-    whole = shared_directory(comm, tmp_path_factory)
-    parts = shared_directory(comm, tmp_path_factory)
+    whole = shared_directory(comm)
+    parts = shared_directory(comm)
     six = config_from_dict({**SMALL, "train": dict(SMALL["train"], iterations=6)})
     four = config_from_dict({**SMALL, "train": dict(SMALL["train"], iterations=4)})
     state_whole = train(comm, Problem.build(comm, six), whole).state
@@ -96,9 +90,9 @@ def test_stage_memory_auto_is_a_share_of_the_available_memory(comm):
     problem.J.destroy()
 
 
-def test_warm_start_from_a_run(comm, tmp_path_factory):
+def test_warm_start_from_a_run(comm, shared_directory):
     """train.init starts from a run's parameters (here on a finer mesh); a mismatch is an InputError."""
-    first = shared_directory(comm, tmp_path_factory)
+    first = shared_directory(comm)
     config = config_from_dict({**SMALL, "train": dict(SMALL["train"], iterations=2)})
     state = train(comm, Problem.build(comm, config), first).state
     if comm.rank == 0:
@@ -115,9 +109,9 @@ def test_warm_start_from_a_run(comm, tmp_path_factory):
         initial_parameters(Problem.build(comm, missing))
 
 
-def test_resume_from_a_missing_or_broken_checkpoint(comm, tmp_path_factory):
+def test_resume_from_a_missing_or_broken_checkpoint(comm, shared_directory):
     """No checkpoint, or one cut short by a crash of the file system: an InputError naming it."""
-    out = shared_directory(comm, tmp_path_factory)
+    out = shared_directory(comm)
     problem = Problem.build(comm, config_from_dict(SMALL))
     with pytest.raises(InputError, match="checkpoint.npz: file not found"):
         train(comm, problem, out, resume=True)

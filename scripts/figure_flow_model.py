@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from mpi4py import MPI  # noqa: F401  (before dolfinx, which needs the MPI library mpi4py loads)
 
-import json
 import sys
 from pathlib import Path
 

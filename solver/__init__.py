@@ -7,14 +7,21 @@ equation ∂t u + v·∇u = 0 with terminal value u(T, ·) = f; the prediction i
 # mpi4py before dolfinx: dolfinx needs the MPI library mpi4py loads (else libmpi.so.12 is not found).
 from mpi4py import MPI  # noqa: F401
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:  # the one version number is pyproject.toml's, read from the installed metadata
+    __version__ = version("transport-inverse")
+except PackageNotFoundError:  # a checkout on sys.path that was never installed
+    __version__ = "0+unknown"
 
 
-def __getattr__(name: str):
-    # ``from solver import FlowClassifier`` imports scikit-learn and the model only when asked
-    # (PEP 562), so that ``import solver`` stays light; dolfinx only when it fits.
-    if name == "FlowClassifier":
-        from solver.estimator import FlowClassifier
+from solver._lazy import exports
 
-        return FlowClassifier
-    raise AttributeError(f"module 'solver' has no attribute {name!r}")
+# What a user needs, each imported from its module on first use: ``import solver`` stays light
+# (scikit-learn and the model come with FlowClassifier, dolfinx only when it fits).
+__all__, __getattr__, __dir__ = exports(__name__, {
+    "FlowClassifier": "estimator",
+    "OutsideDomainWarning": "estimator", "UncertifiedWarning": "estimator",
+    "InputError": "errors", "UnstableSolve": "errors",
+    "KernelCompileError": "fem.gradient_kernels",
+})

@@ -3,7 +3,6 @@ gradient on one rank and on all."""
 
 from mpi4py import MPI
 
-import gc
 
 import numpy as np
 import pytest
@@ -98,8 +97,6 @@ def test_taylor_every_block(comm, name, kwargs):
     # No state was left perturbed: J at p is what it was.
     assert J(p) == J0
     J.destroy()
-    gc.collect()
-    comm.Barrier()
 
 
 @pytest.mark.parametrize("viscosity", [0.0, 0.02])
@@ -114,8 +111,6 @@ def test_gradient_same_on_one_rank_and_all(comm, viscosity):
     (v1, g1), (v2, g2) = results
     assert abs(v1 - v2) <= 1e-10 * abs(v1)
     assert np.abs(g1 - g2).max() <= 1e-10 * np.abs(g1).max()
-    gc.collect()
-    comm.Barrier()
 
 
 @pytest.mark.parametrize("K, dim, degree, loss", [(5, 2, 1, "cross_entropy"), (10, 3, 1, "cross_entropy"),
@@ -162,8 +157,6 @@ def test_stored_and_recomputed_stages_give_the_same_gradient(comm):
             assert kept == steps and operators == J.model.slabs
     for g in gradients[1:]:
         assert np.abs(g - gradients[0]).max() <= 1e-12 * np.abs(gradients[0]).max()
-    gc.collect()
-    comm.Barrier()
 
 
 def test_assembled_fallback_gives_the_same_gradient(comm, monkeypatch):
@@ -179,8 +172,6 @@ def test_assembled_fallback_gives_the_same_gradient(comm, monkeypatch):
         assert isinstance(J.adjoint.gradient, adjoint.SlabGradient if supported else adjoint.AssembledSlab)
         J.destroy()
     assert np.abs(gradients[1] - gradients[0]).max() <= 1e-12 * np.abs(gradients[0]).max()
-    gc.collect()
-    comm.Barrier()
 
 
 def test_kept_stages_are_the_same_steps_on_every_rank(comm):
@@ -206,8 +197,6 @@ def test_kept_stages_are_the_same_steps_on_every_rank(comm):
         assert all(k == (kept, operators) for k in comm.allgather((kept, operators)))
     J.value_and_gradient(p)  # some steps kept, the others recomputed: collective on all ranks
     J.destroy()
-    gc.collect()
-    comm.Barrier()
 
 
 def test_adjoint_needs_checkpoints(comm):

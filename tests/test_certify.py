@@ -12,7 +12,6 @@ from solver.config import config_from_dict
 from solver.errors import InputError
 from solver.learn import certify
 from solver.learn.train import Problem, train
-from test_train import shared_directory
 
 # Circles in 3D on a 5³ DG1 mesh: without resolution control the optimizer drifts into the
 # discretization error (measured: 100% train accuracy reported after 20 iterations while the
@@ -28,17 +27,17 @@ DRIFTS = dict(
 )
 
 
-def run(comm, tmp_path_factory, resume_from=None, **train_keys):
+def run(comm, shared_directory, resume_from=None, **train_keys):
     config = config_from_dict({**DRIFTS, "train": {**DRIFTS["train"], **train_keys}})
-    out = resume_from or shared_directory(comm, tmp_path_factory)
+    out = resume_from or shared_directory(comm)
     outcome = train(comm, Problem.build(comm, config), out, resume=resume_from is not None)
     return outcome, out
 
 
 @pytest.mark.slow
-def test_a_drifting_3d_problem_ends_within_tolerance(comm, tmp_path_factory):
-    fixed, _ = run(comm, tmp_path_factory, adapt=False)
-    adapted, _ = run(comm, tmp_path_factory)
+def test_a_drifting_3d_problem_ends_within_tolerance(comm, shared_directory):
+    fixed, _ = run(comm, shared_directory, adapt=False)
+    adapted, _ = run(comm, shared_directory)
     print(f"\nfixed 5³: max Δ {fixed.check.max_logit_difference:.2f}, agreement "
           f"{fixed.check.label_agreement:.3f}; adapted to {adapted.problem.resolution}: "
           f"max Δ {adapted.check.max_logit_difference:.2f}, agreement {adapted.check.label_agreement:.3f}")
@@ -50,11 +49,9 @@ def test_a_drifting_3d_problem_ends_within_tolerance(comm, tmp_path_factory):
     assert adapted.check.test.accuracy_pde == adapted.check.test.accuracy_characteristics
     for outcome in (fixed, adapted):
         outcome.problem.destroy()
-    gc.collect()
-    comm.Barrier()
 
 
-def test_the_final_check_raises_the_degree_then_refines_locally(comm, tmp_path_factory):
+def test_the_final_check_raises_the_degree_then_refines_locally(comm, shared_directory):
     """Trained on the coarse mesh throughout (refine_above large), certified at the end on DG2
     with local refinements; compare RUN rebuilds that mesh from the run directory."""
     from solver.check.compare_run import compare_run
@@ -62,7 +59,7 @@ def test_the_final_check_raises_the_degree_then_refines_locally(comm, tmp_path_f
     from solver.rundir import store
     from solver.rundir.outputs import write_training_outputs
 
-    outcome, out = run(comm, tmp_path_factory, refine_above=100.0)
+    outcome, out = run(comm, shared_directory, refine_above=100.0)
     ended = outcome.problem.resolution
     print(f"\nended on {ended}: max Δ {outcome.check.max_logit_difference:.2f}")
     assert [row["cells"] for row in outcome.history] == [5] * len(outcome.history)
@@ -74,35 +71,31 @@ def test_the_final_check_raises_the_degree_then_refines_locally(comm, tmp_path_f
     assert compared["dofs"] == outcome.problem.solver.num_dofs_global
     assert compared["test"]["max_logit_difference"] == pytest.approx(outcome.check.test.max_logit_difference, abs=1e-8)
     outcome.problem.destroy()
-    gc.collect()
-    comm.Barrier()
 
 
 @pytest.mark.slow
-def test_refine_and_resume_end_at_the_same_theta(comm, tmp_path_factory):
+def test_refine_and_resume_end_at_the_same_theta(comm, shared_directory):
     """20 iterations in one go, or 14 (past the raise at 10) then resumed to 20: the same θ."""
-    whole, _ = run(comm, tmp_path_factory)
-    part, out = run(comm, tmp_path_factory, iterations=14)
+    whole, _ = run(comm, shared_directory)
+    part, out = run(comm, shared_directory, iterations=14)
     assert (part.history[-1]["cells"], part.history[-1]["degree"]) != (5, 1)  # raised before the checkpoint
-    resumed, _ = run(comm, tmp_path_factory, resume_from=out)
+    resumed, _ = run(comm, shared_directory, resume_from=out)
     difference = np.max(np.abs(resumed.state.p - whole.state.p)) / np.max(np.abs(whole.state.p))
     print(f"\nresumed on {resumed.problem.resolution}: relative θ difference {difference:.1e}")
     assert difference < 1e-8
     assert resumed.problem.resolution == whole.problem.resolution
     for outcome in (whole, part, resumed):
         outcome.problem.destroy()
-    gc.collect()
-    comm.Barrier()
 
 
 @pytest.mark.slow
-def test_one_and_two_ranks_take_the_same_path(comm, tmp_path_factory):
+def test_one_and_two_ranks_take_the_same_path(comm, shared_directory, tmp_path_factory):
     """The same refinements at the same iterations and the same θ on 1 rank as on all of them."""
     if comm.size == 1:
         pytest.skip("needs mpirun -n 2")
     config = config_from_dict(DRIFTS)
     alone = train(MPI.COMM_SELF, Problem.build(MPI.COMM_SELF, config), tmp_path_factory.mktemp("self"))
-    together, _ = run(comm, tmp_path_factory)
+    together, _ = run(comm, shared_directory)
     cells = lambda outcome: [(row["cells"], row["degree"]) for row in outcome.history]  # noqa: E731
     difference = np.max(np.abs(alone.state.p - together.state.p)) / np.max(np.abs(alone.state.p))
     print(f"\n1 vs {comm.size} ranks: relative θ difference {difference:.1e}, ended on {cells(together)[-1]}")
@@ -110,8 +103,6 @@ def test_one_and_two_ranks_take_the_same_path(comm, tmp_path_factory):
     assert difference < 1e-8
     for outcome in (alone, together):
         outcome.problem.destroy()
-    gc.collect()
-    comm.Barrier()
 
 
 def test_agreement_counts_and_maxima_are_global(comm):
@@ -188,7 +179,7 @@ VISCOUS = dict(
 
 
 @pytest.fixture(scope="module")
-def viscous_run(tmp_path_factory):
+def viscous_run(shared_directory):
     """A viscous run trained and written to a run directory (shared by the tests below)."""
     comm = MPI.COMM_WORLD
     from solver.parallel import on_rank0
@@ -196,7 +187,7 @@ def viscous_run(tmp_path_factory):
     from solver.rundir.outputs import write_training_outputs
 
     config = config_from_dict(VISCOUS)
-    out = shared_directory(comm, tmp_path_factory)
+    out = shared_directory(comm)
     outcome = train(comm, Problem.build(comm, config), out)
     on_rank0(comm, store.write_config, out / store.CONFIG, config.to_toml())
     write_training_outputs(comm, outcome, out)
@@ -258,8 +249,6 @@ def test_a_too_coarse_mesh_fails_the_monte_carlo_check_and_is_refined(comm, visc
     assert (finer.cells, finer.degree) == (3, 2) and len(finer.marks) == 1 and len(finer.marks[0]) > 0
     assert all(other == finer for other in comm.allgather(finer))
     coarse.destroy()
-    gc.collect()
-    comm.Barrier()
 
 
 def test_the_monte_carlo_check_is_the_same_on_one_rank_and_all(comm, viscous_run):
@@ -274,8 +263,6 @@ def test_the_monte_carlo_check_is_the_same_on_one_rank_and_all(comm, viscous_run
         for key, value in together[name].items():
             assert one[name][key] == pytest.approx(value, abs=1e-10), (name, key)
     alone.destroy()
-    gc.collect()
-    comm.Barrier()
 
 
 def test_inviscid_checks_keep_their_fields(comm):

@@ -1,12 +1,11 @@
 from mpi4py import MPI  # first: mpi4py before anything that may load dolfinx
 
-import gc
 
 import numpy as np
 import pytest
 
 from solver.model.characteristics import CharacteristicsResult, flow, solve, trajectories
-from solver.model.domain import Ball, Box
+from solver.model.domain import Box
 from solver.errors import InputError
 from solver.model.velocity import RigidRotation, VelocityModel
 
@@ -233,8 +232,6 @@ def test_solve_same_on_all_ranks_as_serial(kind, n):
     assert np.array_equal(par.trajectories[0], x0)
     # identical on every rank
     assert np.array_equal(comm.bcast(par.q_T, root=0), par.q_T)
-    gc.collect()
-    comm.Barrier()
 
 
 def test_solve_vector_terminal_on_rotation():
@@ -247,8 +244,6 @@ def test_solve_vector_terminal_on_rotation():
     assert np.abs(result.q_T - rot.exact_flow(x0, 0.0, 1.0)).max() < 1e-9
     # eq. 6: u(0, x0) = f(q(T; x0))
     assert np.abs(result.u0 - terminal_vector(rot.exact_flow(x0, 0.0, 1.0))).max() < 1e-8
-    gc.collect()
-    comm.Barrier()
 
 
 # ---- bad input --------------------------------------------------------------------------------
@@ -263,8 +258,6 @@ def test_points_outside_domain_raise_on_every_rank():
         solve(comm, field, terminal_scalar, x0)
     message = str(info.value)
     assert "3 of 10 points" in message and "1.5" in message and "-3.0" in message
-    gc.collect()
-    comm.Barrier()
 
 
 class FailsNearEdge:
@@ -287,8 +280,6 @@ def test_failure_on_one_rank_raises_on_all():
     x0[-1, 0] = 0.95  # in the last rank's chunk
     with pytest.raises(RuntimeError, match="failed"):
         solve(comm, FailsNearEdge(), terminal_scalar, x0)
-    gc.collect()
-    comm.Barrier()
 
 
 @serial

@@ -108,11 +108,9 @@ def test_bad_input_one_message_nonzero_exit(tmp_path, name, text, fragments):
 
 
 @pytest.mark.parametrize("case", ["depth 0", "no theta.npz", "truncated theta.npz"])
-def test_export_of_a_bad_run_exits_2_on_every_rank(tmp_path, case):
+def test_export_of_a_bad_run_exits_2_on_every_rank(tmp_path, case, make_run):
     """export works on rank 0 only; its InputError reaches rank 1 too (it used to wait forever)."""
     from solver.rundir import store
-    from test_export import make_run
-
     run_dir = tmp_path / "run"
     make_run(run_dir)
     args, fragment = ["export", run_dir, "--depth", "2"], None
@@ -132,9 +130,7 @@ def test_export_of_a_bad_run_exits_2_on_every_rank(tmp_path, case):
     assert len(lines) == 1 and fragment in lines[0], done.stderr
 
 
-def test_export_writes_on_rank_0_and_logs_once(tmp_path):
-    from test_export import make_run
-
+def test_export_writes_on_rank_0_and_logs_once(tmp_path, make_run):
     make_run(tmp_path / "run")
     done = run(["export", tmp_path / "run", "--depth", "2", "--format", "npz"], tmp_path, timeout=60)
     assert done.returncode == 0, done.stderr

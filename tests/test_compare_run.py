@@ -3,38 +3,12 @@ characteristics agree, compare.json is written, and a broken run is one InputErr
 
 from mpi4py import MPI  # noqa: F401
 
-import gc
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from solver.check.compare_run import compare_run
-from solver.config import config_from_dict
 from solver.errors import InputError
-from solver.learn.train import Problem, train
 from solver.rundir import store
-from solver.rundir.outputs import write_training_outputs
-from test_train import SMALL, shared_directory
-
-TINY = {**SMALL, "mesh": dict(cells=12), "field": dict(width=4, slabs=2),
-        "data": dict(SMALL["data"], points=80, test_fraction=0.25), "train": dict(SMALL["train"], iterations=4)}
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> Path:
-    """A run directory as ``train`` leaves it (shared by all ranks)."""
-    comm = MPI.COMM_WORLD
-    run = shared_directory(comm, tmp_path_factory)
-    config = config_from_dict(TINY)
-    if comm.rank == 0:
-        store.write_config(run / store.CONFIG, config.to_toml())
-    outcome = train(comm, Problem.build(comm, config), run)
-    write_training_outputs(comm, outcome, run)
-    outcome.problem.destroy()
-    gc.collect()
-    comm.Barrier()
-    return run
 
 
 def test_a_trained_run_is_what_the_store_reads(comm, trained_run):
@@ -60,12 +34,10 @@ def test_compare_a_trained_run(comm, trained_run):
     assert result["resnet"]["midpoint"][-1]["order"] >= 1.8
     written = store.read_json(trained_run / store.COMPARISON)
     assert written["test"]["label_agreement"] == result["test"]["label_agreement"]
-    gc.collect()
-    comm.Barrier()
 
 
-def test_a_broken_run_is_one_input_error(comm, trained_run, tmp_path_factory):
-    broken = shared_directory(comm, tmp_path_factory)
+def test_a_broken_run_is_one_input_error(comm, trained_run, shared_directory):
+    broken = shared_directory(comm)
     if comm.rank == 0:
         (broken / store.CONFIG).write_bytes((trained_run / store.CONFIG).read_bytes())
     comm.Barrier()
@@ -78,4 +50,3 @@ def test_a_broken_run_is_one_input_error(comm, trained_run, tmp_path_factory):
     comm.Barrier()
     with pytest.raises(InputError, match="theta.npz: cannot read learned parameters: the file is empty or truncated"):
         compare_run(comm, broken)
-    comm.Barrier()

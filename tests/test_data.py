@@ -1,6 +1,5 @@
 from mpi4py import MPI  # first: mpi4py before anything that may load dolfinx
 
-import gc
 
 import numpy as np
 import pytest
@@ -252,8 +251,6 @@ def test_same_data_on_every_rank(comm):
     d = make_dataset("spirals", 200, seed=5, domain=DOMAINS["disk"])
     mine = (d.X_train.tobytes(), d.y_train.tobytes(), d.X_test.tobytes(), d.scaling)
     assert all(other == mine for other in comm.allgather(mine))
-    gc.collect()
-    comm.Barrier()
 
 
 @pytest.mark.parametrize("kind, k", [("moons", 2), ("spirals", 3)])

@@ -3,7 +3,6 @@ each must finish and reach what its prose promises."""
 
 from mpi4py import MPI
 
-import gc
 import importlib.util
 from pathlib import Path
 
@@ -17,16 +16,7 @@ def run_demo(name: str, *argv: str) -> dict:
     spec = importlib.util.spec_from_file_location(f"demo_{name}", DEMOS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    try:
-        return module.main(["--quick", *argv])
-    finally:
-        gc.collect()
-        MPI.COMM_WORLD.Barrier()
-
-
-def shared_directory(comm, tmp_path_factory) -> Path:
-    path = str(tmp_path_factory.mktemp("demo")) if comm.rank == 0 else None
-    return Path(comm.bcast(path, root=0))
+    return module.main(["--quick", *argv])
 
 
 def test_every_demo_has_a_test():
@@ -34,8 +24,8 @@ def test_every_demo_has_a_test():
     assert {p.stem for p in DEMOS.glob("*.py")} == tested
 
 
-def test_demo_moons(comm, tmp_path_factory):
-    result = run_demo("demo_moons", "--out", str(shared_directory(comm, tmp_path_factory)))
+def test_demo_moons(comm, shared_directory):
+    result = run_demo("demo_moons", "--out", str(shared_directory(comm)))
     assert result["metrics"]["test_accuracy"] >= 0.9 and result["new_accuracy"] >= 0.9
     assert result["report"]["test"]["label_agreement"] >= 0.95
     assert result["onnx_agreement"] >= 0.95
@@ -50,8 +40,8 @@ def test_demo_rotation():
 
 
 @pytest.mark.serial  # numpy and onnxruntime only: nothing that MPI changes
-def test_demo_plain2resnet(comm, tmp_path_factory):
-    result = run_demo("demo_plain2resnet", "--out", str(shared_directory(comm, tmp_path_factory)))
+def test_demo_plain2resnet(comm, shared_directory):
+    result = run_demo("demo_plain2resnet", "--out", str(shared_directory(comm)))
     assert 0.8 <= result["order"] <= 1.3
     assert result["agreement"] >= 0.95
 

@@ -8,10 +8,8 @@ non-serial ones (grid search, save/load, 1 against 2 ranks, bad parameters) show
 
 from mpi4py import MPI
 
-import gc
 import warnings
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,12 +50,6 @@ def moons(n=120, seed=0):
     return make_moons(n, noise=0.1, random_state=seed)
 
 
-def shared_directory(comm, tmp_path_factory) -> Path:
-    """One directory for all ranks (pytest gives each process its own tmp_path)."""
-    path = str(tmp_path_factory.mktemp("estimator")) if comm.rank == 0 else None
-    return Path(comm.bcast(path, root=0))
-
-
 def same_on_every_rank(comm, values) -> bool:
     return all(np.array_equal(values, other) for other in comm.allgather(values))
 
@@ -67,8 +59,6 @@ def _quiet():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UncertifiedWarning)
         yield
-    gc.collect()
-    MPI.COMM_WORLD.Barrier()
 
 
 @pytest.mark.serial  # all ranks would repeat the same 50 checks
@@ -175,11 +165,11 @@ def test_points_outside_omega_keep_the_output_layer(comm):
     assert np.allclose(logits[0], (far[0] * scale + shift) @ A.T + b)
 
 
-def test_save_and_load_without_pickle(comm, tmp_path_factory):
+def test_save_and_load_without_pickle(comm, shared_directory):
     X, y = moons(100)
     labels = np.where(y == 1, 7, -3)  # integer labels that are not 0..K-1
     clf = FlowClassifier(**SMALL).fit(X, labels)
-    path = shared_directory(comm, tmp_path_factory) / "saved"
+    path = shared_directory(comm) / "saved"
     clf.save(path)
     assert {"config.toml", "theta.npz", "metrics.json"} <= {p.name for p in path.iterdir()}
     with zipfile.ZipFile(path / "theta.npz") as npz:  # arrays only: np.load(allow_pickle=False) reads it
@@ -193,10 +183,10 @@ def test_save_and_load_without_pickle(comm, tmp_path_factory):
 
 
 @pytest.mark.serial
-def test_fit_run_dir_is_a_run(comm, tmp_path_factory):
+def test_fit_run_dir_is_a_run(comm, shared_directory):
     """fit(run_dir=) writes what `train` writes; the command line's tools and load read it."""
     X, y = moons(100)
-    run = shared_directory(comm, tmp_path_factory) / "run"
+    run = shared_directory(comm) / "run"
     clf = FlowClassifier(**SMALL).fit(X, y, run_dir=run)
     names = {p.name for p in run.iterdir()}
     assert {"config.toml", "data.csv", "theta.npz", "history.csv", "metrics.json", "prediction.png"} <= names
@@ -211,7 +201,7 @@ def test_fit_run_dir_is_a_run(comm, tmp_path_factory):
 
 
 @pytest.mark.serial
-def test_load_a_command_line_run(comm, tmp_path_factory):
+def test_load_a_command_line_run(comm, shared_directory):
     """A `train` run loads as an estimator whose predictions are the run's characteristics."""
     from solver.config import config_from_dict
     from solver.learn.train import Problem, train
@@ -220,7 +210,7 @@ def test_load_a_command_line_run(comm, tmp_path_factory):
 
     config = config_from_dict(dict(mesh=dict(cells=8), data=dict(kind="moons", points=100),
                                    train=dict(iterations=5), output=dict(png=False, vtx=False)))
-    run = shared_directory(comm, tmp_path_factory) / "cli"
+    run = shared_directory(comm) / "cli"
     run.mkdir(exist_ok=True)
     if comm.rank == 0:
         store.write_config(run / store.CONFIG, config.to_toml())
@@ -235,7 +225,7 @@ def test_load_a_command_line_run(comm, tmp_path_factory):
 
 
 @pytest.mark.serial
-def test_onnx_export_converges_to_the_characteristics(comm, tmp_path_factory):
+def test_onnx_export_converges_to_the_characteristics(comm, shared_directory):
     """The exported ResNet (float64 ONNX, midpoint blocks) approaches the estimator's
     characteristics at order 2 in the depth."""
     from solver.resnet.onnx_net import load_onnx_session
@@ -243,7 +233,7 @@ def test_onnx_export_converges_to_the_characteristics(comm, tmp_path_factory):
     X, y = moons(100)
     clf = FlowClassifier(**SMALL).fit(X, y)
     exact = clf._logits(X)
-    directory = shared_directory(comm, tmp_path_factory)
+    directory = shared_directory(comm)
     errors = []
     for depth in (32, 128):
         path = clf.export_onnx(directory / f"net-{depth}.onnx", depth=depth, scheme="midpoint", dtype="float64")

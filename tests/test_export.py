@@ -8,28 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from solver.config import config_from_dict
 from solver.errors import InputError
-from solver.model.from_config import velocity_model
 from solver.resnet.export import export
 from solver.resnet.net import OutputLayer, forward, load_npz, resnet_from_velocity
 from solver.rundir import store
 
 ROOT = Path(__file__).resolve().parent.parent
 SCALING = dict(scale=[0.5, 0.25], shift=[0.1, -0.2])
-
-
-def make_run(path: Path, K: int = 2, field: dict | None = None) -> tuple:
-    """A run directory as training leaves it: config.toml and theta.npz."""
-    path.mkdir(exist_ok=True)
-    config = config_from_dict(dict(field=field or dict(width=5, slabs=2), output=dict(png=False, vtx=False)))
-    store.write_config(path / store.CONFIG, config.to_toml())
-    model = velocity_model(config, config.domain_object())
-    rng = np.random.default_rng(3)
-    theta, A, b = 0.3 * rng.normal(size=model.n_params), rng.normal(size=(K, 2)), rng.normal(size=K)
-    store.write_parameters(path / store.THETA, model, theta, A, b,
-                           domain=config.to_dict()["domain"], scaling=SCALING)
-    return model, theta, A, b
 
 
 @pytest.mark.serial  # a subprocess of an MPI rank cannot start MPI
@@ -40,8 +25,8 @@ def test_importing_export_loads_no_dolfinx():
 
 
 @pytest.mark.parametrize("field", [None, dict(kind="mlp1", slabs=2, activation="relu")])
-def test_export_writes_the_learned_net(tmp_path, field):
-    model, theta, A, b = make_run(tmp_path, field=field)
+def test_export_writes_the_learned_net(tmp_path, field, make_run):
+    model, theta, A, b = make_run(tmp_path, field=field, scaling=SCALING)
     written = export(tmp_path, 4, "midpoint", ["npz"])
     assert written == [tmp_path / "resnet-midpoint-4.npz"]
     expected = resnet_from_velocity(model, theta, 4, "midpoint", output=OutputLayer("linear", A, b),
@@ -54,7 +39,7 @@ def test_export_writes_the_learned_net(tmp_path, field):
 
 
 @pytest.mark.serial
-def test_export_of_a_run_needs_no_dolfinx(tmp_path):
+def test_export_of_a_run_needs_no_dolfinx(tmp_path, make_run):
     """The whole export, ONNX included, in a process that never loads dolfinx."""
     make_run(tmp_path)
     code = (
@@ -69,7 +54,7 @@ def test_export_of_a_run_needs_no_dolfinx(tmp_path):
         assert (tmp_path / name).exists(), name
 
 
-def test_broken_runs_are_input_errors(tmp_path):
+def test_broken_runs_are_input_errors(tmp_path, make_run):
     make_run(tmp_path)
     with pytest.raises(InputError, match="--depth must be >= 1, got 0"):
         export(tmp_path, 0, "euler", ["npz"])

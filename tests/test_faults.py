@@ -87,7 +87,7 @@ def test_a_signal_stops_training_resumably(tmp_path, signum):
     assert process.returncode == 128 + signum, err
     assert "Traceback" not in err and "debugger" not in err, err  # no PETSc signal banner
     (resume,) = [line for line in err.splitlines() if line.startswith("stopped at iteration")]
-    assert f"train --resume --out stopped" in resume, err
+    assert "train --resume --out stopped" in resume, err
     stopped_at = int(resume.split()[3])
     assert 3 <= stopped_at < 30, resume
     assert store.read_checkpoint(tmp_path / "stopped" / store.CHECKPOINT)[0]["iteration"] == stopped_at

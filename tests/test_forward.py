@@ -2,7 +2,6 @@
 
 from mpi4py import MPI
 
-import gc
 
 import numpy as np
 import pytest
@@ -73,8 +72,6 @@ def test_convergence_order(comm, name, domain, field, terminal, degree, cells, m
     assert observed >= min_order, f"{name}: observed L2 order {observed:.2f} < {min_order}\n{table}"
     # Errors must also be small in absolute terms on the finest mesh.
     assert study["rows"][-1]["l2_relative"] < 0.05, table
-    gc.collect()
-    comm.Barrier()
 
 
 def test_rotation_matches_exact_solution(comm):
@@ -92,8 +89,6 @@ def test_rotation_matches_exact_solution(comm):
         solver.destroy()
     assert errors[1] < errors[0] / 4, errors
     assert errors[1] < 5e-3, errors
-    gc.collect()
-    comm.Barrier()
 
 
 @pytest.mark.parametrize("domain, field, terminal, degree", [
@@ -117,8 +112,6 @@ def test_same_answer_on_one_and_all_ranks(comm, domain, field, terminal, degree)
     assert np.abs(g1 - g2).max() <= 1e-10 * scale
     assert c1.steps == c2.steps and c1.dofs == c2.dofs
     assert abs(c1.l2 - c2.l2) <= 1e-10 * c1.l2
-    gc.collect()
-    comm.Barrier()
 
 
 def test_components_share_one_operator(comm):
@@ -135,8 +128,6 @@ def test_components_share_one_operator(comm):
             field, lambda x, c=c: single(x)[:, c : c + 1]
         )
         assert np.allclose(alone.u0[0].x.array, together.u0[c].x.array, rtol=0, atol=1e-13)
-    gc.collect()
-    comm.Barrier()
 
 
 def test_block_products_match_single_products(comm):
@@ -164,8 +155,6 @@ def test_block_products_match_single_products(comm):
     for v in (x, y, Lt):
         v.destroy()
     solver.destroy()
-    gc.collect()
-    comm.Barrier()
 
 
 def test_linear_terminal_transported_along_exact_characteristics(comm):
@@ -183,8 +172,6 @@ def test_linear_terminal_transported_along_exact_characteristics(comm):
         exact = terminal(field.exact_flow(points, 0.0, field.T))[:, 0]
         errors.append(np.abs(evaluate_everywhere(solver.V, u0, points)[:, 0] - exact).max())
     assert errors[1] < errors[0] / 3, errors
-    gc.collect()
-    comm.Barrier()
 
 
 def test_checkpoints_are_bounded(comm):
@@ -301,8 +288,6 @@ def test_internal_grid_is_moved_off_facets_silently(comm, caplog):
     if comm.rank == 0:
         assert "user.csv" in caplog.text
     solver.destroy()
-    gc.collect()
-    comm.Barrier()
 
 
 def test_points_beside_a_curved_mesh_are_not_on_facets(comm):
@@ -318,5 +303,3 @@ def test_points_beside_a_curved_mesh_are_not_on_facets(comm):
     assert evaluator.num_outside > 0  # 3 of these 500 (measured)
     assert evaluator.num_on_facets == 0
     solver.destroy()
-    gc.collect()
-    comm.Barrier()

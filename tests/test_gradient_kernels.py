@@ -3,8 +3,14 @@ its own; the library is compiled once per machine, whichever rank comes first)."
 
 from mpi4py import MPI
 
-import numpy as np
+import importlib.resources
+import shlex
+import sysconfig
 
+import numpy as np
+import pytest
+
+from solver.fem import gradient_kernels
 from solver.fem.gradient_kernels import add_pair_rows, add_pairs, combine, facet_terms, pairs_into_columns
 
 
@@ -46,7 +52,6 @@ def test_pairs_into_columns_and_combine_equal_numpy():
     alias = x.copy()
     combine(alias, [(2.0, alias), (1.0, y)])  # out may be one of the terms
     assert np.allclose(alias, 2.0 * x + y, rtol=1e-15, atol=1e-15)
-    MPI.COMM_WORLD.Barrier()
 
 
 def test_pair_rows_equal_pair_columns():
@@ -78,3 +83,27 @@ def test_facet_terms_equal_numpy():
 
     expected = w * (s_plus * (Y(a, cross[plus], b) - Y(b, S[c1], b)) + s_minus * (Y(a, S[c0], a) - Y(b, cross[minus], a)))
     assert np.allclose(h, expected, rtol=1e-13, atol=1e-13)
+
+
+def test_the_source_is_package_data_and_compiles(tmp_path):
+    """gradient_kernels.c is read as package data, and the compiler builds it as the module does."""
+    source = importlib.resources.files("solver.fem").joinpath(gradient_kernels.SOURCE)
+    assert "void facet_terms(" in source.read_text()
+    compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")
+    (tmp_path / "k.c").write_text(source.read_text())
+    gradient_kernels._compile(compiler, tmp_path / "k.c", tmp_path / "k.so")
+    assert (tmp_path / "k.so").stat().st_size > 0
+
+
+def test_compiler_errors_are_surfaced(tmp_path):
+    """A failing compilation raises with the command and the compiler's own message; so does a
+    missing compiler."""
+    compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")
+    (tmp_path / "bad.c").write_text("int f(void) { return undeclared_name; }\n")
+    with pytest.raises(gradient_kernels.KernelCompileError) as caught:
+        gradient_kernels._compile(compiler, tmp_path / "bad.c", tmp_path / "bad.so")
+    message = str(caught.value)
+    assert "undeclared_name" in message and "bad.c" in message and "exit status" in message, message
+    assert not (tmp_path / "bad.so").exists()
+    with pytest.raises(gradient_kernels.KernelCompileError, match="cannot run the C compiler 'no-such-cc-here'"):
+        gradient_kernels._compile(["no-such-cc-here"], tmp_path / "bad.c", tmp_path / "bad.so")

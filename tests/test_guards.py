@@ -4,11 +4,9 @@ temporaries, data sanity, config bounds, the signal flag."""
 
 from mpi4py import MPI
 
-import gc
 import os
 import signal
 
-import numpy as np
 import pytest
 
 from solver import guards, stopping
@@ -58,7 +56,6 @@ def test_mesh_and_step_estimates(comm, domain, cells, degree):
         assert 0.7 <= max(speeds) / max(result.max_speed) <= 1.3
         assert 0.5 * sum(result.steps_per_piece) <= steps <= 1.5 * sum(result.steps_per_piece)
     solver.destroy()
-    gc.collect()
 
 
 def test_memory_estimate_matches_a_measured_run():

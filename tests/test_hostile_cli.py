@@ -141,7 +141,7 @@ MOONS = [f"{np.cos(0.3 * i):.3f},{np.sin(0.3 * i):.3f},{i % 2}" for i in range(3
 def files(**contents):
     """A setup that writes text files (name → text) relative to the case's directory."""
 
-    def setup(tmp: Path) -> None:
+    def setup(tmp: Path, plain_onnx) -> None:
         for name, text in contents.items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             (tmp / name).write_text(text)
@@ -150,26 +150,24 @@ def files(**contents):
 
 
 def both(*setups):
-    def setup(tmp: Path) -> None:
+    def setup(tmp: Path, plain_onnx) -> None:
         for s in setups:
-            s(tmp)
+            s(tmp, plain_onnx)
 
     return setup
 
 
 def run_at(name: str, **how):
-    return lambda tmp: make_run(tmp / name, **how)
+    return lambda tmp, plain_onnx: make_run(tmp / name, **how)
 
 
 def net_at(name: str, how: str = "good"):
-    def setup(tmp: Path) -> None:
+    def setup(tmp: Path, plain_onnx) -> None:
         path = plain_net(tmp / "net.npz")
         if name.endswith(".onnx"):
             from solver.plain2resnet.plainnet_io import load_npz
 
-            from test_plainflow import _plain_onnx
-
-            _plain_onnx(load_npz(path), tmp / name)
+            plain_onnx(load_npz(path), tmp / name)
         elif name != "net.npz":
             path.rename(tmp / name)
         damage(tmp / name, how)
@@ -184,7 +182,7 @@ def net_at(name: str, how: str = "good"):
 class Case:
     name: str
     argv: list[str]
-    setup: object = None
+    setup: object = None  # setup(tmp, plain_onnx) writes the case's files (plain_onnx: the conftest fixture)
     fragments: list[str] = field(default_factory=list)  # in the one "error:" line
     survive: list[str] = field(default_factory=list)  # files that must still be there
     absent: list[str] = field(default_factory=list)  # paths that must not have been made
@@ -246,11 +244,11 @@ CASES = [
          ["/dev/zero", "not a regular file"], absent=["runs"]),
     Case("train: CSV rows at ±1e300", ["train", P],
          both(files(**{P: toml('[data]\nkind = "csv"\npath = "wide.csv"\npoints = 31\ntest_fraction = 0.0')}),
-              lambda tmp: csv_file(tmp / "wide.csv", WIDE)),
+              lambda tmp, plain_onnx: csv_file(tmp / "wide.csv", WIDE)),
          ["wide.csv", "stay apart", "outliers"], absent=["runs"]),
     Case("train: CSV label 0.5", ["train", P],
          both(files(**{P: toml('[data]\nkind = "csv"\npath = "frac.csv"\npoints = 4')}),
-              lambda tmp: csv_file(tmp / "frac.csv", ["0,0,0", "1,0,1", "0,1,0.5", "1,1,1"])),
+              lambda tmp, plain_onnx: csv_file(tmp / "frac.csv", ["0,0,0", "1,0,1", "0,1,0.5", "1,1,1"])),
          ["frac.csv", "line 4", "not an integer"]),
     # ---- train: train.init
     *[Case(f"train: train.init {how}", ["train", P],
@@ -275,7 +273,7 @@ CASES = [
     # ---- train --out and --force: the user's files survive
     Case("train --force: the CSV inside the run directory", ["train", P, "--out", "run", "--force"],
          both(run_at("run"), files(**{P: toml('[data]\nkind = "csv"\npath = "run/data.csv"\npoints = 20')}),
-              lambda tmp: csv_file(tmp / "run" / "data.csv", MOONS)),
+              lambda tmp, plain_onnx: csv_file(tmp / "run" / "data.csv", MOONS)),
          ["run", "holds", "data.csv", "input"], survive=["run/data.csv", "run/theta.npz"]),
     Case("train --force: train.init is the run replaced", ["train", P, "--out", "run", "--force"],
          both(run_at("run"), files(**{P: toml('[train]\ninit = "run"')})),
@@ -336,11 +334,11 @@ CASES = [
            ["run/theta.npz", fragment]) for how, fragment in (("truncated", "truncated"), ("empty", "empty"),
                                                                ("nan", "non-finite"), ("none", "not found"))],
     Case("compare RUN: compare.cells 1e5", ["compare", "run"],
-         both(run_at("run"), lambda tmp: (tmp / "run" / store.CONFIG).write_text(
+         both(run_at("run"), lambda tmp, plain_onnx: (tmp / "run" / store.CONFIG).write_text(
              (tmp / "run" / store.CONFIG).read_text().replace("[compare]\n", "[compare]\ncells = 100000\n"))),
          ["run/config.toml", "compare RUN on 100000 cells", "compare.cells"]),
     Case("compare RUN: no config.toml", ["compare", "run"],
-         both(run_at("run"), lambda tmp: (tmp / "run" / store.CONFIG).unlink()), ["run/config.toml", "not found"]),
+         both(run_at("run"), lambda tmp, plain_onnx: (tmp / "run" / store.CONFIG).unlink()), ["run/config.toml", "not found"]),
     # ---- export
     Case("export: --depth 0", ["export", "run", "--depth", "0"], run_at("run"), ["--depth must be >= 1"]),
     Case("export: --depth 1e8", ["export", "run", "--depth", "100000000"], run_at("run"),
@@ -369,7 +367,7 @@ CASES = [
     Case("predict: a run without parameters", ["predict", "run", "pts.csv", "--out", "out.csv"],
          both(run_at("run", theta="none"), files(**{"pts.csv": "0.1,0.2\n"})), ["run/theta.npz", "not found"]),
     Case("predict: theta.npz holds p only", ["predict", "run", "--grid", "8"],
-         both(run_at("run"), lambda tmp: np.savez(tmp / "run" / store.THETA, p=np.zeros(3))),
+         both(run_at("run"), lambda tmp, plain_onnx: np.savez(tmp / "run" / store.THETA, p=np.zeros(3))),
          ["run/theta.npz", "holds p only"]),
     Case("predict: no --out", ["predict", "run", "pts.csv"],
          both(run_at("run"), files(**{"pts.csv": "0.1,0.2\n"})), ["--out"]),
@@ -428,9 +426,9 @@ def assert_one_clear_error(done: subprocess.CompletedProcess, fragments: list[st
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_hostile_input(case: Case, tmp_path):
+def test_hostile_input(case: Case, tmp_path, plain_onnx):
     if case.setup:
-        case.setup(tmp_path)
+        case.setup(tmp_path, plain_onnx)
     done = solver(case.argv, tmp_path)
     assert_one_clear_error(done, case.fragments)
     for name in case.survive:

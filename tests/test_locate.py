@@ -7,7 +7,6 @@ of every cell). The original cell indices are the same on both (the input order 
 
 from mpi4py import MPI
 
-import gc
 
 import numpy as np
 import pytest
@@ -111,8 +110,6 @@ def test_locator_agrees_with_dolfinx_and_the_facet_rule(comm, name, domain, cell
     for points in (inside, special):
         values = PointEvaluator(V1, points, report=False)(linear)
         assert np.max(np.abs(values - points @ coefficients)) < 1e-12
-    gc.collect()
-    comm.Barrier()
 
 
 def test_crossed_rectangle_falls_back_to_the_tree(comm):
@@ -129,8 +126,6 @@ def test_crossed_rectangle_falls_back_to_the_tree(comm):
     u = original_index_function(mesh)
     assert np.array_equal(PointEvaluator(u.function_space, special, report=False)(u),
                           expected_cell(serial, special))
-    gc.collect()
-    comm.Barrier()
 
 
 @pytest.mark.parametrize("domain, beyond", [(Box((-1.0, -1.0), (1.0, 1.0)), 1e-6), (Ball((0.0, 0.0), 1.0), 0.2)],
@@ -149,5 +144,3 @@ def test_points_outside_the_mesh_are_refused_or_skipped(comm, domain, beyond):
     assert error.value.source == "points.csv"
     values = PointEvaluator(V, points, outside="nan")(u)
     assert np.array_equal(np.isnan(values), [False, True, False, True])
-    gc.collect()
-    comm.Barrier()

@@ -1,6 +1,5 @@
 from mpi4py import MPI
 
-import gc
 import math
 
 import numpy as np
@@ -14,14 +13,6 @@ import solver.fem.mesh
 from solver.model.domain import Ball, Box
 from solver.errors import InputError
 from solver.fem.mesh import create_mesh, min_cell_size, mesh_summary
-
-
-@pytest.fixture(autouse=True)
-def _collect(comm):
-    yield
-    # PETSc/dolfinx objects must be freed on all ranks together: their destruction is collective.
-    gc.collect()
-    comm.Barrier()
 
 
 def volume(comm: MPI.Comm, mesh: dolfinx.mesh.Mesh) -> float:

@@ -12,7 +12,6 @@ from solver.resnet.net import (OutputLayer, flow_map, forward, load_npz, resnet_
                                sample_mean)
 from solver.resnet.onnx_net import load_onnx_session, to_onnx
 
-from test_export import make_run
 
 
 def noisy_net(domain, noise=0.05, depth=8, scheme="euler"):
@@ -44,7 +43,7 @@ def test_onnx_equals_numpy_on_the_same_noise(domain, scheme):
     assert np.abs(flow - flow_map(noisy_net(domain, noise=0.0, scheme=scheme), x)).max() > 0.3
 
 
-def test_export_noise_writes_a_sampling_onnx_whose_mean_is_numpys(tmp_path):
+def test_export_noise_writes_a_sampling_onnx_whose_mean_is_numpys(tmp_path, make_run):
     """`export --noise 0.05`: npz and ONNX (RandomNormalLike: a new sample per run); the mean of M
     ONNX runs and of M numpy samples agree within 4 standard errors."""
     make_run(tmp_path)
@@ -63,7 +62,7 @@ def test_export_noise_writes_a_sampling_onnx_whose_mean_is_numpys(tmp_path):
     assert np.all(np.abs(onnx_mean - np_mean) <= 4 * np.hypot(onnx_se, np_se) + 1e-12)
 
 
-def test_noise_options(tmp_path):
+def test_noise_options(tmp_path, make_run):
     make_run(tmp_path)
     with pytest.raises(InputError, match="field.viscosity, which is 0"):
         export(tmp_path, 4, "euler", ["npz"], noise="run")

@@ -4,7 +4,6 @@ pictures are in data coordinates."""
 
 from mpi4py import MPI  # noqa: F401
 
-import gc
 
 import numpy as np
 import pytest
@@ -13,7 +12,6 @@ from solver.config import config_from_dict
 from solver.learn.train import Problem, initial_parameters, train
 from solver.rundir import store
 from solver.rundir.outputs import write_training_outputs
-from test_train import shared_directory
 
 FRAMES = 6
 TINY_2D = dict(mesh=dict(cells=12), field=dict(width=4, slabs=2),
@@ -27,8 +25,8 @@ TINY_3D = dict(domain=dict(kind="box", lower=[-1, -1, -1], upper=[1, 1, 1]), mes
                train=dict(iterations=1, max_step=2.0, adapt=False), output=dict(vtx=False, frames=4))
 
 
-def run_directory(comm, tmp_path_factory, settings):
-    run = shared_directory(comm, tmp_path_factory)
+def run_directory(comm, shared_directory, settings):
+    run = shared_directory(comm)
     config = config_from_dict(settings, source=str(run / "tiny.toml"))
     if comm.rank == 0:
         store.write_config(run / store.CONFIG, config.to_toml())
@@ -45,15 +43,13 @@ def gif_frames(path) -> tuple[int, tuple[int, int]]:
         return image.n_frames, image.size
 
 
-def test_training_writes_the_animation_and_labelled_pictures(comm, tmp_path_factory):
-    run, problem = run_directory(comm, tmp_path_factory, TINY_2D)
+def test_training_writes_the_animation_and_labelled_pictures(comm, shared_directory):
+    run, problem = run_directory(comm, shared_directory, TINY_2D)
     for name in ("prediction.png", "velocity.png", "characteristics.png", "loss.png", "flow.gif"):
         assert (run / name).stat().st_size > 0, name
     frames, size = gif_frames(run / "flow.gif")
     assert frames == FRAMES and min(size) > 100
     problem.destroy()
-    gc.collect()
-    comm.Barrier()
 
 
 def test_frames_are_states_of_the_solve_from_0_to_T(comm):
@@ -73,16 +69,14 @@ def test_frames_are_states_of_the_solve_from_0_to_T(comm):
     # fewer states than frames: one frame per state
     assert len(frame_states(result, 10**6)) == len(result.trajectory.states) + 1
     problem.destroy()
-    gc.collect()
-    comm.Barrier()
 
 
-def test_a_3d_run_shows_slices_through_its_data(comm, tmp_path_factory):
+def test_a_3d_run_shows_slices_through_its_data(comm, shared_directory):
     """3D: prediction.png slices x3 = const (the data's plane among them) and the animation is a
     3D scatter with its frames."""
     from solver.rundir.outputs import Raster, slice_levels
 
-    run, problem = run_directory(comm, tmp_path_factory, TINY_3D)
+    run, problem = run_directory(comm, shared_directory, TINY_3D)
     levels = slice_levels(problem.domain, problem.dataset)
     assert len(levels) == 3 and problem.dataset.X_train[0, 2] in levels  # the data's plane
     raster = Raster.of(problem.domain, 9, levels)
@@ -91,8 +85,6 @@ def test_a_3d_run_shows_slices_through_its_data(comm, tmp_path_factory):
         assert (run / name).stat().st_size > 0, name
     assert gif_frames(run / "flow.gif")[0] == 4
     problem.destroy()
-    gc.collect()
-    comm.Barrier()
 
 
 def test_views_draw_in_data_coordinates():

@@ -23,7 +23,6 @@ from solver.resnet.onnx_builder import OnnxGraph
 from solver.plain2resnet.flow import (
     activation_flow,
     convergence_study,
-    discretize,
     embedding_dimension,
     fitted_order,
     flow_map,
@@ -301,37 +300,15 @@ def test_truncated_or_empty_npz_names_the_file(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
-def _plain_onnx(net: PlainNet, path, use_matmul: bool = False, extra_op: str | None = None):
-    g = OnnxGraph("mlp", np.float32)
-    y = g.input("input", net.widths[0])
-    for layer in net.layers:
-        if use_matmul:
-            y = g.node(
-                "Add", g.node("MatMul", y, g.constant(layer.weight.T)), g.constant(layer.bias)
-            )
-        else:
-            y = g.node("Gemm", y, g.constant(layer.weight), g.constant(layer.bias), transB=1)
-        ops = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid", "leaky_relu": "LeakyRelu"}
-        if layer.activation in ops:
-            attributes = {"alpha": layer.slope} if layer.activation == "leaky_relu" else {}
-            y = g.node(ops[layer.activation], y, **attributes)
-    if extra_op:
-        y = g.node(extra_op, y)
-    if net.output == "softmax":
-        y = g.node("Softmax", y, axis=-1)
-    g.output(y, "output", net.widths[-1])
-    return g.save(path)
-
-
 @pytest.mark.parametrize(
     "activation, use_matmul",
     [("relu", False), ("leaky_relu", False), ("tanh", True), ("sigmoid", True)],
 )
-def test_plain_net_readers_round_trip(activation, use_matmul, tmp_path):
+def test_plain_net_readers_round_trip(activation, use_matmul, tmp_path, plain_onnx):
     net = random_net(activation)
     for loaded in (
         load_plain_net(save_npz(net, tmp_path / "net.npz")),
-        load_plain_net(_plain_onnx(net, tmp_path / "net.onnx", use_matmul)),
+        load_plain_net(plain_onnx(net, tmp_path / "net.onnx", use_matmul)),
     ):
         assert [l.activation for l in loaded.layers] == [
             l.activation for l in net.layers
@@ -339,7 +316,7 @@ def test_plain_net_readers_round_trip(activation, use_matmul, tmp_path):
         np.testing.assert_allclose(loaded.predict(X), net.predict(X), atol=1e-6)
 
 
-def _write_bad_files(tmp_path) -> dict[str, tuple[object, str]]:
+def _write_bad_files(tmp_path, plain_onnx) -> dict[str, tuple[object, str]]:
     """name → (path, a phrase the error must contain)."""
     net = random_net("relu")
     np.savez(tmp_path / "not_mlp.npz", x=np.zeros(3))
@@ -371,7 +348,7 @@ def _write_bad_files(tmp_path) -> dict[str, tuple[object, str]]:
         "pickled": (tmp_path / "pickled.npz", "not a plain-net npz"),
         "garbage": (tmp_path / "garbage.onnx", "not an ONNX model"),
         "unsupported op": (
-            _plain_onnx(net, tmp_path / "exp.onnx", extra_op="Exp"),
+            plain_onnx(net, tmp_path / "exp.onnx", extra_op="Exp"),
             "unsupported ONNX op Exp",
         ),
         "pickle": (tmp_path / "model.pkl", "runs code"),
@@ -379,8 +356,8 @@ def _write_bad_files(tmp_path) -> dict[str, tuple[object, str]]:
     }
 
 
-def test_bad_files_raise_input_error_naming_the_file(tmp_path):
-    for name, (path, phrase) in _write_bad_files(tmp_path).items():
+def test_bad_files_raise_input_error_naming_the_file(tmp_path, plain_onnx):
+    for name, (path, phrase) in _write_bad_files(tmp_path, plain_onnx).items():
         with pytest.raises(InputError) as info:
             load_plain_net(path)
         assert info.value.source == str(path), name
@@ -428,7 +405,6 @@ def test_command_writes_onnx_npz_json(tmp_path):
     # An existing output is not overwritten without --force: the same InputError on every rank.
     with pytest.raises(InputError, match="--force"):
         args.run(comm, args)
-    comm.Barrier()
 
 
 @pytest.mark.parametrize(
@@ -441,13 +417,12 @@ def test_command_writes_onnx_npz_json(tmp_path):
         (["{root}/not_mlp.npz", "--substeps", "0"], "--substeps"),
     ],
 )
-def test_command_bad_input_is_an_input_error_on_every_rank(argv, phrase, tmp_path):
+def test_command_bad_input_is_an_input_error_on_every_rank(argv, phrase, tmp_path, plain_onnx):
     comm = MPI.COMM_WORLD
     root = comm.bcast(str(tmp_path) if comm.rank == 0 else None, root=0)
     if comm.rank == 0:
-        _write_bad_files(tmp_path)
+        _write_bad_files(tmp_path, plain_onnx)
     comm.Barrier()
     args = _args(*(a.format(root=root) for a in argv), "--out", f"{root}/new.onnx")
     with pytest.raises(InputError, match=phrase.replace(".", r"\.")):
         args.run(comm, args)
-    comm.Barrier()

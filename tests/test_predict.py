@@ -17,8 +17,6 @@ from solver.errors import InputError
 from solver.learn.certify import Resolution
 from solver.learn.train import Problem
 from solver.rundir import store
-from test_compare_run import trained_run  # noqa: F401 (the fixture)
-from test_train import shared_directory
 
 
 def read_csv(path) -> tuple[list[str], list[list[str]]]:
@@ -28,7 +26,7 @@ def read_csv(path) -> tuple[list[str], list[list[str]]]:
 
 
 @pytest.fixture(scope="module")
-def compared(trained_run):  # noqa: F811
+def compared(trained_run):
     """The run's test points in data coordinates and the PDE logits ``compare RUN`` computes there."""
     comm = MPI.COMM_WORLD
     config = load_config(trained_run / store.CONFIG)
@@ -43,9 +41,9 @@ def compared(trained_run):  # noqa: F811
     return X, fe_test
 
 
-def test_predict_gives_the_labels_of_compare(comm, trained_run, compared, tmp_path_factory):  # noqa: F811
+def test_predict_gives_the_labels_of_compare(comm, trained_run, compared, shared_directory):
     X, fe_test = compared
-    work = shared_directory(comm, tmp_path_factory)
+    work = shared_directory(comm)
     if comm.rank == 0:
         with open(work / "points.csv", "w") as f:
             f.write("x1,x2\n" + "".join(f"{float(a)!r},{float(b)!r}\n" for a, b in X))
@@ -61,14 +59,12 @@ def test_predict_gives_the_labels_of_compare(comm, trained_run, compared, tmp_pa
     np.testing.assert_allclose(np.array([[float(v) for v in r[3:]] for r in rows]), z / z.sum(axis=1, keepdims=True),
                                atol=1e-8)
     np.testing.assert_array_equal(np.array([[float(v) for v in r[:2]] for r in rows]), X)
-    gc.collect()
-    comm.Barrier()
 
 
-def test_the_three_methods_and_the_grid(comm, trained_run, tmp_path_factory):  # noqa: F811
+def test_the_three_methods_and_the_grid(comm, trained_run, shared_directory):
     """The characteristics and the ResNet agree with the PDE on most of a grid map; the map's
     npz holds the grid, its labels and probabilities."""
-    work = shared_directory(comm, tmp_path_factory)
+    work = shared_directory(comm)
     labels = {}
     for method in ("pde", "characteristics", "resnet"):
         stem = work / f"map-{method}"
@@ -81,8 +77,6 @@ def test_the_three_methods_and_the_grid(comm, trained_run, tmp_path_factory):  #
         assert (work / f"map-{method}.png").stat().st_size > 0
     assert np.mean(labels["pde"] == labels["characteristics"]) >= 0.95
     assert np.mean(labels["resnet"] == labels["characteristics"]) >= 0.95
-    gc.collect()
-    comm.Barrier()
 
 
 @pytest.mark.parametrize("text, fragments", [
@@ -94,7 +88,7 @@ def test_the_three_methods_and_the_grid(comm, trained_run, tmp_path_factory):  #
     ("", ["no points"]),
     ("x1,x2\n0.1,0.2\n1e3,0.0\n", ["1 of 2 points lie outside Ω", "lines [3]", "Ω holds the data coordinates"]),
 ], ids=["columns", "short row", "nan", "word", "header only", "empty", "outside"])
-def test_bad_points_are_one_input_error(trained_run, tmp_path, text, fragments):  # noqa: F811
+def test_bad_points_are_one_input_error(trained_run, tmp_path, text, fragments):
     """Rank-local reading: every rank raises alike, naming the file."""
     path = tmp_path / "bad.csv"
     path.write_text(text)
@@ -107,7 +101,7 @@ def test_bad_points_are_one_input_error(trained_run, tmp_path, text, fragments):
         assert fragment in error.value.message, error.value.message
 
 
-def test_a_run_with_p_only_is_refused(trained_run, tmp_path):  # noqa: F811
+def test_a_run_with_p_only_is_refused(trained_run, tmp_path):
     (tmp_path / store.CONFIG).write_bytes((trained_run / store.CONFIG).read_bytes())
     np.savez(tmp_path / store.THETA, p=store.read_parameters(trained_run / store.THETA).p)
     with pytest.raises(InputError, match="holds p only"):
@@ -115,7 +109,7 @@ def test_a_run_with_p_only_is_refused(trained_run, tmp_path):  # noqa: F811
 
 
 @pytest.mark.serial  # starts its own process
-def test_the_prediction_map_benchmark_runs(trained_run):  # noqa: F811
+def test_the_prediction_map_benchmark_runs(trained_run):
     import subprocess
     import sys
     from pathlib import Path

@@ -4,7 +4,6 @@ refined mesh keeps the Taylor rates and the convergence order."""
 
 from mpi4py import MPI
 
-import gc
 
 import numpy as np
 import pytest
@@ -104,8 +103,6 @@ def test_taylor_on_a_locally_refined_mesh(comm, domain, cells, degree):
     assert min(rates) >= 1.9, f"remainders {remainders}, rates {rates}"
     J.destroy()
     solver.destroy()
-    gc.collect()
-    comm.Barrier()
 
 
 @pytest.mark.slow  # a refinement study
@@ -133,5 +130,3 @@ def test_a_locally_refined_mesh_keeps_the_convergence_order(comm):
           f"left half refined: {[errors[True, c] for c in (8, 16, 32)]}; orders {orders}")
     assert orders[-1] >= 1.8
     assert all(errors[True, c] < errors[False, c] for c in (8, 16, 32))
-    gc.collect()
-    comm.Barrier()

@@ -3,7 +3,6 @@ killed with SIGKILL and resumed ends where an uninterrupted run ends, and bad co
 
 from mpi4py import MPI
 
-import gc
 import os
 import signal
 import subprocess
@@ -31,32 +30,24 @@ SMALL = dict(
 )
 
 
-def shared_directory(comm, tmp_path_factory) -> Path:
-    """One directory for all ranks (pytest gives each process its own tmp_path)."""
-    path = str(tmp_path_factory.mktemp("run")) if comm.rank == 0 else None
-    return Path(comm.bcast(path, root=0))
-
-
-def test_training_reduces_the_loss(comm, tmp_path_factory):
+def test_training_reduces_the_loss(comm, shared_directory):
     config = config_from_dict(SMALL)
-    out = shared_directory(comm, tmp_path_factory)
+    out = shared_directory(comm)
     problem = Problem.build(comm, config)
     outcome = train(comm, problem, out)
-    state, history, problem = outcome.state, outcome.history, outcome.problem
+    history, problem = outcome.history, outcome.problem
     first, last = history[0]["loss"], history[-1]["loss"]
     print(f"\nloss {first:.4f} -> {last:.4f}, train accuracy {history[-1]['train_accuracy']:.3f}")
     assert last < first / 3, (first, last)
     assert history[-1]["train_accuracy"] >= 0.9
     assert [h["iteration"] for h in history] == list(range(9))
     problem.J.destroy()
-    gc.collect()
-    comm.Barrier()
 
 
-def test_resume_reaches_the_same_iterates(comm, tmp_path_factory):
+def test_resume_reaches_the_same_iterates(comm, shared_directory):
     """6 iterations in one go, or 4 then resumed to 6: the same θ to round-off."""
-    whole = shared_directory(comm, tmp_path_factory)
-    parts = shared_directory(comm, tmp_path_factory)
+    whole = shared_directory(comm)
+    parts = shared_directory(comm)
     six = config_from_dict({**SMALL, "train": dict(SMALL["train"], iterations=6)})
     four = config_from_dict({**SMALL, "train": dict(SMALL["train"], iterations=4)})
     state_whole = train(comm, Problem.build(comm, six), whole).state
@@ -65,8 +56,6 @@ def test_resume_reaches_the_same_iterates(comm, tmp_path_factory):
     state_parts, history = resumed.state, resumed.history
     assert state_parts.iteration == 6 and len(history) == 7
     np.testing.assert_allclose(state_parts.p, state_whole.p, rtol=0, atol=1e-12)
-    gc.collect()
-    comm.Barrier()
 
 
 def test_stage_memory_reaches_the_solver(comm):
@@ -82,8 +71,6 @@ def test_stage_memory_reaches_the_solver(comm):
     assert kept * step_bytes + solver._kept_bytes <= 2**20
     assert kept == steps or (kept + 1) * step_bytes + solver._kept_bytes > 2**20
     problem.J.destroy()
-    gc.collect()
-    comm.Barrier()
 
 
 def test_stage_memory_auto_is_a_share_of_the_available_memory(comm):
@@ -101,13 +88,11 @@ def test_stage_memory_auto_is_a_share_of_the_available_memory(comm):
     assert 0.8 * AUTO_STAGE_SHARE * min(before, after) <= budget <= 1.2 * AUTO_STAGE_SHARE * max(before, after)
     assert len(solver._stage_pool) == sum(problem.J.last.steps)
     problem.J.destroy()
-    gc.collect()
-    comm.Barrier()
 
 
-def test_warm_start_from_a_run(comm, tmp_path_factory):
+def test_warm_start_from_a_run(comm, shared_directory):
     """train.init starts from a run's parameters (here on a finer mesh); a mismatch is an InputError."""
-    first = shared_directory(comm, tmp_path_factory)
+    first = shared_directory(comm)
     config = config_from_dict({**SMALL, "train": dict(SMALL["train"], iterations=2)})
     state = train(comm, Problem.build(comm, config), first).state
     if comm.rank == 0:
@@ -122,13 +107,11 @@ def test_warm_start_from_a_run(comm, tmp_path_factory):
     missing = config_from_dict({**SMALL, "train": dict(SMALL["train"], init=str(first / "nothing"))})
     with pytest.raises(InputError, match="nothing does not exist"):
         initial_parameters(Problem.build(comm, missing))
-    gc.collect()
-    comm.Barrier()
 
 
-def test_resume_from_a_missing_or_broken_checkpoint(comm, tmp_path_factory):
+def test_resume_from_a_missing_or_broken_checkpoint(comm, shared_directory):
     """No checkpoint, or one cut short by a crash of the file system: an InputError naming it."""
-    out = shared_directory(comm, tmp_path_factory)
+    out = shared_directory(comm)
     problem = Problem.build(comm, config_from_dict(SMALL))
     with pytest.raises(InputError, match="checkpoint.npz: file not found"):
         train(comm, problem, out, resume=True)
@@ -139,8 +122,6 @@ def test_resume_from_a_missing_or_broken_checkpoint(comm, tmp_path_factory):
     with pytest.raises(InputError, match="checkpoint.npz: cannot read the checkpoint: the file is empty or truncated"):
         train(comm, problem, out, resume=True)
     problem.J.destroy()
-    gc.collect()
-    comm.Barrier()
 
 
 def test_bad_training_configs(comm):

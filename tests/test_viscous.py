@@ -3,7 +3,6 @@ the step, orders against an exact solution, the guard, and ε → 0."""
 
 from mpi4py import MPI
 
-import gc
 
 import numpy as np
 import pytest
@@ -131,7 +130,6 @@ def test_guard_estimates_the_viscous_steps_on_the_low_side(comm, domain, cells, 
     actual = sum(result.steps_per_piece)
     assert actual / 2.5 <= estimate <= actual, (estimate, actual)
     solver.destroy()
-    gc.collect()
 
 
 # --- stochastic characteristics (model/stochastic.py) -------------------------------------------
@@ -240,7 +238,6 @@ def test_pde_and_monte_carlo_agree_on_the_finest_mesh(comm, name, domain, field,
     assert fine["max_difference"] <= coarse["max_difference"], table
     # The characteristics (inviscid) are visibly another solution: ε matters here.
     assert study["rows"][-1]["max_points"] > 2 * fine["max_bound"], table
-    gc.collect()
 
 
 def test_viscous_solution_tends_to_the_inviscid_one(comm):

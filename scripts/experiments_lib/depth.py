@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 
 from experiments_lib.common import export_depth, field_changes, problem_config, spread, train_run
 

@@ -5,14 +5,16 @@ form has interior-facet integrals, which in parallel need the cell on the other 
 shared between ranks.
 
 The disk and ball geometries are the gmsh files ``meshes/disk.geo`` and ``meshes/ball.geo`` of
-the source tree; their OpenCASCADE circle/sphere is parametrized exactly, so boundary vertices
-lie on ∂Ω to rounding (the cutoff χ of ``model/domain.py`` vanishes there).
+the source tree, installed as the package data ``solver.meshes`` (pyproject.toml maps that package
+to ``meshes/``, editable or not); their OpenCASCADE circle/sphere is parametrized exactly, so
+boundary vertices lie on ∂Ω to rounding (the cutoff χ of ``model/domain.py`` vanishes there).
 """
 
 from __future__ import annotations
 
+import importlib.resources
 import math
-from pathlib import Path
+from importlib.resources.abc import Traversable
 
 import numpy as np
 from mpi4py import MPI
@@ -23,7 +25,8 @@ from dolfinx.mesh import CellType, GhostMode
 from solver.model.domain import DOMAIN_KINDS, Ball, Box, Domain
 from solver.errors import InputError
 
-MESH_DIR = Path(__file__).resolve().parents[2] / "meshes"  # solver/fem/mesh.py -> meshes/
+MESH_PACKAGE = "solver.meshes"  # meshes/ of the source tree, as installed (pyproject.toml)
+MESH_DIR: Traversable = importlib.resources.files(MESH_PACKAGE)
 GEO_FILES = {2: "disk.geo", 3: "ball.geo"}
 
 
@@ -59,15 +62,18 @@ def create_mesh(comm: MPI.Comm, domain: Domain, cells: int) -> dolfinx.mesh.Mesh
     )
 
 
-def geo_file(dim: int) -> Path:
-    """The gmsh geometry of the disk (dim 2) or ball (dim 3), checked to exist."""
+def geo_file(dim: int) -> Traversable:
+    """The gmsh geometry of the disk (dim 2) or ball (dim 3), checked to exist.
+
+    A package resource: read it as a file within ``importlib.resources.as_file``.
+    """
     if dim not in GEO_FILES:
         raise InputError(f"no gmsh geometry for a ball of dimension {dim}, expected 2 or 3")
     path = MESH_DIR / GEO_FILES[dim]
     if not path.is_file():
         raise InputError(
-            f"gmsh geometry {path} not found; the meshes/ directory of the source tree must sit "
-            "next to the solver/ package"
+            f"gmsh geometry {path} not found in the package data {MESH_PACKAGE} (meshes/ of the "
+            "source tree); reinstall the package (pip install .)"
         )
     return path
 
@@ -78,7 +84,7 @@ def _create_gmsh_ball(comm: MPI.Comm, ball: Ball, size: float) -> dolfinx.mesh.M
 
     from dolfinx.io.gmsh import model_to_mesh
 
-    path = geo_file(ball.dim)
+    geo = geo_file(ball.dim)
     # Rank 0 builds; every rank must learn of a failure before model_to_mesh, or the others
     # would wait forever in its broadcasts.
     error = None
@@ -93,12 +99,13 @@ def _create_gmsh_ball(comm: MPI.Comm, ball: Ball, size: float) -> dolfinx.mesh.M
             values = dict(zip(("cx", "cy", "cz"), ball.center), R=ball.radius, h=size)
             for name, value in values.items():
                 gmsh.parser.setNumber(name, [value])
-            gmsh.model.add(path.stem)
+            gmsh.model.add(GEO_FILES[ball.dim].removesuffix(".geo"))
             added_model = True
-            gmsh.merge(str(path))
+            with importlib.resources.as_file(geo) as path:  # a real file even from a zip
+                gmsh.merge(str(path))
             gmsh.model.mesh.generate(ball.dim)
         except Exception as e:  # gmsh raises bare Exceptions
-            error = f"gmsh failed to mesh {path} (R={ball.radius}, h={size}): {e}"
+            error = f"gmsh failed to mesh {geo} (R={ball.radius}, h={size}): {e}"
     error = comm.bcast(error, root=0)
     try:
         if error is not None:

@@ -32,7 +32,6 @@ from abc import ABC, abstractmethod
 
 import basix
 import numpy as np
-from petsc4py import PETSc
 
 import dolfinx.la
 from dolfinx import fem

@@ -7,6 +7,8 @@ equation ∂t u + v·∇u = 0 with terminal value u(T, ·) = f; the prediction i
 # mpi4py before dolfinx: dolfinx needs the MPI library mpi4py loads (else libmpi.so.12 is not found).
 from mpi4py import MPI  # noqa: F401
 
+from solver.errors import FacetWarning, OutsideDomainWarning, UncertifiedWarning  # noqa: F401 (light)
+
 __version__ = "0.1.0"
 
 

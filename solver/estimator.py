@@ -51,7 +51,7 @@ from solver.config import (
     config_from_dict,
     load_config,
 )
-from solver.errors import InputError, UnstableSolve
+from solver.errors import FacetWarning, InputError, OutsideDomainWarning, UncertifiedWarning, UnstableSolve
 from solver.model import characteristics
 from solver.model.data import Scaling, augment, make_dataset, place_in_domain, write_csv
 from solver.model.from_config import velocity_model
@@ -91,14 +91,6 @@ PARAMETERS = {
 }
 SOURCE = "<FlowClassifier>"  # where a bad parameter came from, in messages (``mesh.cells: ...``)
 DATA_FILE = "data.csv"  # the training points, in a run directory that fit writes
-
-
-class UncertifiedWarning(UserWarning):
-    """fit ended with the PDE and the characteristics outside the tolerances (``certified_``)."""
-
-
-class OutsideDomainWarning(UserWarning):
-    """Points to predict fell outside Ω after the scaling fitted on the training points."""
 
 
 class FlowClassifier(ClassifierMixin, BaseEstimator):

@@ -158,7 +158,7 @@ def advice(check: Check, adapt: bool, tolerance: float, dofs: int) -> str:
     if check.reference == MONTE_CARLO and check.monte_carlo_bound > tolerance / 2:
         return "raise train.paths: the Monte Carlo's error bound is too loose to certify against"
     if not adapt:
-        return ("set train.adapt = true, so that the final check raises the resolution where the logits "
+        return ("turn on train.adapt, so that the final check raises the resolution where the logits "
                 "differ (or start on a finer mesh.cells or mesh.degree)")
     return (f"raise train.max_dofs: the final check stopped raising the resolution at {dofs} dofs per "
             f"component, below the next one")

@@ -139,3 +139,24 @@ def test_export_writes_on_rank_0_and_logs_once(tmp_path):
     done = run(["export", tmp_path / "run", "--depth", "2", "--format", "npz"], tmp_path, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("wrote") == 1 and (tmp_path / "run" / "resnet-euler-2.npz").exists()
+
+
+@pytest.mark.slow  # 100 iterations on 5³ DG2 and the pictures under mpirun: about 90 s
+def test_a_one_section_problem_file_trains_on_3d_csv_data(tmp_path):
+    """``[data] kind = "csv"`` and a path, nothing else: Ω is the 3D box because the file has 3
+    features, the mesh the coarse DG2 start of 3D, and the run is certified."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(-1.0, 0.6, (40, 3)), rng.normal(1.0, 0.6, (40, 3))])
+    y = np.repeat([0, 1], 40)
+    rows = "\n".join(f"{a:.6f},{b:.6f},{c:.6f},{k}" for (a, b, c), k in zip(X, y))
+    (tmp_path / "points.csv").write_text("x1,x2,x3,label\n" + rows + "\n")
+    config = write(tmp_path, '[data]\nkind = "csv"\npath = "points.csv"\n')
+    done = run(["train", config, "--out", tmp_path / "run"], tmp_path, timeout=900)
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["certified"] and metrics["iterations"] == 100
+    assert (metrics["mesh_cells"], metrics["degree"]) == (5, 2)  # raised only by local refinements
+    resolved = (tmp_path / "run" / "config.toml").read_text()
+    assert "lower = [-1.0, -1.0, -1.0]" in resolved and "cells = 5" in resolved and "degree = 2" in resolved

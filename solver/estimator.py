@@ -539,16 +539,18 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
                     output: str = "linear") -> Path:
         """The learned flow as an ONNX ResNet of ``depth`` blocks (``resnet.export``), input in
         data coordinates: its first step is the scaling into Ω. With augmented coordinates
-        (fewer features than Ω's dimension) the net takes D inputs, the extra ones 0
+        (fewer features than Ω's dimension) the net takes D inputs, the extra ones 0. The
+        metadata carry ``classes_`` (as text) and the certification (``onnx_net.run_annotations``)
         (collective: rank 0 writes)."""
         check_is_fitted(self)
         from solver.resnet.export import net_of_parameters
-        from solver.resnet.onnx_net import save_onnx
+        from solver.resnet.onnx_net import run_annotations, save_onnx
 
         config, _, _, (theta, A, b) = self._model()
         params = store.Parameters(self.parameters_, theta, A, b, meta={"scaling": self.scaling_})
         net = net_of_parameters(config, params, depth, scheme, output, SOURCE)
-        return on_rank0(self._comm(), save_onnx, net, Path(path), dtype)
+        annotations = run_annotations(self.classes_.tolist(), self.metrics_)
+        return on_rank0(self._comm(), save_onnx, net, Path(path), dtype, annotations)
 
 
 def _parameter_names(text: str) -> str:

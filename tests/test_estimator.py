@@ -304,7 +304,10 @@ def test_onnx_export_converges_to_the_characteristics(comm, tmp_path_factory):
     errors = []
     for depth in (32, 128):
         path = clf.export_onnx(directory / f"net-{depth}.onnx", depth=depth, scheme="midpoint", dtype="float64")
-        logits = load_onnx_session(path)(X)
+        session = load_onnx_session(path)
+        assert session.metadata["classes"] == ["0", "1"]  # the metadata name the classes_
+        assert session.metadata["certification"]["certified"] == clf.certified_
+        logits = session(X)
         errors.append(np.max(np.abs(logits - exact)))
         assert np.array_equal(logits.argmax(axis=1), exact.argmax(axis=1))
     print(f"\nONNX (midpoint, 32 and 128 blocks) against the characteristics: max |Δ logit| "

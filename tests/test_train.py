@@ -206,9 +206,10 @@ def test_compare_and_export_a_trained_run(tmp_path):
                  "characteristics.png", "loss.png", "u0.bp", "u_t.bp", "config.toml", "flow.gif"):
         assert (run / name).exists(), name
     assert "[terminal]" not in (run / "config.toml").read_text()  # training reads no [terminal]
-    (run / "flow.gif").unlink()
+    trained = (run / "flow.gif").read_bytes()
     out = solver("compare", run)
-    assert (run / "flow.gif").exists()  # compare RUN draws the animation too
+    # compare RUN draws its own animation, and leaves training's flow.gif as it was
+    assert (run / "compare-flow.gif").exists() and (run / "flow.gif").read_bytes() == trained
     import json
 
     result = json.loads((run / "compare.json").read_text())

@@ -368,3 +368,18 @@ def test_breast_cancer_in_3d_with_the_defaults():
     assert clf.certified_ and clf.n_iter_ == 100
     assert (clf.config_["mesh"]["cells"], clf.config_["mesh"]["degree"]) == (5, 2) and len(clf.scaling_["scale"]) == 3
     assert clf.score(X3, y) > 0.9
+
+
+def test_every_warning_class_has_a_row_in_docs():
+    """docs/warnings.md: each warning class of solver.errors (importable from solver) has its row."""
+    import inspect
+
+    import solver
+    from solver import errors
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "warnings.md").read_text()
+    classes = [c for _, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, Warning)]
+    assert {c.__name__ for c in classes} == {"FacetWarning", "UncertifiedWarning", "OutsideDomainWarning"}
+    for cls in classes:
+        assert getattr(solver, cls.__name__) is cls
+        assert f"| `{cls.__name__}`" in text, cls.__name__

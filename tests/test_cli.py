@@ -160,3 +160,21 @@ def test_a_one_section_problem_file_trains_on_3d_csv_data(tmp_path):
     assert (metrics["mesh_cells"], metrics["degree"]) == (5, 2)  # raised only by local refinements
     resolved = (tmp_path / "run" / "config.toml").read_text()
     assert "lower = [-1.0, -1.0, -1.0]" in resolved and "cells = 5" in resolved and "degree = 2" in resolved
+
+
+def test_warnings_are_log_lines_and_uncertified_runs_say_what_to_do(tmp_path):
+    """Data on facets (2D moons at x3 = 0 of a 4³ box): one ``warning:`` line on stdout for the
+    training and one for the test points, without Python's file:line; a run the check fails with adapt off says to turn adapt on."""
+    config = write(tmp_path, "[domain]\nlower = [-1.0, -1.0, -1.0]\nupper = [1.0, 1.0, 1.0]\n[mesh]\ncells = 4\n"
+                             "[field]\nslabs = 2\n[data]\npoints = 60\naugment_dim = 3\n"
+                             "[train]\niterations = 2\nadapt = false\ntolerance = 1e-9\n"
+                             "[output]\npng = false\nvtx = false\nanimation = false\n")
+    done = run(["train", config, "--out", tmp_path / "run"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    facets = [line for line in done.stdout.splitlines() if "lie on mesh facets" in line]
+    assert [line.split(" points lie")[0] for line in facets] == [  # one line per point set
+        "warning: data: 48 of 48", "warning: data (test points): 12 of 12"], done.stdout
+    assert "pointeval.py" not in done.stdout + done.stderr
+    verdict = [line for line in done.stdout.splitlines() if line.startswith("NOT CERTIFIED")]
+    assert len(verdict) == 1 and "What to do: turn on train.adapt" in verdict[0]
+    assert "iter    2/2" in done.stdout

@@ -383,3 +383,12 @@ def test_every_warning_class_has_a_row_in_docs():
     for cls in classes:
         assert getattr(solver, cls.__name__) is cls
         assert f"| `{cls.__name__}`" in text, cls.__name__
+
+
+@pytest.mark.serial  # rank 0 prints
+def test_verbose_output_has_progress_and_no_nan_columns(capsys):
+    FlowClassifier(**TINY, verbose=True).fit(*moons(40))
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("iter")]
+    assert [line.split()[1] for line in lines] == ["0/2", "1/2", "2/2"] and "elapsed" in lines[-1]
+    assert "nan" not in out and " test " not in out  # no test split in a fit

@@ -36,6 +36,7 @@ import logging  # noqa: E402
 import signal  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
+import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from solver import stopping  # noqa: E402
@@ -45,14 +46,23 @@ from solver.rundir import store  # noqa: E402
 
 log = logging.getLogger("solver")
 
+COMPARE_ANIMATION = "compare-flow.gif"  # `compare RUN`'s animation, beside training's flow.gif
+
 
 def setup_logging(comm: MPI.Comm, verbose: bool) -> None:
-    """One logger, on rank 0 only: no duplicated lines under mpirun."""
+    """One logger, on rank 0 only: no duplicated lines under mpirun. Warnings (``solver.FacetWarning``
+    and the others of docs/warnings.md) are its lines too, without Python's file:line and source."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.handlers[:] = [handler] if comm.rank == 0 else [logging.NullHandler()]
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     log.propagate = False
+    warnings.showwarning = show_warning
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """``warnings.showwarning`` of the command line: a log line ``warning: ...``."""
+    log.warning("warning: %s", message)
 
 
 def parse_cells(text: str) -> list[int]:
@@ -76,8 +86,8 @@ def command_compare(comm: MPI.Comm, args) -> int:
 
         animate = None
         if load_config(args.config / store.CONFIG).output.animation:
-            def animate(comm, problem, p):
-                write_animation(comm, problem, p, args.config / "flow.gif")
+            def animate(comm, problem, p):  # its own name: the training run's flow.gif stays
+                write_animation(comm, problem, p, args.config / COMPARE_ANIMATION)
         compare_run(comm, args.config, animate)
         return 0
     # Imported here so that a bad config fails before dolfinx is loaded.
@@ -228,10 +238,13 @@ def command_train(comm: MPI.Comm, args) -> int:
     if metrics["certified"]:
         log.info("certified: %s", describe_check(outcome.check))
     else:
+        from solver.learn.certify import advice
+
         log.info("NOT CERTIFIED: %s (train.tolerance = %g, train.agreement = %g); the numbers above "
-                 "are the PDE's on %s, not the learned flow's; see metrics.json 'check'",
+                 "are the PDE's on %s, not the learned flow's; see metrics.json 'check'. What to do: %s",
                  describe_check(outcome.check), config.train.tolerance, config.train.agreement,
-                 outcome.problem.resolution)
+                 outcome.problem.resolution, advice(outcome.check, config.train.adapt, config.train.tolerance,
+                                                    metrics["dofs"]))
     outcome.problem.destroy()
     return 0
 
@@ -387,7 +400,8 @@ def command_export(comm: MPI.Comm, args) -> int:
         block = evaluations * (2 * width * config.dim + width + config.dim) * 8
         guards.check_export(comm, str(args.run_dir), args.depth, block, "onnx" in formats)
     on_rank0(comm, remove_temporaries, args.run_dir)
-    for path in on_rank0(comm, export, args.run_dir, args.depth, args.scheme, formats, args.output, args.noise):
+    for path in on_rank0(comm, export, args.run_dir, args.depth, args.scheme, formats, args.output, args.noise,
+                         args.directory):
         log.info("wrote %s", path)
     return 0
 
@@ -508,6 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", nargs="?", const="run", default=None, metavar="EPS",
                    help="the stochastic ResNet: each block adds sqrt(2 EPS s) N(0, I) and reflects "
                         "into the domain (default EPS: the run's field.viscosity); average M runs")
+    p.add_argument("--out", dest="directory", type=Path, default=None, metavar="DIR",
+                   help="the directory the files go into (made if missing; default RUN)")
     p.set_defaults(run=command_export)
 
     p = sub.add_parser("predict", help="the learned flow's labels (and probabilities) at new points")

@@ -2,7 +2,9 @@
 
 No dolfinx here: the command line reads a config before it builds anything, and a typo must
 fail in a second, not after a mesh is built. Every key has a default, so an empty file is a
-working problem (an MLP field on [-1, 1]², a Gaussian terminal); see ``problems/*.toml``.
+working problem (an MLP field on [-1, 1]², a Gaussian terminal); without [domain], Ω is [-1, 1]³
+when the data are 3D (``data.augment_dim = 3``, or a CSV file of 3 features), and without [mesh]
+the mesh is ``DEFAULT_MESH`` of Ω's dimension; see ``problems/*.toml``.
 
 An error names the key path (``field.width``), the bad value and what was expected; its source
 is the file and, where found, the line (``problems/x.toml:7``).
@@ -10,6 +12,7 @@ is the file and, where found, the line (``problems/x.toml:7``).
 
 from __future__ import annotations
 
+import csv
 import math
 import os
 import re
@@ -399,12 +402,17 @@ def config_from_dict(
         if value == old and not isinstance(value, bool):
             del sections[name][key]
 
+    if not sections["domain"] and _data_dimension(sections["data"], source) == 3:
+        sections["domain"] = {"lower": [-1.0] * 3, "upper": [1.0] * 3}  # the default box, in 3D
     domain = _domain(r, sections["domain"])
     min_cells = _min_cells(domain.kind)
-    mesh = MeshConfig(**r.fields("mesh", sections["mesh"], MeshConfig,
-        cells=partial(validate.integer, low=min_cells),
-        degree=partial(validate.integer, low=1, high=3),
-    ))
+    r.check_keys("mesh", sections["mesh"], SECTION_KEYS["mesh"])
+    # No [mesh] keys: the starting mesh of Ω's dimension (DEFAULT_MESH); else MeshConfig's defaults.
+    cells, degree = DEFAULT_MESH[domain.dim] if not sections["mesh"] else (MeshConfig.cells, MeshConfig.degree)
+    mesh = MeshConfig(
+        cells=r.value("mesh", sections["mesh"], "cells", cells, partial(validate.integer, low=min_cells)),
+        degree=r.value("mesh", sections["mesh"], "degree", degree, partial(validate.integer, low=1, high=3)),
+    )
     field = _field(r, sections["field"], domain)
     terminal = _terminal(r, sections["terminal"], domain)
     solver = SolverConfig(**r.fields("solver", sections["solver"], SolverConfig,
@@ -529,6 +537,33 @@ def _data(r: _Reader, s: dict[str, Any], source: str) -> DataConfig:
     return DataConfig(
         kind=kind, **values, params=MappingProxyType({k: _frozen(v) for k, v in params.items()})
     )
+
+
+# The starting mesh (cells, degree) by Ω's dimension when [mesh] gives neither key. In 3D the
+# coarse DG2 start of problems/circles3d.toml (5³ DG2: 7 500 dofs per component, where 32³ DG1
+# would be 7.9e5, over train.max_dofs); training raises the resolution where the check asks.
+DEFAULT_MESH = {2: (MeshConfig.cells, MeshConfig.degree), 3: (5, 2)}
+
+
+def _data_dimension(data: Mapping[str, Any], source: str) -> int:
+    """Ω's dimension that a problem file without [domain] implies: ``data.augment_dim`` if
+    given, else for a CSV file its number of feature columns (read from its header) when that is
+    3, else 2. Anything unreadable gives 2: the data's own checks report it later."""
+    augment = data.get("augment_dim")
+    if augment in (2, 3) and not isinstance(augment, bool):
+        return augment
+    path = data.get("path")
+    if data.get("kind") != "csv" or not isinstance(path, str) or not path:
+        return 2
+    if not Path(path).is_absolute() and not source.startswith("<"):
+        path = Path(source).parent / path
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            header = next((row for row in csv.reader(f) if any(v.strip() for v in row)), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return 2
+    features = sum(1 for name in header if name.strip().lower() != "label")
+    return 3 if features == 3 and len(header) == 4 else 2
 
 
 def _min_cells(domain_kind: str) -> int:

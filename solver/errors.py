@@ -21,3 +21,19 @@ class UnstableSolve(InputError):
     Raised alike on every rank. An optimizer treats it as a failed trial point and backs off;
     everywhere else it is bad input (a Courant number or forced dt too large) like any other.
     """
+
+
+# Warnings: each has a row in docs/warnings.md (when it fires, what to do); all are importable
+# from ``solver`` so that ``warnings.filterwarnings("ignore", category=...)`` can name them.
+
+
+class FacetWarning(UserWarning):
+    """Data points lie on mesh facets, where u_h jumps (``fem.pointeval``): once per fit."""
+
+
+class UncertifiedWarning(UserWarning):
+    """fit ended with the PDE and the characteristics outside the tolerances (``certified_``)."""
+
+
+class OutsideDomainWarning(UserWarning):
+    """Points to predict fell outside Ω after the scaling fitted on the training points."""

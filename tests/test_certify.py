@@ -293,3 +293,23 @@ def test_unresolved_labels_do_not_count_against_the_pde(comm):
     assert result.label_agreement == pytest.approx(1 / 3)
     assert result.resolved_agreement == pytest.approx(2 / 3)
     assert result.excess == pytest.approx(0.9) and result.monte_carlo_bound == pytest.approx(0.1)
+
+
+def test_advice_is_the_one_action_that_applies():
+    """An uncertified run's advice: near-tied labels are not a mesh's to settle; with adapt off,
+    turn it on (not "raise max_dofs"); with adapt on, max_dofs stopped it."""
+    ok = certify.Agreement(points=100, label_agreement=1.0, max_logit_difference=0.1, accuracy_pde=1.0,
+                           accuracy_characteristics=1.0)
+    tied = certify.Agreement(points=400, label_agreement=0.99, max_logit_difference=0.29, accuracy_pde=0.9,
+                             accuracy_characteristics=0.9)
+    far = certify.Agreement(points=400, label_agreement=0.9, max_logit_difference=1.7, accuracy_pde=0.9,
+                            accuracy_characteristics=0.9)
+    near = certify.Check(tied, ok, passed=False, close=True, seconds=0.0)
+    text = certify.advice(near, adapt=True, tolerance=0.5, dofs=1000)
+    assert "the 4 of 500 checked points whose labels differ" in text and "within 0.58 of each other" in text
+    assert "decision boundary" in text and "max_dofs" not in text
+    failed = certify.Check(far, ok, passed=False, close=False, seconds=0.0)
+    off = certify.advice(failed, adapt=False, tolerance=0.5, dofs=1000)
+    assert off.startswith("turn on train.adapt") and "max_dofs" not in off
+    on = certify.advice(failed, adapt=True, tolerance=0.5, dofs=1000)
+    assert on.startswith("raise train.max_dofs") and "1000 dofs" in on

@@ -135,3 +135,42 @@ def test_export_writes_on_rank_0_and_logs_once(tmp_path, make_run):
     done = run(["export", tmp_path / "run", "--depth", "2", "--format", "npz"], tmp_path, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("wrote") == 1 and (tmp_path / "run" / "resnet-euler-2.npz").exists()
+
+
+@pytest.mark.slow  # 100 iterations on 5³ DG2 and the pictures under mpirun: about 90 s
+def test_a_one_section_problem_file_trains_on_3d_csv_data(tmp_path):
+    """``[data] kind = "csv"`` and a path, nothing else: Ω is the 3D box because the file has 3
+    features, the mesh the coarse DG2 start of 3D, and the run is certified."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(-1.0, 0.6, (40, 3)), rng.normal(1.0, 0.6, (40, 3))])
+    y = np.repeat([0, 1], 40)
+    rows = "\n".join(f"{a:.6f},{b:.6f},{c:.6f},{k}" for (a, b, c), k in zip(X, y))
+    (tmp_path / "points.csv").write_text("x1,x2,x3,label\n" + rows + "\n")
+    config = write(tmp_path, '[data]\nkind = "csv"\npath = "points.csv"\n')
+    done = run(["train", config, "--out", tmp_path / "run"], tmp_path, timeout=900)
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["certified"] and metrics["iterations"] == 100
+    assert (metrics["mesh_cells"], metrics["degree"]) == (5, 2)  # raised only by local refinements
+    resolved = (tmp_path / "run" / "config.toml").read_text()
+    assert "lower = [-1.0, -1.0, -1.0]" in resolved and "cells = 5" in resolved and "degree = 2" in resolved
+
+
+def test_warnings_are_log_lines_and_uncertified_runs_say_what_to_do(tmp_path):
+    """Data on facets (2D moons at x3 = 0 of a 4³ box): one ``warning:`` line on stdout for the
+    training and one for the test points, without Python's file:line; a run the check fails with adapt off says to turn adapt on."""
+    config = write(tmp_path, "[domain]\nlower = [-1.0, -1.0, -1.0]\nupper = [1.0, 1.0, 1.0]\n[mesh]\ncells = 4\n"
+                             "[field]\nslabs = 2\n[data]\npoints = 60\naugment_dim = 3\n"
+                             "[train]\niterations = 2\nadapt = false\ntolerance = 1e-9\n"
+                             "[output]\npng = false\nvtx = false\nanimation = false\n")
+    done = run(["train", config, "--out", tmp_path / "run"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    facets = [line for line in done.stdout.splitlines() if "lie on mesh facets" in line]
+    assert [line.split(" points lie")[0] for line in facets] == [  # one line per point set
+        "warning: data: 48 of 48", "warning: data (test points): 12 of 12"], done.stdout
+    assert "pointeval.py" not in done.stdout + done.stderr
+    verdict = [line for line in done.stdout.splitlines() if line.startswith("NOT CERTIFIED")]
+    assert len(verdict) == 1 and "What to do: turn on train.adapt" in verdict[0]
+    assert "iter    2/2" in done.stdout

@@ -142,14 +142,71 @@ def test_fit_writes_nothing_without_run_dir(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_bad_parameters_name_their_key():
+def test_bad_parameters_name_the_parameter():
+    """scikit-learn's messages for a value out of range (iterations=0 too); the problem file's
+    later checks in the estimator's names (``max_dofs``, not ``train.max_dofs``)."""
+    from sklearn.utils._param_validation import InvalidParameterError
+
     X, y = moons(40)
-    with pytest.raises(ValueError, match="mesh.cells"):
+    with pytest.raises(InvalidParameterError, match="The 'cells' parameter of FlowClassifier must be"):
         FlowClassifier(cells=0).fit(X, y)
-    with pytest.raises(ValueError, match="field.activation"):
+    with pytest.raises(InvalidParameterError, match="The 'iterations' parameter of FlowClassifier must be "
+                                                    r"an int in the range \[1, inf\)\. Got 0 instead"):
+        FlowClassifier(iterations=0).fit(X, y)
+    with pytest.raises(InvalidParameterError, match="The 'activation' parameter"):
         FlowClassifier(activation="swish").fit(X, y)
+    with pytest.raises(ValueError, match="cells = 8 .* over max_dofs = 10; lower cells or degree") as raised:
+        FlowClassifier(**{**TINY, "cells": 8}, max_dofs=10).fit(X, y)
+    assert "mesh." not in str(raised.value) and "train." not in str(raised.value)
     with pytest.raises(ValueError, match="at least 2 classes"):
         FlowClassifier(**TINY).fit(X, np.zeros(len(X)))
+
+
+def test_random_state_and_the_deprecated_seed(comm):
+    """random_state seeds the initial parameters; seed is its old name (a FutureWarning); a
+    RandomState draws one seed, the same on every rank."""
+    X, y = moons(40)
+    by_state = FlowClassifier(**TINY, random_state=3).fit(X, y)
+    with pytest.warns(FutureWarning, match="seed was renamed random_state"):
+        by_seed = FlowClassifier(**TINY, seed=3).fit(X, y)
+    other = FlowClassifier(**TINY, random_state=4).fit(X, y)
+    assert np.array_equal(by_state.parameters_, by_seed.parameters_)
+    assert not np.array_equal(by_state.parameters_, other.parameters_)
+    assert by_state.config_["train"]["seed"] == 3
+    drawn = FlowClassifier(**TINY, random_state=np.random.RandomState(0)).fit(X, y)
+    assert same_on_every_rank(comm, drawn.parameters_)
+
+
+@pytest.mark.serial
+def test_resolution_summary_and_class_types():
+    """resolution_ is a few numbers, the local refinements' midpoints are refinement_marks_;
+    metrics_["classes"] holds the labels as classes_ does."""
+    X, y = moons(100)
+    clf = FlowClassifier(**SMALL).fit(X, y)  # moons on 8² is raised to DG2 and refined locally
+    assert set(clf.resolution_) == {"cells", "degree", "refinements", "refined_cells", "dofs"}
+    assert clf.resolution_["refinements"] == len(clf.refinement_marks_) >= 1
+    assert clf.resolution_["refined_cells"] == sum(map(len, clf.refinement_marks_)) > 0
+    assert all(len(point) == 2 for level in clf.refinement_marks_ for point in level)
+    assert clf.metrics_["classes"] == clf.classes_.tolist() == [0, 1]
+    assert type(clf.metrics_["classes"][0]) is type(clf.classes_.tolist()[0])
+
+
+def test_facet_warning_once_per_fit_in_parameter_names(comm):
+    """2D data at x3 = 0 of a 3D box of 4 cells lie on facets: one FacetWarning (rank 0) per fit,
+    although the run is rebuilt on DG2 (adapt), in the estimator's names; nothing on stdout."""
+    from solver import FacetWarning
+
+    X, y = moons(60)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        clf = FlowClassifier(cells=4, iterations=2, check_every=1, tolerance=0.05, augment_dim=3).fit(X, y)
+    assert clf.resolution_["degree"] == 2  # rebuilt at least once
+    facets = [str(w.message) for w in caught if w.category is FacetWarning]
+    if comm.rank == 0:
+        assert len(facets) == 1 and "60 of 60 points lie on mesh facets" in facets[0]
+        assert "an odd cells or another margin" in facets[0] and "mesh.cells" not in facets[0]
+    else:
+        assert facets == []
 
 
 @pytest.mark.serial
@@ -237,7 +294,10 @@ def test_onnx_export_converges_to_the_characteristics(comm, shared_directory):
     errors = []
     for depth in (32, 128):
         path = clf.export_onnx(directory / f"net-{depth}.onnx", depth=depth, scheme="midpoint", dtype="float64")
-        logits = load_onnx_session(path)(X)
+        session = load_onnx_session(path)
+        assert session.metadata["classes"] == ["0", "1"]  # the metadata name the classes_
+        assert session.metadata["certification"]["certified"] == clf.certified_
+        logits = session(X)
         errors.append(np.max(np.abs(logits - exact)))
         assert np.array_equal(logits.argmax(axis=1), exact.argmax(axis=1))
     print(f"\nONNX (midpoint, 32 and 128 blocks) against the characteristics: max |Δ logit| "
@@ -256,3 +316,69 @@ def test_one_and_two_ranks_predict_the_same(comm):
     assert np.allclose(a, b, rtol=0, atol=1e-8)
     assert np.array_equal(together.predict(grid), alone.predict(grid))
     assert same_on_every_rank(comm, a)
+
+
+def test_uncertified_warning_says_what_applies():
+    """With adapt off the advice is to turn it on, in the estimator's names, never "raise max_dofs"."""
+    X, y = moons(60)
+    with pytest.warns(UncertifiedWarning) as caught:
+        clf = FlowClassifier(**{**TINY, "tolerance": 1e-9}).fit(X, y)
+    assert not clf.certified_
+    message = str([w for w in caught if w.category is UncertifiedWarning][0].message)
+    assert "turn on adapt" in message and "max_dofs" not in message and "train." not in message
+
+
+def test_grid_search_prints_no_facet_note(capsys):
+    """Data on facets (2D at x3 = 0 of a 4³ box) in a grid search: nothing about it on stdout
+    (a FacetWarning, which the caller may filter), one warning per fit."""
+    from solver import FacetWarning
+
+    X, y = moons(40)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        GridSearchCV(FlowClassifier(**TINY, augment_dim=3), {"kinetic": [0.0, 0.1]}, cv=2).fit(X, y)
+    assert "facet" not in capsys.readouterr().out
+    facets = sum(w.category is FacetWarning for w in caught)
+    assert facets == (2 * 2 + 1 if MPI.COMM_WORLD.rank == 0 else 0)  # 2 × 2 folds and the refit
+
+
+@pytest.mark.serial
+@pytest.mark.slow  # ~60 s: 100 iterations on 5³ DG2
+def test_breast_cancer_in_3d_with_the_defaults():
+    """scikit-learn's breast cancer data reduced to 3 features: the defaults (Ω's dimension picks
+    the coarse DG2 start 5³) train and certify."""
+    from sklearn.datasets import load_breast_cancer
+
+    X, y = load_breast_cancer(return_X_y=True)
+    X3 = make_pipeline(StandardScaler(), PCA(n_components=3)).fit_transform(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UncertifiedWarning)
+        clf = FlowClassifier().fit(X3, y)
+    print(f"\nbreast cancer, PCA(3), defaults: {clf.resolution_}, training accuracy {clf.score(X3, y):.3f}")
+    assert clf.certified_ and clf.n_iter_ == 100
+    assert (clf.config_["mesh"]["cells"], clf.config_["mesh"]["degree"]) == (5, 2) and len(clf.scaling_["scale"]) == 3
+    assert clf.score(X3, y) > 0.9
+
+
+def test_every_warning_class_has_a_row_in_docs():
+    """docs/warnings.md: each warning class of solver.errors (importable from solver) has its row."""
+    import inspect
+
+    import solver
+    from solver import errors
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "warnings.md").read_text()
+    classes = [c for _, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, Warning)]
+    assert {c.__name__ for c in classes} == {"FacetWarning", "UncertifiedWarning", "OutsideDomainWarning"}
+    for cls in classes:
+        assert getattr(solver, cls.__name__) is cls
+        assert f"| `{cls.__name__}`" in text, cls.__name__
+
+
+@pytest.mark.serial  # rank 0 prints
+def test_verbose_output_has_progress_and_no_nan_columns(capsys):
+    FlowClassifier(**TINY, verbose=True).fit(*moons(40))
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("iter")]
+    assert [line.split()[1] for line in lines] == ["0/2", "1/2", "2/2"] and "elapsed" in lines[-1]
+    assert "nan" not in out and " test " not in out  # no test split in a fit

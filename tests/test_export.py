@@ -70,3 +70,43 @@ def test_broken_runs_are_input_errors(tmp_path, make_run):
     (tmp_path / store.THETA).unlink()
     with pytest.raises(InputError, match="theta.npz: file not found"):
         export(tmp_path, 2, "euler", ["npz"])
+
+
+def test_export_out_and_the_onnx_metadata(tmp_path):
+    """``out``: the files go there (made if missing), not into the run; the ONNX metadata carry
+    the class names, the input scaling and the run's certification."""
+    import json
+
+    import onnx
+
+    run = tmp_path / "run"
+    model, theta, A, b = make_run(run)
+    config = config_from_dict(dict(field=dict(width=5, slabs=2)))
+    store.write_parameters(run / store.THETA, model, theta, A, b, domain=config.to_dict()["domain"],
+                           scaling=SCALING, classes=["benign", "malignant"])
+    check = dict(train=dict(points=80, label_agreement=1.0, max_logit_difference=0.12),
+                 test=dict(points=20, label_agreement=0.95, max_logit_difference=0.31), reference="characteristics")
+    store.write_json(run / store.METRICS, dict(certified=False, check=check, tolerance=0.5, agreement=0.995))
+    before = sorted(p.name for p in run.iterdir())
+    written = export(run, 3, "euler", ["onnx", "npz"], out=tmp_path / "exported" / "nets")
+    assert {p.parent for p in written} == {tmp_path / "exported" / "nets"} and len(written) == 3
+    assert sorted(p.name for p in run.iterdir()) == before
+    props = {p.key: p.value for p in onnx.load(str(written[1])).metadata_props}
+    meta = json.loads(next(v for v in props.values() if v.startswith("{")))
+    assert meta["classes"] == ["benign", "malignant"]
+    assert meta["input_scaling"]["scale"] == SCALING["scale"] and meta["input_scaling"]["shift"] == SCALING["shift"]
+    assert meta["certification"] == dict(certified=False, reference="characteristics", max_logit_difference=0.31,
+                                         label_agreement=0.95, tolerance=0.5, agreement=0.995)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InputError, match="--out must be a directory"):
+        export(run, 3, "euler", ["npz"], out=tmp_path / "file")
+
+
+@pytest.mark.serial  # a subprocess of an MPI rank cannot start MPI
+def test_export_command_takes_out(tmp_path):
+    run = tmp_path / "run"
+    make_run(run)
+    done = subprocess.run([sys.executable, "-m", "solver", "export", str(run), "--depth", "2", "--format", "npz",
+                           "--out", str(tmp_path / "nets")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "nets" / "resnet-euler-2.npz").exists() and not (run / "resnet-euler-2.npz").exists()

@@ -2,6 +2,7 @@
 
 from mpi4py import MPI
 
+import warnings
 
 import numpy as np
 import pytest
@@ -249,8 +250,10 @@ def test_field_varying_continuously_in_time_is_refused(comm):
     solver.destroy()
 
 
-def test_points_on_facets_are_counted_and_reported(comm, caplog):
-    """Points on interior facets (where u_h jumps) are counted, and rank 0 warns."""
+def test_points_on_facets_are_counted_and_reported(comm):
+    """Points on interior facets (where u_h jumps) are counted, and rank 0 warns: one sentence,
+    a ``solver.FacetWarning`` (so ``warnings`` filters it)."""
+    from solver import FacetWarning
     from solver.fem.pointeval import PointEvaluator
 
     box = Box((-1.0, -1.0), (1.0, 1.0))
@@ -258,35 +261,47 @@ def test_points_on_facets_are_counted_and_reported(comm, caplog):
     y = np.linspace(-0.9, 0.9, 7)
     on = np.stack([np.zeros_like(y), y + 0.01], axis=1)
     off = on + [0.1, 0.0]
-    with caplog.at_level("WARNING", logger="solver"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         assert PointEvaluator(solver.V, on, "on.csv").num_on_facets == 7 * comm.size
         assert PointEvaluator(solver.V, off, "off.csv").num_on_facets == 0
+    messages = [str(w.message) for w in caught if issubclass(w.category, FacetWarning)]
     if comm.rank == 0:
-        assert f"on.csv: {7 * comm.size} of" in caplog.text and "off.csv" not in caplog.text
+        assert len(messages) == 1 and messages[0].startswith(f"on.csv: {7 * comm.size} of {7 * comm.size} points")
+        assert messages[0].count(". ") == 0 and len(messages[0]) < 200  # one sentence
+    else:
+        assert messages == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FacetWarning)  # filtered by class: raised here, were it not ignored
+        warnings.filterwarnings("ignore", category=FacetWarning)
+        PointEvaluator(solver.V, on, "on.csv")
     solver.destroy()
 
 
-def test_internal_grid_is_moved_off_facets_silently(comm, caplog):
+def test_internal_grid_is_moved_off_facets_silently(comm):
     """An internal grid on the mesh's vertices is moved off the facets, the same on every rank,
     without a warning, while the same points given by the user are reported."""
+    from solver import FacetWarning
     from solver.fem.pointeval import PointEvaluator, grid_evaluator
     from solver.parallel import rank_share
 
     box = Box((-1.0, -1.0), (1.0, 1.0))
     solver = TransportSolver(create_mesh(comm, box, 16))
     grid = box.grid(17)  # every point a vertex of the mesh
-    with caplog.at_level("WARNING", logger="solver"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FacetWarning)
         on_grid = grid_evaluator(solver.V, grid, "plot grid")
-    assert on_grid.num_on_facets == 0 and "plot grid" not in caplog.text
+    assert on_grid.num_on_facets == 0
     moved = np.abs(on_grid.points - grid).max()
     assert 0 < moved < 5e-3  # moved, by less than a pixel of the 81² plot grid (2.5e-2)
     # Every rank holds the same moved grid (the nudge depends on the point, not the partition).
     assert np.array_equal(comm.bcast(on_grid.points, root=0), on_grid.points)
-    with caplog.at_level("WARNING", logger="solver"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         as_given = PointEvaluator(solver.V, grid[rank_share(comm, len(grid))], "user.csv")
     assert as_given.num_on_facets == len(grid)
     if comm.rank == 0:
-        assert "user.csv" in caplog.text
+        assert any("user.csv" in str(w.message) for w in caught if w.category is FacetWarning)
     solver.destroy()
 
 

@@ -187,9 +187,10 @@ def test_compare_and_export_a_trained_run(tmp_path):
                  "characteristics.png", "loss.png", "u0.bp", "u_t.bp", "config.toml", "flow.gif"):
         assert (run / name).exists(), name
     assert "[terminal]" not in (run / "config.toml").read_text()  # training reads no [terminal]
-    (run / "flow.gif").unlink()
+    trained = (run / "flow.gif").read_bytes()
     out = solver("compare", run)
-    assert (run / "flow.gif").exists()  # compare RUN draws the animation too
+    # compare RUN draws its own animation, and leaves training's flow.gif as it was
+    assert (run / "compare-flow.gif").exists() and (run / "flow.gif").read_bytes() == trained
     import json
 
     result = json.loads((run / "compare.json").read_text())
@@ -212,3 +213,28 @@ def test_compare_and_export_a_trained_run(tmp_path):
     session = load_onnx_session(run / "resnet-midpoint-8-float64.onnx", dim=2)
     x = np.random.default_rng(0).uniform(-1, 1, (50, 2))
     np.testing.assert_allclose(session(x), forward(net, x), rtol=0, atol=1e-12)
+
+
+def test_log_lines_show_progress_and_the_final_raises(comm, caplog):
+    """``iter 3/4``, elapsed and ETA on the iteration lines, no ``test nan`` without test points,
+    and the final check says where it solves (with its dofs) before it solves there."""
+    config = config_from_dict(dict(mesh=dict(cells=6), field=dict(width=4, slabs=2),
+                                   data=dict(kind="moons", points=60, test_fraction=0.0),
+                                   train=dict(iterations=4, check_every=100, tolerance=0.05),
+                                   output=dict(png=False, vtx=False, animation=False)))
+    with caplog.at_level("INFO", logger="solver"):
+        outcome = train(comm, Problem.build(comm, config), None)
+    lines = [r.getMessage() for r in caplog.records]
+    iterations = [line for line in lines if line.startswith("iter")]
+    assert [line.split()[1] for line in iterations] == ["0/4", "1/4", "2/4", "3/4", "4/4"]
+    assert all("elapsed" in line for line in iterations)
+    assert all("ETA" in line for line in iterations[1:-1]) and "ETA" not in iterations[-1]
+    assert not any("nan" in line for line in iterations)
+    raises = [i for i, line in enumerate(lines) if line.startswith("final check: solving on")]
+    print("\n" + "\n".join(lines[-6:]))
+    assert raises and outcome.problem.resolution.degree == 2
+    assert "DG2 on 6 cells/direction (432 dofs per component)" in lines[raises[0]]  # 6² · 2 · 6
+    assert lines[raises[0] + 1].startswith("final check on DG2")  # the result comes after
+    outcome.problem.destroy()
+    gc.collect()
+    comm.Barrier()

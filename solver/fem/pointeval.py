@@ -14,6 +14,7 @@ accumulation is needed.
 from __future__ import annotations
 
 import logging
+import warnings
 import weakref
 
 import numpy as np
@@ -22,7 +23,7 @@ from mpi4py import MPI
 
 from dolfinx import fem
 
-from solver.errors import InputError
+from solver.errors import FacetWarning, InputError
 from solver.fem.locate import CellLocator, determine_ownership
 from solver.parallel import gather_rows, rank_share
 
@@ -43,7 +44,7 @@ class PointEvaluator:
         source: where the points came from, for error messages.
         outside: "raise" (an InputError for points outside the mesh) or "nan" (their values are
             NaN: a grid over a disk's bounding box).
-        report: warn (rank 0) about points on interior facets; False for internal points (a
+        report: warn (rank 0, a ``FacetWarning``) about points on interior facets; False for internal points (a
             plot grid), which :func:`grid_evaluator` moves off the facets instead.
         gradient: also build the matrices of ∇u_h at the points (``gradient``), in the cell
             that holds each point (the semi-Lagrangian adjoint's ∇u at departure points).
@@ -126,7 +127,7 @@ class PointEvaluator:
     def _count_on_facets(self, nearest: np.ndarray, num_points: int, source: str, report: bool) -> None:
         """``num_on_facets``: the points (signed distances to the nearest facet of the cells
         that located them, of those this rank owns) on a facet, summed over ranks; rank 0 warns
-        if there are any and ``report`` (collective).
+        (``FacetWarning``) if there are any and ``report`` (collective).
 
         A point closer than ``FACET_TOLERANCE`` to a facet (inside or outside its cell) may be
         located in either cell (here, located a step off itself, in the cell on one fixed
@@ -149,13 +150,12 @@ class PointEvaluator:
             log.debug("%s: %d of %d points lie just outside the polygonal mesh of a curved domain; "
                       "each takes the value at the nearest point of its cell", source, self.num_outside, total)
         if self.num_on_facets and report and comm.rank == 0:
-            log.warning(
-                "%s: %d of %d points lie on mesh facets (closer than %g), where u_h jumps; each "
-                "takes the value of the cell on one fixed side (the same on any number of ranks). "
-                "On the starting mesh, another mesh.cells (odd for data augmented at the middle "
-                "plane of Ω) or data.margin (the scaling puts the outermost points at (1 − margin) "
-                "of Ω's half-width) moves them off; a local refinement (train) can put data on "
-                "the middle plane again.", source, self.num_on_facets, total, FACET_TOLERANCE)
+            # A warning, not a log line: a user filters it by its class (``solver.FacetWarning``),
+            # and the estimator shows it once per fit (docs/warnings.md: when, and what to do).
+            warnings.warn(FacetWarning(
+                f"{source}: {self.num_on_facets} of {total} points lie on mesh facets, where u_h "
+                f"jumps, and take the value of the cell on one fixed side; an odd mesh.cells or "
+                f"another data.margin moves them off"), stacklevel=2)
 
     def on_facets(self) -> np.ndarray:
         """Which of this rank's points (in its order) lie on a facet, shape=(n,) bool (collective)."""

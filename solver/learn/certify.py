@@ -137,6 +137,33 @@ class Check:
                     close=self.close, seconds=self.seconds, reference=self.reference)
 
 
+def advice(check: Check, adapt: bool, tolerance: float, dofs: int) -> str:
+    """The one action that applies to a run whose final check did not pass (a clause naming the
+    problem file's keys; ``solver.estimator`` names its parameters instead). ``dofs``: the DG
+    dofs per component the run ended on.
+
+    When every logit is within the tolerance (``check.close``) the labels that differ cannot be
+    resolved by a mesh: at such a point the characteristics' two largest logits differ by at
+    most twice the largest logit difference (the PDE ranks them the other way), so the point
+    lies on the decision boundary.
+    """
+    if check.close:
+        sets = [a for a in (check.train, check.test) if a.points]
+        differ = sum(round((1.0 - a.label_agreement) * a.points) for a in sets)
+        return (f"the {differ} of {sum(a.points for a in sets)} checked points whose labels differ have "
+                f"their two largest logits within {2 * check.max_logit_difference:.2f} of each other "
+                f"(twice the largest logit difference, which is within train.tolerance = {tolerance:g}): "
+                f"they lie on the decision boundary, where no mesh settles a label; nothing needs doing, "
+                f"or lower train.agreement to accept them")
+    if check.reference == MONTE_CARLO and check.monte_carlo_bound > tolerance / 2:
+        return "raise train.paths: the Monte Carlo's error bound is too loose to certify against"
+    if not adapt:
+        return ("turn on train.adapt, so that the final check raises the resolution where the logits "
+                "differ (or start on a finer mesh.cells or mesh.degree)")
+    return (f"raise train.max_dofs: the final check stopped raising the resolution at {dofs} dofs per "
+            f"component, below the next one")
+
+
 def agreement(comm: MPI.Comm, field, A: np.ndarray, b: np.ndarray, X: np.ndarray,
               y: np.ndarray, fe_logits: np.ndarray) -> Agreement:
     """Compare this rank's FE logits ``fe_logits`` (shape=(n, K)) at its points ``X``

@@ -211,11 +211,13 @@ def train(comm: MPI.Comm, problem: Problem, out: Path | None, resume: bool = Fal
             raise InputError(f"checkpoint has {state.p.size} parameters, the config needs {problem.J.n_params}", str(checkpoint))
         problem.J.evaluate(state.p)  # the predictions of the restored iterate, for the log
         log.info("resumed at iteration %d (J = %.6g) on %s", state.iteration, state.value, problem.resolution)
+        progress = Progress(tc.iterations, state.iteration)
     else:
+        progress = Progress(tc.iterations, 0)
         started = time.perf_counter()
         state = optimize.start(problem.J.value_and_gradient, initial_parameters(problem))
         history = [record(comm, problem, state, time.perf_counter() - started, check(comm, problem, state.p))]
-        log_line(history[-1])
+        log_line(history[-1], progress)
         if checkpoint is not None:
             save_checkpoint(comm, checkpoint, state, history, problem.resolution)
 
@@ -235,7 +237,7 @@ def train(comm: MPI.Comm, problem: Problem, out: Path | None, resume: bool = Fal
         result = check(comm, problem, state.p) if scheduled or state.iteration == tc.iterations else None
         checked_on = problem.resolution
         history.append(record(comm, problem, state, seconds, result))
-        log_line(history[-1])
+        log_line(history[-1], progress)
         # Raised only on the schedule (the end is the final check's), so that a run stopped
         # and resumed with more iterations takes the same path as an uninterrupted one.
         if scheduled and result.certified_difference > tc.refine_threshold and tc.adapt:
@@ -258,6 +260,8 @@ def train(comm: MPI.Comm, problem: Problem, out: Path | None, resume: bool = Fal
         if finer is None:
             break
         problem = finer
+        log.info("final check: solving on %s (%d dofs per component) ...", problem.resolution,
+                 problem.solver.num_dofs_global)
         problem.J.evaluate(state.p)
         final = check(comm, problem, state.p)
         log.info("final check on %s: %s", problem.resolution, describe_check(final))
@@ -455,16 +459,47 @@ def describe_check(result: certify.Check) -> str:
             f"max logit difference {result.max_logit_difference:.3f} {verdict}")
 
 
-def log_line(row: dict) -> None:
-    line = ("iter %4d  loss %.5f  train %.3f  test %.3f  |g| %.2e  steps %4d  %.2f s" % (
-        row["iteration"], row["loss"], row["train_accuracy"], row["test_accuracy"],
+class Progress:
+    """The iteration count, elapsed time and ETA of the log lines: the ETA is this session's
+    mean time per iteration (from ``first``, where it started or resumed) times those left."""
+
+    def __init__(self, total: int, first: int):
+        self.total, self.first, self.started = total, first, time.perf_counter()
+
+    def describe(self, iteration: int) -> str:
+        elapsed = time.perf_counter() - self.started
+        done, left = iteration - self.first, max(self.total - iteration, 0)
+        eta = f", ETA {_duration(elapsed / done * left)}" if done > 0 and left else ""
+        return f"{_duration(elapsed)} elapsed{eta}"
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``2 h 07 min``."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds // 60 % 60:02d} min"
+
+
+def log_line(row: dict, progress: Progress | None = None) -> None:
+    """One iteration's line: ``iter 12/100``, loss, accuracies (test only if there are test
+    points), |g|, time steps, seconds, elapsed and ETA; at a check, the flow's numbers."""
+    total = f"/{progress.total}" if progress is not None else ""
+    test = "" if not np.isfinite(row["test_accuracy"]) else "  test %.3f" % row["test_accuracy"]
+    line = ("iter %4d%s  loss %.5f  train %.3f%s  |g| %.2e  steps %4d  %.2f s" % (
+        row["iteration"], total, row["loss"], row["train_accuracy"], test,
         row["gradient_norm"], row["steps"], row["seconds"]))
+    if progress is not None:
+        line += f" ({progress.describe(row['iteration'])})"
     if np.isfinite(row["max_logit_difference"]):
         local = f" + {int(row['refinements'])} local" if row.get("refinements", 0) > 0 else ""
         bound = row.get("monte_carlo_bound", float("nan"))
-        line += "  | %s: test %.3f, agree %.1f%%, max Δ %.2f%s (DG%d, %d cells%s)" % (
+        accuracy = row["accuracy_characteristics"]
+        line += "  | %s:%s agree %.1f%%, max Δ %.2f%s (DG%d, %d cells%s)" % (
             "flow" if not np.isfinite(bound) else "Monte Carlo",
-            row["accuracy_characteristics"], 100 * row["label_agreement"],
+            " test %.3f," % accuracy if np.isfinite(accuracy) else "", 100 * row["label_agreement"],
             row["max_logit_difference"], "" if not np.isfinite(bound) else ", its bound %.2f" % bound,
             row["degree"], row["cells"], local)
     log.info("%s", line)

@@ -17,7 +17,7 @@ from solver.config import Config, load_config
 from solver.errors import InputError
 from solver.resnet.formats import ONNX_DTYPES, parse_formats
 from solver.resnet.net import OutputLayer, ResNet, resnet_from_velocity, save_npz
-from solver.resnet.onnx_net import save_onnx
+from solver.resnet.onnx_net import run_annotations, save_onnx
 from solver.model.from_config import velocity_model
 from solver.rundir import store
 
@@ -67,23 +67,33 @@ def net_of_parameters(config: Config, params: store.Parameters, depth: int, sche
 
 
 def export(run: Path, depth: int, scheme: str, formats: str | list[str], output: str = "linear",
-           noise: float | str | None = None) -> list[Path]:
-    """Write resnet-<scheme>-<depth>.{onnx,npz} (ONNX in float32 and float64) into the run
-    directory; ``formats`` is a ``--format`` text ("onnx,npz") or a list of names (``solver.resnet.formats.FORMATS``).
+           noise: float | str | None = None, out: Path | None = None) -> list[Path]:
+    """Write resnet-<scheme>-<depth>.{onnx,npz} (ONNX in float32 and float64) into the directory
+    ``out`` (made if missing; default the run directory); ``formats`` is a ``--format`` text
+    ("onnx,npz") or a list of names (``solver.resnet.formats.FORMATS``).
     With ``noise`` (see ``learned_net``) the stochastic ResNet, resnet-<scheme>-<depth>-noise.*:
     every ONNX run (and every numpy ``forward``) is one sample; average M of them
-    (``resnet.net.sample_mean``)."""
+    (``resnet.net.sample_mean``). The ONNX metadata carry the run's class names and its
+    certification (``onnx_net.run_annotations``) beside the net's input scaling."""
     formats = parse_formats(formats if isinstance(formats, str) else ",".join(formats))
     if depth < 1:
         raise InputError(f"--depth must be >= 1, got {depth}")
     net = learned_net(run, depth, scheme, output, noise)
-    stem = run / f"resnet-{scheme}-{depth}{'-noise' if net.noise > 0 else ''}"
+    out = run if out is None else Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError("--out must be a directory (the exported files go into it)", str(out))
+    out.mkdir(parents=True, exist_ok=True)
+    meta = store.read_parameters(run / store.THETA).meta or {}
+    metrics = store.read_json(run / store.METRICS) if (run / store.METRICS).is_file() else None
+    classes = meta.get("classes") or [str(k) for k in range(net.output.num_components)]
+    annotations = run_annotations(classes, metrics)
+    stem = out / f"resnet-{scheme}-{depth}{'-noise' if net.noise > 0 else ''}"
     written = []
     if "npz" in formats:
         written.append(save_npz(net, stem.with_suffix(".npz")))
     if "onnx" in formats:
         for dtype in ONNX_DTYPES:
             path = Path(f"{stem}-{dtype}.onnx")
-            save_onnx(net, path, dtype)
+            save_onnx(net, path, dtype, annotations)
             written.append(path)
     return written

@@ -128,7 +128,8 @@ def _block(g: OnnxGraph, net: ResNet, k: int, x: str) -> str:
     return x
 
 
-def to_onnx(net: ResNet, dtype: Any = "float32", noise_input: bool = False) -> onnx.ModelProto:
+def to_onnx(net: ResNet, dtype: Any = "float32", noise_input: bool = False,
+            annotations: dict[str, Any] | None = None) -> onnx.ModelProto:
     """The net as an ONNX model (opset ``OPSET``) that passes ``onnx.checker``.
 
     Args:
@@ -137,6 +138,8 @@ def to_onnx(net: ResNet, dtype: Any = "float32", noise_input: bool = False) -> o
             parameter type.
         noise_input: for a noisy net (``net.noise`` > 0), take ξ as a second input ``xi`` of
             shape (N, n, d) instead of drawing it with RandomNormalLike (for tests).
+        annotations: what the run knows beyond the net (``run_annotations``: the class names,
+            the certification), added to the JSON metadata (JSON values).
 
     Returns:
         The model: input ``x`` shape=(n, d) in data coordinates; outputs ``output`` shape=(n, K)
@@ -160,7 +163,7 @@ def to_onnx(net: ResNet, dtype: Any = "float32", noise_input: bool = False) -> o
     link, attributes = LINKS[out.kind]
     g.output(g.node(link, logits, out="output", **attributes), "output", out.num_components)
     g.output(x, "flow", net.dim)
-    meta = net.metadata()
+    meta = {**net.metadata(), **(annotations or {})}
     meta["onnx_dtype"] = g.dtype.name
     return g.model(
         doc_string=(
@@ -176,10 +179,25 @@ def to_onnx(net: ResNet, dtype: Any = "float32", noise_input: bool = False) -> o
     )
 
 
-def save_onnx(net: ResNet, path: str | Path, dtype: Any = "float32") -> Path:
-    """Write ``to_onnx(net, dtype)`` to ``path``; returns the path."""
+def run_annotations(classes: list, metrics: dict | None) -> dict[str, Any]:
+    """The metadata a trained model adds to its net: ``classes`` (the label of output k, as text)
+    and ``certification`` (whether the PDE and the characteristics agreed at the end of training,
+    with the worst numbers of the final check and its tolerances; null without metrics)."""
+    certification = None
+    if metrics and "check" in metrics:
+        sets = [metrics["check"][name] for name in ("train", "test") if metrics["check"][name].get("points")]
+        certification = dict(
+            certified=bool(metrics["certified"]), reference=metrics["check"].get("reference", "characteristics"),
+            max_logit_difference=max((a["max_logit_difference"] for a in sets), default=None),
+            label_agreement=min((a["label_agreement"] for a in sets), default=None),
+            tolerance=metrics.get("tolerance"), agreement=metrics.get("agreement"))
+    return {"classes": [str(c) for c in classes], "certification": certification}
+
+
+def save_onnx(net: ResNet, path: str | Path, dtype: Any = "float32", annotations: dict[str, Any] | None = None) -> Path:
+    """Write ``to_onnx(net, dtype, annotations=annotations)`` to ``path``; returns the path."""
     path = Path(path)
-    model = to_onnx(net, dtype)
+    model = to_onnx(net, dtype, annotations=annotations)
     with atomic_file(path) as f:
         f.write(model.SerializeToString())
     return path

@@ -248,6 +248,8 @@ def resume_config(comm: MPI.Comm, args):
     from solver.rundir.files import remove_temporaries
 
     path = args.out / store.CONFIG
+    if args.out.is_symlink():
+        raise InputError("is a symbolic link; --resume continues a run directory given as itself", str(args.out))
     if not path.is_file():
         raise InputError(f"--resume needs a run directory with {store.CONFIG} (is this a run?)", str(args.out))
     config = load_config(path)
@@ -407,6 +409,15 @@ def command_predict(comm: MPI.Comm, args) -> int:
         raise InputError(f"--grid takes 2 to 4096 points per direction, got {args.grid}")
     if args.depth is not None and args.depth < 1:
         raise InputError(f"--depth must be >= 1, got {args.depth}")
+    from solver.rundir.predictions import map_files, refuse_outputs
+
+    stem = args.map or args.run_dir / f"map-{args.method}-{args.grid}"
+    outputs = [("--out", args.predictions)] if args.input is not None else []
+    outputs += [("--map", path) for path in map_files(stem)] if args.grid is not None else []
+    reason = on_rank0(comm, refuse_outputs, outputs, args.force, args.run_dir,
+                      [args.input] if args.input is not None else [])
+    if reason:
+        raise InputError(reason)
     run = predict.read_run(args.run_dir)
     if args.method == "pde":
         from solver import guards
@@ -443,7 +454,6 @@ def command_predict(comm: MPI.Comm, args) -> int:
             full_logits[inside] = logits[part]
             full_probabilities = np.full_like(full_logits, np.nan)
             full_probabilities[inside] = probabilities[part]
-            stem = args.map or args.run_dir / f"map-{args.method}-{args.grid}"
             title = f"{args.run_dir.name}: {args.method} on a {args.grid}^{run.config.dim} grid"
             data_points = run.scaling.inverse(grid)
             for path in on_rank0(comm, write_map, stem, grid, data_points, inside, args.grid, full_logits,
@@ -525,6 +535,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also the whole-domain map on an N^d grid of Ω's bounding box (npz + PNG)")
     p.add_argument("--map", type=Path, default=None, metavar="STEM",
                    help="where --grid writes STEM.npz and STEM.png (default RUN/map-METHOD-N)")
+    p.add_argument("--force", action="store_true",
+                   help="replace existing --out and --map files (never the run's files or the points file)")
     p.add_argument("--depth", type=int, default=None, help="ResNet blocks for --method resnet (default 16 per slab)")
     p.add_argument("--scheme", default="midpoint", choices=["euler", "midpoint", "rk4"],
                    help="ResNet block scheme for --method resnet")

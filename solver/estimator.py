@@ -259,7 +259,7 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
         if run_dir is not None:
             from solver.rundir.files import prepare_run_directory
 
-            out = prepare_run_directory(comm, run_dir, force=force)
+            out = prepare_run_directory(comm, run_dir, force=force, wording="api")
             config = self._config(*X.shape, data=str(out.absolute() / DATA_FILE))
             on_rank0(comm, write_csv, out / DATA_FILE, X, encoded)
             on_rank0(comm, store.write_config, out / store.CONFIG, config.to_toml())
@@ -383,7 +383,7 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
         from solver.rundir.files import prepare_run_directory
 
         comm = self._comm()
-        out = prepare_run_directory(comm, path, force=force)
+        out = prepare_run_directory(comm, path, force=force, wording="api")
         self._write(comm, out)
         return out
 

@@ -16,7 +16,7 @@ from solver.config import config_from_dict
 from solver.errors import InputError
 from solver.model.data import load_csv, make_dataset
 from solver.model.domain import make_domain
-from solver.rundir import files
+from solver.rundir import files, store
 
 
 # --- estimates against what is built ------------------------------------------------------------
@@ -127,20 +127,35 @@ def test_run_directories_refuse_to_cost_a_users_files(tmp_path, monkeypatch):
     run = tmp_path / "run"
     run.mkdir()
     (run / files.MARKER).write_text("")
+    assert refuse(run, False) is None  # a stub: nothing but the marker
     (run / "config.toml").write_text("")
-    assert refuse(run, False) is None  # a run that failed at the start: no results
-    (run / "metrics.json").write_text("{}")
-    assert "--force" in refuse(run, False) and refuse(run, True) is None
+    assert "--force" in refuse(run, False) and refuse(run, True) is None  # anything more needs --force
     (run / "data.csv").write_text("x")
     assert "holds" in refuse(run, True, (run / "data.csv",))
     assert "holds" in refuse(run, True, (run,))  # train.init = the run itself
-    old = tmp_path / "old"  # a run written before the marker existed
+    old = tmp_path / "old"  # a run written before the marker existed: recognized by its exact files
     old.mkdir()
     for name in ("config.toml", "theta.npz", "loss.png", ".checkpoint.npz.ab12cd34"):
         (old / name).write_text("")
+    (old / "history.csv").write_text(",".join(store.HISTORY_COLUMNS[:9]) + "\n0,1,1,0.5,0.5,1,3,0.1,1\n")
     assert files.is_run_directory(old) and refuse(old, True) is None
+    assert "--force" in refuse(old, False)
     (old / "notes.txt").write_text("")
     assert not files.is_run_directory(old)
+    (old / "notes.txt").unlink()
+    (old / "history.csv").write_text("date,amount\n")  # a user's history.csv
+    assert not files.is_run_directory(old) and "not a run directory" in refuse(old, True)
+    look_alike = tmp_path / "website"  # config.toml and names runs write, no marker: not a run
+    look_alike.mkdir()
+    for name in ("config.toml", "logo.png", "history.csv"):
+        (look_alike / name).write_text("")
+    assert "not a run directory" in refuse(look_alike, True)
+    only_config = tmp_path / "only"
+    only_config.mkdir()
+    (only_config / "config.toml").write_text("")
+    assert "not a run directory" in refuse(only_config, False) and "not a run directory" in refuse(only_config, True)
+    (tmp_path / "link").symlink_to(run, target_is_directory=True)  # never replaced through a link
+    assert "symbolic link" in refuse(tmp_path / "link", True) and not files.is_run_directory(tmp_path / "link")
     (tmp_path / "afile").write_text("")
     assert "not a directory" in refuse(tmp_path / "afile", True)
 

@@ -1,0 +1,173 @@
+"""Issue 25, "nothing lost, round two": the command line refuses, table-driven, each case a
+``mpirun -n P`` of its own (P = 1 and 2) under a timeout: exit status 2 on every rank, one
+"error:" line holding the fragments, no traceback, no hang, and every file that existed before
+byte-identical after (symbolic links still pointing where they did), nothing new made.
+
+A run directory a case needs is made by hand (``test_hostile_cli.make_run``): no case trains.
+"""
+
+from mpi4py import MPI  # noqa: F401 (before anything that loads dolfinx)
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from test_hostile_cli import DRIVER, MPIRUN, ROOT, TIMEOUT, both, files, make_run, run_at, toml
+
+from solver.rundir import store
+
+pytestmark = pytest.mark.serial  # each case starts its own mpirun
+
+PTS = "0.1,0.2,0\n0.3,0.1,1\n"  # two points of the run's data coordinates, with a label column
+
+
+def link(name: str, target: str):
+    """A setup making the symbolic link ``name`` -> ``target`` (relative to the case's directory)."""
+
+    def setup(tmp: Path) -> None:
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / name).symlink_to(target)
+
+    return setup
+
+
+def directory(name: str):
+    return lambda tmp: (tmp / name).mkdir(parents=True, exist_ok=True)
+
+
+def old_run(name: str, *extra: str, header: str | None = None):
+    """A run written before the marker existed (no .solver-run), plus ``extra`` empty files."""
+
+    def setup(tmp: Path) -> None:
+        make_run(tmp / name, marker=False)
+        columns = header if header is not None else ",".join(store.HISTORY_COLUMNS)
+        (tmp / name / store.HISTORY).write_text(columns + "\n")
+        for other in extra:
+            (tmp / name / other).write_text("")
+
+    return setup
+
+
+@dataclass
+class Case:
+    name: str
+    argv: list[str]
+    setup: object = None
+    fragments: list[str] = field(default_factory=list)  # in the one "error:" line
+
+
+P = "p.toml"
+PREDICT = ["predict", "run", "pts.csv"]
+CASES = [
+    # ---- predict never writes over its inputs, and over other files only with --force
+    Case("predict --out RUN/theta.npz --force", [*PREDICT, "--out", "run/theta.npz", "--force"],
+         both(run_at("run"), files(**{"pts.csv": PTS})), ["--out run/theta.npz", "inside the run directory"]),
+    Case("predict --out RUN/config.toml --force", [*PREDICT, "--out", "run/config.toml", "--force"],
+         both(run_at("run"), files(**{"pts.csv": PTS})), ["--out run/config.toml", "inside the run directory"]),
+    Case("predict --out RUN/new.csv", [*PREDICT, "--out", "run/new.csv"],
+         both(run_at("run"), files(**{"pts.csv": PTS})), ["run/new.csv", "inside the run directory"]),
+    Case("predict --grid --map RUN/theta --force", ["predict", "run", "--grid", "8", "--map", "run/theta",
+                                                   "--force"],
+         run_at("run"), ["--map run/theta.npz", "inside the run directory"]),
+    Case("predict --out the points file --force", [*PREDICT, "--out", "pts.csv", "--force"],
+         both(run_at("run"), files(**{"pts.csv": PTS})), ["--out pts.csv", "points file"]),
+    Case("predict --out ./sub/../pts.csv --force", [*PREDICT, "--out", "sub/../pts.csv", "--force"],
+         both(run_at("run"), files(**{"pts.csv": PTS}), directory("sub")), ["points file"]),
+    Case("predict --out a link to the points file --force", [*PREDICT, "--out", "l.csv", "--force"],
+         both(run_at("run"), files(**{"pts.csv": PTS}), link("l.csv", "pts.csv")), ["points file"]),
+    Case("predict --out a link into the run --force", [*PREDICT, "--out", "l.npz", "--force"],
+         both(run_at("run"), files(**{"pts.csv": PTS}), link("l.npz", "run/theta.npz")),
+         ["inside the run directory"]),
+    Case("predict --out an existing file", [*PREDICT, "--out", "mine.csv"],
+         both(run_at("run"), files(**{"pts.csv": PTS, "mine.csv": "my results\n"})),
+         ["--out mine.csv exists", "--force"]),
+    Case("predict --map over an existing PNG", ["predict", "run", "--grid", "4", "--map", "fig"],
+         both(run_at("run"), files(**{"fig.png": "my picture"})), ["--map fig.png exists", "--force"]),
+    Case("predict --out a directory --force", [*PREDICT, "--out", "adir", "--force"],
+         both(run_at("run"), files(**{"pts.csv": PTS, "adir/x": "mine"})), ["adir is a directory"]),
+    Case("predict --out a link to the run directory --force", [*PREDICT, "--out", "l", "--force"],
+         both(run_at("run"), files(**{"pts.csv": PTS}), link("l", "run")), ["inside the run directory"]),
+    # ---- one rule for run directories: only .solver-run marks a run
+    Case("train --force: config.toml, logo.png, history.csv of a user", ["train", P, "--out", "site", "--force"],
+         files(**{P: toml(), "site/config.toml": "title = 'me'\n", "site/logo.png": "png",
+                  "site/history.csv": "date,event\n"}), ["site", "not a run directory"]),
+    Case("train: a folder holding only config.toml", ["train", P, "--out", "site"],
+         files(**{P: toml(), "site/config.toml": "title = 'me'\n"}), ["site", "not a run directory"]),
+    Case("train: a marked run holding config.toml, no --force", ["train", P, "--out", "run"],
+         both(files(**{P: toml()}), lambda tmp: (tmp / "run").mkdir(),
+              files(**{"run/.solver-run": "run\n", "run/config.toml": "x"})), ["run", "exists", "--force"]),
+    Case("train: a run before the marker, no --force", ["train", P, "--out", "old"],
+         both(files(**{P: toml()}), old_run("old")), ["old", "exists", "--force"]),
+    Case("train --force: a run before the marker plus a user's file", ["train", P, "--out", "old", "--force"],
+         both(files(**{P: toml()}), old_run("old", "notes.txt")), ["old", "not a run directory"]),
+    Case("train --force: a run before the marker, foreign history.csv", ["train", P, "--out", "old", "--force"],
+         both(files(**{P: toml()}), old_run("old", header="date,amount")), ["old", "not a run directory"]),
+    Case("train --force: --out a link to a run", ["train", P, "--out", "l", "--force"],
+         both(files(**{P: toml()}), run_at("run"), link("l", "run")), ["l", "symbolic link"]),
+    Case("train --resume: --out a link to a run", ["train", "--resume", "--out", "l"],
+         both(run_at("run"), link("l", "run")), ["l", "symbolic link"]),
+    Case("compare --force: --out a link to a directory", ["compare", P, "--out", "l", "--force"],
+         both(files(**{P: toml(), "elsewhere/keep.txt": "mine"}), link("l", "elsewhere")), ["l", "symbolic link"]),
+]
+
+
+def run_solver(argv, cwd: Path, ranks: int, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
+    """``main(argv)`` on ``ranks`` ranks in ``cwd``; the whole job is killed at ``timeout``."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    cmd = [str(MPIRUN), "-n", str(ranks), sys.executable, "-c", DRIVER, *map(str, argv)]
+    process = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        pytest.fail(f"hang: no exit within {timeout} s\nstdout:\n{out}\nstderr:\n{err}")
+    return subprocess.CompletedProcess(cmd, process.returncode, out, err)
+
+
+def snapshot(root: Path) -> dict[str, object]:
+    """Every entry under ``root``: a file's bytes, a link's target, "dir" for a directory
+    (a link is not followed)."""
+    entries = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            key = str(path.relative_to(root))
+            if path.is_symlink():
+                entries[key] = ("link", os.readlink(path))
+            elif path.is_dir():
+                entries[key] = "dir"
+            else:
+                entries[key] = path.read_bytes()
+    return entries
+
+
+def assert_refused(done: subprocess.CompletedProcess, ranks: int, fragments: list[str]) -> str:
+    """Exit 2 on every rank, no traceback, one "error:" line holding every fragment."""
+    report = f"\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert "Traceback" not in done.stderr + done.stdout, report
+    assert done.returncode == 2, report
+    for rank in range(ranks):
+        assert f"[rank {rank} exit 2]" in done.stderr, report
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, report
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} not in the message{report}"
+    return lines[0]
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_refused_and_nothing_changed(case: Case, ranks: int, tmp_path):
+    if case.setup:
+        case.setup(tmp_path)
+    before = snapshot(tmp_path)
+    done = run_solver(case.argv, tmp_path, ranks)
+    assert_refused(done, ranks, case.fragments)
+    assert snapshot(tmp_path) == before

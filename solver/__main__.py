@@ -88,12 +88,12 @@ def command_compare(comm: MPI.Comm, args) -> int:
     from solver.rundir.files import prepare_run_directory
     from solver.rundir.outputs import write_comparison_outputs
 
+    points, grid = cmp.sample_points(config)  # compare.points_file read before the run directory is made
     out = prepare_run_directory(comm, args.out, force=args.force)
     on_rank0(comm, store.write_config, out / store.CONFIG, config.to_toml(COMPARE_SECTIONS))
     refine = parse_cells(args.refine) if args.refine is not None else list(config.compare.refine)
 
     started = time.perf_counter()
-    points, grid = cmp.sample_points(config)
     log.info(
         "compare %s: %s, mesh %d cells/direction, DG%d, %d ranks",
         args.config, config.field.kind, config.mesh.cells, config.mesh.degree, comm.size,
@@ -369,6 +369,9 @@ def preflight_compare_run(comm: MPI.Comm, run: Path) -> None:
     cells, degree = int(ended["cells"]), int(ended["degree"])
     wanted = (config.compare.cells or cells, config.compare.degree or degree)
     guards.check_compare_run(comm, config, parameters.p[:n_theta], K, sorted({(cells, degree), wanted}))
+    dc, tc = config.data, config.train
+    guards.check_monte_carlo(comm, config, "compare RUN", min(dc.points, tc.check_points) if dc.points else 1,
+                             tc.paths, tc.sde_steps, "train.paths, train.sde_steps or train.check_points")
 
 
 def command_export(comm: MPI.Comm, args) -> int:
@@ -383,6 +386,7 @@ def command_export(comm: MPI.Comm, args) -> int:
     if args.depth < 1:
         raise InputError(f"--depth must be >= 1, got {args.depth}")
     config = load_config(args.run_dir / store.CONFIG)  # every rank reads it: alike
+    check_noise(args.noise, config)
     if config.field.kind in ("mlp", "mlp1"):
         evaluations = {"euler": 1, "midpoint": 2, "rk4": 4}[args.scheme]
         width = config.field.width or config.dim  # "mlp1": exported as W2 = I, width d
@@ -394,10 +398,32 @@ def command_export(comm: MPI.Comm, args) -> int:
     return 0
 
 
+def check_noise(noise: str | None, config) -> None:
+    """``export --noise EPS``: a number > 0 whose spread √(2 ε T) over the flow's time stays
+    within Ω's diameter (beyond, the blocks' noise, reflected into Ω, forgets where a point
+    started: every input gets the same output)."""
+    if noise is None or noise == "run":
+        return
+    import math
+
+    try:
+        eps = float(noise)
+    except ValueError:
+        eps = math.nan
+    if not (math.isfinite(eps) and eps > 0):
+        raise InputError(f"--noise must be a number > 0 (the viscosity ε), got {noise!r}")
+    diameter, T = config.domain_object().diameter, config.field.T
+    if math.sqrt(2 * eps * T) > diameter:
+        raise InputError(f"--noise {noise}: the noise spreads a point by √(2εT) = {math.sqrt(2 * eps * T):.3g}, "
+                         f"more than Ω's diameter {diameter:.3g} (field.T = {T:g}), so the output forgets the "
+                         f"input; expected ε <= diameter²/(2T) = {diameter**2 / (2 * T):.3g}")
+
+
 def command_predict(comm: MPI.Comm, args) -> int:
     """Labels (and probabilities) of the run at the points of a CSV file and/or on a grid of Ω."""
     import numpy as np
 
+    from solver import guards
     from solver.check import predict
     from solver.rundir.predictions import write_map, write_predictions
 
@@ -419,19 +445,20 @@ def command_predict(comm: MPI.Comm, args) -> int:
     if reason:
         raise InputError(reason)
     run = predict.read_run(args.run_dir)
+    predict.check_method(run, args.method)
     if args.method == "pde":
-        from solver import guards
-
         guards.check_compare_run(comm, run.config, run.parameters.theta, len(run.classes),
                                  [(run.resolution.cells, run.resolution.degree)])
+    if args.grid is not None and args.grid ** run.config.dim > 2**27:
+        raise InputError(f"--grid {args.grid} in {run.config.dim}D is {args.grid ** run.config.dim:.3g} points; "
+                         f"at most 2^27 (e.g. --grid 512 in 3D)")
+    guards.check_predict(comm, str(args.run_dir), run.config, float(args.grid or 0) ** run.config.dim,
+                         len(run.classes), args.method, args.depth)
     batches = []
     if args.input is not None:
         X, names, lines = on_rank0(comm, predict.read_points, args.input, run)
         batches.append(("points", predict.to_omega(run, X, str(args.input), lines)))
     if args.grid is not None:
-        if args.grid ** run.config.dim > 2**27:
-            raise InputError(f"--grid {args.grid} in {run.config.dim}D is {args.grid ** run.config.dim:.3g} points; "
-                             f"at most 2^27 (e.g. --grid 512 in 3D)")
         grid, inside = predict.grid_points(run, args.grid)
         batches.append(("grid", grid[inside]))
     x = np.concatenate([b for _, b in batches])

@@ -324,7 +324,7 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
         """u(0, x) at the points X by the characteristics, shape=(n, K) (collective)."""
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float64)
-        _, domain, model, (theta, A, b) = self._model()
+        config, domain, model, (theta, A, b) = self._model()
         x = self._to_omega(X, domain.dim)
         logits = x @ A.T + b  # outside Ω the flow (χ·v continued by zero) leaves points in place
         inside = domain.contains(x)
@@ -333,7 +333,16 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
                           f"fitted on the training data; they are classified by the output layer "
                           f"alone (the flow does not move them). Raise margin to leave more room",
                           OutsideDomainWarning, stacklevel=3)
-        result = characteristics.solve(self._comm(), model.field(theta), lambda q: q @ A.T + b, x[inside])
+        if config.field.viscosity > 0:  # a viscous run (load of a CLI run): the stochastic flow's
+            # expectation, by the Monte Carlo its training was checked against (learn/certify.py)
+            from solver.model import stochastic
+
+            tc = config.train
+            result = stochastic.solve(self._comm(), model.field(theta), domain, lambda q: q @ A.T + b, x[inside],
+                                      config.field.viscosity, paths=tc.paths, steps=tc.sde_steps, seed=tc.seed,
+                                      antithetic=True, heun=True)
+        else:
+            result = characteristics.solve(self._comm(), model.field(theta), lambda q: q @ A.T + b, x[inside])
         logits[inside] = result.u0
         return logits
 

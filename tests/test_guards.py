@@ -195,7 +195,7 @@ def test_labels_1_and_1_0_are_one_class(tmp_path):
     points = load_csv(path)
     assert points.class_names == ("0", "1") and points.y.tolist() == [1, 1, 0, 0, 1]
     path.write_text("x1,x2,label\n0,0,1\n1,0,0.5\n")
-    with pytest.raises(InputError, match=r"line 3: label '0.5' is not an integer"):
+    with pytest.raises(InputError, match=r"line 3: the label is not an integer"):
         load_csv(path)
     path.write_text("x1,x2,label\n0,0,cat\n1,0,1.0\n0,1,1\n")
     assert load_csv(path).class_names == ("1", "cat")
@@ -262,3 +262,38 @@ def test_the_first_signal_asks_to_stop_and_the_second_stops_at_once():
     finally:
         stopping.uninstall(old)
     assert stopping.requested(MPI.COMM_SELF) == 0
+
+
+# --- Monte Carlo, predict and plain2resnet guards (issue 25) -------------------------------------
+
+
+@pytest.mark.serial
+@pytest.mark.parametrize("section, values, command, keys", [
+    ("train", dict(paths=10**6), "train", "train.paths"),
+    ("train", dict(sde_steps=10**6), "train", "train.sde_steps"),
+    ("compare", dict(paths=10**6), "compare", "compare.paths"),
+    ("compare", dict(sde_steps=10**6), "compare", "compare.sde_steps"),
+    ("compare", dict(mc_points=10**5, points=10**5, paths=20000), "compare", "compare.mc_points"),
+])
+def test_monte_carlo_work_is_refused_before_it_starts(section, values, command, keys):
+    viscous = config_from_dict({"field": dict(viscosity=0.01), "data": dict(points=400), section: values})
+    check = (lambda c: guards.check_train(MPI.COMM_SELF, c, 2)) if command == "train" else \
+        (lambda c: guards.check_compare(MPI.COMM_SELF, c))
+    with pytest.raises(InputError, match=rf"Monte Carlo .* path-steps .* over the limit of 1e\+08 per rank.*{keys}"):
+        check(viscous)
+    inviscid = config_from_dict({"data": dict(points=400), section: values})
+    check(inviscid)  # no Monte Carlo without viscosity: nothing to refuse
+    check(config_from_dict({"field": dict(viscosity=0.01), "data": dict(points=400)}))  # the defaults pass
+
+
+@pytest.mark.serial
+def test_predict_grid_depth_and_plain_width_guards():
+    config = config_from_dict(dict(field=dict(width=5, slabs=2)))
+    with pytest.raises(InputError, match=r"run: predict --grid needs an estimated .*lower --grid"):
+        guards.check_predict(MPI.COMM_SELF, "run", config, 4096.0**3, 2, "pde", None)
+    with pytest.raises(InputError, match=r"run: predict --depth 1000000000 needs an estimated .*lower --depth"):
+        guards.check_predict(MPI.COMM_SELF, "run", config, 0, 2, "resnet", 10**9)
+    guards.check_predict(MPI.COMM_SELF, "run", config, 512.0**2, 2, "resnet", 1000)
+    with pytest.raises(InputError, match=r"net.npz: plain2resnet of a net of width 20000 needs an estimated"):
+        guards.check_plain_width(MPI.COMM_SELF, "net.npz", 20000, 2)
+    guards.check_plain_width(MPI.COMM_SELF, "net.npz", 100, 4)

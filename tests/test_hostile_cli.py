@@ -359,7 +359,7 @@ CASES = [
     # ---- predict
     Case("predict: wrong number of columns", ["predict", "run", "pts.csv", "--out", "out.csv"],
          both(run_at("run"), files(**{"pts.csv": "x1,x2,x3\n0.1,0.2,0.3\n"})),
-         ["pts.csv", "3 feature column(s)", "takes 2"], absent=["out.csv"]),
+         ["pts.csv", "3 feature column(s)", "expected 2"], absent=["out.csv"]),
     Case("predict: NaN", ["predict", "run", "pts.csv", "--out", "out.csv"],
          both(run_at("run"), files(**{"pts.csv": "x1,x2\n0.1,0.2\n0.3,nan\n"})),
          ["pts.csv", "line 3, column 2", "not a finite number"], absent=["out.csv"]),

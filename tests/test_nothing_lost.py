@@ -59,6 +59,7 @@ class Case:
     argv: list[str]
     setup: object = None
     fragments: list[str] = field(default_factory=list)  # in the one "error:" line
+    unsaid: list[str] = field(default_factory=list)  # not in the output (the files' text)
 
 
 P = "p.toml"
@@ -116,6 +117,105 @@ CASES = [
 ]
 
 
+def csv_config(name: str, extra: str = "") -> str:
+    return toml(f'[data]\nkind = "csv"\npath = "{name}"\npoints = 20\ntest_fraction = 0.0\n{extra}')
+
+
+LINE = [f"{0.1 * i:.1f}" for i in range(20)]
+SANITY = [
+    # ---- input sanity: the header by rule, bounded label noise, the real cause, no file text
+    Case("predict: a first row with a typo is not a header", [*PREDICT, "--out", "out.csv"],
+         both(run_at("run"), files(**{"pts.csv": "0.1,O.2\n0.3,0.1\n"})),
+         ["pts.csv", "line 1 is neither a header", "1 number(s)"], ["O.2"]),
+    Case("train: a data row with a typo is not a header", ["train", P],
+         files(**{P: csv_config("d.csv"), "d.csv": "0.1,O.2,0\n" + "".join(f"{v},{v},{i % 2}\n" for i, v in enumerate(LINE))}),
+         ["d.csv", "line 1 is not a header"], ["O.2"]),
+    Case("train: data.label_noise 1.0", ["train", P], files(**{P: toml("[data]\nlabel_noise = 1.0")}),
+         ["p.toml", "data.label_noise", "below (K-1)/K = 0.5 for 2 classes"]),
+    Case("train: data.label_noise 0.5", ["train", P], files(**{P: toml("[data]\nlabel_noise = 0.5")}),
+         ["data.label_noise", "got 0.5"]),
+    Case("train: one feature column", ["train", P],
+         files(**{P: csv_config("d.csv"), "d.csv": "x1,label\n" + "".join(f"{v},{i % 2}\n" for i, v in enumerate(LINE))}),
+         ["d.csv", "1 feature column but Ω is 2-dimensional", "data.augment_dim = 2"], ["too wide"]),
+    Case("train: three feature columns in 2D", ["train", P],
+         files(**{P: csv_config("d.csv"), "d.csv": "x1,x2,x3,label\n" + "".join(f"{v},{v},0.5,{i % 2}\n" for i, v in enumerate(LINE))}),
+         ["d.csv", "3 feature columns but Ω is 2-dimensional", "3D domain"], ["too wide"]),
+    Case("train: duplicate points", ["train", P],
+         files(**{P: csv_config("d.csv"), "d.csv": "x1,x2,label\n" + "0.5,0.5,0\n0.5,0.5,1\n" * 10}),
+         ["d.csv", "coincide"], ["too wide"]),
+    Case("train: data.path an unrelated file", ["train", P],
+         files(**{P: csv_config("notes.txt"), "notes.txt": "password: hunter2, token s3cr3t\nline two\n"}),
+         ["notes.txt", 'no column named "label"'], ["hunter2", "s3cr3t", "password"]),
+    Case("train: a non-number in the data", ["train", P],
+         files(**{P: csv_config("d.csv"), "d.csv": "x1,x2,label\n0,0,0\n1,hunter2,1\n"}),
+         ["d.csv", "line 3, column 2", "not a number"], ["hunter2"]),
+    Case("compare: compare.points_file /dev/zero", ["compare", P],
+         files(**{P: toml('[compare]\npoints_file = "/dev/zero"')}), ["/dev/zero", "not a regular file"]),
+    Case("compare: an empty points file", ["compare", P],
+         files(**{P: toml('[compare]\npoints_file = "pts.csv"'), "pts.csv": ""}),
+         ["pts.csv", "no points: the file is empty"], ["UserWarning"]),
+    Case("compare: a points file of three columns", ["compare", P],
+         files(**{P: toml('[compare]\npoints_file = "pts.csv"'), "pts.csv": "0.1,0.2,0.3\n"}),
+         ["pts.csv", "3 feature column(s), expected 2"]),
+    Case("export: --noise 1e6", ["export", "run", "--noise", "1e6"], run_at("run"),
+         ["--noise 1e6", "more than Ω's diameter", "expected ε <="]),
+    Case("export: --noise -1", ["export", "run", "--noise=-1"], run_at("run"), ["--noise must be a number > 0"]),
+]
+CASES += SANITY
+
+
+def viscous(name: str):
+    """The run ``name`` made viscous (field.viscosity = 0.01 in its config.toml)."""
+
+    def setup(tmp: Path) -> None:
+        path = tmp / name / store.CONFIG
+        text = path.read_text()
+        assert "\nviscosity = 0.0\n" in text
+        path.write_text(text.replace("\nviscosity = 0.0\n", "\nviscosity = 0.01\n"))
+
+    return setup
+
+
+def wide_net(name: str, width: int = 20000):
+    def setup(tmp: Path) -> None:
+        from solver.plain2resnet.plainnet import random_plain_net
+        from solver.plain2resnet.plainnet_io import save_npz
+
+        save_npz(random_plain_net("tanh", widths=(2, width, 2)), tmp / name)
+
+    return setup
+
+
+BOUNDED = [
+    # ---- bounded work: the knobs that scale it are estimated and refused before it starts
+    Case("train: train.paths 1e6, viscous", ["train", P], files(**{P: toml("[field]\nviscosity = 0.01\n[train]\npaths = 1000000")}),
+         ["p.toml", "train: the Monte Carlo", "path-steps", "train.paths"]),
+    Case("train: train.sde_steps 1e6, viscous", ["train", P],
+         files(**{P: toml("[field]\nviscosity = 0.01\n[train]\nsde_steps = 1000000")}), ["p.toml", "train.sde_steps"]),
+    Case("compare: compare.paths 1e6, viscous", ["compare", P],
+         files(**{P: toml("[field]\nviscosity = 0.01\n[compare]\npaths = 1000000")}), ["p.toml", "compare.paths"]),
+    Case("compare: compare.mc_points 1e5, viscous", ["compare", P],
+         files(**{P: toml("[field]\nviscosity = 0.01\n[compare]\npoints = 100000\nmc_points = 100000\npaths = 100000")}),
+         ["p.toml", "compare.mc_points"]),
+    Case("compare RUN: train.paths 1e6 in a viscous run", ["compare", "run"],
+         both(run_at("run"), viscous("run"), lambda tmp: (tmp / "run" / store.CONFIG).write_text(
+             (tmp / "run" / store.CONFIG).read_text().replace("\npaths = 512\n", "\npaths = 1000000\n"))),
+         ["run/config.toml", "compare RUN: the Monte Carlo", "train.paths"]),
+    Case("predict --method resnet --depth 1e9", ["predict", "run", "--grid", "4", "--method", "resnet",
+                                                 "--depth", "1000000000", "--map", "m"],
+         run_at("run"), ["run", "predict --depth 1000000000", "lower --depth"]),
+    Case("plain2resnet: a 20000-wide layer", ["plain2resnet", "net.npz", "--substeps", "4", "--out", "new.onnx"],
+         wide_net("net.npz"), ["net.npz", "width 20000", "narrower net"]),
+    # ---- one model, one prediction: a viscous run is not predicted by the inviscid flow
+    *[Case(f"predict --method {method} of a viscous run", ["predict", "run", "--grid", "4", "--method", method,
+                                                           "--map", "m"],
+           both(run_at("run"), viscous("run")), ["run/config.toml", f"--method {method} follows the inviscid flow",
+                                                 "viscosity = 0.01", "--method pde"])
+      for method in ("characteristics", "resnet")],
+]
+CASES += BOUNDED
+
+
 def run_solver(argv, cwd: Path, ranks: int, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
     """``main(argv)`` on ``ranks`` ranks in ``cwd``; the whole job is killed at ``timeout``."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
@@ -170,4 +270,6 @@ def test_refused_and_nothing_changed(case: Case, ranks: int, tmp_path):
     before = snapshot(tmp_path)
     done = run_solver(case.argv, tmp_path, ranks)
     assert_refused(done, ranks, case.fragments)
+    for text in case.unsaid:
+        assert text not in done.stdout + done.stderr, f"{text!r} was said:\n{done.stderr}"
     assert snapshot(tmp_path) == before

@@ -86,7 +86,7 @@ def test_the_three_methods_and_the_grid(comm, trained_run, tmp_path_factory):  #
 
 
 @pytest.mark.parametrize("text, fragments", [
-    ("x1,x2,x3\n0.1,0.2,0.3\n", ["3 feature column(s)", "takes 2"]),
+    ("x1,x2,x3\n0.1,0.2,0.3\n", ["3 feature column(s)", "expected 2"]),
     ("0.1,0.2\n0.3\n", ["line 2 has 1 values, expected 2"]),
     ("x1,x2,label\n0.1,0.2,a\n0.1,nan,b\n", ["line 3, column 2", "not a finite number"]),
     ("x1,x2\n0.1,zero\n", ["line 2, column 2", "not a number"]),

@@ -55,7 +55,7 @@ from solver.errors import InputError, UnstableSolve
 from solver.model import characteristics
 from solver.model.data import Scaling, augment, make_dataset, place_in_domain, write_csv
 from solver.model.from_config import velocity_model
-from solver.parallel import on_rank0
+from solver.parallel import agreed, on_rank0
 from solver.rundir import store
 
 log = logging.getLogger("solver")
@@ -240,20 +240,21 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
             ValueError (``InputError``): bad parameters (named by their problem-file key),
                 bad data, fewer than 2 classes.
         """
-        X, y = validate_data(self, X, y, dtype=np.float64)
-        check_classification_targets(y)
-        classes, encoded = np.unique(y, return_inverse=True)
-        if len(classes) < 2:
-            raise InputError(f"FlowClassifier needs samples of at least 2 classes, got 1 class "
-                             f"({classes[0]!r})", SOURCE)
         comm = self._comm()
-        config = self._config(*X.shape)
-        dc = config.data
-        names = tuple(f"x{j + 1}" for j in range(X.shape[1]))
-        dataset = place_in_domain("csv", X, encoded.astype(np.int64), len(classes), names,
-                                  tuple(str(c) for c in classes), seed=dc.seed,
-                                  test_fraction=dc.test_fraction, augment_dim=dc.augment_dim,
-                                  domain=config.domain_object(), margin=dc.margin, source=SOURCE)
+        with agreed(comm):  # every rank checks alone; one rank's error raises on all, before any collective
+            X, y = validate_data(self, X, y, dtype=np.float64)
+            check_classification_targets(y)
+            classes, encoded = np.unique(y, return_inverse=True)
+            if len(classes) < 2:
+                raise InputError(f"FlowClassifier needs samples of at least 2 classes, got 1 class "
+                                 f"({classes[0]!r})", SOURCE)
+            config = self._config(*X.shape)
+            dc = config.data
+            names = tuple(f"x{j + 1}" for j in range(X.shape[1]))
+            dataset = place_in_domain("csv", X, encoded.astype(np.int64), len(classes), names,
+                                      tuple(str(c) for c in classes), seed=dc.seed,
+                                      test_fraction=dc.test_fraction, augment_dim=dc.augment_dim,
+                                      domain=config.domain_object(), margin=dc.margin, source=SOURCE)
         guards.check_train(comm, config, len(classes))
         out = None
         if run_dir is not None:
@@ -322,10 +323,11 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
 
     def _logits(self, X) -> np.ndarray:
         """u(0, x) at the points X by the characteristics, shape=(n, K) (collective)."""
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=np.float64)
-        config, domain, model, (theta, A, b) = self._model()
-        x = self._to_omega(X, domain.dim)
+        with agreed(self._comm()):  # one rank's bad X raises on all, before the collective solve
+            check_is_fitted(self)
+            X = validate_data(self, X, reset=False, dtype=np.float64)
+            config, domain, model, (theta, A, b) = self._model()
+            x = self._to_omega(X, domain.dim)
         logits = x @ A.T + b  # outside Ω the flow (χ·v continued by zero) leaves points in place
         inside = domain.contains(x)
         if not inside.all():

@@ -173,7 +173,7 @@ def command_train(comm: MPI.Comm, args) -> int:
 
     if args.resume:
         config = resume_config(comm, args)
-        store.read_checkpoint(args.out / store.CHECKPOINT)  # readable, finite: before the mesh
+        arrays, _ = store.read_checkpoint(args.out / store.CHECKPOINT)  # readable, finite: before the mesh
     else:
         config = load_config(args.config)
         refuse_run_directory(comm, args, config)
@@ -182,6 +182,9 @@ def command_train(comm: MPI.Comm, args) -> int:
     n_theta = guards.n_theta(config)
     guards.check_train(comm, config, config.data.classes or 2, None if init is None else init[:n_theta])
     dataset = load_dataset(config)
+    if args.resume:
+        store.check_checkpoint(arrays, n_theta + dataset.num_classes * (config.dim + 1),
+                               str(args.out / store.CHECKPOINT))
     if init is not None and init.shape != (n_theta + dataset.num_classes * (config.dim + 1),):
         raise InputError(f"train.init has {init.size} parameters, this config's field and classes need "
                          f"{n_theta + dataset.num_classes * (config.dim + 1)}", init_file(config))
@@ -366,7 +369,9 @@ def preflight_compare_run(comm: MPI.Comm, run: Path) -> None:
         raise InputError(f"holds {parameters.p.size} parameters, the run's config.toml needs "
                          f"{n_theta} + K·{dim + 1}", str(run / store.THETA))
     ended = (parameters.meta or {}).get("resolution") or dict(cells=config.mesh.cells, degree=config.mesh.degree)
-    cells, degree = int(ended["cells"]), int(ended["degree"])
+    if not isinstance(ended, dict):
+        raise InputError("a damaged resolution in its meta (not a JSON object)", str(run / store.THETA))
+    cells, degree = store.check_resolution(ended.get("cells"), ended.get("degree"), str(run / store.THETA))
     wanted = (config.compare.cells or cells, config.compare.degree or degree)
     guards.check_compare_run(comm, config, parameters.p[:n_theta], K, sorted({(cells, degree), wanted}))
     dc, tc = config.data, config.train

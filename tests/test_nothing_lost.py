@@ -216,6 +216,52 @@ BOUNDED = [
 CASES += BOUNDED
 
 
+def tampered_theta(name: str):
+    """theta.npz of the run ``name`` with meta.resolution cells -5."""
+
+    def setup(tmp: Path) -> None:
+        import json
+
+        import numpy as np
+
+        path = tmp / name / store.THETA
+        with np.load(path) as data:
+            arrays = {k: data[k] for k in data.files}
+        meta = json.loads(str(arrays["meta"]))
+        meta["resolution"] = dict(cells=-5, degree=1)
+        arrays["meta"] = np.array(json.dumps(meta))
+        np.savez(path, **arrays)
+
+    return setup
+
+
+def tampered_checkpoint(name: str):
+    """checkpoint.npz of the run ``name`` with L-BFGS pairs one column too wide."""
+
+    def setup(tmp: Path) -> None:
+        import numpy as np
+
+        path = tmp / name / store.CHECKPOINT
+        with np.load(path) as data:
+            arrays = {k: data[k] for k in data.files}
+        n = arrays["p"].size
+        arrays["s"] = arrays["y"] = np.ones((2, n + 1))
+        np.savez(path, **arrays)
+
+    return setup
+
+
+TAMPERED = [
+    Case("compare RUN: theta.npz meta resolution cells -5", ["compare", "run"],
+         both(run_at("run"), tampered_theta("run")), ["run/theta.npz", "a damaged resolution", "cells -5"]),
+    Case("predict: theta.npz meta resolution cells -5", ["predict", "run", "--grid", "4", "--map", "m"],
+         both(run_at("run"), tampered_theta("run")), ["run/theta.npz", "a damaged resolution"]),
+    Case("train --resume: L-BFGS pairs of the wrong width", ["train", "--resume", "--out", "run"],
+         both(run_at("run"), tampered_checkpoint("run")), ["run/checkpoint.npz", "L-BFGS pairs s", "expected (k, "]),
+]
+CASES += TAMPERED
+
+
 def run_solver(argv, cwd: Path, ranks: int, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
     """``main(argv)`` on ``ranks`` ranks in ``cwd``; the whole job is killed at ``timeout``."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))

@@ -93,8 +93,11 @@ def read_run(run: Path) -> TrainedRun:
         raise InputError(f"the data scaling is {scaling.dim}-dimensional, Ω {config.dim}-dimensional", str(path))
     ended = meta.get("resolution") or dict(cells=config.mesh.cells, degree=config.mesh.degree)
     try:
+        store.check_resolution(ended.get("cells"), ended.get("degree"), str(path))
         resolution = Resolution.from_dict(ended)
-    except (KeyError, TypeError, ValueError) as error:
+    except InputError:
+        raise
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
         raise InputError(f"a damaged 'resolution' in its meta ({type(error).__name__}: {error})", str(path)) from None
     classes = tuple(meta.get("classes") or map(str, range(len(parameters.b))))
     return TrainedRun(run, config, parameters, scaling, resolution, classes, augmented_axes(config, meta))

@@ -297,3 +297,24 @@ def test_predict_grid_depth_and_plain_width_guards():
     with pytest.raises(InputError, match=r"net.npz: plain2resnet of a net of width 20000 needs an estimated"):
         guards.check_plain_width(MPI.COMM_SELF, "net.npz", 20000, 2)
     guards.check_plain_width(MPI.COMM_SELF, "net.npz", 100, 4)
+
+
+@pytest.mark.serial
+def test_the_api_wording_names_no_command_line_flags(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / files.MARKER).write_text("")
+    (run / "theta.npz").write_text("")
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "notes.txt").write_text("")
+    (tmp_path / "link").symlink_to(run)
+    for path in (run, user, tmp_path / "link", tmp_path / "link"):
+        cli, api = (files.refuse_run_directory(path, False, (), wording) for wording in ("cli", "api"))
+        assert "--" in cli or "symbolic link" in cli
+        assert "--" not in api, api
+    assert "force=True" in files.refuse_run_directory(run, False, (), "api")
+    with pytest.raises(InputError, match="choose another directory") as error:
+        files.prepare_run_directory(MPI.COMM_SELF, user, force=True, wording="api")
+    assert "--out" not in str(error.value) and "--force" not in str(error.value)

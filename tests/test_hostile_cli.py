@@ -431,8 +431,12 @@ def assert_one_clear_error(done: subprocess.CompletedProcess, fragments: list[st
 def test_hostile_input(case: Case, tmp_path):
     if case.setup:
         case.setup(tmp_path)
+    from test_nothing_lost import snapshot
+
+    before = snapshot(tmp_path)
     done = solver(case.argv, tmp_path)
     assert_one_clear_error(done, case.fragments)
+    assert snapshot(tmp_path) == before  # every file byte-identical, nothing made
     for name in case.survive:
         assert (tmp_path / name).exists(), f"{name} was lost"
     for name in case.absent:

@@ -98,12 +98,12 @@ def command_compare(comm: MPI.Comm, args) -> int:
     from solver.rundir.files import prepare_run_directory
     from solver.rundir.outputs import write_comparison_outputs
 
+    points, grid = cmp.sample_points(config)  # compare.points_file read before the run directory is made
     out = prepare_run_directory(comm, args.out, force=args.force)
     on_rank0(comm, store.write_config, out / store.CONFIG, config.to_toml(COMPARE_SECTIONS))
     refine = parse_cells(args.refine) if args.refine is not None else list(config.compare.refine)
 
     started = time.perf_counter()
-    points, grid = cmp.sample_points(config)
     log.info(
         "compare %s: %s, mesh %d cells/direction, DG%d, %d ranks",
         args.config, config.field.kind, config.mesh.cells, config.mesh.degree, comm.size,
@@ -183,7 +183,7 @@ def command_train(comm: MPI.Comm, args) -> int:
 
     if args.resume:
         config = resume_config(comm, args)
-        store.read_checkpoint(args.out / store.CHECKPOINT)  # readable, finite: before the mesh
+        arrays, _ = store.read_checkpoint(args.out / store.CHECKPOINT)  # readable, finite: before the mesh
     else:
         config = load_config(args.config)
         refuse_run_directory(comm, args, config)
@@ -192,6 +192,9 @@ def command_train(comm: MPI.Comm, args) -> int:
     n_theta = guards.n_theta(config)
     guards.check_train(comm, config, config.data.classes or 2, None if init is None else init[:n_theta])
     dataset = load_dataset(config)
+    if args.resume:
+        store.check_checkpoint(arrays, n_theta + dataset.num_classes * (config.dim + 1),
+                               str(args.out / store.CHECKPOINT))
     if init is not None and init.shape != (n_theta + dataset.num_classes * (config.dim + 1),):
         raise InputError(f"train.init has {init.size} parameters, this config's field and classes need "
                          f"{n_theta + dataset.num_classes * (config.dim + 1)}", init_file(config))
@@ -261,6 +264,8 @@ def resume_config(comm: MPI.Comm, args):
     from solver.rundir.files import remove_temporaries
 
     path = args.out / store.CONFIG
+    if args.out.is_symlink():
+        raise InputError("is a symbolic link; --resume continues a run directory given as itself", str(args.out))
     if not path.is_file():
         raise InputError(f"--resume needs a run directory with {store.CONFIG} (is this a run?)", str(args.out))
     config = load_config(path)
@@ -377,9 +382,14 @@ def preflight_compare_run(comm: MPI.Comm, run: Path) -> None:
         raise InputError(f"holds {parameters.p.size} parameters, the run's config.toml needs "
                          f"{n_theta} + K·{dim + 1}", str(run / store.THETA))
     ended = (parameters.meta or {}).get("resolution") or dict(cells=config.mesh.cells, degree=config.mesh.degree)
-    cells, degree = int(ended["cells"]), int(ended["degree"])
+    if not isinstance(ended, dict):
+        raise InputError("a damaged resolution in its meta (not a JSON object)", str(run / store.THETA))
+    cells, degree = store.check_resolution(ended.get("cells"), ended.get("degree"), str(run / store.THETA))
     wanted = (config.compare.cells or cells, config.compare.degree or degree)
     guards.check_compare_run(comm, config, parameters.p[:n_theta], K, sorted({(cells, degree), wanted}))
+    dc, tc = config.data, config.train
+    guards.check_monte_carlo(comm, config, "compare RUN", min(dc.points, tc.check_points) if dc.points else 1,
+                             tc.paths, tc.sde_steps, "train.paths, train.sde_steps or train.check_points")
 
 
 def command_export(comm: MPI.Comm, args) -> int:
@@ -394,6 +404,7 @@ def command_export(comm: MPI.Comm, args) -> int:
     if args.depth < 1:
         raise InputError(f"--depth must be >= 1, got {args.depth}")
     config = load_config(args.run_dir / store.CONFIG)  # every rank reads it: alike
+    check_noise(args.noise, config)
     if config.field.kind in ("mlp", "mlp1"):
         evaluations = {"euler": 1, "midpoint": 2, "rk4": 4}[args.scheme]
         width = config.field.width or config.dim  # "mlp1": exported as W2 = I, width d
@@ -406,10 +417,32 @@ def command_export(comm: MPI.Comm, args) -> int:
     return 0
 
 
+def check_noise(noise: str | None, config) -> None:
+    """``export --noise EPS``: a number > 0 whose spread √(2 ε T) over the flow's time stays
+    within Ω's diameter (beyond, the blocks' noise, reflected into Ω, forgets where a point
+    started: every input gets the same output)."""
+    if noise is None or noise == "run":
+        return
+    import math
+
+    try:
+        eps = float(noise)
+    except ValueError:
+        eps = math.nan
+    if not (math.isfinite(eps) and eps > 0):
+        raise InputError(f"--noise must be a number > 0 (the viscosity ε), got {noise!r}")
+    diameter, T = config.domain_object().diameter, config.field.T
+    if math.sqrt(2 * eps * T) > diameter:
+        raise InputError(f"--noise {noise}: the noise spreads a point by √(2εT) = {math.sqrt(2 * eps * T):.3g}, "
+                         f"more than Ω's diameter {diameter:.3g} (field.T = {T:g}), so the output forgets the "
+                         f"input; expected ε <= diameter²/(2T) = {diameter**2 / (2 * T):.3g}")
+
+
 def command_predict(comm: MPI.Comm, args) -> int:
     """Labels (and probabilities) of the run at the points of a CSV file and/or on a grid of Ω."""
     import numpy as np
 
+    from solver import guards
     from solver.check import predict
     from solver.rundir.predictions import write_map, write_predictions
 
@@ -421,20 +454,30 @@ def command_predict(comm: MPI.Comm, args) -> int:
         raise InputError(f"--grid takes 2 to 4096 points per direction, got {args.grid}")
     if args.depth is not None and args.depth < 1:
         raise InputError(f"--depth must be >= 1, got {args.depth}")
-    run = predict.read_run(args.run_dir)
-    if args.method == "pde":
-        from solver import guards
+    from solver.rundir.predictions import map_files, refuse_outputs
 
+    stem = args.map or args.run_dir / f"map-{args.method}-{args.grid}"
+    outputs = [("--out", args.predictions)] if args.input is not None else []
+    outputs += [("--map", path) for path in map_files(stem)] if args.grid is not None else []
+    reason = on_rank0(comm, refuse_outputs, outputs, args.force, args.run_dir,
+                      [args.input] if args.input is not None else [])
+    if reason:
+        raise InputError(reason)
+    run = predict.read_run(args.run_dir)
+    predict.check_method(run, args.method)
+    if args.method == "pde":
         guards.check_compare_run(comm, run.config, run.parameters.theta, len(run.classes),
                                  [(run.resolution.cells, run.resolution.degree)])
+    if args.grid is not None and args.grid ** run.config.dim > 2**27:
+        raise InputError(f"--grid {args.grid} in {run.config.dim}D is {args.grid ** run.config.dim:.3g} points; "
+                         f"at most 2^27 (e.g. --grid 512 in 3D)")
+    guards.check_predict(comm, str(args.run_dir), run.config, float(args.grid or 0) ** run.config.dim,
+                         len(run.classes), args.method, args.depth)
     batches = []
     if args.input is not None:
         X, names, lines = on_rank0(comm, predict.read_points, args.input, run)
         batches.append(("points", predict.to_omega(run, X, str(args.input), lines)))
     if args.grid is not None:
-        if args.grid ** run.config.dim > 2**27:
-            raise InputError(f"--grid {args.grid} in {run.config.dim}D is {args.grid ** run.config.dim:.3g} points; "
-                             f"at most 2^27 (e.g. --grid 512 in 3D)")
         grid, inside = predict.grid_points(run, args.grid)
         batches.append(("grid", grid[inside]))
     x = np.concatenate([b for _, b in batches])
@@ -457,7 +500,6 @@ def command_predict(comm: MPI.Comm, args) -> int:
             full_logits[inside] = logits[part]
             full_probabilities = np.full_like(full_logits, np.nan)
             full_probabilities[inside] = probabilities[part]
-            stem = args.map or args.run_dir / f"map-{args.method}-{args.grid}"
             title = f"{args.run_dir.name}: {args.method} on a {args.grid}^{run.config.dim} grid"
             data_points = run.scaling.inverse(grid)
             for path in on_rank0(comm, write_map, stem, grid, data_points, inside, args.grid, full_logits,
@@ -541,6 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also the whole-domain map on an N^d grid of Ω's bounding box (npz + PNG)")
     p.add_argument("--map", type=Path, default=None, metavar="STEM",
                    help="where --grid writes STEM.npz and STEM.png (default RUN/map-METHOD-N)")
+    p.add_argument("--force", action="store_true",
+                   help="replace existing --out and --map files (never the run's files or the points file)")
     p.add_argument("--depth", type=int, default=None, help="ResNet blocks for --method resnet (default 16 per slab)")
     p.add_argument("--scheme", default="midpoint", choices=["euler", "midpoint", "rk4"],
                    help="ResNet block scheme for --method resnet")

@@ -62,7 +62,7 @@ from solver.model.domain import DOMAIN_KINDS
 from solver.model.losses import LOSSES
 from solver.model.data import Scaling, augment, make_dataset, place_in_domain, write_csv
 from solver.model.from_config import velocity_model
-from solver.parallel import on_rank0
+from solver.parallel import agreed, on_rank0
 from solver.rundir import store
 
 log = logging.getLogger("solver")
@@ -314,39 +314,42 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
             FacetWarning: (at most once, rank 0) training points lie on mesh facets.
             UncertifiedWarning: the final check did not pass; the message says what to do.
         """
-        self._validate_params()
-        X, y = validate_data(self, X, y, dtype=np.float64)
-        check_classification_targets(y)
+        comm = self._comm()
+        with agreed(comm):  # every rank checks alone; one rank's error raises on all, before any collective
+            self._validate_params()
+            X, y = validate_data(self, X, y, dtype=np.float64)
+            check_classification_targets(y)
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                self._fit(X, y, run_dir, force)
+                self._fit(comm, X, y, run_dir, force)
         except InputError as error:
             raise InputError(_parameter_names(error.message), error.source) from None
         finally:
             _warn_once_per_fit(caught)
         return self
 
-    def _fit(self, X: np.ndarray, y: np.ndarray, run_dir: str | Path | None, force: bool) -> None:
-        classes, encoded = np.unique(y, return_inverse=True)
-        if len(classes) < 2:
-            raise InputError(f"FlowClassifier needs samples of at least 2 classes, got 1 class "
-                             f"({classes[0]!r})", SOURCE)
-        comm = self._comm()
+    def _fit(self, comm: MPI.Comm, X: np.ndarray, y: np.ndarray, run_dir: str | Path | None,
+             force: bool) -> None:
         seed = self._seed(comm)
-        config = self._config(*X.shape, seed)
-        dc = config.data
-        names = tuple(f"x{j + 1}" for j in range(X.shape[1]))
-        dataset = place_in_domain("csv", X, encoded.astype(np.int64), len(classes), names,
-                                  tuple(str(c) for c in classes), seed=dc.seed,
-                                  test_fraction=dc.test_fraction, augment_dim=dc.augment_dim,
-                                  domain=config.domain_object(), margin=dc.margin, source=SOURCE)
+        with agreed(comm):
+            classes, encoded = np.unique(y, return_inverse=True)
+            if len(classes) < 2:
+                raise InputError(f"FlowClassifier needs samples of at least 2 classes, got 1 class "
+                                 f"({classes[0]!r})", SOURCE)
+            config = self._config(*X.shape, seed)
+            dc = config.data
+            names = tuple(f"x{j + 1}" for j in range(X.shape[1]))
+            dataset = place_in_domain("csv", X, encoded.astype(np.int64), len(classes), names,
+                                      tuple(str(c) for c in classes), seed=dc.seed,
+                                      test_fraction=dc.test_fraction, augment_dim=dc.augment_dim,
+                                      domain=config.domain_object(), margin=dc.margin, source=SOURCE)
         guards.check_train(comm, config, len(classes))
         out = None
         if run_dir is not None:
             from solver.rundir.files import prepare_run_directory
 
-            out = prepare_run_directory(comm, run_dir, force=force)
+            out = prepare_run_directory(comm, run_dir, force=force, wording="api")
             config = self._config(*X.shape, seed, data=str(out.absolute() / DATA_FILE))
             on_rank0(comm, write_csv, out / DATA_FILE, X, encoded)
             on_rank0(comm, store.write_config, out / store.CONFIG, config.to_toml())
@@ -413,10 +416,11 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
 
     def _logits(self, X) -> np.ndarray:
         """u(0, x) at the points X by the characteristics, shape=(n, K) (collective)."""
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=np.float64)
-        _, domain, model, (theta, A, b) = self._model()
-        x = self._to_omega(X, domain.dim)
+        with agreed(self._comm()):  # one rank's bad X raises on all, before the collective solve
+            check_is_fitted(self)
+            X = validate_data(self, X, reset=False, dtype=np.float64)
+            config, domain, model, (theta, A, b) = self._model()
+            x = self._to_omega(X, domain.dim)
         logits = x @ A.T + b  # outside Ω the flow (χ·v continued by zero) leaves points in place
         inside = domain.contains(x)
         if not inside.all():
@@ -424,7 +428,16 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
                           f"fitted on the training data; they are classified by the output layer "
                           f"alone (the flow does not move them). Raise margin to leave more room",
                           OutsideDomainWarning, stacklevel=3)
-        result = characteristics.solve(self._comm(), model.field(theta), lambda q: q @ A.T + b, x[inside])
+        if config.field.viscosity > 0:  # a viscous run (load of a CLI run): the stochastic flow's
+            # expectation, by the Monte Carlo its training was checked against (learn/certify.py)
+            from solver.model import stochastic
+
+            tc = config.train
+            result = stochastic.solve(self._comm(), model.field(theta), domain, lambda q: q @ A.T + b, x[inside],
+                                      config.field.viscosity, paths=tc.paths, steps=tc.sde_steps, seed=tc.seed,
+                                      antithetic=True, heun=True)
+        else:
+            result = characteristics.solve(self._comm(), model.field(theta), lambda q: q @ A.T + b, x[inside])
         logits[inside] = result.u0
         return logits
 
@@ -482,7 +495,7 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
         from solver.rundir.files import prepare_run_directory
 
         comm = self._comm()
-        out = prepare_run_directory(comm, path, force=force)
+        out = prepare_run_directory(comm, path, force=force, wording="api")
         self._write(comm, out)
         return out
 

@@ -11,7 +11,12 @@ an ``InputError`` that says what was asked, the estimate and which key to change
   the forced ``solver.dt``; the solver refuses a solve beyond it too, which training takes as an
   unstable trial point), or a forced ``solver.dt`` breaks the CFL bound at the start;
 - an exported or converted net needs more memory than the machine has, or an ONNX file over
-  protobuf's 2 GiB.
+  protobuf's 2 GiB (``export --depth``, ``predict --depth``, ``plain2resnet --substeps`` and the
+  plain net's width);
+- a Monte Carlo of a viscous run (``train.paths``, ``train.sde_steps``, ``train.check_points``;
+  ``compare.paths``, ``compare.sde_steps``, ``compare.mc_points``) exceeds ``MAX_PATH_STEPS``
+  per rank;
+- ``predict --grid`` needs more memory than each rank has.
 
 Estimates only, and on the low side, so that nothing that runs is refused: they catch requests
 that are orders of magnitude too large (a 2000³ mesh, 10¹² time steps), not the last 20 %.
@@ -51,6 +56,16 @@ BLOCK_ARRAY_FACTOR = 30
 # plain2resnet: measured 2.9 GB and 137 MB of npz for 1.4·10⁵ blocks of an 8-dimensional net
 # (l = 10⁴): 12 KB per block besides 30 times its arrays (300 B).
 BYTES_PER_FLOW_BLOCK = 12_000
+# plain2resnet of a net of width d: per layer a d × d weight, its SVD and two matrix logarithms
+# (scipy's logm holds a few d × d complex work arrays): taken as 12 d × d float64 arrays at once,
+# and the rotation generators of every layer kept (2 per layer).
+PLAIN_WORK_MATRICES = 12
+# Monte Carlo (model/stochastic.py): path-steps (points × paths × steps at the fine dt) per rank in
+# one run. Measured (scripts-free: stochastic.solve on 64 points, ε = 0.01, Heun, antithetic,
+# MLP of width 8 and 32, 4 slabs, load average ~10 on 2 cores): 5e4 to 1e6 path-steps per second;
+# 1e8 is then 100 s or more for one check or comparison (the defaults: at most 2000 checked points x
+# 512 paths x 16 steps = 1.6e7 for train, 64 x 2000 x 32 = 4.1e6 for compare).
+MAX_PATH_STEPS = 1e8
 
 
 def available_memory(comm: MPI.Comm, shared: bool = True) -> int:
@@ -348,6 +363,48 @@ def check_data(comm: MPI.Comm, config) -> None:
     check_memory(comm, config, "train", terms, "lower data.points or use a smaller data file")
 
 
+def check_monte_carlo(comm: MPI.Comm, config, what: str, points: int, paths: int, steps: int,
+                      keys: str) -> None:
+    """InputError if a Monte Carlo of ``points`` × ``paths`` paths × ``steps`` steps exceeds
+    ``MAX_PATH_STEPS`` per rank (the points' chunks are shared out; ``keys`` name what to lower).
+    Nothing for an inviscid field (no Monte Carlo)."""
+    if not getattr(config.field, "viscosity", 0.0):
+        return
+    work = float(points) * paths * steps
+    per_rank = work / min(comm.size, max(1, points))
+    if per_rank > MAX_PATH_STEPS:
+        raise _refuse(config, f"{what}: the Monte Carlo of the viscous flow (field.viscosity = "
+                              f"{config.field.viscosity:g}) takes an estimated {work:.3g} path-steps "
+                              f"({points} point(s) x {paths} paths x {steps} steps), {per_rank:.3g} per "
+                              f"rank, over the limit of {MAX_PATH_STEPS:.3g} per rank (at most about 1e6 "
+                              f"path-steps per second were measured); lower {keys}, or run on more ranks")
+
+
+def check_predict(comm: MPI.Comm, run: str, config, grid_points: float, num_classes: int,
+                  method: str, depth: int | None) -> None:
+    """``predict``: the memory of the ``--grid`` map (``grid_points`` points, kept in Ω and data
+    coordinates with their logits and probabilities) and of the ``--method resnet`` net of
+    ``depth`` blocks (collective)."""
+    if grid_points:
+        check_memory(comm, run, "predict --grid",
+                     [(f"the grid ({grid_points:.3g} points)", grid_points * (BYTES_PER_POINT + 4 * num_classes * 8))],
+                     "lower --grid")
+    if method == "resnet" and depth is not None and config.field.kind in ("mlp", "mlp1"):
+        width = config.field.width or config.dim
+        block = 4 * (2 * width * config.dim + width + config.dim) * 8  # at most 4 evaluations (rk4)
+        _check_net(comm, run, f"predict --depth {depth}", depth, block, BYTES_PER_BLOCK, False, "lower --depth")
+
+
+def check_plain_width(comm: MPI.Comm, source: str, width: int, layers: int) -> None:
+    """``plain2resnet``: the d × d matrices of a net of width ``width`` (d >= width) and
+    ``layers`` layers, before their SVDs and logarithms are computed (collective)."""
+    matrices = PLAIN_WORK_MATRICES + 2 * layers
+    check_memory(comm, source, f"plain2resnet of a net of width {width}",
+                 [(f"{matrices} matrices of {width} x {width}", matrices * float(width) ** 2 * 8)],
+                 "the flow model embeds every layer in d x d (d >= the widest layer): use a narrower net",
+                 shared=False)
+
+
 def check_train(comm: MPI.Comm, config, num_classes: int, theta: np.ndarray | None = None) -> dict:
     """Memory and time steps of ``train`` on the config's mesh, before the data, the mesh or the
     solver are made (collective). Returns the estimates (for the log)."""
@@ -364,6 +421,9 @@ def check_train(comm: MPI.Comm, config, num_classes: int, theta: np.ndarray | No
               f"{config.field.slabs}: {n_params:.3g})", parameter_memory(n_params, tc.memory)),
              (f"the data (data.points = {points})", points * BYTES_PER_POINT)]
     check_memory(comm, config, what, early, "lower field.width, field.slabs or data.points")
+    checked = min(points, tc.check_points) if points else 1  # at least this many points are checked
+    check_monte_carlo(comm, config, what, checked, tc.paths, tc.sde_steps,
+                      "train.paths, train.sde_steps or train.check_points")
     speed = initial_speed(config, theta, seed=tc.seed, cells=mc.cells, degree=mc.degree)
     steps = check_steps(config, mesh, mc.degree, speed, mc.cells, what)
     if config.solver.dt is not None and tc.adapt and max(speed) > 0:
@@ -419,6 +479,9 @@ def check_compare(comm: MPI.Comm, config, refine: list[int] | tuple[int, ...] = 
               (f"the grid (compare.grid = {cc.grid} per direction: {grid:.3g} points)",
                grid * BYTES_PER_POINT)]
     check_memory(comm, config, what, sample, "lower compare.grid or compare.points")
+    mc_points = cc.mc_points if cc.points_file else min(cc.mc_points, cc.points)
+    check_monte_carlo(comm, config, what, mc_points, cc.paths, cc.sde_steps,
+                      "compare.paths, compare.sde_steps or compare.mc_points")
     K = config.terminal_object().num_components
     estimates = {}
     for cells in sorted({mc.cells, *refine}):

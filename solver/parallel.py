@@ -5,10 +5,14 @@ A set of n items known on every rank is split into contiguous, balanced shares
 (:func:`rank_share`); each rank works on its share, and :func:`gather_rows` concatenates the
 ranks' results in rank order, i.e. in the original order of the items, on every rank.
 Work that only rank 0 does (writing a file, reading one that may be broken) goes through
-:func:`on_rank0`, so that its result, or its ``InputError``, reaches every rank.
+:func:`on_rank0`, so that its result, or its ``InputError``, reaches every rank; checks that
+every rank does on its own go through :func:`agreed`, so that one rank's error raises on all.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import numpy as np
 from mpi4py import MPI
@@ -59,3 +63,25 @@ def on_rank0(comm: MPI.Comm, fn, *args, **kwargs):
         message, source, name = value
         raise (UnstableSolve if name == "UnstableSolve" else InputError)(message, source)
     return value
+
+
+@contextlib.contextmanager
+def agreed(comm: MPI.Comm) -> Iterator[None]:
+    """Rank-local checks whose failure on any rank raises on every rank (collective: one
+    allgather when the block ends, also when it raised).
+
+    The failing rank re-raises its own exception; the others raise an ``InputError`` with its
+    message (the first failing rank's), so that no rank goes on into a collective that the
+    failing one never reaches (the Python API has no exit watchdog: that would hang).
+    """
+    failure = None
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001 (agreed on, then raised again below)
+        failure = error
+    verdicts = comm.allgather(None if failure is None else str(failure))
+    if failure is not None:
+        raise failure
+    for rank, message in enumerate(verdicts):
+        if message is not None:
+            raise InputError(f"rank {rank} refused its input: {message}")

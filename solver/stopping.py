@@ -4,8 +4,11 @@ While ``install()``'s handlers are in place, the first SIGINT or SIGTERM only se
 says so once); training asks ``requested(comm)`` once per iteration, after its checkpoint logic,
 and there writes the checkpoint and raises ``Stopped``: the command line prints how to resume and
 exits with 128 + the signal's number on every rank. A second signal stops at once
-(``KeyboardInterrupt``). A signal that reaches one rank only (``kill`` of one process) stops
-every rank: ``requested`` is collective.
+(``KeyboardInterrupt`` carrying its number: exit 128 + it). A signal that reaches one rank only
+(``kill`` of one process) stops every rank: ``requested`` is collective. Long loops inside an
+iteration (the Monte Carlo of a viscous run's check, ``model.stochastic``) poll ``pending``
+(rank-local) and, once they agree across ranks, raise ``Interrupted``; training then writes the
+checkpoint of its last complete iteration and raises ``Stopped``.
 """
 
 from __future__ import annotations
@@ -33,10 +36,18 @@ class Stopped(Exception):
         return 128 + self.signum
 
 
+class Interrupted(Exception):
+    """A long computation gave up on a stop request (``signum``), alike on every rank."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+
 def _handler(signum, frame) -> None:
     global _received
     if _received:
-        raise KeyboardInterrupt
+        raise KeyboardInterrupt(int(signum))
     _received = signum
     if MPI.COMM_WORLD.rank == 0:
         print(f"{signal.Signals(signum).name}: stopping at the next safe point (after this "
@@ -57,6 +68,12 @@ def uninstall(handlers: dict) -> None:
     _received = 0
     for signum, handler in handlers.items():
         signal.signal(signum, handler)
+
+
+def pending() -> int:
+    """The number of a signal this rank received, else 0 (rank-local: for polling in loops that
+    then agree across ranks)."""
+    return _received
 
 
 def requested(comm: MPI.Comm) -> int:

@@ -173,14 +173,15 @@ def test_csv_string_labels_map_to_sorted_indices(tmp_path):
 
 
 BAD_CSV = {
-    "no_label": ("x1,x2,y\n0,0,0\n1,1,1\n", r'no "label" column'),
-    "no_header": ("0,0,0\n1,1,1\n", r'no "label" column'),
-    "non_numeric": ("x1,x2,label\n0,0,0\n1,abc,1\n", r'line 3, column "x2": \'abc\''),
+    "no_label": ("x1,x2,y\n0,0,0\n1,1,1\n", r'no column named "label" in the header \(line 1, 3 columns\)'),
+    "no_header": ("0,0,0\n1,1,1\n", r"line 1 is not a header: 3 of its 3 fields are numbers"),
+    "header_typo": ("0.1,O.2,label\n0,0,0\n1,1,1\n", r"line 1 is not a header: 1 of its 3 fields are numbers"),
+    "non_numeric": ("x1,x2,label\n0,0,0\n1,abc,1\n", r"line 3, column 2 \(a feature\): not a number$"),
     "non_finite": ("x1,x2,label\n0,0,0\n1,nan,1\n2,inf,0\n3,3,1\n", r"2 row\(s\) .* lines \[3, 4\]"),
-    "one_class": ("x1,x2,label\n0,0,a\n1,1,a\n", r"found 1 class \('a'\)"),
+    "one_class": ("x1,x2,label\n0,0,a\n1,1,a\n", r"found 1 class \(one label\) in 2 rows"),
     "gap_in_labels": ("x1,x2,label\n0,0,0\n1,1,2\n", r"\[1\] never occur"),
-    "negative_label": ("x1,x2,label\n0,0,-1\n1,1,1\n", r"line 2: label -1"),
-    "ragged": ("x1,x2,label\n0,0,0\n1,1\n", r"line 3 has 2 fields, expected 3"),
+    "negative_label": ("x1,x2,label\n0,0,-1\n1,1,1\n", r"line 2: a negative label"),
+    "ragged": ("x1,x2,label\n0,0,0\n1,1\n", r"line 3 has 2 fields, expected 3 \(as the header\)$"),
     "empty": ("", r"empty"),
     "header_only": ("x1,x2,label\n", r"no data rows"),
 }
@@ -194,6 +195,66 @@ def test_bad_csv_raises_naming_the_file(tmp_path, case):
     with pytest.raises(InputError, match=message) as info:
         load_csv(path)
     assert str(path) in str(info.value) and info.value.source == str(path)
+    for word in ("abc", "'a'", "label -1", "O.2", "\"x2\""):  # the file's text is never quoted
+        assert word not in info.value.message
+
+
+def test_an_unrelated_file_as_data_is_not_quoted(tmp_path):
+    path = tmp_path / "secrets.txt"
+    path.write_text("root:x:0:0:secret-token-123\nmore text\n")
+    with pytest.raises(InputError) as info:
+        load_csv(path)
+    assert "secret" not in info.value.message and "root" not in info.value.message
+    assert 'no column named "label"' in info.value.message
+
+
+@pytest.mark.parametrize("kind, k, bound", [("moons", 2, 0.5), ("spirals", 3, 2 / 3)])
+def test_label_noise_below_the_share_that_erases_the_labels(kind, k, bound):
+    kw = {"num_classes": k} if kind == "spirals" else {}
+    for share in (bound, 1.0):
+        with pytest.raises(InputError, match=rf"data.label_noise: expected a share below \(K-1\)/K = {bound:.4g} "
+                                             rf"for {k} classes.*got {share}"):
+            make_dataset(kind, 100, label_noise=share, **kw)
+    make_dataset(kind, 100, label_noise=bound - 0.01, **kw)
+
+
+@pytest.mark.parametrize("X, message", [
+    (np.linspace(0, 1, 20)[:, None], r"the data have 1 feature column but Ω is 2-dimensional .* data.augment_dim = 2"),
+    (np.random.default_rng(0).normal(size=(20, 3)), r"the data have 3 feature columns but Ω is 2-dimensional: "
+                                                    r"give a 3D domain"),
+    (np.ones((20, 2)), r"all 16 training points coincide \(duplicates of one point\)"),
+    (np.array([[-1e308, 0.0], [1e308, 1.0]] * 10), r"too wide to scale into Ω \(a span beyond 1.8e308\)"),
+], ids=["one feature", "three features", "duplicates", "overflow"])
+def test_the_scaling_names_the_real_cause(X, message):
+    from solver.model.data import place_in_domain
+
+    y = np.arange(len(X)) % 2
+    with pytest.raises(InputError, match=message) as info:
+        place_in_domain("csv", X, y, 2, tuple(f"x{j + 1}" for j in range(X.shape[1])), ("0", "1"), seed=0,
+                        test_fraction=0.2, augment_dim=None, domain=DOMAINS["box"], margin=0.2, source="d.csv")
+    assert info.value.source == "d.csv"
+    if "too wide" not in message:
+        assert "too wide" not in info.value.message
+
+
+def test_an_outlier_that_squeezes_the_data_is_named(caplog):
+    from solver.model.data import place_in_domain
+
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(size=(60, 2)), [[1e6, 1e6]]])
+    y = np.arange(len(X)) % 2
+    args = dict(seed=0, test_fraction=0.0, augment_dim=None, domain=DOMAINS["box"], margin=0.2)
+    with caplog.at_level("WARNING", logger="solver"):
+        place_in_domain("csv", X, y, 2, ("x1", "x2"), ("0", "1"), source="d.csv", **args)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "d.csv: 1 training point(s) lie far from the others (rows [60]" in warnings[0]
+    assert "1e+06" not in warnings[0]  # the file's values are not quoted
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="solver"):
+        place_in_domain("csv", X[:60], y[:60], 2, ("x1", "x2"), ("0", "1"), source="d.csv", **args)
+        make_dataset("moons", 400, domain=DOMAINS["box"])
+        make_dataset("blobs", 400, domain=DOMAINS["box"])
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]  # the usual data: no warning
 
 
 def test_missing_csv_file(tmp_path):

@@ -14,7 +14,7 @@ from solver.config import config_from_dict
 from solver.errors import InputError
 from solver.model.data import load_csv, make_dataset
 from solver.model.domain import make_domain
-from solver.rundir import files
+from solver.rundir import files, store
 
 
 # --- estimates against what is built ------------------------------------------------------------
@@ -124,20 +124,35 @@ def test_run_directories_refuse_to_cost_a_users_files(tmp_path, monkeypatch):
     run = tmp_path / "run"
     run.mkdir()
     (run / files.MARKER).write_text("")
+    assert refuse(run, False) is None  # a stub: nothing but the marker
     (run / "config.toml").write_text("")
-    assert refuse(run, False) is None  # a run that failed at the start: no results
-    (run / "metrics.json").write_text("{}")
-    assert "--force" in refuse(run, False) and refuse(run, True) is None
+    assert "--force" in refuse(run, False) and refuse(run, True) is None  # anything more needs --force
     (run / "data.csv").write_text("x")
     assert "holds" in refuse(run, True, (run / "data.csv",))
     assert "holds" in refuse(run, True, (run,))  # train.init = the run itself
-    old = tmp_path / "old"  # a run written before the marker existed
+    old = tmp_path / "old"  # a run written before the marker existed: recognized by its exact files
     old.mkdir()
     for name in ("config.toml", "theta.npz", "loss.png", ".checkpoint.npz.ab12cd34"):
         (old / name).write_text("")
+    (old / "history.csv").write_text(",".join(store.HISTORY_COLUMNS[:9]) + "\n0,1,1,0.5,0.5,1,3,0.1,1\n")
     assert files.is_run_directory(old) and refuse(old, True) is None
+    assert "--force" in refuse(old, False)
     (old / "notes.txt").write_text("")
     assert not files.is_run_directory(old)
+    (old / "notes.txt").unlink()
+    (old / "history.csv").write_text("date,amount\n")  # a user's history.csv
+    assert not files.is_run_directory(old) and "not a run directory" in refuse(old, True)
+    look_alike = tmp_path / "website"  # config.toml and names runs write, no marker: not a run
+    look_alike.mkdir()
+    for name in ("config.toml", "logo.png", "history.csv"):
+        (look_alike / name).write_text("")
+    assert "not a run directory" in refuse(look_alike, True)
+    only_config = tmp_path / "only"
+    only_config.mkdir()
+    (only_config / "config.toml").write_text("")
+    assert "not a run directory" in refuse(only_config, False) and "not a run directory" in refuse(only_config, True)
+    (tmp_path / "link").symlink_to(run, target_is_directory=True)  # never replaced through a link
+    assert "symbolic link" in refuse(tmp_path / "link", True) and not files.is_run_directory(tmp_path / "link")
     (tmp_path / "afile").write_text("")
     assert "not a directory" in refuse(tmp_path / "afile", True)
 
@@ -177,7 +192,7 @@ def test_labels_1_and_1_0_are_one_class(tmp_path):
     points = load_csv(path)
     assert points.class_names == ("0", "1") and points.y.tolist() == [1, 1, 0, 0, 1]
     path.write_text("x1,x2,label\n0,0,1\n1,0,0.5\n")
-    with pytest.raises(InputError, match=r"line 3: label '0.5' is not an integer"):
+    with pytest.raises(InputError, match=r"line 3: the label is not an integer"):
         load_csv(path)
     path.write_text("x1,x2,label\n0,0,cat\n1,0,1.0\n0,1,1\n")
     assert load_csv(path).class_names == ("1", "cat")
@@ -244,3 +259,59 @@ def test_the_first_signal_asks_to_stop_and_the_second_stops_at_once():
     finally:
         stopping.uninstall(old)
     assert stopping.requested(MPI.COMM_SELF) == 0
+
+
+# --- Monte Carlo, predict and plain2resnet guards (issue 25) -------------------------------------
+
+
+@pytest.mark.serial
+@pytest.mark.parametrize("section, values, command, keys", [
+    ("train", dict(paths=10**6), "train", "train.paths"),
+    ("train", dict(sde_steps=10**6), "train", "train.sde_steps"),
+    ("compare", dict(paths=10**6), "compare", "compare.paths"),
+    ("compare", dict(sde_steps=10**6), "compare", "compare.sde_steps"),
+    ("compare", dict(mc_points=10**5, points=10**5, paths=20000), "compare", "compare.mc_points"),
+])
+def test_monte_carlo_work_is_refused_before_it_starts(section, values, command, keys):
+    viscous = config_from_dict({"field": dict(viscosity=0.01), "data": dict(points=400), section: values})
+    check = (lambda c: guards.check_train(MPI.COMM_SELF, c, 2)) if command == "train" else \
+        (lambda c: guards.check_compare(MPI.COMM_SELF, c))
+    with pytest.raises(InputError, match=rf"Monte Carlo .* path-steps .* over the limit of 1e\+08 per rank.*{keys}"):
+        check(viscous)
+    inviscid = config_from_dict({"data": dict(points=400), section: values})
+    check(inviscid)  # no Monte Carlo without viscosity: nothing to refuse
+    check(config_from_dict({"field": dict(viscosity=0.01), "data": dict(points=400)}))  # the defaults pass
+
+
+@pytest.mark.serial
+def test_predict_grid_depth_and_plain_width_guards():
+    config = config_from_dict(dict(field=dict(width=5, slabs=2)))
+    with pytest.raises(InputError, match=r"run: predict --grid needs an estimated .*lower --grid"):
+        guards.check_predict(MPI.COMM_SELF, "run", config, 4096.0**3, 2, "pde", None)
+    with pytest.raises(InputError, match=r"run: predict --depth 1000000000 needs an estimated .*lower --depth"):
+        guards.check_predict(MPI.COMM_SELF, "run", config, 0, 2, "resnet", 10**9)
+    guards.check_predict(MPI.COMM_SELF, "run", config, 512.0**2, 2, "resnet", 1000)
+    with pytest.raises(InputError, match=r"net.npz: plain2resnet of a net of width 20000 needs an estimated"):
+        guards.check_plain_width(MPI.COMM_SELF, "net.npz", 20000, 2)
+    guards.check_plain_width(MPI.COMM_SELF, "net.npz", 100, 4)
+
+
+@pytest.mark.serial
+def test_the_api_wording_names_no_command_line_flags(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / files.MARKER).write_text("")
+    (run / "theta.npz").write_text("")
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "notes.txt").write_text("")
+    (tmp_path / "link").symlink_to(run)
+    for path in (run, user, tmp_path / "link", tmp_path / "link"):
+        cli, api = (files.refuse_run_directory(path, False, (), wording) for wording in ("cli", "api"))
+        assert "--" in cli or "symbolic link" in cli
+        assert "--" not in api, api
+    assert "force=True" in files.refuse_run_directory(run, False, (), "api")
+    with pytest.raises(InputError, match="choose another directory") as error:
+        files.prepare_run_directory(MPI.COMM_SELF, user, force=True, wording="api")
+    assert "--out" not in str(error.value) and "--force" not in str(error.value)

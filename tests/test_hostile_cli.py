@@ -357,7 +357,7 @@ CASES = [
     # ---- predict
     Case("predict: wrong number of columns", ["predict", "run", "pts.csv", "--out", "out.csv"],
          both(run_at("run"), files(**{"pts.csv": "x1,x2,x3\n0.1,0.2,0.3\n"})),
-         ["pts.csv", "3 feature column(s)", "takes 2"], absent=["out.csv"]),
+         ["pts.csv", "3 feature column(s)", "expected 2"], absent=["out.csv"]),
     Case("predict: NaN", ["predict", "run", "pts.csv", "--out", "out.csv"],
          both(run_at("run"), files(**{"pts.csv": "x1,x2\n0.1,0.2\n0.3,nan\n"})),
          ["pts.csv", "line 3, column 2", "not a finite number"], absent=["out.csv"]),
@@ -429,8 +429,12 @@ def assert_one_clear_error(done: subprocess.CompletedProcess, fragments: list[st
 def test_hostile_input(case: Case, tmp_path, plain_onnx):
     if case.setup:
         case.setup(tmp_path, plain_onnx)
+    from test_nothing_lost import snapshot
+
+    before = snapshot(tmp_path)
     done = solver(case.argv, tmp_path)
     assert_one_clear_error(done, case.fragments)
+    assert snapshot(tmp_path) == before  # every file byte-identical, nothing made
     for name in case.survive:
         assert (tmp_path / name).exists(), f"{name} was lost"
     for name in case.absent:

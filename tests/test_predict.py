@@ -80,7 +80,7 @@ def test_the_three_methods_and_the_grid(comm, trained_run, shared_directory):
 
 
 @pytest.mark.parametrize("text, fragments", [
-    ("x1,x2,x3\n0.1,0.2,0.3\n", ["3 feature column(s)", "takes 2"]),
+    ("x1,x2,x3\n0.1,0.2,0.3\n", ["3 feature column(s)", "expected 2"]),
     ("0.1,0.2\n0.3\n", ["line 2 has 1 values, expected 2"]),
     ("x1,x2,label\n0.1,0.2,a\n0.1,nan,b\n", ["line 3, column 2", "not a finite number"]),
     ("x1,x2\n0.1,zero\n", ["line 2, column 2", "not a number"]),
@@ -120,3 +120,33 @@ def test_the_prediction_map_benchmark_runs(trained_run):
                           capture_output=True, text=True, timeout=300, cwd=root)
     assert done.returncode == 0, done.stderr
     assert "| PDE (solve + locate + evaluate) |" in done.stdout and "labels agree" in done.stdout
+
+
+def test_predict_replaces_a_users_file_only_with_force_and_its_own_map_freely(comm, trained_run,  # noqa: F811
+                                                                             tmp_path_factory):
+    work = shared_directory(comm, tmp_path_factory)
+    if comm.rank == 0:
+        (work / "points.csv").write_text("x1,x2\n0.1,0.2\n")
+        (work / "out.csv").write_text("my results\n")
+    comm.Barrier()
+    argv = ["predict", str(trained_run), str(work / "points.csv"), "--out", str(work / "out.csv")]
+    assert main(argv) == 2
+    assert (work / "out.csv").read_text() == "my results\n"
+    comm.Barrier()
+    assert main([*argv, "--force"]) == 0
+    comm.Barrier()
+    assert read_csv(work / "out.csv")[0] == ["x1", "x2", "label"]
+    # The default map goes into the run (predict's own file there); replaced only with --force too.
+    if comm.rank == 0:
+        for suffix in ("npz", "png"):
+            (trained_run / f"map-characteristics-4.{suffix}").unlink(missing_ok=True)
+    comm.Barrier()
+    argv = ["predict", str(trained_run), "--grid", "4", "--method", "characteristics"]
+    assert main(argv) == 0
+    comm.Barrier()
+    assert main(argv) == 2
+    assert main([*argv, "--force"]) == 0
+    comm.Barrier()
+    assert (trained_run / "map-characteristics-4.npz").is_file()
+    gc.collect()
+    comm.Barrier()

@@ -248,36 +248,17 @@ def fitted_order(h: np.ndarray, errors: np.ndarray) -> float:
 def read_points(path: str, domain: Domain) -> np.ndarray:
     """Points from a CSV file (one per row, ``dim`` columns, an optional header), checked to be
     finite and in Ω. Every rank reads the same file, so every rank raises alike."""
-    try:
-        with open(path) as f:
-            first = f.readline()
-        skip = 0 if all(_is_float(v) for v in first.split(",")) else 1
-        points = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2)
-    except FileNotFoundError:
-        raise InputError("points file not found", source=path) from None
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read points (CSV, {domain.dim} columns): {e}", source=path) from None
-    if points.shape[1] != domain.dim:
-        raise InputError(f"expected {domain.dim} columns (x1..x{domain.dim}), got {points.shape[1]}", path)
-    bad = np.flatnonzero(~np.all(np.isfinite(points), axis=1))
-    if bad.size:
-        raise InputError(f"{bad.size} row(s) are not finite, e.g. data rows {(bad[:5] + 1).tolist()}", path)
+    from solver.model.data import read_points as read_csv_points
+
+    points, _, lines = read_csv_points(path, domain.dim, f"(x1..x{domain.dim}: Ω is {domain.dim}-dimensional)")
     outside = np.flatnonzero(~domain.contains(points))
     if outside.size:
         raise InputError(
-            f"{outside.size} of {len(points)} points lie outside Ω ({domain}), e.g. data rows "
-            f"{(outside[:5] + 1).tolist()}: {points[outside[:5]].tolist()}",
+            f"{outside.size} of {len(points)} points lie outside Ω ({domain}), e.g. lines "
+            f"{lines[outside[:5]].tolist()}",
             path,
         )
     return points
-
-
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
 
 
 def sample_points(config: Config) -> tuple[np.ndarray, np.ndarray]:

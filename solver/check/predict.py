@@ -14,7 +14,6 @@ is collective (each rank its :func:`~solver.parallel.rank_share` of the points).
 
 from __future__ import annotations
 
-import csv
 import logging
 import time
 from dataclasses import dataclass
@@ -94,8 +93,11 @@ def read_run(run: Path) -> TrainedRun:
         raise InputError(f"the data scaling is {scaling.dim}-dimensional, Ω {config.dim}-dimensional", str(path))
     ended = meta.get("resolution") or dict(cells=config.mesh.cells, degree=config.mesh.degree)
     try:
+        store.check_resolution(ended.get("cells"), ended.get("degree"), str(path))
         resolution = Resolution.from_dict(ended)
-    except (KeyError, TypeError, ValueError) as error:
+    except InputError:
+        raise
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
         raise InputError(f"a damaged 'resolution' in its meta ({type(error).__name__}: {error})", str(path)) from None
     classes = tuple(meta.get("classes") or map(str, range(len(parameters.b))))
     return TrainedRun(run, config, parameters, scaling, resolution, classes, augmented_axes(config, meta))
@@ -113,66 +115,16 @@ def augmented_axes(config: Config, meta: dict) -> int:
 
 
 def read_points(path: Path, run: TrainedRun) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """The points of a CSV file in data coordinates (rank-local).
-
-    A header line is optional (a first row that is not all numbers is one); a column named
-    ``label`` is ignored; every other column is a feature, ``run.input_dim`` of them.
+    """The points of a CSV file in data coordinates (rank-local): ``model.data.read_points``
+    with ``run.input_dim`` features.
 
     Returns:
         The points, shape=(n, run.input_dim); the feature names; the line of each point.
-
-    Raises:
-        InputError: naming the file (and line): missing, unreadable or empty, a row with another
-            number of values, a value that is not a finite number.
     """
-    src = str(path)
-    if Path(path).exists() and not Path(path).is_file():
-        raise InputError("not a regular file: expected a CSV file of points", src)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = [(n, row) for n, row in enumerate(csv.reader(f), start=1) if any(v.strip() for v in row)]
-    except FileNotFoundError:
-        raise InputError("file not found", src) from None
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise InputError(f"cannot read the points as CSV: {error}", src) from None
-    if not rows:
-        raise InputError(f"no points: the file is empty (expected {run.input_dim} numbers per line)", src)
-    header = None
-    if not all(_is_number(v) for v in rows[0][1]):
-        header, rows = [v.strip() for v in rows[0][1]], rows[1:]
-    width = len(header) if header is not None else len(rows[0][1]) if rows else run.input_dim
-    label = [j for j, name in enumerate(header or []) if name.lower() == "label"]
-    features = [j for j in range(width) if j not in label]
-    names = [header[j] for j in features] if header else [f"x{j + 1}" for j in range(len(features))]
-    if len(features) != run.input_dim:
-        what = f"the header {header}" if header else f"line {rows[0][0]}"
-        raise InputError(f"{what} has {len(features)} feature column(s), the run takes {run.input_dim} "
-                         f"(its data are {run.input_dim}-dimensional{', then augmented' if run.augmented else ''})",
-                         src)
-    if not rows:
-        raise InputError("no points after the header", src)
-    lines = np.array([n for n, _ in rows])
-    X = np.empty((len(rows), len(features)))
-    for i, (n, row) in enumerate(rows):
-        if len(row) != width:
-            raise InputError(f"line {n} has {len(row)} values, expected {width}"
-                             f"{f' ({header})' if header else ''}", src)
-        for c, j in enumerate(features):
-            try:
-                X[i, c] = float(row[j])
-            except ValueError:
-                raise InputError(f"line {n}, column {c + 1}: {row[j].strip()!r} is not a number", src) from None
-            if not np.isfinite(X[i, c]):
-                raise InputError(f"line {n}, column {c + 1}: {row[j].strip()!r} is not a finite number", src)
-    return X, names, lines
+    from solver.model.data import read_points as read
 
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+    taken = f"(its data are {run.input_dim}-dimensional{', then augmented' if run.augmented else ''})"
+    return read(path, run.input_dim, taken)
 
 
 def to_omega(run: TrainedRun, X: np.ndarray, source: str, lines: np.ndarray | None = None) -> np.ndarray:
@@ -194,8 +146,7 @@ def to_omega(run: TrainedRun, X: np.ndarray, source: str, lines: np.ndarray | No
             high = run.scaling.inverse(np.asarray(domain.upper)[None])[0][: run.input_dim]
             region = f"; Ω holds the data coordinates {np.round(low, 4).tolist()} to {np.round(high, 4).tolist()}"
         raise InputError(f"{outside.size} of {len(x)} points lie outside Ω after the run's input scaling, "
-                         f"e.g. {'lines' if lines is not None else 'points'} {where} at "
-                         f"{np.round(X[outside[:5], : run.input_dim], 6).tolist()}{region}", source)
+                         f"e.g. {'lines' if lines is not None else 'points'} {where}{region}", source)
     return x
 
 
@@ -205,6 +156,20 @@ def grid_points(run: TrainedRun, n: int) -> tuple[np.ndarray, np.ndarray]:
     domain = run.config.domain_object()
     points = Box(domain.lower, domain.upper).grid(n)
     return points, domain.contains(points)
+
+
+def check_method(run: TrainedRun, method: str) -> None:
+    """InputError unless ``method`` predicts what the run learned: a viscous run (ε > 0) learned
+    the expectation over the stochastic flow, which the PDE with its diffusion computes; the
+    characteristics and the ResNet follow the inviscid flow and would drop ε silently."""
+    if method not in METHODS:
+        raise InputError(f'Invalid method "{method}". Must be one of {list(METHODS)}')
+    eps = run.config.field.viscosity
+    if eps > 0 and method != "pde":
+        raise InputError(f"--method {method} follows the inviscid flow, but this run is viscous "
+                         f"(field.viscosity = {eps:g}): its prediction is the expectation over the "
+                         f"stochastic flow, which --method pde computes (or export --noise, the "
+                         f"stochastic ResNet)", str(run.path / store.CONFIG))
 
 
 def logits(comm: MPI.Comm, run: TrainedRun, x: np.ndarray, method: str = "pde", *, depth: int | None = None,
@@ -217,8 +182,7 @@ def logits(comm: MPI.Comm, run: TrainedRun, x: np.ndarray, method: str = "pde", 
         depth: ResNet blocks (``resnet``; default 16 per slab).
         scheme: the ResNet's block scheme (euler, midpoint, rk4).
     """
-    if method not in METHODS:
-        raise InputError(f'Invalid method "{method}". Must be one of {list(METHODS)}')
+    check_method(run, method)
     from solver.model.from_config import velocity_model
 
     config, parameters = run.config, run.parameters

@@ -216,16 +216,26 @@ def train(comm: MPI.Comm, problem: Problem, out: Path | None, resume: bool = Fal
         progress = Progress(tc.iterations, 0)
         started = time.perf_counter()
         state = optimize.start(problem.J.value_and_gradient, initial_parameters(problem))
-        history = [record(comm, problem, state, time.perf_counter() - started, check(comm, problem, state.p))]
+        try:
+            first = check(comm, problem, state.p)
+        except stopping.Interrupted as stop:  # a signal during the first check: the start, unchecked
+            first = None
+            stopped = stop
+        else:
+            stopped = None
+        history = [record(comm, problem, state, time.perf_counter() - started, first)]
         log_line(history[-1], progress)
         if checkpoint is not None:
             save_checkpoint(comm, checkpoint, state, history, problem.resolution)
+        if stopped is not None:
+            raise stopping.Stopped(stopped.signum, state.iteration, checkpoint)
 
     result, checked_on = None, None
     step = optimize.lbfgs_step if tc.optimizer == "lbfgs" else optimize.adam_step
     options = dict(memory=tc.memory, max_step=tc.max_step) if tc.optimizer == "lbfgs" else dict(learning_rate=tc.learning_rate)
     while state.iteration < tc.iterations:
         started = time.perf_counter()
+        before = state  # the last complete iteration, what a stop during this one saves
         try:
             state = step(problem.J.value_and_gradient, state, **options)
         except optimize.NoDecrease as stalled:  # e.g. a forced solver.dt caps the field: end here
@@ -234,7 +244,12 @@ def train(comm: MPI.Comm, problem: Problem, out: Path | None, resume: bool = Fal
             break
         seconds = time.perf_counter() - started
         scheduled = state.iteration % tc.check_every == 0
-        result = check(comm, problem, state.p) if scheduled or state.iteration == tc.iterations else None
+        try:
+            result = check(comm, problem, state.p) if scheduled or state.iteration == tc.iterations else None
+        except stopping.Interrupted as stop:  # resumed, the step and its check are redone alike
+            if checkpoint is not None:
+                save_checkpoint(comm, checkpoint, before, history, problem.resolution)
+            raise stopping.Stopped(stop.signum, before.iteration, checkpoint) from None
         checked_on = problem.resolution
         history.append(record(comm, problem, state, seconds, result))
         log_line(history[-1], progress)
@@ -251,20 +266,27 @@ def train(comm: MPI.Comm, problem: Problem, out: Path | None, resume: bool = Fal
 
     # The last iteration's check, if it had one on the mesh the run ends on.
     same = result is not None and history[-1]["iteration"] == state.iteration and checked_on == problem.resolution
-    final = result if same else check(comm, problem, state.p)
-    # Only the logit error drives the resolution: a label that still disagrees once the logits
-    # are within the tolerance lies on the decision boundary, where no mesh settles it (measured:
-    # 96.7% agreement at max |Δ| 0.29 on 15³ and 0.11 on 23³, the same point). It is reported.
-    while not final.close and tc.adapt:
-        finer = _rebuilt_within_limit(comm, problem, next_resolution(comm, problem, state.p, tc.tolerance))
-        if finer is None:
-            break
-        problem = finer
-        log.info("final check: solving on %s (%d dofs per component) ...", problem.resolution,
-                 problem.solver.num_dofs_global)
-        problem.J.evaluate(state.p)
-        final = check(comm, problem, state.p)
-        log.info("final check on %s: %s", problem.resolution, describe_check(final))
+    try:
+        final = result if same else check(comm, problem, state.p)
+        # Only the logit error drives the resolution: a label that still disagrees once the logits
+        # are within the tolerance lies on the decision boundary, where no mesh settles it (measured:
+        # 96.7% agreement at max |Δ| 0.29 on 15³ and 0.11 on 23³, the same point). It is reported.
+        while not final.close and tc.adapt:
+            if checkpoint is not None and (signum := stopping.requested(comm)):  # between refinements
+                raise stopping.Interrupted(signum)
+            finer = _rebuilt_within_limit(comm, problem, next_resolution(comm, problem, state.p, tc.tolerance))
+            if finer is None:
+                break
+            problem = finer
+            log.info("final check: solving on %s (%d dofs per component) ...", problem.resolution,
+                     problem.solver.num_dofs_global)
+            problem.J.evaluate(state.p)
+            final = check(comm, problem, state.p)
+            log.info("final check on %s: %s", problem.resolution, describe_check(final))
+    except stopping.Interrupted as stop:  # resumed, the final check starts again on this mesh
+        if checkpoint is not None:
+            save_checkpoint(comm, checkpoint, state, history, problem.resolution)
+        raise stopping.Stopped(stop.signum, state.iteration, checkpoint) from None
     if final.monte_carlo_bound > tc.tolerance / 2:  # the check could not see errors this large
         log.warning("the Monte Carlo's error bound %.3f is more than half train.tolerance = %g: what "
                     "the check certifies is loose; raise train.paths (standard error ~ 1/√paths) or "

@@ -39,6 +39,7 @@ of the training labels after the split (:func:`flip_labels`; any kind); test lab
 from __future__ import annotations
 
 import csv
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -49,6 +50,8 @@ import numpy as np
 from solver import validate
 from solver.errors import InputError
 from solver.model.domain import Ball, Box, Domain
+
+log = logging.getLogger("solver")
 
 DATASET_KINDS = ("moons", "circles", "spirals", "xor", "checkerboard", "blobs", "peaks", "csv")
 
@@ -183,29 +186,42 @@ class Scaling:
             InputError: wrong shape, bad margin or coincident points.
         """
         x = np.asarray(x, dtype=np.float64)
-        if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] != domain.dim:
-            hint = ""
-            if x.ndim == 2 and x.shape[1] < domain.dim:
-                hint = f"; set data.augment_dim = {domain.dim} to embed the data in Ω"
+        D = domain.dim
+        if x.ndim == 2 and x.shape[0] > 0 and x.shape[1] < D:
             raise InputError(
-                f"cannot place points of shape {x.shape} in a {domain.dim}D domain: expected "
-                f"shape (n >= 1, {domain.dim}){hint}"
+                f"the data have {x.shape[1]} feature column(s) but Ω is {D}-dimensional: set "
+                f"data.augment_dim = {D} to append zero coordinates, or give a {x.shape[1]}D domain"
+                if x.shape[1] > 1 else
+                f"the data have 1 feature column but Ω is {D}-dimensional (at least 2): set "
+                f"data.augment_dim = {D} to append zero coordinates"
             )
+        if x.ndim == 2 and x.shape[0] > 0 and x.shape[1] > D:
+            raise InputError(
+                f"the data have {x.shape[1]} feature columns but Ω is {D}-dimensional: give a "
+                f"{x.shape[1]}D domain (domain.lower and domain.upper of {x.shape[1]} values) or "
+                f"fewer feature columns"
+            )
+        if x.ndim != 2 or x.shape[0] == 0:
+            raise InputError(f"cannot place points of shape {x.shape} in a {D}D domain: expected "
+                             f"shape (n >= 1, {D})")
         r = 1.0 - OPTION_CHECKS["margin"]("data.margin", margin)
         lower, upper = x.min(axis=0), x.max(axis=0)
-        with np.errstate(over="ignore"):  # a span beyond 1.8e308: inf, refused below
+        with np.errstate(over="ignore"):  # a span beyond 1.8e308: inf
             mid, half_data = 0.5 * (lower + upper), 0.5 * (upper - lower)
+        if not (np.all(np.isfinite(half_data)) and np.all(np.isfinite(mid))):
+            raise InputError(f"the data's range {_extent(x)} is too wide to scale into Ω (a span "
+                             f"beyond 1.8e308); remove or clip the outliers, or rescale the features")
         center = 0.5 * (np.asarray(domain.lower) + np.asarray(domain.upper))
         if isinstance(domain, Ball):
             extent = float(np.max(np.linalg.norm(x - mid, axis=1)))
             if extent == 0.0:
-                raise InputError(f"all {len(x)} training points coincide; cannot fit a scaling")
+                raise InputError(_coincide(len(x)))
             factor = r * domain.radius / extent
         else:
             # Axes with (relatively) zero extent carry no information on the size of the data.
             spread = half_data > 1e-12 * max(float(half_data.max()), 1e-300)
             if not np.any(spread):
-                raise InputError(f"all {len(x)} training points coincide; cannot fit a scaling")
+                raise InputError(_coincide(len(x)))
             half_omega = 0.5 * (np.asarray(domain.upper) - np.asarray(domain.lower))
             factor = float(np.min(r * half_omega[spread] / half_data[spread]))
         scale = np.full(domain.dim, factor)
@@ -233,6 +249,11 @@ class Scaling:
             raise InputError(
                 f'scaling must be {{"scale": [...], "shift": [...]}}, got {d!r} ({e})'
             ) from None
+
+
+def _coincide(n: int) -> str:
+    return (f"all {n} training points coincide (duplicates of one point): nothing to scale into Ω "
+            f"or to classify; the data need at least two distinct points")
 
 
 def check_inside(domain: Domain, x: np.ndarray, index: np.ndarray, what: str = "test") -> None:
@@ -407,20 +428,26 @@ def load_csv(path: str | Path) -> LabelledPoints:
     """
     src = str(path)
     rows = _read_rows(path)
-    _, header = rows[0]
+    line, header = rows[0]
     header = [h.strip() for h in header]
+    # The file's text is not quoted in messages: data.path may name any file.
+    numbers = sum(_number(h) is not None for h in header)
+    if numbers:
+        raise InputError(
+            f"line {line} is not a header: {numbers} of its {len(header)} fields are numbers; the "
+            f"file needs a header line of column names such as x1,x2,label", source=src,
+        )
     label_cols = [j for j, h in enumerate(header) if h.lower() == "label"]
     if len(label_cols) != 1:
         found = "no" if not label_cols else f"{len(label_cols)}"
         raise InputError(
-            f'{found} "label" column in the header {header}; expected one, e.g. x1,x2,label '
-            f"(a header line is required)",
-            source=src,
+            f'{found} column named "label" in the header (line {line}, {len(header)} columns); '
+            f"expected one, e.g. x1,x2,label", source=src,
         )
     lab = label_cols[0]
     feat = [j for j in range(len(header)) if j != lab]
     if not feat:
-        raise InputError(f"no feature columns in the header {header}; expected x1,x2,label", src)
+        raise InputError(f"no feature columns in the header (line {line}), only label; expected x1,x2,label", src)
     if len(rows) == 1:
         raise InputError("no data rows after the header", source=src)
     X, labels, lines = _parse_rows(rows[1:], header, feat, lab, src)
@@ -428,20 +455,26 @@ def load_csv(path: str | Path) -> LabelledPoints:
     return LabelledPoints(X, y, tuple(header[j] for j in feat), class_names)
 
 
-def _read_rows(path: str | Path) -> list[tuple[int, list[str]]]:
-    """The non-blank rows of a CSV file with their line numbers; at least one (the header)."""
+def _read_rows(path: str | Path, what: str = "data", expected: str = "a header such as x1,x2,label"
+               ) -> list[tuple[int, list[str]]]:
+    """The non-blank rows of a CSV file with their line numbers; at least one (the header).
+    ``what``: "data" (labelled points) or "points"; ``expected``: what an empty file lacks."""
+    kind = "labelled points" if what == "data" else "points"
     if Path(path).exists() and not Path(path).is_file():
-        raise InputError("not a regular file: expected a CSV file of labelled points", source=str(path))
+        raise InputError(f"not a regular file: expected a CSV file of {kind}", source=str(path))
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
             rows = [(reader.line_num, row) for row in reader if any(v.strip() for v in row)]
     except FileNotFoundError:
-        raise InputError("data file not found", source=str(path)) from None
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise InputError(f"cannot read the data file as CSV: {e}", source=str(path)) from None
+        raise InputError(f"{what} file not found", source=str(path)) from None
+    except UnicodeDecodeError:
+        raise InputError(f"cannot read the {what} file as CSV: not UTF-8 text", source=str(path)) from None
+    except (OSError, csv.Error) as e:  # csv.Error's text names no file contents
+        raise InputError(f"cannot read the {what} file as CSV: {getattr(e, 'strerror', None) or e}",
+                         source=str(path)) from None
     if not rows:
-        raise InputError("the file is empty; expected a header such as x1,x2,label", source=str(path))
+        raise InputError(f"no {kind}: the file is empty (expected {expected})", source=str(path))
     return rows
 
 
@@ -456,14 +489,14 @@ def _parse_rows(
     for i, (n, row) in enumerate(rows):
         if len(row) != len(header):
             raise InputError(
-                f"line {n} has {len(row)} fields, expected {len(header)} ({header})", src
+                f"line {n} has {len(row)} fields, expected {len(header)} (as the header)", src
             )
         for c, j in enumerate(feat):
             try:
                 X[i, c] = float(row[j])
             except ValueError:
                 raise InputError(
-                    f'line {n}, column "{header[j]}": {row[j].strip()!r} is not a number', src
+                    f"line {n}, column {j + 1} (a feature): not a number", src
                 ) from None
         labels.append(row[lab].strip())
         if not labels[-1]:
@@ -489,14 +522,14 @@ def _label_indices(
         if fractional:
             i = fractional[0]
             raise InputError(
-                f"line {lines[i]}: label {labels[i]!r} is not an integer; numeric labels must be "
+                f"line {lines[i]}: the label is not an integer; numeric labels must be "
                 f"the integers 0..K-1 ({len(fractional)} row(s) are not)", src
             )
         y = np.array([int(v) for v in numbers], dtype=np.int64)
         if y.min() < 0:
             i = int(np.argmin(y))
             raise InputError(
-                f"line {lines[i]}: label {labels[i]}; integer labels must be 0..K-1", src
+                f"line {lines[i]}: a negative label; integer labels must be 0..K-1", src
             )
         missing = sorted(set(range(int(y.max()) + 1)) - set(y.tolist()))
         if missing:
@@ -515,7 +548,7 @@ def _label_indices(
         y = np.array([lookup[s] for s in names], dtype=np.int64)
     if len(class_names) < 2:
         raise InputError(
-            f"found 1 class ({class_names[0]!r}) in {len(labels)} rows; expected at least 2",
+            f"found 1 class (one label) in {len(labels)} rows; expected at least 2",
             src,
         )
     return y, class_names
@@ -527,6 +560,57 @@ def _number(text: str) -> float | None:
         return float(text)
     except ValueError:
         return None
+
+
+def read_points(path: str | Path, dim: int, why: str = "") -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Unlabelled points from a CSV file (``predict``'s points, ``compare.points_file``), rank-local.
+
+    A header line is optional: a first row none of whose fields is a number is one (a row of
+    numbers and names is neither, and refused: a typo such as ``0.1,O.2`` is not taken for a
+    header). A column named ``label`` is ignored; every other column is a feature, ``dim`` of
+    them (``why`` says why, for the message). Messages name lines and columns and never quote
+    the file's text.
+
+    Returns:
+        The points, shape=(n, dim), finite; the feature names; the line of each point.
+
+    Raises:
+        InputError: naming the file (and line): missing, not a regular file, unreadable or
+            empty, a row with another number of values, a value that is not a finite number.
+    """
+    src = str(path)
+    rows = _read_rows(path, "points", f"{dim} numbers per line")
+    header = None
+    first, numbers = rows[0], sum(_number(v) is not None for v in rows[0][1])
+    if numbers == 0:
+        header, rows = [v.strip() for v in first[1]], rows[1:]
+    elif numbers < len(first[1]):
+        raise InputError(f"line {first[0]} is neither a header (it holds {numbers} number(s)) nor a "
+                         f"row of numbers ({len(first[1]) - numbers} field(s) are not numbers)", src)
+    width = len(header) if header is not None else len(rows[0][1])
+    label = [j for j, name in enumerate(header or []) if name.lower() == "label"]
+    features = [j for j in range(width) if j not in label]
+    names = [header[j] for j in features] if header else [f"x{j + 1}" for j in range(len(features))]
+    if len(features) != dim:
+        what = f"the header (line {first[0]})" if header else f"line {rows[0][0]}"
+        raise InputError(f"{what} has {len(features)} feature column(s), expected {dim}"
+                         f"{' ' + why if why else ''}", src)
+    if not rows:
+        raise InputError("no points after the header", src)
+    lines = np.array([n for n, _ in rows])
+    X = np.empty((len(rows), len(features)))
+    for i, (n, row) in enumerate(rows):
+        if len(row) != width:
+            raise InputError(f"line {n} has {len(row)} values, expected {width}"
+                             f"{' (as the header)' if header else ''}", src)
+        for c, j in enumerate(features):
+            value = _number(row[j])
+            if value is None:
+                raise InputError(f"line {n}, column {j + 1}: not a number", src)
+            if not np.isfinite(value):
+                raise InputError(f"line {n}, column {j + 1}: not a finite number", src)
+            X[i, c] = value
+    return X, names, lines
 
 
 def write_csv(path: str | Path, X: np.ndarray, y: np.ndarray, feature_names=None) -> None:
@@ -593,7 +677,7 @@ def _generate(
         X, y, names, class_names = load_csv(kw["path"])
         if dim is not None and dim != X.shape[1]:
             raise InputError(
-                f"data.dim = {dim}, but the file has {X.shape[1]} features {names}", kw["path"]
+                f"data.dim = {dim}, but the file has {X.shape[1]} feature columns", kw["path"]
             )
         if num_classes is not None and num_classes != len(class_names):
             raise InputError(
@@ -660,7 +744,7 @@ def make_dataset(
             2D data sit on the plane x3 = 0 (mapped to the centre plane of Ω) of a 3D mesh.
         domain: Ω; None leaves the data unscaled (identity :class:`Scaling`).
         margin: see :meth:`Scaling.fit`; every training point has χ >= :func:`min_cutoff`.
-        label_noise: the share of the *training* labels flipped, 0 <= r <= 1
+        label_noise: the share of the *training* labels flipped, 0 <= r < (K-1)/K
             (:func:`flip_labels`); the test labels stay clean, so that test accuracy measures
             how well a model ignores the noise.
         **kw: the kind's extra parameters (:data:`DATASET_PARAMS`).
@@ -685,6 +769,10 @@ def make_dataset(
         dim = validate.integer("data.dim", dim, low=1)
 
     X, y, k, names, class_names = _generate(kind, num_points, noise, seed, num_classes, dim, kw)
+    if label_noise >= (k - 1) / k:
+        raise _fail("label_noise", f"expected a share below (K-1)/K = {(k - 1) / k:.4g} for {k} classes "
+                                   f"(at (K-1)/K the flipped labels carry no information, above it they "
+                                   f"invert), got {label_noise!r}")
     source = kw.get("path") if kind == "csv" else None
     dataset = place_in_domain(kind, X, y, k, names, class_names, seed=seed, test_fraction=test_fraction,
                               augment_dim=augment_dim, domain=domain, margin=margin, source=source)
@@ -741,11 +829,11 @@ def place_in_domain(
         try:
             scaling = Scaling.fit(X[train], domain, margin)
         except InputError as error:
-            raise InputError(f"{error.message}; the data's range {_extent(X[train])} is too wide "
-                             f"to scale into Ω", error.source or source) from None
+            raise InputError(error.message, error.source or source) from None
     X_train, X_test = scaling.apply(X[train]), scaling.apply(X[test])
     if domain is not None:
         check_resolved(X[train], X_train, domain, source)
+        warn_outliers(X[train], train, source)
         check_inside(domain, X_test, test)
     return Dataset(kind, X_train, y[train], X_test, y[test], k, names, class_names, scaling,
                    augmented, train, test)
@@ -777,6 +865,45 @@ def check_resolved(x: np.ndarray, x_omega: np.ndarray, domain: Domain, source: s
             f"features",
             source,
         )
+
+
+# A training point is an outlier if it lies farther than OUTLIER_SPREAD times the interquartile
+# range from the median along an axis, and the warning is given when the outliers make the data's
+# span SQUEEZE times the span of the others (the scaling into Ω shrinks the rest by that factor).
+OUTLIER_SPREAD = 20.0
+SQUEEZE = 5.0
+
+
+def outliers(x: np.ndarray) -> tuple[np.ndarray, float]:
+    """The positions (into ``x``, shape=(n, d)) of points far from the bulk of the others, and by
+    how much they widen the span the scaling into Ω fits (1: not at all)."""
+    if len(x) < 8:
+        return np.zeros(0, dtype=np.int64), 1.0
+    q1, median, q3 = np.percentile(x, [25, 50, 75], axis=0)
+    iqr = q3 - q1
+    with np.errstate(all="ignore"):
+        far = np.any((iqr > 0) & (np.abs(x - median) > OUTLIER_SPREAD * iqr), axis=1)
+    if not np.any(far) or np.all(far):
+        return np.zeros(0, dtype=np.int64), 1.0
+    with np.errstate(all="ignore"):
+        span = float(np.max(np.ptp(x, axis=0)))
+        bulk = float(np.max(np.ptp(x[~far], axis=0)))
+    widened = span / bulk if bulk > 0 else float("inf")
+    return np.flatnonzero(far), widened
+
+
+def warn_outliers(x: np.ndarray, index: np.ndarray, source: str | None = None) -> None:
+    """Log a warning naming the training points (``index``: their 0-based positions in file or
+    generation order) that squeeze the others into a small part of Ω (see ``outliers``)."""
+    far, widened = outliers(x)
+    if far.size and widened >= SQUEEZE:
+        shown = index[far[:5]].tolist()
+        log.warning(
+            "warning: %s%d training point(s) lie far from the others (rows %s%s, 0-based, in %s order) "
+            "and widen the data's span %.3g times: the scaling into Ω squeezes the other points into "
+            "1/%.3g of it, where the flow hardly tells them apart; remove or clip the outliers, or "
+            "rescale the features", f"{source}: " if source else "", far.size, shown,
+            ", ..." if far.size > 5 else "", "file" if source else "generation", widened, widened)
 
 
 def _extent(x: np.ndarray) -> str:

@@ -124,16 +124,22 @@ def _step(field, domain: Domain, t: float, x: np.ndarray, h: float, noise: np.nd
     return reflect(domain, x + 0.5 * (velocity + field(t, predicted)) * h + noise)
 
 
+class _Abandoned(Exception):
+    """A stop was requested (``solver.stopping``) while paths were walked (rank-local)."""
+
+
 def terminal_samples(field, domain: Domain, terminal: Callable, x0: np.ndarray, epsilon: float,
                      paths: int, steps: int, rng: np.random.Generator,
-                     antithetic: bool = False, heun: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                     antithetic: bool = False, heun: bool = False,
+                     stop: Callable[[], int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """f(X_T) of ``paths`` reflected Euler–Maruyama paths from each of ``x0`` (shape=(n, d)), at
     the step dt and, on the same Brownian paths, at 2dt: two arrays shape=(n, paths, K).
 
     v is evaluated at the middle of each step's time interval: θ is constant on the field's pieces
     and every step lies in one piece, so this is v(t_n, X_n) of Euler–Maruyama. With
     ``antithetic`` (``paths`` even) path j + paths/2 of a point is driven by −W of path j. With
-    ``heun`` the steps are the stochastic Heun scheme (``_step``).
+    ``heun`` the steps are the stochastic Heun scheme (``_step``). ``stop`` is asked before each
+    coarse step; if it returns nonzero, ``_Abandoned`` is raised.
     """
     n, d = x0.shape
     starts, dts = _step_grid(field, steps)
@@ -141,6 +147,8 @@ def terminal_samples(field, domain: Domain, terminal: Callable, x0: np.ndarray, 
     coarse = fine.copy()
     noise = math.sqrt(2.0 * epsilon)
     for i in range(0, len(starts), 2):  # a coarse step of 2dt is two fine steps of dt
+        if stop is not None and stop():
+            raise _Abandoned
         w = []
         for j in (i, i + 1):
             if antithetic:
@@ -176,7 +184,14 @@ def solve(comm: MPI.Comm, field, domain: Domain, terminal: Callable, x0: np.ndar
         seed: of the random streams (one per chunk of points).
         antithetic: paths in pairs W, −W (``paths`` even); the standard error is the pairs'.
         heun: the stochastic Heun step instead of Euler–Maruyama (``_step``).
+
+    Raises:
+        stopping.Interrupted: on every rank, if a stop was requested on any rank while its
+            paths were walked (``solver.stopping``: SIGINT/SIGTERM during training); each rank
+            polls before every step, so a long Monte Carlo ends within a step.
     """
+    from solver import stopping
+
     x0 = check_points(field, x0)
     if not (np.isfinite(epsilon) and epsilon >= 0):
         raise InputError(f"viscosity must be a finite number >= 0, got {epsilon}")
@@ -191,8 +206,11 @@ def solve(comm: MPI.Comm, field, domain: Domain, terminal: Callable, x0: np.ndar
     rows = []
     for c in range(mine.start, mine.stop):
         rng = np.random.default_rng([seed, c])
-        fine, coarse = terminal_samples(field, domain, terminal, x0[chunks[c]], epsilon, paths, steps,
-                                        rng, antithetic, heun)
+        try:
+            fine, coarse = terminal_samples(field, domain, terminal, x0[chunks[c]], epsilon, paths, steps,
+                                            rng, antithetic, heun, stop=stopping.pending)
+        except _Abandoned:
+            break
         if antithetic:  # the independent samples are the pair means
             fine = 0.5 * (fine[:, : paths // 2] + fine[:, paths // 2 :])
             coarse = 0.5 * (coarse[:, : paths // 2] + coarse[:, paths // 2 :])
@@ -200,7 +218,11 @@ def solve(comm: MPI.Comm, field, domain: Domain, terminal: Callable, x0: np.ndar
         se = fine.std(axis=1, ddof=1) / math.sqrt(fine.shape[1])
         bias = np.abs(mean_fine - mean_coarse) / BIAS_ORDER_FACTOR
         rows.append(np.stack([mean_fine, se, bias], axis=1))
-    K = comm.allreduce(rows[0].shape[2] if rows else 0, op=MPI.MAX)
+    agreed = np.array([rows[0].shape[2] if rows else 0, stopping.pending()], dtype=np.int64)
+    comm.Allreduce(MPI.IN_PLACE, agreed, op=MPI.MAX)
+    K, signum = (int(v) for v in agreed)
+    if signum:  # every rank alike: none waits in the gather below
+        raise stopping.Interrupted(signum)
     local = np.concatenate(rows) if rows else np.zeros((0, 3, K))
     result = gather_rows(comm, local)
     return MonteCarloResult(u0=result[:, 0], standard_error=result[:, 1], bias=result[:, 2],

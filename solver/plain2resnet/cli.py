@@ -99,11 +99,22 @@ def run(comm: MPI.Comm, args: argparse.Namespace) -> int:
     from solver.parallel import on_rank0
 
     check_arguments(args)  # alike on every rank: only the arguments and the file system
+    width, layers = on_rank0(comm, net_size, args)
+    guards.check_plain_width(comm, str(args.net), width, layers)  # before the d x d SVDs of estimate
     blocks, block_bytes = on_rank0(comm, estimate, args)
     guards.check_flow_resnet(comm, str(args.net), args.substeps, blocks, block_bytes,
                              "onnx" in parse_formats(args.format))
     on_rank0(comm, convert, args)
     return 0
+
+
+def net_size(args: argparse.Namespace) -> tuple[int, int]:
+    """The widest layer of the net (the flow model's d is at least that) and its number of
+    layers. Rank-local."""
+    from solver.plain2resnet.plainnet_io import load_plain_net
+
+    net = load_plain_net(args.net)
+    return max(max(layer.n_in, layer.n_out) for layer in net.layers), len(net.layers)
 
 
 def estimate(args: argparse.Namespace) -> tuple[float, float]:

@@ -6,8 +6,9 @@ any failure the temporary file is removed, and those a killed process left are r
 next command starts on the run directory (``remove_temporaries``).
 
 A run directory is marked as one (``MARKER``, its first file). ``--force`` replaces only a
-marked directory, never one that holds an input of the run, the current directory or a parent
-of it (``prepare_run_directory``). What the files of a run directory hold is
+marked directory (or a run written before the marker existed, recognized by its exact files),
+never one that holds an input of the run, the current directory or a parent of it, nor a
+symbolic link (``prepare_run_directory``). What the files of a run directory hold is
 ``solver.rundir.store``'s business; this module only writes bytes safely.
 """
 
@@ -35,9 +36,18 @@ if TYPE_CHECKING:
 MARKER = ".solver-run"
 MARKER_TEXT = ("A run directory of `python -m solver`: `--force` may replace this directory and "
                "everything in it.\n")
-# The files of runs written before the marker existed (recognized as run directories).
+# A run written before the marker existed is recognized by its files only: it holds all of
+# OLD_RUN_FILES (history.csv with the project's header), and nothing that is not a run's file.
+OLD_RUN_FILES = ("config.toml", "theta.npz", "history.csv")
 RUN_ENTRY = re.compile(r"config\.toml|theta\.npz|checkpoint\.npz|history\.csv|metrics\.json|"
-                       r"compare\.json|[\w.-]+\.png|[\w.-]+\.bp|resnet-[\w.-]+\.(npz|onnx)")
+                       r"compare\.json|[\w.-]+\.png|[\w.-]+\.bp|flow\.gif|resnet-[\w.-]+\.(npz|onnx)")
+# How the messages name the options: the command line's flags, or the Python API's arguments.
+WORDING = {
+    "cli": dict(out="--out", other="choose another --out", force="pass --force to replace it",
+                resume=", or --resume to continue its training", new="e.g. --out runs/NAME"),
+    "api": dict(out="run_dir", other="choose another directory", force="pass force=True to replace it",
+                resume="", new="e.g. runs/NAME"),
+}
 # atomic_file's temporaries ".NAME.XXXXXXXX.tmp", and those of earlier versions:
 # ".NAME.XXXXXXXX" and ".checkpoint.XXXXXXXX.npz".
 TEMPORARY = re.compile(r"\.[^/]+\.[a-z0-9_]{8}\.tmp|\.(config\.toml|theta\.npz|checkpoint\.npz|"
@@ -91,13 +101,14 @@ def write_json_atomic(path: str | Path, data) -> None:
 
 
 def prepare_run_directory(comm: MPI.Comm, path: str | Path, force: bool = False,
-                          inputs: Iterable[str | Path] = ()) -> Path:
+                          inputs: Iterable[str | Path] = (), wording: str = "cli") -> Path:
     """Create the run directory ``path`` on rank 0, marked as one (collective).
 
-    An existing directory is replaced only if it is a run directory (``MARKER``, or the files of a
-    run written before the marker existed), with ``force``, or without it if it holds no results
-    (a run that failed at the start). It is never replaced if it holds one of ``inputs`` (the
-    problem file, the data file, ``train.init``), is the current directory or contains it.
+    An existing directory is replaced only if it is a run directory (``is_run_directory``), with
+    ``force``, or without it if it holds nothing but the ``MARKER`` (a run that failed at the
+    start). It is never replaced if it holds one of ``inputs`` (the problem file, the data file,
+    ``train.init``), is the current directory or contains it, or is a symbolic link. ``wording``:
+    "cli" or "api", how the messages name ``path`` and ``force``.
 
     Raises:
         InputError: on every rank: the directory is refused (the message says why and what to
@@ -105,11 +116,11 @@ def prepare_run_directory(comm: MPI.Comm, path: str | Path, force: bool = False,
     """
     from solver.parallel import on_rank0
 
-    return Path(on_rank0(comm, _prepare, Path(path), force, tuple(Path(i) for i in inputs)))
+    return Path(on_rank0(comm, _prepare, Path(path), force, tuple(Path(i) for i in inputs), wording))
 
 
-def _prepare(path: Path, force: bool, inputs: tuple[Path, ...]) -> Path:
-    refusal = refuse_run_directory(path, force, inputs)
+def _prepare(path: Path, force: bool, inputs: tuple[Path, ...], wording: str) -> Path:
+    refusal = refuse_run_directory(path, force, inputs, wording)
     if refusal:
         raise InputError(refusal, str(path))
     try:
@@ -122,40 +133,59 @@ def _prepare(path: Path, force: bool, inputs: tuple[Path, ...]) -> Path:
     return path
 
 
-def refuse_run_directory(path: Path, force: bool, inputs: tuple[Path, ...] = ()) -> str | None:
+def refuse_run_directory(path: Path, force: bool, inputs: tuple[Path, ...] = (),
+                         wording: str = "cli") -> str | None:
     """Why ``path`` may not become a (new) run directory, or None (rank-local, reads only)."""
+    say = WORDING[wording]
     here = _resolved(path)
     cwd = Path.cwd().resolve()
     if here == cwd or here in cwd.parents:
         which = "the current directory" if here == cwd else f"a parent of the current directory {cwd}"
-        return f"is {which}; a run needs a directory of its own, e.g. --out runs/NAME"
-    if not path.exists() and not path.is_symlink():
+        return f"is {which}; a run needs a directory of its own, {say['new']}"
+    if path.is_symlink():  # replacing it would follow it, or cost the user's link
+        return f"is a symbolic link; a run directory is never reached through one: {say['other']}"
+    if not path.exists():
         return None
     if not path.is_dir():
-        return "exists and is not a directory; choose another --out"
+        return f"exists and is not a directory; {say['other']}"
     held = [str(i) for i in inputs if _resolved(i) == here or here in _resolved(i).parents]
     if held:
         return (f"holds {', '.join(held)}, an input of this run; a run directory is replaced "
-                f"as a whole, so choose another --out")
+                f"as a whole, so {say['other']}")
     entries = sorted(e.name for e in path.iterdir())
     if not entries:
         return None
     if not is_run_directory(path):
         shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
         return (f"exists and is not a run directory (no {MARKER}; it holds {shown}); "
-                f"--force replaces only run directories: choose another --out")
-    if force or set(entries) <= {MARKER, "config.toml"} | set(filter(is_temporary, entries)):
+                f"only a run directory is replaced: {say['other']}")
+    if force or entries == [MARKER]:
         return None
-    return "exists: pass --force to replace it, or --resume to continue its training"
+    return f"exists: {say['force']}{say['resume']}"
 
 
 def is_run_directory(path: Path) -> bool:
-    """``path`` is a directory that a command of the solver made: it holds the ``MARKER``, or only
-    files that runs write (runs written before the marker existed)."""
-    if (path / MARKER).is_file():
+    """``path`` is a directory that a command of the solver made: it holds the ``MARKER``, or it
+    is a run written before the marker existed: all of ``OLD_RUN_FILES`` (history.csv beginning
+    with the project's header), besides them only files that runs write (rank-local, reads only)."""
+    if path.is_symlink() or not path.is_dir():
+        return False
+    if (path / MARKER).is_file() and not (path / MARKER).is_symlink():
         return True
-    names = [e.name for e in path.iterdir()] if path.is_dir() else []
-    return "config.toml" in names and all(RUN_ENTRY.fullmatch(n) or is_temporary(n) for n in names)
+    names = {e.name for e in path.iterdir()}
+    if not set(OLD_RUN_FILES) <= names or not all(RUN_ENTRY.fullmatch(n) or is_temporary(n) for n in names):
+        return False
+    from solver.rundir.store import EARLIER_HISTORY_COLUMNS, HISTORY_COLUMNS
+
+    history = path / "history.csv"
+    if history.is_symlink() or not history.is_file():
+        return False
+    try:
+        with open(history, encoding="utf-8") as f:
+            first = f.readline(4096).strip()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return first in {",".join(c) for c in (HISTORY_COLUMNS, *EARLIER_HISTORY_COLUMNS)}
 
 
 def is_temporary(name: str) -> bool:
@@ -171,11 +201,39 @@ def remove_temporaries(directory: str | Path) -> list[str]:
         return []
     removed = []
     for entry in directory.iterdir():
-        if is_temporary(entry.name) and entry.is_file():
-            with contextlib.suppress(FileNotFoundError):
-                entry.unlink()
-                removed.append(entry.name)
+        if not is_temporary(entry.name):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if entry.is_symlink() or entry.is_file():
+                entry.unlink()  # a link itself, never what it points to
+            elif entry.is_dir():  # a VTX directory being written (``replace_directory``)
+                shutil.rmtree(entry)
+            else:
+                continue
+            removed.append(entry.name)
     return sorted(removed)
+
+
+def temporary_name(path: Path, token: str) -> Path:
+    """The temporary name ``.NAME.TOKEN.tmp`` of ``path`` (token: 8 of [a-z0-9_]), which
+    ``remove_temporaries`` removes if a killed process left it."""
+    return path.with_name(f".{path.name}.{token}.tmp")
+
+
+def replace_directory(written: Path, path: Path) -> None:
+    """Move the directory ``written`` (complete) to ``path`` (rank-local): what was at ``path``
+    goes first: a symbolic link is removed itself, never followed; a directory or file of the
+    run is removed. ``path`` must be inside a run directory (a VTX output of the solver's)."""
+    try:
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path)
+        os.rename(written, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(written)
+        raise InputError(f"cannot write the directory: {_reason(error)}", str(path)) from None
 
 
 def _resolved(path: Path) -> Path:
@@ -183,7 +241,7 @@ def _resolved(path: Path) -> Path:
 
 
 def _reason(error: OSError) -> str:
-    return error.strerror or str(error)
+    return error.strerror or (str(error.args[0]) if error.args and error.args[0] else type(error).__name__)
 
 
 def _plain(value):

@@ -1,15 +1,71 @@
 """What ``predict`` writes (rank-local, atomic): the points' labels (and probabilities) as CSV,
-and the whole-domain map as npz + PNG."""
+and the whole-domain map as npz + PNG.
+
+``refuse_outputs`` decides, before anything is computed, whether predict may write there: never
+over its inputs (the run directory's files, the points file), and over another existing file
+only with ``--force``.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+import os
+import re
 from pathlib import Path
 
 import numpy as np
 
 from solver.rundir.files import atomic_file, write_text_atomic
+
+# What predict itself writes into a run directory: the default --map (RUN/map-METHOD-N).
+OWN_MAP = re.compile(r"map-(pde|characteristics|resnet)-\d+\.(npz|png)")
+
+
+def map_files(stem: str | Path) -> list[Path]:
+    """The two files of the map ``stem``: stem.npz and stem.png."""
+    stem = Path(stem)
+    return [stem.with_name(stem.name + ".npz"), stem.with_name(stem.name + ".png")]
+
+
+def refuse_outputs(outputs: list[tuple[str, Path]], force: bool, run: Path,
+                   inputs: list[Path]) -> str | None:
+    """Why predict may not write the files ``outputs`` ((option, path) pairs, e.g. ("--out",
+    OUT.csv)), or None (rank-local, reads only).
+
+    Refused even with ``force``: a file inside the run directory ``run`` (but predict's own map
+    there, ``OWN_MAP``), one of ``inputs`` (the points file) or a file that leads to one through
+    symbolic links, a directory, two outputs at one path. Refused without ``force``: any other
+    existing file (a symbolic link is replaced, not followed).
+    """
+    run_dir = _real(run)
+    protected = {_real(p) for p in inputs}
+    seen = set()
+    for option, path in outputs:
+        where = f"{option} {path}"
+        # The path as written (its directory resolved) and where it leads.
+        named, leads = _real(path.parent) / path.name, _real(path)
+        if named in seen:
+            return f"{where}: two outputs would be written to the same file"
+        seen.add(named)
+        if protected & {named, leads}:
+            return f"{where} is the points file this prediction reads; write the predictions elsewhere"
+        for target in (named, leads):
+            if target != run_dir and run_dir not in target.parents:
+                continue
+            if target.parent == run_dir and OWN_MAP.fullmatch(target.name):
+                continue
+            return (f"{where} is inside the run directory {run}, whose files predict reads and never "
+                    f"replaces (--force does not change that); write the predictions elsewhere")
+        if path.is_dir() and not path.is_symlink():
+            return f"{where} is a directory; name a file"
+        if (path.exists() or path.is_symlink()) and not force:
+            return f"{where} exists; pass --force to replace it"
+    return None
+
+
+def _real(path: Path) -> Path:
+    return Path(os.path.realpath(os.path.abspath(path)))
 
 
 def write_predictions(path: str | Path, X: np.ndarray, names: list[str], labels: np.ndarray,

@@ -182,6 +182,42 @@ def read_parameters(path: str | Path) -> Parameters:
     return Parameters(p, *parts, meta=meta)
 
 
+def check_resolution(cells, degree, source: str) -> tuple[int, int]:
+    """The mesh cells and DG degree a run recorded (theta.npz's meta, checkpoint.npz), checked:
+    an integer cells >= 1 and degree 1 to 3; InputError naming ``source`` otherwise."""
+    try:
+        c, k = int(cells), int(degree)
+        if c != cells or k != degree:
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        c, k = 0, 0
+    if not (c >= 1 and 1 <= k <= 3):
+        raise InputError(f"a damaged resolution: cells {cells!r}, degree {degree!r} (expected cells >= 1, "
+                         f"degree 1 to 3); was the file edited?", source)
+    return c, k
+
+
+def check_checkpoint(arrays: dict[str, np.ndarray], n_params: int, source: str) -> None:
+    """The optimizer state of a checkpoint.npz fits a run of ``n_params`` parameters: p, the
+    gradient (and Adam's moments) of that length, the L-BFGS pairs s, y as rows of it, the
+    resolution sane. InputError naming ``source`` otherwise."""
+    for name in ("p", "gradient", "m", "v"):
+        if name in arrays and arrays[name].shape != (n_params,):
+            raise InputError(f"{name} has the shape {arrays[name].shape}, this run has {n_params} parameters; "
+                             f"was the file edited, or the config changed?", source)
+    for name in ("s", "y"):
+        if name in arrays and (arrays[name].ndim != 2 or arrays[name].shape[1:] != (n_params,)):
+            raise InputError(f"the L-BFGS pairs {name} have the shape {arrays[name].shape}, expected (k, {n_params}); "
+                             f"was the file edited?", source)
+    if arrays.get("s") is not None and arrays.get("y") is not None and len(arrays["s"]) != len(arrays["y"]):
+        raise InputError(f"{len(arrays['s'])} L-BFGS steps s but {len(arrays['y'])} gradient changes y", source)
+    if "resolution" in arrays:
+        resolution = np.ravel(arrays["resolution"])
+        if resolution.size != 2:
+            raise InputError(f"a damaged resolution of {resolution.size} values, expected 2 (cells, degree)", source)
+        check_resolution(*resolution.tolist(), source)
+
+
 # --- checkpoint.npz -------------------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ from mpi4py import MPI
 
 import warnings
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from solver.config import config_from_dict
 from solver.errors import InputError
 from solver.resnet.export import export
 from solver.resnet.net import OutputLayer, forward, load_npz, resnet_from_velocity
@@ -72,7 +73,7 @@ def test_broken_runs_are_input_errors(tmp_path, make_run):
         export(tmp_path, 2, "euler", ["npz"])
 
 
-def test_export_out_and_the_onnx_metadata(tmp_path):
+def test_export_out_and_the_onnx_metadata(tmp_path, make_run):
     """``out``: the files go there (made if missing), not into the run; the ONNX metadata carry
     the class names, the input scaling and the run's certification."""
     import json
@@ -103,7 +104,7 @@ def test_export_out_and_the_onnx_metadata(tmp_path):
 
 
 @pytest.mark.serial  # a subprocess of an MPI rank cannot start MPI
-def test_export_command_takes_out(tmp_path):
+def test_export_command_takes_out(tmp_path, make_run):
     run = tmp_path / "run"
     make_run(run)
     done = subprocess.run([sys.executable, "-m", "solver", "export", str(run), "--depth", "2", "--format", "npz",

@@ -122,9 +122,9 @@ def test_the_prediction_map_benchmark_runs(trained_run):
     assert "| PDE (solve + locate + evaluate) |" in done.stdout and "labels agree" in done.stdout
 
 
-def test_predict_replaces_a_users_file_only_with_force_and_its_own_map_freely(comm, trained_run,  # noqa: F811
-                                                                             tmp_path_factory):
-    work = shared_directory(comm, tmp_path_factory)
+def test_predict_replaces_a_users_file_only_with_force_and_its_own_map_freely(comm, trained_run,
+                                                                             shared_directory):
+    work = shared_directory(comm)
     if comm.rank == 0:
         (work / "points.csv").write_text("x1,x2\n0.1,0.2\n")
         (work / "out.csv").write_text("my results\n")

@@ -4,7 +4,6 @@ the RK4 substeps, Taylor tests of its discrete adjoint per block on 1 and 2 rank
 
 from mpi4py import MPI
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -212,19 +211,16 @@ SMALL_SL = dict(
 )
 
 
-def test_training_with_the_scheme_resumes_to_the_same_iterates(comm, tmp_path_factory):
+def test_training_with_the_scheme_resumes_to_the_same_iterates(comm, shared_directory):
     """Training on "sl" lowers the loss, is certified against the characteristics, and 4
     iterations resumed to 6 reach the iterate of 6 in one go."""
-    def directory():
-        return comm.bcast(str(tmp_path_factory.mktemp("run")) if comm.rank == 0 else None, root=0)
-
-    whole, parts = directory(), directory()
+    whole, parts = shared_directory(comm), shared_directory(comm)
     six = config_from_dict(SMALL_SL)
     four = config_from_dict({**SMALL_SL, "train": dict(SMALL_SL["train"], iterations=4)})
-    outcome = train(comm, Problem.build(comm, six), Path(whole))
+    outcome = train(comm, Problem.build(comm, six), whole)
     assert outcome.problem.solver.scheme == "sl"
     assert outcome.history[-1]["loss"] < outcome.history[0]["loss"] / 2
     assert outcome.check.close  # within train.tolerance of the characteristics
-    train(comm, Problem.build(comm, four), Path(parts))
-    resumed = train(comm, Problem.build(comm, six), Path(parts), resume=True)
+    train(comm, Problem.build(comm, four), parts)
+    resumed = train(comm, Problem.build(comm, six), parts, resume=True)
     np.testing.assert_allclose(resumed.state.p, outcome.state.p, rtol=0, atol=1e-12)

@@ -236,5 +236,3 @@ def test_log_lines_show_progress_and_the_final_raises(comm, caplog):
     assert "DG2 on 6 cells/direction (432 dofs per component)" in lines[raises[0]]  # 6² · 2 · 6
     assert lines[raises[0] + 1].startswith("final check on DG2")  # the result comes after
     outcome.problem.destroy()
-    gc.collect()
-    comm.Barrier()

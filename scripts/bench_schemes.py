@@ -20,8 +20,11 @@ from mpi4py import MPI  # noqa: F401
 
 import argparse
 import subprocess
+import time
 import sys
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -85,6 +88,51 @@ def run(bench: Bench, names: list[str], python: Path) -> dict:
     return out
 
 
+ESTIMATOR_DATA = ("breast_cancer", "digits")
+
+
+def estimator_cv(bench: Bench, names: list[str], iterations: int) -> dict:
+    """FlowClassifier (each scheme, default mesh) against MLPClassifier(16) on scikit-learn's
+    bundled data, StandardScaler → PCA(3), 5-fold CV in this process (one rank): accuracy,
+    fit time per fold, the share of certified fits."""
+    import warnings
+
+    from sklearn import datasets
+    from sklearn.decomposition import PCA
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
+
+    from solver import FlowClassifier
+
+    out = bench.results.setdefault("estimator", {})
+    for name in names:
+        X, y = getattr(datasets, f"load_{name}")(return_X_y=True)
+        folds = list(StratifiedKFold(5, shuffle=True, random_state=0).split(X, y))
+        models = {f"FlowClassifier(scheme={s!r}, iterations={iterations})": lambda s=s: FlowClassifier(
+            scheme=s, iterations=iterations) for s in SCHEMES}
+        models["MLPClassifier(16)"] = lambda: MLPClassifier(16, max_iter=2000, random_state=0)
+        rows = {}
+        for label, make in models.items():
+            bench.progress(SECTION, name, label)
+            scores, seconds, certified = [], [], []
+            for train, test in folds:
+                model = make_pipeline(StandardScaler(), PCA(3, random_state=0), make())
+                with threadpool_limits(1), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    started = time.perf_counter()
+                    model.fit(X[train], y[train])
+                    seconds.append(time.perf_counter() - started)
+                scores.append(float(model.score(X[test], y[test])))
+                certified.append(bool(getattr(model[-1], "certified_", True)))
+            rows[label] = dict(accuracy=scores, fit_seconds=seconds, certified=certified)
+            bench.save()
+        out[name] = rows
+    return out
+
+
 def report(bench: Bench) -> str:
     info = bench.results["machine"]
     lines = [
@@ -103,7 +151,7 @@ def report(bench: Bench) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     show = lambda v: "—" if v is None else f"{v:.3g} s"  # noqa: E731
-    for name, row in bench.results["problems"].items():
+    for name, row in bench.results.get("problems", {}).items():
         peer_time = row["euler"]["time_to_target"]
         for scheme in SCHEMES:
             r = row[scheme]
@@ -115,14 +163,29 @@ def report(bench: Bench) -> str:
                          f"{show(r['time_to_target'])} | {show(r['certified_time_to_target'])} | "
                          f"{show(peer_time)} | {ratio} |")
     lines += ["", "s / iteration: the run's wall seconds (set-up, checks and outputs included) over its iterations."]
+    if bench.results.get("estimator"):
+        lines += ["", "## FlowClassifier against MLPClassifier(16)", "",
+                  "scikit-learn's bundled data, StandardScaler → PCA(3) → the model, 5-fold stratified CV "
+                  "(shuffled, seed 0), one process, one thread; FlowClassifier with its defaults but the scheme.",
+                  "", "| data | model | accuracy (mean ± std) | fit s per fold (mean) | fit / MLP fit | certified folds |",
+                  "|---|---|---|---|---|---|"]
+        for name, rows in bench.results["estimator"].items():
+            mlp = np.mean(rows["MLPClassifier(16)"]["fit_seconds"])
+            for label, r in rows.items():
+                fit = np.mean(r["fit_seconds"])
+                lines.append(f"| {name} | {label} | {np.mean(r['accuracy']):.3f} ± {np.std(r['accuracy']):.3f} | "
+                             f"{fit:.2f} | {fit / mlp:.1f} | {sum(r['certified'])} of {len(r['certified'])} |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("bench-schemes"))
-    parser.add_argument("--problems", default="moons,circles,blobs,spirals")
+    parser.add_argument("--problems", default="moons,circles,blobs,spirals,peaks")
     parser.add_argument("--quick", action="store_true", help="tiny meshes and few iterations (tests)")
+    parser.add_argument("--estimator", default="breast_cancer,digits",
+                        help=f"FlowClassifier against an MLP on these of {list(ESTIMATOR_DATA)} ('' for none)")
+    parser.add_argument("--estimator-iterations", type=int, default=40)
     args = parser.parse_args()
     names = [n for n in args.problems.split(",") if n]
     unknown = [n for n in names if n not in learning.PROBLEM_SUITE]
@@ -130,8 +193,9 @@ def main() -> None:
         parser.error(f"unknown problems {unknown}; choose from {list(learning.PROBLEM_SUITE)}")
     bench = Bench(args.out.resolve(), args.quick, repeats=1)
     bench.results.update(machine=machine.describe(), commit=commit(), command=" ".join(["scripts/bench_schemes.py"] + sys.argv[1:]))
-    python = peer.ensure_peer(bench)
+    python = peer.ensure_peer(bench) if names else None
     run(bench, names, python)
+    estimator_cv(bench, [n for n in args.estimator.split(",") if n], args.estimator_iterations)
     bench.results["load_at_end"] = machine.load_average()
     bench.save()
     (bench.out / "report.md").write_text(report(bench))

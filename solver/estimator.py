@@ -47,6 +47,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from solver import guards
 from solver.config import (
     ACTIVATIONS,
+    SCHEMES,
     DataConfig,
     DomainConfig,
     FieldConfig,
@@ -93,6 +94,7 @@ PARAMETERS = {
     "adapt": ("train", "adapt"),
     "max_dofs": ("train", "max_dofs"),
     "cfl": ("solver", "cfl"),
+    "scheme": ("solver", "scheme"),
     "margin": ("data", "margin"),
     "augment_dim": ("data", "augment_dim"),
 }
@@ -171,6 +173,7 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
         "adapt": ["boolean"],
         "max_dofs": [Interval(Integral, 1, None, closed="left")],
         "cfl": [Interval(Real, 0, 2, closed="right")],
+        "scheme": [StrOptions(set(SCHEMES))],
         "margin": [Interval(Real, 0, 1, closed="neither")],
         "augment_dim": [Interval(Integral, 2, 3, closed="both"), None],
         "comm": "no_validation",
@@ -205,6 +208,7 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
         adapt=TrainConfig.adapt,
         max_dofs=TrainConfig.max_dofs,
         cfl=SolverConfig.cfl,
+        scheme=SolverConfig.scheme,
         margin=DataConfig.margin,
         augment_dim=DataConfig.augment_dim,
         comm=None,
@@ -235,6 +239,7 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
         self.adapt = adapt
         self.max_dofs = max_dofs
         self.cfl = cfl
+        self.scheme = scheme
         self.margin = margin
         self.augment_dim = augment_dim
         self.comm = comm

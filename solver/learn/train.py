@@ -36,6 +36,11 @@ from solver.rundir import store
 
 log = logging.getLogger("solver")
 
+# The final check's raises of the resolution for labels alone (the logits within the tolerance):
+# on breast cancer PCA(3) with the semi-Lagrangian scheme on 5³ P2, 9 of 569 labels differed at
+# max |Δ| 0.43, all with near-tied logits (scripts/bench_schemes.py --estimator breast_cancer).
+AGREEMENT_RAISES = 2
+
 
 def load_dataset(config: Config, domain) -> Dataset:
     """The configured data set, scaled into Ω (the same on every rank)."""
@@ -268,13 +273,23 @@ def train(comm: MPI.Comm, problem: Problem, out: Path | None, resume: bool = Fal
     same = result is not None and history[-1]["iteration"] == state.iteration and checked_on == problem.resolution
     try:
         final = result if same else check(comm, problem, state.p)
-        # Only the logit error drives the resolution: a label that still disagrees once the logits
-        # are within the tolerance lies on the decision boundary, where no mesh settles it (measured:
-        # 96.7% agreement at max |Δ| 0.29 on 15³ and 0.11 on 23³, the same point). It is reported.
-        while not final.close and tc.adapt:
+        # The logit error drives the resolution. A label that still disagrees once the logits are
+        # within the tolerance lies where the two largest logits are within twice the logit error
+        # of each other: a finer mesh narrows that band, but a point on the decision boundary
+        # itself stays (measured: 96.7% agreement at max |Δ| 0.29 on 15³ and 0.11 on 23³, the
+        # same point). So the labels get AGREEMENT_RAISES raises at most (marking where the
+        # logits differ by more than half the largest difference), then it is reported.
+        agreement_raises = 0
+        while tc.adapt and not final.passed:
+            threshold = tc.tolerance
+            if final.close:
+                if agreement_raises == AGREEMENT_RAISES:
+                    break
+                agreement_raises += 1
+                threshold = final.certified_difference
             if checkpoint is not None and (signum := stopping.requested(comm)):  # between refinements
                 raise stopping.Interrupted(signum)
-            finer = _rebuilt_within_limit(comm, problem, next_resolution(comm, problem, state.p, tc.tolerance))
+            finer = _rebuilt_within_limit(comm, problem, next_resolution(comm, problem, state.p, threshold))
             if finer is None:
                 break
             problem = finer

@@ -152,7 +152,7 @@ class SolverConfig:
     # semi-Lagrangian step per slab on continuous P_k (fem/semilagrangian.py; no viscosity)
     scheme: str = "rk3"
     # "sl": RK4 substeps of the departure points, each turning the flow by at most this much
-    substep_rotation: float = 0.5
+    substep_rotation: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -208,7 +208,8 @@ class ReducedFunctional:
         predictions = logits.T
         data_loss = self.comm.allreduce(local_loss, op=MPI.SUM) / self.num_points
         reg, _ = self._regularization(theta)
-        reg += self._field_energy(theta)[0]
+        energy, self._energy_gradient = self._field_energy(theta)  # the gradient's, if one follows
+        reg += energy
         evaluation = Evaluation(data_loss + reg, data_loss, reg, predictions, result.steps_per_piece, result.u0)
         return evaluation, field, result, dloss / self.num_points, at_points
 
@@ -236,7 +237,7 @@ class ReducedFunctional:
         if self.adjoint is None:
             self.adjoint = make_adjoint(self.solver, m)
         lam0, velocity_grads = self.adjoint.backward(field, result, lam_final)
-        for j, g in self._field_energy(theta)[1].items():
+        for j, g in self._energy_gradient.items():
             velocity_grads[j] = velocity_grads.get(j, 0.0) + g
 
         traced = self.adjoint.theta_gradient  # the semi-Lagrangian tracing's, else None

@@ -146,3 +146,18 @@ def plain_onnx():
         return g.save(path)
 
     return write
+
+
+@pytest.fixture(scope="session")
+def parameter_blocks():
+    """``parameter_blocks(J)``: the blocks of a reduced functional's p that each get their own
+    Taylor test: the velocity model's (per slab and matrix) and the output layer's A and b."""
+
+    def blocks(J) -> dict[str, slice]:
+        names = dict(J.model.block_slices())
+        n = J.n_theta
+        names["output.A"] = slice(n, n + J.K * J.d)
+        names["output.b"] = slice(n + J.K * J.d, J.n_params)
+        return names
+
+    return blocks

@@ -44,13 +44,6 @@ def make_problem(comm, domain=None, cells=12, degree=1, K=2, activation="tanh", 
     return J
 
 
-# Blocks of p whose gradient each gets its own Taylor test.
-def blocks(J):
-    names = dict(J.model.block_slices())
-    n = J.n_theta
-    names["output.A"] = slice(n, n + J.K * J.d)
-    names["output.b"] = slice(n + J.K * J.d, J.n_params)
-    return names
 
 
 CASES = [
@@ -78,7 +71,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("name, kwargs", CASES, ids=[c[0] for c in CASES])
-def test_taylor_every_block(comm, name, kwargs):
+def test_taylor_every_block(comm, name, kwargs, parameter_blocks):
     J = make_problem(comm, **kwargs)
     p = J.initial(seed=1, scale=1.5)
     J0 = J(p)
@@ -87,7 +80,7 @@ def test_taylor_every_block(comm, name, kwargs):
     assert value == J0
     rng = np.random.default_rng(3)  # the same direction on every rank
     lines = []
-    for block, where in blocks(J).items():
+    for block, where in parameter_blocks(J).items():
         direction = np.zeros(J.n_params)
         direction[where] = rng.standard_normal(where.stop - where.start)
         remainders, rates = taylor_remainders(J, p, gradient, direction, J0=J0, epsilon=0.02, num=4)

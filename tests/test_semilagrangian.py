@@ -43,12 +43,6 @@ def make_problem(comm, domain=SQUARE, cells=12, degree=1, K=2, activation="tanh"
                              smoothness=1e-2, kinetic=kinetic, roughness=roughness)
 
 
-def blocks(J):
-    names = dict(J.model.block_slices())
-    n = J.n_theta
-    names["output.A"] = slice(n, n + J.K * J.d)
-    names["output.b"] = slice(n + J.K * J.d, J.n_params)
-    return names
 
 
 TAYLOR_CASES = [
@@ -67,7 +61,7 @@ EPSILON = 2e-3
 
 
 @pytest.mark.parametrize("name, kwargs", TAYLOR_CASES, ids=[c[0] for c in TAYLOR_CASES])
-def test_taylor_every_block(comm, name, kwargs):
+def test_taylor_every_block(comm, name, kwargs, parameter_blocks):
     """The remainder of J(p + ε dp) − J(p) − ε ∇J·dp falls at order 2 in every block (substeps
     frozen: a count that jumps with θ would make J jump). u_h is continuous, so J is; its
     kinks where departure points cross facets are met by O(ε) of the points, so the remainder
@@ -80,7 +74,7 @@ def test_taylor_every_block(comm, name, kwargs):
     assert value == J0
     rng = np.random.default_rng(3)
     lines = []
-    for block, where in blocks(J).items():
+    for block, where in parameter_blocks(J).items():
         direction = np.zeros(J.n_params)
         direction[where] = rng.standard_normal(where.stop - where.start)
         remainders, rates = taylor_remainders(J, p, gradient, direction, J0=J0, epsilon=EPSILON, num=5)

@@ -44,8 +44,6 @@ def make_problem(comm, domain=None, cells=12, degree=1, K=2, activation="tanh", 
     return J
 
 
-
-
 CASES = [
     # name, kwargs
     ("box2d-DG1-tanh", dict()),

@@ -35,6 +35,8 @@ from solver.learn.train import load_dataset  # noqa: E402
 
 SCHEMES = ("rk3", "sl")
 SECTION = "schemes"
+# The PDE runs: (label, scheme, ranks). The peer runs on one thread: "sl-1" is the PDE on one core.
+ROUTES = (("rk3", "rk3", 2), ("sl", "sl", 2), ("sl-1", "sl", 1))
 
 
 def scheme_changes(source: Path, scheme: str, quick: bool) -> dict:
@@ -73,13 +75,13 @@ def run(bench: Bench, names: list[str], python: Path) -> dict:
     for name in names:
         source, target = PROBLEMS / learning.PROBLEM_SUITE[name][0], learning.PROBLEM_SUITE[name][1]
         row = dict(target=target)
-        for scheme in SCHEMES:
+        for label, scheme, ranks in ROUTES:
             changes = scheme_changes(source, scheme, bench.quick)
             path = write_config(source, bench.out / "configs" / f"{name}-{scheme}.toml", changes)
-            pde = learning.train_pde(bench, f"{name}-{scheme}", path, target, SECTION)
+            pde = learning.train_pde(bench, f"{name}-{label}", path, target, SECTION, ranks)
             pde.pop("history", None)
-            pde["degree"] = load_config(path).mesh.degree
-            row[scheme] = pde
+            pde.update(degree=load_config(path).mesh.degree, scheme=scheme)
+            row[label] = pde
         config = load_config(bench.out / "configs" / f"{name}-rk3.toml")
         dataset = load_dataset(config, config.domain_object())
         row["euler"] = euler_peer(bench, python, name, config, dataset, target)
@@ -146,20 +148,22 @@ def report(bench: Bench) -> str:
         "the first certification check at the target (optimizer and checks on the clock). Peer: the "
         "Euler neural ODE, Adam, one thread, time to its first iteration at the target (no certification).",
         "",
-        "| problem | target | scheme | mesh | dofs | iterations | s / iteration | time to target "
+        "| problem | target | scheme | ranks | mesh | dofs | iterations | s / iteration | time to target "
         "| time to certified target | Euler peer time to target | certified / peer |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     show = lambda v: "—" if v is None else f"{v:.3g} s"  # noqa: E731
     for name, row in bench.results.get("problems", {}).items():
         peer_time = row["euler"]["time_to_target"]
-        for scheme in SCHEMES:
-            r = row[scheme]
+        for label, scheme, _ in ROUTES:
+            if label not in row:
+                continue
+            r = row[label]
             ratio = ("—" if r["certified_time_to_target"] is None or not peer_time
                      else f"{r['certified_time_to_target'] / peer_time:.2f}")
             per = r["seconds"] / max(1, r["iterations"])
             mesh = f"{'DG' if scheme == 'rk3' else 'P'}{r['degree']}, {r['mesh_cells']} cells"
-            lines.append(f"| {name} | {row['target']} | {scheme} | {mesh} | {r['dofs']} | {r['iterations']} | {per:.3f} | "
+            lines.append(f"| {name} | {row['target']} | {scheme} | {r['cores']} | {mesh} | {r['dofs']} | {r['iterations']} | {per:.3f} | "
                          f"{show(r['time_to_target'])} | {show(r['certified_time_to_target'])} | "
                          f"{show(peer_time)} | {ratio} |")
     lines += ["", "s / iteration: the run's wall seconds (set-up, checks and outputs included) over its iterations."]

@@ -64,16 +64,17 @@ def peer_schedule(name: str, quick: bool) -> tuple[int, float]:
     return QUICK_PEER if quick else PROBLEM_SUITE[name][2:]
 
 
-def train_pde(bench: Bench, name: str, config_path: Path, target: float, section: str = SECTION) -> dict:
-    """The project's training command on PDE_RANKS ranks; its metrics.json and history.csv (the
+def train_pde(bench: Bench, name: str, config_path: Path, target: float, section: str = SECTION,
+              ranks: int = PDE_RANKS) -> dict:
+    """The project's training command on ``ranks`` ranks; its metrics.json and history.csv (the
     time to the target, and the test accuracy against the training time for the plot)."""
     run = bench.out / "runs" / name
-    bench.progress(section, name, f"PDE: mpirun -n {PDE_RANKS} python -m solver train")
-    process = bench.mpirun(PDE_RANKS, ["-m", "solver", "train", config_path, "--out", run, "--force"],
+    bench.progress(section, name, f"PDE: mpirun -n {ranks} python -m solver train")
+    process = bench.mpirun(ranks, ["-m", "solver", "train", config_path, "--out", run, "--force"],
                            f"train-{name}")
     metrics = json.loads((run / "metrics.json").read_text())
     iteration, seconds, certified_iteration, certified_seconds, *_ = time_to_target(run, target)
-    return dict(cores=PDE_RANKS, parameters=metrics["parameters"], iterations=metrics["iterations"],
+    return dict(cores=ranks, parameters=metrics["parameters"], iterations=metrics["iterations"],
                 optimizer=load_config(config_path).train.optimizer, test_accuracy=metrics["test_accuracy"],
                 train_accuracy=metrics["train_accuracy"], seconds=metrics["wall_seconds"],
                 time_to_target=seconds, iteration_at_target=iteration, process_seconds=process.seconds,

@@ -63,3 +63,29 @@ def test_monte_carlo_check_benchmark_runs(tmp_path):
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert "heun:16:8" in done.stdout and "characteristics max" in done.stdout, done.stdout
+
+
+@pytest.mark.slow  # trains three times and runs the peer: ~1 min here
+def test_scheme_benchmark_runs(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_schemes.py"), "--quick", "--problems",
+                           "moons", "--estimator", "breast_cancer", "--estimator-iterations", "2", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = (tmp_path / "report.md").read_text()
+    for row in ("| moons | 0.98 | rk3 | 2 |", "| moons | 0.98 | sl | 2 |", "| moons | 0.98 | sl | 1 |",
+                "| breast_cancer | FlowClassifier(scheme='sl'", "| breast_cancer | MLPClassifier(16)"):
+        assert row in report, report
+
+
+def test_semi_lagrangian_scripts_run(tmp_path, trained_run):
+    """bench_substeps on a trained run, bench_gradient and bench_optimizers on the SL scheme."""
+    config = (ROOT / "problems" / "moons.toml").read_text()
+    config = config.replace("cells = 32", "cells = 6").replace("degree = 1", "degree = 2") + '\n[solver]\nscheme = "sl"\n'
+    path = tmp_path / "tiny.toml"
+    path.write_text(config)
+    for args, expect in ([["bench_substeps.py", str(trained_run), "--cells", "6", "--rotations", "2,1"], "agreement"],
+                         [["bench_gradient.py", "--quick", "--scheme", "sl"], "grad/fwd"],
+                         [["bench_optimizers.py", str(path), "--target", "0.8", "--seconds", "3"], "Newton-Krylov"]):
+        done = subprocess.run([sys.executable, str(ROOT / "scripts" / args[0]), *args[1:]],
+                              capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert done.returncode == 0 and expect in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]

@@ -13,11 +13,10 @@ from solver.model.from_config import velocity_model
 from solver.model import characteristics, stochastic
 from solver.rundir import store
 from test_hostile_cli import make_run
-from test_train import shared_directory
 
 
-def test_a_loaded_viscous_run_predicts_the_stochastic_expectation(comm, tmp_path_factory):
-    work = shared_directory(comm, tmp_path_factory)
+def test_a_loaded_viscous_run_predicts_the_stochastic_expectation(comm, shared_directory):
+    work = shared_directory(comm)
     run = work / "run"
     if comm.rank == 0:
         make_run(run)

@@ -8,7 +8,6 @@ from dolfinx import fem, mesh
 
 from solver.rundir.fields import write_fields
 from solver.rundir.files import MARKER, remove_temporaries
-from test_train import shared_directory
 
 
 def a_function(comm):
@@ -18,8 +17,8 @@ def a_function(comm):
     return u
 
 
-def test_a_symlinked_vtx_entry_is_replaced_not_followed(comm, tmp_path_factory):
-    work = shared_directory(comm, tmp_path_factory)
+def test_a_symlinked_vtx_entry_is_replaced_not_followed(comm, shared_directory):
+    work = shared_directory(comm)
     run, elsewhere = work / "run", work / "elsewhere"
     if comm.rank == 0:
         run.mkdir()

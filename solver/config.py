@@ -557,10 +557,13 @@ def _data_dimension(data: Mapping[str, Any], source: str) -> int:
         return 2
     if not Path(path).is_absolute() and not source.startswith("<"):
         path = Path(source).parent / path
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            header = next((row for row in csv.reader(f) if any(v.strip() for v in row)), [])
-    except (OSError, UnicodeDecodeError, csv.Error):
+    try:  # the header only, from at most the first 64 kB of a regular file (not /dev/zero, a FIFO)
+        if not Path(path).is_file():
+            return 2
+        with open(path, "rb") as f:
+            head = f.read(2**16).decode("utf-8-sig", errors="replace")
+        header = next((row for row in csv.reader(head.splitlines()) if any(v.strip() for v in row)), [])
+    except (OSError, csv.Error):
         return 2
     features = sum(1 for name in header if name.strip().lower() != "label")
     return 3 if features == 3 and len(header) == 4 else 2

@@ -137,7 +137,7 @@ def test_export_writes_on_rank_0_and_logs_once(tmp_path, make_run):
     assert done.stdout.count("wrote") == 1 and (tmp_path / "run" / "resnet-euler-2.npz").exists()
 
 
-@pytest.mark.slow  # 100 iterations on 5³ DG2 and the pictures under mpirun: about 90 s
+@pytest.mark.slow  # 100 iterations on 5³ DG2 and the pictures under mpirun: 262 s on a loaded machine (2026-12-04)
 def test_a_one_section_problem_file_trains_on_3d_csv_data(tmp_path):
     """``[data] kind = "csv"`` and a path, nothing else: Ω is the 3D box because the file has 3
     features, the mesh the coarse DG2 start of 3D, and the run is certified."""

@@ -255,3 +255,12 @@ def test_the_domain_and_mesh_follow_the_data_dimension(tmp_path):
     assert config_from_dict(dict(data=dict(kind="circles", augment_dim=3))).dim == 3
     assert config_from_dict(dict(data=dict(kind="csv", path=str(tmp_path / "none.csv")))).dim == 2
     assert config_from_dict({}).dim == 2 and config_from_dict({}).mesh == MeshConfig()
+
+
+@pytest.mark.timeout(60)  # reading /dev/zero line by line would never end
+def test_the_dimension_of_a_csv_is_read_from_its_header_only(tmp_path):
+    """Ω's dimension comes from the first 64 kB of a regular file: /dev/zero, a directory, a file
+    of NUL bytes or one without a header give the default 2D (the data's checks report them)."""
+    (tmp_path / "nul.csv").write_bytes(b"\0" * 100)
+    for path in ("/dev/zero", str(tmp_path), str(tmp_path / "nul.csv")):
+        assert config_from_dict(dict(data=dict(kind="csv", path=path))).dim == 2

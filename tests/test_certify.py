@@ -313,3 +313,16 @@ def test_advice_is_the_one_action_that_applies():
     assert off.startswith("turn on train.adapt") and "max_dofs" not in off
     on = certify.advice(failed, adapt=True, tolerance=0.5, dofs=1000)
     assert on.startswith("raise train.max_dofs") and "1000 dofs" in on
+
+
+@pytest.mark.serial
+def test_a_local_refinement_over_max_dofs_keeps_the_mesh():
+    """The final check's local refinement beyond train.max_dofs stays on the current mesh (it
+    raised build's starting-mesh error instead)."""
+    from sklearn.datasets import make_moons
+
+    from solver import FlowClassifier
+
+    X, y = make_moons(60, noise=0.1, random_state=0)
+    clf = FlowClassifier(cells=4, iterations=2, check_every=1, tolerance=1e-6, max_dofs=3000).fit(X, y)
+    assert clf.resolution_["dofs"] <= 3000

@@ -96,11 +96,13 @@ class Problem:
 
     @classmethod
     def build(cls, comm: MPI.Comm, config: Config, resolution: certify.Resolution | None = None,
-              dataset: Dataset | None = None) -> Problem:
+              dataset: Dataset | None = None, limit: bool = True) -> Problem:
         """Build on ``resolution`` (default the config's mesh cells and degree). Collective.
 
         ``dataset``: the points in Ω (the same on every rank); default the config's ``[data]``
         (``load_dataset``). ``solver.estimator`` passes the points a user gave as arrays.
+        ``limit``: refuse a mesh over ``train.max_dofs`` (an InputError); False for a local
+        refinement, whose size is known only once built (``_rebuilt_within_limit``).
         """
         resolution = resolution or certify.Resolution(config.mesh.cells, config.mesh.degree)
         domain = config.domain_object()
@@ -114,7 +116,7 @@ class Problem:
         solver = make_solver(mesh, config.solver, degree=resolution.degree,
                              num_components=transported_components(dataset.num_classes, domain.dim),
                              viscosity=config.field.viscosity)
-        if solver.num_dofs_global > config.train.max_dofs:
+        if limit and solver.num_dofs_global > config.train.max_dofs:
             dofs = solver.num_dofs_global
             solver.destroy()
             raise InputError(
@@ -444,8 +446,9 @@ def _rebuilt_within_limit(comm: MPI.Comm, problem: Problem, new: certify.Resolut
     tc = problem.config.train
     old = problem.resolution
     if new.cells == old.cells and new.degree == old.degree:
-        # A local refinement: its size is known once built (at most 2^d times the mesh).
-        finer = Problem.build(comm, problem.config, new, problem.dataset)
+        # A local refinement: its size is known once built (at most 2^d times the mesh), so it
+        # is built without build's own max_dofs refusal and dropped here if too large.
+        finer = Problem.build(comm, problem.config, new, problem.dataset, limit=False)
         if finer.solver.num_dofs_global <= tc.max_dofs:
             problem.destroy()
             return finer

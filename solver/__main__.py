@@ -33,6 +33,7 @@ petsc4py.init([sys.argv[0], "-no_signal_handler"])
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
+import math  # noqa: E402
 import signal  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
@@ -423,8 +424,6 @@ def check_noise(noise: str | None, config) -> None:
     started: every input gets the same output)."""
     if noise is None or noise == "run":
         return
-    import math
-
     try:
         eps = float(noise)
     except ValueError:
@@ -444,7 +443,7 @@ def command_predict(comm: MPI.Comm, args) -> int:
 
     from solver import guards
     from solver.check import predict
-    from solver.rundir.predictions import write_map, write_predictions
+    from solver.rundir.predictions import map_files, refuse_outputs, write_map, write_predictions
 
     if args.input is None and args.grid is None:
         raise InputError("predict needs a CSV file of points, or --grid N")
@@ -454,8 +453,6 @@ def command_predict(comm: MPI.Comm, args) -> int:
         raise InputError(f"--grid takes 2 to 4096 points per direction, got {args.grid}")
     if args.depth is not None and args.depth < 1:
         raise InputError(f"--depth must be >= 1, got {args.depth}")
-    from solver.rundir.predictions import map_files, refuse_outputs
-
     stem = args.map or args.run_dir / f"map-{args.method}-{args.grid}"
     outputs = [("--out", args.predictions)] if args.input is not None else []
     outputs += [("--map", path) for path in map_files(stem)] if args.grid is not None else []

@@ -56,10 +56,14 @@ BLOCK_ARRAY_FACTOR = 30
 # plain2resnet: measured 2.9 GB and 137 MB of npz for 1.4·10⁵ blocks of an 8-dimensional net
 # (l = 10⁴): 12 KB per block besides 30 times its arrays (300 B).
 BYTES_PER_FLOW_BLOCK = 12_000
-# plain2resnet of a net of width d: per layer a d × d weight, its SVD and two matrix logarithms
-# (scipy's logm holds a few d × d complex work arrays): taken as 12 d × d float64 arrays at once,
-# and the rotation generators of every layer kept (2 per layer).
+# plain2resnet of a net of width d: per layer a d × d weight, its SVD and two matrix logarithms,
+# and the rotation generators of every layer kept. Measured (a 2 -> d -> 2 net, --substeps 4,
+# --format npz): max RSS 130 MB at d = 300 and 603 MB at d = 1200, the equivalent of 44 d × d
+# float64 arrays; taken as 12 + 2 per layer (16 here), on the low side.
 PLAIN_WORK_MATRICES = 12
+# predict --grid: bytes per grid point besides 32 per class (measured: max RSS 208 MB and 450 MB
+# for --grid 256 and 1024 of a 2D run, K = 2, --method pde: 245 B per point).
+GRID_POINT_BYTES = 176
 # Monte Carlo (model/stochastic.py): path-steps (points × paths × steps at the fine dt) per rank in
 # one run. Measured (scripts-free: stochastic.solve on 64 points, ε = 0.01, Heun, antithetic,
 # MLP of width 8 and 32, 4 slabs, load average ~10 on 2 cores): 5e4 to 1e6 path-steps per second;
@@ -387,7 +391,7 @@ def check_predict(comm: MPI.Comm, run: str, config, grid_points: float, num_clas
     ``depth`` blocks (collective)."""
     if grid_points:
         check_memory(comm, run, "predict --grid",
-                     [(f"the grid ({grid_points:.3g} points)", grid_points * (BYTES_PER_POINT + 4 * num_classes * 8))],
+                     [(f"the grid ({grid_points:.3g} points)", grid_points * (GRID_POINT_BYTES + 32 * num_classes))],
                      "lower --grid")
     if method == "resnet" and depth is not None and config.field.kind in ("mlp", "mlp1"):
         width = config.field.width or config.dim

@@ -19,6 +19,7 @@ from __future__ import annotations
 from mpi4py import MPI  # noqa: F401
 
 import argparse
+import json
 import subprocess
 import time
 import sys
@@ -135,6 +136,25 @@ def estimator_cv(bench: Bench, names: list[str], iterations: int) -> dict:
     return out
 
 
+def optimizers(bench: Bench, names: list[str], seconds: float) -> dict:
+    """L-BFGS against Newton–Krylov on the "sl" configs of these problems (``bench_optimizers.py``
+    on one rank, ``seconds`` of optimizer time each): iterations, gradients, time to target."""
+    out = bench.results.setdefault("optimizers", {})
+    for name in names:
+        source, target = PROBLEMS / learning.PROBLEM_SUITE[name][0], learning.PROBLEM_SUITE[name][1]
+        path = write_config(source, bench.out / "configs" / f"{name}-sl.toml", scheme_changes(source, "sl", bench.quick))
+        json_path = bench.out / "work" / f"optimizers-{name}.json"
+        bench.progress(SECTION, name, f"L-BFGS and Newton–Krylov, {seconds:g} s each")
+        bench.run([sys.executable, ROOT / "scripts" / "bench_optimizers.py", path, "--target", str(target),
+                   "--seconds", str(seconds), "--json", json_path], f"optimizers-{name}")
+        rows = json.loads(json_path.read_text())
+        for r in rows.values():
+            r.pop("curve", None)
+        out[name] = dict(target=target, seconds=seconds, methods=rows)
+        bench.save()
+    return out
+
+
 def report(bench: Bench) -> str:
     info = bench.results["machine"]
     lines = [
@@ -179,6 +199,18 @@ def report(bench: Bench) -> str:
                 fit = np.mean(r["fit_seconds"])
                 lines.append(f"| {name} | {label} | {np.mean(r['accuracy']):.3f} ± {np.std(r['accuracy']):.3f} | "
                              f"{fit:.2f} | {fit / mlp:.1f} | {sum(r['certified'])} of {len(r['certified'])} |")
+    if bench.results.get("optimizers"):
+        lines += ["", "## L-BFGS against Newton–Krylov", "",
+                  "`scripts/bench_optimizers.py` on the \"sl\" config, one rank, the same optimizer-time budget "
+                  "each: trust-region Newton-CG with Hessian-vector products by gradient differences (one "
+                  "forward and one adjoint each, the cost of a Gauss–Newton product).", "",
+                  "| problem | target | method | iterations | gradients | time to target | final test accuracy |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, o in bench.results["optimizers"].items():
+            for method, r in o["methods"].items():
+                shown = "—" if r["seconds_to_target"] is None else f"{r['seconds_to_target']:.3g} s (it. {r['iterations_to_target']})"
+                lines.append(f"| {name} | {o['target']} | {method} | {r['iterations']} | {r['gradients']} | {shown} | "
+                             f"{r['final_accuracy']:.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -190,6 +222,8 @@ def main() -> None:
     parser.add_argument("--estimator", default="breast_cancer,digits",
                         help=f"FlowClassifier against an MLP on these of {list(ESTIMATOR_DATA)} ('' for none)")
     parser.add_argument("--estimator-iterations", type=int, default=40)
+    parser.add_argument("--optimizers", default="moons,peaks", help="L-BFGS against Newton–Krylov on these ('' for none)")
+    parser.add_argument("--optimizer-seconds", type=float, default=120.0)
     args = parser.parse_args()
     names = [n for n in args.problems.split(",") if n]
     unknown = [n for n in names if n not in learning.PROBLEM_SUITE]
@@ -200,6 +234,7 @@ def main() -> None:
     python = peer.ensure_peer(bench) if names else None
     run(bench, names, python)
     estimator_cv(bench, [n for n in args.estimator.split(",") if n], args.estimator_iterations)
+    optimizers(bench, [n for n in args.optimizers.split(",") if n], args.optimizer_seconds)
     bench.results["load_at_end"] = machine.load_average()
     bench.save()
     (bench.out / "report.md").write_text(report(bench))

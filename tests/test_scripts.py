@@ -68,12 +68,14 @@ def test_monte_carlo_check_benchmark_runs(tmp_path):
 @pytest.mark.slow  # trains three times and runs the peer: ~1 min here
 def test_scheme_benchmark_runs(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_schemes.py"), "--quick", "--problems",
-                           "moons", "--estimator", "breast_cancer", "--estimator-iterations", "2", "--out",
+                           "moons", "--estimator", "breast_cancer", "--estimator-iterations", "2", "--optimizers", "moons",
+                           "--optimizer-seconds", "2", "--out",
                            str(tmp_path)], capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = (tmp_path / "report.md").read_text()
     for row in ("| moons | 0.98 | rk3 | 2 |", "| moons | 0.98 | sl | 2 |", "| moons | 0.98 | sl | 1 |",
-                "| breast_cancer | FlowClassifier(scheme='sl'", "| breast_cancer | MLPClassifier(16)"):
+                "| breast_cancer | FlowClassifier(scheme='sl'", "| breast_cancer | MLPClassifier(16)",
+                "| moons | 0.98 | L-BFGS |", "| moons | 0.98 | Newton-Krylov (trust-ncg) |"):
         assert row in report, report
 
 

@@ -21,8 +21,9 @@ transport: env
 test:
 	scripts/test.sh
 
-# The developer's loop, one rank: the tests not marked slow (pyproject.toml's markers). 65 s of
-# CPU time, 3 min of wall time at load 8 on the 2 cores (`time make test-quick`, 2026-12-04).
+# The developer's loop, one rank: the tests not marked slow (pyproject.toml's markers).
+# `time make test-quick`, 2026-12-04, load 5-6.5 on the 2 cores: 63 s of CPU (user + sys),
+# 3 min 5 s of wall time; not yet measured on an idle machine.
 test-quick: env
 	$(PY) -m pytest tests -m "not slow" -q
 

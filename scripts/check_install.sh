@@ -17,8 +17,8 @@ rm -rf "$dir"
 mkdir -p "$dir"
 echo "check_install: fresh venv $dir/venv with $python ($("$python" --version 2>&1))"
 "$python" -m venv "$dir/venv"
+trap 'rm -rf "$root/build"' EXIT  # setuptools' build tree of the non-editable install
 "$dir/venv/bin/python" -m pip install --quiet --disable-pip-version-check "$root"
-rm -rf "$root/build"  # setuptools' build tree of the non-editable install
 
 cd "$dir"
 cat > disk.toml <<'TOML'

@@ -51,6 +51,7 @@ def test_a_drifting_3d_problem_ends_within_tolerance(comm, shared_directory):
         outcome.problem.destroy()
 
 
+@pytest.mark.slow
 def test_the_final_check_raises_the_degree_then_refines_locally(comm, shared_directory):
     """Trained on the coarse mesh throughout (refine_above large), certified at the end on DG2
     with local refinements; compare RUN rebuilds that mesh from the run directory."""

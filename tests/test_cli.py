@@ -93,6 +93,7 @@ BAD = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, text, fragments", BAD, ids=[b[0] for b in BAD])
 def test_bad_input_one_message_nonzero_exit(tmp_path, name, text, fragments):
     (tmp_path / "points.csv").write_text("x1,x2\n0.1,0.2\n1.5,0.0\n0.0,-3\n")
@@ -107,6 +108,7 @@ def test_bad_input_one_message_nonzero_exit(tmp_path, name, text, fragments):
         assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["depth 0", "no theta.npz", "truncated theta.npz"])
 def test_export_of_a_bad_run_exits_2_on_every_rank(tmp_path, case, make_run):
     """export works on rank 0 only; its InputError reaches rank 1 too (it used to wait forever)."""

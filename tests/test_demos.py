@@ -24,6 +24,7 @@ def test_every_demo_has_a_test():
     assert {p.stem for p in DEMOS.glob("*.py")} == tested
 
 
+@pytest.mark.slow
 def test_demo_moons(comm, shared_directory):
     result = run_demo("demo_moons", "--out", str(shared_directory(comm)))
     assert result["metrics"]["test_accuracy"] >= 0.9 and result["new_accuracy"] >= 0.9

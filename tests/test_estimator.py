@@ -240,6 +240,7 @@ def test_save_and_load_without_pickle(comm, shared_directory):
     assert loaded.certified_ == clf.certified_ and loaded.n_features_in_ == 2
 
 
+@pytest.mark.slow
 @pytest.mark.serial
 def test_fit_run_dir_is_a_run(comm, shared_directory):
     """fit(run_dir=) writes what `train` writes; the command line's tools and load read it."""

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MPIRUN = Path(sys.executable).parent / "mpirun"
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
 
-pytestmark = pytest.mark.serial  # each test starts its own mpirun
+pytestmark = [pytest.mark.serial, pytest.mark.slow]  # each test starts its own mpirun
 
 SMALL = """
 [mesh]

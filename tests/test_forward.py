@@ -92,6 +92,7 @@ def test_rotation_matches_exact_solution(comm):
     assert errors[1] < 5e-3, errors
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("domain, field, terminal, degree", [
     (BOX2, MLP2, GAUSS2, 1),
     (BOX2, MLP2, GAUSS2, 2),

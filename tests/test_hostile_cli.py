@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MPIRUN = Path(sys.executable).parent / "mpirun"
 TIMEOUT = 60  # seconds; every case fails within a few (a hang fails the test)
 
-pytestmark = pytest.mark.serial  # each case starts its own mpirun
+pytestmark = [pytest.mark.serial, pytest.mark.slow]  # each case starts its own mpirun
 
 # Runs main() and reports its exit status on each rank (mpirun reports one status for all).
 DRIVER = (

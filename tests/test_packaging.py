@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import solver
+from solver.errors import InputError
 from solver.fem import mesh
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +38,13 @@ def test_meshes_are_read_from_package_data():
     assert setuptools["package-dir"]["solver.meshes"] == "meshes"
     shipped = {p.name for p in (ROOT / "meshes").glob(setuptools["package-data"]["solver.meshes"][0])}
     assert shipped == {"disk.geo", "ball.geo"}
+
+
+def test_an_install_without_the_meshes_says_to_reinstall(monkeypatch):
+    """An editable install made before solver.meshes existed: one clear error, not a traceback."""
+    monkeypatch.setattr(mesh, "MESH_DIR", None)
+    with pytest.raises(InputError, match=r"solver\.meshes .* is not installed; reinstall the package"):
+        mesh.geo_file(2)
 
 
 @pytest.mark.serial

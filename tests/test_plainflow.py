@@ -229,6 +229,7 @@ def test_onnxruntime_matches_numpy(activation, anchor, tmp_path):
     assert np.max(np.abs(y64 - y)) <= 1e-12 * scale and np.max(np.abs(p64 - p)) <= 1e-12
 
 
+@pytest.mark.slow
 def test_saturated_units_quintic_is_well_conditioned_smooth_is_not(tmp_path):
     """Pre-activations ~50 saturate tanh; near τ = 1 the Euler factor 1 − αḣ/(1 − h) of eq. 69
     reaches −(l − 1) for the C∞ h and amplifies round-off; the quintic h keeps it in [−2, 1]

@@ -147,6 +147,7 @@ ORDERS = [("euler", [32, 64, 128, 256], 0.9), ("midpoint", [32, 64, 128, 256], 1
           ("rk4", [8, 16, 32, 64], 3.5)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("domain, layers", [("box2", 2), ("disk", 2), ("box3", 2), ("ball3", 2),
                                            ("box2", 1), ("ball3", 1)])  # 1: field.kind = "mlp1"
 def test_observed_orders(domain, layers):
@@ -196,6 +197,7 @@ ONNX_CASES = [("box2", "tanh", "euler", "softmax", 2),
               ("box3", "tanh", "midpoint", "linear", 1)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("domain,act,scheme,kind,layers", ONNX_CASES)
 @pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("float64", 1e-12)])
 def test_onnxruntime_equals_numpy(tmp_path, domain, act, scheme, kind, layers, dtype, tol):

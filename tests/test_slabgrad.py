@@ -22,6 +22,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, domain, cells, degree", CASES, ids=[c[0] for c in CASES])
 def test_slab_contraction_equals_assembled_derivative(comm, name, domain, cells, degree):
     mesh = create_mesh(comm, domain, cells)

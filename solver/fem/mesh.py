@@ -26,7 +26,10 @@ from solver.model.domain import DOMAIN_KINDS, Ball, Box, Domain
 from solver.errors import InputError
 
 MESH_PACKAGE = "solver.meshes"  # meshes/ of the source tree, as installed (pyproject.toml)
-MESH_DIR: Traversable = importlib.resources.files(MESH_PACKAGE)
+try:
+    MESH_DIR: Traversable | None = importlib.resources.files(MESH_PACKAGE)
+except ModuleNotFoundError:  # an install older than the package data: geo_file says so
+    MESH_DIR = None
 GEO_FILES = {2: "disk.geo", 3: "ball.geo"}
 
 
@@ -69,6 +72,11 @@ def geo_file(dim: int) -> Traversable:
     """
     if dim not in GEO_FILES:
         raise InputError(f"no gmsh geometry for a ball of dimension {dim}, expected 2 or 3")
+    if MESH_DIR is None:
+        raise InputError(
+            f"the package data {MESH_PACKAGE} (the gmsh geometries of meshes/) is not installed; "
+            "reinstall the package (pip install ., or scripts/bootstrap.sh for a checkout)"
+        )
     path = MESH_DIR / GEO_FILES[dim]
     if not path.is_file():
         raise InputError(

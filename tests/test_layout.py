@@ -22,13 +22,14 @@ PACKAGE = ROOT / "solver"
 
 # Lowest first. A single-module "package" (errors.py, config.py, ...) is a layer of its own.
 # resnet/ (numpy and ONNX) sits below check/, which measures the exported ResNet of a run.
-# rundir/files.py (atomic writes) and rundir/store.py (the run directory's file formats; numpy
+# rundir/files.py (atomic writes), rundir/columns.py (history.csv's columns) and rundir/store.py (the run directory's file formats; numpy
 # and json only) are the layer "rundir.store": every layer that reads or writes a run directory
 # or a net uses them, so that each format and the write-then-rename live in one place; the rest
 # of rundir/ (what commands write at the end: outputs, fields, plots) is the top layer.
 LAYERS = ("_lazy", "errors", "validate", "parallel", "stopping", "model", "config", "guards", "rundir.store",
           "fem", "learn", "resnet", "check", "plain2resnet", "rundir", "estimator", "__main__")
-LOW_MODULES = {"solver.rundir.files": "rundir.store", "solver.rundir.store": "rundir.store"}
+LOW_MODULES = {"solver.rundir.files": "rundir.store", "solver.rundir.store": "rundir.store",
+               "solver.rundir.columns": "rundir.store"}
 
 # Imports that go up a layer, each with its reason.
 ALLOWED_UPWARD = {

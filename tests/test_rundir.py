@@ -11,7 +11,7 @@ from solver.errors import InputError
 from solver.learn.optimize import OptimizerState
 from solver.model.domain import make_domain
 from solver.model.velocity import VelocityModel
-from solver.rundir import files, store
+from solver.rundir import columns, files, store
 
 ROW = dict(iteration=3, loss=0.25, data_loss=0.125, train_accuracy=0.9, test_accuracy=float("nan"),
            gradient_norm=1.5e-3, steps=42, seconds=0.75, evaluations=5, cells=13, degree=1,
@@ -184,7 +184,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
 
 def test_history_written_before_certification_reads_with_nan_checks(tmp_path):
     """Runs written before certified training have nine history columns: they still resume."""
-    old = store.FIRST_HISTORY_COLUMNS
+    old = columns.FIRST_HISTORY_COLUMNS
     path = tmp_path / "history.csv"
     path.write_text(",".join(old) + "\n" + ",".join(str(ROW[c]) for c in old) + "\n")
     (row,) = store.read_history(path)

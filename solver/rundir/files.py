@@ -27,6 +27,7 @@ from typing import IO, TYPE_CHECKING
 import numpy as np
 
 from solver.errors import InputError
+from solver.rundir.columns import EARLIER_HISTORY_COLUMNS, HISTORY_COLUMNS
 
 if TYPE_CHECKING:
     from mpi4py import MPI
@@ -175,8 +176,6 @@ def is_run_directory(path: Path) -> bool:
     names = {e.name for e in path.iterdir()}
     if not set(OLD_RUN_FILES) <= names or not all(RUN_ENTRY.fullmatch(n) or is_temporary(n) for n in names):
         return False
-    from solver.rundir.store import EARLIER_HISTORY_COLUMNS, HISTORY_COLUMNS
-
     history = path / "history.csv"
     if history.is_symlink() or not history.is_file():
         return False

@@ -42,19 +42,12 @@ COMPARISON = "compare.json"
 PARAMETERS_FORMAT = "transport-inverse parameters"
 PARAMETERS_VERSION = 1
 
-HISTORY_COLUMNS = ("iteration", "loss", "data_loss", "train_accuracy", "test_accuracy",
-                   "gradient_norm", "steps", "seconds", "evaluations",
-                   # the resolution of the row and the certification check (NaN between checks)
-                   "cells", "degree", "max_logit_difference", "label_agreement",
-                   "accuracy_characteristics", "check_seconds",
-                   "refinements",  # local refinements of the mesh (fem/refine.py)
-                   # ε > 0: the Monte Carlo reference's largest error bound (learn/certify.py)
-                   "monte_carlo_bound")
-INTEGER_COLUMNS = ("iteration", "steps", "evaluations")
-# Runs written before certified training have the first nine columns, before local refinement
-# the first fifteen, before the Monte Carlo check of viscous runs sixteen; the rest read as NaN.
-FIRST_HISTORY_COLUMNS = HISTORY_COLUMNS[:9]
-EARLIER_HISTORY_COLUMNS = (FIRST_HISTORY_COLUMNS, HISTORY_COLUMNS[:15], HISTORY_COLUMNS[:16])
+# history.csv's columns: rundir/columns.py (files.py recognizes old runs by them too).
+from solver.rundir.columns import (  # noqa: E402
+    EARLIER_HISTORY_COLUMNS,
+    HISTORY_COLUMNS,
+    INTEGER_COLUMNS,
+)
 
 # What a read catches: a missing or unreadable file (OSError), an empty one (EOFError), a
 # truncated or corrupt zip (BadZipFile), a missing array (KeyError), bad contents (ValueError,

@@ -101,6 +101,7 @@ def training_metrics(comm: MPI.Comm, outcome) -> dict:
         dofs=problem.solver.num_dofs_global, components=dataset.num_classes,
         parameters=J.n_params, time_steps=int(sum(J.last.steps)),
         train_points=len(dataset.y_train), test_points=len(dataset.y_test),
+        test_outside=dataset.test_outside,  # held-out points left out: outside Ω (model/data.py)
         classes=list(dataset.class_names),  # class k's label in the data (a CSV file's names)
     )
 

@@ -294,7 +294,7 @@ def _projection_panels(fig, rows: int, columns: int, view: View, flow, K: int, c
         ax = fig.add_subplot(rows, columns, columns + j + 1)
         projected = (points - mean) @ axes[:2].T
         _scatter_classes(ax, projected, y, K, cmap, s=7, edgecolor="none", alpha=0.8)
-        ax.set_aspect("equal", adjustable="datalim")
+        ax.set_aspect("equal")
         ax.set_xlabel(f"principal axis 1 of X ({100 * share[0]:.0f}% of the variance; data units)")
         ax.set_ylabel(f"principal axis 2 of X ({100 * share[1]:.0f}%)")
         ax.set_title(f"all {len(y)} points: {what},\nprojected on the data's principal axes; colour: true class",
@@ -412,8 +412,10 @@ def confusion_figure(path, y_true: np.ndarray, y_pred: np.ndarray, classes: list
     np.add.at(counts, (np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)), 1)
     rows = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
+    import textwrap
+
     size = 2.2 + 0.55 * K
-    fig, ax = plt.subplots(figsize=(size + 1.2, size), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(max(size + 1.6, 5.6), size + 0.4), constrained_layout=True)
     image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true class")
     for i in range(K):
@@ -425,7 +427,7 @@ def confusion_figure(path, y_true: np.ndarray, y_pred: np.ndarray, classes: list
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     accuracy = np.trace(counts) / max(1, counts.sum())
-    ax.set_title(f"{title}\n{counts.sum()} points, accuracy {accuracy:.3f}", fontsize=9)
+    ax.set_title(f"{textwrap.fill(title, 60)}\n{counts.sum()} points, accuracy {accuracy:.3f}", fontsize=9)
     _save(plt, fig, path)
 
 
@@ -512,15 +514,18 @@ def roc_figure(path, y_true: np.ndarray, probability: np.ndarray, classes: list[
     _save(plt, fig, path)
 
 
-def reliability_figure(path, y_true: np.ndarray, probabilities: np.ndarray, title: str, bins: int = 10) -> None:
+def reliability_figure(path, y_true: np.ndarray, probabilities: np.ndarray, title: str,
+                       bins: int | None = None) -> None:
     """The reliability curve of predict_proba: for the predicted class's probability in each of
-    ``bins`` equal bins, the share of points whose prediction is right, against the diagonal
-    of perfect calibration; below, how many points fall in each bin.
+    ``bins`` equal bins, the share of points whose prediction is right (marker area ∝ the bin's
+    points), against the diagonal of perfect calibration; below, how many points fall in each bin.
 
     Args:
         y_true: classes, shape=(n,); probabilities: shape=(n, K), rows summing to 1.
+        bins: None: about 25 points a bin on average, 3 to 10 bins (a bin of 2 points says little).
     """
     plt = _pyplot()
+    bins = bins or int(np.clip(len(y_true) // 25, 3, 10))
     confidence = probabilities.max(axis=1)
     right = probabilities.argmax(axis=1) == np.asarray(y_true)
     K = probabilities.shape[1]
@@ -534,11 +539,13 @@ def reliability_figure(path, y_true: np.ndarray, probabilities: np.ndarray, titl
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(5.6, 6.2), height_ratios=[3, 1], sharex=True,
                                       constrained_layout=True)
     top.plot([1.0 / K, 1.0], [1.0 / K, 1.0], color="0.5", ls=":", lw=1, label="perfect calibration")
-    top.plot(mean_conf, accuracy, "bo-", ms=4, label="this model")
+    top.plot(mean_conf, accuracy, "b-", lw=1, label="this model")
+    top.scatter(mean_conf, accuracy, s=8 + 200 * counts[filled] / counts.max(), color="b", zorder=3)
     top.set_ylabel("share predicted right")
     top.set_ylim(0, 1.02)
     top.legend(fontsize=7, loc="upper left")
-    top.set_title(f"{title}\n{len(confidence)} points, expected calibration error {ece:.3f}", fontsize=9)
+    top.set_title(f"{title}\n{len(confidence)} points in {bins} bins, expected calibration error {ece:.3f}",
+                  fontsize=9)
     bottom.bar(0.5 * (edges[:-1] + edges[1:]), counts, width=0.9 * np.diff(edges), color="0.6")
     bottom.set_xlabel("probability of the predicted class (predict_proba's largest)")
     bottom.set_ylabel("points")

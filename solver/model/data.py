@@ -29,7 +29,8 @@ Kinds (:data:`DATASET_KINDS`), with their default ``noise`` (:data:`DEFAULT_NOIS
   networks", 2017): points uniform on [−3, 3]², labelled by the band of MATLAB's peaks
   function (:func:`peaks`) they fall in; see :data:`PEAKS_LEVELS`. Noise 0.
 - ``csv``: the user's file ``path`` (:func:`load_csv`); all rows, or a seeded random subset of
-  ``num_points`` rows. Noise must be 0.
+  ``num_points`` rows. Noise must be 0. All of them train unless ``test_fraction`` is given;
+  ``test_path`` names a second file of held-out points instead (:func:`load_test_csv`).
 
 Classes are exactly balanced (within one point) for moons, circles, spirals, xor, checkerboard
 and blobs; peaks and csv keep their natural class frequencies. ``label_noise`` flips that share

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -49,7 +50,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from solver import validate
-from solver.errors import InputError
+from solver.errors import InputError, OutsideDomainWarning
 from solver.model.domain import Ball, Box, Domain
 
 log = logging.getLogger("solver")
@@ -273,10 +274,6 @@ def outside_domain(domain: Domain, x: np.ndarray, index: np.ndarray, what: str =
         what: what the points are, for the message.
         source: the file they came from, for the message.
     """
-    import warnings
-
-    from solver.errors import OutsideDomainWarning
-
     inside = np.asarray(domain.contains(x), dtype=bool)
     outside = np.flatnonzero(~inside)
     if outside.size:

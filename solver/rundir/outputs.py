@@ -205,7 +205,7 @@ def write_training_pictures(comm: MPI.Comm, problem, p: np.ndarray, history: lis
     field = problem.model.field(theta)
     # The characteristics' end points q(T; X) of (a fixed subset of) every point: the model's
     # prediction A q + b, and the 3D picture's end positions.
-    from solver.rundir.plots import _subset
+    from solver.rundir.plots import _subset  # the subset prediction.png draws
 
     train, test = _subset(len(dataset.y_train)), _subset(len(dataset.y_test))
     starts = np.concatenate([dataset.X_train[train], dataset.X_test[test]])

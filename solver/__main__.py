@@ -453,6 +453,8 @@ def command_predict(comm: MPI.Comm, args) -> int:
         raise InputError(f"--grid takes 2 to 4096 points per direction, got {args.grid}")
     if args.depth is not None and args.depth < 1:
         raise InputError(f"--depth must be >= 1, got {args.depth}")
+    run = predict.read_run(args.run_dir)
+    args.method = args.method or predict.default_method(run)  # the model's own prediction
     stem = args.map or args.run_dir / f"map-{args.method}-{args.grid}"
     outputs = [("--out", args.predictions)] if args.input is not None else []
     outputs += [("--map", path) for path in map_files(stem)] if args.grid is not None else []
@@ -460,7 +462,6 @@ def command_predict(comm: MPI.Comm, args) -> int:
                       [args.input] if args.input is not None else [])
     if reason:
         raise InputError(reason)
-    run = predict.read_run(args.run_dir)
     predict.check_method(run, args.method)
     if args.method == "pde":
         guards.check_compare_run(comm, run.config, run.parameters.theta, len(run.classes),
@@ -572,9 +573,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "optional)")
     p.add_argument("--out", dest="predictions", type=Path, default=None, metavar="OUT.csv",
                    help="the points with their predicted labels (and probabilities with --proba)")
-    p.add_argument("--method", default="pde", choices=["pde", "characteristics", "resnet"],
-                   help="pde: one solve on the run's final mesh (default); characteristics: DOP853 per "
-                        "point; resnet: the exported explicit ResNet (numpy)")
+    p.add_argument("--method", default=None, choices=["pde", "characteristics", "resnet"],
+                   help="characteristics (default; a viscous run: pde): DOP853 per point, the model's "
+                        "prediction as FlowClassifier and ONNX compute it; pde: one solve on the run's "
+                        "final mesh; resnet: the exported explicit ResNet (numpy)")
     p.add_argument("--proba", action="store_true", help="write the class probabilities too")
     p.add_argument("--grid", type=int, default=None, metavar="N",
                    help="also the whole-domain map on an N^d grid of Ω's bounding box (npz + PNG)")

@@ -186,7 +186,7 @@ class DataConfig:
     points: int | None = 400  # train + test; csv: all rows of the file unless given
     noise: float | None = None  # none: the kind's default
     seed: int = 0  # of the data and the train/test split
-    test_fraction: float = DEFAULT_TEST_FRACTION  # held out for testing, stratified
+    test_fraction: float = DEFAULT_TEST_FRACTION  # held out for testing, stratified; csv: 0 (the whole file trains) unless given
     classes: int | None = None  # blobs: number of classes
     augment_dim: int | None = None  # append zero coordinates up to this dimension
     margin: float = DEFAULT_MARGIN  # fraction of Ω's half-width left free by the scaling into Ω
@@ -516,6 +516,8 @@ def _data(r: _Reader, s: dict[str, Any], source: str) -> DataConfig:
         if "path" not in params:
             raise r.error("data", "path", 'kind "csv" needs path = "file.csv"')
         params["path"] = r.value("data", s, "path", None, r.path_check(source))
+        if "test_path" in params:  # the held-out points, a CSV file of the same format
+            params["test_path"] = r.value("data", s, "test_path", None, r.path_check(source))
     # The checks of make_dataset itself, under the config's names (points, classes).
     values = r.fields("data", s, DataConfig,
         # csv: no points means all rows of the file
@@ -531,6 +533,11 @@ def _data(r: _Reader, s: dict[str, Any], source: str) -> DataConfig:
     )
     if kind == "csv" and "points" not in s:
         values["points"] = None  # all rows (the default 400 is for the generated kinds)
+    if kind == "csv" and "test_fraction" not in s:
+        values["test_fraction"] = 0.0  # the user's file trains whole; data.test_path holds test points
+    if "test_path" in params and values["test_fraction"] > 0:
+        raise r.error("data", "test_fraction", f"expected 0 (or no test_fraction) with data.test_path, which "
+                      f"holds the test points, got {values['test_fraction']!r}")
     if values["classes"] is not None and values["points"] is not None and values["classes"] > values["points"]:
         raise r.error("data", "classes", f"expected at most data.points = {values['points']} "
                       f"classes, got {values['classes']}")

@@ -176,3 +176,25 @@ def test_warnings_are_log_lines_and_uncertified_runs_say_what_to_do(tmp_path):
     verdict = [line for line in done.stdout.splitlines() if line.startswith("NOT CERTIFIED")]
     assert len(verdict) == 1 and "What to do: turn on train.adapt" in verdict[0]
     assert "iter    2/2" in done.stdout
+
+
+def test_a_csv_run_trains_on_the_whole_file_and_takes_a_test_file(tmp_path):
+    """data.test_path: every row of data.path trains; the test file's point outside Ω is a
+    warning line and metrics.json's test_outside, not an abort."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(-1.0, 0.5, (30, 2)), rng.normal(1.0, 0.5, (30, 2))])
+    rows = "".join(f"{a:.6f},{b:.6f},{'ab'[k]}\n" for (a, b), k in zip(X, np.repeat([0, 1], 30)))
+    (tmp_path / "train.csv").write_text("x1,x2,label\n" + rows)
+    (tmp_path / "test.csv").write_text("x1,x2,label\n-1.0,-1.0,a\n1.0,1.0,b\n40.0,0.0,b\n")
+    config = write(tmp_path, '[mesh]\ncells = 9\n[field]\nslabs = 2\n[data]\nkind = "csv"\npath = "train.csv"\n'
+                             'test_path = "test.csv"\n[train]\niterations = 2\nadapt = false\n'
+                             '[output]\npng = false\nvtx = false\nanimation = false\n')
+    done = run(["train", config, "--out", tmp_path / "run"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert (metrics["train_points"], metrics["test_points"], metrics["test_outside"]) == (60, 2, 1)
+    assert metrics["classes"] == ["a", "b"]
+    lines = [line for line in done.stdout.splitlines() if "1 of 3 test points fall outside" in line]
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and "test.csv" in lines[0], done.stdout

@@ -8,7 +8,7 @@ from solver.model.data import (
     DATASET_KINDS,
     PEAKS_LEVELS,
     Scaling,
-    check_inside,
+    outside_domain,
     describe,
     load_csv,
     make_dataset,
@@ -119,22 +119,74 @@ def test_scaling_round_trips_and_refusals():
 
 
 def test_test_points_outside_omega_are_reported():
+    from solver.errors import OutsideDomainWarning
+
     box = Box((-1.0, -1.0), (1.0, 1.0))
     x = np.array([[0.0, 0.0], [2.0, 0.0], [0.5, 0.5], [0.0, -3.0]])
-    with pytest.raises(InputError, match=r"2 of 4 test points .* points \[11, 13\]"):
-        check_inside(box, x, np.array([10, 11, 12, 13]))
+    with pytest.warns(OutsideDomainWarning, match=r"2 of 4 test points .* points \[11, 13\]"):
+        inside = outside_domain(box, x, np.array([10, 11, 12, 13]))
+    np.testing.assert_array_equal(inside, [True, False, True, False])
 
 
-def test_csv_outlier_in_test_set_raises(tmp_path):
+def test_csv_outlier_in_test_set_warns_and_is_counted(tmp_path):
+    """An outlier in the held-out part of a CSV file does not abort the run: it is left out of
+    the test set with an OutsideDomainWarning and counted (metrics.json's test_outside)."""
+    from solver.errors import OutsideDomainWarning
+
     rng = np.random.default_rng(0)
     x, y = rng.uniform(size=(40, 2)), np.repeat([0, 1], 20)
     write_csv(tmp_path / "clean.csv", x, y)
-    test_index = make_dataset("csv", None, path=str(tmp_path / "clean.csv")).test_index
+    clean = make_dataset("csv", None, path=str(tmp_path / "clean.csv"), test_fraction=0.2)
+    test_index = clean.test_index
     # The split depends only on the labels and the seed: the same rows go to the test set.
     x[test_index[:2]] = [[50.0, 50.0], [-40.0, 3.0]]
     write_csv(tmp_path / "outliers.csv", x, y)
-    with pytest.raises(InputError, match=rf"2 of 8 test points .*{test_index[:2].tolist()}"):
-        make_dataset("csv", None, path=str(tmp_path / "outliers.csv"), domain=DOMAINS["box"])
+    with pytest.warns(OutsideDomainWarning, match=rf"outliers.csv: 2 of 8 test points .*{test_index[:2].tolist()}"):
+        d = make_dataset("csv", None, path=str(tmp_path / "outliers.csv"), domain=DOMAINS["box"],
+                         test_fraction=0.2)
+    assert d.test_outside == 2 and len(d.X_test) == 6 and len(d.X_train) == 32
+    np.testing.assert_array_equal(d.test_index, test_index[2:])
+    assert np.all(DOMAINS["box"].contains(d.X_test))
+
+
+def test_a_csv_file_trains_whole_unless_test_fraction_is_set(tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(size=(40, 2)), np.repeat([0, 1], 20)
+    write_csv(tmp_path / "d.csv", x, y)
+    whole = make_dataset("csv", None, path=str(tmp_path / "d.csv"))
+    assert len(whole.X_train) == 40 and len(whole.X_test) == 0 and whole.test_outside == 0
+    assert len(make_dataset("csv", None, path=str(tmp_path / "d.csv"), test_fraction=0.25).X_test) == 10
+    # the generated kinds keep their default split
+    assert len(make_dataset("moons", 100).X_test) == 20
+
+
+def test_a_separate_test_file(tmp_path):
+    """data.test_path: held-out points in the training file's format (columns in any order,
+    labels by name), scaled by the training points' scaling; outliers warn and are counted."""
+    from solver.errors import OutsideDomainWarning
+
+    rng = np.random.default_rng(0)
+    x, labels = rng.uniform(size=(30, 2)), np.array(["cat", "dog"] * 15)
+    (tmp_path / "train.csv").write_text("a,b,label\n" + "".join(f"{p},{q},{c}\n" for (p, q), c in zip(x, labels)))
+    t = np.array([[0.5, 0.25], [0.1, 0.9], [90.0, 0.5]])
+    (tmp_path / "test.csv").write_text("label,b,a\ndog,0.25,0.5\ncat,0.9,0.1\ncat,0.5,90.0\n")
+    box = Box((-1.0, -1.0), (1.0, 1.0))
+    with pytest.warns(OutsideDomainWarning, match=r"test.csv: 1 of 3 test points .*points \[2\]"):
+        d = make_dataset("csv", None, path=str(tmp_path / "train.csv"), test_path=str(tmp_path / "test.csv"),
+                         domain=box)
+    assert len(d.X_train) == 30 and d.test_outside == 1 and d.class_names == ("cat", "dog")
+    np.testing.assert_allclose(d.scaling.inverse(d.X_test), t[:2], atol=1e-12)
+    np.testing.assert_array_equal(d.y_test, [1, 0])
+    np.testing.assert_array_equal(d.test_index, [0, 1])
+    (tmp_path / "bad.csv").write_text("a,b,label\n0.1,0.2,bird\n")
+    with pytest.raises(InputError, match=r"line 2: a label the training file does not have; its classes are \['cat', 'dog'\]"):
+        make_dataset("csv", None, path=str(tmp_path / "train.csv"), test_path=str(tmp_path / "bad.csv"))
+    (tmp_path / "cols.csv").write_text("a,c,label\n0.1,0.2,cat\n")
+    with pytest.raises(InputError, match=r"a test file needs those of the training file: \['a', 'b', 'label'\]"):
+        make_dataset("csv", None, path=str(tmp_path / "train.csv"), test_path=str(tmp_path / "cols.csv"))
+    with pytest.raises(InputError, match=r"data\.test_fraction: data\.test_path names the test points"):
+        make_dataset("csv", None, path=str(tmp_path / "train.csv"), test_path=str(tmp_path / "test.csv"),
+                     test_fraction=0.2)
 
 
 def test_csv_round_trip(tmp_path):
@@ -339,3 +391,23 @@ def test_label_noise_from_a_config():
     noisy = load_dataset(config, config.domain_object())
     clean = load_dataset(config_from_dict({"data": {"kind": "moons", "points": 200}}), config.domain_object())
     assert (noisy.y_train != clean.y_train).sum() == 40
+
+
+def test_problem_file_held_out_keys(tmp_path):
+    """A problem file's csv data train whole unless test_fraction is set; test_path is resolved
+    beside the problem file and excludes test_fraction."""
+    from solver.config import config_from_dict
+
+    source = str(tmp_path / "p.toml")
+    whole = config_from_dict({"data": {"kind": "csv", "path": "d.csv"}}, source=source)
+    assert whole.data.test_fraction == 0.0
+    assert config_from_dict({"data": {"kind": "csv", "path": "d.csv", "test_fraction": 0.3}},
+                            source=source).data.test_fraction == 0.3
+    assert config_from_dict({}).data.test_fraction == 0.2  # generated kinds keep their split
+    given = config_from_dict({"data": {"kind": "csv", "path": "d.csv", "test_path": "t.csv"}}, source=source)
+    assert given.data.params["test_path"] == str(tmp_path / "t.csv")
+    with pytest.raises(InputError, match=r"data\.test_fraction: expected 0 .* with data\.test_path"):
+        config_from_dict({"data": {"kind": "csv", "path": "d.csv", "test_path": "t.csv", "test_fraction": 0.2}},
+                         source=source)
+    with pytest.raises(InputError, match=r"data\.test_path"):
+        config_from_dict({"data": {"kind": "moons", "test_path": "t.csv"}}, source=source)

@@ -1,12 +1,17 @@
 """The pictures and the animation of a training run (tiny runs, in-process, collective: 1 or 2
-ranks): flow.gif has its frames, a 3D run shows slices through the data and a 3D scatter, the
-pictures are in data coordinates."""
+ranks): flow.gif has its frames, a 3D run shows every point (projections on the principal
+axes) and slices through the data, the pictures are in data coordinates with the user's class
+names; every picture is opened, and its figure has axis labels and a title."""
 
 from mpi4py import MPI  # noqa: F401
 
 
 import numpy as np
 import pytest
+
+from solver.rundir import plots
+
+from pathlib import Path
 
 from solver.config import config_from_dict
 from solver.learn.train import Problem, initial_parameters, train
@@ -23,6 +28,53 @@ TINY_3D = dict(domain=dict(kind="box", lower=[-1, -1, -1], upper=[1, 1, 1]), mes
                field=dict(width=4, slabs=2),
                data=dict(kind="circles", points=60, test_fraction=0.25, augment_dim=3, factor=0.5),
                train=dict(iterations=1, max_step=2.0, adapt=False), output=dict(vtx=False, frames=4))
+
+
+# Every picture a 2-class training run writes (output.png).
+PICTURES = ("prediction.png", "velocity.png", "characteristics.png", "loss.png", "certification.png",
+            "confusion.png", "reliability.png", "roc.png")
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """What each figure saved through ``plots._save`` held, by file name: per axes (colorbars
+    left out) its x label, y label, title and whether another axes shares its x axis with a
+    label; the suptitle; every legend text."""
+    record = {}
+    save = plots._save
+
+    def recording(plt, fig, path):
+        axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+        shown = []
+        for ax in axes:
+            siblings = ax.get_shared_x_axes().get_siblings(ax) + [a for a in axes if a is not ax and
+                                                                 a.bbox.bounds == ax.bbox.bounds]
+            # a twin (twinx) or a shared-x axes takes its sibling's x label and title
+            shown.append(dict(x=ax.get_xlabel() or next((a.get_xlabel() for a in siblings if a.get_xlabel()), ""),
+                              y=ax.get_ylabel(),
+                              title=ax.get_title() or next((a.get_title() for a in siblings if a.get_title()), "")))
+        legends = [t.get_text() for legend in [*fig.legends, *(ax.get_legend() for ax in axes)] if legend
+                   for t in legend.get_texts()]
+        record[Path(path).name] = dict(axes=shown, suptitle=fig._suptitle.get_text() if fig._suptitle else "",
+                                       legends=legends)
+        save(plt, fig, path)
+
+    monkeypatch.setattr(plots, "_save", recording)
+    return record
+
+
+def check_picture(path, record, min_size=(300, 250)):
+    """The PNG opens, is at least ``min_size`` pixels, and its figure has axis labels on every
+    axes and a title (its own or the figure's)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size[0] >= min_size[0] and image.size[1] >= min_size[1], \
+            (path.name, image.size)
+    assert record["axes"], path.name
+    for ax in record["axes"]:
+        assert ax["x"] and ax["y"], (path.name, ax)
+        assert ax["title"] or record["suptitle"], (path.name, ax)
 
 
 def run_directory(comm, shared_directory, settings):
@@ -43,10 +95,16 @@ def gif_frames(path) -> tuple[int, tuple[int, int]]:
         return image.n_frames, image.size
 
 
-def test_training_writes_the_animation_and_labelled_pictures(comm, shared_directory):
+def test_training_writes_the_animation_and_labelled_pictures(comm, shared_directory, drawn):
     run, problem = run_directory(comm, shared_directory, TINY_2D)
-    for name in ("prediction.png", "velocity.png", "characteristics.png", "loss.png", "flow.gif"):
-        assert (run / name).stat().st_size > 0, name
+    if comm.rank == 0:
+        for name in PICTURES:
+            check_picture(run / name, drawn[name])
+        n_test = len(problem.dataset.y_test)
+        assert f"{n_test} points" in drawn["confusion.png"]["axes"][0]["title"]  # the test points
+        assert "ROC, AUC" in drawn["roc.png"]["axes"][0]["title"]
+        assert drawn["confusion.png"]["axes"][0]["x"] == "predicted class"
+        assert "data units" in drawn["velocity.png"]["axes"][0]["title"]
     frames, size = gif_frames(run / "flow.gif")
     assert frames == FRAMES and min(size) > 100
     problem.destroy()
@@ -81,10 +139,104 @@ def test_a_3d_run_shows_slices_through_its_data(comm, shared_directory):
     assert len(levels) == 3 and problem.dataset.X_train[0, 2] in levels  # the data's plane
     raster = Raster.of(problem.domain, 9, levels)
     assert raster.plane_points(problem.domain).shape == (3 * 81, 3) and raster.slab > 0
-    for name in ("prediction.png", "velocity.png", "characteristics.png", "flow.gif"):
-        assert (run / name).stat().st_size > 0, name
+    assert (run / "flow.gif").stat().st_size > 0
     assert gif_frames(run / "flow.gif")[0] == 4
     problem.destroy()
+
+
+def test_a_3d_csv_run_shows_every_point_with_the_users_class_names(comm, shared_directory, drawn, tmp_path_factory):
+    """3 features in a CSV file with named labels, nothing held out: prediction.png shows all
+    points, start and end, on the data's principal axes, beside slices that say what they hold;
+    the legends name the classes by the file's labels; the quality pictures judge the training
+    points."""
+    from solver.model.data import write_csv
+
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(-1.0, 0.6, (25, 3)), rng.normal(1.0, 0.6, (25, 3))])
+    y = np.repeat([0, 1], 25)
+    folder = tmp_path_factory.mktemp("csv") if comm.rank == 0 else None
+    folder = Path(comm.bcast(str(folder) if folder else None, root=0))
+    if comm.rank == 0:
+        write_csv(folder / "points.csv", X, y)
+        text = (folder / "points.csv").read_text().splitlines()
+        rows = [line.rsplit(",", 1) for line in text[1:]]
+        (folder / "named.csv").write_text("\n".join([text[0], *(f"{a},{'benign' if k == '0' else 'malignant'}"
+                                                                for a, k in rows)]) + "\n")
+    comm.Barrier()
+    settings = dict(mesh=dict(cells=5), field=dict(width=4, slabs=2),
+                    data=dict(kind="csv", path=str(folder / "named.csv")),
+                    train=dict(iterations=1, max_step=2.0, adapt=False), output=dict(vtx=False, frames=3))
+    run, problem = run_directory(comm, shared_directory, settings)
+    assert problem.domain.dim == 3 and len(problem.dataset.y_test) == 0
+    if comm.rank == 0:
+        for name in PICTURES:
+            check_picture(run / name, drawn[name])
+        prediction = drawn["prediction.png"]
+        titles = [ax["title"] for ax in prediction["axes"]]
+        assert sum("all 50 points" in t for t in titles) == 2  # start and end positions
+        assert sum(t.startswith("slice x3 = ") and "of 50 train" in t for t in titles) == 3
+        assert any("principal axis 1" in ax["x"] for ax in prediction["axes"])
+        for name in ("prediction.png", "characteristics.png"):
+            assert {"benign", "malignant"} <= set(drawn[name]["legends"]), (name, drawn[name]["legends"])
+        assert "50 points" in drawn["confusion.png"]["axes"][0]["title"]  # the training points
+        assert "training points" in drawn["confusion.png"]["axes"][0]["title"]
+        assert "malignant" in drawn["roc.png"]["axes"][0]["x"]
+    assert gif_frames(run / "flow.gif")[0] == 3
+    problem.destroy()
+
+
+def test_certification_marks_each_change_of_resolution(tmp_path, drawn):
+    """certification.png: one point per check, a dashed line per raise of the resolution."""
+    nan = float("nan")
+    history = [dict(iteration=i, cells=8 if i < 4 else 12, degree=1 if i < 2 else 2, refinements=0,
+                    max_logit_difference=0.8 / (i + 1) if i % 2 == 0 else nan,
+                    label_agreement=0.97 + 0.005 * i if i % 2 == 0 else nan) for i in range(7)]
+    plots.certification_figure(tmp_path / "certification.png", history, 0.5, 0.995, "test")
+    check_picture(tmp_path / "certification.png", drawn["certification.png"])
+    assert "resolution raised (2)" in drawn["certification.png"]["legends"]
+    assert "4 checks" in drawn["certification.png"]["axes"][0]["title"]
+
+
+def test_reliability_of_a_perfectly_calibrated_model(tmp_path, drawn):
+    """Labels drawn with the stated probabilities: the curve follows the diagonal (ECE small)."""
+    rng = np.random.default_rng(0)
+    p1 = rng.uniform(size=20000)
+    y = (rng.uniform(size=p1.size) < p1).astype(int)
+    plots.reliability_figure(tmp_path / "reliability.png", y, np.c_[1 - p1, p1], "calibrated")
+    check_picture(tmp_path / "reliability.png", drawn["reliability.png"])
+    ece = float(drawn["reliability.png"]["axes"][0]["title"].rsplit(" ", 1)[1])
+    assert ece < 0.02
+    plots.reliability_figure(tmp_path / "over.png", y, np.c_[1 - p1, p1] ** 0.2 / (
+        (1 - p1) ** 0.2 + p1 ** 0.2)[:, None], "overconfident?")
+    assert float(drawn["over.png"]["axes"][0]["title"].rsplit(" ", 1)[1]) > 0.05
+
+
+@pytest.mark.serial  # fits an estimator on one rank
+def test_decision_boundary_display_works_with_the_estimator(tmp_path, drawn):
+    """scikit-learn's DecisionBoundaryDisplay draws a 2D FlowClassifier (docs/python-api.md)."""
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.datasets import make_moons
+    from sklearn.inspection import DecisionBoundaryDisplay
+
+    from solver import FlowClassifier, OutsideDomainWarning
+
+    X, y = make_moons(100, noise=0.1, random_state=0)
+    clf = FlowClassifier(cells=8, iterations=5, comm=MPI.COMM_SELF).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OutsideDomainWarning)  # eps = 0.2: the grid stays in Ω
+        display = DecisionBoundaryDisplay.from_estimator(clf, X, response_method="predict_proba", eps=0.2,
+                                                         alpha=0.6, grid_resolution=40, xlabel="x1", ylabel="x2")
+    display.ax_.scatter(X[:, 0], X[:, 1], c=y, edgecolor="k", s=12)
+    display.ax_.set_title("FlowClassifier on moons: P(class 1)")
+    probability = display.response
+    assert probability.shape == (40, 40) and 0.0 <= probability.min() < 0.2 and 0.8 < probability.max() <= 1.0
+    plots._save(plt, display.figure_, tmp_path / "boundary.png")
+    check_picture(tmp_path / "boundary.png", drawn["boundary.png"])
 
 
 def test_views_draw_in_data_coordinates():

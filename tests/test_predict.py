@@ -49,7 +49,7 @@ def test_predict_gives_the_labels_of_compare(comm, trained_run, compared, shared
             f.write("x1,x2\n" + "".join(f"{float(a)!r},{float(b)!r}\n" for a, b in X))
     comm.Barrier()
     assert main(["predict", str(trained_run), str(work / "points.csv"), "--out", str(work / "out.csv"),
-                 "--proba"]) == 0
+                 "--proba", "--method", "pde"]) == 0
     comm.Barrier()
     header, rows = read_csv(work / "out.csv")
     assert header == ["x1", "x2", "label", "p_0", "p_1"]
@@ -99,6 +99,31 @@ def test_bad_points_are_one_input_error(trained_run, tmp_path, text, fragments):
     assert error.value.source == str(path)
     for fragment in fragments:
         assert fragment in error.value.message, error.value.message
+
+
+def test_the_default_prediction_is_the_characteristics_as_the_estimator_gives(comm, trained_run, compared,
+                                                                             shared_directory):
+    """predict RUN without --method gives the characteristics' probabilities, the model's own
+    prediction (FlowClassifier's and ONNX's), not the PDE's."""
+    from solver.check import predict
+
+    X, fe_test = compared
+    work = shared_directory(comm)
+    if comm.rank == 0:
+        with open(work / "points.csv", "w") as f:
+            f.write("x1,x2\n" + "".join(f"{float(a)!r},{float(b)!r}\n" for a, b in X))
+    comm.Barrier()
+    assert main(["predict", str(trained_run), str(work / "points.csv"), "--out", str(work / "default.csv"),
+                 "--proba", "--force"]) == 0
+    comm.Barrier()
+    run = read_run(trained_run)
+    assert predict.default_method(run) == "characteristics"
+    expected = predict.probabilities(predict.logits(comm, run, to_omega(run, X, "points"), "characteristics")[0])
+    rows = read_csv(work / "default.csv")[1]
+    written = np.array([[float(v) for v in r[3:]] for r in rows])
+    np.testing.assert_allclose(written, expected, atol=1e-8)
+    pde = np.exp(fe_test - fe_test.max(axis=1, keepdims=True))
+    assert not np.array_equal(written, pde / pde.sum(axis=1, keepdims=True))  # a different method
 
 
 def test_a_run_with_p_only_is_refused(trained_run, tmp_path):

@@ -1,5 +1,9 @@
 """``predict RUN``: the learned flow's prediction u(0, x) = f(q(T; x)) (eq. 6) at new points.
 
+The model's prediction is the characteristics' (:func:`default_method`), as ``FlowClassifier``
+and the exported ONNX file compute it; the PDE is the certified check of it (a viscous run's
+prediction is the PDE's: its expectation over the stochastic flow).
+
 Three ways (``METHODS``): ``pde``, one forward solve on the mesh the run ended on (theta.npz's
 ``resolution``, with its local refinements, where training certified it; as ``compare RUN``) and
 point evaluation;
@@ -158,6 +162,13 @@ def grid_points(run: TrainedRun, n: int) -> tuple[np.ndarray, np.ndarray]:
     return points, domain.contains(points)
 
 
+def default_method(run: TrainedRun) -> str:
+    """The model's own prediction: the characteristics, as ``FlowClassifier`` and ONNX predict
+    (no mesh, the same on any number of ranks); for a viscous run (ε > 0) the PDE, the only
+    method that computes its expectation over the stochastic flow (:func:`check_method`)."""
+    return "pde" if run.config.field.viscosity > 0 else "characteristics"
+
+
 def check_method(run: TrainedRun, method: str) -> None:
     """InputError unless ``method`` predicts what the run learned: a viscous run (ε > 0) learned
     the expectation over the stochastic flow, which the PDE with its diffusion computes; the
@@ -172,7 +183,7 @@ def check_method(run: TrainedRun, method: str) -> None:
                          f"stochastic ResNet)", str(run.path / store.CONFIG))
 
 
-def logits(comm: MPI.Comm, run: TrainedRun, x: np.ndarray, method: str = "pde", *, depth: int | None = None,
+def logits(comm: MPI.Comm, run: TrainedRun, x: np.ndarray, method: str = "characteristics", *, depth: int | None = None,
            scheme: str = "midpoint", source: str = "points") -> tuple[np.ndarray, dict]:
     """The run's logits A q(T; x) + b at ``x`` (Ω coordinates, shape=(n, dim), the same on every
     rank), shape=(n, K) on every rank, and the seconds of each part (collective).

@@ -29,7 +29,8 @@ Kinds (:data:`DATASET_KINDS`), with their default ``noise`` (:data:`DEFAULT_NOIS
   networks", 2017): points uniform on [−3, 3]², labelled by the band of MATLAB's peaks
   function (:func:`peaks`) they fall in; see :data:`PEAKS_LEVELS`. Noise 0.
 - ``csv``: the user's file ``path`` (:func:`load_csv`); all rows, or a seeded random subset of
-  ``num_points`` rows. Noise must be 0.
+  ``num_points`` rows. Noise must be 0. All of them train unless ``test_fraction`` is given;
+  ``test_path`` names a second file of held-out points instead (:func:`load_test_csv`).
 
 Classes are exactly balanced (within one point) for moons, circles, spirals, xor, checkerboard
 and blobs; peaks and csv keep their natural class frequencies. ``label_noise`` flips that share
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -48,7 +50,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from solver import validate
-from solver.errors import InputError
+from solver.errors import InputError, OutsideDomainWarning
 from solver.model.domain import Ball, Box, Domain
 
 log = logging.getLogger("solver")
@@ -64,7 +66,7 @@ DATASET_PARAMS: dict[str, tuple[str, ...]] = {
     "checkerboard": ("cells",),
     "blobs": (),
     "peaks": ("levels",),
-    "csv": ("path",),
+    "csv": ("path", "test_path"),
 }
 
 DEFAULT_NOISE: dict[str, float] = {
@@ -87,7 +89,8 @@ PEAKS_LEVELS = (-1.0, -0.1, 0.1, 1.0)
 
 # Default margin: the training data fill the central 80% of Ω (per half-axis, or of the radius).
 DEFAULT_MARGIN = 0.2
-# Default share of the points held out for testing.
+# Default share of the points held out for testing, for the generated kinds; a CSV file is all
+# training data unless data.test_fraction is set or data.test_path names a test file.
 DEFAULT_TEST_FRACTION = 0.2
 
 # The checks of the options of make_dataset that every kind takes; the config loader checks its
@@ -256,8 +259,12 @@ def _coincide(n: int) -> str:
             f"or to classify; the data need at least two distinct points")
 
 
-def check_inside(domain: Domain, x: np.ndarray, index: np.ndarray, what: str = "test") -> None:
-    """Raise if any of the scaled points ``x`` (shape=(n, dim)) lies outside Ω.
+def outside_domain(domain: Domain, x: np.ndarray, index: np.ndarray, what: str = "test",
+                   source: str | None = None) -> np.ndarray:
+    """Which of the scaled points ``x`` (shape=(n, dim)) lie inside Ω, shape=(n,) bool; warns
+    (:class:`~solver.errors.OutsideDomainWarning`) naming those outside. Outliers of a held-out
+    set are the user's data, not an error: the run goes on without them and metrics.json counts
+    them (``test_outside``), as ``FlowClassifier`` warns and goes on.
 
     Args:
         domain: Ω.
@@ -265,15 +272,17 @@ def check_inside(domain: Domain, x: np.ndarray, index: np.ndarray, what: str = "
         index: their 0-based positions in the generated (or file) order, shape=(n,), for the
             message.
         what: what the points are, for the message.
+        source: the file they came from, for the message.
     """
-    outside = np.flatnonzero(~domain.contains(x))
+    inside = np.asarray(domain.contains(x), dtype=bool)
+    outside = np.flatnonzero(~inside)
     if outside.size:
-        raise InputError(
-            f"{outside.size} of {len(x)} {what} points fall outside Ω after the scaling fitted on "
-            f"the training points, e.g. points {index[outside[:5]].tolist()} (0-based, in "
-            f"generation/file order) at {x[outside[:5]].round(4).tolist()}; increase data.margin "
-            f"or the domain"
-        )
+        warnings.warn(
+            f"{source + ': ' if source else ''}{outside.size} of {len(x)} {what} points fall outside Ω "
+            f"after the scaling fitted on the training points, e.g. points {index[outside[:5]].tolist()} "
+            f"(0-based, in generation/file order); they are left out of the test accuracy (metrics.json: "
+            f"test_outside). Raise data.margin to leave them room", OutsideDomainWarning, stacklevel=2)
+    return inside
 
 
 # --------------------------------------------------------------------------------- generators
@@ -453,6 +462,45 @@ def load_csv(path: str | Path) -> LabelledPoints:
     X, labels, lines = _parse_rows(rows[1:], header, feat, lab, src)
     y, class_names = _label_indices(labels, lines, src)
     return LabelledPoints(X, y, tuple(header[j] for j in feat), class_names)
+
+
+def load_test_csv(path: str | Path, feature_names: tuple[str, ...], class_names: tuple[str, ...]
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out points of ``data.test_path``: a CSV file of the training file's format, with
+    the same feature columns (names, in any order) and labels among the training file's.
+
+    Returns:
+        X (shape=(n, d), columns in ``feature_names`` order) and y (shape=(n,), int64: the index
+        of each label in ``class_names``).
+
+    Raises:
+        InputError: (source = the file) what :func:`load_csv` raises for a bad file, other
+            feature columns than the training file's, or a label the training file lacks.
+    """
+    src = str(path)
+    rows = _read_rows(path)
+    line, header = rows[0]
+    header = [h.strip() for h in header]
+    label_cols = [j for j, h in enumerate(header) if h.lower() == "label"]
+    features = [h for j, h in enumerate(header) if j not in label_cols]
+    if len(label_cols) != 1 or sorted(features) != sorted(feature_names):
+        raise InputError(f"the header (line {line}) has the columns {header}; a test file needs those of "
+                         f"the training file: {[*feature_names, 'label']} (any order)", src)
+    if len(rows) == 1:
+        raise InputError("no data rows after the header", source=src)
+    lab = label_cols[0]
+    order = [header.index(name) for name in feature_names]
+    X, labels, lines = _parse_rows(rows[1:], header, order, lab, src)
+    lookup = {name: k for k, name in enumerate(class_names)}
+    y = np.empty(len(labels), dtype=np.int64)
+    for i, text in enumerate(labels):
+        v = _number(text)
+        name = str(int(v)) if v is not None and np.isfinite(v) and v == int(v) else text
+        if name not in lookup:
+            raise InputError(f"line {lines[i]}: a label the training file does not have; its classes "
+                             f"are {list(class_names)}", src)
+        y[i] = lookup[name]
+    return X, y
 
 
 def _read_rows(path: str | Path, what: str = "data", expected: str = "a header such as x1,x2,label"
@@ -643,7 +691,10 @@ class Dataset:
         scaling: the map from data coordinates to Ω (identity if no domain was given).
         augmented: how many zero coordinates were appended to the data (augment_dim − d).
         train_index: positions of the training points in generation/file order, shape=(n_train,).
-        test_index: the same for the test points, shape=(n_test,).
+        test_index: the same for the test points, shape=(n_test,) (in ``data.test_path``'s
+            order when the test points come from that file).
+        test_outside: held-out points left out because they fell outside Ω
+            (:func:`outside_domain`); metrics.json's ``test_outside``.
     """
 
     kind: str
@@ -658,6 +709,7 @@ class Dataset:
     augmented: int = 0
     train_index: np.ndarray | None = field(default=None, repr=False)
     test_index: np.ndarray | None = field(default=None, repr=False)
+    test_outside: int = 0
 
     @property
     def dim(self) -> int:
@@ -715,7 +767,7 @@ def make_dataset(
     *,
     noise: float | None = None,
     seed: int = 0,
-    test_fraction: float = DEFAULT_TEST_FRACTION,
+    test_fraction: float | None = None,
     num_classes: int | None = None,
     dim: int | None = None,
     augment_dim: int | None = None,
@@ -735,7 +787,8 @@ def make_dataset(
             :data:`DEFAULT_NOISE`.
         seed: seeds the generator and the split.
         test_fraction: the share of points held out for testing, 0 <= f < 1; the split is
-            stratified, so each class keeps its proportion.
+            stratified, so each class keeps its proportion. None: :data:`DEFAULT_TEST_FRACTION`
+            for the generated kinds, 0 for csv (the whole file trains).
         num_classes: K; None takes the kind's (2, or 3 for blobs, 5 for peaks, the file's).
             Free for spirals and blobs only.
         dim: the data dimension; None takes the kind's (2, the file's for csv); checkerboard and
@@ -747,14 +800,17 @@ def make_dataset(
         label_noise: the share of the *training* labels flipped, 0 <= r < (K-1)/K
             (:func:`flip_labels`); the test labels stay clean, so that test accuracy measures
             how well a model ignores the noise.
-        **kw: the kind's extra parameters (:data:`DATASET_PARAMS`).
+        **kw: the kind's extra parameters (:data:`DATASET_PARAMS`); csv: ``path`` and
+            ``test_path``, a CSV file of held-out points in the same format
+            (:func:`load_test_csv`; then test_fraction must be 0 or None).
 
     Returns:
-        The :class:`Dataset`, points in Ω coordinates.
+        The :class:`Dataset`, points in Ω coordinates. Test points that land outside Ω are left
+        out, counted in :attr:`Dataset.test_outside`, with an ``OutsideDomainWarning``.
 
     Raises:
         InputError: unknown kind or key, a bad parameter (named ``data.<key>``), a bad CSV file,
-            a split with too few points per class, or test points that land outside Ω.
+            a split with too few points per class, or both test_fraction > 0 and test_path.
     """
     _check_kind_and_keys(kind, kw)
     check = OPTION_CHECKS
@@ -762,7 +818,12 @@ def make_dataset(
         num_points = check["num_points"]("data.points", num_points)
     noise = DEFAULT_NOISE[kind] if noise is None else check["noise"]("data.noise", noise)
     seed = check["seed"]("data.seed", seed)
+    if test_fraction is None:
+        test_fraction = 0.0 if kind == "csv" else DEFAULT_TEST_FRACTION
     test_fraction = check["test_fraction"]("data.test_fraction", test_fraction)
+    if kw.get("test_path") is not None and test_fraction > 0:
+        raise _fail("test_fraction", f"data.test_path names the test points, so nothing of data.path is held "
+                                     f"out; expected 0 or no test_fraction, got {test_fraction!r}")
     margin = check["margin"]("data.margin", margin)
     label_noise = check["label_noise"]("data.label_noise", label_noise)
     if dim is not None:
@@ -774,8 +835,12 @@ def make_dataset(
                                    f"(at (K-1)/K the flipped labels carry no information, above it they "
                                    f"invert), got {label_noise!r}")
     source = kw.get("path") if kind == "csv" else None
+    test = None
+    if kind == "csv" and kw.get("test_path") is not None:
+        test = load_test_csv(kw["test_path"], names, class_names)
     dataset = place_in_domain(kind, X, y, k, names, class_names, seed=seed, test_fraction=test_fraction,
-                              augment_dim=augment_dim, domain=domain, margin=margin, source=source)
+                              augment_dim=augment_dim, domain=domain, margin=margin, source=source,
+                              test=test, test_source=kw.get("test_path"))
     if label_noise == 0.0:
         return dataset
     return replace(dataset, y_train=flip_labels(dataset.y_train, k, label_noise, seed))
@@ -807,6 +872,8 @@ def place_in_domain(
     domain: Domain | None,
     margin: float,
     source: str | None = None,
+    test: tuple[np.ndarray, np.ndarray] | None = None,
+    test_source: str | None = None,
 ) -> Dataset:
     """Labelled points split into train and test and placed inside Ω: the second half of
     :func:`make_dataset`, shared with points given as arrays (``solver.estimator``), so that
@@ -819,24 +886,38 @@ def place_in_domain(
         feature_names, class_names: d and num_classes names.
         seed, test_fraction, augment_dim, domain, margin: as for :func:`make_dataset`.
         source: the file the points came from, for messages.
+        test: held-out points (X shape=(m, d), y shape=(m,)) from elsewhere (``data.test_path``),
+            or None: held out of X by ``test_fraction``.
+        test_source: the file ``test`` came from, for messages.
+
+    Test points outside Ω are left out with a warning (:func:`outside_domain`) and counted in
+    :attr:`Dataset.test_outside`.
     """
     k, names = num_classes, feature_names
-    X, names, augmented = augment(X, names, augment_dim)
-    train, test = _split(y, k, test_fraction, seed)
+    X_all, names, augmented = augment(X, names, augment_dim)
+    train, held = _split(y, k, test_fraction, seed)
+    if test is None:
+        X_held, y_held, where = X_all[held], y[held], source
+    else:
+        X_held, y_held, where = augment(test[0], feature_names, augment_dim)[0], test[1], test_source
+        held = np.arange(len(y_held))
     if domain is None:
-        scaling = Scaling.identity(X.shape[1])
+        scaling = Scaling.identity(X_all.shape[1])
     else:
         try:
-            scaling = Scaling.fit(X[train], domain, margin)
+            scaling = Scaling.fit(X_all[train], domain, margin)
         except InputError as error:
             raise InputError(error.message, error.source or source) from None
-    X_train, X_test = scaling.apply(X[train]), scaling.apply(X[test])
+    X_train, X_test = scaling.apply(X_all[train]), scaling.apply(X_held)
+    outside = 0
     if domain is not None:
-        check_resolved(X[train], X_train, domain, source)
-        warn_outliers(X[train], train, source)
-        check_inside(domain, X_test, test)
-    return Dataset(kind, X_train, y[train], X_test, y[test], k, names, class_names, scaling,
-                   augmented, train, test)
+        check_resolved(X_all[train], X_train, domain, source)
+        warn_outliers(X_all[train], train, source)
+        inside = outside_domain(domain, X_test, held, source=where)
+        outside = int(np.sum(~inside))
+        X_test, y_held, held = X_test[inside], y_held[inside], held[inside]
+    return Dataset(kind, X_train, y[train], X_test, y_held, k, names, class_names, scaling,
+                   augmented, train, held, outside)
 
 
 def check_resolved(x: np.ndarray, x_omega: np.ndarray, domain: Domain, source: str | None = None) -> None:
@@ -969,7 +1050,8 @@ def describe(dataset: Dataset) -> str:
     counts = np.bincount(d.y_train, minlength=d.num_classes).tolist()
     scale = ", ".join(f"{s:.4g}" for s in d.scaling.scale)
     shift = ", ".join(f"{s:.4g}" for s in d.scaling.shift)
+    outside = f" ({d.test_outside} outside Ω left out)" if d.test_outside else ""
     return (
-        f"data {d.kind}: {len(d.X_train)} train + {len(d.X_test)} test points in {dims}, "
+        f"data {d.kind}: {len(d.X_train)} train + {len(d.X_test)} test points{outside} in {dims}, "
         f"{d.num_classes} classes (train counts {counts}), x_Ω = [{scale}]⊙x + [{shift}]"
     )

@@ -5,8 +5,10 @@ the pillow writer), drawn in data coordinates.
 constant along characteristics, so each point keeps the colour of the region it sits in while
 the regions move with it; at t = 0 the background is the prediction, at t = T the linear
 classifier f = A x + b that the flow has made the data separable for.
-3D: a rotating 3D scatter of the moving points, coloured by class, without a background (a
-volume cannot be drawn honestly in one picture); the title says so.
+3D: a 3D scatter of the moving points, coloured by class, seen by a fixed camera (a rotating
+one hid the motion of the points behind its own), without a background (a volume cannot be
+drawn honestly in one picture); the title says so. The legend names the classes by the
+user's labels.
 
 The frames are states the forward solve keeps (``outputs.solve_with_states``), so the
 background is u_h at exactly the frame's t; the points are the characteristics at those t.
@@ -106,7 +108,8 @@ def draw_flow_animation(path: Path, view, times, paths, labels, K: int, images, 
         dots = ax.scatter(*data[0].T, c=colours, s=6, depthshade=False)
         (x1, x2, x3) = view.limits()  # Ω, in data coordinates
         ax.set(xlim=x1, ylim=x2, zlim=x3, xlabel=view.names[0], ylabel=view.names[1], zlabel=view.names[2])
-        what = ("3D scatter of the data points (colour: true class), rotating view;\n"
+        ax.view_init(elev=20, azim=-60)  # fixed: only the points move
+        what = ("3D scatter of the data points (colour: true class), fixed camera;\n"
                 "no background: u_h(t, ·) is 3D (see u_t.bp)")
     else:
         ax = fig.add_subplot()
@@ -119,13 +122,15 @@ def draw_flow_animation(path: Path, view, times, paths, labels, K: int, images, 
         ax.set_ylabel(view.label(1))
         what = ("points q(t; X) (colour: true class) over the class u_h(t, ·) predicts;\n"
                 "t = 0: the prediction, t = T: the output layer f")
+    present = sorted(set(int(k) for k in labels))
+    fig.legend(handles=[plt.Line2D([], [], color=cmap(k), marker="o", ls="", label=view.class_name(k))
+                        for k in present], loc="lower center", ncols=min(len(present), 5), fontsize=7)
     heading = ax.set_title("", fontsize=8)
     ax.locator_params(nbins=5)  # text layout is most of a frame's cost: fewer tick labels
 
     def frame(i: int) -> None:
         if three:
             dots._offsets3d = tuple(data[i].T)
-            ax.view_init(elev=20, azim=-60 + 180 * i / max(1, len(times) - 1))
         else:
             background.set_data(np.transpose(class_image(images[i], K, cmap), (1, 0, 2)))
             dots.set_offsets(data[i, :, :2])

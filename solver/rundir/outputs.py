@@ -1,7 +1,8 @@
 """What a finished command writes into its run directory.
 
 Training (``write_training_outputs``): theta.npz and metrics.json (through ``store``), the
-pictures prediction.png, velocity.png, characteristics.png and loss.png (``output.png``), the
+pictures prediction.png, velocity.png, characteristics.png, loss.png, certification.png,
+confusion.png, reliability.png and (two classes) roc.png (``output.png``), the
 animation flow.gif (``output.animation``; also written by ``compare RUN``), and u0.bp and
 u_t.bp for ParaView (``output.vtx``). The pictures of a training run are drawn in data
 coordinates (the inverse of the scaling into Ω).
@@ -101,6 +102,7 @@ def training_metrics(comm: MPI.Comm, outcome) -> dict:
         dofs=problem.solver.num_dofs_global, components=dataset.num_classes,
         parameters=J.n_params, time_steps=int(sum(J.last.steps)),
         train_points=len(dataset.y_train), test_points=len(dataset.y_test),
+        test_outside=dataset.test_outside,  # held-out points left out: outside Ω (model/data.py)
         classes=list(dataset.class_names),  # class k's label in the data (a CSV file's names)
     )
 
@@ -173,7 +175,8 @@ def view_of(problem):
     """How a training problem's pictures draw Ω: in data coordinates, with the data's names."""
     from solver.rundir.plots import View
 
-    return View(problem.domain, problem.dataset.scaling, tuple(problem.dataset.feature_names))
+    return View(problem.domain, problem.dataset.scaling, tuple(problem.dataset.feature_names),
+                tuple(problem.dataset.class_names))
 
 
 def slice_levels(domain, dataset) -> list[float]:
@@ -187,8 +190,10 @@ def slice_levels(domain, dataset) -> list[float]:
 
 def write_training_pictures(comm: MPI.Comm, problem, p: np.ndarray, history: list[dict], out: Path,
                             test_accuracy: float) -> None:
-    """prediction.png (from the latest evaluation, at p), velocity.png, characteristics.png and
-    loss.png (collective: the characteristics and the point evaluation; rank 0 draws)."""
+    """prediction.png (from the latest evaluation, at p), velocity.png, characteristics.png,
+    loss.png, certification.png, and of the model's predictions (the characteristics', as
+    ``predict`` gives them) confusion.png, reliability.png and, for two classes, roc.png
+    (collective: the characteristics and the point evaluation; rank 0 draws)."""
     from solver.fem.pointeval import evaluate_everywhere
 
     dataset, J = problem.dataset, problem.J
@@ -196,31 +201,68 @@ def write_training_pictures(comm: MPI.Comm, problem, p: np.ndarray, history: lis
     raster.classify(evaluate_everywhere(problem.solver.V, J.last.u0, raster.plane_points(problem.domain),
                                         "plot grid", internal=True))
     predicted = evaluate_everywhere(problem.solver.V, J.last.u0, dataset.X_test, "data (test)").argmax(axis=1)
-    field = problem.model.field(J.split(p)[0])
-    sample = np.arange(0, len(dataset.y_test), max(1, len(dataset.y_test) // 60))
-    traj = characteristics.solve(comm, field, lambda x: x, dataset.X_test[sample], num_trajectory_times=40).trajectories
-    on_rank0(comm, draw_training_pictures, problem, field, raster, predicted, traj, sample, history,
-             out, test_accuracy)
+    theta, A, b = J.split(p)
+    field = problem.model.field(theta)
+    # The characteristics' end points q(T; X) of (a fixed subset of) every point: the model's
+    # prediction A q + b, and the 3D picture's end positions.
+    from solver.rundir.plots import _subset  # the subset prediction.png draws
+
+    train, test = _subset(len(dataset.y_train)), _subset(len(dataset.y_test))
+    starts = np.concatenate([dataset.X_train[train], dataset.X_test[test]])
+    ends = characteristics.solve(comm, field, lambda x: x, starts).u0
+    logits = ends @ A.T + b
+    held = len(test) > 0  # judged on the test points, or on the training points if none are held out
+    judged = slice(len(train), None) if held else slice(0, len(train))
+    y_judged = dataset.y_test[test] if held else dataset.y_train[train]
+    shown = dataset.X_test if held else dataset.X_train
+    sample = np.arange(0, len(shown), max(1, len(shown) // 60))
+    traj = characteristics.solve(comm, field, lambda x: x, shown[sample], num_trajectory_times=40).trajectories
+    y_sample = (dataset.y_test if held else dataset.y_train)[sample]
+    flow = (starts, ends, np.concatenate([dataset.y_train[train], dataset.y_test[test]]))
+    judged_set = Judged("test" if held else "training", y_judged, softmax(logits[judged]))
+    on_rank0(comm, draw_training_pictures, problem, field, raster, predicted, traj, y_sample, history,
+             out, test_accuracy, flow, judged_set)
 
 
-def draw_training_pictures(problem, field, raster, predicted, traj, sample, history, out: Path,
-                           test_accuracy: float) -> None:
+@dataclass
+class Judged:
+    """The points the quality pictures judge: the test points, or the training points if none
+    are held out; their true classes (shape=(n,)) and the model's probabilities (shape=(n, K))."""
+
+    what: str
+    y: np.ndarray
+    probabilities: np.ndarray
+
+
+def draw_training_pictures(problem, field, raster, predicted, traj, y_sample, history, out: Path,
+                           test_accuracy: float, flow=None, judged: Judged | None = None) -> None:
     """The pictures of ``write_training_pictures`` (rank-local)."""
     from solver.rundir import plots
 
-    dataset, view = problem.dataset, view_of(problem)
-    name = Path(problem.config.source).stem
+    dataset, view, config = problem.dataset, view_of(problem), problem.config
+    name = Path(config.source).stem
+    accuracy = f"test accuracy {test_accuracy:.3f}" if len(dataset.y_test) else "no test points held out"
     plots.prediction_figure(out / "prediction.png", view, raster, dataset.X_train, dataset.y_train,
                             dataset.X_test, dataset.y_test, predicted,
-                            f"{name}: prediction u_h(0, ·), test accuracy {test_accuracy:.3f}")
+                            f"{name}: prediction u_h(0, ·), {accuracy}", flow=flow if problem.domain.dim == 3 else None)
     coarse = plane_grid(problem.domain, 17)
     slab_times = problem.model.slab_times
     times = [0.5 * (a + b) for a, b in zip(slab_times[:-1], slab_times[1:])][:4]
     plots.velocity_figure(out / "velocity.png", view, coarse, np.array([field(t, coarse) for t in times]), times,
                           problem.domain.cutoff(coarse), f"{name}: learned velocity")
-    plots.characteristics_figure(out / "characteristics.png", view, traj, dataset.y_test[sample],
-                                 f"{name}: characteristics of test points")
+    plots.characteristics_figure(out / "characteristics.png", view, traj, y_sample,
+                                 f"{name}: characteristics of {'test' if len(dataset.y_test) else 'training'} points")
     plots.loss_figure(out / "loss.png", history, f"{name}: training")
+    plots.certification_figure(out / "certification.png", history, config.train.tolerance,
+                               config.train.agreement, f"{name}: certification")
+    if judged is None or not len(judged.y):
+        return
+    classes = [view.class_name(k) for k in range(dataset.num_classes)]
+    model = f"{name}: the model's prediction (characteristics) on the {judged.what} points"
+    plots.confusion_figure(out / "confusion.png", judged.y, judged.probabilities.argmax(axis=1), classes, model)
+    plots.reliability_figure(out / "reliability.png", judged.y, judged.probabilities, f"{model}: reliability")
+    if dataset.num_classes == 2:
+        plots.roc_figure(out / "roc.png", judged.y, judged.probabilities[:, 1], classes, model)
 
 
 def solve_with_states(problem, p: np.ndarray, frames: int):

@@ -29,7 +29,7 @@ PTS = "0.1,0.2,0\n0.3,0.1,1\n"  # two points of the run's data coordinates, with
 def link(name: str, target: str):
     """A setup making the symbolic link ``name`` -> ``target`` (relative to the case's directory)."""
 
-    def setup(tmp: Path) -> None:
+    def setup(tmp: Path, plain_onnx=None) -> None:
         (tmp / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp / name).symlink_to(target)
 
@@ -37,13 +37,13 @@ def link(name: str, target: str):
 
 
 def directory(name: str):
-    return lambda tmp: (tmp / name).mkdir(parents=True, exist_ok=True)
+    return lambda tmp, plain_onnx=None: (tmp / name).mkdir(parents=True, exist_ok=True)
 
 
 def old_run(name: str, *extra: str, header: str | None = None):
     """A run written before the marker existed (no .solver-run), plus ``extra`` empty files."""
 
-    def setup(tmp: Path) -> None:
+    def setup(tmp: Path, plain_onnx=None) -> None:
         make_run(tmp / name, marker=False)
         columns = header if header is not None else ",".join(store.HISTORY_COLUMNS)
         (tmp / name / store.HISTORY).write_text(columns + "\n")
@@ -100,7 +100,7 @@ CASES = [
     Case("train: a folder holding only config.toml", ["train", P, "--out", "site"],
          files(**{P: toml(), "site/config.toml": "title = 'me'\n"}), ["site", "not a run directory"]),
     Case("train: a marked run holding config.toml, no --force", ["train", P, "--out", "run"],
-         both(files(**{P: toml()}), lambda tmp: (tmp / "run").mkdir(),
+         both(files(**{P: toml()}), lambda tmp, plain_onnx=None: (tmp / "run").mkdir(),
               files(**{"run/.solver-run": "run\n", "run/config.toml": "x"})), ["run", "exists", "--force"]),
     Case("train: a run before the marker, no --force", ["train", P, "--out", "old"],
          both(files(**{P: toml()}), old_run("old")), ["old", "exists", "--force"]),
@@ -137,8 +137,8 @@ SANITY = [
     Case("train: one feature column", ["train", P],
          files(**{P: csv_config("d.csv"), "d.csv": "x1,label\n" + "".join(f"{v},{i % 2}\n" for i, v in enumerate(LINE))}),
          ["d.csv", "1 feature column but Ω is 2-dimensional", "data.augment_dim = 2"], ["too wide"]),
-    Case("train: three feature columns in 2D", ["train", P],
-         files(**{P: csv_config("d.csv"), "d.csv": "x1,x2,x3,label\n" + "".join(f"{v},{v},0.5,{i % 2}\n" for i, v in enumerate(LINE))}),
+    Case("train: three feature columns in 2D", ["train", P],  # a 2D [domain] (without one, Ω is 3D)
+         files(**{P: csv_config("d.csv", "[domain]\nlower = [-1.0, -1.0]\nupper = [1.0, 1.0]"), "d.csv": "x1,x2,x3,label\n" + "".join(f"{v},{v},0.5,{i % 2}\n" for i, v in enumerate(LINE))}),
          ["d.csv", "3 feature columns but Ω is 2-dimensional", "3D domain"], ["too wide"]),
     Case("train: duplicate points", ["train", P],
          files(**{P: csv_config("d.csv"), "d.csv": "x1,x2,label\n" + "0.5,0.5,0\n0.5,0.5,1\n" * 10}),
@@ -167,7 +167,7 @@ CASES += SANITY
 def viscous(name: str):
     """The run ``name`` made viscous (field.viscosity = 0.01 in its config.toml)."""
 
-    def setup(tmp: Path) -> None:
+    def setup(tmp: Path, plain_onnx=None) -> None:
         path = tmp / name / store.CONFIG
         text = path.read_text()
         assert "\nviscosity = 0.0\n" in text
@@ -177,7 +177,7 @@ def viscous(name: str):
 
 
 def wide_net(name: str, width: int = 20000):
-    def setup(tmp: Path) -> None:
+    def setup(tmp: Path, plain_onnx=None) -> None:
         from solver.plain2resnet.plainnet import random_plain_net
         from solver.plain2resnet.plainnet_io import save_npz
 
@@ -198,7 +198,7 @@ BOUNDED = [
          files(**{P: toml("[field]\nviscosity = 0.01\n[compare]\npoints = 100000\nmc_points = 100000\npaths = 100000")}),
          ["p.toml", "compare.mc_points"]),
     Case("compare RUN: train.paths 1e6 in a viscous run", ["compare", "run"],
-         both(run_at("run"), viscous("run"), lambda tmp: (tmp / "run" / store.CONFIG).write_text(
+         both(run_at("run"), viscous("run"), lambda tmp, plain_onnx=None: (tmp / "run" / store.CONFIG).write_text(
              (tmp / "run" / store.CONFIG).read_text().replace("\npaths = 512\n", "\npaths = 1000000\n"))),
          ["run/config.toml", "compare RUN: the Monte Carlo", "train.paths"]),
     Case("predict --method resnet --depth 1e9", ["predict", "run", "--grid", "4", "--method", "resnet",
@@ -219,7 +219,7 @@ CASES += BOUNDED
 def tampered_theta(name: str):
     """theta.npz of the run ``name`` with meta.resolution cells -5."""
 
-    def setup(tmp: Path) -> None:
+    def setup(tmp: Path, plain_onnx=None) -> None:
         import json
 
         import numpy as np
@@ -238,7 +238,7 @@ def tampered_theta(name: str):
 def tampered_checkpoint(name: str):
     """checkpoint.npz of the run ``name`` with L-BFGS pairs one column too wide."""
 
-    def setup(tmp: Path) -> None:
+    def setup(tmp: Path, plain_onnx=None) -> None:
         import numpy as np
 
         path = tmp / name / store.CHECKPOINT
@@ -310,9 +310,9 @@ def assert_refused(done: subprocess.CompletedProcess, ranks: int, fragments: lis
 
 @pytest.mark.parametrize("ranks", [1, 2])
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_refused_and_nothing_changed(case: Case, ranks: int, tmp_path):
+def test_refused_and_nothing_changed(case: Case, ranks: int, tmp_path, plain_onnx):
     if case.setup:
-        case.setup(tmp_path)
+        case.setup(tmp_path, plain_onnx)
     before = snapshot(tmp_path)
     done = run_solver(case.argv, tmp_path, ranks)
     assert_refused(done, ranks, case.fragments)

@@ -99,10 +99,12 @@ class DomainConfig:
 
 @dataclass(frozen=True)
 class MeshConfig:
-    """Cells per direction (box) or across the diameter (disk/ball), and the DG degree."""
+    """Cells per direction (box) or across the diameter (disk/ball), and the degree (DG for
+    "rk3", continuous P_k for "sl"). These defaults fill a [mesh] section that names one of the
+    keys; a problem without [mesh] keys starts on ``DEFAULT_MESH`` of its scheme and dimension."""
 
     cells: int = 32  # per direction (box), or across the diameter (disk/ball)
-    degree: int = 1  # DG degree k = 1, 2, 3
+    degree: int = 1  # k = 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -148,9 +150,11 @@ class SolverConfig:
     # the memory available to each rank when the first gradient's forward solve starts
     stage_memory: int | str = "auto"
     max_steps: int = 10_000  # time steps of one solve; more is refused (training: backs off)
-    # "rk3": DG upwind + SSP-RK3 under the CFL bound (fem/transport.py); "sl": one
-    # semi-Lagrangian step per slab on continuous P_k (fem/semilagrangian.py; no viscosity)
-    scheme: str = "rk3"
+    # "sl": one semi-Lagrangian step per slab on continuous P_k (fem/semilagrangian.py), which
+    # reached every certified target measured sooner (docs/benchmarks/schemes.md); "rk3": DG
+    # upwind + SSP-RK3 under the CFL bound (fem/transport.py), the scheme of viscous runs (a file
+    # with field.viscosity > 0 and no scheme gets it) and of runs made before schemes existed
+    scheme: str = "sl"
     # "sl": RK4 substeps of the departure points, each turning the flow by at most this much
     substep_rotation: float = 1.0
 
@@ -251,7 +255,7 @@ class Config:
     """A validated problem; ``source`` is the file it came from (not part of ``to_dict``)."""
 
     domain: DomainConfig = DomainConfig()
-    mesh: MeshConfig = MeshConfig()
+    mesh: MeshConfig = MeshConfig(16, 2)  # DEFAULT_MESH of the default scheme in 2D
     field: FieldConfig = FieldConfig()
     terminal: TerminalConfig = TerminalConfig(
         "gaussian", MappingProxyType({"center": (0.0, 0.0), "sigma": 0.25})
@@ -406,14 +410,19 @@ def config_from_dict(
         sections["domain"] = {"lower": [-1.0] * 3, "upper": [1.0] * 3}  # the default box, in 3D
     domain = _domain(r, sections["domain"])
     min_cells = _min_cells(domain.kind)
+    field = _field(r, sections["field"], domain)
+    if "scheme" not in sections["solver"] and (field.viscosity > 0 or RUN_SOLVER_KEYS <= set(sections["solver"])):
+        sections["solver"]["scheme"] = "rk3"  # viscous, or a run's config.toml from before schemes
     r.check_keys("mesh", sections["mesh"], SECTION_KEYS["mesh"])
-    # No [mesh] keys: the starting mesh of Ω's dimension (DEFAULT_MESH); else MeshConfig's defaults.
-    cells, degree = DEFAULT_MESH[domain.dim] if not sections["mesh"] else (MeshConfig.cells, MeshConfig.degree)
+    # No [mesh] keys: the starting mesh of the scheme and Ω's dimension (DEFAULT_MESH); else
+    # MeshConfig's defaults.
+    scheme = sections["solver"].get("scheme", SolverConfig.scheme)
+    cells, degree = DEFAULT_MESH.get((scheme, domain.dim), (MeshConfig.cells, MeshConfig.degree)) if (
+        not sections["mesh"]) else (MeshConfig.cells, MeshConfig.degree)
     mesh = MeshConfig(
         cells=r.value("mesh", sections["mesh"], "cells", cells, partial(validate.integer, low=min_cells)),
         degree=r.value("mesh", sections["mesh"], "degree", degree, partial(validate.integer, low=1, high=3)),
     )
-    field = _field(r, sections["field"], domain)
     terminal = _terminal(r, sections["terminal"], domain)
     solver = SolverConfig(**r.fields("solver", sections["solver"], SolverConfig,
         cfl=partial(validate.number, low=0.0, high=2.0, low_open=True),
@@ -549,7 +558,13 @@ def _data(r: _Reader, s: dict[str, Any], source: str) -> DataConfig:
 # The starting mesh (cells, degree) by Ω's dimension when [mesh] gives neither key. In 3D the
 # coarse DG2 start of problems/circles3d.toml (5³ DG2: 7 500 dofs per component, where 32³ DG1
 # would be 7.9e5, over train.max_dofs); training raises the resolution where the check asks.
-DEFAULT_MESH = {2: (MeshConfig.cells, MeshConfig.degree), 3: (5, 2)}
+# The semi-Lagrangian scheme: P2 on half the 2D cells (the nodes of DG1's 32², several times
+# closer to the characteristics: scripts/bench_substeps.py RUN --cells 16,32).
+DEFAULT_MESH = {("rk3", 2): (MeshConfig.cells, MeshConfig.degree), ("rk3", 3): (5, 2),
+                ("sl", 2): (16, 2), ("sl", 3): (5, 2)}
+# The [solver] keys a run's config.toml held before solver.scheme existed (Config.to_toml writes
+# every key): such a run was trained with "rk3" and is read so.
+RUN_SOLVER_KEYS = {"cfl", "checkpoint_every", "stage_memory", "max_steps"}
 
 
 def _data_dimension(data: Mapping[str, Any], source: str) -> int:

@@ -115,7 +115,8 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
     (``domain="box"``, [-1, 1]^D), a disk or a ball, D = ``augment_dim`` or the number of
     features (at least 2); fewer features than D are padded with zero coordinates
     (``data.augment_dim``). ``cells`` and ``degree`` left at None take the starting mesh of Ω's
-    dimension (``config.DEFAULT_MESH``: 32² DG1 in 2D, 5³ DG2 in 3D); training raises it where
+    dimension and the scheme (``config.DEFAULT_MESH``: for the default ``scheme="sl"`` 16² P2 in
+    2D, 5³ P2 in 3D); training raises it where
     the certification check asks (``adapt``), up to ``max_dofs``.
 
     ``random_state``: an int (the seed of the initial θ and output layer), None or a

@@ -234,7 +234,7 @@ def test_a_command_writes_only_the_sections_it_reads(sections, absent):
 def test_the_domain_and_mesh_follow_the_data_dimension(tmp_path):
     """A problem file of one section, [data] kind = "csv" and its path: Ω's dimension is the
     file's number of features, and without [mesh] the mesh is the one of that dimension
-    (``DEFAULT_MESH``: 32² DG1 in 2D, the coarse DG2 start 5³ in 3D)."""
+    (``DEFAULT_MESH`` of the default scheme "sl": 16² P2 in 2D, the coarse P2 start 5³ in 3D)."""
     from solver.config import DEFAULT_MESH
 
     for features in (2, 3):
@@ -244,8 +244,9 @@ def test_the_domain_and_mesh_follow_the_data_dimension(tmp_path):
         problem.write_text(f'[data]\nkind = "csv"\npath = "d{features}.csv"\n')
         config = load_config(problem)
         assert config.dim == features and config.domain.lower == (-1.0,) * features
-        assert (config.mesh.cells, config.mesh.degree) == DEFAULT_MESH[features]
-    assert DEFAULT_MESH[2] == (32, 1) and DEFAULT_MESH[3] == (5, 2)
+        assert (config.mesh.cells, config.mesh.degree) == DEFAULT_MESH[("sl", features)]
+    assert DEFAULT_MESH[("sl", 2)] == (16, 2) and DEFAULT_MESH[("sl", 3)] == (5, 2)
+    assert DEFAULT_MESH[("rk3", 2)] == (32, 1) and DEFAULT_MESH[("rk3", 3)] == (5, 2)
     # A [mesh] key given: the other keeps MeshConfig's default; a [domain] given is kept.
     config = config_from_dict(dict(data=dict(kind="csv", path=str(tmp_path / "d3.csv")), mesh=dict(cells=7)))
     assert (config.dim, config.mesh.cells, config.mesh.degree) == (3, 7, 1)
@@ -254,7 +255,7 @@ def test_the_domain_and_mesh_follow_the_data_dimension(tmp_path):
     # augment_dim = 3 asks for a 3D Ω; a missing file leaves the default 2D (its error comes later).
     assert config_from_dict(dict(data=dict(kind="circles", augment_dim=3))).dim == 3
     assert config_from_dict(dict(data=dict(kind="csv", path=str(tmp_path / "none.csv")))).dim == 2
-    assert config_from_dict({}).dim == 2 and config_from_dict({}).mesh == MeshConfig()
+    assert config_from_dict({}).dim == 2 and config_from_dict({}).mesh == MeshConfig(16, 2)
 
 
 @pytest.mark.timeout(60)  # reading /dev/zero line by line would never end

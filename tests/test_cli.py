@@ -19,6 +19,7 @@ pytestmark = pytest.mark.serial  # each test starts its own mpirun
 SMALL = """
 [mesh]
 cells = 8
+degree = 2
 [field]
 slabs = 2
 [compare]
@@ -83,12 +84,12 @@ BAD = [
     (
         "points outside",
         '[mesh]\ncells = 8\n[compare]\npoints_file = "points.csv"\n',
-        ["2 of 3 points lie outside", "points.csv", "rows [2, 3]"],
+        ["2 of 3 points lie outside", "points.csv", "lines [3, 4]"],
     ),
     (
         "non-finite points",
         '[mesh]\ncells = 8\n[compare]\npoints_file = "nan.csv"\n',
-        ["not finite", "nan.csv"],
+        ["not a finite number", "nan.csv"],
     ),
 ]
 

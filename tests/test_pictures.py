@@ -19,12 +19,13 @@ from solver.rundir import store
 from solver.rundir.outputs import write_training_outputs
 
 FRAMES = 6
-TINY_2D = dict(mesh=dict(cells=12), field=dict(width=4, slabs=2),
+# RK3: the animation's frames are its step states (the semi-Lagrangian scheme has one per slab).
+TINY_2D = dict(solver=dict(scheme="rk3"), mesh=dict(cells=12), field=dict(width=4, slabs=2),
                data=dict(kind="moons", points=80, test_fraction=0.25),
                train=dict(iterations=3, max_step=2.0, adapt=False),
                output=dict(vtx=False, frames=FRAMES))
 # circles on the plane x3 = 0 of a 3D box: an odd cell count keeps the data off facets
-TINY_3D = dict(domain=dict(kind="box", lower=[-1, -1, -1], upper=[1, 1, 1]), mesh=dict(cells=5),
+TINY_3D = dict(solver=dict(scheme="rk3"), domain=dict(kind="box", lower=[-1, -1, -1], upper=[1, 1, 1]), mesh=dict(cells=5),
                field=dict(width=4, slabs=2),
                data=dict(kind="circles", points=60, test_fraction=0.25, augment_dim=3, factor=0.5),
                train=dict(iterations=1, max_step=2.0, adapt=False), output=dict(vtx=False, frames=4))

@@ -61,7 +61,7 @@ def test_resume_reaches_the_same_iterates(comm, shared_directory):
 def test_stage_memory_reaches_the_solver(comm):
     """solver.stage_memory (MiB per rank) bounds what the solver keeps for the adjoint: stage
     states and the slabs' Lᵀ; it keeps stage states while one more still fits."""
-    problem = Problem.build(comm, config_from_dict({**SMALL, "solver": dict(stage_memory=1)}))
+    problem = Problem.build(comm, config_from_dict({**SMALL, "solver": dict(stage_memory=1, scheme="rk3")}))
     solver = problem.solver
     assert solver.stage_memory == 2**20
     problem.J.value_and_gradient(problem.J.initial(seed=0))
@@ -77,7 +77,7 @@ def test_stage_memory_auto_is_a_share_of_the_available_memory(comm):
     """The default, solver.stage_memory = "auto": the solver takes AUTO_STAGE_SHARE of the memory
     available to each rank (the same on every rank) when its first gradient's forward starts,
     and keeps every stage state of a small problem."""
-    problem = Problem.build(comm, config_from_dict(SMALL))
+    problem = Problem.build(comm, config_from_dict({**SMALL, "solver": dict(scheme="rk3")}))  # RK3's budget
     solver = problem.solver
     assert problem.config.solver.stage_memory == "auto" and solver.stage_memory is None
     before = available_memory(comm)
@@ -218,7 +218,7 @@ def test_compare_and_export_a_trained_run(tmp_path):
 def test_log_lines_show_progress_and_the_final_raises(comm, caplog):
     """``iter 3/4``, elapsed and ETA on the iteration lines, no ``test nan`` without test points,
     and the final check says where it solves (with its dofs) before it solves there."""
-    config = config_from_dict(dict(mesh=dict(cells=6), field=dict(width=4, slabs=2),
+    config = config_from_dict(dict(solver=dict(scheme="rk3"), mesh=dict(cells=6), field=dict(width=4, slabs=2),
                                    data=dict(kind="moons", points=60, test_fraction=0.0),
                                    train=dict(iterations=4, check_every=100, tolerance=0.05),
                                    output=dict(png=False, vtx=False, animation=False)))

@@ -40,17 +40,20 @@ SECTION = "schemes"
 ROUTES = (("rk3", "rk3", 2), ("sl", "sl", 2), ("sl-1", "sl", 1))
 
 
+# The problem files start "sl" (the default) on P2; "rk3" runs on the DG mesh each file had for it.
+RK3_MESH = {"moons.toml": (32, 1), "circles3d.toml": (5, 2), "spirals.toml": (48, 1), "blobs.toml": (32, 1),
+            "peaks.toml": (7, 2)}
+
+
 def scheme_changes(source: Path, scheme: str, quick: bool) -> dict:
-    """The problem file's changes for a scheme: "sl" runs P2 on half the cells per direction (in
-    2D the nodes of P1 on the problem's mesh; measured on the trained moons θ, P2 on 16 cells
-    was 3× closer to the characteristics than P1 on 32: ``scripts/bench_schemes.py`` reports the
-    dofs and the final difference)."""
+    """The problem file's changes for a scheme: "sl" runs the file's own mesh (P2 on half the
+    cells of the DG1 start in 2D: per node several times closer to the characteristics, see
+    ``scripts/bench_substeps.py``), "rk3" the DG mesh of ``RK3_MESH``."""
     changes = learning.config_changes(source, quick)
     changes["solver"] = {"scheme": scheme}
-    if scheme == "sl":
-        mesh = load_config(source).mesh
-        cells = changes.get("mesh", {}).get("cells", mesh.cells)
-        changes["mesh"] = {"cells": max(2, -(-cells // 2)), "degree": 2} if mesh.degree == 1 else {"cells": cells}
+    if scheme == "rk3" and not quick:
+        cells, degree = RK3_MESH[source.name]
+        changes["mesh"] = {"cells": cells, "degree": degree}
     return changes
 
 

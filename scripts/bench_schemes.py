@@ -97,7 +97,7 @@ def run(bench: Bench, names: list[str], python: Path) -> dict:
 ESTIMATOR_DATA = ("breast_cancer", "digits")
 
 
-def estimator_cv(bench: Bench, names: list[str], iterations: int) -> dict:
+def estimator_cv(bench: Bench, names: list[str], iterations: int, schemes: dict[str, list[str]] | None = None) -> dict:
     """FlowClassifier (each scheme, default mesh) against MLPClassifier(16) on scikit-learn's
     bundled data, StandardScaler → PCA(3), 5-fold CV in this process (one rank): accuracy,
     fit time per fold, the share of certified fits."""
@@ -118,7 +118,7 @@ def estimator_cv(bench: Bench, names: list[str], iterations: int) -> dict:
         X, y = getattr(datasets, f"load_{name}")(return_X_y=True)
         folds = list(StratifiedKFold(5, shuffle=True, random_state=0).split(X, y))
         models = {f"FlowClassifier(scheme={s!r}, iterations={iterations})": lambda s=s: FlowClassifier(
-            scheme=s, iterations=iterations) for s in SCHEMES}
+            scheme=s, iterations=iterations) for s in (schemes or {}).get(name, SCHEMES)}
         models["MLPClassifier(16)"] = lambda: MLPClassifier(16, max_iter=2000, random_state=0)
         rows = {}
         for label, make in models.items():
@@ -225,6 +225,8 @@ def main() -> None:
     parser.add_argument("--estimator", default="breast_cancer,digits",
                         help=f"FlowClassifier against an MLP on these of {list(ESTIMATOR_DATA)} ('' for none)")
     parser.add_argument("--estimator-iterations", type=int, default=40)
+    parser.add_argument("--estimator-schemes", default="",
+                        help="per data set, the schemes to fit, e.g. 'digits=sl' (default: every scheme)")
     parser.add_argument("--optimizers", default="moons,peaks", help="L-BFGS against Newton–Krylov on these ('' for none)")
     parser.add_argument("--optimizer-seconds", type=float, default=120.0)
     args = parser.parse_args()
@@ -236,7 +238,8 @@ def main() -> None:
     bench.results.update(machine=machine.describe(), commit=commit(), command=" ".join(["scripts/bench_schemes.py"] + sys.argv[1:]))
     python = peer.ensure_peer(bench) if names else None
     run(bench, names, python)
-    estimator_cv(bench, [n for n in args.estimator.split(",") if n], args.estimator_iterations)
+    schemes = {k: v.split("+") for k, v in (item.split("=") for item in args.estimator_schemes.split(",") if item)}
+    estimator_cv(bench, [n for n in args.estimator.split(",") if n], args.estimator_iterations, schemes)
     optimizers(bench, [n for n in args.optimizers.split(",") if n], args.optimizer_seconds)
     bench.results["load_at_end"] = machine.load_average()
     bench.save()

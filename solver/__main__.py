@@ -33,7 +33,6 @@ petsc4py.init([sys.argv[0], "-no_signal_handler"])
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
-import math  # noqa: E402
 import signal  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
@@ -397,7 +396,7 @@ def command_export(comm: MPI.Comm, args) -> int:
     """Export a trained run as an explicit ResNet (rank 0 works; numpy and ONNX only)."""
     from solver import guards
     from solver.config import load_config
-    from solver.resnet.export import export
+    from solver.resnet.export import export, noise_value
     from solver.resnet.formats import parse_formats
     from solver.rundir.files import remove_temporaries
 
@@ -405,7 +404,7 @@ def command_export(comm: MPI.Comm, args) -> int:
     if args.depth < 1:
         raise InputError(f"--depth must be >= 1, got {args.depth}")
     config = load_config(args.run_dir / store.CONFIG)  # every rank reads it: alike
-    check_noise(args.noise, config)
+    noise_value(args.noise, config, str(args.run_dir / store.CONFIG))  # refused before any work
     if config.field.kind in ("mlp", "mlp1"):
         evaluations = {"euler": 1, "midpoint": 2, "rk4": 4}[args.scheme]
         width = config.field.width or config.dim  # "mlp1": exported as W2 = I, width d
@@ -416,25 +415,6 @@ def command_export(comm: MPI.Comm, args) -> int:
                          args.directory):
         log.info("wrote %s", path)
     return 0
-
-
-def check_noise(noise: str | None, config) -> None:
-    """``export --noise EPS``: a number > 0 whose spread √(2 ε T) over the flow's time stays
-    within Ω's diameter (beyond, the blocks' noise, reflected into Ω, forgets where a point
-    started: every input gets the same output)."""
-    if noise is None or noise == "run":
-        return
-    try:
-        eps = float(noise)
-    except ValueError:
-        eps = math.nan
-    if not (math.isfinite(eps) and eps > 0):
-        raise InputError(f"--noise must be a number > 0 (the viscosity ε), got {noise!r}")
-    diameter, T = config.domain_object().diameter, config.field.T
-    if math.sqrt(2 * eps * T) > diameter:
-        raise InputError(f"--noise {noise}: the noise spreads a point by √(2εT) = {math.sqrt(2 * eps * T):.3g}, "
-                         f"more than Ω's diameter {diameter:.3g} (field.T = {T:g}), so the output forgets the "
-                         f"input; expected ε <= diameter²/(2T) = {diameter**2 / (2 * T):.3g}")
 
 
 def command_predict(comm: MPI.Comm, args) -> int:

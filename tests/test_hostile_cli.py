@@ -395,11 +395,11 @@ CASES = [
 ]
 
 
-def solver(argv, cwd: Path, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
-    """``main(argv)`` on 2 ranks in ``cwd``, this checkout's solver; the whole job is killed at
-    ``timeout`` (a hang)."""
+def solver(argv, cwd: Path, timeout: float = TIMEOUT, ranks: int = 2) -> subprocess.CompletedProcess:
+    """``main(argv)`` on ``ranks`` ranks in ``cwd``, this checkout's solver; the whole job is
+    killed at ``timeout`` (a hang)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    cmd = [str(MPIRUN), "-n", "2", sys.executable, "-c", DRIVER, *map(str, argv)]
+    cmd = [str(MPIRUN), "-n", str(ranks), sys.executable, "-c", DRIVER, *map(str, argv)]
     process = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, start_new_session=True)
     try:
@@ -411,12 +411,29 @@ def solver(argv, cwd: Path, timeout: float = TIMEOUT) -> subprocess.CompletedPro
     return subprocess.CompletedProcess(cmd, process.returncode, out, err)
 
 
-def assert_one_clear_error(done: subprocess.CompletedProcess, fragments: list[str]) -> str:
-    """Exit 2 on both ranks, no traceback, one "error:" line holding every fragment."""
+def snapshot(root: Path) -> dict[str, object]:
+    """Every entry under ``root``: a file's bytes, a link's target, "dir" for a directory
+    (a link is not followed)."""
+    entries = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            key = str(path.relative_to(root))
+            if path.is_symlink():
+                entries[key] = ("link", os.readlink(path))
+            elif path.is_dir():
+                entries[key] = "dir"
+            else:
+                entries[key] = path.read_bytes()
+    return entries
+
+
+def assert_one_clear_error(done: subprocess.CompletedProcess, fragments: list[str], ranks: int = 2) -> str:
+    """Exit 2 on every rank, no traceback, one "error:" line holding every fragment."""
     report = f"\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     assert "Traceback" not in done.stderr + done.stdout, report
     assert done.returncode == 2, report
-    for rank in (0, 1):
+    for rank in range(ranks):
         assert f"[rank {rank} exit 2]" in done.stderr, report
     lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1, report
@@ -429,8 +446,6 @@ def assert_one_clear_error(done: subprocess.CompletedProcess, fragments: list[st
 def test_hostile_input(case: Case, tmp_path, plain_onnx):
     if case.setup:
         case.setup(tmp_path, plain_onnx)
-    from test_nothing_lost import snapshot
-
     before = snapshot(tmp_path)
     done = solver(case.argv, tmp_path)
     assert_one_clear_error(done, case.fragments)

@@ -8,16 +8,12 @@ A run directory a case needs is made by hand (``test_hostile_cli.make_run``): no
 
 from mpi4py import MPI  # noqa: F401 (before anything that loads dolfinx)
 
-import os
-import signal
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from test_hostile_cli import DRIVER, MPIRUN, ROOT, TIMEOUT, both, files, make_run, run_at, toml
+from test_hostile_cli import assert_one_clear_error, both, files, make_run, run_at, snapshot, solver, toml
 
 from solver.rundir import store
 
@@ -262,60 +258,14 @@ TAMPERED = [
 CASES += TAMPERED
 
 
-def run_solver(argv, cwd: Path, ranks: int, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
-    """``main(argv)`` on ``ranks`` ranks in ``cwd``; the whole job is killed at ``timeout``."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    cmd = [str(MPIRUN), "-n", str(ranks), sys.executable, "-c", DRIVER, *map(str, argv)]
-    process = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, start_new_session=True)
-    try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        out, err = process.communicate()
-        pytest.fail(f"hang: no exit within {timeout} s\nstdout:\n{out}\nstderr:\n{err}")
-    return subprocess.CompletedProcess(cmd, process.returncode, out, err)
-
-
-def snapshot(root: Path) -> dict[str, object]:
-    """Every entry under ``root``: a file's bytes, a link's target, "dir" for a directory
-    (a link is not followed)."""
-    entries = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            key = str(path.relative_to(root))
-            if path.is_symlink():
-                entries[key] = ("link", os.readlink(path))
-            elif path.is_dir():
-                entries[key] = "dir"
-            else:
-                entries[key] = path.read_bytes()
-    return entries
-
-
-def assert_refused(done: subprocess.CompletedProcess, ranks: int, fragments: list[str]) -> str:
-    """Exit 2 on every rank, no traceback, one "error:" line holding every fragment."""
-    report = f"\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
-    assert "Traceback" not in done.stderr + done.stdout, report
-    assert done.returncode == 2, report
-    for rank in range(ranks):
-        assert f"[rank {rank} exit 2]" in done.stderr, report
-    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, report
-    for fragment in fragments:
-        assert fragment in lines[0], f"{fragment!r} not in the message{report}"
-    return lines[0]
-
-
 @pytest.mark.parametrize("ranks", [1, 2])
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_refused_and_nothing_changed(case: Case, ranks: int, tmp_path, plain_onnx):
     if case.setup:
         case.setup(tmp_path, plain_onnx)
     before = snapshot(tmp_path)
-    done = run_solver(case.argv, tmp_path, ranks)
-    assert_refused(done, ranks, case.fragments)
+    done = solver(case.argv, tmp_path, ranks=ranks)
+    assert_one_clear_error(done, case.fragments, ranks)
     for text in case.unsaid:
         assert text not in done.stdout + done.stderr, f"{text!r} was said:\n{done.stderr}"
     assert snapshot(tmp_path) == before

@@ -30,21 +30,33 @@ def learned_net(run: Path, depth: int, scheme: str = "euler", output: str = "lin
     ``noise`` the stochastic ResNet of viscosity ε = ``noise`` ("run": the run's
     ``field.viscosity``), each block adding √(2ε s)·ξ (``resnet.net.ResNet.noise``)."""
     config = load_config(run / store.CONFIG)
-    if noise == "run":
-        noise = config.field.viscosity
-        if noise == 0:
-            raise InputError("--noise without a value takes the run's field.viscosity, which is 0: "
-                             "give one (--noise 0.01)", str(run / store.CONFIG))
-    if noise is not None:
-        given = noise
-        try:
-            noise = float(noise)
-        except ValueError:
-            noise = math.nan
-        if not (math.isfinite(noise) and noise > 0):
-            raise InputError(f"--noise must be a number > 0 (the viscosity ε), got {given!r}")
     return net_of_parameters(config, store.read_parameters(run / store.THETA), depth, scheme, output,
-                             str(run / store.THETA), noise)
+                             str(run / store.THETA), noise_value(noise, config, str(run / store.CONFIG)))
+
+
+def noise_value(noise: float | str | None, config: Config, source: str) -> float | None:
+    """``--noise``: None, "run" (the run's ``field.viscosity``) or ε > 0 whose spread √(2εT) over
+    the flow's time stays within Ω's diameter (beyond, the blocks' noise, reflected into Ω,
+    forgets where a point started: every input gets the same output). Returns ε or None."""
+    if noise is None:
+        return None
+    if noise == "run":
+        if config.field.viscosity == 0:
+            raise InputError("--noise without a value takes the run's field.viscosity, which is 0: "
+                             "give one (--noise 0.01)", source)
+        return config.field.viscosity
+    try:
+        eps = float(noise)
+    except (TypeError, ValueError):
+        eps = math.nan
+    if not (math.isfinite(eps) and eps > 0):
+        raise InputError(f"--noise must be a number > 0 (the viscosity ε), got {noise!r}")
+    diameter, T = config.domain_object().diameter, config.field.T
+    if math.sqrt(2 * eps * T) > diameter:
+        raise InputError(f"--noise {noise}: the noise spreads a point by √(2εT) = {math.sqrt(2 * eps * T):.3g}, "
+                         f"more than Ω's diameter {diameter:.3g} (field.T = {T:g}), so the output forgets the "
+                         f"input; expected ε <= diameter²/(2T) = {diameter**2 / (2 * T):.3g}")
+    return eps
 
 
 def net_of_parameters(config: Config, params: store.Parameters, depth: int, scheme: str = "euler",

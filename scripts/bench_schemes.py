@@ -158,6 +158,20 @@ def optimizers(bench: Bench, names: list[str], seconds: float) -> dict:
     return out
 
 
+def gradient_ratios(bench: Bench, cases: str) -> dict:
+    """value + gradient against a forward solve per scheme (``bench_gradient.py --cases``, one
+    rank, the initial θ; ``--quick``: tiny cases)."""
+    out = bench.results.setdefault("gradient", {})
+    for scheme in SCHEMES:
+        json_path = bench.out / "work" / f"gradient-{scheme}.json"
+        bench.progress(SECTION, "gradient", f"bench_gradient.py --cases {cases} --scheme {scheme}")
+        bench.run([sys.executable, ROOT / "scripts" / "bench_gradient.py", "--cases", cases, "--scheme", scheme,
+                   "--repeats", "3", "--json", json_path] + (["--quick"] if bench.quick else []), f"gradient-{scheme}")
+        out[scheme] = json.loads(json_path.read_text())["rows"]
+        bench.save()
+    return out
+
+
 def report(bench: Bench) -> str:
     info = bench.results["machine"]
     lines = [
@@ -202,6 +216,16 @@ def report(bench: Bench) -> str:
                 fit = np.mean(r["fit_seconds"])
                 lines.append(f"| {name} | {label} | {np.mean(r['accuracy']):.3f} ± {np.std(r['accuracy']):.3f} | "
                              f"{fit:.2f} | {fit / mlp:.1f} | {sum(r['certified'])} of {len(r['certified'])} |")
+    if bench.results.get("gradient"):
+        lines += ["", "## The gradient's cost", "",
+                  "`scripts/bench_gradient.py --cases ... --scheme S`, one rank, N = 10³, the initial θ, "
+                  "medians of 3 paired measurements: (value + gradient − forward) / forward.", "",
+                  "| scheme | case | dofs × components | steps | forward s | value + gradient s | gradient / forward |",
+                  "|---|---|---|---|---|---|---|"]
+        for scheme, rows in bench.results["gradient"].items():
+            for r in rows:
+                lines.append(f"| {scheme} | {r['label']} | {r['dofs']:,} × {r['components']} | {r['steps']} | "
+                             f"{r['forward_s']:.3f} | {r['value_and_gradient_s']:.3f} | {r['ratio'] - 1:.2f} |")
     if bench.results.get("optimizers"):
         lines += ["", "## L-BFGS against Newton–Krylov", "",
                   "`scripts/bench_optimizers.py` on the \"sl\" config, one rank, the same optimizer-time budget "
@@ -229,6 +253,8 @@ def main() -> None:
                         help="per data set, the schemes to fit, e.g. 'digits=sl' (default: every scheme)")
     parser.add_argument("--optimizers", default="moons,peaks", help="L-BFGS against Newton–Krylov on these ('' for none)")
     parser.add_argument("--optimizer-seconds", type=float, default=120.0)
+    parser.add_argument("--gradient-cases", default="box48,peaks13-dg1,peaks13-dg2",
+                        help="bench_gradient.py's cases for the gradient/forward table ('' for none)")
     args = parser.parse_args()
     names = [n for n in args.problems.split(",") if n]
     unknown = [n for n in names if n not in learning.PROBLEM_SUITE]
@@ -241,6 +267,8 @@ def main() -> None:
     schemes = {k: v.split("+") for k, v in (item.split("=") for item in args.estimator_schemes.split(",") if item)}
     estimator_cv(bench, [n for n in args.estimator.split(",") if n], args.estimator_iterations, schemes)
     optimizers(bench, [n for n in args.optimizers.split(",") if n], args.optimizer_seconds)
+    if args.gradient_cases:
+        gradient_ratios(bench, args.gradient_cases)
     bench.results["load_at_end"] = machine.load_average()
     bench.save()
     (bench.out / "report.md").write_text(report(bench))

@@ -153,7 +153,8 @@ class SolverConfig:
     # "sl": one semi-Lagrangian step per slab on continuous P_k (fem/semilagrangian.py), which
     # reached every certified target measured sooner (docs/benchmarks/schemes.md); "rk3": DG
     # upwind + SSP-RK3 under the CFL bound (fem/transport.py), the scheme of viscous runs (a file
-    # with field.viscosity > 0 and no scheme gets it) and of runs made before schemes existed
+    # with field.viscosity > 0 or a solver.dt and no scheme gets it) and of runs made before
+    # schemes existed
     scheme: str = "sl"
     # "sl": RK4 substeps of the departure points, each turning the flow by at most this much
     substep_rotation: float = 1.0
@@ -411,8 +412,9 @@ def config_from_dict(
     domain = _domain(r, sections["domain"])
     min_cells = _min_cells(domain.kind)
     field = _field(r, sections["field"], domain)
-    if "scheme" not in sections["solver"] and (field.viscosity > 0 or RUN_SOLVER_KEYS <= set(sections["solver"])):
-        sections["solver"]["scheme"] = "rk3"  # viscous, or a run's config.toml from before schemes
+    solver_keys = set(sections["solver"])
+    if "scheme" not in solver_keys and (field.viscosity > 0 or "dt" in solver_keys or RUN_SOLVER_KEYS <= solver_keys):
+        sections["solver"]["scheme"] = "rk3"  # viscous, a forced RK3 step, or a run from before schemes
     r.check_keys("mesh", sections["mesh"], SECTION_KEYS["mesh"])
     # No [mesh] keys: the starting mesh of the scheme and Ω's dimension (DEFAULT_MESH); else
     # MeshConfig's defaults.
@@ -436,6 +438,9 @@ def config_from_dict(
     if solver.scheme == "sl" and field.viscosity > 0:
         raise r.error("solver", "scheme", f'"sl" transports without viscosity (field.viscosity = '
                       f'{field.viscosity:g}); use "rk3"')
+    if solver.scheme == "sl" and solver.dt is not None:
+        raise r.error("solver", "dt", f'a forced time step ({solver.dt:g}) is RK3\'s: "sl" takes one step '
+                      f'per slab; set solver.scheme = "rk3" or drop solver.dt')
     compare = _compare(r, sections["compare"], min_cells, source)
     output = OutputConfig(**r.fields("output", sections["output"], OutputConfig,
         vtx=validate.boolean, png=validate.boolean, animation=validate.boolean,

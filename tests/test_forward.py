@@ -29,13 +29,15 @@ OFFCENTRE = dict(kind="gaussian", center=[0.4, 0.0], sigma=0.25)
 
 
 def make_config(domain, field, terminal, degree=1, cells=8, **solver):
+    """The DG/RK3 solver's problem (the semi-Lagrangian scheme's orders: test_semilagrangian.py)."""
+    solver = dict(dict(cfl=1.0, scheme="rk3"), **solver)
     return config_from_dict(
         dict(
             domain=domain,
             field=field,
             terminal=terminal,
             mesh=dict(cells=cells, degree=degree),
-            solver=dict(cfl=1.0, **solver),
+            solver=solver,
             compare=dict(points=100, grid=5),
             output=dict(vtx=False, png=False),
         )

@@ -168,6 +168,7 @@ def test_scheme_in_the_config(tmp_path):
     # The default is "sl", on P2 at 16² in 2D when [mesh] says nothing; a viscous file without a
     # scheme gets "rk3", and so does a run's config.toml written before schemes existed.
     for text, scheme, mesh in [("", "sl", (16, 2)), ("[field]\nviscosity = 0.01\n", "rk3", (32, 1)),
+                               ("[solver]\ndt = 0.01\n", "rk3", (32, 1)),
                                ("[solver]\ncfl = 1.0\ncheckpoint_every = 4\nstage_memory = \"auto\"\n"
                                 "max_steps = 10000\n", "rk3", (32, 1))]:
         path.write_text(text)
@@ -175,7 +176,8 @@ def test_scheme_in_the_config(tmp_path):
         assert (config.solver.scheme, (config.mesh.cells, config.mesh.degree)) == (scheme, mesh), text
     for text, words in [('[solver]\nscheme = "euler"\n', ["solver.scheme", "euler", "rk3"]),
                         ('[solver]\nscheme = "sl"\n[field]\nviscosity = 0.01\n', ["solver.scheme", "viscosity"]),
-                        ('[solver]\nsubstep_rotation = 0\n', ["solver.substep_rotation"])]:
+                        ('[solver]\nsubstep_rotation = 0\n', ["solver.substep_rotation"]),
+                        ('[solver]\nscheme = "sl"\ndt = 0.01\n', ["solver.dt", "rk3"])]:
         path.write_text(text)
         with pytest.raises(InputError) as error:
             load_config(path)

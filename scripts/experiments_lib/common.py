@@ -97,6 +97,8 @@ def problem_config(name: str, changes: dict) -> Config:
                 target.pop(key, None)
             else:
                 target[key] = value
+    if merged.get("field", {}).get("viscosity", 0) > 0 and "scheme" not in changes.get("solver", {}):
+        merged.setdefault("solver", {})["scheme"] = "rk3"  # the resolved file's "sl" has no viscosity
     return config_from_dict(merged)
 
 

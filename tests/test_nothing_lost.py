@@ -167,7 +167,8 @@ def viscous(name: str):
         path = tmp / name / store.CONFIG
         text = path.read_text()
         assert "\nviscosity = 0.0\n" in text
-        path.write_text(text.replace("\nviscosity = 0.0\n", "\nviscosity = 0.01\n"))
+        text = text.replace("\nviscosity = 0.0\n", "\nviscosity = 0.01\n")
+        path.write_text(text.replace('\nscheme = "sl"\n', '\nscheme = "rk3"\n'))  # the viscous scheme
 
     return setup
 

@@ -21,7 +21,8 @@ def test_a_loaded_viscous_run_predicts_the_stochastic_expectation(comm, shared_d
     if comm.rank == 0:
         make_run(run)
         text = (run / store.CONFIG).read_text()
-        (run / store.CONFIG).write_text(text.replace("\nviscosity = 0.0\n", "\nviscosity = 0.05\n"))
+        text = text.replace("\nviscosity = 0.0\n", "\nviscosity = 0.05\n")
+        (run / store.CONFIG).write_text(text.replace('\nscheme = "sl"\n', '\nscheme = "rk3"\n'))  # viscous
         config = load_config(run / store.CONFIG)
         p = store.read_parameters(run / store.THETA)  # again, with the classes load needs
         store.write_parameters(run / store.THETA, velocity_model(config, config.domain_object()), p.theta, p.A, p.b,

@@ -13,7 +13,7 @@ import pytest
 
 from test_faults import ENV, MPIRUN
 
-pytestmark = pytest.mark.serial  # each case starts its own mpirun
+pytestmark = [pytest.mark.serial, pytest.mark.slow]  # each case starts its own mpirun (slow: the quick lane skips them)
 
 SCRIPT = """
 import sys

@@ -17,7 +17,7 @@ from test_hostile_cli import assert_one_clear_error, both, files, make_run, run_
 
 from solver.rundir import store
 
-pytestmark = pytest.mark.serial  # each case starts its own mpirun
+pytestmark = [pytest.mark.serial, pytest.mark.slow]  # each case starts its own mpirun (slow: the quick lane skips them)
 
 PTS = "0.1,0.2,0\n0.3,0.1,1\n"  # two points of the run's data coordinates, with a label column
 

@@ -16,7 +16,7 @@ import pytest
 from solver.rundir import store
 from test_faults import ENV, MPIRUN
 
-pytestmark = pytest.mark.serial  # each test starts its own mpirun
+pytestmark = [pytest.mark.serial, pytest.mark.slow]  # each test starts its own mpirun (slow: the quick lane skips them)
 
 # 40 points x 10000 paths x 200 steps = 8e7 path-steps per check: under the guard (1e8 per rank),
 # minutes of work, so the signal always comes during the first check.

@@ -41,13 +41,18 @@ def compared(trained_run):
     return X, fe_test
 
 
-def test_predict_gives_the_labels_of_compare(comm, trained_run, compared, shared_directory):
-    X, fe_test = compared
-    work = shared_directory(comm)
+def points_file(comm, work, X):
+    """work/points.csv of the points X (rank 0 writes, every rank waits); its path."""
     if comm.rank == 0:
         with open(work / "points.csv", "w") as f:
             f.write("x1,x2\n" + "".join(f"{float(a)!r},{float(b)!r}\n" for a, b in X))
     comm.Barrier()
+    return work / "points.csv"
+
+
+def test_predict_gives_the_labels_of_compare(comm, trained_run, compared, shared_directory):
+    X, fe_test = compared
+    work = points_file(comm, shared_directory(comm), X).parent
     assert main(["predict", str(trained_run), str(work / "points.csv"), "--out", str(work / "out.csv"),
                  "--proba", "--method", "pde"]) == 0
     comm.Barrier()
@@ -108,11 +113,7 @@ def test_the_default_prediction_is_the_characteristics_as_the_estimator_gives(co
     from solver.check import predict
 
     X, fe_test = compared
-    work = shared_directory(comm)
-    if comm.rank == 0:
-        with open(work / "points.csv", "w") as f:
-            f.write("x1,x2\n" + "".join(f"{float(a)!r},{float(b)!r}\n" for a, b in X))
-    comm.Barrier()
+    work = points_file(comm, shared_directory(comm), X).parent
     assert main(["predict", str(trained_run), str(work / "points.csv"), "--out", str(work / "default.csv"),
                  "--proba", "--force"]) == 0
     comm.Barrier()

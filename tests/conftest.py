@@ -165,7 +165,7 @@ def parameter_blocks():
         names = dict(J.model.block_slices())
         n = J.n_theta
         names["output.A"] = slice(n, n + J.K * J.d)
-        names["output.b"] = slice(n + J.K * J.d, J.n_params)
+        names["output.b"] = slice(n + J.K * J.d, n + J.K * J.d + J.K)
         return names
 
     return blocks

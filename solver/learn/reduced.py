@@ -33,6 +33,7 @@ from solver.fem.schemes import make_adjoint
 from solver.fem.affine import solve_affine, transports_coordinates
 from solver.fem.pointeval import PointEvaluator
 from solver.fem.transport import TransportSolver
+from solver.model.input_layer import InputLayer
 from solver.model.losses import LOSSES, cross_entropy, squared_error
 from solver.model.velocity import VelocityModel
 
@@ -70,6 +71,12 @@ class ReducedFunctional:
             None: when K > d, the cheaper. The solver must carry d (True) or K (False)
             components. Both give the same J and ∇J to round-off (tests/test_train.py); False
             is there to measure the saving (``scripts/bench_gradient.py --logits``).
+        input_layer: a learned input layer (``model/input_layer.py``): then ``points`` are this
+            rank's raw features, shape=(n, F), the data points in Ω are z = layer(q, points), and
+            p = (θ, A, b, q). u_h(0, ·) must be continuous (the semi-Lagrangian scheme), so that
+            J is continuous in q as the points cross facets.
+        input_start: the layer's starting q (the same on every rank: ``InputLayer.initial`` of
+            all training features), for :meth:`initial`.
     """
 
     def __init__(
@@ -86,6 +93,8 @@ class ReducedFunctional:
         kinetic: float = TrainConfig.kinetic,
         roughness: float = TrainConfig.roughness,
         coordinates: bool | None = None,
+        input_layer: InputLayer | None = None,
+        input_start: np.ndarray | None = None,
     ):
         if loss not in LOSSES:
             raise InputError(f'Invalid loss "{loss}". Must be one of {list(LOSSES)}')
@@ -105,7 +114,19 @@ class ReducedFunctional:
         self.labels = np.asarray(labels)
         self.loss = cross_entropy if loss == "cross_entropy" else squared_error
         self.num_points = self.comm.allreduce(len(points), op=MPI.SUM)
-        self.evaluator = PointEvaluator(solver.V, points, "data")
+        self.input_layer = input_layer
+        self.input_start = input_start
+        if input_layer is None:
+            self.evaluator = PointEvaluator(solver.V, points, "data")
+            self.points = np.asarray(points, dtype=np.float64)
+        else:
+            if solver.V.element.basix_element.discontinuous:
+                raise InputError("a learned input layer needs a continuous u_h(0, ·) (solver.scheme = "
+                                 "\"sl\"): with the discontinuous one of \"rk3\" J jumps wherever a data "
+                                 "point crosses a facet")
+            self.features = np.asarray(points, dtype=np.float64)
+            self.points = None  # z at the latest evaluation (``_place``)
+            self.evaluator = None
         self.weight_decay = weight_decay
         self.smoothness = smoothness
         self.kinetic = kinetic
@@ -119,7 +140,9 @@ class ReducedFunctional:
             self._energy_matrix = dolfinx.fem.petsc.assemble_matrix(fem.form(energy))
             self._energy_matrix.assemble()
         self.n_theta = model.n_params
-        self.n_params = self.n_theta + self.K * self.d + self.K
+        self.n_output = self.K * self.d + self.K
+        self.n_input = 0 if input_layer is None else input_layer.n_params
+        self.n_params = self.n_theta + self.n_output + self.n_input
         self.frozen_steps: list[int] | None = None
         self.adjoint = None  # made on the first gradient (fem/schemes.make_adjoint)
         # I(x_j) and I(1) in the DG space: f = A x + b is linear, so I f = Σ_j A_kj I(x_j) + b_k I(1).
@@ -130,9 +153,12 @@ class ReducedFunctional:
             self._coordinates.append(basis.x.array[: solver.num_owned].copy())
         basis.interpolate(lambda x: np.ones(x.shape[1]))
         self._ones = basis.x.array[: solver.num_owned].copy()
+        self._ones_local = basis.x.array.copy()
         # K > d: the solver transports the coordinates Q_j (``fem/affine.py``); the logits at the
-        # points are A·(P Q) + b·(P I(1)), with P I(1) evaluated once.
-        self._ones_at_points = self.evaluator(basis) if self.coordinates_transported else None
+        # points are A·(P Q) + b·(P I(1)), with P I(1) evaluated once per set of points.
+        self._ones_at_points = None
+        if input_layer is None and self.coordinates_transported:
+            self._ones_at_points = self.evaluator(self._ones_local)
         self.last: Evaluation | None = None  # the latest evaluation (the accepted iterate, in an optimizer)
 
     # --- parameters ---------------------------------------------------------------------
@@ -144,14 +170,34 @@ class ReducedFunctional:
             raise InputError(f"parameter vector must have shape ({self.n_params},), got {p.shape}")
         theta = p[: self.n_theta]
         A = p[self.n_theta : self.n_theta + self.K * self.d].reshape(self.K, self.d)
-        b = p[self.n_theta + self.K * self.d :]
+        b = p[self.n_theta + self.K * self.d : self.n_theta + self.n_output]
         return theta, A, b
 
+    def input_parameters(self, p: np.ndarray) -> np.ndarray:
+        """The input layer's q, the last ``n_input`` entries of p (empty without a layer)."""
+        return np.asarray(p, dtype=np.float64)[self.n_theta + self.n_output :]
+
     def initial(self, seed: int, scale: float = 1.0) -> np.ndarray:
-        """A starting p: random θ (the model's init) and a random output layer."""
+        """A starting p: random θ (the model's init), a random output layer, and the input
+        layer's ``input_start``."""
         rng = np.random.default_rng(seed + 7919)
         A = rng.normal(0.0, 1.0 / np.sqrt(self.d), (self.K, self.d))
-        return np.concatenate([self.model.init(seed, scale), A.ravel(), np.zeros(self.K)])
+        q = np.zeros(self.n_input) if self.input_start is None else np.asarray(self.input_start, dtype=np.float64)
+        return np.concatenate([self.model.init(seed, scale), A.ravel(), np.zeros(self.K), q])
+
+    def _place(self, p: np.ndarray) -> None:
+        """The data points in Ω for p's input layer, and their evaluator (collective; rebuilt
+        only when the points moved)."""
+        if self.input_layer is None:
+            return
+        z = self.input_layer(self.input_parameters(p), self.features)
+        moved = self.points is None or not np.array_equal(z, self.points)
+        if self.comm.allreduce(int(moved), op=MPI.MAX):
+            # No facet report: the points move every iteration, and u_h(0, ·) is continuous.
+            self.evaluator = PointEvaluator(self.solver.V, z, "data", report=False, gradient=True,
+                                            continuous=True)
+            self.points = z
+            self._ones_at_points = self.evaluator(self._ones_local) if self.coordinates_transported else None
 
     def freeze_steps(self, steps: list[int] | None) -> None:
         """Fix the number of time steps per slab (None: follow the CFL bound again)."""
@@ -195,6 +241,7 @@ class ReducedFunctional:
 
     def _forward(self, p: np.ndarray, keep: bool = False):
         theta, A, b = self.split(p)
+        self._place(p)
         field = self.model.field(theta)
         result = solve_affine(self.solver, field, A, b, coordinates=self.coordinates_transported,
                               frozen_steps=self.frozen_steps, keep=keep)
@@ -255,7 +302,15 @@ class ReducedFunctional:
         else:  # f = A x + b was transported: through λ⁰ and I(x_j), I(1)
             grad_A = np.array([[lam0[k] @ self._coordinates[j] for j in range(self.d)] for k in range(self.K)])
             grad_b = np.array([lam0[k] @ self._ones for k in range(self.K)])
-        local = np.concatenate([grad_theta, grad_A.ravel(), grad_b])
+        grad_q = np.zeros(self.n_input)
+        if self.input_layer is not None:
+            # ∂J/∂z_i = Σ_c r_ci ∇u_c(z_i) over the transported components (u_h(0, ·) is
+            # continuous, so z ↦ u_c(z) is too; ∇ is the gradient in the cell holding z_i), then
+            # the layer's VJP.
+            gz = sum(r[c][:, None] * self.evaluator.gradient(u.x.array)
+                     for c, u in enumerate(result.transported))
+            grad_q = self.input_layer.vjp(self.input_parameters(p), self.features, gz)
+        local = np.concatenate([grad_theta, grad_A.ravel(), grad_b, grad_q])
         grad = np.empty_like(local)
         self.comm.Allreduce(local, grad, op=MPI.SUM)
         _, reg_grad = self._regularization(theta)

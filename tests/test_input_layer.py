@@ -1,0 +1,194 @@
+"""The learned input layer (model/input_layer.py): its map stays inside Ω, its VJP against finite
+differences, its starts, and Taylor tests of J in (θ, A, b, E, e) with the data points moving
+through the semi-Lagrangian u_h(0, ·), on 1 and 2 ranks."""
+
+from mpi4py import MPI
+
+import numpy as np
+import pytest
+
+from solver.errors import InputError
+from solver.fem.mesh import create_mesh
+from solver.fem.semilagrangian import SemiLagrangianSolver
+from solver.fem.schemes import make_solver
+from solver.config import SolverConfig
+from solver.learn.reduced import ReducedFunctional
+from solver.learn.taylor import taylor_remainders
+from solver.model.domain import Ball, Box
+from solver.model.input_layer import InputLayer
+from solver.model.velocity import VelocityModel
+
+SQUARE = Box((-1.0, -1.0), (1.0, 1.0))
+CUBE = Box((-1.0,) * 3, (1.0,) * 3)
+DISK = Ball((0.0, 0.0), 1.0)
+
+
+def features(n=80, F=6, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, F)) * np.arange(1, F + 1) + 3.0
+    y = (X[:, 0] - 3.0 + 0.5 * (X[:, 1] - 3.0) > 0).astype(int) + (X[:, 2] > 4.0)
+    return X, y
+
+
+@pytest.mark.parametrize("domain", [SQUARE, DISK, CUBE], ids=["square", "disk", "cube"])
+def test_points_stay_inside_and_the_vjp_is_the_transposed_jacobian(domain):
+    X, y = features()
+    layer = InputLayer.fit(X, domain, margin=0.2)
+    rng = np.random.default_rng(1)
+    q = layer.initial(X, y) + 0.5 * rng.standard_normal(layer.n_params)
+    q[-layer.dim:] += 3.0  # far out: tanh saturates, the points must still lie inside
+    z = layer(q, X)
+    assert np.all(domain.contains(z))
+    if isinstance(domain, Ball):
+        assert np.linalg.norm(z - domain.center, axis=1).max() < 0.8 * domain.radius
+    else:
+        assert np.abs(z).max() < 0.8
+    gz = rng.standard_normal(z.shape)
+    grad = layer.vjp(q, X, gz)
+    for _ in range(3):
+        dq = rng.standard_normal(layer.n_params)
+        h = 1e-6
+        fd = np.sum(gz * (layer(q + h * dq, X) - layer(q - h * dq, X))) / (2 * h)
+        assert abs(fd - grad @ dq) <= 1e-7 * max(1.0, abs(fd))
+
+
+def test_the_radial_squash_near_its_centre():
+    """The ball's tanh(r)/r and its derivative switch to their series below r = 1e-4: both sides
+    agree there to round-off, and the VJP matches finite differences at w = 0."""
+    X, y = features(F=3)
+    layer = InputLayer.fit(X, DISK, margin=0.2)
+    r = np.array([[1e-4 * (1 - 1e-9), 0.0], [1e-4 * (1 + 1e-9), 0.0]])
+    g, dg = layer._radial(r)
+    assert abs(g[0] - g[1]) < 1e-12 and abs(dg[0] - dg[1]) < 1e-6
+    q = np.zeros(layer.n_params)
+    gz = np.ones((len(X), 2))
+    dq = np.random.default_rng(0).standard_normal(layer.n_params)
+    h = 1e-6
+    fd = np.sum(gz * (layer(q + h * dq, X) - layer(q - h * dq, X))) / (2 * h)
+    assert abs(fd - layer.vjp(q, X, gz) @ dq) <= 1e-7 * max(1.0, abs(fd))
+
+
+def test_starts():
+    """PCA: E's rows are orthogonal principal directions; LDA: K − 1 = 2 discriminant directions,
+    the first separating the classes better than PCA's first."""
+    X, y = features(n=300, F=8)
+    layer = InputLayer.fit(X, SQUARE, margin=0.2)
+    x = layer.standardize(X)
+    for init in ("pca", "lda"):
+        E, e = layer.split(layer.initial(X, y, init))
+        assert np.all(e == 0)
+        if init == "pca":
+            assert abs(E[0] @ E[1]) < 1e-10 * np.linalg.norm(E[0]) * np.linalg.norm(E[1])
+        assert np.linalg.matrix_rank(E) == 2
+        w = x @ E.T
+        assert np.isclose(np.std(w, axis=0).max(), 0.5)  # SPREAD = 2 standard deviations
+    fisher = []
+    for init in ("pca", "lda"):
+        w = x @ layer.split(layer.initial(X, y, init))[0][0]
+        means = np.array([w[y == k].mean() for k in np.unique(y)])
+        fisher.append(np.var(means) / np.mean([w[y == k].var() for k in np.unique(y)]))
+    assert fisher[1] > fisher[0]
+    with pytest.raises(InputError, match="init"):
+        layer.initial(X, y, "ica")
+
+
+def test_constant_columns_and_records():
+    X, _ = features()
+    X[:, 3] = 7.0
+    with pytest.raises(InputError, match=r"1 feature column\(s\) are constant.*'x4'") as error:
+        InputLayer.fit(X, SQUARE, 0.2, source="data.csv")
+    assert error.value.source == "data.csv"
+    X, _ = features()
+    layer = InputLayer.fit(X, DISK, 0.2, feature_names=[f"f{j}" for j in range(6)])
+    back = InputLayer.from_dict(layer.to_dict())
+    q = layer.initial(X)
+    assert np.array_equal(back(q, X), layer(q, X)) and back.feature_names == layer.feature_names
+    with pytest.raises(InputError, match="input layer record"):
+        InputLayer.from_dict({"mean": [0.0]})
+
+
+def make_problem(comm, domain=SQUARE, cells=8, degree=2, K=3, F=6, loss="cross_entropy"):
+    """Raw features in R^F through a learned layer into Ω; the same data on any rank count."""
+    solver = SemiLagrangianSolver(create_mesh(comm, domain, cells), degree=degree,
+                                  num_components=min(K, domain.dim))
+    model = VelocityModel(dim=domain.dim, width=4, slabs=2, T=1.0, activation="tanh", domain=domain,
+                          layers=2)
+    X, y = features(F=F)
+    y = np.minimum(y, K - 1)
+    if loss == "squared_error":
+        y = np.sin(X[:, :1] + np.arange(K))
+    layer = InputLayer.fit(X, domain, margin=0.2)
+    start = layer.initial(X, None)
+    mine = slice(comm.rank, None, comm.size)
+    return ReducedFunctional(solver, model, X[mine], y[mine], K, loss=loss, weight_decay=1e-3,
+                             smoothness=1e-2, input_layer=layer, input_start=start)
+
+
+TAYLOR_CASES = [
+    ("square-P2-3classes", dict()),
+    ("disk-P2-2classes", dict(domain=DISK, K=2)),
+    ("cube-P1-4classes", dict(domain=CUBE, cells=4, degree=1, K=4, F=5)),
+    ("square-P2-regression", dict(K=2, loss="squared_error")),
+]
+EPSILON = 2e-3
+# E and e move all data points at once (here about 5ε per unit step): from ε₀ = 2e-3 and 2e-4 the
+# point nearest a facet crossed it at every halving, and its kink added a term linear in ε
+# (measured: fitted slopes 1.48 and 1.60 for E on the square, while central differences agreed
+# with ∇J to 1e-8); from 2e-5 the rates were 2.000 ± 0.001. The remainders there (~1e-10 against
+# J ~ 1) are far above round-off.
+EPSILON_INPUT = 2e-5
+
+
+@pytest.mark.parametrize("name, kwargs", TAYLOR_CASES, ids=[c[0] for c in TAYLOR_CASES])
+def test_taylor_every_block_with_the_input_layer(comm, name, kwargs, parameter_blocks):
+    """J(p + ε dp) − J(p) − ε ∇J·dp = O(ε²) in every block, the input layer's E and e included:
+    the data points move with them through the continuous u_h(0, ·), whose gradient is
+    piecewise (a point crossing a facet is a kink, met by O(ε) of the points: the slope is fitted
+    over four halvings, as for the semi-Lagrangian steps)."""
+    J = make_problem(comm, **kwargs)
+    p = J.initial(seed=1, scale=1.5)
+    p[J.n_theta + J.n_output :] += 0.3 * np.random.default_rng(5).standard_normal(J.n_input)
+    J0 = J(p)
+    J.freeze_steps(J.evaluate(p).steps)
+    value, gradient = J.value_and_gradient(p)
+    assert value == J0
+    rng = np.random.default_rng(3)
+    blocks = parameter_blocks(J)
+    n = J.n_theta + J.n_output
+    d, F = J.input_layer.dim, J.input_layer.num_features
+    blocks["input.E"] = slice(n, n + d * F)
+    blocks["input.e"] = slice(n + d * F, J.n_params)
+    lines = []
+    for block, where in blocks.items():
+        direction = np.zeros(J.n_params)
+        direction[where] = rng.standard_normal(where.stop - where.start)
+        epsilon = EPSILON_INPUT if block.startswith("input") else EPSILON
+        remainders, rates = taylor_remainders(J, p, gradient, direction, J0=J0, epsilon=epsilon, num=5)
+        slope = np.polyfit(np.log2(epsilon / 2.0 ** np.arange(5)), np.log2(remainders), 1)[0]
+        lines.append(f"{block:>12}: slope {slope:.3f}, rates {np.array2string(rates, precision=3)}")
+        assert slope >= 1.75, f"{name} {block}: remainders {remainders}, rates {rates}, slope {slope}"
+    print(f"\n{name}\n" + "\n".join(lines))
+    J.destroy()
+
+
+def test_same_on_one_rank_and_all(comm):
+    results = []
+    for c in (MPI.COMM_SELF, comm):
+        J = make_problem(c)
+        p = J.initial(seed=2)
+        results.append((J.value_and_gradient(p), J.points))
+        J.destroy()
+    ((v1, g1), _), ((v2, g2), _) = results
+    assert abs(v1 - v2) <= 1e-10 * abs(v1)
+    assert np.abs(g1 - g2).max() <= 1e-9 * np.abs(g1).max()
+
+
+def test_refused_on_a_discontinuous_scheme(comm):
+    mesh = create_mesh(comm, SQUARE, 4)
+    solver = make_solver(mesh, SolverConfig(scheme="rk3"), degree=1, num_components=2)
+    model = VelocityModel(dim=2, width=4, slabs=2, T=1.0, activation="tanh", domain=SQUARE, layers=2)
+    X, y = features()
+    layer = InputLayer.fit(X, SQUARE, 0.2)
+    with pytest.raises(InputError, match="continuous"):
+        ReducedFunctional(solver, model, X, np.minimum(y, 1), 2, input_layer=layer)
+    solver.destroy()

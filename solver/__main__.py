@@ -377,10 +377,11 @@ def preflight_compare_run(comm: MPI.Comm, run: Path) -> None:
     parameters = store.read_parameters(run / store.THETA)
     on_rank0(comm, remove_temporaries, run)
     n_theta, dim = guards.n_theta(config), config.dim
-    K = (parameters.p.size - n_theta) // (dim + 1)
-    if parameters.p.size <= n_theta or parameters.p.size != n_theta + K * (dim + 1):
+    n_input = 0 if parameters.input is None else parameters.input.size  # a learned input layer's
+    K = (parameters.p.size - n_input - n_theta) // (dim + 1)
+    if parameters.p.size <= n_theta or parameters.p.size != n_theta + K * (dim + 1) + n_input:
         raise InputError(f"holds {parameters.p.size} parameters, the run's config.toml needs "
-                         f"{n_theta} + K·{dim + 1}", str(run / store.THETA))
+                         f"{n_theta} + K·{dim + 1}{f' + {n_input}' if n_input else ''}", str(run / store.THETA))
     ended = (parameters.meta or {}).get("resolution") or dict(cells=config.mesh.cells, degree=config.mesh.degree)
     if not isinstance(ended, dict):
         raise InputError("a damaged resolution in its meta (not a JSON object)", str(run / store.THETA))

@@ -32,6 +32,7 @@ from solver.model import velocity
 from solver.model.data import DATASET_KINDS, DATASET_PARAMS, DEFAULT_MARGIN, DEFAULT_TEST_FRACTION
 from solver.model.data import OPTION_CHECKS as DATA_CHECKS
 from solver.model.domain import DOMAIN_KINDS, Domain, make_domain
+from solver.model.input_layer import INPUT_INITS, INPUT_KINDS
 from solver.model.losses import LOSSES
 from solver.model.terminal import (
     TERMINAL_KINDS,
@@ -58,12 +59,12 @@ FIELD_KEYS = {
 # The transport schemes (``fem/schemes.py``): DG + SSP-RK3, semi-Lagrangian on continuous P_k.
 SCHEMES = ("rk3", "sl")
 
-SECTIONS = ("domain", "mesh", "field", "terminal", "solver", "compare", "output", "data", "train")
+SECTIONS = ("domain", "mesh", "field", "terminal", "solver", "compare", "output", "data", "input", "train")
 # The sections each command reads, and so writes into its run directory's config.toml: training
 # learns the output layer (no [terminal]); `compare CONFIG` carries a configured terminal (no
 # [data], [train]). `compare RUN` reads a training run's [compare].
 TRAIN_SECTIONS = tuple(s for s in SECTIONS if s != "terminal")
-COMPARE_SECTIONS = tuple(s for s in SECTIONS if s not in ("data", "train"))
+COMPARE_SECTIONS = tuple(s for s in SECTIONS if s not in ("data", "input", "train"))
 # Ω's extent: sides (diameters) and coordinates a mesh and a CFL step resolve in double precision.
 MIN_SIDE, MAX_SIDE, MAX_COORDINATE = 1e-6, 1e6, 1e6
 # A problem file is text of a few kB: a larger one (or a device, /dev/zero) is not read.
@@ -200,6 +201,20 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class InputConfig:
+    """The map of the data's features into Ω (``model/data.py``, ``model/input_layer.py``)."""
+
+    # "scaling": one affine map, fitted on the training data and fixed (the data have Ω's
+    # dimension); "learned": z = c + s⊙tanh(E x̂ + e) trained with the flow (any number of
+    # features). None: "learned" when the data have more features than Ω has dimensions.
+    kind: str | None = None
+    # Ω's dimension when [domain] is absent (the default box [-1, 1]^dim); none: the data's
+    # dimension, or 3 for data of more than 3 features
+    dim: int | None = None
+    init: str = "pca"  # the learned layer's start: "pca" (principal directions) or "lda" (classes)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Learning the velocity: objective, optimizer, checkpoints.
 
@@ -265,6 +280,7 @@ class Config:
     compare: CompareConfig = CompareConfig()
     output: OutputConfig = OutputConfig()
     data: DataConfig = DataConfig()
+    input: InputConfig = InputConfig()
     train: TrainConfig = TrainConfig()
     source: str = dataclass_field(default="<dict>", compare=False)
 
@@ -322,6 +338,7 @@ SECTION_KEYS = {
     "compare": _keys(CompareConfig),
     "output": _keys(OutputConfig),
     "train": _keys(TrainConfig),
+    "input": _keys(InputConfig),
 }
 DATA_KEYS = _keys(DataConfig)
 
@@ -407,9 +424,16 @@ def config_from_dict(
         if value == old and not isinstance(value, bool):
             del sections[name][key]
 
-    if not sections["domain"] and _data_dimension(sections["data"], source) == 3:
-        sections["domain"] = {"lower": [-1.0] * 3, "upper": [1.0] * 3}  # the default box, in 3D
+    inputs = _input(r, sections["input"])
+    if not sections["domain"]:
+        dim = inputs.dim or _data_dimension(sections["data"], source)
+        sections["domain"] = {"lower": [-1.0] * dim, "upper": [1.0] * dim}  # the default box
     domain = _domain(r, sections["domain"])
+    if inputs.dim is not None and inputs.dim != domain.dim:
+        raise r.error("input", "dim", f"expected Ω's dimension {domain.dim} (of [domain]) or no input.dim, "
+                      f"got {inputs.dim}")
+    if inputs.kind == "learned" and sections["data"].get("augment_dim") is not None:
+        raise r.error("input", "kind", '"learned" maps the features into Ω itself: drop data.augment_dim')
     min_cells = _min_cells(domain.kind)
     field = _field(r, sections["field"], domain)
     solver_keys = set(sections["solver"])
@@ -448,7 +472,18 @@ def config_from_dict(
     ))
     data = _data(r, sections["data"], source)
     train = _train(r, sections["train"], source)
-    return Config(domain, mesh, field, terminal, solver, compare, output, data, train, source=source)
+    if inputs.kind == "learned" and solver.scheme != "sl":
+        raise r.error("input", "kind", f'a learned input layer needs solver.scheme = "sl" (a continuous '
+                      f'u_h(0, ·)): with "{solver.scheme}" J jumps where data points cross facets')
+    return Config(domain, mesh, field, terminal, solver, compare, output, data, inputs, train, source=source)
+
+
+def _input(r: _Reader, s: dict[str, Any]) -> InputConfig:
+    return InputConfig(**r.fields("input", s, InputConfig,
+        kind=validate.optional(partial(validate.choice, choices=INPUT_KINDS)),
+        dim=partial(validate.optional(validate.integer), low=2, high=3),
+        init=partial(validate.choice, choices=INPUT_INITS),
+    ))
 
 
 def _stage_memory(name: str, value: Any) -> int | str:
@@ -574,8 +609,7 @@ RUN_SOLVER_KEYS = {"cfl", "checkpoint_every", "stage_memory", "max_steps"}
 
 def _data_dimension(data: Mapping[str, Any], source: str) -> int:
     """Ω's dimension that a problem file without [domain] implies: ``data.augment_dim`` if
-    given, else for a CSV file its number of feature columns (read from its header) when that is
-    3, else 2. Anything unreadable gives 2: the data's own checks report it later."""
+    given, else for a CSV file 3 when its header names 3 or more feature columns, else 2. Anything unreadable gives 2: the data's own checks report it later."""
     augment = data.get("augment_dim")
     if augment in (2, 3) and not isinstance(augment, bool):
         return augment
@@ -593,7 +627,9 @@ def _data_dimension(data: Mapping[str, Any], source: str) -> int:
     except (OSError, csv.Error):
         return 2
     features = sum(1 for name in header if name.strip().lower() != "label")
-    return 3 if features == 3 and len(header) == 4 else 2
+    if len(header) != features + 1:
+        return 2
+    return 3 if features >= 3 else 2  # more than 3: a learned input layer into the 3D box
 
 
 def _min_cells(domain_kind: str) -> int:

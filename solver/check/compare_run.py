@@ -81,6 +81,7 @@ def _agreement(comm: MPI.Comm, problem, p: np.ndarray) -> tuple[dict, np.ndarray
 
     J = problem.J
     evaluation = J.evaluate(p)
+    problem.sync()  # a learned input layer: the data points at p's
     theta, A, b = J.split(p)
     field = problem.model.field(theta)
     logits = lambda x: x @ A.T + b  # noqa: E731 (the output layer f of eq. 13)

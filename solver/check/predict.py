@@ -32,6 +32,7 @@ from solver.errors import InputError
 from solver.learn.certify import Resolution
 from solver.model.data import Scaling
 from solver.model.domain import Box
+from solver.model.input_layer import InputLayer
 from solver.parallel import gather_rows, rank_share
 from solver.rundir import store
 
@@ -52,6 +53,7 @@ class TrainedRun:
         resolution: the mesh the run ended on.
         classes: the label of each class k.
         augmented: how many zero coordinates follow the data's own (``data.augment_dim``).
+        input_layer: the learned input layer (then ``scaling`` is Ω's identity), or None.
     """
 
     path: Path
@@ -61,10 +63,13 @@ class TrainedRun:
     resolution: Resolution
     classes: tuple[str, ...]
     augmented: int
+    input_layer: InputLayer | None = None
 
     @property
     def input_dim(self) -> int:
         """The number of features a point has in data coordinates."""
+        if self.input_layer is not None:
+            return self.input_layer.num_features
         return self.config.dim - self.augmented
 
 
@@ -104,7 +109,18 @@ def read_run(run: Path) -> TrainedRun:
     except (AttributeError, KeyError, TypeError, ValueError) as error:
         raise InputError(f"a damaged 'resolution' in its meta ({type(error).__name__}: {error})", str(path)) from None
     classes = tuple(meta.get("classes") or map(str, range(len(parameters.b))))
-    return TrainedRun(run, config, parameters, scaling, resolution, classes, augmented_axes(config, meta))
+    layer = None
+    if "input" in meta:
+        try:
+            layer = InputLayer.from_dict(meta["input"])
+        except InputError as error:
+            raise InputError(error.message, str(path)) from None
+        if layer.dim != config.dim or parameters.input is None or parameters.input.shape != (layer.n_params,):
+            raise InputError(f"the input layer maps {layer.num_features} features into {layer.dim}D with "
+                             f"{layer.n_params} parameters; theta.npz holds "
+                             f"{0 if parameters.input is None else parameters.input.size} and Ω is "
+                             f"{config.dim}-dimensional", str(path))
+    return TrainedRun(run, config, parameters, scaling, resolution, classes, augmented_axes(config, meta), layer)
 
 
 def augmented_axes(config: Config, meta: dict) -> int:
@@ -135,9 +151,13 @@ def to_omega(run: TrainedRun, X: np.ndarray, source: str, lines: np.ndarray | No
     """Data coordinates (shape=(n, run.input_dim)) -> Ω (shape=(n, dim)): zero coordinates for
     the augmented axes, then the run's scaling.
 
+    A learned input layer maps any point into Ω.
+
     Raises:
         InputError: naming ``source`` and the first lines, if points fall outside Ω.
     """
+    if run.input_layer is not None:
+        return run.input_layer(run.parameters.input, X)
     X = np.hstack([X, np.zeros((len(X), run.augmented))])
     x = run.scaling.apply(X)
     domain = run.config.domain_object()

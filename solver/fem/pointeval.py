@@ -49,7 +49,8 @@ class PointEvaluator:
         gradient: also build the matrices of ∇u_h at the points (``gradient``), in the cell
             that holds each point (the semi-Lagrangian adjoint's ∇u at departure points).
         continuous: V is continuous, so a point on a facet has one value whichever cell holds
-            it: no step off the facet (one search instead of two) and no facet count.
+            it: no step off the facet (one search instead of two) and no facet count. None:
+            whether V's element is continuous.
 
     Raises:
         InputError: on every rank, if any rank has a non-finite point, or (outside="raise") one
@@ -58,9 +59,11 @@ class PointEvaluator:
 
     def __init__(self, V: fem.FunctionSpace, points: np.ndarray, source: str = "points",
                  report: bool = True, outside: str = "raise", gradient: bool = False,
-                 continuous: bool = False):
+                 continuous: bool | None = None):
         mesh = V.mesh
         comm = mesh.comm
+        if continuous is None:
+            continuous = not V.element.basix_element.discontinuous
         gdim = mesh.geometry.dim
         points = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, gdim)
         self.comm = comm

@@ -116,6 +116,7 @@ class ReducedFunctional:
         self.num_points = self.comm.allreduce(len(points), op=MPI.SUM)
         self.input_layer = input_layer
         self.input_start = input_start
+        self.last_input = None  # the input layer's q at the latest evaluation (None: no layer)
         if input_layer is None:
             self.evaluator = PointEvaluator(solver.V, points, "data")
             self.points = np.asarray(points, dtype=np.float64)
@@ -190,12 +191,11 @@ class ReducedFunctional:
         only when the points moved)."""
         if self.input_layer is None:
             return
-        z = self.input_layer(self.input_parameters(p), self.features)
+        self.last_input = self.input_parameters(p).copy()
+        z = self.input_layer(self.last_input, self.features)
         moved = self.points is None or not np.array_equal(z, self.points)
         if self.comm.allreduce(int(moved), op=MPI.MAX):
-            # No facet report: the points move every iteration, and u_h(0, ·) is continuous.
-            self.evaluator = PointEvaluator(self.solver.V, z, "data", report=False, gradient=True,
-                                            continuous=True)
+            self.evaluator = PointEvaluator(self.solver.V, z, "data", gradient=True)
             self.points = z
             self._ones_at_points = self.evaluator(self._ones_local) if self.coordinates_transported else None
 

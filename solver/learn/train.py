@@ -49,7 +49,8 @@ def load_dataset(config: Config, domain) -> Dataset:
         return make_dataset(
             dc.kind, dc.points, noise=dc.noise, seed=dc.seed, test_fraction=dc.test_fraction,
             num_classes=dc.classes, augment_dim=dc.augment_dim, domain=domain, margin=dc.margin,
-            label_noise=dc.label_noise, **dict(dc.params),
+            label_noise=dc.label_noise, input_kind=config.input.kind, input_init=config.input.init,
+            **dict(dc.params),
         )
     except InputError as error:
         raise InputError(str(error), source=error.source or config.source) from None
@@ -123,19 +124,35 @@ class Problem:
                 f"train.max_dofs = {config.train.max_dofs} is below the starting mesh's {dofs} dofs "
                 f"per component ({resolution}); raise it or start on a coarser mesh", config.source)
         mine, theirs = rank_share(comm, len(dataset.y_train)), rank_share(comm, len(dataset.y_test))
-        J = ReducedFunctional(
-            solver, model, dataset.X_train[mine], dataset.y_train[mine], dataset.num_classes,
-            loss=config.train.loss, weight_decay=config.train.weight_decay,
-            smoothness=config.train.smoothness, kinetic=config.train.kinetic,
-            roughness=config.train.roughness,
-        )
+        layer = dataset.input_layer
+        try:
+            J = ReducedFunctional(
+                solver, model, dataset.X_train[mine] if layer is None else dataset.features_train[mine],
+                dataset.y_train[mine], dataset.num_classes,
+                loss=config.train.loss, weight_decay=config.train.weight_decay,
+                smoothness=config.train.smoothness, kinetic=config.train.kinetic,
+                roughness=config.train.roughness, input_layer=layer, input_start=dataset.input_q,
+            )
+        except InputError as error:
+            solver.destroy()
+            raise InputError(error.message, error.source or config.source) from None
         test = PointEvaluator(solver.V, dataset.X_test[theirs], "data (test points)")
         every = checked_points(dataset, config.train.check_points)
         checked = Checked(every.train[mine], every.test[theirs])
         return cls(config, domain, dataset, model, solver, J, test, mine, theirs, checked, resolution)
 
+    def sync(self) -> None:
+        """With a learned input layer: the data set's points (and the test points' evaluator)
+        at the input layer of J's latest evaluation (collective; a no-op when they are)."""
+        q = self.J.last_input
+        if q is None or np.array_equal(q, self.dataset.input_q):
+            return
+        self.dataset = self.dataset.placed(q)
+        self.test = PointEvaluator(self.solver.V, self.dataset.X_test[self.test_share], "data (test points)")
+
     def accuracy(self, comm: MPI.Comm) -> tuple[float, float]:
         """Train and test accuracy of the latest evaluation (collective)."""
+        self.sync()
         pred_train = self.J.last.predictions.argmax(axis=1)
         correct_train = int(np.sum(pred_train == self.dataset.y_train[self.train_share]))
         test_values = np.stack([self.test(u) for u in self.J.last.u0], axis=1)
@@ -328,6 +345,7 @@ def check(comm: MPI.Comm, problem: Problem, p: np.ndarray, reference: str | None
     of its SDE (``certify.py``); ``reference`` (``certify.CHARACTERISTICS`` or ``MONTE_CARLO``)
     overrides that choice (collective)."""
     started = time.perf_counter()
+    problem.sync()
     theta, A, b = problem.J.split(p)
     field = problem.model.field(theta)
     ds, mine, theirs, pick = problem.dataset, problem.train_share, problem.test_share, problem.checked
@@ -410,6 +428,7 @@ def next_resolution(comm: MPI.Comm, problem: Problem, p: np.ndarray, threshold: 
     resolution = problem.resolution
     if resolution.degree < 2:
         return resolution.raised()
+    problem.sync()
     theta, A, b = problem.J.split(p)
     field = problem.model.field(theta)
     ds, pick = problem.dataset, problem.checked

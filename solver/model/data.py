@@ -52,6 +52,7 @@ import numpy as np
 from solver import validate
 from solver.errors import InputError, OutsideDomainWarning
 from solver.model.domain import Ball, Box, Domain
+from solver.model.input_layer import InputLayer
 
 log = logging.getLogger("solver")
 
@@ -695,6 +696,11 @@ class Dataset:
             order when the test points come from that file).
         test_outside: held-out points left out because they fell outside Ω
             (:func:`outside_domain`); metrics.json's ``test_outside``.
+        input_layer: the learned input layer (``model/input_layer.py``), or None: the points
+            are placed by ``scaling``. With a layer, X_train and X_test are its images of
+            ``features_train`` and ``features_test`` (the raw features, shape=(n, F)) at its
+            parameters ``input_q`` (the start, then those of the latest evaluation:
+            :meth:`placed`), and ``scaling`` is the identity of Ω.
     """
 
     kind: str
@@ -710,10 +716,28 @@ class Dataset:
     train_index: np.ndarray | None = field(default=None, repr=False)
     test_index: np.ndarray | None = field(default=None, repr=False)
     test_outside: int = 0
+    input_layer: InputLayer | None = None
+    input_q: np.ndarray | None = field(default=None, repr=False)
+    features_train: np.ndarray | None = field(default=None, repr=False)
+    features_test: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def dim(self) -> int:
         return self.X_train.shape[1]
+
+    @property
+    def num_features(self) -> int:
+        """The data's own number of features (before augmentation or the input layer)."""
+        if self.input_layer is not None:
+            return self.input_layer.num_features
+        return self.dim - self.augmented
+
+    def placed(self, q: np.ndarray) -> Dataset:
+        """This data set with its points in Ω at the input layer's parameters ``q`` (a learned
+        layer only): X_train and X_test are layer(q, features)."""
+        layer = self.input_layer
+        return replace(self, X_train=layer(q, self.features_train), X_test=layer(q, self.features_test),
+                       input_q=np.array(q, dtype=np.float64))
 
 
 def _generate(
@@ -774,6 +798,8 @@ def make_dataset(
     domain: Domain | None = None,
     margin: float = DEFAULT_MARGIN,
     label_noise: float = 0.0,
+    input_kind: str | None = None,
+    input_init: str = "pca",
     **kw: Any,
 ) -> Dataset:
     """A labelled data set by name, split into train and test and placed inside Ω.
@@ -803,6 +829,7 @@ def make_dataset(
         **kw: the kind's extra parameters (:data:`DATASET_PARAMS`); csv: ``path`` and
             ``test_path``, a CSV file of held-out points in the same format
             (:func:`load_test_csv`; then test_fraction must be 0 or None).
+        input_kind, input_init: the map into Ω (:func:`place_in_domain`; ``[input]``).
 
     Returns:
         The :class:`Dataset`, points in Ω coordinates. Test points that land outside Ω are left
@@ -840,7 +867,8 @@ def make_dataset(
         test = load_test_csv(kw["test_path"], names, class_names)
     dataset = place_in_domain(kind, X, y, k, names, class_names, seed=seed, test_fraction=test_fraction,
                               augment_dim=augment_dim, domain=domain, margin=margin, source=source,
-                              test=test, test_source=kw.get("test_path"))
+                              test=test, test_source=kw.get("test_path"), input_kind=input_kind,
+                              input_init=input_init)
     if label_noise == 0.0:
         return dataset
     return replace(dataset, y_train=flip_labels(dataset.y_train, k, label_noise, seed))
@@ -874,6 +902,8 @@ def place_in_domain(
     source: str | None = None,
     test: tuple[np.ndarray, np.ndarray] | None = None,
     test_source: str | None = None,
+    input_kind: str | None = None,
+    input_init: str = "pca",
 ) -> Dataset:
     """Labelled points split into train and test and placed inside Ω: the second half of
     :func:`make_dataset`, shared with points given as arrays (``solver.estimator``), so that
@@ -889,11 +919,24 @@ def place_in_domain(
         test: held-out points (X shape=(m, d), y shape=(m,)) from elsewhere (``data.test_path``),
             or None: held out of X by ``test_fraction``.
         test_source: the file ``test`` came from, for messages.
+        input_kind: "scaling" (the fixed map :class:`Scaling`) or "learned" (an
+            :class:`~solver.model.input_layer.InputLayer` started by ``input_init``, "pca" or
+            "lda"); None: "learned" when the data have more features than Ω has dimensions.
 
     Test points outside Ω are left out with a warning (:func:`outside_domain`) and counted in
     :attr:`Dataset.test_outside`.
     """
     k, names = num_classes, feature_names
+    if input_kind is None and domain is not None and augment_dim is None:
+        input_kind = "learned" if X.shape[1] > domain.dim else "scaling"
+    if input_kind == "learned":
+        if domain is None:
+            raise InputError("a learned input layer maps the data into Ω: it needs a domain", source)
+        if augment_dim is not None:
+            raise _fail("augment_dim", "the learned input layer maps the features into Ω itself; drop "
+                                       "data.augment_dim or set input.kind = \"scaling\"")
+        return _learned(kind, X, y, k, names, class_names, seed=seed, test_fraction=test_fraction,
+                        domain=domain, margin=margin, source=source, test=test, init=input_init)
     X_all, names, augmented = augment(X, names, augment_dim)
     train, held = _split(y, k, test_fraction, seed)
     if test is None:
@@ -918,6 +961,29 @@ def place_in_domain(
         X_test, y_held, held = X_test[inside], y_held[inside], held[inside]
     return Dataset(kind, X_train, y[train], X_test, y_held, k, names, class_names, scaling,
                    augmented, train, held, outside)
+
+
+def _learned(kind: str, X: np.ndarray, y: np.ndarray, k: int, names: tuple[str, ...],
+             class_names: tuple[str, ...], *, seed: int, test_fraction: float, domain: Domain,
+             margin: float, source: str | None, test: tuple[np.ndarray, np.ndarray] | None,
+             init: str) -> Dataset:
+    """:func:`place_in_domain` through a learned input layer, fitted on the training points and
+    started by ``init``; every point lands inside Ω, whatever its features."""
+    train, held = _split(y, k, test_fraction, seed)
+    F_train = X[train]
+    F_test, y_test = (X[held], y[held]) if test is None else test
+    if test is not None:
+        held = np.arange(len(y_test))
+    try:
+        layer = InputLayer.fit(F_train, domain, margin, names, source)
+    except InputError as error:
+        raise InputError(error.message, error.source or source) from None
+    warn_outliers(F_train, train, source)
+    q = layer.initial(F_train, y[train] if np.issubdtype(y.dtype, np.integer) else None, init)
+    dataset = Dataset(kind, layer(q, F_train), y[train], layer(q, F_test), y_test, k,
+                      tuple(f"z{j + 1}" for j in range(domain.dim)), class_names,
+                      Scaling.identity(domain.dim), 0, train, held, 0, layer, q, F_train, F_test)
+    return dataset
 
 
 def check_resolved(x: np.ndarray, x_omega: np.ndarray, domain: Domain, source: str | None = None) -> None:

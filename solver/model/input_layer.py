@@ -36,6 +36,18 @@ SPREAD = 2.0
 SMALL = 1e-4
 
 
+def squash(w: np.ndarray, center: np.ndarray, half: np.ndarray, ball: bool) -> np.ndarray:
+    """z = c + s ⊙ tanh(w) (box) or c + ρ tanh(|w|) w/|w| (ball; ρ = ``half``'s entries) for
+    w of shape=(n, d): the layer's last step, shared with the exported net (``resnet/net.py``)."""
+    if not ball:
+        return center + half * np.tanh(w)
+    r = np.linalg.norm(w, axis=1, keepdims=True)
+    # tanh(r)/r is accurate in floating point for every r > 0 (tanh(r) = r to round-off for tiny
+    # r); only r = 0 needs its limit 1.
+    r = np.maximum(r, np.finfo(np.float64).tiny)
+    return center + half * (np.tanh(r) / r) * w
+
+
 @dataclass(frozen=True, eq=False)
 class InputLayer:
     """x ↦ z = c + s ⊙ tanh(E x̂ + e) (box) or its radial form (ball), x̂ the standardized x.
@@ -145,11 +157,14 @@ class InputLayer:
 
     def __call__(self, q: np.ndarray, X: np.ndarray) -> np.ndarray:
         """z, shape=(n, d), strictly inside Ω's central part."""
-        w = self.pre(q, X)
-        if not self.ball:
-            return self.center + self.half * np.tanh(w)
-        g, _ = self._radial(w)
-        return self.center + self.half * (g[:, None] * w)
+        return squash(self.pre(q, X), self.center, self.half, self.ball)
+
+    def folded(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The standardization folded into E and e: w = W x + c with W = E / std (shape=(d, F))
+        and c = e − W mean (shape=(d,)), the exported net's first layer."""
+        E, e = self.split(q)
+        W = E / self.std
+        return W, e - W @ self.mean
 
     def vjp(self, q: np.ndarray, X: np.ndarray, gz: np.ndarray) -> np.ndarray:
         """(∂z/∂q)ᵀ gz for the cotangents ``gz`` (shape=(n, d)) of z: shape=(n_params,)."""

@@ -1,7 +1,7 @@
 """Export a trained run as an explicit ResNet (eq. 17, or midpoint/RK4 blocks): ONNX and npz.
 
 The net takes data coordinates: its first step is the run's input scaling x_Ω = scale ⊙ x + shift
-(``data.Scaling``), then N residual blocks of the learned flow, then the learned output layer
+(``data.Scaling``) or its learned input layer (``model/input_layer.py``), then N residual blocks of the learned flow, then the learned output layer
 (logits A x + b).
 """
 
@@ -19,6 +19,7 @@ from solver.resnet.formats import ONNX_DTYPES, parse_formats
 from solver.resnet.net import OutputLayer, ResNet, resnet_from_velocity, save_npz
 from solver.resnet.onnx_net import run_annotations, save_onnx
 from solver.model.from_config import velocity_model
+from solver.model.input_layer import InputLayer
 from solver.rundir import store
 
 log = logging.getLogger("solver")
@@ -73,9 +74,19 @@ def net_of_parameters(config: Config, params: store.Parameters, depth: int, sche
         scale, shift = np.asarray(scaling["scale"], dtype=float), np.asarray(scaling["shift"], dtype=float)
     except (KeyError, TypeError, ValueError):
         raise InputError('meta has no data scaling {"scale": [...], "shift": [...]}', source) from None
+    layer = None
+    if "input" in params.meta:
+        try:
+            layer = InputLayer.from_dict(params.meta["input"])
+        except InputError as error:
+            raise InputError(error.message, source) from None
+        if params.input is None or params.input.shape != (layer.n_params,):
+            raise InputError(f"meta records an input layer of {layer.n_params} parameters, the file holds "
+                             f"{0 if params.input is None else params.input.size}", source)
     model = velocity_model(config, config.domain_object())
     return resnet_from_velocity(model, params.theta, depth, scheme, output=OutputLayer(output, params.A, params.b),
-                                input_scale=scale, input_shift=shift, noise=noise or 0.0)
+                                input_scale=scale, input_shift=shift, noise=noise or 0.0,
+                                input_layer=layer, input_q=params.input)
 
 
 def export(run: Path, depth: int, scheme: str, formats: str | list[str], output: str = "linear",

@@ -41,6 +41,7 @@ import numpy as np
 
 from solver import __version__
 from solver.model.domain import Ball, Box, Domain
+from solver.model.input_layer import InputLayer, squash
 from solver.errors import InputError
 from solver.resnet.formats import load_net_npz, parse_meta, save_net_npz
 # _affine is private to model/terminal.py: sharing it is what guarantees output_layer's weights are
@@ -234,6 +235,12 @@ class ResNet:
         output: The output layer f.
         input_scale: ``scale`` of x_Ω = scale ⊙ x_data + shift, shape=(d,).
         input_shift: ``shift``, shape=(d,).
+        input_weights: a learned input layer's W (the standardization folded in), shape=(d, F),
+            or None. With it x_Ω = shift + scale ⊙ tanh(W x_data + input_bias) (box), or for a
+            ball shift + scale ⊙ tanh(|w|) w/|w|, w = W x_data + input_bias
+            (``model/input_layer.py``): the net takes F features.
+        input_bias: the learned input layer's bias, shape=(d,) (with ``input_weights``).
+        input_ball: the learned input layer's squash is radial (Ω a ball).
         slabs: The velocity model's number of slabs L, for the record.
         source: The file the net was loaded from, for error messages; None if built here.
         noise: ε ≥ 0. If > 0, the net is stochastic: after block k, x_k += √(2ε s_k) ξ_k with
@@ -257,6 +264,9 @@ class ResNet:
     slabs: int = 1
     source: str | None = dataclass_field(default=None, compare=False)
     noise: float = 0.0
+    input_weights: np.ndarray | None = None
+    input_bias: np.ndarray | None = None
+    input_ball: bool = False
 
     def __post_init__(self):
         src = self.source
@@ -294,6 +304,15 @@ class ResNet:
                 raise InputError(f"{name} must be finite", src)
         if np.any(arrays["input_scale"] == 0):
             raise InputError(f"input scale must be nonzero, got {arrays['input_scale']}", src)
+        if (self.input_weights is None) != (self.input_bias is None):
+            raise InputError("a learned input layer needs both input_weights and input_bias", src)
+        if self.input_weights is not None:
+            layer = {"input_weights": np.asarray(self.input_weights, dtype=np.float64),
+                     "input_bias": np.asarray(self.input_bias, dtype=np.float64)}
+            if layer["input_weights"].ndim != 2 or layer["input_weights"].shape[0] != d or layer["input_bias"].shape != (d,):
+                raise InputError(f"input_weights must have shape ({d}, F) and input_bias ({d},), got "
+                                 f"{layer['input_weights'].shape} and {layer['input_bias'].shape}", src)
+            arrays.update(layer)
         if getattr(self.domain, "dim", None) != d:
             raise InputError(f"domain {self.domain!r} does not have the net's dimension {d}", src)
         if self.output.weights.shape[1] != d:
@@ -307,8 +326,13 @@ class ResNet:
 
     @property
     def dim(self) -> int:
-        """The input dimension d."""
+        """The flow's dimension d (Ω's)."""
         return self.W1.shape[3]
+
+    @property
+    def input_dim(self) -> int:
+        """The number of features the net takes: F with a learned input layer, else d."""
+        return self.dim if self.input_weights is None else self.input_weights.shape[1]
 
     @property
     def width(self) -> int:
@@ -353,10 +377,18 @@ class ResNet:
             "slabs": int(self.slabs),
             "block_times": self.block_times.tolist(),
             "sample_times": self.sample_times.tolist(),
+            "input_dim": self.input_dim,
             "input_scaling": {
                 "formula": "x_domain = scale * x_data + shift",
                 "scale": self.input_scale.tolist(),
                 "shift": self.input_shift.tolist(),
+            } if self.input_weights is None else {
+                "formula": ("x_domain = shift + scale * tanh(|w|) * w / |w|" if self.input_ball else
+                            "x_domain = shift + scale * tanh(w)") + ", w = input_weights @ x_data + input_bias",
+                "scale": self.input_scale.tolist(),
+                "shift": self.input_shift.tolist(),
+                "learned": True,
+                "ball": bool(self.input_ball),
             },
             "output": {"kind": self.output.kind,
                        "num_components": self.output.num_components},
@@ -395,6 +427,8 @@ def resnet_from_velocity(
     input_scale: float | np.ndarray = 1.0,
     input_shift: float | np.ndarray = 0.0,
     noise: float = 0.0,
+    input_layer: InputLayer | None = None,
+    input_q: np.ndarray | None = None,
 ) -> ResNet:
     """The ResNet of ``depth`` blocks that integrates v(·, ·; θ) from 0 to T (eqs. 13, 17);
     with ``noise`` = ε > 0 the stochastic one (see ``ResNet.noise``).
@@ -408,6 +442,8 @@ def resnet_from_velocity(
             then the flow map x_N).
         input_scale: ``scale`` in x_Ω = scale ⊙ x_data + shift, a number or shape=(d,).
         input_shift: ``shift``, a number or shape=(d,).
+        input_layer, input_q: a learned input layer and its parameters q, in place of the
+            scaling (the net then takes the layer's F features).
 
     Returns:
         The net; a larger ``depth`` refines the same flow.
@@ -443,6 +479,11 @@ def resnet_from_velocity(
             p = model.params_at(theta, float(sample[k, i]))
             W1[k, i], b1[k, i] = p.W1, p.b1
             W2[k, i], b2[k, i] = step[k] * p.W2, step[k] * p.b2  # eq. 16
+    learned = {}
+    if input_layer is not None:
+        W, c = input_layer.folded(input_q)
+        learned = dict(input_weights=W, input_bias=c, input_ball=input_layer.ball)
+        input_scale, input_shift = input_layer.half, input_layer.center
     return ResNet(
         scheme=scheme, activation=model.activation, domain=model.domain,
         W1=W1, b1=b1, W2=W2, b2=b2, block_times=times, sample_times=sample, output=output,
@@ -450,6 +491,7 @@ def resnet_from_velocity(
         input_shift=_vector("input_shift", input_shift, d),
         slabs=model.slabs,
         noise=noise,
+        **learned,
     )
 
 
@@ -470,8 +512,12 @@ def check_input(x: np.ndarray, dim: int, source: str | None, dtype: Any = np.flo
 
 
 def to_domain(net: ResNet, x_data: np.ndarray) -> np.ndarray:
-    """x_Ω = scale ⊙ x_data + shift for ``x_data`` of shape=(n, d)."""
-    return check_input(x_data, net.dim, net.source) * net.input_scale + net.input_shift
+    """x_Ω = scale ⊙ x_data + shift for ``x_data`` of shape=(n, d), or the learned input layer
+    for ``x_data`` of shape=(n, F)."""
+    x = check_input(x_data, net.input_dim, net.source)
+    if net.input_weights is None:
+        return x * net.input_scale + net.input_shift
+    return squash(x @ net.input_weights.T + net.input_bias, net.input_shift, net.input_scale, net.input_ball)
 
 
 def noise_scales(net: ResNet) -> np.ndarray:
@@ -561,6 +607,8 @@ def save_npz(net: ResNet, path: str | Path) -> Path:
     """
     arrays = {name: getattr(net, name) for name in _ARRAYS}
     arrays.update(output_weights=net.output.weights, output_bias=net.output.bias)
+    if net.input_weights is not None:
+        arrays.update(input_weights=net.input_weights, input_bias=net.input_bias)
     return save_net_npz(path, FORMAT, FORMAT_VERSION, net.metadata(), arrays)
 
 
@@ -637,6 +685,9 @@ def _net_from_meta(meta: dict[str, Any], arrays: dict[str, np.ndarray], src: str
         slabs=int(meta.get("slabs", 1)),
         source=src,
         noise=float(meta.get("noise", {}).get("viscosity", 0.0)),
+        input_weights=arrays.get("input_weights") if scaling.get("learned") else None,
+        input_bias=arrays.get("input_bias") if scaling.get("learned") else None,
+        input_ball=bool(scaling.get("ball", False)),
     )
 
 

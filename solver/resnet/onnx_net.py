@@ -128,6 +128,26 @@ def _block(g: OnnxGraph, net: ResNet, k: int, x: str) -> str:
     return x
 
 
+def _input(g: OnnxGraph, net: ResNet) -> str:
+    """The documented input scaling x_Ω = scale ⊙ x_data + shift, or the learned input layer
+    x_Ω = shift + scale ⊙ tanh(W x + c) (Gemm, Tanh, Mul, Add; a ball: the radial squash
+    tanh(|w|) w/|w|, |w| kept from 0 by the smallest normal number): the graph's first nodes."""
+    x = g.input("x", net.input_dim)
+    if net.input_weights is None:
+        x = g.node("Mul", x, g.constant(net.input_scale, name="input_scale"), out="input_scaling.mul")
+        return g.node("Add", x, g.constant(net.input_shift, name="input_shift"), out="input_scaling.add")
+    w = g.node("Gemm", x, g.constant(net.input_weights, name="input.W"), g.constant(net.input_bias, name="input.c"),
+               transB=1, out="input.w")
+    if net.input_ball:
+        r = g.node("Sqrt", g.node("ReduceSumSquare", w, axes=[1], keepdims=1))
+        r = g.node("Max", r, g.constant(np.array([np.finfo(g.dtype).tiny]), name="input.tiny"))
+        squashed = g.node("Mul", w, g.node("Div", g.node("Tanh", r), r), out="input.squash")
+    else:
+        squashed = g.node("Tanh", w, out="input.squash")
+    x = g.node("Mul", squashed, g.constant(net.input_scale, name="input_scale"), out="input_scaling.mul")
+    return g.node("Add", x, g.constant(net.input_shift, name="input_shift"), out="input_scaling.add")
+
+
 def to_onnx(net: ResNet, dtype: Any = "float32", noise_input: bool = False,
             annotations: dict[str, Any] | None = None) -> onnx.ModelProto:
     """The net as an ONNX model (opset ``OPSET``) that passes ``onnx.checker``.
@@ -146,10 +166,7 @@ def to_onnx(net: ResNet, dtype: Any = "float32", noise_input: bool = False,
         (f(x_N): logits, probabilities or x_N) and ``flow`` shape=(n, d) (x_N in Ω).
     """
     g = OnnxGraph(f"transport_resnet_{net.scheme}_{net.depth}", float_dtype(dtype), batch="n")
-    # The documented input scaling x_Ω = scale ⊙ x_data + shift is the graph's first node.
-    x = g.node("Mul", g.input("x", net.dim), g.constant(net.input_scale, name="input_scale"),
-               out="input_scaling.mul")
-    x = g.node("Add", x, g.constant(net.input_shift, name="input_shift"), out="input_scaling.add")
+    x = _input(g, net)
     xi = None
     if net.noise > 0 and noise_input:
         xi = g.input_shape("xi", [net.depth, "n", net.dim])
@@ -217,7 +234,7 @@ class OnnxResNet:
     def __init__(self, session: Any, metadata: dict[str, Any], source: str):
         self.session = session
         self.metadata = metadata
-        self.dim = int(metadata["dim"])
+        self.dim = int(metadata.get("input_dim", metadata["dim"]))  # the features it takes
         self.dtype = np.dtype(metadata["onnx_dtype"])
         self.source = source
 
@@ -249,10 +266,9 @@ def load_onnx_session(path: str | Path, dim: int | None = None, threads: int | N
 
     src = str(path)
     data, meta = _read_exported(Path(path))
-    if dim is not None and dim != meta["dim"]:
-        raise InputError(
-            f"the net takes {meta['dim']}-dimensional input, expected {dim}-dimensional", src
-        )
+    takes = meta.get("input_dim", meta["dim"])
+    if dim is not None and dim != takes:
+        raise InputError(f"the net takes {takes}-dimensional input, expected {dim}-dimensional", src)
     try:
         options = ort.SessionOptions()
         if threads is not None:
@@ -284,9 +300,10 @@ def _read_exported(path: Path) -> tuple[bytes, dict[str, Any]]:
         raise InputError(f"exported ResNet metadata has a bad dtype or dim: {meta!r:.200}", src)
     inputs = [i for i in model.graph.input if i.name == "x"]
     shape = [] if not inputs else inputs[0].type.tensor_type.shape.dim
-    if len(shape) != 2 or shape[1].dim_value != meta["dim"]:
+    takes = meta.get("input_dim", meta["dim"])
+    if len(shape) != 2 or shape[1].dim_value != takes:
         raise InputError(
-            f"exported ResNet graph input 'x' does not have shape (n, {meta['dim']}) as its "
+            f"exported ResNet graph input 'x' does not have shape (n, {takes}) as its "
             f"metadata says", src
         )
     return data, meta

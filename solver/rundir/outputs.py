@@ -55,6 +55,14 @@ def softmax(u: np.ndarray) -> np.ndarray:
 # --- training -------------------------------------------------------------------------------
 
 
+def input_record(problem, p: np.ndarray) -> dict:
+    """``write_parameters``' input_layer and q of a run with a learned input layer, else none."""
+    layer = problem.dataset.input_layer
+    if layer is None:
+        return {}
+    return dict(input_layer=layer.to_dict(), q=problem.J.input_parameters(p))
+
+
 def write_training_outputs(comm: MPI.Comm, outcome, out: Path) -> dict:
     """theta.npz, the PNGs, u_h(0, ·) and u_h(t, ·) for ParaView, metrics.json (collective).
 
@@ -70,7 +78,7 @@ def write_training_outputs(comm: MPI.Comm, outcome, out: Path) -> dict:
     on_rank0(comm, store.write_parameters, out / store.THETA, problem.model, theta, A, b,
              domain=config.to_dict()["domain"], scaling=problem.dataset.scaling.to_dict(),
              resolution=problem.resolution.to_dict(), classes=list(problem.dataset.class_names),
-             augmented=problem.dataset.augmented)
+             augmented=problem.dataset.augmented, **input_record(problem, state.p))
     metrics = training_metrics(comm, outcome)
     if config.output.png:
         write_training_pictures(comm, problem, state.p, outcome.history, out, metrics["test_accuracy"])

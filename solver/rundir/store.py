@@ -115,12 +115,14 @@ class Parameters:
     A: np.ndarray | None = None
     b: np.ndarray | None = None
     meta: dict[str, Any] | None = None
+    input: np.ndarray | None = None  # the learned input layer's q (E row by row, e), if any
 
 
 def write_parameters(path: str | Path, model: VelocityModel, theta: np.ndarray, A: np.ndarray,
                      b: np.ndarray, *, domain: dict, scaling: dict, resolution: dict | None = None,
                      classes: list[str] | None = None, augmented: int | None = None,
-                     estimator: dict | None = None) -> None:
+                     estimator: dict | None = None, input_layer: dict | None = None,
+                     q: np.ndarray | None = None) -> None:
     """theta.npz: p = (θ, A, b), its parts under their names, and ``meta`` (JSON text).
 
     Args:
@@ -133,6 +135,8 @@ def write_parameters(path: str | Path, model: VelocityModel, theta: np.ndarray, 
             (``predict`` appends them to new points).
         estimator: what ``solver.estimator.FlowClassifier`` needs beyond that to load the run
             (the labels' dtype, the number of features; JSON values).
+        input_layer, q: a learned input layer's record (``InputLayer.to_dict()``, meta
+            ``input``) and parameters (the array ``input``, the last entries of p).
     """
     theta, A, b = (np.asarray(a, dtype=np.float64) for a in (theta, A, b))
     meta = dict(
@@ -152,9 +156,13 @@ def write_parameters(path: str | Path, model: VelocityModel, theta: np.ndarray, 
         meta["augmented"] = int(augmented)
     if estimator is not None:
         meta["estimator"] = estimator
-    p = np.concatenate([theta, A.ravel(), b])
+    extra = {}
+    if input_layer is not None:
+        meta["input"] = input_layer
+        extra["input"] = np.asarray(q, dtype=np.float64)
+    p = np.concatenate([theta, A.ravel(), b, *extra.values()])
     with atomic_file(path) as f:
-        np.savez(f, p=p, theta=theta, A=A, b=b, meta=json.dumps(meta))
+        np.savez(f, p=p, theta=theta, A=A, b=b, meta=json.dumps(meta), **extra)
 
 
 def read_parameters(path: str | Path) -> Parameters:
@@ -169,10 +177,14 @@ def read_parameters(path: str | Path) -> Parameters:
         if meta is not None and not isinstance(meta, dict):
             raise ValueError("meta is not a JSON object")
         parts = [arrays.get(k) for k in ("theta", "A", "b")]
-        if all(a is not None for a in parts) and np.concatenate([parts[0], parts[1].ravel(), parts[2]]).shape != p.shape:
-            raise ValueError(f"theta, A and b do not make up p ({p.size} values)")
+        q = arrays.get("input")
+        if all(a is not None for a in parts) and np.concatenate(
+                [parts[0], parts[1].ravel(), parts[2], np.ravel(q) if q is not None else []]).shape != p.shape:
+            raise ValueError(f"theta, A, b{' and input' if q is not None else ''} do not make up p ({p.size} values)")
+        if (q is None) != (meta is None or "input" not in meta) and meta is not None:
+            raise ValueError("the input layer's parameters and its record (meta 'input') come together")
         _finite(arrays)
-    return Parameters(p, *parts, meta=meta)
+    return Parameters(p, *parts, meta=meta, input=None if q is None else np.asarray(q, dtype=np.float64))
 
 
 def check_resolution(cells, degree, source: str) -> tuple[int, int]:

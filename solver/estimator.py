@@ -1,4 +1,5 @@
-"""``FlowClassifier``: the flow model as a scikit-learn classifier (fit, predict, pipelines, CV).
+"""``FlowClassifier`` and ``FlowRegressor``: the flow model as scikit-learn estimators (fit,
+predict, pipelines, CV).
 
 It is the command line's ``train`` for points given as arrays: the parameters are the problem
 file's keys (``PARAMETERS`` says which section each belongs to; the defaults are the config
@@ -15,6 +16,10 @@ give the model's own value at any point, need no mesh (a loaded estimator predic
 dolfinx), give the same numbers on any number of ranks, and are what the exported ResNet
 converges to. The PDE's numbers on the training points stay in ``metrics_`` (``train_accuracy``
 beside ``check``), as in a run's metrics.json.
+
+Any number of features: data with more features than Ω has dimensions go through a learned
+input layer z = c + s ⊙ tanh(E x̂ + e) (``model/input_layer.py``), trained with the flow; every
+point then lands inside Ω.
 
 Outside Ω (a new point beyond the training data's range by more than ``margin`` allows) the
 cut-off velocity χ·v, which vanishes on ∂Ω, is continued by zero: such points do not move and get
@@ -38,7 +43,7 @@ from pathlib import Path
 import numpy as np
 from mpi4py import MPI
 from scipy.special import softmax
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Hidden, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
@@ -63,6 +68,7 @@ from solver.model.domain import DOMAIN_KINDS
 from solver.model.losses import LOSSES
 from solver.model.data import Scaling, augment, make_dataset, place_in_domain, write_csv
 from solver.model.from_config import velocity_model
+from solver.model.input_layer import INPUT_INITS, InputLayer
 from solver.parallel import agreed, on_rank0
 from solver.rundir import store
 
@@ -97,6 +103,8 @@ PARAMETERS = {
     "scheme": ("solver", "scheme"),
     "margin": ("data", "margin"),
     "augment_dim": ("data", "augment_dim"),
+    "input_dim": ("input", "dim"),
+    "input_init": ("input", "init"),
 }
 SOURCE = "<FlowClassifier>"  # where a bad parameter came from, in messages (``cells: ...``)
 # A problem-file key in a message from the library (``mesh.cells``) -> the estimator's parameter.
@@ -105,16 +113,20 @@ _KEY_PATTERN = re.compile(r"\b(" + "|".join(re.escape(k) for k in sorted(_KEYS, 
 DATA_FILE = "data.csv"  # the training points, in a run directory that fit writes
 
 
-class FlowClassifier(ClassifierMixin, BaseEstimator):
-    """A classifier that learns the velocity v of ∂t u + v·∇u = 0 on Ω (Li & Shi's flow model).
+class _FlowEstimator(BaseEstimator):
+    """What ``FlowClassifier`` and ``FlowRegressor`` share: the parameters, fit with certification,
+    prediction by the characteristics, run directories.
 
     Every parameter is a key of the problem file (``PARAMETERS``: ``cells`` is ``mesh.cells``,
     ``iterations`` is ``train.iterations``, ``random_state`` is ``train.seed``, ...), with the
     same default, checked at ``fit`` (scikit-learn's ``_parameter_constraints``, then the problem
-    file's own checks); an error names the parameter. X has 1 to 3 features: Ω is a box
-    (``domain="box"``, [-1, 1]^D), a disk or a ball, D = ``augment_dim`` or the number of
-    features (at least 2); fewer features than D are padded with zero coordinates
-    (``data.augment_dim``). ``cells`` and ``degree`` left at None take the starting mesh of Ω's
+    file's own checks); an error names the parameter. ``loss`` and ``tolerance`` left at None
+    take the estimator's own (a classifier's cross-entropy and logit tolerance 0.5, a
+    regressor's squared error and 0.05 standard deviations of the targets). X has any number of
+    features: Ω is a box (``domain="box"``, [-1, 1]^D), a disk or a ball, D = ``input_dim``,
+    ``augment_dim`` or the number of features (at least 2, at most 3); fewer features than D are
+    padded with zero coordinates (``data.augment_dim``), more go through the learned input layer
+    (``[input]``, started by ``input_init``: "pca" or "lda"). ``cells`` and ``degree`` left at None take the starting mesh of Ω's
     dimension and the scheme (``config.DEFAULT_MESH``: for the default ``scheme="sl"`` 16² P2 in
     2D, 5³ P2 in 3D); training raises it where
     the certification check asks (``adapt``), up to ``max_dofs``.
@@ -131,10 +143,12 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
     process: n=1 4.6 s and 5.7 s; n=2 16.2 s with new workers, 7.4 s when joblib reused them.
 
     Attributes (after ``fit``):
-        classes_: the labels, shape=(K,) (``metrics_["classes"]`` lists the same values).
         n_features_in_: the number of features d.
-        parameters_: p = (θ, A.ravel(), b), shape=(n_params,).
-        scaling_: the map into Ω, ``{"scale": [...], "shift": [...]}`` (D entries each).
+        parameters_: p = (θ, A.ravel(), b, q), shape=(n_params,); q the learned input layer's
+            parameters (none without one).
+        scaling_: the map into Ω, ``{"scale": [...], "shift": [...]}`` (D entries each; the
+            identity with a learned input layer).
+        input_layer_: the learned input layer's record (``InputLayer.to_dict()``), or None.
         resolution_: the mesh training ended on, ``{"cells": n, "degree": k, "refinements":
             levels of local refinement, "refined_cells": cells they refined, "dofs": DG dofs per
             component}``.
@@ -148,6 +162,10 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
         run_dir_: the run directory fit wrote or load read (str), else None.
     """
 
+    _default_loss = "cross_entropy"
+    _default_tolerance = TrainConfig.tolerance
+    _writes_data = True  # fit(run_dir=...) writes the training points as data.csv
+
     _parameter_constraints: dict = {
         "domain": [StrOptions(set(DOMAIN_KINDS))],
         "cells": [Interval(Integral, 1, None, closed="left"), None],
@@ -157,7 +175,7 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
         "slabs": [Interval(Integral, 1, None, closed="left")],
         "T": [Interval(Real, 0, None, closed="neither")],
         "scale": [Interval(Real, 0, None, closed="left")],
-        "loss": [StrOptions(set(LOSSES))],
+        "loss": [StrOptions(set(LOSSES)), None],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "smoothness": [Interval(Real, 0, None, closed="left")],
         "kinetic": [Interval(Real, 0, None, closed="left")],
@@ -169,7 +187,7 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
         "random_state": ["random_state"],
         "seed": [Hidden(StrOptions({"deprecated"})), Interval(Integral, 0, None, closed="left")],
         "check_every": [Interval(Integral, 1, None, closed="left")],
-        "tolerance": [Interval(Real, 0, None, closed="neither")],
+        "tolerance": [Interval(Real, 0, None, closed="neither"), None],
         "agreement": [Interval(Real, 0, 1, closed="right")],
         "adapt": ["boolean"],
         "max_dofs": [Interval(Integral, 1, None, closed="left")],
@@ -177,6 +195,8 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
         "scheme": [StrOptions(set(SCHEMES))],
         "margin": [Interval(Real, 0, 1, closed="neither")],
         "augment_dim": [Interval(Integral, 2, 3, closed="both"), None],
+        "input_dim": [Interval(Integral, 2, 3, closed="both"), None],
+        "input_init": [StrOptions(set(INPUT_INITS))],
         "comm": "no_validation",
         "verbose": ["verbose"],
     }
@@ -192,7 +212,7 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
         slabs=FieldConfig.slabs,
         T=FieldConfig.T,
         scale=FieldConfig.scale,
-        loss=TrainConfig.loss,
+        loss=None,
         weight_decay=TrainConfig.weight_decay,
         smoothness=TrainConfig.smoothness,
         kinetic=TrainConfig.kinetic,
@@ -204,7 +224,7 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
         random_state=TrainConfig.seed,
         seed="deprecated",
         check_every=TrainConfig.check_every,
-        tolerance=TrainConfig.tolerance,
+        tolerance=None,
         agreement=TrainConfig.agreement,
         adapt=TrainConfig.adapt,
         max_dofs=TrainConfig.max_dofs,
@@ -212,6 +232,8 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
         scheme=SolverConfig.scheme,
         margin=DataConfig.margin,
         augment_dim=DataConfig.augment_dim,
+        input_dim=None,
+        input_init="pca",
         comm=None,
         verbose=False,
     ):
@@ -243,6 +265,8 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
         self.scheme = scheme
         self.margin = margin
         self.augment_dim = augment_dim
+        self.input_dim = input_dim
+        self.input_init = input_init
         self.comm = comm
         self.verbose = verbose
 
@@ -252,13 +276,19 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
         return MPI.COMM_WORLD if self.comm is None else self.comm
 
     def _omega_dim(self, n_features: int) -> int:
-        """D, the dimension of Ω, for data of ``n_features`` features (ValueError if none fits)."""
-        if n_features > 3:
-            raise InputError(f"X has {n_features} features; the flow lives on a mesh of a 2D or 3D Ω: "
-                             f"reduce the features first (e.g. PCA(n_components=2) in a Pipeline)", SOURCE)
+        """D, the dimension of Ω, for data of ``n_features`` features (ValueError if none fits):
+        more features than D go through the learned input layer."""
         fixed = {"disk": 2, "ball": 3}.get(self.domain)
-        dim = fixed or self.augment_dim or max(n_features, 2)
-        if n_features > dim or (self.augment_dim is not None and dim != self.augment_dim):
+        if self.input_dim is not None and fixed is not None and self.input_dim != fixed:
+            raise InputError(f"input_dim={self.input_dim} but a {self.domain!r} domain is {fixed}D", SOURCE)
+        dim = fixed or self.input_dim or self.augment_dim or min(max(n_features, 2), 3)
+        if n_features > dim:
+            if self.augment_dim is not None:
+                raise InputError(f"X has {n_features} features, more than Ω's {dim} dimensions: they go through "
+                                 f"the learned input layer, and augment_dim (which pads fewer features with "
+                                 f"zeros) must be None", SOURCE)
+            return dim
+        if self.augment_dim is not None and dim != self.augment_dim:
             raise InputError(f"X has {n_features} feature(s), which a {self.domain!r} domain with "
                              f"augment_dim={self.augment_dim!r} cannot hold: Ω ({dim}D) needs at least as "
                              f"many dimensions as X has features, and augment_dim must be its dimension", SOURCE)
@@ -284,7 +314,7 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
         sections: dict[str, dict] = {"domain": {}, "mesh": {}, "field": {}, "train": {}, "solver": {}}
         for name, (section, key) in PARAMETERS.items():
             value = seed if name == "random_state" else getattr(self, name)
-            if section != "data" and value is not None:  # cells, degree None: the mesh of Ω's dimension
+            if section not in ("data", "input") and value is not None:  # None: the default (e.g. the mesh of Ω's dimension)
                 sections[section][key] = value
         if self.domain == "box":  # the default box, in D dimensions
             sections["domain"].update(lower=[DomainConfig.lower[0]] * dim, upper=[DomainConfig.upper[0]] * dim)
@@ -293,19 +323,29 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
                             "margin": self.margin}
         if dim > n_features:
             sections["data"]["augment_dim"] = dim
+        if n_features > dim:  # the learned input layer
+            sections["input"] = {"kind": "learned", "init": self.input_init}
+        sections["train"].setdefault("loss", self._default_loss)
+        sections["train"].setdefault("tolerance", self._default_tolerance)
+        sections["output"] = self._outputs()
         return sections
+
+    def _outputs(self) -> dict:
+        """The ``[output]`` of a run directory fit writes (the defaults: all pictures)."""
+        return {}
 
     def _config(self, n_samples: int, n_features: int, seed: int, data: str = DATA_FILE):
         return config_from_dict(self._problem_dict(n_samples, n_features, seed, data), source=SOURCE)
 
     # --- fit --------------------------------------------------------------------------------
 
-    def fit(self, X, y, run_dir: str | Path | None = None, force: bool = False) -> FlowClassifier:
-        """Learn the velocity field and the output layer for the points X and labels y (collective).
+    def fit(self, X, y, run_dir: str | Path | None = None, force: bool = False):
+        """Learn the velocity field and the output layer for the points X and targets y (collective).
 
         Args:
-            X: shape=(n, d), d <= 3; every rank passes the same.
-            y: the labels, shape=(n,).
+            X: shape=(n, d); every rank passes the same.
+            y: the labels, shape=(n,) (a classifier), or the targets, shape=(n,) or (n, K) (a
+                regressor).
             run_dir: if given, write a run directory there as ``train`` does (config.toml,
                 data.csv, theta.npz, history.csv, checkpoint.npz, metrics.json, the pictures),
                 which ``load``, ``python -m solver compare RUN`` and ``export RUN`` read.
@@ -323,8 +363,9 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
         comm = self._comm()
         with agreed(comm):  # every rank checks alone; one rank's error raises on all, before any collective
             self._validate_params()
-            X, y = validate_data(self, X, y, dtype=np.float64)
-            check_classification_targets(y)
+            X, y = self._validate_targets(X, y)
+            if len(X) < 2:
+                raise InputError(f"{type(self).__name__} needs at least 2 samples, got 1 sample", SOURCE)
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -339,25 +380,24 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
              force: bool) -> None:
         seed = self._seed(comm)
         with agreed(comm):
-            classes, encoded = np.unique(y, return_inverse=True)
-            if len(classes) < 2:
-                raise InputError(f"FlowClassifier needs samples of at least 2 classes, got 1 class "
-                                 f"({classes[0]!r})", SOURCE)
+            targets, names_out, fitted = self._encode(y)
+            K = len(names_out)
             config = self._config(*X.shape, seed)
             dc = config.data
             names = tuple(f"x{j + 1}" for j in range(X.shape[1]))
-            dataset = place_in_domain("csv", X, encoded.astype(np.int64), len(classes), names,
-                                      tuple(str(c) for c in classes), seed=dc.seed,
+            dataset = place_in_domain("csv", X, targets, K, names, names_out, seed=dc.seed,
                                       test_fraction=dc.test_fraction, augment_dim=dc.augment_dim,
-                                      domain=config.domain_object(), margin=dc.margin, source=SOURCE)
-        guards.check_train(comm, config, len(classes))
+                                      domain=config.domain_object(), margin=dc.margin, source=SOURCE,
+                                      input_kind=config.input.kind, input_init=config.input.init)
+        guards.check_train(comm, config, K)
         out = None
         if run_dir is not None:
             from solver.rundir.files import prepare_run_directory
 
             out = prepare_run_directory(comm, run_dir, force=force, wording="api")
             config = self._config(*X.shape, seed, data=str(out.absolute() / DATA_FILE))
-            on_rank0(comm, write_csv, out / DATA_FILE, X, encoded)
+            if self._writes_data:
+                on_rank0(comm, write_csv, out / DATA_FILE, X, targets)
             on_rank0(comm, store.write_config, out / store.CONFIG, config.to_toml())
 
         # dolfinx is loaded here, not on import: a fitted or loaded estimator predicts without it.
@@ -379,16 +419,18 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
                 outcome.problem.destroy()
 
         resolution = outcome.problem.resolution
-        self.classes_ = classes
+        for name, value in fitted.items():
+            setattr(self, name, value)
         self.config_ = config.to_dict()
         self.parameters_ = outcome.state.p.copy()
         self.scaling_ = dataset.scaling.to_dict()
+        self.input_layer_ = None if dataset.input_layer is None else dataset.input_layer.to_dict()
         self.resolution_ = dict(cells=resolution.cells, degree=resolution.degree,
                                 refinements=len(resolution.marks),
                                 refined_cells=sum(len(level) for level in resolution.marks),
                                 dofs=int(metrics["dofs"]))
         self.refinement_marks_ = resolution.to_dict().get("marks", [])
-        self.metrics_ = {**metrics, "classes": classes.tolist()}  # the labels as classes_ holds them
+        self.metrics_ = {**metrics, **self._metrics_targets()}
         self.certified_ = bool(metrics["certified"])
         self.history_ = outcome.history
         self.n_iter_ = outcome.state.iteration
@@ -399,7 +441,7 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
             tc = config.train
             warnings.warn(f"not certified: {describe_check(outcome.check)}; "
                           f"{advice(outcome.check, tc.adapt, tc.tolerance, int(metrics['dofs']))}. "
-                          f"Predictions are the characteristics'; the PDE's accuracies are in metrics_",
+                          f"Predictions are the characteristics'; the PDE's numbers are in metrics_",
                           UncertifiedWarning, stacklevel=3)
 
     # --- predict ----------------------------------------------------------------------------
@@ -410,12 +452,19 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
         domain = config.domain_object()
         model = velocity_model(config, domain)
         p = self.parameters_
-        n_theta, K, D = model.n_params, len(self.classes_), domain.dim
+        n_theta, K, D = model.n_params, self._num_outputs(), domain.dim
         A = p[n_theta:n_theta + K * D].reshape(K, D)
-        return config, domain, model, (p[:n_theta], A, p[n_theta + K * D:])
+        return config, domain, model, (p[:n_theta], A, p[n_theta + K * D:n_theta + K * D + K])
+
+    def _input_q(self) -> np.ndarray:
+        """The learned input layer's q: the last entries of ``parameters_``."""
+        return self.parameters_[len(self.parameters_) - InputLayer.from_dict(self.input_layer_).n_params:]
 
     def _to_omega(self, X: np.ndarray, dim: int) -> np.ndarray:
-        """Data coordinates -> Ω: zero coordinates appended up to ``dim``, then the scaling."""
+        """Data coordinates -> Ω: the learned input layer, or zero coordinates appended up to
+        ``dim`` and the scaling."""
+        if getattr(self, "input_layer_", None) is not None:
+            return InputLayer.from_dict(self.input_layer_)(self._input_q(), X)
         if X.shape[1] < dim:
             X = augment(X, tuple(f"x{j + 1}" for j in range(X.shape[1])), dim)[0]
         return Scaling.from_dict(self.scaling_).apply(X)
@@ -447,20 +496,6 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
         logits[inside] = result.u0
         return logits
 
-    def decision_function(self, X) -> np.ndarray:
-        """The logits u(0, x), shape=(n, K); for two classes u_1 − u_0, shape=(n,) (collective)."""
-        logits = self._logits(X)
-        return logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits
-
-    def predict_proba(self, X) -> np.ndarray:
-        """softmax of the logits, shape=(n, K) (collective)."""
-        return softmax(self._logits(X), axis=1)
-
-    def predict(self, X) -> np.ndarray:
-        """The label of the largest logit, shape=(n,) (collective)."""
-        logits = self._logits(X)
-        return self.classes_[np.argmax(logits, axis=1)]
-
     # --- the run directory --------------------------------------------------------------------
 
     def _write(self, comm: MPI.Comm, out: Path, metrics: bool = True) -> None:
@@ -475,19 +510,19 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
         # The parameters as given (cells=None stays None), random_state as the seed it gave.
         given = {name: getattr(self, name) for name in PARAMETERS}
         given["random_state"] = config.train.seed
-        estimator = dict(label_dtype=self.classes_.dtype.str, n_features_in=int(self.n_features_in_),
-                         params=given)
+        estimator = dict(n_features_in=int(self.n_features_in_), params=given, **self._targets_record())
         if hasattr(self, "feature_names_in_"):
             estimator["feature_names_in"] = [str(n) for n in self.feature_names_in_]
         resolution = dict(cells=self.resolution_["cells"], degree=self.resolution_["degree"])
         if self.refinement_marks_:
             resolution["marks"] = self.refinement_marks_
+        layer = {} if self.input_layer_ is None else dict(input_layer=self.input_layer_, q=self._input_q())
         on_rank0(comm, store.write_parameters, out / store.THETA, model, theta, A, b,
                  domain=config.to_dict()["domain"], scaling=self.scaling_, resolution=resolution,
-                 classes=[str(c) for c in self.classes_], estimator=estimator)
+                 classes=self._output_names(), estimator=estimator, **layer)
         if metrics:  # metrics.json names the classes as text, as training writes it
             on_rank0(comm, store.write_json, out / store.METRICS,
-                     {**self.metrics_, "classes": [str(c) for c in self.classes_]})
+                     {**self.metrics_, "classes": self._output_names()})
 
     def save(self, path: str | Path, force: bool = False) -> Path:
         """Write the fitted estimator as a run directory: config.toml, theta.npz, metrics.json
@@ -506,7 +541,7 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
         return out
 
     @classmethod
-    def load(cls, path: str | Path, comm: MPI.Comm | None = None) -> FlowClassifier:
+    def load(cls, path: str | Path, comm: MPI.Comm | None = None):
         """The fitted estimator of a run directory: one ``save`` or ``fit(run_dir=...)`` wrote,
         or a ``python -m solver train`` run (rank-local reads; no dolfinx)."""
         path = Path(path)
@@ -514,8 +549,8 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
         params = store.read_parameters(path / store.THETA)
         meta = params.meta or {}
         if params.theta is None or "scaling" not in meta or "classes" not in meta:
-            raise InputError("holds p only; FlowClassifier.load needs θ, A, b, the data scaling and "
-                             "the classes that training writes", str(path / store.THETA))
+            raise InputError(f"holds p only; {cls.__name__}.load needs θ, A, b, the data scaling and "
+                             f"the classes that training writes", str(path / store.THETA))
         values = config.to_dict()
         own = meta.get("estimator")
         if own is not None and "params" in own:
@@ -524,21 +559,25 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
             kwargs = {name: values.get(section, {}).get(key) for name, (section, key) in PARAMETERS.items()}
             kwargs = {k: v for k, v in kwargs.items() if v is not None}
         estimator = cls(**kwargs, comm=comm)
-        names = meta["classes"]
+        estimator._restore_targets(meta["classes"], own)
+        layer = None
+        if "input" in meta:
+            try:
+                layer = InputLayer.from_dict(meta["input"])
+            except InputError as error:
+                raise InputError(error.message, str(path / store.THETA)) from None
         if own is not None:
-            dtype = np.dtype(own["label_dtype"])
-            estimator.classes_ = (np.array([n == "True" for n in names]) if dtype.kind == "b"
-                                  else np.array(names, dtype=object if dtype.kind == "O" else None).astype(dtype))
             estimator.n_features_in_ = int(own["n_features_in"])
             if "feature_names_in" in own:
                 estimator.feature_names_in_ = np.array(own["feature_names_in"], dtype=object)
+        elif layer is not None:  # a run of the command line with a learned input layer
+            estimator.n_features_in_ = layer.num_features
         else:  # a run of the command line: its data say how many features were augmented
-            estimator.classes_ = (np.array([int(n) for n in names]) if all(n.isdigit() for n in names)
-                                  else np.array(names))
             estimator.n_features_in_ = config.dim if config.data.augment_dim is None else _data_dim(config)
         estimator.config_ = values
         estimator.parameters_ = params.p
         estimator.scaling_ = meta["scaling"]
+        estimator.input_layer_ = None if layer is None else layer.to_dict()
         metrics = store.read_json(path / store.METRICS) if (path / store.METRICS).exists() else {}
         ended = meta.get("resolution") or dict(cells=config.mesh.cells, degree=config.mesh.degree)
         marks = ended.get("marks", [])
@@ -547,7 +586,7 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
         if "dofs" in metrics:
             estimator.resolution_["dofs"] = int(metrics["dofs"])
         estimator.refinement_marks_ = marks
-        estimator.metrics_ = {**metrics, "classes": estimator.classes_.tolist()} if metrics else {}
+        estimator.metrics_ = {**metrics, **estimator._metrics_targets()} if metrics else {}
         estimator.certified_ = bool(estimator.metrics_.get("certified", False))
         estimator.history_ = store.read_history(path / store.HISTORY) if (path / store.HISTORY).exists() else []
         estimator.n_iter_ = int(estimator.metrics_.get("iterations", 0))
@@ -566,10 +605,141 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
         from solver.resnet.onnx_net import run_annotations, save_onnx
 
         config, _, _, (theta, A, b) = self._model()
-        params = store.Parameters(self.parameters_, theta, A, b, meta={"scaling": self.scaling_})
+        meta = {"scaling": self.scaling_}
+        if self.input_layer_ is not None:
+            meta["input"] = self.input_layer_
+        params = store.Parameters(self.parameters_, theta, A, b, meta=meta,
+                                  input=None if self.input_layer_ is None else self._input_q())
         net = net_of_parameters(config, params, depth, scheme, output, SOURCE)
-        annotations = run_annotations(self.classes_.tolist(), self.metrics_)
+        annotations = {**run_annotations(self._output_names(), self.metrics_), **self._targets_record()}
         return on_rank0(self._comm(), save_onnx, net, Path(path), dtype, annotations)
+
+
+class FlowClassifier(ClassifierMixin, _FlowEstimator):
+    """A classifier that learns the velocity v of ∂t u + v·∇u = 0 on Ω (Li & Shi's flow model):
+    softmax cross-entropy of the logits u(0, x) = A q(T; x) + b. The parameters, their defaults
+    and the fit are ``_FlowEstimator``'s.
+
+    Attributes (after ``fit``, besides ``_FlowEstimator``'s):
+        classes_: the labels, shape=(K,) (``metrics_["classes"]`` lists the same values).
+    """
+
+    def _validate_targets(self, X, y):
+        X, y = validate_data(self, X, y, dtype=np.float64)
+        check_classification_targets(y)
+        return X, y
+
+    def _encode(self, y):
+        classes, encoded = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise InputError(f"FlowClassifier needs samples of at least 2 classes, got 1 class "
+                             f"({classes[0]!r})", SOURCE)
+        return encoded.astype(np.int64), tuple(str(c) for c in classes), {"classes_": classes}
+
+    def _num_outputs(self) -> int:
+        return len(self.classes_)
+
+    def _output_names(self) -> list[str]:
+        return [str(c) for c in self.classes_]
+
+    def _metrics_targets(self) -> dict:
+        return {"classes": self.classes_.tolist()}  # the labels as classes_ holds them
+
+    def _targets_record(self) -> dict:
+        return {"label_dtype": self.classes_.dtype.str}
+
+    def _restore_targets(self, names: list[str], own: dict | None) -> None:
+        if own is not None:
+            dtype = np.dtype(own["label_dtype"])
+            self.classes_ = (np.array([n == "True" for n in names]) if dtype.kind == "b"
+                             else np.array(names, dtype=object if dtype.kind == "O" else None).astype(dtype))
+        else:  # a run of the command line
+            self.classes_ = (np.array([int(n) for n in names]) if all(n.isdigit() for n in names)
+                             else np.array(names))
+
+    def decision_function(self, X) -> np.ndarray:
+        """The logits u(0, x), shape=(n, K); for two classes u_1 − u_0, shape=(n,) (collective)."""
+        logits = self._logits(X)
+        return logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits
+
+    def predict_proba(self, X) -> np.ndarray:
+        """softmax of the logits, shape=(n, K) (collective)."""
+        return softmax(self._logits(X), axis=1)
+
+    def predict(self, X) -> np.ndarray:
+        """The label of the largest logit, shape=(n,) (collective)."""
+        logits = self._logits(X)
+        return self.classes_[np.argmax(logits, axis=1)]
+
+
+class FlowRegressor(RegressorMixin, _FlowEstimator):
+    """A regressor that learns the velocity v of ∂t u + v·∇u = 0 on Ω: the squared error of
+    u(0, x) = A q(T; x) + b against the standardized targets (K outputs: f = A x + b has K
+    components). The parameters, their defaults and the fit are ``_FlowEstimator``'s, with
+    ``loss`` "squared_error" and ``tolerance`` 0.05: the certification check (the PDE against
+    the characteristics) passes when their predictions differ by at most that many standard
+    deviations of the targets at every checked point (there are no labels to agree on).
+
+    Attributes (after ``fit``, besides ``_FlowEstimator``'s):
+        n_outputs_: K, the number of outputs.
+        y_mean_, y_scale_: the targets' mean and standard deviation (1 where constant),
+            shape=(K,): the model learns (y − y_mean_) / y_scale_.
+    """
+
+    _default_loss = "squared_error"
+    _default_tolerance = 0.05
+    _writes_data = False  # data.csv holds class labels; a regressor's run has none (no compare RUN)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True  # K outputs: f = A x + b has K components
+        return tags
+
+    def _validate_targets(self, X, y):
+        X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True, multi_output=True)
+        if self.loss not in (None, "squared_error"):
+            raise InputError(f'FlowRegressor fits the squared error: loss must be None or "squared_error", '
+                             f'got {self.loss!r}', SOURCE)
+        return X, y
+
+    def _encode(self, y):
+        y = np.asarray(y, dtype=np.float64)
+        single = y.ndim == 1
+        Y = y[:, None] if single else y
+        mean, scale = Y.mean(axis=0), Y.std(axis=0)
+        scale = np.where(scale > 0, scale, 1.0)
+        names = tuple(f"y{k + 1}" for k in range(Y.shape[1]))
+        fitted = {"n_outputs_": Y.shape[1], "y_mean_": mean, "y_scale_": scale, "_single_output": single}
+        return (Y - mean) / scale, names, fitted
+
+    def _num_outputs(self) -> int:
+        return int(self.n_outputs_)
+
+    def _output_names(self) -> list[str]:
+        return [f"y{k + 1}" for k in range(self._num_outputs())]
+
+    def _metrics_targets(self) -> dict:
+        return {}
+
+    def _targets_record(self) -> dict:
+        return {"target_mean": self.y_mean_.tolist(), "target_scale": self.y_scale_.tolist(),
+                "single_output": bool(self._single_output)}
+
+    def _restore_targets(self, names: list[str], own: dict | None) -> None:
+        if own is None or "target_mean" not in own:
+            raise InputError("not a FlowRegressor's run: theta.npz records no target scaling")
+        self.n_outputs_ = len(own["target_mean"])
+        self.y_mean_ = np.asarray(own["target_mean"], dtype=np.float64)
+        self.y_scale_ = np.asarray(own["target_scale"], dtype=np.float64)
+        self._single_output = bool(own.get("single_output", True))
+
+    def _outputs(self) -> dict:
+        return {"png": False, "animation": False}  # the pictures are a classifier's
+
+    def predict(self, X) -> np.ndarray:
+        """The predictions y_mean_ + y_scale_ ⊙ u(0, x), shape=(n,) or (n, K) as y was (collective)."""
+        Y = self._logits(X) * self.y_scale_ + self.y_mean_
+        return Y[:, 0] if self._single_output else Y
 
 
 def _parameter_names(text: str) -> str:

@@ -1,4 +1,4 @@
-"""FlowClassifier (solver/estimator.py): scikit-learn's estimator checks, cross-validation, grid
+"""FlowClassifier and FlowRegressor (solver/estimator.py): scikit-learn's estimator checks, cross-validation, grid
 search and pipelines; save/load through the run-directory format (no pickle), ONNX export; the
 same predictions on 1 and 2 ranks, and on every rank.
 
@@ -22,7 +22,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils import estimator_checks
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from solver import FlowClassifier
+from solver import FlowClassifier, FlowRegressor
 from solver.estimator import OutsideDomainWarning, UncertifiedWarning
 
 # The API checks fit dozens of times: the smallest problem that is still the whole pipeline (a
@@ -32,15 +32,9 @@ TINY = dict(cells=4, iterations=2, adapt=False, check_every=100)
 # Enough to learn moons: 8² mesh, 10 iterations (about 1 s a fit).
 SMALL = dict(cells=8, iterations=10)
 
-# The checks that do not apply to a flow on a 2D or 3D Ω, each with its reason.
-MORE_THAN_3_FEATURES = ("fits X with {}; the flow lives on a mesh of a 2D or 3D Ω, so X with more "
-                        "than 3 features is refused with a ValueError that says to reduce them first "
-                        "(e.g. PCA in a Pipeline: test_pipeline_reduces_four_features)")
+# The checks that do not apply, each with its reason. (Data of more than 3 features go through
+# the learned input layer: the four checks that fit them pass.)
 EXPECTED_FAILED_CHECKS = {
-    "check_n_features_in_after_fitting": MORE_THAN_3_FEATURES.format("4 features (iris)"),
-    "check_positive_only_tag_during_fit": MORE_THAN_3_FEATURES.format("4 features (iris)"),
-    "check_estimators_dtypes": MORE_THAN_3_FEATURES.format("5 features"),
-    "check_dtype_object": MORE_THAN_3_FEATURES.format("10 features"),
     "check_classifiers_train": ("2 iterations on a 4² mesh (TINY, a check of the API) do not reach "
                                 "scikit-learn's accuracy bar of 0.83; "
                                 "test_classifiers_train_with_more_iterations runs it with 10"),
@@ -66,6 +60,12 @@ def _quiet():
 @parametrize_with_checks([FlowClassifier(**TINY)], expected_failed_checks=lambda _: EXPECTED_FAILED_CHECKS,
                          xfail_strict=True)
 def test_sklearn_check(estimator, check):
+    check(estimator)
+
+
+@pytest.mark.serial  # all ranks would repeat the same checks; every one passes (none expected to fail)
+@parametrize_with_checks([FlowRegressor(**TINY)], xfail_strict=True)
+def test_sklearn_regressor_check(estimator, check):
     check(estimator)
 
 
@@ -103,13 +103,48 @@ def test_pipeline_with_standard_scaler(comm):
 
 
 @pytest.mark.serial
-def test_pipeline_reduces_four_features():
+def test_four_features_through_the_learned_input_layer(tmp_path):
+    """Iris (4 features) fits through the learned input layer into the 3D box, or into a disk
+    with input_dim=2; the fitted layer maps every point inside Ω; save/load keeps it; the ONNX
+    export takes the 4 features and gives the characteristics' labels."""
     X, y = load_iris(return_X_y=True)
-    with pytest.raises(ValueError, match="reduce the features first"):
-        FlowClassifier(**SMALL).fit(X, y)
-    pipe = make_pipeline(StandardScaler(), PCA(n_components=2), FlowClassifier(**SMALL)).fit(X, y)
-    print(f"\niris through PCA(2): training accuracy {pipe.score(X, y):.3f}")
-    assert pipe.score(X, y) > 0.85
+    clf = FlowClassifier(**SMALL).fit(X, y)
+    print(f"\niris, learned input layer into 3D: training accuracy {clf.score(X, y):.3f}")
+    assert clf.input_layer_ is not None and clf.n_features_in_ == 4 and clf.score(X, y) > 0.9
+    assert len(clf.config_["domain"]["lower"]) == 3
+    disk = FlowClassifier(**SMALL, domain="disk", input_dim=2, input_init="lda").fit(X, y)
+    assert disk.score(X, y) > 0.9
+    z = disk._to_omega(X, 2)
+    assert np.linalg.norm(z, axis=1).max() < 0.8 + 1e-12  # (1 − margin) of the unit disk
+    loaded = FlowClassifier.load(clf.save(tmp_path / "run"))
+    assert np.array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+    onnx = pytest.importorskip("onnxruntime")  # noqa: F841
+    from solver.resnet.onnx_net import load_onnx_session
+
+    path = clf.export_onnx(tmp_path / "iris.onnx", depth=64, scheme="rk4", dtype="float64")
+    session = load_onnx_session(path)
+    assert np.mean(session(X).argmax(axis=1) == clf.classes_.searchsorted(clf.predict(X))) >= 0.99
+    with pytest.raises(ValueError, match="augment_dim"):
+        FlowClassifier(**SMALL, augment_dim=3).fit(X, y)
+
+
+@pytest.mark.serial
+def test_regressor_learns(tmp_path):
+    """A smooth function of 2 features, one and two outputs: R² > 0.9 on the training points,
+    certified, predictions in y's units and shape; save/load keeps the target scaling."""
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-2, 2, (150, 2))
+    y = np.sin(X[:, 0]) + 0.5 * X[:, 1] ** 2 + 100.0
+    reg = FlowRegressor(cells=8, iterations=30).fit(X, y)
+    print(f"\nregression R² {reg.score(X, y):.3f}, check {reg.metrics_['check']['train']['max_logit_difference']:.3g}")
+    assert reg.predict(X).shape == (150,) and reg.score(X, y) > 0.9 and reg.certified_
+    Y = np.stack([y, -2.0 * y], axis=1)
+    two = FlowRegressor(cells=8, iterations=30).fit(X, Y)
+    assert two.predict(X).shape == (150, 2) and two.score(X, Y) > 0.9
+    loaded = FlowRegressor.load(two.save(tmp_path / "run"))
+    assert np.array_equal(loaded.predict(X), two.predict(X))
+    with pytest.raises(ValueError, match="squared_error"):
+        FlowRegressor(loss="cross_entropy", **SMALL).fit(X, y)
 
 
 @pytest.mark.serial
@@ -193,15 +228,22 @@ def test_resolution_summary_and_class_types():
 
 
 def test_facet_warning_once_per_fit_in_parameter_names(comm):
-    """2D data at x3 = 0 of a 3D box of 4 cells lie on facets: one FacetWarning (rank 0) per fit,
-    although the run is rebuilt on DG2 (adapt), in the estimator's names; nothing on stdout."""
+    """2D data at x3 = 0 of a 3D box of 4 cells lie on facets: under the DG scheme (rk3), whose
+    u_h jumps there, one FacetWarning (rank 0) per fit, although the run is rebuilt on DG2
+    (adapt), in the estimator's names; nothing on stdout. (The default scheme's u_h is
+    continuous: a point on a facet has one value, and no warning is given.)"""
     from solver import FacetWarning
 
     X, y = moons(60)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        clf = FlowClassifier(cells=4, iterations=2, check_every=1, tolerance=0.05, augment_dim=3).fit(X, y)
+        clf = FlowClassifier(cells=4, degree=1, iterations=2, check_every=1, tolerance=0.05, augment_dim=3,
+                             scheme="rk3").fit(X, y)
     assert clf.resolution_["degree"] == 2  # rebuilt at least once
+    with warnings.catch_warnings(record=True) as continuous:
+        warnings.simplefilter("always")
+        FlowClassifier(cells=4, iterations=2, augment_dim=3).fit(X, y)
+    assert not [w for w in continuous if w.category is FacetWarning]
     facets = [str(w.message) for w in caught if w.category is FacetWarning]
     if comm.rank == 0:
         assert len(facets) == 1 and "60 of 60 points lie on mesh facets" in facets[0]
@@ -331,14 +373,14 @@ def test_uncertified_warning_says_what_applies():
 
 
 def test_grid_search_prints_no_facet_note(capsys):
-    """Data on facets (2D at x3 = 0 of a 4³ box) in a grid search: nothing about it on stdout
-    (a FacetWarning, which the caller may filter), one warning per fit."""
+    """Data on facets (2D at x3 = 0 of a 4³ box, DG: rk3) in a grid search: nothing about it on
+    stdout (a FacetWarning, which the caller may filter), one warning per fit."""
     from solver import FacetWarning
 
     X, y = moons(40)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        GridSearchCV(FlowClassifier(**TINY, augment_dim=3), {"kinetic": [0.0, 0.1]}, cv=2).fit(X, y)
+        GridSearchCV(FlowClassifier(**TINY, augment_dim=3, scheme="rk3"), {"kinetic": [0.0, 0.1]}, cv=2).fit(X, y)
     assert "facet" not in capsys.readouterr().out
     facets = sum(w.category is FacetWarning for w in caught)
     assert facets == (2 * 2 + 1 if MPI.COMM_WORLD.rank == 0 else 0)  # 2 × 2 folds and the refit

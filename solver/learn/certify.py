@@ -183,8 +183,14 @@ def compare_logits(comm: MPI.Comm, fe_logits: np.ndarray, reference: np.ndarray,
     bound e_ik (Monte Carlo), or None (the characteristics: exact to 1e-10). Collective.
     """
     fe_labels, ch_labels = fe_logits.argmax(axis=1), reference.argmax(axis=1)
-    local = np.array([len(y), np.sum(fe_labels == ch_labels), np.sum(fe_labels == y),
-                      np.sum(ch_labels == y)], dtype=np.float64)
+    if not is_labels(y):
+        # Regression targets: no labels to agree on (agreement 1, accuracies NaN); the outputs'
+        # difference is the check (max_logit_difference against train.tolerance).
+        fe_labels = ch_labels
+        correct_pde = correct_ch = np.nan
+    else:
+        correct_pde, correct_ch = np.sum(fe_labels == y), np.sum(ch_labels == y)
+    local = np.array([len(y), np.sum(fe_labels == ch_labels), correct_pde, correct_ch], dtype=np.float64)
     n, agree, correct_pde, correct_ch = comm.allreduce(local, op=MPI.SUM)
     difference = np.abs(fe_logits - reference)
     worst = float(np.max(difference, initial=0.0))
@@ -204,6 +210,12 @@ def compare_logits(comm: MPI.Comm, fe_logits: np.ndarray, reference: np.ndarray,
     standing = comm.allreduce(int(np.sum(stands)), op=MPI.SUM)
     return dataclasses.replace(result, monte_carlo_bound=float(largest_bound), excess=float(largest_excess),
                                resolved_agreement=ratio(standing))
+
+
+def is_labels(y: np.ndarray) -> bool:
+    """Whether the targets ``y`` are class labels (integers, shape=(n,)), not regression targets."""
+    y = np.asarray(y)
+    return y.ndim == 1 and np.issubdtype(y.dtype, np.integer)
 
 
 def excess(fe_logits: np.ndarray, reference: np.ndarray, bound: np.ndarray | None) -> np.ndarray:

@@ -151,8 +151,11 @@ class Problem:
         self.test = PointEvaluator(self.solver.V, self.dataset.X_test[self.test_share], "data (test points)")
 
     def accuracy(self, comm: MPI.Comm) -> tuple[float, float]:
-        """Train and test accuracy of the latest evaluation (collective)."""
+        """Train and test accuracy of the latest evaluation; NaN for regression targets
+        (collective)."""
         self.sync()
+        if not certify.is_labels(self.dataset.y_train):
+            return float("nan"), float("nan")
         pred_train = self.J.last.predictions.argmax(axis=1)
         correct_train = int(np.sum(pred_train == self.dataset.y_train[self.train_share]))
         test_values = np.stack([self.test(u) for u in self.J.last.u0], axis=1)

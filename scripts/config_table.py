@@ -30,7 +30,7 @@ END = "<!-- end of config table -->"
 
 CLASSES = {"domain": cfg.DomainConfig, "mesh": cfg.MeshConfig, "field": cfg.FieldConfig,
            "solver": cfg.SolverConfig, "compare": cfg.CompareConfig, "output": cfg.OutputConfig,
-           "data": cfg.DataConfig, "train": cfg.TrainConfig}
+           "data": cfg.DataConfig, "input": cfg.InputConfig, "train": cfg.TrainConfig}
 
 
 def field_comments(cls: type) -> dict[str, str]:

@@ -162,9 +162,11 @@ def test_a_one_section_problem_file_trains_on_3d_csv_data(tmp_path):
 
 
 def test_warnings_are_log_lines_and_uncertified_runs_say_what_to_do(tmp_path):
-    """Data on facets (2D moons at x3 = 0 of a 4³ box): one ``warning:`` line on stdout for the
-    training and one for the test points, without Python's file:line; a run the check fails with adapt off says to turn adapt on."""
+    """Data on facets (2D moons at x3 = 0 of a 4³ box, DG: rk3): one ``warning:`` line on stdout
+    for the training and one for the test points, without Python's file:line; a run the check
+    fails with adapt off says to turn adapt on."""
     config = write(tmp_path, "[domain]\nlower = [-1.0, -1.0, -1.0]\nupper = [1.0, 1.0, 1.0]\n[mesh]\ncells = 4\n"
+                             "[solver]\nscheme = \"rk3\"\n"
                              "[field]\nslabs = 2\n[data]\npoints = 60\naugment_dim = 3\n"
                              "[train]\niterations = 2\nadapt = false\ntolerance = 1e-9\n"
                              "[output]\npng = false\nvtx = false\nanimation = false\n")

@@ -273,7 +273,7 @@ def test_label_noise_below_the_share_that_erases_the_labels(kind, k, bound):
 @pytest.mark.parametrize("X, message", [
     (np.linspace(0, 1, 20)[:, None], r"the data have 1 feature column but Ω is 2-dimensional .* data.augment_dim = 2"),
     (np.random.default_rng(0).normal(size=(20, 3)), r"the data have 3 feature columns but Ω is 2-dimensional: "
-                                                    r"give a 3D domain"),
+                                                    r"give a 3D domain.*input.kind = \"learned\""),
     (np.ones((20, 2)), r"all 16 training points coincide \(duplicates of one point\)"),
     (np.array([[-1e308, 0.0], [1e308, 1.0]] * 10), r"too wide to scale into Ω \(a span beyond 1.8e308\)"),
 ], ids=["one feature", "three features", "duplicates", "overflow"])
@@ -283,7 +283,8 @@ def test_the_scaling_names_the_real_cause(X, message):
     y = np.arange(len(X)) % 2
     with pytest.raises(InputError, match=message) as info:
         place_in_domain("csv", X, y, 2, tuple(f"x{j + 1}" for j in range(X.shape[1])), ("0", "1"), seed=0,
-                        test_fraction=0.2, augment_dim=None, domain=DOMAINS["box"], margin=0.2, source="d.csv")
+                        test_fraction=0.2, augment_dim=None, domain=DOMAINS["box"], margin=0.2, source="d.csv",
+                        input_kind="scaling")  # the fixed map (more features: the learned layer's default)
     assert info.value.source == "d.csv"
     if "too wide" not in message:
         assert "too wide" not in info.value.message

@@ -192,3 +192,98 @@ def test_refused_on_a_discontinuous_scheme(comm):
     with pytest.raises(InputError, match="continuous"):
         ReducedFunctional(solver, model, X, np.minimum(y, 1), 2, input_layer=layer)
     solver.destroy()
+
+
+def write_wine(path_train, path_test):
+    """scikit-learn's wine data (13 features, 3 classes): 140 rows to train, 38 held out."""
+    from sklearn.datasets import load_wine
+
+    from solver.model.data import write_csv
+
+    X, y = load_wine(return_X_y=True)
+    order = np.random.default_rng(0).permutation(len(y))
+    names = [f"f{j}" for j in range(13)]
+    write_csv(path_train, X[order[:140]], y[order[:140]], names)
+    write_csv(path_test, X[order[140:]], y[order[140:]], names)
+    return X[order[140:]], y[order[140:]]
+
+
+def test_a_13_feature_csv_trains_compares_exports_and_predicts(comm, shared_directory, capsys):
+    """A CSV of 13 feature columns: ``train`` (the learned input layer into the 3D box by default),
+    ``compare RUN`` (certified again from theta.npz), ``export`` (the layer is the ONNX graph's
+    first nodes: float64 ONNX equals the numpy net to 1e-12) and ``predict`` on the held-out rows,
+    whose labels the ONNX net gives too. Collective."""
+    from solver.__main__ import main
+    from solver.resnet.net import forward, load_npz
+    from solver.rundir import store
+
+    work = shared_directory(comm)
+    X_test, _ = write_wine(work / "wine.csv", work / "held.csv") if comm.rank == 0 else (None, None)
+    X_test = comm.bcast(X_test, root=0)
+    config = work / "wine.toml"
+    if comm.rank == 0:
+        config.write_text('[data]\nkind = "csv"\npath = "wine.csv"\ntest_path = "held.csv"\n\n'
+                          '[train]\niterations = 20\n\n[output]\npng = false\nanimation = false\nvtx = false\n')
+    comm.Barrier()
+    run = work / "run"
+    assert main(["train", str(config), "--out", str(run)]) == 0
+    metrics = store.read_json(run / store.METRICS)
+    assert metrics["certified"] and metrics["test_accuracy"] > 0.85
+    meta = store.read_parameters(run / store.THETA).meta
+    assert meta["input"]["kind"] == "learned" and len(meta["input"]["mean"]) == 13
+    assert main(["compare", str(run)]) == 0
+    compared = store.read_json(run / store.COMPARISON)
+    assert compared["test"]["label_agreement"] >= 0.99
+    assert main(["export", str(run), "--out", str(work / "net"), "--depth", "64", "--scheme", "rk4"]) == 0
+    assert main(["predict", str(run), str(work / "held.csv"), "--out", str(work / "predicted.csv")]) == 0
+    if comm.rank == 0:
+        from solver.resnet.onnx_net import load_onnx_session
+
+        net = load_npz(work / "net" / "resnet-rk4-64.npz")
+        onnx = load_onnx_session(work / "net" / "resnet-rk4-64-float64.onnx")
+        assert np.abs(onnx(X_test) - forward(net, X_test)).max() <= 1e-12
+        predicted = np.loadtxt(work / "predicted.csv", delimiter=",", skiprows=1)[:, -1]
+        assert np.mean(onnx(X_test).argmax(axis=1) == predicted) >= 0.99
+    comm.Barrier()
+
+
+@pytest.mark.serial  # the command line on one process's own files (2 ranks: the test above)
+def test_bad_inputs_of_many_features(tmp_path, capsys):
+    """One clear message naming the file or key, exit 2: a feature-count mismatch between the run
+    and the points, a constant column, NaN, a CSV of one feature column, input.dim = 4."""
+    from solver.__main__ import main
+    from solver.config import config_from_dict
+    from solver.model.data import make_dataset
+
+    write_wine(tmp_path / "wine.csv", tmp_path / "held.csv")
+    (tmp_path / "wine.toml").write_text('[data]\nkind = "csv"\npath = "wine.csv"\n\n[train]\niterations = 2\n\n'
+                                         '[output]\npng = false\nanimation = false\nvtx = false\n')
+    assert main(["train", str(tmp_path / "wine.toml"), "--out", str(tmp_path / "run")]) == 0
+    twelve = tmp_path / "twelve.csv"
+    twelve.write_text("\n".join(",".join(["1.0"] * 12) for _ in range(3)) + "\n")
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "run"), str(twelve), "--out", str(tmp_path / "p.csv")]) == 2
+    message = capsys.readouterr().err
+    assert "twelve.csv" in message and "12 feature column(s), expected 13" in message
+    rows = (tmp_path / "wine.csv").read_text().splitlines()
+    constant = tmp_path / "constant.csv"
+    constant.write_text("\n".join([rows[0]] + [",".join(["7.0"] + r.split(",")[1:]) for r in rows[1:]]) + "\n")
+    with pytest.raises(InputError, match=r"constant.*'f0'") as error:
+        make_dataset("csv", None, path=str(constant), domain=CUBE)
+    assert error.value.source == str(constant)
+    nan = tmp_path / "nan.csv"
+    nan.write_text("\n".join([rows[0], "nan," + rows[1].split(",", 1)[1]] + rows[2:]) + "\n")
+    with pytest.raises(InputError, match="non-finite") as error:
+        make_dataset("csv", None, path=str(nan), domain=CUBE)
+    assert error.value.source == str(nan)
+    one = tmp_path / "one.csv"
+    one.write_text("x1,label\n" + "\n".join(f"{i / 10},{i % 2}" for i in range(20)) + "\n")
+    with pytest.raises(InputError, match="1 feature column") as error:
+        make_dataset("csv", None, path=str(one), domain=SQUARE)
+    assert error.value.source == str(one)
+    with pytest.raises(InputError, match=r"input\.dim") as error:
+        config_from_dict({"input": {"dim": 4}}, source="p.toml")
+    with pytest.raises(InputError, match=r"input\.kind.*sl"):
+        config_from_dict({"input": {"kind": "learned"}, "solver": {"scheme": "rk3"}})
+    with pytest.raises(InputError, match=r"input\.dim"):
+        config_from_dict({"input": {"dim": 2}, "domain": {"kind": "ball"}})

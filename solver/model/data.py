@@ -202,8 +202,8 @@ class Scaling:
         if x.ndim == 2 and x.shape[0] > 0 and x.shape[1] > D:
             raise InputError(
                 f"the data have {x.shape[1]} feature columns but Ω is {D}-dimensional: give a "
-                f"{x.shape[1]}D domain (domain.lower and domain.upper of {x.shape[1]} values) or "
-                f"fewer feature columns"
+                f"{x.shape[1]}D domain (domain.lower and domain.upper of {x.shape[1]} values), "
+                f"fewer feature columns, or input.kind = \"learned\" (a learned input layer into Ω)"
             )
         if x.ndim != 2 or x.shape[0] == 0:
             raise InputError(f"cannot place points of shape {x.shape} in a {D}D domain: expected "

@@ -388,7 +388,8 @@ class _FlowEstimator(BaseEstimator):
             dataset = place_in_domain("csv", X, targets, K, names, names_out, seed=dc.seed,
                                       test_fraction=dc.test_fraction, augment_dim=dc.augment_dim,
                                       domain=config.domain_object(), margin=dc.margin, source=SOURCE,
-                                      input_kind=config.input.kind, input_init=config.input.init)
+                                      input_kind=config.input.kind, input_init=config.input.init,
+                                      input_constant="ignore")  # as scikit-learn's estimators do
         guards.check_train(comm, config, K)
         out = None
         if run_dir is not None:

@@ -11,6 +11,7 @@ from solver.model.domain import Ball, Box
 from solver.errors import InputError
 from solver.model.terminal import make_terminal
 from solver.resnet.net import (
+    FORMAT_VERSION,
     SCHEMES,
     OutputLayer,
     ResNet,
@@ -249,7 +250,7 @@ def test_npz_round_trip(tmp_path):
     x = interior_points(model.domain, 50) / np.array([1, 2, 3])
     assert np.array_equal(forward(back, x), forward(net, x))
     meta = json.loads(str(np.load(path)["meta"]))
-    assert meta["format"] == "transport-resnet" and meta["version"] == 2
+    assert meta["format"] == "transport-resnet" and meta["version"] == FORMAT_VERSION
     assert (meta["dim"], meta["depth"], meta["scheme"], meta["activation"]) == (3, 5, "midpoint",
                                                                                "softplus")
     assert meta["domain"] == {"kind": "ball", "center": [0.0, 0.0, 0.0], "radius": 1.0}

@@ -44,7 +44,7 @@ def test_parameters_round_trip(tmp_path):
     np.testing.assert_array_equal(params.theta, theta)
     np.testing.assert_array_equal(params.A, A)
     np.testing.assert_array_equal(params.b, b)
-    assert params.meta["format"] == store.PARAMETERS_FORMAT and params.meta["version"] == 1
+    assert params.meta["format"] == store.PARAMETERS_FORMAT and params.meta["version"] == store.PARAMETERS_VERSION
     assert params.meta["model"] == dict(dim=2, width=4, slabs=2, T=1.0, activation="tanh", layers=2)
     assert params.meta["scaling"] == dict(scale=[1.0, 2.0], shift=[0.0, 0.5])
     assert params.meta["num_classes"] == 3

@@ -904,6 +904,7 @@ def place_in_domain(
     test_source: str | None = None,
     input_kind: str | None = None,
     input_init: str = "pca",
+    input_constant: str = "raise",
 ) -> Dataset:
     """Labelled points split into train and test and placed inside Ω: the second half of
     :func:`make_dataset`, shared with points given as arrays (``solver.estimator``), so that
@@ -922,6 +923,8 @@ def place_in_domain(
         input_kind: "scaling" (the fixed map :class:`Scaling`) or "learned" (an
             :class:`~solver.model.input_layer.InputLayer` started by ``input_init``, "pca" or
             "lda"); None: "learned" when the data have more features than Ω has dimensions.
+        input_constant: what the learned layer does with a constant feature
+            (``InputLayer.fit``: "raise" or "ignore").
 
     Test points outside Ω are left out with a warning (:func:`outside_domain`) and counted in
     :attr:`Dataset.test_outside`.
@@ -936,7 +939,8 @@ def place_in_domain(
             raise _fail("augment_dim", "the learned input layer maps the features into Ω itself; drop "
                                        "data.augment_dim or set input.kind = \"scaling\"")
         return _learned(kind, X, y, k, names, class_names, seed=seed, test_fraction=test_fraction,
-                        domain=domain, margin=margin, source=source, test=test, init=input_init)
+                        domain=domain, margin=margin, source=source, test=test, init=input_init,
+                        constant=input_constant)
     X_all, names, augmented = augment(X, names, augment_dim)
     train, held = _split(y, k, test_fraction, seed)
     if test is None:
@@ -966,7 +970,7 @@ def place_in_domain(
 def _learned(kind: str, X: np.ndarray, y: np.ndarray, k: int, names: tuple[str, ...],
              class_names: tuple[str, ...], *, seed: int, test_fraction: float, domain: Domain,
              margin: float, source: str | None, test: tuple[np.ndarray, np.ndarray] | None,
-             init: str) -> Dataset:
+             init: str, constant: str) -> Dataset:
     """:func:`place_in_domain` through a learned input layer, fitted on the training points and
     started by ``init``; every point lands inside Ω, whatever its features."""
     train, held = _split(y, k, test_fraction, seed)
@@ -975,7 +979,7 @@ def _learned(kind: str, X: np.ndarray, y: np.ndarray, k: int, names: tuple[str, 
     if test is not None:
         held = np.arange(len(y_test))
     try:
-        layer = InputLayer.fit(F_train, domain, margin, names, source)
+        layer = InputLayer.fit(F_train, domain, margin, names, source, constant)
     except InputError as error:
         raise InputError(error.message, error.source or source) from None
     warn_outliers(F_train, train, source)

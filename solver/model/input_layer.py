@@ -81,20 +81,26 @@ class InputLayer:
         return self.dim * (self.num_features + 1)
 
     @classmethod
-    def fit(cls, X: np.ndarray, domain: Domain, margin: float, feature_names=(), source: str | None = None
-            ) -> InputLayer:
+    def fit(cls, X: np.ndarray, domain: Domain, margin: float, feature_names=(), source: str | None = None,
+            constant: str = "raise") -> InputLayer:
         """The layer for Ω and the training features ``X`` (shape=(n, F)): their standardization.
 
+        ``constant``: what a feature constant over the training data gets: "raise" (the
+        command line: a file's constant column is a mistake worth naming) or "ignore" (an
+        estimator, as scikit-learn's take them: its x̂ is 0, std recorded as 1).
+
         Raises:
-            InputError: (naming ``source``) a feature constant over the training data, which
-                carries nothing to learn from.
+            InputError: (naming ``source``) a constant feature, with ``constant="raise"``.
         """
         X = np.asarray(X, dtype=np.float64)
         mean, std = X.mean(axis=0), X.std(axis=0)
-        constant = np.flatnonzero(~(std > 1e-12 * np.maximum(np.abs(mean), 1.0)))
-        if constant.size:
-            names = [feature_names[j] if j < len(feature_names) else f"x{j + 1}" for j in constant[:5]]
-            raise InputError(f"{constant.size} feature column(s) are constant over the training data "
+        flat = ~(std > 1e-12 * np.maximum(np.abs(mean), 1.0))
+        constant_columns = np.flatnonzero(flat)
+        if constant == "ignore":
+            std = np.where(flat, 1.0, std)
+        elif constant_columns.size:
+            names = [feature_names[j] if j < len(feature_names) else f"x{j + 1}" for j in constant_columns[:5]]
+            raise InputError(f"{constant_columns.size} feature column(s) are constant over the training data "
                              f"(e.g. {names}): they carry nothing to learn from; remove them", source)
         center = 0.5 * (np.asarray(domain.lower, dtype=np.float64) + np.asarray(domain.upper, dtype=np.float64))
         if isinstance(domain, Ball):

@@ -53,8 +53,9 @@ log = logging.getLogger("solver")
 
 FORMAT = "transport-resnet"
 # Version 2: the npz convention of solver.resnet.formats (version 1 named the npz entry
-# "metadata" and the version key "format_version"; both still load).
-FORMAT_VERSION = 2
+# "metadata" and the version key "format_version"; both still load). Version 3: ``input_dim``
+# and a learned input layer (``input_weights``, ``input_bias``; ``input_scaling.learned``).
+FORMAT_VERSION = 3
 OUTPUT_KINDS = ("linear", "softmax", "sigmoid")
 
 

@@ -40,7 +40,7 @@ METRICS = "metrics.json"
 COMPARISON = "compare.json"
 
 PARAMETERS_FORMAT = "transport-inverse parameters"
-PARAMETERS_VERSION = 1
+PARAMETERS_VERSION = 2  # 2: a learned input layer (meta "input", the array "input")
 
 # history.csv's columns: rundir/columns.py (files.py recognizes old runs by them too).
 from solver.rundir.columns import (  # noqa: E402

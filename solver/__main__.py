@@ -192,12 +192,13 @@ def command_train(comm: MPI.Comm, args) -> int:
     n_theta = guards.n_theta(config)
     guards.check_train(comm, config, config.data.classes or 2, None if init is None else init[:n_theta])
     dataset = load_dataset(config)
+    n_params = (n_theta + dataset.num_classes * (config.dim + 1)
+                + (0 if dataset.input_layer is None else dataset.input_layer.n_params))
     if args.resume:
-        store.check_checkpoint(arrays, n_theta + dataset.num_classes * (config.dim + 1),
-                               str(args.out / store.CHECKPOINT))
-    if init is not None and init.shape != (n_theta + dataset.num_classes * (config.dim + 1),):
-        raise InputError(f"train.init has {init.size} parameters, this config's field and classes need "
-                         f"{n_theta + dataset.num_classes * (config.dim + 1)}", init_file(config))
+        store.check_checkpoint(arrays, n_params, str(args.out / store.CHECKPOINT))
+    if init is not None and init.shape != (n_params,):
+        raise InputError(f"train.init has {init.size} parameters, this config's field, classes and input "
+                         f"layer need {n_params}", init_file(config))
     if args.resume:
         out = args.out
     else:
@@ -293,18 +294,10 @@ def resume_config(comm: MPI.Comm, args):
 
 
 def load_dataset(config):
-    """The configured data set, scaled into Ω (``learn.train.load_dataset``, without dolfinx)."""
-    from solver.model.data import make_dataset
+    """The configured data set, placed in Ω (``model.data.configured_dataset``, without dolfinx)."""
+    from solver.model.data import configured_dataset
 
-    dc = config.data
-    try:
-        dataset = make_dataset(
-            dc.kind, dc.points, noise=dc.noise, seed=dc.seed, test_fraction=dc.test_fraction,
-            num_classes=dc.classes, augment_dim=dc.augment_dim, domain=config.domain_object(),
-            margin=dc.margin, label_noise=dc.label_noise, **dict(dc.params),
-        )
-    except InputError as error:
-        raise InputError(error.message, error.source or config.source) from None
+    dataset = configured_dataset(config)
     if dataset.dim != config.dim:
         raise InputError(f"the data are {dataset.dim}-dimensional but Ω is {config.dim}-dimensional "
                          f"(set data.augment_dim = {config.dim} or change the domain)", config.source)

@@ -249,8 +249,9 @@ def test_a_13_feature_csv_trains_compares_exports_and_predicts(comm, shared_dire
 
 @pytest.mark.serial  # the command line on one process's own files (2 ranks: the test above)
 def test_bad_inputs_of_many_features(tmp_path, capsys):
-    """One clear message naming the file or key, exit 2: a feature-count mismatch between the run
-    and the points, a constant column, NaN, a CSV of one feature column, input.dim = 4."""
+    """Resume with a learned input layer is bit-identical; bad input gets one clear message naming
+    the file or key, exit 2: a feature-count mismatch between the run and the points, a constant
+    column, NaN, a CSV of one feature column, input.dim = 4."""
     from solver.__main__ import main
     from solver.config import config_from_dict
     from solver.model.data import make_dataset
@@ -259,6 +260,12 @@ def test_bad_inputs_of_many_features(tmp_path, capsys):
     (tmp_path / "wine.toml").write_text('[data]\nkind = "csv"\npath = "wine.csv"\n\n[train]\niterations = 2\n\n'
                                          '[output]\npng = false\nanimation = false\nvtx = false\n')
     assert main(["train", str(tmp_path / "wine.toml"), "--out", str(tmp_path / "run")]) == 0
+    # Resumed with more iterations, the run ends on the uninterrupted one's parameters, bit for bit.
+    (tmp_path / "wine4.toml").write_text((tmp_path / "wine.toml").read_text().replace("iterations = 2",
+                                                                                       "iterations = 4"))
+    assert main(["train", str(tmp_path / "wine4.toml"), "--out", str(tmp_path / "straight")]) == 0
+    assert main(["train", str(tmp_path / "wine4.toml"), "--out", str(tmp_path / "run"), "--resume"]) == 0
+    assert np.array_equal(np.load(tmp_path / "run" / "theta.npz")["p"], np.load(tmp_path / "straight" / "theta.npz")["p"])
     twelve = tmp_path / "twelve.csv"
     twelve.write_text("\n".join(",".join(["1.0"] * 12) for _ in range(3)) + "\n")
     capsys.readouterr()

@@ -20,7 +20,7 @@ from mpi4py import MPI
 from solver import stopping
 from solver.learn import certify, optimize
 from solver.config import Config
-from solver.model.data import Dataset, make_dataset
+from solver.model.data import Dataset, configured_dataset
 from solver.errors import InputError, UnstableSolve
 from solver.fem.affine import transported_components
 from solver.fem.schemes import make_solver
@@ -42,18 +42,10 @@ log = logging.getLogger("solver")
 AGREEMENT_RAISES = 2
 
 
-def load_dataset(config: Config, domain) -> Dataset:
-    """The configured data set, scaled into Ω (the same on every rank)."""
-    dc = config.data
-    try:
-        return make_dataset(
-            dc.kind, dc.points, noise=dc.noise, seed=dc.seed, test_fraction=dc.test_fraction,
-            num_classes=dc.classes, augment_dim=dc.augment_dim, domain=domain, margin=dc.margin,
-            label_noise=dc.label_noise, input_kind=config.input.kind, input_init=config.input.init,
-            **dict(dc.params),
-        )
-    except InputError as error:
-        raise InputError(str(error), source=error.source or config.source) from None
+def load_dataset(config: Config, domain=None) -> Dataset:
+    """The configured data set, placed in Ω (the same on every rank): ``model.data.configured_dataset``
+    (``domain``, if given, must be the config's Ω)."""
+    return configured_dataset(config)
 
 
 @dataclass(frozen=True)

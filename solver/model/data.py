@@ -874,6 +874,21 @@ def make_dataset(
     return replace(dataset, y_train=flip_labels(dataset.y_train, k, label_noise, seed))
 
 
+def configured_dataset(config) -> Dataset:
+    """The data set of a problem file's ``[data]`` and ``[input]``, placed in its Ω (the same on
+    every rank; no dolfinx). ``config``: a ``solver.config.Config``; errors carry its file."""
+    dc = config.data
+    try:
+        return make_dataset(
+            dc.kind, dc.points, noise=dc.noise, seed=dc.seed, test_fraction=dc.test_fraction,
+            num_classes=dc.classes, augment_dim=dc.augment_dim, domain=config.domain_object(), margin=dc.margin,
+            label_noise=dc.label_noise, input_kind=config.input.kind, input_init=config.input.init,
+            **dict(dc.params),
+        )
+    except InputError as error:
+        raise InputError(error.message, error.source or config.source) from None
+
+
 def flip_labels(y: np.ndarray, num_classes: int, fraction: float, seed: int) -> np.ndarray:
     """``y`` (shape=(n,)) with round(fraction · n) labels, chosen at random, each changed to
     another class drawn uniformly (for 2 classes: flipped). A new array; deterministic in

@@ -214,11 +214,13 @@ def command_train(comm: MPI.Comm, args) -> int:
 
     log.info("%s", describe(problem.dataset))
     log.info(
-        "train: %d parameters (%d velocity, %d output), mesh %d cells/direction, DG%d, %d dofs x %d, "
+        "train: %d parameters (%d velocity, %d output%s), mesh %d cells/direction, %s%d, %d dofs x %d, "
         "%s, %d iterations, %d ranks",
-        problem.J.n_params, problem.J.n_theta, problem.J.n_params - problem.J.n_theta,
-        config.mesh.cells, config.mesh.degree, problem.solver.num_dofs_global,
-        problem.dataset.num_classes, config.train.optimizer, config.train.iterations, comm.size,
+        problem.J.n_params, problem.J.n_theta, problem.J.n_output,
+        f", {problem.J.n_input} input layer" if problem.J.n_input else "",
+        config.mesh.cells, "P" if config.solver.scheme == "sl" else "DG", config.mesh.degree,
+        problem.solver.num_dofs_global, problem.solver.num_components, config.train.optimizer,
+        config.train.iterations, comm.size,
     )
     stopping.install()
     try:

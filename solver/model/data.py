@@ -1132,11 +1132,15 @@ def describe(dataset: Dataset) -> str:
     dims = f"{d.dim}D"
     if d.augmented:
         dims += f" ({d.dim - d.augmented}D data + {d.augmented} zero coordinate(s))"
-    counts = np.bincount(d.y_train, minlength=d.num_classes).tolist()
-    scale = ", ".join(f"{s:.4g}" for s in d.scaling.scale)
-    shift = ", ".join(f"{s:.4g}" for s in d.scaling.shift)
+    targets = (f"{d.num_classes} classes (train counts {np.bincount(d.y_train, minlength=d.num_classes).tolist()})"
+               if np.issubdtype(d.y_train.dtype, np.integer) else f"{d.num_classes} output(s)")
     outside = f" ({d.test_outside} outside Ω left out)" if d.test_outside else ""
-    return (
-        f"data {d.kind}: {len(d.X_train)} train + {len(d.X_test)} test points{outside} in {dims}, "
-        f"{d.num_classes} classes (train counts {counts}), x_Ω = [{scale}]⊙x + [{shift}]"
-    )
+    if d.input_layer is not None:
+        dims = f"{d.input_layer.num_features} features"
+        placed = f"a learned input layer into {d.dim}D Ω, z = c + s⊙tanh(E x̂ + e)"
+    else:
+        scale = ", ".join(f"{s:.4g}" for s in d.scaling.scale)
+        shift = ", ".join(f"{s:.4g}" for s in d.scaling.shift)
+        placed = f"x_Ω = [{scale}]⊙x + [{shift}]"
+    return (f"data {d.kind}: {len(d.X_train)} train + {len(d.X_test)} test points{outside} in {dims}, "
+            f"{targets}, {placed}")

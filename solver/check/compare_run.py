@@ -56,14 +56,17 @@ def resnet_depth_tables(model, theta, A, b, X, field) -> dict:
     return tables
 
 
-def resnet_against_pde(model, theta, A, b, X, fe_logits) -> dict:
-    """The exported ResNet's labels and logits against the FE prediction u_h(0, X) (rank-local)."""
+def resnet_against_pde(model, theta, A, b, X, fe_logits, layer=None, q=None, features=None) -> dict:
+    """The exported ResNet's labels and logits against the FE prediction u_h(0, X) (rank-local).
+    With a learned input layer (``layer``, its ``q``) the net is the exported one whole: it takes
+    the raw ``features`` of the points X = layer(q, features)."""
     from solver.resnet.net import OutputLayer, forward, resnet_from_velocity
 
     rows = {}
     for scheme, depth in (("euler", 16 * model.slabs), ("midpoint", 4 * model.slabs)):
-        net = resnet_from_velocity(model, theta, depth, scheme, output=OutputLayer("linear", A, b))
-        out = forward(net, X)
+        net = resnet_from_velocity(model, theta, depth, scheme, output=OutputLayer("linear", A, b),
+                                   input_layer=layer, input_q=q)
+        out = forward(net, X if layer is None else features)
         rows[f"{scheme}-{depth}"] = dict(
             label_agreement=float(np.mean(out.argmax(1) == fe_logits.argmax(1))) if len(X) else float("nan"),
             max_logit_difference=float(np.max(np.abs(out - fe_logits), initial=0.0)),
@@ -162,7 +165,9 @@ def compare_run(comm: MPI.Comm, run: Path, with_problem=None) -> dict:
     field = problem.model.field(theta)
     if len(problem.dataset.y_test):
         result["resnet"] = resnet_depth_tables(problem.model, theta, A, b, problem.dataset.X_test, field)
-        result["resnet_vs_pde"] = resnet_against_pde(problem.model, theta, A, b, problem.dataset.X_test, fe_test)
+        ds = problem.dataset
+        result["resnet_vs_pde"] = resnet_against_pde(problem.model, theta, A, b, ds.X_test, fe_test, ds.input_layer,
+                                                     problem.J.input_parameters(p), ds.features_test)
     else:  # e.g. a FlowClassifier's run, which trains on all points
         log.info("no test points (data.test_fraction = 0): the exported ResNet is measured on test points only")
     on_rank0(comm, store.write_json, run / store.COMPARISON, result)

@@ -25,6 +25,7 @@ from mpi4py import MPI
 from dolfinx import fem
 
 from solver.config import Config
+from solver.convergence import fitted_order, observed_orders
 from solver.errors import InputError
 from solver.fem.mesh import create_mesh
 from solver.fem.pointeval import evaluate_everywhere, grid_evaluator
@@ -231,18 +232,6 @@ def compare_on_mesh(
     run = solve_and_compare(comm, config, cells, points, grid)
     run.destroy()
     return run.comparison
-
-
-def observed_orders(h: np.ndarray, errors: np.ndarray) -> np.ndarray:
-    """Orders between successive meshes, log(e_i / e_{i+1}) / log(h_i / h_{i+1})."""
-    h, errors = np.asarray(h, float), np.asarray(errors, float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.log(errors[:-1] / errors[1:]) / np.log(h[:-1] / h[1:])
-
-
-def fitted_order(h: np.ndarray, errors: np.ndarray) -> float:
-    """Least-squares slope of log(error) against log(h)."""
-    return float(np.polyfit(np.log(h), np.log(errors), 1)[0])
 
 
 def read_points(path: str, domain: Domain) -> np.ndarray:

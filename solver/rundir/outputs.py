@@ -26,6 +26,7 @@ from mpi4py import MPI
 from solver.config import Config
 from solver.fem.affine import solve_affine
 from solver.model import characteristics
+from solver.model.activations import softmax
 from solver.model.domain import Ball
 from solver.parallel import on_rank0
 from solver.rundir import store
@@ -45,11 +46,6 @@ def plane_grid(domain, n: int) -> np.ndarray:
     points = np.tile(0.5 * (lower + upper), (len(g), 1))
     points[:, :2] = g
     return off_facets(domain, points)
-
-
-def softmax(u: np.ndarray) -> np.ndarray:
-    z = np.exp(u - u.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
 
 
 # --- training -------------------------------------------------------------------------------

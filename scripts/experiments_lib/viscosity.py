@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 from mpi4py import MPI
 
-from experiments_lib.common import ROOT, BackgroundPeer, problem_config, spread, train_run
+from scripts.experiments_lib.common import BackgroundPeer, problem_config, spread, train_run
+from scripts.harness import ROOT
 from solver.config import Config
 from solver.model.activations import softmax
 from solver.learn.train import load_dataset
@@ -213,7 +214,7 @@ def recheck(out: Path, section: dict, mc_spec: dict) -> dict:
     """The Monte Carlo check of every viscous model again, with ``mc_spec`` (e.g. more steps):
     the PDE's test logits from one forward solve at the final parameters (the run directory's
     checkpoint.npz) on the mesh of training; the section's check numbers replaced."""
-    from experiments_lib.common import Trained
+    from scripts.experiments_lib.common import Trained
     from solver.learn.train import Problem, load_checkpoint
 
     for r in section["results"].values():

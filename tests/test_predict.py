@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from solver.__main__ import main
-from solver.check.compare_run import _agreement
+from solver.check.compare_run import run_agreement
 from solver.check.predict import read_points, read_run, to_omega
 from solver.config import load_config
 from solver.errors import InputError
@@ -34,7 +34,7 @@ def compared(trained_run):
     parameters = store.read_parameters(trained_run / store.THETA)
     ended = parameters.meta["resolution"]
     problem = Problem.build(comm, config, Resolution(ended["cells"], ended["degree"]))
-    _, fe_test = _agreement(comm, problem, parameters.p)
+    _, fe_test = run_agreement(comm, problem, parameters.p)
     X = problem.dataset.scaling.inverse(problem.dataset.X_test)
     problem.destroy()
     gc.collect()

@@ -145,7 +145,7 @@ def test_a_locally_refined_mesh_keeps_the_convergence_order(comm):
             solver = TransportSolver(refine.mesh_with_marks(comm, domain, cells, marks), degree=1,
                                      num_components=1, cfl=1.0)
             result = solver.solve(field, terminal, keep=False)
-            errors[local, cells] = cmp._l2_differences(solver, field, terminal, result)[0]
+            errors[local, cells] = cmp.l2_differences(solver, field, terminal, result)[0]
             solver.destroy()
     orders = [np.log2(errors[True, c] / errors[True, 2 * c]) for c in (8, 16)]
     print(f"\nL2 errors, uniform: {[errors[False, c] for c in (8, 16, 32)]}, "

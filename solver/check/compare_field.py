@@ -158,7 +158,7 @@ def solve_and_compare(
             characteristics.solve(comm, field, terminal, x, rtol=REFERENCE_RTOL, atol=REFERENCE_ATOL).u0
             for x in (points, grid)
         )
-        l2, l2_relative, l2_exact, seconds_reference = _l2_differences(solver, field, terminal, result)
+        l2, l2_relative, l2_exact, seconds_reference = l2_differences(solver, field, terminal, result)
     except BaseException:
         solver.destroy()
         raise
@@ -208,7 +208,7 @@ def monte_carlo_agreement(fe_points: np.ndarray, mc: stochastic.MonteCarloResult
                 within=float(within.mean()) if within.size else 1.0, agree=bool(within.all()))
 
 
-def _l2_differences(
+def l2_differences(
     solver: TransportSolver, field, terminal, result: ForwardResult
 ) -> tuple[float, float, float | None, float]:
     """‖u_h − I(u_ref)‖, relative to ‖I(u_ref)‖, the same against the closed-form solution (or

@@ -201,9 +201,9 @@ def write_training_pictures(comm: MPI.Comm, problem, p: np.ndarray, history: lis
     field = problem.model.field(theta)
     # The characteristics' end points q(T; X) of (a fixed subset of) every point: the model's
     # prediction A q + b, and the 3D picture's end positions.
-    from solver.rundir.plots import _subset  # the subset prediction.png draws
+    from solver.rundir.plots import shown_subset  # the subset prediction.png draws
 
-    train, test = _subset(len(dataset.y_train)), _subset(len(dataset.y_test))
+    train, test = shown_subset(len(dataset.y_train)), shown_subset(len(dataset.y_test))
     starts = np.concatenate([dataset.X_train[train], dataset.X_test[test]])
     ends = characteristics.solve(comm, field, lambda x: x, starts).u0
     logits = ends @ A.T + b

@@ -1,8 +1,9 @@
 """The one registry of activations a and their derivatives a', elementwise on arrays of any shape.
 
 Used by the velocity field (``solver.model.velocity``: relu, tanh, softplus, sigmoid) and by the
-plain nets of ``solver.plain2resnet`` (identity, relu, leaky_relu, tanh, sigmoid). The ONNX
-writer of ``solver.plain2resnet.resnet_export`` builds the same a' from Exp nodes.
+plain nets of ``solver.plain2resnet`` (identity, relu, leaky_relu, tanh, sigmoid), with the
+ONNX operator of each (``ONNX_OPS``) for the readers and writers of nets. The ONNX writer of
+``solver.plain2resnet.resnet_export`` builds the same a' as here from Exp nodes.
 
 Conventions, the same for every user:
 
@@ -28,6 +29,7 @@ from solver.errors import InputError
 __all__ = [
     "ACTIVATIONS",
     "DEFAULT_LEAKY_SLOPE",
+    "ONNX_OPS",
     "Activation",
     "activation",
     "sigmoid",
@@ -82,6 +84,12 @@ ACTIVATIONS: dict[str, Activation] = {
     "softplus": Activation("softplus", lambda z: np.logaddexp(0.0, z), expit),
     "sigmoid": Activation("sigmoid", expit, lambda z: expit(z) * expit(-z)),
 }
+
+
+# The ONNX operator of each activation that has one (LeakyRelu's alpha is the slope; its default
+# is DEFAULT_LEAKY_SLOPE): what the ONNX readers map back and the writers emit. softplus has
+# none that onnxruntime runs in float64, so a writer builds it from elementary operators.
+ONNX_OPS = {"relu": "Relu", "leaky_relu": "LeakyRelu", "tanh": "Tanh", "sigmoid": "Sigmoid"}
 
 
 def activation(

@@ -15,7 +15,8 @@ characteristics never leave Ω, and the transport problem needs no inflow bounda
 Time: [0, T] is split into L equal slabs t_0 = 0 < … < t_L = T (the partition of eq. 9), and θ
 is constant on each: one parameter set per slab (one slab ≈ one ResNet block of eq. 17).
 
-numpy only: the characteristics solver and the ResNet exporter use this without the FE code.
+numpy and scipy only: the characteristics solver and the ResNet exporter use this without the FE
+code. The activations are ``solver.model.activations``'s.
 """
 
 from __future__ import annotations

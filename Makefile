@@ -32,10 +32,10 @@ check-install:
 	scripts/check_install.sh
 
 bench: env
-	$(PY) scripts/bench_forward.py
+	$(PY) -m scripts.bench_forward
 	$(MPIRUN) -n $(NP) $(PY) scripts/bench_gradient.py
 
 # The benchmark suite: learning, scaling in N, prediction, parallel scaling, memory, millions of
 # points, the gradient's cost -> bench/report.md (~80 minutes).
 benchmarks: env
-	$(PY) scripts/benchmarks.py --out bench
+	$(PY) -m scripts.benchmarks --out bench

@@ -1,9 +1,9 @@
 """Benchmark of the forward transport solver (SSP-RK3): time per step, dof-steps per second,
 the cost of a step in matrix-vector products with the same operator, and the speedup 1 → 2 ranks.
 
-    .venv/bin/python scripts/bench_forward.py            # driver: runs the cases on 1 and 2 ranks
-    .venv/bin/python scripts/bench_forward.py --quick    # small meshes (what the tests run)
-    .venv/bin/python scripts/bench_forward.py --components 5 --cases peaks-dg1,peaks-dg2
+    .venv/bin/python -m scripts.bench_forward            # driver: runs the cases on 1 and 2 ranks
+    .venv/bin/python -m scripts.bench_forward --quick    # small meshes (what the tests run)
+    .venv/bin/python -m scripts.bench_forward --components 5 --cases peaks-dg1,peaks-dg2
 
 With K components a step advances all K together (three MatMatMults with a dense n × K block);
 ``step/matvec`` is then a step's time over K single-vector MatMults, the cost of the products
@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from scripts.harness import ROOT, mpirun, subprocess_env
+
 CASES = {
     "box2d-128": dict(dim=2, cells=128),
     "box2d-256": dict(dim=2, cells=256),
@@ -97,12 +96,9 @@ def worker(case: dict, steps: int, products: int, K: int) -> dict:
 
 
 def run_worker(name: str, case: dict, ranks: int, steps: int, products: int, K: int) -> dict:
-    mpirun = ROOT / ".venv" / "bin" / "mpirun"
-    python = ROOT / ".venv" / "bin" / "python"
-    cmd = [str(mpirun), "-n", str(ranks), str(python), __file__, "--worker", json.dumps(case),
-           "--steps", str(steps), "--products", str(products), "--components", str(K)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT,
-                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    cmd = mpirun(ranks, ["-m", "scripts.bench_forward", "--worker", json.dumps(case), "--steps", steps,
+                         "--products", products, "--components", K])
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, env=subprocess_env())
     line = [l for l in out.stdout.splitlines() if l.startswith("{")][-1]
     return json.loads(line)
 
@@ -155,7 +151,6 @@ def main() -> None:
     parser.add_argument("--cases", default=",".join(DEFAULT), help=f"comma-separated, of {', '.join(CASES)}")
     args = parser.parse_args()
     if args.worker:
-        sys.path.insert(0, str(ROOT))
         result = worker(json.loads(args.worker), args.steps, args.products, args.components)
         from mpi4py import MPI
 

@@ -20,6 +20,7 @@ import time
 import numpy as np
 from mpi4py import MPI
 
+from solver.convergence import observed_orders
 from solver.fem.mesh import create_mesh
 from solver.fem.pointeval import evaluate_everywhere
 from solver.fem.transport import TransportSolver
@@ -69,7 +70,7 @@ def main() -> None:
         mean, se = sample_mean(net, x, M, np.random.default_rng(M))
         seconds = time.perf_counter() - t0
         err = float(np.sqrt(np.mean((mean - u) ** 2)))
-        slope = "" if prev is None else f"{np.log(err / prev[1]) / np.log(M / prev[0]):.2f}"
+        slope = "" if prev is None else f"{observed_orders([prev[0], M], [prev[1], err])[0]:.2f}"
         print(f"| {M} | {err:.3e} | {float(se.mean()):.3e} | {slope} | {seconds:.2f} |")
         prev = (M, err)
         last = mean

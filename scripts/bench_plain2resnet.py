@@ -27,7 +27,7 @@ import numpy as np
 import onnxruntime as ort
 
 from solver.plain2resnet.resnet_export import to_onnx
-from solver.plain2resnet.flow import convergence_study, discretize, fitted_order, flow_map, flow_model
+from solver.plain2resnet.flow import convergence_study, discretize, flow_map, flow_model, study_order
 from solver.plain2resnet.plainnet import Layer, PlainNet, random_plain_net as random_net
 from solver.plain2resnet.plainnet_io import from_sklearn
 
@@ -55,7 +55,7 @@ def format_rows(title: str, columns: dict[str, list[dict]], fit_from: int) -> st
     lines.append(
         f"{'fit':>5} "
         + " ".join(
-            f"{'l>=' + str(fit_from):>11} {fitted_order(columns[n], fit_from):8.2f}" for n in names
+            f"{'l>=' + str(fit_from):>11} {study_order(columns[n], fit_from):8.2f}" for n in names
         )
     )
     return "\n".join(lines)
@@ -186,7 +186,7 @@ def main() -> None:
     ]
     for a in ACTIVATIONS:
         cells = [
-            f"{h} {columns[f'{a}/{h}'][-1]['error']:.3e} ({fitted_order(columns[f'{a}/{h}'], fit_from):.2f})"
+            f"{h} {columns[f'{a}/{h}'][-1]['error']:.3e} ({study_order(columns[f'{a}/{h}'], fit_from):.2f})"
             for h in ("quintic", "smooth")
         ]
         lines.append(f"   {a:>10}: " + ",  ".join(cells))

@@ -1,8 +1,8 @@
 """Communication per step from PETSc's own log, compute per dof-step, and a scaling model to 64 ranks.
 
-    .venv/bin/python scripts/bench_scaling.py --out /tmp/bench-scaling            # 1–4 ranks, 2D + 3D
-    .venv/bin/python scripts/bench_scaling.py --doc docs/benchmarks/scaling.md    # also the doc
-    .venv/bin/python scripts/bench_scaling.py --quick                             # small meshes (tests)
+    .venv/bin/python -m scripts.bench_scaling --out /tmp/bench-scaling            # 1–4 ranks, 2D + 3D
+    .venv/bin/python -m scripts.bench_scaling --doc docs/benchmarks/scaling.md    # also the doc
+    .venv/bin/python -m scripts.bench_scaling --quick                             # small meshes (tests)
 
 For each case (a 2D and a 3D box, DG1, K = 2, width 8, 4 slabs, 1000 points) one
 ``mpirun -n P`` worker per P = 1 … 4 runs one forward solve and one value + gradient under PETSc's
@@ -39,11 +39,10 @@ import json
 import math
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from scripts.harness import ROOT, mpirun, subprocess_env
 
 CASES = {
     "2D box 128², DG1": dict(dim=2, cells=128, degree=1, small=16),
@@ -229,12 +228,8 @@ def partition_halo(case: dict, parts: int) -> dict:
 
 
 def run_worker(case: dict, ranks: int, repeats: int) -> dict:
-    mpirun = Path(sys.executable).parent / "mpirun"
-    cmd = [str(mpirun), "-n", str(ranks), sys.executable, __file__, "--worker", json.dumps(case),
-           "--repeats", str(repeats)]
-    env = dict(os.environ, OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, env=env)
+    cmd = mpirun(ranks, ["-m", "scripts.bench_scaling", "--worker", json.dumps(case), "--repeats", repeats])
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, env=subprocess_env())
     return json.loads([line for line in out.stdout.splitlines() if line.startswith("{")][-1])
 
 
@@ -614,7 +609,6 @@ def main() -> None:
                         help="re-render a scaling.json's runs (e.g. with other --latency/--bandwidth) without running")
     args = parser.parse_args()
     if args.worker:
-        sys.path.insert(0, str(ROOT))
         report = worker(json.loads(args.worker), args.repeats)
         if report is not None:
             print(json.dumps(report), flush=True)
@@ -625,7 +619,7 @@ def main() -> None:
         return
     import platform
 
-    command = "python scripts/bench_scaling.py" + (" --quick" if args.quick else "")
+    command = "python -m scripts.bench_scaling" + (" --quick" if args.quick else "")
     meta = dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), command=command,
                 machine=f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}")
     before = os.getloadavg()[0]

@@ -1,14 +1,14 @@
 """Time to the certified target, side by side: the PDE with each transport scheme against the Euler
 neural ODE (issue 21). One command, one report:
 
-    .venv/bin/python scripts/bench_schemes.py --out bench-schemes [--problems moons,circles,blobs,spirals]
+    .venv/bin/python -m scripts.bench_schemes --out bench-schemes [--problems moons,circles,blobs,spirals]
 
-Per problem of the learning suite (``bench_lib/learning.py``: the same problem files, targets and
+Per problem of the learning suite (``scripts.bench_lib.learning``: the same problem files, targets and
 peer schedules): ``mpirun -n 2 python -m solver train`` with ``solver.scheme = "rk3"`` and with
 ``"sl"``, and the Euler neural ODE (the same velocity model and initial θ, Adam, one thread). The
 PDE's time to the certified target is the training time (optimizer and certification checks) up
 to the first check whose characteristics reach the target with the logits within the tolerance
-(``bench_time_to_accuracy.time_to_target``); the peer has no certification, its time is to its
+(``scripts.bench_lib.learning.time_to_target``, the suite's one clock); the peer has no certification, its time is to its
 first iteration at the target. Writes ``report.md`` and ``results.json`` (with the commit and the
 machine's load) into ``--out``.
 """
@@ -27,12 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_lib import learning, machine, peer  # noqa: E402
-from bench_lib.common import PROBLEMS, ROOT, Bench, write_config  # noqa: E402
-from solver.config import load_config  # noqa: E402
-from solver.learn.train import load_dataset  # noqa: E402
+from scripts.bench_lib import learning, machine, peer
+from scripts.bench_lib.common import PROBLEMS, PYTHON, ROOT, SCRIPTS, Bench, write_config
+from solver.config import load_config
+from solver.learn.train import load_dataset
 
 SCHEMES = ("rk3", "sl")
 SECTION = "schemes"
@@ -148,7 +146,7 @@ def optimizers(bench: Bench, names: list[str], seconds: float) -> dict:
         path = write_config(source, bench.out / "configs" / f"{name}-sl.toml", scheme_changes(source, "sl", bench.quick))
         json_path = bench.out / "work" / f"optimizers-{name}.json"
         bench.progress(SECTION, name, f"L-BFGS and Newton–Krylov, {seconds:g} s each")
-        bench.run([sys.executable, ROOT / "scripts" / "bench_optimizers.py", path, "--target", str(target),
+        bench.run([PYTHON, SCRIPTS / "bench_optimizers.py", path, "--target", str(target),
                    "--seconds", str(seconds), "--json", json_path], f"optimizers-{name}")
         rows = json.loads(json_path.read_text())
         for r in rows.values():
@@ -165,7 +163,7 @@ def gradient_ratios(bench: Bench, cases: str) -> dict:
     for scheme in SCHEMES:
         json_path = bench.out / "work" / f"gradient-{scheme}.json"
         bench.progress(SECTION, "gradient", f"bench_gradient.py --cases {cases} --scheme {scheme}")
-        bench.run([sys.executable, ROOT / "scripts" / "bench_gradient.py", "--cases", cases, "--scheme", scheme,
+        bench.run([PYTHON, SCRIPTS / "bench_gradient.py", "--cases", cases, "--scheme", scheme,
                    "--repeats", "3", "--json", json_path] + (["--quick"] if bench.quick else []), f"gradient-{scheme}")
         out[scheme] = json.loads(json_path.read_text())["rows"]
         bench.save()
@@ -261,7 +259,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown problems {unknown}; choose from {list(learning.PROBLEM_SUITE)}")
     bench = Bench(args.out.resolve(), args.quick, repeats=1)
-    bench.results.update(machine=machine.describe(), commit=commit(), command=" ".join(["scripts/bench_schemes.py"] + sys.argv[1:]))
+    bench.results.update(machine=machine.describe(), commit=commit(), command=" ".join(["python -m scripts.bench_schemes"] + sys.argv[1:]))
     python = peer.ensure_peer(bench) if names else None
     run(bench, names, python)
     schemes = {k: v.split("+") for k, v in (item.split("=") for item in args.estimator_schemes.split(",") if item)}

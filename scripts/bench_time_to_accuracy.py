@@ -1,54 +1,31 @@
 """Time to a target test accuracy when training problems on 1 and on 2 ranks.
 
-    .venv/bin/python scripts/bench_time_to_accuracy.py [CONFIG ...] [--target 0.98] [--ranks 1,2]
+    .venv/bin/python -m scripts.bench_time_to_accuracy [CONFIG ...] [--target 0.98] [--ranks 1,2]
 
 Each config (default problems/moons.toml) and rank count trains with ``python -m solver train``
-in a temporary run directory; the time to the target is the sum of the per-iteration
-``seconds`` and ``check_seconds`` of history.csv (optimizer and certification time, without
-start-up and output) up to the first iteration whose test accuracy reaches the target: the
-PDE's ("seconds"), and the first certification check whose characteristics' test accuracy
-reaches it with the logits within the run's tolerance ("certified s"). The runs go one after
+in a temporary run directory; the time to the target is read on the benchmark suite's clock
+(``scripts.bench_lib.learning.time_to_target``: the per-iteration ``seconds`` and
+``check_seconds`` of history.csv, optimizer and certification time, without start-up and
+output) up to the first iteration whose test accuracy reaches the target: the PDE's
+("seconds"), and the first certification check whose characteristics' test accuracy reaches
+it with the logits within the run's tolerance ("certified s"). The runs go one after
 the other, alternating the configs, so they see the same machine load only if nothing else runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import math
-import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-
-
-def time_to_target(run: Path, target: float) -> tuple:
-    """(iteration, seconds) at the first test accuracy ≥ target, the same for the first
-    certified one, total seconds, final accuracy, final cells."""
-    with open(run / "history.csv") as f:
-        rows = list(csv.DictReader(f))
-    tolerance = json.loads((run / "metrics.json").read_text()).get("tolerance", math.inf)
-    elapsed, hit, certified = 0.0, (None, None), (None, None)
-    for row in rows:
-        check = float(row.get("check_seconds", "nan"))
-        elapsed += float(row["seconds"]) + (check if math.isfinite(check) else 0.0)
-        if hit[0] is None and float(row["test_accuracy"]) >= target:
-            hit = (int(row["iteration"]), elapsed)
-        flow = float(row.get("accuracy_characteristics", "nan"))
-        if certified[0] is None and flow >= target and float(row["max_logit_difference"]) <= tolerance:
-            certified = (int(row["iteration"]), elapsed)
-    metrics = json.loads((run / "metrics.json").read_text())
-    return (*hit, *certified, elapsed, float(rows[-1]["test_accuracy"]), metrics["mesh_cells"])
+from scripts.bench_lib.learning import time_to_target
+from scripts.harness import PROBLEMS, ROOT, mpirun, subprocess_env
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("configs", nargs="*", default=[str(ROOT / "problems" / "moons.toml")])
+    parser.add_argument("configs", nargs="*", default=[str(PROBLEMS / "moons.toml")])
     parser.add_argument("--target", type=float, default=0.98)
     parser.add_argument("--ranks", default="1,2")
     args = parser.parse_args()
@@ -57,10 +34,8 @@ def main() -> None:
         for ranks in [int(r) for r in args.ranks.split(",")]:
             for i, config in enumerate(args.configs):
                 out = Path(tmp) / f"run{ranks}-{i}"
-                command = [str(BIN / "mpirun"), "-n", str(ranks), sys.executable, "-m", "solver",
-                           "train", str(Path(config).resolve()), "--out", str(out), "--force"]
-                subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
-                               env=dict(os.environ, OMP_NUM_THREADS="1"))
+                command = mpirun(ranks, ["-m", "solver", "train", Path(config).resolve(), "--out", out, "--force"])
+                subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, env=subprocess_env())
                 rows.append((Path(config).name, ranks, *time_to_target(out, args.target)))
     print(f"time to test accuracy >= {args.target:g}")
     print(f"{'config':>18} {'ranks':>5} {'iteration':>9} {'seconds':>11} {'certified it':>12} "

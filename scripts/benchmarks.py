@@ -1,8 +1,8 @@
 """The benchmark suite (issue 5): one command, one report directory.
 
     make benchmarks                                            # the full suite into bench/ (~80 minutes)
-    .venv/bin/python scripts/benchmarks.py [--out bench] [--repeats 3] [--sections 1,2,3,4,5,6,7]
-    .venv/bin/python scripts/benchmarks.py --quick --out /tmp/bench   # reduced suite, ~2 minutes
+    .venv/bin/python -m scripts.benchmarks [--out bench] [--repeats 3] [--sections 1,2,3,4,5,6,7]
+    .venv/bin/python -m scripts.benchmarks --quick --out /tmp/bench   # reduced suite, ~2 minutes
 
 Sections (``scripts/bench_lib/``, one module each):
 
@@ -40,9 +40,9 @@ import time
 import traceback
 from pathlib import Path
 
-from bench_lib import gradient, learning, machine, memory, millions, parallel, prediction, report, scaling
-from bench_lib.common import ROOT, Bench
-from bench_lib.peer import ensure_peer
+from scripts.bench_lib import gradient, learning, machine, memory, millions, parallel, prediction, report, scaling
+from scripts.bench_lib.common import ROOT, Bench
+from scripts.bench_lib.peer import ensure_peer
 
 SECTION_KEYS = {1: "learning", 2: "scaling", 3: "prediction", 4: "parallel", 5: "memory", 6: "millions",
                 7: "gradient"}
@@ -87,7 +87,7 @@ def main() -> int:
         parser.error(f"--sections takes numbers from {sorted(SECTION_KEYS)}, got {args.sections!r}")
     repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
     bench = Bench(args.out.resolve(), args.quick, repeats)
-    command = shlex.join(["scripts/benchmarks.py", *sys.argv[1:]])
+    command = shlex.join(["python", "-m", "scripts.benchmarks", *sys.argv[1:]])
     earlier = bench.out / "results.json"
     if args.resume and earlier.exists():
         bench.results = json.loads(earlier.read_text())

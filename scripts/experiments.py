@@ -1,10 +1,11 @@
 """The paper's section 5 as experiments (issue #13): one command writes DIR/report.md.
 
-    .venv/bin/python scripts/experiments.py --out docs/experiments      # the full run (1715 s here, load ~13)
-    .venv/bin/python scripts/experiments.py --quick --out /tmp/exp      # a minute or two: the checks
-    .venv/bin/python scripts/experiments.py --only viscosity --out docs/experiments   # section 5 alone
+    .venv/bin/python -m scripts.experiments --out docs/experiments      # the full run (1715 s here, load ~13)
+    .venv/bin/python -m scripts.experiments --quick --out /tmp/exp      # a minute or two: the checks
+    .venv/bin/python -m scripts.experiments --only viscosity --out docs/experiments   # section 5 alone
 
-The torch peer runs in $PEER_PYTHON, else <repo>/.venv-peer (scripts/peer/setup.sh makes it).
+The torch peer runs in <repo>/.venv-peer, which scripts/peer/setup.sh makes if it is missing
+(``scripts.harness.peer_python``; $PEER_PYTHON, if set, is the Python 3.11 it is made with).
 
 Sections (each: the paper's claim, what was run, the result, whether it supports the claim):
   1. one-layer (field.kind = "mlp1") vs two-layer velocity fields, relu vs tanh, on moons, blobs
@@ -37,10 +38,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # experiments_lib
-
-from experiments_lib import depth, layers, refinement, report, trainability, viscosity  # noqa: E402
-from solver.rundir.files import write_json_atomic, write_text_atomic  # noqa: E402
+from scripts.experiments_lib import depth, layers, refinement, report, trainability, viscosity
+from solver.rundir.files import write_json_atomic, write_text_atomic
 
 
 def main() -> None:
@@ -64,7 +63,7 @@ def main() -> None:
         write_text_atomic(out / "report.md", report.render(json.loads((out / "results.json").read_text())))
         return
     out.mkdir(parents=True, exist_ok=True)
-    command = " ".join(["scripts/experiments.py", *sys.argv[1:]])
+    command = " ".join(["python -m scripts.experiments", *sys.argv[1:]])
     names = args.problems.split(",") if args.problems else None
     if args.only and args.recheck:
         paths, steps = (int(v) for v in args.recheck.split(","))

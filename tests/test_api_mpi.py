@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from test_faults import ENV, MPIRUN
+from cli_harness import ENV, MPIRUN
 
 pytestmark = [pytest.mark.serial, pytest.mark.slow]  # each case starts its own mpirun (slow: the quick lane skips them)
 

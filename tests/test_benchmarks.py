@@ -31,7 +31,7 @@ def assert_finite(value, where: str) -> None:
 @pytest.fixture(scope="module")
 def quick_suite(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmarks.py"), "--quick", "--out", str(out)],
+    done = subprocess.run([sys.executable, "-m", "scripts.benchmarks", "--quick", "--out", str(out)],
                           capture_output=True, text=True, timeout=1800, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     return out, json.loads((out / "results.json").read_text()), (out / "report.md").read_text()
@@ -149,8 +149,7 @@ def test_gradient_numbers(quick_suite):
 def test_parallel_projection_columns_follow_the_ranks():
     """The projection's columns are in rank order though results.json keys are strings ("16" <
     "4" as text: the 2026-11-27 report put the 16-rank time under "4 ranks")."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from bench_lib.report import section_parallel
+    from scripts.bench_lib.report import section_parallel
 
     projection = dict(seconds_per_dof_step_per_rank=1e-7, fixed_total_dofs={"4": 4.0, "8": 2.0, "16": 1.0},
                       fixed_dofs_per_rank={"4": 5.0, "8": 6.0, "16": 7.0})

@@ -4,6 +4,7 @@ from mpi4py import MPI  # first: mpi4py before anything that may load dolfinx
 import numpy as np
 import pytest
 
+from solver.convergence import fitted_order
 from solver.model.characteristics import CharacteristicsResult, flow, solve, trajectories
 from solver.model.domain import Box
 from solver.errors import InputError
@@ -143,7 +144,7 @@ def test_error_converges_with_rtol(case):
         x0 = np.random.default_rng(2).uniform(-1, 1, (200, 2))
         exact = flow(field, x0, rtol=1e-14, atol=1e-16)
     errors = np.array([np.abs(flow(field, x0, rtol=r, atol=1e-2 * r) - exact).max() for r in rtols])
-    rate = np.polyfit(np.log(rtols), np.log(errors), 1)[0]
+    rate = fitted_order(rtols, errors)
     print(f"{case}: rtol {rtols}, max errors {errors}, observed rate {rate:.2f}")
     assert np.all(np.diff(errors) < 0), f"{case}: errors {errors} do not decrease"
     assert 0.7 <= rate <= 1.3, f"{case}: observed rate {rate:.2f}, expected about 1"

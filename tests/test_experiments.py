@@ -13,13 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
+from scripts.experiments_lib import depth, layers
+from scripts.experiments_lib.common import Trained, export_depth
+from solver.model.domain import Box
+from solver.model.velocity import VelocityModel
 
-from experiments_lib import depth, layers  # noqa: E402
-from experiments_lib.common import Trained, export_depth  # noqa: E402
-from solver.model.domain import Box  # noqa: E402
-from solver.model.velocity import VelocityModel  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.serial  # a script in its own process (it starts the torch peer too)
 
@@ -54,7 +53,7 @@ def test_export_depth_table_of_a_field():
 
 @pytest.mark.slow  # 92-123 s wall on the shared 2-core machine at load ~13 (~17 s of CPU): ~10 small fields
 def test_quick_run_writes_the_report(tmp_path):
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "experiments.py"), "--quick", "--out", str(tmp_path)],
+    done = subprocess.run([sys.executable, "-m", "scripts.experiments", "--quick", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = (tmp_path / "report.md").read_text()
@@ -85,7 +84,7 @@ def test_quick_run_writes_the_report(tmp_path):
 def test_smoothness_of_a_sharp_and_a_smooth_map():
     """TV of a sharp two-class map is the length of its decision boundary in the box; a gentler
     map of the same boundary has a smaller TV and slope; the slope never exceeds √2/h."""
-    from experiments_lib import viscosity
+    from scripts.experiments_lib import viscosity
     from solver.config import config_from_dict
 
     n = 81
@@ -106,7 +105,7 @@ def test_smoothness_of_a_sharp_and_a_smooth_map():
 def test_quick_viscosity_section(tmp_path):
     """Section 5 alone (`--only viscosity --quick`): the sweep, the Monte Carlo check of every
     viscous model, the smoothness measures and the peer with dropout and noise."""
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "experiments.py"), "--quick", "--only", "viscosity",
+    done = subprocess.run([sys.executable, "-m", "scripts.experiments", "--quick", "--only", "viscosity",
                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = (tmp_path / "report.md").read_text()

@@ -15,11 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli_harness import ENV, MPIRUN
 from solver.rundir import files, store
 
-ROOT = Path(__file__).resolve().parent.parent
-MPIRUN = Path(sys.executable).parent / "mpirun"
-ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
 
 pytestmark = [pytest.mark.serial, pytest.mark.slow]  # each test starts its own mpirun
 

@@ -91,7 +91,7 @@ def test_the_source_is_package_data_and_compiles(tmp_path):
     assert "void facet_terms(" in source.read_text()
     compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")
     (tmp_path / "k.c").write_text(source.read_text())
-    gradient_kernels._compile(compiler, tmp_path / "k.c", tmp_path / "k.so")
+    gradient_kernels.compile_kernels(compiler, tmp_path / "k.c", tmp_path / "k.so")
     assert (tmp_path / "k.so").stat().st_size > 0
 
 
@@ -101,9 +101,9 @@ def test_compiler_errors_are_surfaced(tmp_path):
     compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")
     (tmp_path / "bad.c").write_text("int f(void) { return undeclared_name; }\n")
     with pytest.raises(gradient_kernels.KernelCompileError) as caught:
-        gradient_kernels._compile(compiler, tmp_path / "bad.c", tmp_path / "bad.so")
+        gradient_kernels.compile_kernels(compiler, tmp_path / "bad.c", tmp_path / "bad.so")
     message = str(caught.value)
     assert "undeclared_name" in message and "bad.c" in message and "exit status" in message, message
     assert not (tmp_path / "bad.so").exists()
     with pytest.raises(gradient_kernels.KernelCompileError, match="cannot run the C compiler 'no-such-cc-here'"):
-        gradient_kernels._compile(["no-such-cc-here"], tmp_path / "bad.c", tmp_path / "bad.so")
+        gradient_kernels.compile_kernels(["no-such-cc-here"], tmp_path / "bad.c", tmp_path / "bad.so")

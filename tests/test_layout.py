@@ -26,7 +26,7 @@ PACKAGE = ROOT / "solver"
 # and json only) are the layer "rundir.store": every layer that reads or writes a run directory
 # or a net uses them, so that each format and the write-then-rename live in one place; the rest
 # of rundir/ (what commands write at the end: outputs, fields, plots) is the top layer.
-LAYERS = ("_lazy", "errors", "validate", "parallel", "stopping", "model", "config", "guards", "rundir.store",
+LAYERS = ("_lazy", "errors", "validate", "convergence", "parallel", "stopping", "model", "config", "guards", "rundir.store",
           "fem", "learn", "resnet", "check", "plain2resnet", "rundir", "estimator", "__main__")
 LOW_MODULES = {"solver.rundir.files": "rundir.store", "solver.rundir.store": "rundir.store",
                "solver.rundir.columns": "rundir.store"}
@@ -39,7 +39,7 @@ ALLOWED_UPWARD = {
 }
 
 # Packages that must not load dolfinx (numpy, scipy, scikit-learn and onnx only).
-WITHOUT_DOLFINX = ("solver.model", "solver.config", "solver.resnet", "solver.plain2resnet")
+WITHOUT_DOLFINX = ("solver.convergence", "solver.model", "solver.config", "solver.resnet", "solver.plain2resnet")
 
 
 def module_name(path: Path) -> str:

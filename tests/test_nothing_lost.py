@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from test_hostile_cli import assert_one_clear_error, both, files, make_run, run_at, snapshot, solver, toml
+from cli_harness import assert_one_clear_error, both, files, make_run, run_at, snapshot, solver, toml
 
 from solver.rundir import store
 

@@ -38,11 +38,11 @@ PICTURES = ("prediction.png", "velocity.png", "characteristics.png", "loss.png",
 
 @pytest.fixture
 def drawn(monkeypatch):
-    """What each figure saved through ``plots._save`` held, by file name: per axes (colorbars
+    """What each figure saved through ``plots.save_figure`` held, by file name: per axes (colorbars
     left out) its x label, y label, title and whether another axes shares its x axis with a
     label; the suptitle; every legend text."""
     record = {}
-    save = plots._save
+    save = plots.save_figure
 
     def recording(plt, fig, path):
         axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
@@ -60,7 +60,7 @@ def drawn(monkeypatch):
                                        legends=legends)
         save(plt, fig, path)
 
-    monkeypatch.setattr(plots, "_save", recording)
+    monkeypatch.setattr(plots, "save_figure", recording)
     return record
 
 
@@ -236,7 +236,7 @@ def test_decision_boundary_display_works_with_the_estimator(tmp_path, drawn):
     display.ax_.set_title("FlowClassifier on moons: P(class 1)")
     probability = display.response
     assert probability.shape == (40, 40) and 0.0 <= probability.min() < 0.2 and 0.8 < probability.max() <= 1.0
-    plots._save(plt, display.figure_, tmp_path / "boundary.png")
+    plots.save_figure(plt, display.figure_, tmp_path / "boundary.png")
     check_picture(tmp_path / "boundary.png", drawn["boundary.png"])
 
 

@@ -24,7 +24,7 @@ from solver.plain2resnet.flow import (
     activation_flow,
     convergence_study,
     embedding_dimension,
-    fitted_order,
+    study_order,
     flow_map,
     flow_model,
     plain_to_resnet,
@@ -167,7 +167,7 @@ def test_resnet_converges_to_the_plain_net_at_order_one(activation):
         print(
             f"  {r['substeps']:4d} {r['error']:10.3e} {'' if r['order'] is None else format(r['order'], '6.2f')}"
         )
-    order = fitted_order(rows, smallest=32)
+    order = study_order(rows, smallest=32)
     assert (
         order >= ORDER_MIN
     ), f"{activation}: observed order {order:.2f} over l >= 32, expected >= {ORDER_MIN}"
@@ -200,7 +200,7 @@ def test_fitted_sklearn_mlp_on_iris():
     print(
         "\niris/tanh MLP: l, max logit error:", [(r["substeps"], f"{r['error']:.2e}") for r in rows]
     )
-    assert fitted_order(rows) >= ORDER_MIN
+    assert study_order(rows) >= ORDER_MIN
     resnet = plain_to_resnet(net, 256, 10.0)
     assert np.mean(resnet.predict(x).argmax(1) == model.predict(x)) >= 0.95
 

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 
 from solver.__main__ import main
-from solver.check.compare_run import _agreement
+from solver.check.compare_run import run_agreement
 from solver.check.predict import read_points, read_run, to_omega
 from solver.config import load_config
 from solver.errors import InputError
 from solver.learn.certify import Resolution
 from solver.learn.train import Problem
+from solver.model.activations import softmax
 from solver.rundir import store
 
 
@@ -33,7 +34,7 @@ def compared(trained_run):
     parameters = store.read_parameters(trained_run / store.THETA)
     ended = parameters.meta["resolution"]
     problem = Problem.build(comm, config, Resolution(ended["cells"], ended["degree"]))
-    _, fe_test = _agreement(comm, problem, parameters.p)
+    _, fe_test = run_agreement(comm, problem, parameters.p)
     X = problem.dataset.scaling.inverse(problem.dataset.X_test)
     problem.destroy()
     gc.collect()
@@ -60,9 +61,7 @@ def test_predict_gives_the_labels_of_compare(comm, trained_run, compared, shared
     assert header == ["x1", "x2", "label", "p_0", "p_1"]
     labels = np.array([int(r[2]) for r in rows])
     np.testing.assert_array_equal(labels, fe_test.argmax(axis=1))
-    z = np.exp(fe_test - fe_test.max(axis=1, keepdims=True))
-    np.testing.assert_allclose(np.array([[float(v) for v in r[3:]] for r in rows]), z / z.sum(axis=1, keepdims=True),
-                               atol=1e-8)
+    np.testing.assert_allclose(np.array([[float(v) for v in r[3:]] for r in rows]), softmax(fe_test), atol=1e-8)
     np.testing.assert_array_equal(np.array([[float(v) for v in r[:2]] for r in rows]), X)
 
 
@@ -123,8 +122,7 @@ def test_the_default_prediction_is_the_characteristics_as_the_estimator_gives(co
     rows = read_csv(work / "default.csv")[1]
     written = np.array([[float(v) for v in r[3:]] for r in rows])
     np.testing.assert_allclose(written, expected, atol=1e-8)
-    pde = np.exp(fe_test - fe_test.max(axis=1, keepdims=True))
-    assert not np.array_equal(written, pde / pde.sum(axis=1, keepdims=True))  # a different method
+    assert not np.array_equal(written, softmax(fe_test))  # a different method
 
 
 def test_a_run_with_p_only_is_refused(trained_run, tmp_path):

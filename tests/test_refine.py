@@ -17,7 +17,8 @@ from solver.fem.mesh import create_mesh
 from solver.fem.transport import TransportSolver
 from solver.learn.reduced import ReducedFunctional
 from solver.learn.taylor import taylor_remainders
-from solver.model.domain import Box
+from solver.errors import InputError
+from solver.model.domain import Ball, Box
 from solver.model.velocity import VelocityModel
 
 BOX2 = Box((-1.0, -1.0), (1.0, 1.0))
@@ -80,6 +81,27 @@ def test_marks_rebuild_the_same_mesh_on_any_partition(comm):
     np.testing.assert_array_equal(all_midpoints(together), all_midpoints(alone))
 
 
+@pytest.mark.parametrize("domain", [BOX2, Ball((0.1, -0.2), 1.0)], ids=["lattice", "disk"])
+def test_refined_at_finds_the_cell_of_each_mark(domain):
+    """The marked cells are found by fem.locate (the lattice path on a box, the tree on a disk):
+    the same mesh as refining the cells a brute-force barycentric test finds, and a mark
+    outside Ω is an InputError naming the level."""
+    mesh = create_mesh(MPI.COMM_SELF, domain, 6)
+    mids = midpoints(mesh)
+    marks = mids[[0, 5, len(mids) - 1]] + 1e-3  # off the midpoints, still inside their cells
+    vertices = mesh.geometry.x[mesh.geometry.dofmaps[0]][:, :, :2]  # (cells, 3, 2)
+    edges_of = np.linalg.inv(np.transpose(vertices[:, 1:] - vertices[:, :1], (0, 2, 1)))
+    lam = np.einsum("cij,pcj->pci", edges_of, marks[:, None, :] - vertices[None, :, 0])
+    inside = (lam.min(axis=2) >= 0) & (lam.sum(axis=2) <= 1)
+    assert np.all(inside.sum(axis=1) == 1)
+    cells = np.argmax(inside, axis=1).astype(np.int32)
+    mesh.topology.create_entities(1)
+    by_hand = dolfinx.mesh.refine(mesh, dolfinx.mesh.compute_incident_entities(mesh.topology, cells, 2, 1))[0]
+    np.testing.assert_array_equal(all_midpoints(refine.refined_at(mesh, marks)), all_midpoints(by_hand))
+    with pytest.raises(InputError, match="mesh refinement 3: 1 of 2 marked cell midpoints lie in no cell"):
+        refine.refined_at(mesh, np.array([mids[0], [5.0, 5.0]]), level=3)
+
+
 @pytest.mark.parametrize("domain, cells, degree", [
     (BOX2, 8, 1),
     (Box((-1.0,) * 3, (1.0,) * 3), 3, 2),
@@ -123,7 +145,7 @@ def test_a_locally_refined_mesh_keeps_the_convergence_order(comm):
             solver = TransportSolver(refine.mesh_with_marks(comm, domain, cells, marks), degree=1,
                                      num_components=1, cfl=1.0)
             result = solver.solve(field, terminal, keep=False)
-            errors[local, cells] = cmp._l2_differences(solver, field, terminal, result)[0]
+            errors[local, cells] = cmp.l2_differences(solver, field, terminal, result)[0]
             solver.destroy()
     orders = [np.log2(errors[True, c] / errors[True, 2 * c]) for c in (8, 16)]
     print(f"\nL2 errors, uniform: {[errors[False, c] for c in (8, 16, 32)]}, "

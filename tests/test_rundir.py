@@ -204,8 +204,8 @@ def test_a_prediction_figure_of_many_points_draws_a_fixed_subset(tmp_path, monke
     from solver.rundir import outputs, plots
 
     drawn = []
-    real = plots._scatter_classes
-    monkeypatch.setattr(plots, "_scatter_classes", lambda ax, X, y, *a, **k: (drawn.append(len(X)), real(ax, X, y, *a, **k)))
+    real = plots.scatter_classes
+    monkeypatch.setattr(plots, "scatter_classes", lambda ax, X, y, *a, **k: (drawn.append(len(X)), real(ax, X, y, *a, **k)))
     box = make_domain("box", lower=[-1, -1], upper=[1, 1])
     raster = outputs.Raster.of(box, 16)
     raster.classify(np.random.default_rng(0).normal(size=(int(raster.inside.sum()), 2)))
@@ -215,4 +215,4 @@ def test_a_prediction_figure_of_many_points_draws_a_fixed_subset(tmp_path, monke
     view = plots.View(box, Scaling.identity(2), ("x1", "x2"))
     plots.prediction_figure(tmp_path / "p.png", view, raster, X, y, X[:100], y[:100], y[:100], "many")
     assert drawn == [plots.SHOWN_POINTS, 100] and (tmp_path / "p.png").stat().st_size > 0
-    assert np.array_equal(plots._subset(n), plots._subset(n)) and len(np.unique(plots._subset(n))) == plots.SHOWN_POINTS
+    assert np.array_equal(plots.shown_subset(n), plots.shown_subset(n)) and len(np.unique(plots.shown_subset(n))) == plots.SHOWN_POINTS

@@ -103,7 +103,7 @@ def test_same_numbers_on_1_3_and_4_ranks(tmp_path):
 def test_bench_scaling_counts(tmp_path):
     """PETSc's logged bytes per MatMatMult are 8 · K · the DG ghost dofs, and the halo counted on
     one process for P parts is that of the P-rank run (--quick: 1 and 2 ranks)."""
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_scaling.py"), "--quick", "--out", str(tmp_path)],
+    done = subprocess.run([sys.executable, "-m", "scripts.bench_scaling", "--quick", "--out", str(tmp_path)],
                           env=ENV, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     with gzip.open(tmp_path / "scaling.json.gz", "rt") as file:

@@ -12,10 +12,10 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.serial  # each starts its own processes
 
 
-@pytest.mark.parametrize("script", [pytest.param("bench_forward.py", marks=pytest.mark.slow),  # ~14 s here
-                                    "bench_gradient.py"])
-def test_benchmark_runs(script):
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / script), "--quick"],
+@pytest.mark.parametrize("command", [pytest.param(["-m", "scripts.bench_forward"], marks=pytest.mark.slow),  # ~14 s
+                                     [str(ROOT / "scripts" / "bench_gradient.py")]])
+def test_benchmark_runs(command):
+    done = subprocess.run([sys.executable, *command, "--quick"],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert "grad/fwd" in done.stdout or "step/matvec" in done.stdout
@@ -27,7 +27,7 @@ def test_time_to_accuracy_runs(tmp_path):
     config = config.replace("cells = 32", "cells = 8").replace("iterations = 60", "iterations = 3")
     path = tmp_path / "tiny.toml"
     path.write_text(config)
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_time_to_accuracy.py"), str(path),
+    done = subprocess.run([sys.executable, "-m", "scripts.bench_time_to_accuracy", str(path),
                            "--target", "0.5"], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
@@ -67,7 +67,7 @@ def test_monte_carlo_check_benchmark_runs(tmp_path):
 
 @pytest.mark.slow  # trains three times and runs the peer: ~1 min here
 def test_scheme_benchmark_runs(tmp_path):
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_schemes.py"), "--quick", "--problems",
+    done = subprocess.run([sys.executable, "-m", "scripts.bench_schemes", "--quick", "--problems",
                            "moons", "--estimator", "breast_cancer", "--estimator-iterations", "2", "--optimizers", "moons",
                            "--optimizer-seconds", "2", "--out",
                            str(tmp_path)], capture_output=True, text=True, timeout=900, cwd=ROOT)

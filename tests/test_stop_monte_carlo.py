@@ -14,7 +14,7 @@ import time
 import pytest
 
 from solver.rundir import store
-from test_faults import ENV, MPIRUN
+from cli_harness import ENV, MPIRUN
 
 pytestmark = [pytest.mark.serial, pytest.mark.slow]  # each test starts its own mpirun (slow: the quick lane skips them)
 

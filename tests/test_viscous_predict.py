@@ -12,7 +12,7 @@ from solver.estimator import FlowClassifier
 from solver.model.from_config import velocity_model
 from solver.model import characteristics, stochastic
 from solver.rundir import store
-from test_hostile_cli import make_run
+from cli_harness import make_run
 
 
 def test_a_loaded_viscous_run_predicts_the_stochastic_expectation(comm, shared_directory):

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
     #
     # `from_sklearn` reads the fitted weights (no pickle); the `PlainNet` computes exactly what
     # scikit-learn computes.
-    from solver.plain2resnet.flow import convergence_study, fitted_order, plain_to_resnet
+    from solver.plain2resnet.flow import convergence_study, study_order, plain_to_resnet
     from solver.plain2resnet.plainnet_io import from_sklearn
 
     net = from_sklearn(mlp)
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
     for row in rows:
         order = "" if row["order"] is None else f"  order {row['order']:.2f}"
         say(f"  l = {row['substeps']:4d}: {row['blocks']:5d} blocks, max |ResNet − plain net| {row['error']:.2e}{order}")
-    say(f"fitted order {fitted_order(rows):.2f}")
+    say(f"fitted order {study_order(rows):.2f}")
 
     # ## Export
     #
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
     probability = outputs[-1][:, 0]
     agree = float(np.mean((probability > 0.5) == mlp.predict(X)))
     say(f"wrote {path}: its labels agree with the MLP's on {100 * agree:.1f}% of the points")
-    return dict(rows=rows, order=fitted_order(rows), agreement=agree, path=path)
+    return dict(rows=rows, order=study_order(rows), agreement=agree, path=path)
 
 
 if __name__ == "__main__":

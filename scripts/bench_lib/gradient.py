@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from bench_lib.common import SCRIPTS, Bench
+from scripts.bench_lib.common import SCRIPTS, Bench
 
 SECTION = "7 gradient"
 CASES = "box48,peaks13-dg1,peaks13-dg2"

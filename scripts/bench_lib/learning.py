@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import time
 import warnings
 from pathlib import Path
 
-from bench_time_to_accuracy import time_to_target  # scripts/ is on sys.path
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier
 from threadpoolctl import threadpool_limits
 
-from bench_lib import peer
-from bench_lib.common import PROBLEMS, Bench, write_config
+from scripts.bench_lib import peer
+from scripts.bench_lib.common import PROBLEMS, Bench, write_config
 from solver.config import load_config
 from solver.learn.train import load_dataset
 
@@ -123,15 +123,47 @@ def train_mlp(bench: Bench, name: str, dataset, target: float) -> dict:
                 max_iter=options["max_iter"])
 
 
-def history_curve(run: Path) -> list[dict]:
-    """(cumulative training seconds, test accuracy) per iteration of a training run."""
+def history(run: Path) -> list[dict]:
+    """The rows of a training run's history.csv (strings, by column)."""
     with open(run / "history.csv") as f:
-        rows = list(csv.DictReader(f))
-    elapsed, curve = 0.0, []
+        return list(csv.DictReader(f))
+
+
+def training_clock(rows: list[dict]) -> list[float]:
+    """The one clock of a training run: the training seconds up to the end of each history.csv
+    row, its optimizer's ``seconds`` plus the certification check's ``check_seconds`` where one
+    ran (start-up and output are off the clock)."""
+    elapsed, clock = 0.0, []
     for row in rows:
-        elapsed += float(row["seconds"])
-        curve.append(dict(time=elapsed, test_accuracy=float(row["test_accuracy"])))
-    return curve
+        check = float(row.get("check_seconds") or "nan")
+        elapsed += float(row["seconds"]) + (check if math.isfinite(check) else 0.0)
+        clock.append(elapsed)
+    return clock
+
+
+def time_to_target(run: Path, target: float) -> tuple:
+    """On ``training_clock``: (iteration, seconds) at the first test accuracy >= target, the
+    same for the first certification check whose characteristics' test accuracy reaches it with
+    the logits within the run's tolerance, total seconds, final test accuracy, final cells."""
+    rows = history(run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    tolerance = metrics.get("tolerance", math.inf)
+    hit, certified = (None, None), (None, None)
+    for row, elapsed in zip(rows, training_clock(rows)):
+        if hit[0] is None and float(row["test_accuracy"]) >= target:
+            hit = (int(row["iteration"]), elapsed)
+        flow = float(row.get("accuracy_characteristics") or "nan")
+        if certified[0] is None and flow >= target and float(row["max_logit_difference"]) <= tolerance:
+            certified = (int(row["iteration"]), elapsed)
+    total = training_clock(rows)[-1] if rows else 0.0
+    return (*hit, *certified, total, float(rows[-1]["test_accuracy"]), metrics["mesh_cells"])
+
+
+def history_curve(run: Path) -> list[dict]:
+    """(training seconds on ``training_clock``, test accuracy) per iteration of a training run."""
+    rows = history(run)
+    return [dict(time=elapsed, test_accuracy=float(row["test_accuracy"]))
+            for row, elapsed in zip(rows, training_clock(rows))]
 
 
 def run(bench: Bench, peer_python: Path) -> dict:

@@ -11,7 +11,7 @@ operation is then repeated and its median time reported, so that the memory/time
 
 The driver (:func:`run`) starts the worker, this module as a script:
 
-    python -m bench_lib.memory CONFIG --operation gradient --checkpoint-every 8 --stage-memory 0 --json OUT
+    python -m scripts.bench_lib.memory CONFIG --operation gradient --checkpoint-every 8 --stage-memory 0 --json OUT
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import resource
 import time
 from pathlib import Path
 
-from bench_lib.common import PROBLEMS, PYTHON, Bench, median, write_config
+from scripts.bench_lib.common import PROBLEMS, PYTHON, Bench, median, write_config
 
 SECTION = "5 memory"
 CELLS, QUICK_CELLS = 16, 4
@@ -118,7 +118,7 @@ def measure(bench: Bench, config_path: Path, name: str, operation: str, checkpoi
     """One worker process; its result."""
     out = bench.out / "work" / f"memory-{operation}-{checkpoint_every}-{stage_memory}.json"
     bench.progress(SECTION, "3D", f"{operation}: {name}")
-    command = [PYTHON, "-m", "bench_lib.memory", config_path, "--operation", operation,
+    command = [PYTHON, "-m", "scripts.bench_lib.memory", config_path, "--operation", operation,
                "--checkpoint-every", str(checkpoint_every), "--repeats", str(bench.repeats), "--json", out]
     if stage_memory is not None:
         command += ["--stage-memory", str(stage_memory)]

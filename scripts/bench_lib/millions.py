@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import json
 
-from bench_lib import peer
-from bench_lib.common import PROBLEMS, Bench, write_config
-from bench_lib.learning import train_pde
+from scripts.bench_lib import peer
+from scripts.bench_lib.common import PROBLEMS, Bench, write_config
+from scripts.bench_lib.learning import train_pde
 from solver.config import load_config
 from solver.learn.train import load_dataset
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 
-from bench_lib.common import PROBLEMS, SCRIPTS, Bench, write_config
+from scripts.bench_lib.common import PROBLEMS, SCRIPTS, Bench, write_config
 
 SECTION = "4 parallel"
 # name: (problem file, cells, quick cells)

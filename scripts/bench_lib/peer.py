@@ -9,28 +9,23 @@ layer unless one is given. See node_peer.py's docstring for the job and result f
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
 
-from bench_lib.common import ROOT, Bench
+from scripts.bench_lib.common import ROOT, Bench
+from scripts.harness import peer_python
 from solver.config import Config
 from solver.learn.train import velocity_model
 
-SETUP = ROOT / "scripts" / "peer" / "setup.sh"
 NODE_PEER = ROOT / "scripts" / "peer" / "node_peer.py"
 EULER_STEPS_PER_SLAB = 8
 
 
 def ensure_peer(bench: Bench) -> Path:
-    """The peer venv's python, creating the venv with setup.sh if needed (~30 s the first time)."""
-    log = bench.out / "logs" / "peer-setup.log"
-    with open(log, "w") as f:
-        done = subprocess.run([str(SETUP)], cwd=ROOT, stdout=subprocess.PIPE, stderr=f, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"scripts/peer/setup.sh failed (log {log}):\n{log.read_text()[-2000:]}")
-    return Path(done.stdout.strip().splitlines()[-1])
+    """The peer venv's python (``scripts.harness.peer_python``), setup.sh's messages in
+    ``logs/peer-setup.log``."""
+    return peer_python(bench.out / "logs" / "peer-setup.log")
 
 
 def domain_spec(config: Config) -> dict:

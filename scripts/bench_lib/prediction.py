@@ -7,7 +7,7 @@ exported by the project's exporter as an explicit ResNet, in onnxruntime. All th
 
 The driver (:func:`run`) exports the run and starts the worker, this module as a script:
 
-    python -m bench_lib.prediction RUN --grid 512 --onnx NET.onnx --repeats 3 --out MAPS.npz --json TIMES.json
+    python -m scripts.bench_lib.prediction RUN --grid 512 --onnx NET.onnx --repeats 3 --out MAPS.npz --json TIMES.json
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_lib.common import PYTHON, Bench, median
+from scripts.bench_lib.common import PYTHON, Bench, median
 
 SECTION = "3 prediction"
 DEPTH, QUICK_DEPTH = 128, 16  # Euler blocks of the exported net
@@ -97,7 +97,7 @@ def run(bench: Bench, run_dir: Path) -> dict:
     onnx = run_dir / f"resnet-euler-{depth}-float32.onnx"
     maps, out = bench.out / "work" / "prediction-maps.npz", bench.out / "work" / "prediction.json"
     bench.progress(SECTION, run_dir.name, f"PDE, characteristics and ResNet on the {n}² grid, 1 core each")
-    bench.run([PYTHON, "-m", "bench_lib.prediction", run_dir, "--grid", str(n), "--onnx", onnx,
+    bench.run([PYTHON, "-m", "scripts.bench_lib.prediction", run_dir, "--grid", str(n), "--onnx", onnx,
                "--repeats", str(bench.repeats), "--maps", maps, "--json", out], "prediction")
     section = bench.results["prediction"] = dict(json.loads(out.read_text()), run=str(run_dir.relative_to(bench.out)),
                                                  resnet=dict(depth=depth, scheme="euler", onnx=onnx.name, threads=1),

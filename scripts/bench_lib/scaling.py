@@ -14,10 +14,10 @@ import math
 from pathlib import Path
 
 import numpy as np
-from bench_gradient import ConfigCase  # scripts/ is on sys.path
 
-from bench_lib import peer
-from bench_lib.common import PROBLEMS, SCRIPTS, Bench, write_config
+from scripts.bench_gradient import ConfigCase
+from scripts.bench_lib import peer
+from scripts.bench_lib.common import PROBLEMS, SCRIPTS, Bench, write_config
 from solver.config import load_config
 
 SECTION = "2 scaling"

@@ -1,1 +1,1 @@
-"""The sections of ``scripts/experiments.py`` (the paper's section 5 as experiments, issue #13)."""
+"""The sections of ``scripts.experiments`` (the paper's section 5 as experiments, issue #13)."""

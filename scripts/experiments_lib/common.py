@@ -11,11 +11,9 @@ from __future__ import annotations
 
 from mpi4py import MPI
 
-import copy
 import gc
 import json
 import logging
-import os
 import statistics
 import subprocess
 import threading
@@ -25,25 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from solver.config import Config, config_from_dict, load_config
+from scripts.harness import PROBLEMS, config_with, peer_python, subprocess_env
+from solver.config import Config, load_config
 from solver.learn.train import Problem, train
 from solver.model import characteristics
 from solver.model.velocity import VelocityModel
 from solver.resnet.net import OutputLayer, depth_table
 
-ROOT = Path(__file__).resolve().parents[2]
-PROBLEMS = ROOT / "problems"
 # Export depths searched for the smallest one whose labels agree with the characteristics.
 DEPTHS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
-
-
-def peer_python() -> Path:
-    """The peer venv's python: $PEER_PYTHON if set, else <repo>/.venv-peer, made by
-    scripts/peer/setup.sh if missing (~30 s and 1.1 GB the first time; idempotent)."""
-    if os.environ.get("PEER_PYTHON"):
-        return Path(os.environ["PEER_PYTHON"])
-    done = subprocess.run([str(ROOT / "scripts" / "peer" / "setup.sh")], capture_output=True, text=True, check=True)
-    return Path(done.stdout.strip().splitlines()[-1])
 
 
 class BackgroundPeer:
@@ -70,7 +58,7 @@ class BackgroundPeer:
         self.thread.start()
 
     def _run(self, python: Path) -> None:
-        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        env = subprocess_env()
         for name, job, result in self.jobs:
             done = subprocess.run([str(python), str(self.script), str(job), "--out", str(result)],
                                   env=env, capture_output=True, text=True)
@@ -87,19 +75,15 @@ class BackgroundPeer:
 
 def problem_config(name: str, changes: dict) -> Config:
     """problems/NAME.toml with ``changes`` ({section: {key: value}}; value None removes the key)
-    merged in, and no VTX/PNG output (the runs are read for their numbers and θ only)."""
-    base = load_config(PROBLEMS / f"{name}.toml").to_dict()
-    merged = copy.deepcopy(base)
-    for section, values in {**changes, "output": {"vtx": False, "png": False}}.items():
-        target = merged.setdefault(section, {})
-        for key, value in values.items():
-            if value is None:
-                target.pop(key, None)
-            else:
-                target[key] = value
-    if merged.get("field", {}).get("viscosity", 0) > 0 and "scheme" not in changes.get("solver", {}):
-        merged.setdefault("solver", {})["scheme"] = "rk3"  # the resolved file's "sl" has no viscosity
-    return config_from_dict(merged)
+    merged in (``scripts.harness.config_with``), and no VTX/PNG output (the runs are read for
+    their numbers and θ only)."""
+    source = PROBLEMS / f"{name}.toml"
+    changes = {**changes, "output": {"vtx": False, "png": False}}
+    field = changes.get("field", {})
+    viscosity = field["viscosity"] if "viscosity" in field else load_config(source).field.viscosity
+    if (viscosity or 0) > 0 and "scheme" not in changes.get("solver", {}):
+        changes["solver"] = {**changes.get("solver", {}), "scheme": "rk3"}  # the resolved "sl" has no viscosity
+    return config_with(source, changes)
 
 
 def field_changes(layers: int, activation: str, slabs: int, width: int | None = None) -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 
-from experiments_lib.common import export_depth, field_changes, problem_config, spread, train_run
+from scripts.experiments_lib.common import export_depth, field_changes, problem_config, spread, train_run
 
 WIDTH = 16
 SLABS = (1, 2, 4, 8, 16)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments_lib.common import Trained, field_changes, problem_config, spread, train_run
+from scripts.experiments_lib.common import Trained, field_changes, problem_config, spread, train_run
 from solver.model import characteristics
 
 # name: (problem file, 2D/3D mesh cells, full-run seeds)

@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 
-from solver.plain2resnet.flow import discretize, flow_model
+from solver.plain2resnet.flow import add_orders, discretize, flow_model
 from solver.plain2resnet.plainnet_io import from_sklearn
 
 BETA = 10.0  # β of eq. 21, as scripts/bench_plain2resnet.py
@@ -55,11 +55,9 @@ def study(net, x: np.ndarray, levels: list[int]) -> list[dict]:
         resnet = discretize(flow, l, BETA)
         logits = resnet.forward(x)
         error = float(np.max(np.abs(logits - reference)))
-        order = None
-        if rows and error > 0.0 and rows[-1]["error"] > 0.0:
-            order = float(np.log(rows[-1]["error"] / error) / np.log(l / rows[-1]["substeps"]))
-        rows.append(dict(substeps=l, blocks=resnet.num_blocks, error=error, order=order,
+        rows.append(dict(substeps=l, blocks=resnet.num_blocks, error=error,
                          agreement=float(np.mean(classes(logits) == plain))))
+    add_orders(rows)
     return rows
 
 

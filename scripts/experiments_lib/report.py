@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 import math
 
-from experiments_lib import depth as depth_section
-from experiments_lib import layers as layers_section
-from experiments_lib.common import pm, spread
+from scripts.experiments_lib import depth as depth_section
+from scripts.experiments_lib import layers as layers_section
+from scripts.experiments_lib.common import pm, spread
 
 
 def _f(x, digits=3):

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments_lib.common import ROOT, BackgroundPeer, problem_config, spread
+from scripts.experiments_lib.common import BackgroundPeer, problem_config, spread
+from scripts.harness import ROOT
 from solver.learn.train import load_dataset
 
 SCRIPT = ROOT / "scripts" / "peer" / "depth_peer.py"

@@ -27,11 +27,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import scipy.special
 from mpi4py import MPI
 
-from experiments_lib.common import ROOT, BackgroundPeer, problem_config, spread, train_run
+from scripts.experiments_lib.common import BackgroundPeer, problem_config, spread, train_run
+from scripts.harness import ROOT
 from solver.config import Config
+from solver.model.activations import softmax
 from solver.learn.train import load_dataset
 from solver.model import stochastic
 from solver.model.domain import Box
@@ -95,7 +96,7 @@ def smoothness(logits: np.ndarray, n: int, spacing: float) -> dict:
     - ``lipschitz``: the largest |∇p| over the cells (a Lipschitz estimate of the map at the
       grid's resolution; at most √2/h).
     """
-    p = scipy.special.softmax(logits, axis=1).reshape(n, n, -1)
+    p = softmax(logits).reshape(n, n, -1)
     dx = (p[1:, :-1] - p[:-1, :-1]) / spacing
     dy = (p[:-1, 1:] - p[:-1, :-1]) / spacing
     slope = np.sqrt(np.sum(dx**2 + dy**2, axis=2) / 2.0)
@@ -155,7 +156,7 @@ def run(out: Path, quick: bool, names: list[str] | None = None) -> dict:
                 if seed == spec["seeds"][0]:
                     n_train = len(trained.X) - len(trained.test_logits)
                     maps[(name, epsilon)] = dict(
-                        p=scipy.special.softmax(trained.logits_at, axis=1)[:, 1].reshape(n, n),
+                        p=softmax(trained.logits_at)[:, 1].reshape(n, n),
                         extent=(grid[:, 0].min(), grid[:, 0].max(), grid[:, 1].min(), grid[:, 1].max()),
                         X=trained.X[:n_train], y=trained.y[:n_train])
             results[f"{name}/eps={epsilon:g}"] = dict(
@@ -213,7 +214,7 @@ def recheck(out: Path, section: dict, mc_spec: dict) -> dict:
     """The Monte Carlo check of every viscous model again, with ``mc_spec`` (e.g. more steps):
     the PDE's test logits from one forward solve at the final parameters (the run directory's
     checkpoint.npz) on the mesh of training; the section's check numbers replaced."""
-    from experiments_lib.common import Trained
+    from scripts.experiments_lib.common import Trained
     from solver.learn.train import Problem, load_checkpoint
 
     for r in section["results"].values():

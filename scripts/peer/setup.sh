@@ -14,7 +14,9 @@
 # dry run that reads metadata only, that pip would take a '+cpu' build, and stops otherwise
 # unless PEER_ALLOW_CUDA_TORCH=1.
 #
-# Set PEER_PYTHON=/path/to/python3.11 to choose the interpreter. Idempotent: a stamp keyed on the
+# Set PEER_PYTHON=/path/to/python3.11 to choose the interpreter the venv is made with (its one
+# meaning: the tools find the venv's python through this script, scripts.harness.peer_python,
+# never through PEER_PYTHON). Idempotent: a stamp keyed on the
 # pins skips pip entirely on a second call.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"

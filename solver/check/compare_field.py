@@ -25,6 +25,7 @@ from mpi4py import MPI
 from dolfinx import fem
 
 from solver.config import Config
+from solver.convergence import fitted_order, observed_orders
 from solver.errors import InputError
 from solver.fem.mesh import create_mesh
 from solver.fem.pointeval import evaluate_everywhere, grid_evaluator
@@ -157,7 +158,7 @@ def solve_and_compare(
             characteristics.solve(comm, field, terminal, x, rtol=REFERENCE_RTOL, atol=REFERENCE_ATOL).u0
             for x in (points, grid)
         )
-        l2, l2_relative, l2_exact, seconds_reference = _l2_differences(solver, field, terminal, result)
+        l2, l2_relative, l2_exact, seconds_reference = l2_differences(solver, field, terminal, result)
     except BaseException:
         solver.destroy()
         raise
@@ -207,7 +208,7 @@ def monte_carlo_agreement(fe_points: np.ndarray, mc: stochastic.MonteCarloResult
                 within=float(within.mean()) if within.size else 1.0, agree=bool(within.all()))
 
 
-def _l2_differences(
+def l2_differences(
     solver: TransportSolver, field, terminal, result: ForwardResult
 ) -> tuple[float, float, float | None, float]:
     """‖u_h − I(u_ref)‖, relative to ‖I(u_ref)‖, the same against the closed-form solution (or
@@ -231,18 +232,6 @@ def compare_on_mesh(
     run = solve_and_compare(comm, config, cells, points, grid)
     run.destroy()
     return run.comparison
-
-
-def observed_orders(h: np.ndarray, errors: np.ndarray) -> np.ndarray:
-    """Orders between successive meshes, log(e_i / e_{i+1}) / log(h_i / h_{i+1})."""
-    h, errors = np.asarray(h, float), np.asarray(errors, float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.log(errors[:-1] / errors[1:]) / np.log(h[:-1] / h[1:])
-
-
-def fitted_order(h: np.ndarray, errors: np.ndarray) -> float:
-    """Least-squares slope of log(error) against log(h)."""
-    return float(np.polyfit(np.log(h), np.log(errors), 1)[0])
 
 
 def read_points(path: str, domain: Domain) -> np.ndarray:

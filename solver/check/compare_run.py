@@ -77,9 +77,14 @@ def resnet_against_pde(model, theta, A, b, X, fe_logits, layer=None, q=None, fea
     return rows
 
 
-def _agreement(comm: MPI.Comm, problem, p: np.ndarray) -> tuple[dict, np.ndarray]:
+def run_agreement(comm: MPI.Comm, problem, p: np.ndarray) -> tuple[dict, np.ndarray]:
     """PDE (on ``problem``'s mesh) against the characteristics (ε > 0: the Monte Carlo) on the
-    train and test points."""
+    train and test points at the parameters ``p``. COLLECTIVE.
+
+    Returns:
+        The numbers ``compare RUN`` reports, and the PDE's logits at all the test points
+        (every rank holds them all), shape=(n_test, K).
+    """
     from solver.fem.pointeval import evaluate_everywhere
 
     J = problem.J
@@ -150,7 +155,7 @@ def compare_run(comm: MPI.Comm, run: Path, with_problem=None) -> dict:
     if p.shape != (problem.J.n_params,):
         problem.destroy()
         raise InputError(f"theta.npz has {p.size} parameters, the config needs {problem.J.n_params}", str(run))
-    result, fe_test = _agreement(comm, problem, p)
+    result, fe_test = run_agreement(comm, problem, p)
     check = config.compare
     ended = problem.resolution
     wanted = Resolution(check.cells or ended.cells, check.degree or ended.degree,
@@ -159,7 +164,7 @@ def compare_run(comm: MPI.Comm, run: Path, with_problem=None) -> dict:
         log.info("the check's PDE prediction: %s (compare.cells, compare.degree)", wanted)
         training_mesh = result
         problem = problem.rebuilt(comm, wanted)
-        result, fe_test = _agreement(comm, problem, p)
+        result, fe_test = run_agreement(comm, problem, p)
         result["training_mesh"] = training_mesh
     theta, A, b = problem.J.split(p)
     field = problem.model.field(theta)

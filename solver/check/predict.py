@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.special
 from mpi4py import MPI
 
 from solver.config import Config, load_config
 from solver.errors import InputError
 from solver.learn.certify import Resolution
+from solver.model.activations import softmax
 from solver.model.data import Scaling
 from solver.model.domain import Box
 from solver.model.input_layer import InputLayer
@@ -274,4 +274,4 @@ def _pde_logits(comm: MPI.Comm, run: TrainedRun, model, x: np.ndarray, source: s
 
 def probabilities(logits: np.ndarray) -> np.ndarray:
     """softmax over the classes, shape=(n, K) (the prediction of a cross-entropy run)."""
-    return scipy.special.softmax(logits, axis=1)
+    return softmax(logits)

@@ -68,7 +68,7 @@ class KernelCompileError(RuntimeError):
     """The C compiler is missing or failed on ``gradient_kernels.c``; the message has its output."""
 
 
-def _compile(compiler: list[str], source: Path, target: Path) -> None:
+def compile_kernels(compiler: list[str], source: Path, target: Path) -> None:
     """Compile ``source`` into the shared library ``target``, or raise KernelCompileError."""
     command = compiler + _FLAGS + [str(source), "-o", str(target)]
     try:
@@ -106,7 +106,7 @@ def _load() -> ctypes.CDLL:
         with tempfile.TemporaryDirectory(dir=directory) as tmp:
             source, target = Path(tmp) / SOURCE, Path(tmp) / "slab_pairs.so"
             source.write_text(text)
-            _compile(compiler, source, target)
+            compile_kernels(compiler, source, target)
             os.replace(target, path)  # atomic: another rank may be doing the same
     library = ctypes.CDLL(str(path))
     i64, ptr = ctypes.c_int64, ctypes.c_void_p

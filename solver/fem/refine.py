@@ -29,6 +29,7 @@ import dolfinx.mesh
 import ufl
 
 from solver.errors import InputError
+from solver.fem.locate import CellLocator
 from solver.fem.mesh import create_mesh
 from solver.model.domain import Domain
 
@@ -67,7 +68,7 @@ def mesh_with_marks(comm: MPI.Comm, domain: Domain, cells: int, marks: tuple = (
 def refined_at(mesh: dolfinx.mesh.Mesh, midpoints: np.ndarray, level: int = 0) -> dolfinx.mesh.Mesh:
     """``mesh`` (on one process) with the cells that contain ``midpoints`` refined once."""
     tdim = mesh.topology.dim
-    cells = _containing_cells(mesh, midpoints)
+    cells = CellLocator(mesh).locate(midpoints).cells  # a midpoint lies inside one cell only
     if np.any(cells < 0):
         raise InputError(f"mesh refinement {level}: {int(np.sum(cells < 0))} of {len(cells)} marked "
                          "cell midpoints lie in no cell of the mesh it refines (a damaged run?)")
@@ -75,19 +76,6 @@ def refined_at(mesh: dolfinx.mesh.Mesh, midpoints: np.ndarray, level: int = 0) -
     edges = dolfinx.mesh.compute_incident_entities(mesh.topology, np.unique(cells).astype(np.int32), tdim, 1)
     fine, _, _ = dolfinx.mesh.refine(mesh, edges)
     return fine
-
-
-def _containing_cells(mesh: dolfinx.mesh.Mesh, points: np.ndarray) -> np.ndarray:
-    """The first owned cell that contains each point, -1 for none."""
-    tdim = mesh.topology.dim
-    owned = mesh.topology.index_map(tdim).size_local
-    tree = dolfinx.geometry.bb_tree(mesh, tdim, entities=np.arange(owned, dtype=np.int32))
-    padded = np.zeros((len(points), 3))
-    padded[:, : points.shape[1]] = points
-    hits = dolfinx.geometry.compute_colliding_cells(
-        mesh, dolfinx.geometry.compute_collisions_points(tree, padded), padded)
-    return np.array([hits.links(i)[0] if len(hits.links(i)) else -1 for i in range(len(points))],
-                    dtype=np.int64)
 
 
 def tube_indicator(mesh: dolfinx.mesh.Mesh, paths: np.ndarray, errors: np.ndarray) -> np.ndarray:
@@ -100,6 +88,9 @@ def tube_indicator(mesh: dolfinx.mesh.Mesh, paths: np.ndarray, errors: np.ndarra
 
     Returns:
         shape=(num_owned_cells,); 0 for cells no path crosses.
+
+    Every cell a sample touches counts (all of them for a sample on a facet), which is
+    dolfinx's collision query, not ``fem.locate``'s one cell per point.
     """
     tdim = mesh.topology.dim
     owned = mesh.topology.index_map(tdim).size_local

@@ -28,7 +28,7 @@ on each piece (``Field.pieces()``, θ constant on slabs).
 The K components are the columns of one dense PETSc matrix (``Block``), so a stage is one
 MatMatMult (AIJ × dense) for all K instead of K MatMults: on peaks' 13³ box with K = 5 a whole
 step costs 2.2 (DG1) and 1.6 (DG2) times K single MatMults, where three products each would be
-3 plus the vector updates (1 rank; ``scripts/bench_forward.py --components 5 --cases
+3 plus the vector updates (1 rank; ``python -m scripts.bench_forward --components 5 --cases
 peaks-dg1,peaks-dg2``).
 """
 

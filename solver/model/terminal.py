@@ -18,6 +18,7 @@ import numpy as np
 
 from solver import validate
 from solver.errors import InputError
+from solver.model.activations import sigmoid, softmax
 
 TERMINAL_KINDS = ("linear", "softmax", "sigmoid", "gaussian", "sine")
 
@@ -137,17 +138,6 @@ def _affine(dim: int, num_components: int, params: dict[str, Any]) -> tuple[np.n
     return weights, bias
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    # Subtracting the row maximum keeps exp from overflowing; the result is unchanged.
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    # tanh form: no overflow for large |z|.
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
-
-
 def terminal_defaults(kind: str, dim: int) -> dict[str, Any]:
     """The default parameters of ``kind`` in ``dim`` dimensions (weights/bias: random/zero)."""
     _check_kind(kind)
@@ -201,7 +191,7 @@ def make_terminal(kind: str, dim: int, **params: Any) -> Terminal:
         if kind == "softmax" and k < 2:
             raise _fail("num_components", f"softmax needs at least 2 components, got {k}")
         weights, bias = _affine(dim, k, p)
-        link = {"linear": lambda z: z, "softmax": _softmax, "sigmoid": _sigmoid}[kind]
+        link = {"linear": lambda z: z, "softmax": softmax, "sigmoid": sigmoid}[kind]
         return Terminal(lambda x: link(x @ weights.T + bias), k, name=kind, dim=dim)
 
     if kind == "gaussian":

@@ -15,16 +15,19 @@ characteristics never leave Ω, and the transport problem needs no inflow bounda
 Time: [0, T] is split into L equal slabs t_0 = 0 < … < t_L = T (the partition of eq. 9), and θ
 is constant on each: one parameter set per slab (one slab ≈ one ResNet block of eq. 17).
 
-numpy only: the characteristics solver and the ResNet exporter use this without the FE code.
+numpy and scipy only: the characteristics solver and the ResNet exporter use this without the FE
+code. The activations are ``solver.model.activations``'s.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field as dataclass_field
-from typing import Callable, ClassVar, NamedTuple, Protocol, runtime_checkable
+from typing import ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
+from solver.model import activations
+from solver.model.activations import Activation
 from solver.model.domain import Domain
 from solver.errors import InputError
 
@@ -38,49 +41,14 @@ LEARNED_KINDS = {"mlp": 2, "mlp1": 1}
 # --------------------------------------------------------------------------------------------
 
 
-class Activation(NamedTuple):
-    """An activation a and its derivative a', both elementwise on arrays of any shape.
-
-    ``smooth`` is False if a' jumps (relu at 0): v then has kinks in x, which an ODE solver
-    must treat with care (see ``MLPField.kinks``).
-    """
-
-    name: str
-    value: Callable[[np.ndarray], np.ndarray]
-    derivative: Callable[[np.ndarray], np.ndarray]
-    smooth: bool = True
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    # The tanh form never overflows, unlike 1 / (1 + exp(-z)) for large negative z.
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
-
-
-def _sigmoid_derivative(z: np.ndarray) -> np.ndarray:
-    s = _sigmoid(z)
-    return s * (1.0 - s)
-
-
-ACTIVATIONS: dict[str, Activation] = {
-    # relu' is taken as 0 at the kink: a set of measure zero for the points and parameters.
-    "relu": Activation(
-        "relu", lambda z: np.maximum(z, 0.0), lambda z: (z > 0.0).astype(float), smooth=False
-    ),
-    "tanh": Activation("tanh", np.tanh, lambda z: 1.0 - np.tanh(z) ** 2),
-    # logaddexp(0, z) = log(1 + e^z) without overflow for large z.
-    "softplus": Activation("softplus", lambda z: np.logaddexp(0.0, z), _sigmoid),
-    "sigmoid": Activation("sigmoid", _sigmoid, _sigmoid_derivative),
-}
+# The velocity's activations: the smooth ones and relu (its kinks are located, see ``kinks``).
+VELOCITY_ACTIVATIONS = ("relu", "tanh", "softplus", "sigmoid")
+ACTIVATIONS: dict[str, Activation] = {name: activations.ACTIVATIONS[name] for name in VELOCITY_ACTIVATIONS}
 
 
 def activation(name: str) -> Activation:
-    """The activation called ``name``; raises InputError for an unknown name."""
-    try:
-        return ACTIVATIONS[name]
-    except (KeyError, TypeError):
-        raise InputError(
-            f'Invalid activation "{name}". Must be one of {list(ACTIVATIONS)}'
-        ) from None
+    """The velocity activation called ``name``; raises InputError for an unknown name."""
+    return activations.activation(name, among=VELOCITY_ACTIVATIONS)
 
 
 # --------------------------------------------------------------------------------------------

@@ -34,7 +34,10 @@ from solver.plain2resnet.resnet import (
     ReluBlock,
     Stage,
 )
-from solver.plain2resnet.plainnet import DEFAULT_LEAKY_SLOPE, PlainNet, activation_value
+from solver import convergence
+from solver.model import activations
+from solver.model.activations import DEFAULT_LEAKY_SLOPE
+from solver.plain2resnet.plainnet import PlainNet
 from solver.plain2resnet.rotations import proper_svd, rotation_log
 from solver.plain2resnet.time_scaling import DEFAULT_SCALING, relu_flow_rate, time_scaling
 
@@ -131,7 +134,7 @@ def activation_flow(
 ) -> np.ndarray:
     """φ(τ, Z) = (1 − h(τ)) Z + h(τ) a(Z) (eq. 36), elementwise on Z of any shape."""
     h, one_minus_h, _ = time_scaling(tau, scaling)
-    return one_minus_h * z + h * activation_value(activation, z, slope)
+    return one_minus_h * z + h * activations.activation(activation, slope).value(z)
 
 
 def flow_map(flow: PlainFlow, beta: float, x: np.ndarray) -> np.ndarray:
@@ -303,15 +306,21 @@ def convergence_study(
     for l in substeps:
         resnet = discretize(flow, l, beta, anchor, scaling)
         error = float(np.max(np.abs(resnet.forward(x) - reference)))
-        order = None
-        if rows and error > 0.0 and rows[-1]["error"] > 0.0:
-            order = float(np.log(rows[-1]["error"] / error) / np.log(l / rows[-1]["substeps"]))
-        rows.append({"substeps": l, "blocks": resnet.num_blocks, "error": error, "order": order})
+        rows.append({"substeps": l, "blocks": resnet.num_blocks, "error": error})
+    add_orders(rows)
     return rows
 
 
-def fitted_order(rows: list[dict], smallest: int = 1) -> float:
-    """The slope −d log e / d log l of a least-squares fit over the rows with l >= ``smallest``."""
-    kept = [(r["substeps"], r["error"]) for r in rows if r["substeps"] >= smallest]
-    l, e = np.array(kept, dtype=float).T
-    return float(-np.polyfit(np.log(l), np.log(e), 1)[0])
+def add_orders(rows: list[dict]) -> None:
+    """Sets each row's "order", the observed order against the previous row's l (step 1/l):
+    None for the first row and where an error is 0."""
+    steps = [1.0 / r["substeps"] for r in rows]
+    orders = convergence.observed_orders(steps, [r["error"] for r in rows])
+    for row, order in zip(rows, [np.nan, *orders]):
+        row["order"] = float(order) if np.isfinite(order) else None
+
+
+def study_order(rows: list[dict], smallest: int = 1) -> float:
+    """The least-squares order over the rows with l >= ``smallest`` (``solver.convergence``)."""
+    kept = [r for r in rows if r["substeps"] >= smallest]
+    return convergence.fitted_order([1.0 / r["substeps"] for r in kept], [r["error"] for r in kept])

@@ -9,7 +9,8 @@ Layer activations are monotone, as section 3.2 assumes: identity, relu, leaky_re
 [0, 1)), tanh, sigmoid. Readers for npz, ONNX and fitted scikit-learn models are in
 ``solver.plain2resnet.plainnet_io``.
 
-numpy and scipy.special only.
+The activations and their derivatives are ``solver.model.activations``'s (one convention
+at kinks and one set of numerics for the velocity and the plain nets). numpy and scipy only.
 """
 
 from __future__ import annotations
@@ -18,62 +19,16 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from scipy.special import expit
 
 from solver.errors import InputError
+from solver.model.activations import DEFAULT_LEAKY_SLOPE, activation, sigmoid, softmax
 
 LAYER_ACTIVATIONS = ("identity", "relu", "leaky_relu", "tanh", "sigmoid")
 OUTPUT_FUNCTIONS = ("identity", "softmax", "logistic")
-DEFAULT_LEAKY_SLOPE = 0.01  # ONNX LeakyRelu's default alpha
-
-
-def sigmoid(z: np.ndarray) -> np.ndarray:
-    """The logistic function σ(z) = 1 / (1 + e^{-z}), without overflow and accurate in the tails."""
-    return expit(z)
-
-
-def activation_value(name: str, z: np.ndarray, slope: float = DEFAULT_LEAKY_SLOPE) -> np.ndarray:
-    """a(z) elementwise; ``slope`` is leaky_relu's negative slope s (a(z) = s z for z < 0)."""
-    if name == "identity":
-        return z
-    if name == "relu":
-        return np.maximum(z, 0.0)
-    if name == "leaky_relu":
-        return np.where(z >= 0.0, z, slope * z)
-    if name == "tanh":
-        return np.tanh(z)
-    if name == "sigmoid":
-        return sigmoid(z)
-    raise InputError(f'invalid activation "{name}"; must be one of {list(LAYER_ACTIVATIONS)}')
-
-
-def activation_derivative(
-    name: str, z: np.ndarray, slope: float = DEFAULT_LEAKY_SLOPE
-) -> np.ndarray:
-    """a'(z) elementwise (the right derivative at a kink), accurate to relative rounding."""
-    if name == "identity":
-        return np.ones_like(z)
-    if name == "relu":
-        return (z >= 0.0).astype(z.dtype)
-    if name == "leaky_relu":
-        return np.where(z >= 0.0, 1.0, slope).astype(z.dtype)
-    # Both in products of σ(±z): accurate where a' is tiny (1 − tanh² rounds to 0 for |z| > 19),
-    # which the inverse Jacobian of eq. 63 divides by.
-    if name == "tanh":
-        return 4.0 * expit(2.0 * z) * expit(-2.0 * z)
-    if name == "sigmoid":
-        return expit(z) * expit(-z)
-    raise InputError(f'invalid activation "{name}"; must be one of {list(LAYER_ACTIVATIONS)}')
-
-
-def _softmax(y: np.ndarray) -> np.ndarray:
-    e = np.exp(y - y.max(axis=-1, keepdims=True))  # shifted: no overflow
-    return e / e.sum(axis=-1, keepdims=True)
-
 
 _OUTPUTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "identity": lambda y: y,
-    "softmax": _softmax,
+    "softmax": softmax,
     "logistic": sigmoid,
 }
 
@@ -134,7 +89,8 @@ class Layer:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """a(W x + b) for a batch x of shape (N, n_in); returns shape (N, n_out)."""
-        return activation_value(self.activation, x @ self.weight.T + self.bias, self.slope)
+        a = activation(self.activation, self.slope, among=LAYER_ACTIVATIONS)
+        return a.value(x @ self.weight.T + self.bias)
 
 
 @dataclass(frozen=True)

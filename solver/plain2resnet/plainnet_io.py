@@ -23,9 +23,10 @@ import numpy as np
 
 from solver.errors import InputError
 from solver.resnet.formats import read_npz
-from solver.plain2resnet.plainnet import DEFAULT_LEAKY_SLOPE, Layer, PlainNet
+from solver.model.activations import DEFAULT_LEAKY_SLOPE, ONNX_OPS
+from solver.plain2resnet.plainnet import Layer, PlainNet
 
-ONNX_ACTIVATIONS = {"Relu": "relu", "LeakyRelu": "leaky_relu", "Tanh": "tanh", "Sigmoid": "sigmoid"}
+ONNX_ACTIVATIONS = {op: name for name, op in ONNX_OPS.items()}  # ONNX operator -> activation
 SKLEARN_ACTIVATIONS = {
     "identity": "identity",
     "relu": "relu",

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from solver.errors import InputError
-from solver.plain2resnet.plainnet import OUTPUT_FUNCTIONS, activation_derivative, activation_value, apply_output
+from solver.model import activations
+from solver.plain2resnet.plainnet import OUTPUT_FUNCTIONS, apply_output
 from solver.plain2resnet.time_scaling import DEFAULT_SCALING
 
 LINEARIZED_ACTIVATIONS = ("tanh", "sigmoid")
@@ -111,16 +112,16 @@ class ActivationBlock:
 
     def weights(self, anchor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """W⁽¹⁾ (its diagonal) and b⁽¹⁾ of eq. 66, 67 at a fixed ``anchor`` (J >= min a' > 0)."""
-        jacobian = self.keep + self.h * activation_derivative(self.activation, anchor)  # eq. 62
-        flow = self.keep * anchor + self.h * activation_value(self.activation, anchor)  # eq. 36
+        jacobian = self.keep + self.h * activations.activation(self.activation).derivative(anchor)  # eq. 62
+        flow = self.keep * anchor + self.h * activations.activation(self.activation).value(anchor)  # eq. 36
         return 1.0 / jacobian, anchor - flow / jacobian
 
     def __call__(self, y: np.ndarray, stage_input: np.ndarray) -> np.ndarray:
         anchor = stage_input if self.anchor is None else self.anchor
         ratio, inv_keep = self.coefficients()
-        q = 1.0 / (1.0 + ratio * activation_derivative(self.activation, anchor))
+        q = 1.0 / (1.0 + ratio * activations.activation(self.activation).derivative(anchor))
         residual = y - (
-            self.keep * anchor + self.h * activation_value(self.activation, anchor)
+            self.keep * anchor + self.h * activations.activation(self.activation).value(anchor)
         )  # y − φ, eq. 36
         with np.errstate(over="ignore"):
             z = np.clip(
@@ -128,7 +129,7 @@ class ActivationBlock:
             )  # ≈ φ⁻¹(τ_r, y), eq. 68
         return (
             y
-            + self.step * (activation_value(self.activation, z) - anchor)
+            + self.step * (activations.activation(self.activation).value(z) - anchor)
             - self.rate * q * residual
         )
 

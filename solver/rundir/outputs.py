@@ -26,6 +26,7 @@ from mpi4py import MPI
 from solver.config import Config
 from solver.fem.affine import solve_affine
 from solver.model import characteristics
+from solver.model.activations import softmax
 from solver.model.domain import Ball
 from solver.parallel import on_rank0
 from solver.rundir import store
@@ -45,11 +46,6 @@ def plane_grid(domain, n: int) -> np.ndarray:
     points = np.tile(0.5 * (lower + upper), (len(g), 1))
     points[:, :2] = g
     return off_facets(domain, points)
-
-
-def softmax(u: np.ndarray) -> np.ndarray:
-    z = np.exp(u - u.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
 
 
 # --- training -------------------------------------------------------------------------------
@@ -213,9 +209,9 @@ def write_training_pictures(comm: MPI.Comm, problem, p: np.ndarray, history: lis
     field = problem.model.field(theta)
     # The characteristics' end points q(T; X) of (a fixed subset of) every point: the model's
     # prediction A q + b, and the 3D picture's end positions.
-    from solver.rundir.plots import _subset  # the subset prediction.png draws
+    from solver.rundir.plots import shown_subset  # the subset prediction.png draws
 
-    train, test = _subset(len(dataset.y_train)), _subset(len(dataset.y_test))
+    train, test = shown_subset(len(dataset.y_train)), shown_subset(len(dataset.y_test))
     starts = np.concatenate([dataset.X_train[train], dataset.X_test[test]])
     ends = characteristics.solve(comm, field, lambda x: x, starts).u0
     logits = ends @ A.T + b

@@ -22,7 +22,7 @@ def _pyplot():
     return plt
 
 
-def _save(plt, fig, path: str | Path) -> None:
+def save_figure(plt, fig, path: str | Path) -> None:
     """Write ``fig`` to ``path`` (PNG) atomically and close it."""
     try:
         with atomic_file(path) as f:
@@ -88,7 +88,7 @@ def comparison_figure(
         ax.set_xlabel("x1")
         ax.set_ylabel("x2")
     fig.suptitle(title)
-    _save(plt, fig, path)
+    save_figure(plt, fig, path)
 
 
 def convergence_figure(path: str | Path, study: dict, title: str) -> None:
@@ -107,7 +107,7 @@ def convergence_figure(path: str | Path, study: dict, title: str) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     ax.set_title(title)
-    _save(plt, fig, path)
+    save_figure(plt, fig, path)
 
 
 # --- training pictures: drawn in data coordinates ---------------------------------------------
@@ -187,7 +187,8 @@ def _image(ax, view: View, rgba: np.ndarray) -> None:
     ax.imshow(np.transpose(rgba, (1, 0, 2)), origin="lower", extent=view.extent(), interpolation="nearest")
 
 
-def _scatter_classes(ax, X, y, K, cmap, **kw) -> None:
+def scatter_classes(ax, X, y, K, cmap, **kw) -> None:
+    """Scatter the points X (shape=(n, >=2)) of each class k < K in colour cmap(k) on ax."""
     for k in range(K):
         ax.scatter(*X[y == k, :2].T, color=cmap(k), **kw)
 
@@ -234,7 +235,7 @@ def prediction_figure(path, view: View, raster, X_train, y_train, X_test, y_test
         # Drawing 10⁶ markers took minutes and shows nothing more: a fixed random subset of each set.
         shown = (f"; shown: {min(len(X_train), SHOWN_POINTS)} of {len(X_train)} train, "
                  f"{min(len(X_test), SHOWN_POINTS)} of {len(X_test)} test points (random)")
-        tr, te = _subset(len(X_train)), _subset(len(X_test))
+        tr, te = shown_subset(len(X_train)), shown_subset(len(X_test))
         X_train, y_train, X_test, y_test, predicted_test = (
             X_train[tr], y_train[tr], X_test[te], y_test[te], predicted_test[te])
     Xtr, Xte = view.data(X_train), view.data(X_test)
@@ -253,8 +254,8 @@ def prediction_figure(path, view: View, raster, X_train, y_train, X_test, y_test
             where = (f"slice {view.names[2]} = {c3:.3g}: the class u_h predicts on this plane;\n"
                      f"points with |{view.names[2]} − {c3:.3g}| < {w / 2:.3g}: {int(np.sum(near_tr))} of "
                      f"{len(X_train)} train, {int(np.sum(near_te))} of {len(X_test)} test")
-        _scatter_classes(ax, Xtr[near_tr], y_train[near_tr], K, cmap, s=8, edgecolor="none")
-        _scatter_classes(ax, Xte[near_te], y_test[near_te], K, cmap, s=16, edgecolor="k", linewidth=0.5, marker="s")
+        scatter_classes(ax, Xtr[near_tr], y_train[near_tr], K, cmap, s=8, edgecolor="none")
+        scatter_classes(ax, Xte[near_te], y_test[near_te], K, cmap, s=16, edgecolor="k", linewidth=0.5, marker="s")
         ax.set_aspect("equal")
         ax.set_xlabel(view.label(0))
         ax.set_ylabel(view.label(1))
@@ -280,7 +281,7 @@ def prediction_figure(path, view: View, raster, X_train, y_train, X_test, y_test
                 plt.Line2D([], [], color="k", lw=0.5, label="probability 0.6, 0.8, 0.95")]
     fig.legend(handles=handles, loc="outside lower center", ncols=3 if columns == 1 else len(handles), fontsize=7)
     fig.suptitle(f"{title}\nbackground: class predicted by u_h(0, ·){shown}", fontsize=10)
-    _save(plt, fig, path)
+    save_figure(plt, fig, path)
 
 
 def _projection_panels(fig, rows: int, columns: int, view: View, flow, K: int, cmap) -> None:
@@ -293,7 +294,7 @@ def _projection_panels(fig, rows: int, columns: int, view: View, flow, K: int, c
                                         (end, "end positions q(T; X), where the output layer classifies"))):
         ax = fig.add_subplot(rows, columns, columns + j + 1)
         projected = (points - mean) @ axes[:2].T
-        _scatter_classes(ax, projected, y, K, cmap, s=7, edgecolor="none", alpha=0.8)
+        scatter_classes(ax, projected, y, K, cmap, s=7, edgecolor="none", alpha=0.8)
         ax.set_aspect("equal")
         ax.set_xlabel(f"principal axis 1 of X ({100 * share[0]:.0f}% of the variance; data units)")
         ax.set_ylabel(f"principal axis 2 of X ({100 * share[1]:.0f}%)")
@@ -305,7 +306,7 @@ def _projection_panels(fig, rows: int, columns: int, view: View, flow, K: int, c
 SHOWN_POINTS = 5000
 
 
-def _subset(n: int) -> np.ndarray:
+def shown_subset(n: int) -> np.ndarray:
     """A fixed random subset of range(n) with at most SHOWN_POINTS elements, sorted."""
     if n <= SHOWN_POINTS:
         return np.arange(n)
@@ -344,7 +345,7 @@ def velocity_figure(path, view: View, grid, velocities, times, chi, title) -> No
     where = "" if view.dim == 2 else f"; the slice {view.names[2]} = middle of Ω, in-plane components (v1, v2)"
     fig.suptitle(f"{title}: arrows v(t, x)·τ, τ = {tau:.3g} (data units, as the axes), colour |v|{where}",
                  fontsize=10)
-    _save(plt, fig, path)
+    save_figure(plt, fig, path)
 
 
 def characteristics_figure(path, view: View, trajectories, labels, title) -> None:
@@ -376,7 +377,7 @@ def characteristics_figure(path, view: View, trajectories, labels, title) -> Non
     present = sorted(set(int(k) for k in labels))
     ax.legend(handles=[plt.Line2D([], [], color=cmap(k), lw=1, label=view.class_name(k)) for k in present],
               fontsize=7, loc="best")
-    _save(plt, fig, path)
+    save_figure(plt, fig, path)
 
 
 def loss_figure(path, history: list[dict], title) -> None:
@@ -394,7 +395,7 @@ def loss_figure(path, history: list[dict], title) -> None:
     ax2.set_ylabel("accuracy (PDE, right axis)")
     fig.legend(handles=lines, loc="outside lower center", ncols=3, fontsize=8)
     ax.set_title(f"{title}: objective and accuracy per iteration", fontsize=10)
-    _save(plt, fig, path)
+    save_figure(plt, fig, path)
 
 
 # --- how good the model's predictions are -----------------------------------------------------
@@ -428,7 +429,7 @@ def confusion_figure(path, y_true: np.ndarray, y_pred: np.ndarray, classes: list
     ax.set_ylabel("true class")
     accuracy = np.trace(counts) / max(1, counts.sum())
     ax.set_title(f"{textwrap.fill(title, 60)}\n{counts.sum()} points, accuracy {accuracy:.3f}", fontsize=9)
-    _save(plt, fig, path)
+    save_figure(plt, fig, path)
 
 
 def certification_figure(path, history: list[dict], tolerance: float, agreement: float, title: str) -> None:
@@ -473,7 +474,7 @@ def certification_figure(path, history: list[dict], tolerance: float, agreement:
     lines.append(plt.Line2D([], [], color="r", ls="--", lw=0.8, label=f"resolution raised ({changes})"))
     fig.legend(handles=lines, loc="outside lower center", ncols=3, fontsize=7)
     ax.set_title(f"{title}: {len(rows)} checks of the PDE against the characteristics", fontsize=9)
-    _save(plt, fig, path)
+    save_figure(plt, fig, path)
 
 
 def roc_figure(path, y_true: np.ndarray, probability: np.ndarray, classes: list[str], title: str) -> None:
@@ -511,7 +512,7 @@ def roc_figure(path, y_true: np.ndarray, probability: np.ndarray, classes: list[
     right.set_title(f"precision-recall, average precision {ap_text}", fontsize=9)
     fig.suptitle(f"{title}\npositive class: {positive}, score: its predicted probability ({len(y)} points)",
                  fontsize=10)
-    _save(plt, fig, path)
+    save_figure(plt, fig, path)
 
 
 def reliability_figure(path, y_true: np.ndarray, probabilities: np.ndarray, title: str,
@@ -550,4 +551,4 @@ def reliability_figure(path, y_true: np.ndarray, probabilities: np.ndarray, titl
     bottom.set_xlabel("probability of the predicted class (predict_proba's largest)")
     bottom.set_ylabel("points")
     bottom.set_title("points per bin", fontsize=8)
-    _save(plt, fig, path)
+    save_figure(plt, fig, path)

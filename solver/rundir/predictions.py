@@ -106,7 +106,7 @@ def write_map(stem: str | Path, points: np.ndarray, data_points: np.ndarray, ins
 
 def _map_figure(path: Path, data_points: np.ndarray, labels: np.ndarray, confidence: np.ndarray,
                 classes: tuple[str, ...], title: str) -> None:
-    from solver.rundir.plots import _pyplot, _save
+    from solver.rundir.plots import _pyplot, save_figure
 
     if labels.ndim == 3:  # the middle plane x3 = const
         middle = labels.shape[2] // 2
@@ -130,4 +130,4 @@ def _map_figure(path: Path, data_points: np.ndarray, labels: np.ndarray, confide
     ax.set_xlabel("x1")
     ax.set_ylabel("x2")
     ax.set_title(title, fontsize=9)
-    _save(plt, fig, path)
+    save_figure(plt, fig, path)

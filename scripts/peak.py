@@ -1,6 +1,6 @@
 """Run a command and write its peak resident memory (bytes) to a file: a small launcher.
 
-    python -m bench_lib.peak RESULT COMMAND [ARGS...]
+    python -m scripts.peak RESULT COMMAND [ARGS...]
 
 Why a launcher: on Linux a process's ru_maxrss starts at the resident size of the process that
 forked it (exec records the old memory map's high-water mark), so every process started

@@ -32,6 +32,7 @@ import petsc4py  # noqa: E402
 petsc4py.init([sys.argv[0], "-no_signal_handler"])
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import logging  # noqa: E402
 import signal  # noqa: E402
 import time  # noqa: E402
@@ -49,15 +50,23 @@ log = logging.getLogger("solver")
 COMPARE_ANIMATION = "compare-flow.gif"  # `compare RUN`'s animation, beside training's flow.gif
 
 
-def setup_logging(comm: MPI.Comm, verbose: bool) -> None:
+@contextlib.contextmanager
+def cli_logging(comm: MPI.Comm, verbose: bool):
     """One logger, on rank 0 only: no duplicated lines under mpirun. Warnings (``solver.FacetWarning``
-    and the others of docs/warnings.md) are its lines too, without Python's file:line and source."""
+    and the others of docs/warnings.md) are its lines too, without Python's file:line and source.
+    On exit the logger and ``warnings.showwarning`` are as they were: ``main`` called in-process
+    (tests, a notebook) leaves no handler behind to swallow the estimator's own output."""
+    saved = log.handlers[:], log.level, log.propagate, warnings.showwarning
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.handlers[:] = [handler] if comm.rank == 0 else [logging.NullHandler()]
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     log.propagate = False
     warnings.showwarning = show_warning
+    try:
+        yield
+    finally:
+        log.handlers[:], log.level, log.propagate, warnings.showwarning = saved
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -625,7 +634,12 @@ def main(argv: list[str] | None = None) -> int:
         if comm.rank == 0:
             print(f"{error.usage}error: {error}", file=sys.stderr, flush=True)
         return finish(comm, exits, 2)
-    setup_logging(comm, args.verbose)
+    with cli_logging(comm, args.verbose):
+        return _run(comm, exits, args)
+
+
+def _run(comm: MPI.Comm, exits: MPI.Comm, args) -> int:
+    """The command of ``args``, its errors turned into one message and an exit status."""
     try:
         if args.command == "compare" and args.config.is_dir():
             preflight_compare_run(comm, args.config)

@@ -41,7 +41,7 @@ from pathlib import Path  # noqa: E402
 
 from solver import stopping  # noqa: E402
 from solver.errors import InputError, UnstableSolve  # noqa: E402
-from solver.parallel import on_rank0  # noqa: E402 (also this module's name for it)
+from solver.parallel import await_peers, on_rank0  # noqa: E402 (on_rank0: also this module's name for it)
 from solver.rundir import store  # noqa: E402
 
 log = logging.getLogger("solver")
@@ -597,17 +597,8 @@ def finish(comm: MPI.Comm, exits: MPI.Comm, code: int) -> int:
     not finish within ``EXIT_WAIT`` seconds (they wait for it in a collective) aborts the job."""
     if comm.size == 1:
         return code
-    request = exits.Ibarrier()
-    deadline = time.monotonic() + EXIT_WAIT
-    while not request.Test():
-        if code and time.monotonic() > deadline:
-            print(f"error: rank {comm.rank} stopped (exit {code}) but the other ranks did not; "
-                  f"aborting the job", file=sys.stderr, flush=True)
-            # The launcher forwards a rank's stderr through its proxy, which MPI_Abort kills:
-            # without a pause the message was lost in one CI run (exit 2, empty stderr).
-            time.sleep(1.0)
-            comm.Abort(code)
-        time.sleep(0.005)
+    await_peers(exits, code, EXIT_WAIT, f"error: rank {comm.rank} stopped (exit {code}) but the other "
+                f"ranks did not; aborting the job")
     return code
 
 

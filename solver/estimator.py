@@ -28,6 +28,7 @@ meets the library), and every rank returns the same predictions.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 import sys
@@ -63,7 +64,7 @@ from solver.model.domain import DOMAIN_KINDS
 from solver.model.losses import LOSSES
 from solver.model.data import Scaling, augment, make_dataset, place_in_domain, write_csv
 from solver.model.from_config import velocity_model
-from solver.parallel import agreed, on_rank0
+from solver.parallel import agreed, on_rank0, one_outcome
 from solver.rundir import store
 
 log = logging.getLogger("solver")
@@ -103,6 +104,19 @@ SOURCE = "<FlowClassifier>"  # where a bad parameter came from, in messages (``c
 _KEYS = {f"{section}.{key}": name for name, (section, key) in PARAMETERS.items()}
 _KEY_PATTERN = re.compile(r"\b(" + "|".join(re.escape(k) for k in sorted(_KEYS, key=len, reverse=True)) + r")\b")
 DATA_FILE = "data.csv"  # the training points, in a run directory that fit writes
+
+
+def _one_outcome(method):
+    """``method`` inside ``parallel.one_outcome`` on the estimator's comm: a fault that escapes on
+    one rank only raises on every rank, or aborts the job after ``parallel.PEER_WAIT`` seconds
+    if the others wait for the failed rank in a collective (the Python API has no exit watchdog)."""
+
+    @functools.wraps(method)
+    def collective(self, *args, **kwargs):
+        with one_outcome(self._comm()):
+            return method(self, *args, **kwargs)
+
+    return collective
 
 
 class FlowClassifier(ClassifierMixin, BaseEstimator):
@@ -300,6 +314,7 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
 
     # --- fit --------------------------------------------------------------------------------
 
+    @_one_outcome
     def fit(self, X, y, run_dir: str | Path | None = None, force: bool = False) -> FlowClassifier:
         """Learn the velocity field and the output layer for the points X and labels y (collective).
 
@@ -420,6 +435,7 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
             X = augment(X, tuple(f"x{j + 1}" for j in range(X.shape[1])), dim)[0]
         return Scaling.from_dict(self.scaling_).apply(X)
 
+    @_one_outcome
     def _logits(self, X) -> np.ndarray:
         """u(0, x) at the points X by the characteristics, shape=(n, K) (collective)."""
         with agreed(self._comm()):  # one rank's bad X raises on all, before the collective solve
@@ -489,6 +505,7 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
             on_rank0(comm, store.write_json, out / store.METRICS,
                      {**self.metrics_, "classes": [str(c) for c in self.classes_]})
 
+    @_one_outcome
     def save(self, path: str | Path, force: bool = False) -> Path:
         """Write the fitted estimator as a run directory: config.toml, theta.npz, metrics.json
         (no pickle); ``FlowClassifier.load(path)`` reads it back, ``python -m solver export
@@ -497,10 +514,11 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
         The training points are not kept: ``compare RUN`` needs data.csv, which only
         ``fit(..., run_dir=...)`` writes.
         """
-        check_is_fitted(self)
         from solver.rundir.files import prepare_run_directory
 
         comm = self._comm()
+        with agreed(comm):
+            check_is_fitted(self)
         out = prepare_run_directory(comm, path, force=force, wording="api")
         self._write(comm, out)
         return out
@@ -554,6 +572,7 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
         estimator.run_dir_ = str(path.absolute())
         return estimator
 
+    @_one_outcome
     def export_onnx(self, path: str | Path, depth: int, scheme: str = "euler", dtype: str = "float32",
                     output: str = "linear") -> Path:
         """The learned flow as an ONNX ResNet of ``depth`` blocks (``resnet.export``), input in
@@ -561,14 +580,15 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
         (fewer features than Ω's dimension) the net takes D inputs, the extra ones 0. The
         metadata carry ``classes_`` (as text) and the certification (``onnx_net.run_annotations``)
         (collective: rank 0 writes)."""
-        check_is_fitted(self)
         from solver.resnet.export import net_of_parameters
         from solver.resnet.onnx_net import run_annotations, save_onnx
 
-        config, _, _, (theta, A, b) = self._model()
-        params = store.Parameters(self.parameters_, theta, A, b, meta={"scaling": self.scaling_})
-        net = net_of_parameters(config, params, depth, scheme, output, SOURCE)
-        annotations = run_annotations(self.classes_.tolist(), self.metrics_)
+        with agreed(self._comm()):  # one rank's bad depth or scheme raises on all
+            check_is_fitted(self)
+            config, _, _, (theta, A, b) = self._model()
+            params = store.Parameters(self.parameters_, theta, A, b, meta={"scaling": self.scaling_})
+            net = net_of_parameters(config, params, depth, scheme, output, SOURCE)
+            annotations = run_annotations(self.classes_.tolist(), self.metrics_)
         return on_rank0(self._comm(), save_onnx, net, Path(path), dtype, annotations)
 
 

@@ -12,7 +12,8 @@ an ``InputError`` that says what was asked, the estimate and which key to change
   unstable trial point), or a forced ``solver.dt`` breaks the CFL bound at the start;
 - an exported or converted net needs more memory than the machine has, or an ONNX file over
   protobuf's 2 GiB (``export --depth``, ``predict --depth``, ``plain2resnet --substeps`` and the
-  plain net's width);
+  plain net's width); a plain net wider than ``plain2resnet --max-width``, whose d x d
+  decompositions would take hours;
 - a Monte Carlo of a viscous run (``train.paths``, ``train.sde_steps``, ``train.check_points``;
   ``compare.paths``, ``compare.sde_steps``, ``compare.mc_points``) exceeds ``MAX_PATH_STEPS``
   per rank;
@@ -61,6 +62,14 @@ BYTES_PER_FLOW_BLOCK = 12_000
 # --format npz): max RSS 130 MB at d = 300 and 603 MB at d = 1200, the equivalent of 44 d × d
 # float64 arrays; taken as 12 + 2 per layer (16 here), on the low side.
 PLAIN_WORK_MATRICES = 12
+# plain2resnet: the time of the flow model, per layer a d x d SVD (twice: the rank, the proper
+# SVD) and two real Schur decompositions (the rotation logarithms), computed twice (the estimate of
+# the ResNet's size, then the conversion). Measured (flow_model of a 2 -> d -> 2 tanh net, one
+# process, load average ~5 on 2 cores): 0.79 s at d = 400, 2.8 s at 800, 87 s at 1600, i.e. 2.7
+# to 10.6 ns per d³ and layer; the low end is taken. The default width limit, 2000, is then at
+# least 1.5 minutes of the command for a 2-layer net (about 4 minutes at the measured 1600 rate).
+PLAIN_SECONDS_PER_CUBE = 2.7e-9
+MAX_PLAIN_WIDTH = 2000
 # predict --grid: bytes per grid point besides 32 per class (measured: max RSS 208 MB and 450 MB
 # for --grid 256 and 1024 of a 2D run, K = 2, --method pde: 245 B per point).
 GRID_POINT_BYTES = 176
@@ -407,6 +416,20 @@ def check_plain_width(comm: MPI.Comm, source: str, width: int, layers: int) -> N
                  [(f"{matrices} matrices of {width} x {width}", matrices * float(width) ** 2 * 8)],
                  "the flow model embeds every layer in d x d (d >= the widest layer): use a narrower net",
                  shared=False)
+
+
+def check_plain_cost(source: str, width: int, layers: int, max_width: int) -> None:
+    """``plain2resnet``: InputError if the net's width exceeds ``max_width`` (``--max-width``),
+    with the estimated time of its d x d decompositions (rank-local: the same on every rank for
+    the same arguments)."""
+    if width <= max_width:
+        return
+    seconds = 2 * layers * float(width) ** 3 * PLAIN_SECONDS_PER_CUBE
+    hours = f"{seconds / 3600:.3g} hours" if seconds >= 3600 else f"{seconds / 60:.3g} minutes"
+    raise _refuse(source, f"plain2resnet of a net of width {width} ({layers} layers): the flow model "
+                          f"decomposes a {width} x {width} matrix per layer (SVDs, rotation logarithms), "
+                          f"an estimated {hours} or more, over --max-width {max_width}; use a narrower net, "
+                          f"or pass --max-width {width} to run it anyway")
 
 
 def check_train(comm: MPI.Comm, config, num_classes: int, theta: np.ndarray | None = None) -> dict:

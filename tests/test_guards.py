@@ -294,6 +294,12 @@ def test_predict_grid_depth_and_plain_width_guards():
     with pytest.raises(InputError, match=r"net.npz: plain2resnet of a net of width 20000 needs an estimated"):
         guards.check_plain_width(MPI.COMM_SELF, "net.npz", 20000, 2)
     guards.check_plain_width(MPI.COMM_SELF, "net.npz", 100, 4)
+    # The time of the d x d decompositions: refused over --max-width, with the estimate.
+    with pytest.raises(InputError, match=r"net.npz: plain2resnet of a net of width 20000 \(2 layers\): .* an "
+                                         r"estimated 24 hours or more, over --max-width 2000; .* --max-width 20000"):
+        guards.check_plain_cost("net.npz", 20000, 2, guards.MAX_PLAIN_WIDTH)
+    guards.check_plain_cost("net.npz", 20000, 2, 20000)
+    guards.check_plain_cost("net.npz", 2000, 2, 2000)
 
 
 @pytest.mark.serial

@@ -202,7 +202,10 @@ BOUNDED = [
                                                  "--depth", "1000000000", "--map", "m"],
          run_at("run"), ["run", "predict --depth 1000000000", "lower --depth"]),
     Case("plain2resnet: a 20000-wide layer", ["plain2resnet", "net.npz", "--substeps", "4", "--out", "new.onnx"],
-         wide_net("net.npz"), ["net.npz", "width 20000", "narrower net"]),
+         wide_net("net.npz"), ["net.npz", "width 20000", "--max-width 2000", "narrower net"]),
+    Case("plain2resnet: a 20000-wide layer, --max-width 20000", ["plain2resnet", "net.npz", "--substeps", "4",
+                                                                 "--out", "new.onnx", "--max-width", "20000"],
+         wide_net("net.npz"), ["net.npz", "width 20000 needs an estimated", "narrower net"]),
     # ---- one model, one prediction: a viscous run is not predicted by the inviscid flow
     *[Case(f"predict --method {method} of a viscous run", ["predict", "run", "--grid", "4", "--method", method,
                                                            "--map", "m"],

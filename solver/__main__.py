@@ -592,14 +592,33 @@ def default_out(parser: argparse.ArgumentParser, args) -> None:
 EXIT_WAIT = 30.0
 
 
-def finish(comm: MPI.Comm, exits: MPI.Comm, code: int) -> int:
+def finish(comm: MPI.Comm, exits: MPI.Comm, code: int, message: str | None = None) -> int:
     """``code``, once every rank has finished; a rank that stops with an error and whose peers do
-    not finish within ``EXIT_WAIT`` seconds (they wait for it in a collective) aborts the job."""
+    not finish within ``EXIT_WAIT`` seconds (they wait for it in a collective) aborts the job.
+    ``message``: this rank's error line (an error found on some ranks only), printed once, by the
+    lowest rank that has one; every rank then exits with the highest code."""
     if comm.size == 1:
+        if message:
+            print(message, file=sys.stderr, flush=True)
         return code
-    await_peers(exits, code, EXIT_WAIT, f"error: rank {comm.rank} stopped (exit {code}) but the other "
-                f"ranks did not; aborting the job")
-    return code
+    await_peers(exits, code, EXIT_WAIT, f"{message + chr(10) if message else ''}error: rank {comm.rank} stopped "
+                f"(exit {code}) but the other ranks did not; aborting the job")
+    verdicts = exits.allgather((code, message))
+    first = next((rank for rank, (_, said) in enumerate(verdicts) if said), None)
+    if first == comm.rank:
+        print(message, file=sys.stderr, flush=True)
+    return max(c for c, _ in verdicts)
+
+
+def out_of_memory(comm: MPI.Comm, args, error: BaseException) -> str:
+    """The one line for a MemoryError that the guards did not foresee (rank-local)."""
+    advice = "lower the resolution or the number of points, or run with more memory per rank"
+    if args.command in ("train", "compare"):
+        advice = ('lower mesh.cells or mesh.degree, or set solver.stage_memory to a number of MiB (the '
+                  'default "auto" keeps up to half of the memory available at the first gradient), '
+                  'or run with more memory per rank')
+    return (f"error: rank {comm.rank} ran out of memory ({error or 'an allocation failed'}) although the "
+            f"estimates before the run allowed it; {advice}")
 
 
 def interrupt(signum, frame):
@@ -645,6 +664,8 @@ def main(argv: list[str] | None = None) -> int:
         if comm.size > 1:
             comm.Abort(code)  # the other ranks may be waiting in a collective
         return code
+    except MemoryError as error:  # on some ranks only, maybe: every rank exits 2, one message
+        return finish(comm, exits, 2, out_of_memory(comm, args, error))
     except Exception:
         traceback.print_exc()
         sys.stderr.flush()

@@ -454,7 +454,8 @@ def command_predict(comm: MPI.Comm, args) -> int:
     batches = []
     if args.input is not None:
         X, names, lines = on_rank0(comm, predict.read_points, args.input, run)
-        batches.append(("points", predict.to_omega(run, X, str(args.input), lines)))
+        outside = "refuse" if args.method == "pde" else "warn"  # u_h lives on Ω's mesh; the flow everywhere
+        batches.append(("points", predict.to_omega(run, X, str(args.input), lines, outside)))
     if args.grid is not None:
         grid, inside = predict.grid_points(run, args.grid)
         batches.append(("grid", grid[inside]))

@@ -406,10 +406,8 @@ def command_export(comm: MPI.Comm, args) -> int:
     config = load_config(args.run_dir / store.CONFIG)  # every rank reads it: alike
     noise_value(args.noise, config, str(args.run_dir / store.CONFIG))  # refused before any work
     if config.field.kind in ("mlp", "mlp1"):
-        evaluations = {"euler": 1, "midpoint": 2, "rk4": 4}[args.scheme]
-        width = config.field.width or config.dim  # "mlp1": exported as W2 = I, width d
-        block = evaluations * (2 * width * config.dim + width + config.dim) * 8
-        guards.check_export(comm, str(args.run_dir), args.depth, block, "onnx" in formats)
+        guards.check_export(comm, str(args.run_dir), args.depth, guards.export_block_bytes(config, args.scheme),
+                            "onnx" in formats)
     on_rank0(comm, remove_temporaries, args.run_dir)
     for path in on_rank0(comm, export, args.run_dir, args.depth, args.scheme, formats, args.output, args.noise,
                          args.directory):

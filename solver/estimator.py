@@ -586,6 +586,11 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
         with agreed(self._comm()):  # one rank's bad depth or scheme raises on all
             check_is_fitted(self)
             config, _, _, (theta, A, b) = self._model()
+            if isinstance(depth, bool) or not isinstance(depth, Integral) or depth < 1:
+                raise InputError(f"depth must be an integer >= 1, got {depth!r}", SOURCE)
+        # the net's memory and ONNX size, before it is built (export --depth's guard; collective)
+        guards.check_export(self._comm(), SOURCE, depth, guards.export_block_bytes(config, scheme), True, api=True)
+        with agreed(self._comm()):
             params = store.Parameters(self.parameters_, theta, A, b, meta={"scaling": self.scaling_})
             net = net_of_parameters(config, params, depth, scheme, output, SOURCE)
             annotations = run_annotations(self.classes_.tolist(), self.metrics_)

@@ -530,9 +530,26 @@ def check_compare(comm: MPI.Comm, config, refine: list[int] | tuple[int, ...] = 
     return estimates
 
 
-def check_export(comm: MPI.Comm, run: str, depth: int, block_bytes: float, onnx: bool) -> None:
+def export_block_bytes(config, scheme: str) -> float:
+    """The arrays of one exported residual block of the config's MLP field, in bytes: the
+    field's weights once per evaluation of the block (euler 1, midpoint 2, rk4 4; an unknown
+    scheme counts 4, the name is checked where the net is built). 0 for fields that are not MLPs."""
+    if config.field.kind not in ("mlp", "mlp1"):
+        return 0.0
+    evaluations = {"euler": 1, "midpoint": 2, "rk4": 4}.get(scheme, 4)
+    width = config.field.width or config.dim  # "mlp1": exported as W2 = I, width d
+    return evaluations * (2 * width * config.dim + width + config.dim) * 8
+
+
+def check_export(comm: MPI.Comm, run: str, depth: int, block_bytes: float, onnx: bool,
+                 api: bool = False) -> None:
     """Memory of an exported ResNet of the run directory ``run``: ``depth`` blocks of
-    ``block_bytes`` of arrays each, and the size of its ONNX file (collective)."""
+    ``block_bytes`` of arrays each, and the size of its ONNX file (collective). ``api``: the
+    message names ``FlowClassifier.export_onnx``'s depth, not the command line's flags."""
+    if api:
+        _check_net(comm, run, f"export_onnx(depth={depth})", depth, block_bytes, BYTES_PER_BLOCK, onnx,
+                   "lower depth (midpoint or rk4 blocks need fewer)", other_format="")
+        return
     _check_net(comm, run, f"export --depth {depth}", depth, block_bytes, BYTES_PER_BLOCK, onnx,
                "lower --depth (midpoint or rk4 blocks need fewer)")
 
@@ -546,11 +563,11 @@ def check_flow_resnet(comm: MPI.Comm, source: str, substeps: int, blocks: float,
 
 
 def _check_net(comm, config, what: str, blocks: float, block_bytes: float, overhead: float,
-               onnx: bool, advice: str) -> None:
+               onnx: bool, advice: str, other_format: str = ", or --format npz") -> None:
     arrays = blocks * block_bytes
     if onnx and arrays > ONNX_LIMIT:
         raise _refuse(config, f"{what}: an ONNX file of an estimated {size(arrays)} ({blocks:.3g} "
-                              f"blocks) exceeds protobuf's limit of 2 GiB; {advice}, or --format npz")
+                              f"blocks) exceeds protobuf's limit of 2 GiB; {advice}{other_format}")
     check_memory(comm, config, what,
                  [(f"{blocks:.3g} blocks", blocks * (overhead + BLOCK_ARRAY_FACTOR * block_bytes))],
                  advice, shared=False)

@@ -24,6 +24,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from solver import FlowClassifier
 from solver.estimator import OutsideDomainWarning, UncertifiedWarning
+from solver.errors import InputError
 
 # The API checks fit dozens of times: the smallest problem that is still the whole pipeline (a
 # 4² mesh, 2 iterations, certification at the start and the end, no refinement). 34 s for all
@@ -305,6 +306,22 @@ def test_onnx_export_converges_to_the_characteristics(comm, shared_directory):
     print(f"\nONNX (midpoint, 32 and 128 blocks) against the characteristics: max |Δ logit| "
           f"{errors[0]:.2e}, {errors[1]:.2e}")
     assert errors[1] < errors[0] / 10  # 16 at order 2
+
+
+def test_onnx_export_depth_is_guarded_before_the_net_is_built(comm, shared_directory):
+    """export_onnx(depth=10**9) ran unbounded (issue 25): refused with the estimate, naming the
+    estimator's depth, not the command line's flags; a bad depth is one InputError; nothing written."""
+    X, y = moons(60)
+    clf = FlowClassifier(**TINY).fit(X, y)
+    path = shared_directory(comm) / "net.onnx"
+    with pytest.raises(InputError, match=r"export_onnx\(depth=1000000000\): an ONNX file of an estimated .* GiB "
+                                         r"\(1e\+09 blocks\) exceeds protobuf's limit of 2 GiB; lower depth") as error:
+        clf.export_onnx(path, depth=10**9)
+    assert "--" not in str(error.value)
+    for depth in (0, 2.5, True):
+        with pytest.raises(InputError, match=f"depth must be an integer >= 1, got {depth!r}"):
+            clf.export_onnx(path, depth=depth)
+    assert not path.exists()
 
 
 def test_one_and_two_ranks_predict_the_same(comm):

@@ -64,7 +64,7 @@ from solver.model.domain import DOMAIN_KINDS
 from solver.model.losses import LOSSES
 from solver.model.data import Scaling, augment, make_dataset, place_in_domain, write_csv
 from solver.model.from_config import velocity_model
-from solver.parallel import agreed, on_rank0, one_outcome
+from solver.parallel import agreed, check_same, on_rank0, one_outcome
 from solver.rundir import store
 
 log = logging.getLogger("solver")
@@ -340,6 +340,7 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
             self._validate_params()
             X, y = validate_data(self, X, y, dtype=np.float64)
             check_classification_targets(y)
+        check_same(comm, SOURCE, X=X, y=y)  # else each rank would train on its own data
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -443,6 +444,7 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
             X = validate_data(self, X, reset=False, dtype=np.float64)
             config, domain, model, (theta, A, b) = self._model()
             x = self._to_omega(X, domain.dim)
+        check_same(self._comm(), SOURCE, X=X)  # else the ranks' shares of the points mismatch
         logits = x @ A.T + b  # outside Ω the flow (χ·v continued by zero) leaves points in place
         inside = domain.contains(x)
         if not inside.all():

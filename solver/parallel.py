@@ -16,6 +16,7 @@ rank whose peers never arrive (they wait for it in a collective) aborts the job 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import sys
 import time
 import traceback
@@ -70,6 +71,29 @@ def on_rank0(comm: MPI.Comm, fn, *args, **kwargs):
         message, source, name = value
         raise (UnstableSolve if name == "UnstableSolve" else InputError)(message, source)
     return value
+
+
+def check_same(comm: MPI.Comm, source: str, **arrays: np.ndarray) -> None:
+    """InputError on every rank unless every rank holds the same ``arrays`` (name=array: shape,
+    dtype and values compared through a digest; collective: one allgather). Where the ranks
+    must pass the same data (the estimator's X and y), a difference would otherwise train each
+    rank on its own data, or mismatch the ranks' shares of the points."""
+    mine = {}
+    for name, array in arrays.items():
+        array = np.asarray(array)
+        data = (array.tobytes() if array.dtype.kind != "O"
+                else "\x00".join(map(repr, array.ravel().tolist())).encode())
+        mine[name] = (array.shape, array.dtype.str, hashlib.sha256(data).hexdigest())
+    everyone = comm.allgather(mine)
+    for name in arrays:
+        differ = [rank for rank, theirs in enumerate(everyone) if theirs[name] != everyone[0][name]]
+        if differ:
+            first = differ[0]
+            how = (f"rank 0's has shape {everyone[0][name][0]}, rank {first}'s {everyone[first][name][0]}"
+                   if everyone[first][name][0] != everyone[0][name][0] else
+                   f"rank {first}'s values or dtype are not rank 0's")
+            raise InputError(f"{name} differs between the ranks ({how}); under MPI every rank passes the "
+                             f"same {name}", source)
 
 
 @contextlib.contextmanager

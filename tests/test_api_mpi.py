@@ -30,11 +30,16 @@ good = dict(cells=6, width=3, slabs=2, iterations=1, check_every=1)
 try:
     if case == "fit":  # rank 1 only has a bad parameter
         FlowClassifier(**dict(good, cells=-1 if comm.rank == 1 else 6)).fit(X, y)
-    elif case == "labels":  # rank 1 only passes one class
+    elif case == "labels":  # rank 1 only passes one class (and so labels other than rank 0's)
         FlowClassifier(**good).fit(X, y if comm.rank == 0 else np.zeros_like(y))
     elif case == "predict":  # rank 1 only passes points of 3 features
         model = FlowClassifier(**good).fit(X, y)
         model.predict(X if comm.rank == 0 else np.hstack([X, X[:, :1]]))
+    elif case == "fit-data":  # rank 1 passes other points: each rank would train on its own data
+        FlowClassifier(**good).fit(X if comm.rank == 0 else X + 0.01, y)
+    elif case == "predict-rows":  # rank 1 passes fewer points: the ranks' shares would mismatch
+        model = FlowClassifier(**good).fit(X, y)
+        model.predict(X if comm.rank == 0 else X[:10])
     else:  # export: rank 1 only asks for an unknown scheme (rank 0 would write the file)
         model = FlowClassifier(**good).fit(X, y)
         model.export_onnx("net.onnx", depth=4, scheme="euler" if comm.rank == 0 else "nope")
@@ -46,7 +51,6 @@ except ValueError as error:
 
 @pytest.mark.parametrize("case, fragment", [
     ("fit", "'cells' parameter"),
-    ("labels", "at least 2 classes"),
     ("predict", "features"),
     ("export", "Invalid scheme"),
 ])
@@ -68,6 +72,21 @@ def test_one_ranks_bad_input_raises_on_every_rank(tmp_path, case, fragment):
     other = next(line for line in lines if line.startswith("[rank 0"))
     assert fragment in one, one
     assert "rank 1 refused its input" in other and fragment in other, other
+
+
+@pytest.mark.parametrize("case, fragment", [
+    ("fit-data", "X differs between the ranks (rank 1's values or dtype are not rank 0's); under MPI every rank "
+                 "passes the same X"),
+    ("predict-rows", "X differs between the ranks (rank 0's has shape (60, 2), rank 1's (10, 2))"),
+    ("labels", "y differs between the ranks (rank 1's values or dtype are not rank 0's)"),
+])
+def test_ranks_that_pass_different_data_raise_the_same_error(tmp_path, case, fragment):
+    """Each rank's input is valid alone, but they differ: the same InputError on every rank
+    (silently, fit trained each rank on its own data; predict said "terminal must return shape")."""
+    process, out, err, _ = run_two_ranks(tmp_path, SCRIPT, case)
+    lines = sorted("[rank" + part.rstrip() for part in out.split("[rank")[1:])
+    assert process.returncode == 0 and len(lines) == 2, out + err
+    assert lines[0].replace("[rank 0", "[rank 1") == lines[1] and fragment in lines[0], out
 
 
 def run_two_ranks(tmp_path, script: str, *args: str, timeout: float = 120) -> tuple[subprocess.Popen, str, str, float]:

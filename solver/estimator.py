@@ -444,6 +444,10 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
             X = validate_data(self, X, reset=False, dtype=np.float64)
             config, domain, model, (theta, A, b) = self._model()
             x = self._to_omega(X, domain.dim)
+            if config.field.viscosity > 0:  # a viscous run's Monte Carlo: its work, before it starts
+                guards.check_monte_carlo(self._comm(), config, "predict", len(X), config.train.paths,
+                                         config.train.sde_steps, "the number of points (predict in batches), "
+                                         "or train.paths or train.sde_steps in the run's config.toml")
         check_same(self._comm(), SOURCE, X=X)  # else the ranks' shares of the points mismatch
         logits = x @ A.T + b  # outside Ω the flow (χ·v continued by zero) leaves points in place
         inside = domain.contains(x)

@@ -324,6 +324,23 @@ def test_onnx_export_depth_is_guarded_before_the_net_is_built(comm, shared_direc
     assert not path.exists()
 
 
+@pytest.mark.serial
+def test_a_viscous_runs_monte_carlo_is_guarded_before_predict_starts(tmp_path):
+    """FlowClassifier.load of a viscous run with train.paths = 10⁶ predicted for minutes with no
+    output (issue 25's unbounded Monte Carlo, through the API): the same guard as train's."""
+    X, y = moons(60)
+    FlowClassifier(**TINY).fit(X, y).save(tmp_path / "run")
+    config = tmp_path / "run" / "config.toml"
+    text = config.read_text()
+    assert "\nviscosity = 0.0\n" in text and "\npaths = 512\n" in text and '\nscheme = "sl"\n' in text
+    config.write_text(text.replace("\nviscosity = 0.0\n", "\nviscosity = 0.01\n")
+                      .replace("\npaths = 512\n", "\npaths = 1000000\n").replace('\nscheme = "sl"\n', '\nscheme = "rk3"\n'))
+    loaded = FlowClassifier.load(tmp_path / "run")
+    with pytest.raises(InputError, match=r"predict: the Monte Carlo of the viscous flow .* \(60 point\(s\) x "
+                                         r"1000000 paths x 16 steps\).* lower the number of points"):
+        loaded.predict(X)
+
+
 def test_one_and_two_ranks_predict_the_same(comm):
     """Fitted on all ranks together and on each rank alone: the same predictions, on every rank."""
     X, y = moons(120)

@@ -194,8 +194,13 @@ def initial_speed(config, theta: np.ndarray | None = None, seed: int | None = No
                   cells: int | None = None, degree: int = 1) -> tuple[float, ...]:
     """max |v| on each piece of time of the configured field (θ given, or the model's seeded
     initial θ), at the piece's midpoint, where the solver takes it: at the velocity nodes of a
-    box mesh of ``cells`` (the lattice of spacing h/k: exact), else at 2000 points of Ω."""
+    box mesh of ``cells`` (the lattice of spacing h/k: exact), else at 2000 points of Ω.
+    InputError if there are more pieces (``field.slabs``) than ``solver.max_steps``."""
     fc = config.field
+    if pieces(config) > config.solver.max_steps:  # before the speeds: their cost grows as slabs²
+        raise _refuse(config, f"field.slabs = {fc.slabs} means at least one time step per slab, "
+                              f"{fc.slabs} per solve, over solver.max_steps = {config.solver.max_steps}; "
+                              f"lower field.slabs, or raise solver.max_steps")
     domain = config.domain_object()
     if fc.kind == "rotation":
         return (abs(fc.omega) * domain.radius,) * pieces(config)

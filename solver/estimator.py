@@ -28,7 +28,6 @@ meets the library), and every rank returns the same predictions.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import re
 import sys
@@ -64,8 +63,10 @@ from solver.model.domain import DOMAIN_KINDS
 from solver.model.losses import LOSSES
 from solver.model.data import Scaling, augment, make_dataset, place_in_domain, write_csv
 from solver.model.from_config import velocity_model
-from solver.parallel import agreed, check_same, on_rank0, one_outcome
+from solver.parallel import agreed, on_rank0
 from solver.rundir import store
+
+from solver.parallel import check_same, one_outcome_method  # one rank's fault is every rank's (issue 25)
 
 log = logging.getLogger("solver")
 
@@ -104,19 +105,6 @@ SOURCE = "<FlowClassifier>"  # where a bad parameter came from, in messages (``c
 _KEYS = {f"{section}.{key}": name for name, (section, key) in PARAMETERS.items()}
 _KEY_PATTERN = re.compile(r"\b(" + "|".join(re.escape(k) for k in sorted(_KEYS, key=len, reverse=True)) + r")\b")
 DATA_FILE = "data.csv"  # the training points, in a run directory that fit writes
-
-
-def _one_outcome(method):
-    """``method`` inside ``parallel.one_outcome`` on the estimator's comm: a fault that escapes on
-    one rank only raises on every rank, or aborts the job after ``parallel.PEER_WAIT`` seconds
-    if the others wait for the failed rank in a collective (the Python API has no exit watchdog)."""
-
-    @functools.wraps(method)
-    def collective(self, *args, **kwargs):
-        with one_outcome(self._comm()):
-            return method(self, *args, **kwargs)
-
-    return collective
 
 
 class FlowClassifier(ClassifierMixin, BaseEstimator):
@@ -314,7 +302,7 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
 
     # --- fit --------------------------------------------------------------------------------
 
-    @_one_outcome
+    @one_outcome_method
     def fit(self, X, y, run_dir: str | Path | None = None, force: bool = False) -> FlowClassifier:
         """Learn the velocity field and the output layer for the points X and labels y (collective).
 
@@ -340,7 +328,6 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
             self._validate_params()
             X, y = validate_data(self, X, y, dtype=np.float64)
             check_classification_targets(y)
-        check_same(comm, SOURCE, X=X, y=y)  # else each rank would train on its own data
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -353,6 +340,7 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
 
     def _fit(self, comm: MPI.Comm, X: np.ndarray, y: np.ndarray, run_dir: str | Path | None,
              force: bool) -> None:
+        check_same(comm, SOURCE, X=X, y=y)  # else each rank would train on its own data
         seed = self._seed(comm)
         with agreed(comm):
             classes, encoded = np.unique(y, return_inverse=True)
@@ -436,7 +424,7 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
             X = augment(X, tuple(f"x{j + 1}" for j in range(X.shape[1])), dim)[0]
         return Scaling.from_dict(self.scaling_).apply(X)
 
-    @_one_outcome
+    @one_outcome_method
     def _logits(self, X) -> np.ndarray:
         """u(0, x) at the points X by the characteristics, shape=(n, K) (collective)."""
         with agreed(self._comm()):  # one rank's bad X raises on all, before the collective solve
@@ -511,7 +499,7 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
             on_rank0(comm, store.write_json, out / store.METRICS,
                      {**self.metrics_, "classes": [str(c) for c in self.classes_]})
 
-    @_one_outcome
+    @one_outcome_method
     def save(self, path: str | Path, force: bool = False) -> Path:
         """Write the fitted estimator as a run directory: config.toml, theta.npz, metrics.json
         (no pickle); ``FlowClassifier.load(path)`` reads it back, ``python -m solver export
@@ -578,7 +566,7 @@ class FlowClassifier(ClassifierMixin, BaseEstimator):
         estimator.run_dir_ = str(path.absolute())
         return estimator
 
-    @_one_outcome
+    @one_outcome_method
     def export_onnx(self, path: str | Path, depth: int, scheme: str = "euler", dtype: str = "float32",
                     output: str = "linear") -> Path:
         """The learned flow as an ONNX ResNet of ``depth`` blocks (``resnet.export``), input in

@@ -16,6 +16,7 @@ rank whose peers never arrive (they wait for it in a collective) aborts the job 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import sys
 import time
@@ -181,3 +182,17 @@ def one_outcome(comm: MPI.Comm, wait: float | None = None) -> Iterator[None]:
     for rank, failed in enumerate(verdicts):
         if failed is not None:
             raise RuntimeError(f"rank {rank} failed: {failed}")
+
+
+def one_outcome_method(method):
+    """``method`` of an object with a ``_comm()`` (the estimators) run inside :func:`one_outcome`
+    on that communicator: a fault that escapes on one rank only raises on every rank, or aborts
+    the job after ``PEER_WAIT`` seconds if the others wait for the failed rank in a collective
+    (the Python API has no exit watchdog)."""
+
+    @functools.wraps(method)
+    def collective(self, *args, **kwargs):
+        with one_outcome(self._comm()):
+            return method(self, *args, **kwargs)
+
+    return collective

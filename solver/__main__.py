@@ -42,7 +42,7 @@ from pathlib import Path  # noqa: E402
 
 from solver import stopping  # noqa: E402
 from solver.errors import InputError, UnstableSolve  # noqa: E402
-from solver.parallel import on_rank0  # noqa: E402 (also this module's name for it)
+from solver.parallel import await_peers, on_rank0  # noqa: E402 (on_rank0: also this module's name for it)
 from solver.rundir import store  # noqa: E402
 
 log = logging.getLogger("solver")
@@ -411,10 +411,8 @@ def command_export(comm: MPI.Comm, args) -> int:
     config = load_config(args.run_dir / store.CONFIG)  # every rank reads it: alike
     noise_value(args.noise, config, str(args.run_dir / store.CONFIG))  # refused before any work
     if config.field.kind in ("mlp", "mlp1"):
-        evaluations = {"euler": 1, "midpoint": 2, "rk4": 4}[args.scheme]
-        width = config.field.width or config.dim  # "mlp1": exported as W2 = I, width d
-        block = evaluations * (2 * width * config.dim + width + config.dim) * 8
-        guards.check_export(comm, str(args.run_dir), args.depth, block, "onnx" in formats)
+        guards.check_export(comm, str(args.run_dir), args.depth, guards.export_block_bytes(config, args.scheme),
+                            "onnx" in formats)
     on_rank0(comm, remove_temporaries, args.run_dir)
     for path in on_rank0(comm, export, args.run_dir, args.depth, args.scheme, formats, args.output, args.noise,
                          args.directory):
@@ -459,7 +457,8 @@ def command_predict(comm: MPI.Comm, args) -> int:
     batches = []
     if args.input is not None:
         X, names, lines = on_rank0(comm, predict.read_points, args.input, run)
-        batches.append(("points", predict.to_omega(run, X, str(args.input), lines)))
+        outside = "refuse" if args.method == "pde" else "warn"  # u_h lives on Ω's mesh; the flow everywhere
+        batches.append(("points", predict.to_omega(run, X, str(args.input), lines, outside)))
     if args.grid is not None:
         grid, inside = predict.grid_points(run, args.grid)
         batches.append(("grid", grid[inside]))
@@ -597,23 +596,33 @@ def default_out(parser: argparse.ArgumentParser, args) -> None:
 EXIT_WAIT = 30.0
 
 
-def finish(comm: MPI.Comm, exits: MPI.Comm, code: int) -> int:
+def finish(comm: MPI.Comm, exits: MPI.Comm, code: int, message: str | None = None) -> int:
     """``code``, once every rank has finished; a rank that stops with an error and whose peers do
-    not finish within ``EXIT_WAIT`` seconds (they wait for it in a collective) aborts the job."""
+    not finish within ``EXIT_WAIT`` seconds (they wait for it in a collective) aborts the job.
+    ``message``: this rank's error line (an error found on some ranks only), printed once, by the
+    lowest rank that has one; every rank then exits with the highest code."""
     if comm.size == 1:
+        if message:
+            print(message, file=sys.stderr, flush=True)
         return code
-    request = exits.Ibarrier()
-    deadline = time.monotonic() + EXIT_WAIT
-    while not request.Test():
-        if code and time.monotonic() > deadline:
-            print(f"error: rank {comm.rank} stopped (exit {code}) but the other ranks did not; "
-                  f"aborting the job", file=sys.stderr, flush=True)
-            # The launcher forwards a rank's stderr through its proxy, which MPI_Abort kills:
-            # without a pause the message was lost in one CI run (exit 2, empty stderr).
-            time.sleep(1.0)
-            comm.Abort(code)
-        time.sleep(0.005)
-    return code
+    await_peers(exits, code, EXIT_WAIT, f"{message + chr(10) if message else ''}error: rank {comm.rank} stopped "
+                f"(exit {code}) but the other ranks did not; aborting the job")
+    verdicts = exits.allgather((code, message))
+    first = next((rank for rank, (_, said) in enumerate(verdicts) if said), None)
+    if first == comm.rank:
+        print(message, file=sys.stderr, flush=True)
+    return max(c for c, _ in verdicts)
+
+
+def out_of_memory(comm: MPI.Comm, args, error: BaseException) -> str:
+    """The one line for a MemoryError that the guards did not foresee (rank-local)."""
+    advice = "lower the resolution or the number of points, or run with more memory per rank"
+    if args.command in ("train", "compare"):
+        advice = ('lower mesh.cells or mesh.degree, or set solver.stage_memory to a number of MiB (the '
+                  'default "auto" keeps up to half of the memory available at the first gradient), '
+                  'or run with more memory per rank')
+    return (f"error: rank {comm.rank} ran out of memory ({error or 'an allocation failed'}) although the "
+            f"estimates before the run allowed it; {advice}")
 
 
 def interrupt(signum, frame):
@@ -664,6 +673,8 @@ def _run(comm: MPI.Comm, exits: MPI.Comm, args) -> int:
         if comm.size > 1:
             comm.Abort(code)  # the other ranks may be waiting in a collective
         return code
+    except MemoryError as error:  # on some ranks only, maybe: every rank exits 2, one message
+        return finish(comm, exits, 2, out_of_memory(comm, args, error))
     except Exception:
         traceback.print_exc()
         sys.stderr.flush()

@@ -72,6 +72,8 @@ from solver.model.input_layer import INPUT_INITS, InputLayer
 from solver.parallel import agreed, on_rank0
 from solver.rundir import store
 
+from solver.parallel import check_same, one_outcome_method  # one rank's fault is every rank's (issue 25)
+
 log = logging.getLogger("solver")
 
 # The estimator's parameters: (section, key) of the problem file each one sets.
@@ -339,6 +341,7 @@ class _FlowEstimator(BaseEstimator):
 
     # --- fit --------------------------------------------------------------------------------
 
+    @one_outcome_method
     def fit(self, X, y, run_dir: str | Path | None = None, force: bool = False):
         """Learn the velocity field and the output layer for the points X and targets y (collective).
 
@@ -378,6 +381,7 @@ class _FlowEstimator(BaseEstimator):
 
     def _fit(self, comm: MPI.Comm, X: np.ndarray, y: np.ndarray, run_dir: str | Path | None,
              force: bool) -> None:
+        check_same(comm, SOURCE, X=X, y=y)  # else each rank would train on its own data
         seed = self._seed(comm)
         with agreed(comm):
             targets, names_out, fitted = self._encode(y)
@@ -470,6 +474,7 @@ class _FlowEstimator(BaseEstimator):
             X = augment(X, tuple(f"x{j + 1}" for j in range(X.shape[1])), dim)[0]
         return Scaling.from_dict(self.scaling_).apply(X)
 
+    @one_outcome_method
     def _logits(self, X) -> np.ndarray:
         """u(0, x) at the points X by the characteristics, shape=(n, K) (collective)."""
         with agreed(self._comm()):  # one rank's bad X raises on all, before the collective solve
@@ -477,6 +482,11 @@ class _FlowEstimator(BaseEstimator):
             X = validate_data(self, X, reset=False, dtype=np.float64)
             config, domain, model, (theta, A, b) = self._model()
             x = self._to_omega(X, domain.dim)
+            if config.field.viscosity > 0:  # a viscous run's Monte Carlo: its work, before it starts
+                guards.check_monte_carlo(self._comm(), config, "predict", len(X), config.train.paths,
+                                         config.train.sde_steps, "the number of points (predict in batches), "
+                                         "or train.paths or train.sde_steps in the run's config.toml")
+        check_same(self._comm(), SOURCE, X=X)  # else the ranks' shares of the points mismatch
         logits = x @ A.T + b  # outside Ω the flow (χ·v continued by zero) leaves points in place
         inside = domain.contains(x)
         if not inside.all():
@@ -525,6 +535,7 @@ class _FlowEstimator(BaseEstimator):
             on_rank0(comm, store.write_json, out / store.METRICS,
                      {**self.metrics_, "classes": self._output_names()})
 
+    @one_outcome_method
     def save(self, path: str | Path, force: bool = False) -> Path:
         """Write the fitted estimator as a run directory: config.toml, theta.npz, metrics.json
         (no pickle); ``FlowClassifier.load(path)`` reads it back, ``python -m solver export
@@ -533,10 +544,11 @@ class _FlowEstimator(BaseEstimator):
         The training points are not kept: ``compare RUN`` needs data.csv, which only
         ``fit(..., run_dir=...)`` writes.
         """
-        check_is_fitted(self)
         from solver.rundir.files import prepare_run_directory
 
         comm = self._comm()
+        with agreed(comm):
+            check_is_fitted(self)
         out = prepare_run_directory(comm, path, force=force, wording="api")
         self._write(comm, out)
         return out
@@ -594,6 +606,7 @@ class _FlowEstimator(BaseEstimator):
         estimator.run_dir_ = str(path.absolute())
         return estimator
 
+    @one_outcome_method
     def export_onnx(self, path: str | Path, depth: int, scheme: str = "euler", dtype: str = "float32",
                     output: str = "linear") -> Path:
         """The learned flow as an ONNX ResNet of ``depth`` blocks (``resnet.export``), input in
@@ -601,18 +614,24 @@ class _FlowEstimator(BaseEstimator):
         (fewer features than Ω's dimension) the net takes D inputs, the extra ones 0. The
         metadata carry ``classes_`` (as text) and the certification (``onnx_net.run_annotations``)
         (collective: rank 0 writes)."""
-        check_is_fitted(self)
         from solver.resnet.export import net_of_parameters
         from solver.resnet.onnx_net import run_annotations, save_onnx
 
-        config, _, _, (theta, A, b) = self._model()
-        meta = {"scaling": self.scaling_}
-        if self.input_layer_ is not None:
-            meta["input"] = self.input_layer_
-        params = store.Parameters(self.parameters_, theta, A, b, meta=meta,
-                                  input=None if self.input_layer_ is None else self._input_q())
-        net = net_of_parameters(config, params, depth, scheme, output, SOURCE)
-        annotations = {**run_annotations(self._output_names(), self.metrics_), **self._targets_record()}
+        with agreed(self._comm()):  # one rank's bad depth or scheme raises on all
+            check_is_fitted(self)
+            config, _, _, (theta, A, b) = self._model()
+            if isinstance(depth, bool) or not isinstance(depth, Integral) or depth < 1:
+                raise InputError(f"depth must be an integer >= 1, got {depth!r}", SOURCE)
+        # the net's memory and ONNX size, before it is built (export --depth's guard; collective)
+        guards.check_export(self._comm(), SOURCE, depth, guards.export_block_bytes(config, scheme), True, api=True)
+        with agreed(self._comm()):
+            meta = {"scaling": self.scaling_}
+            if self.input_layer_ is not None:
+                meta["input"] = self.input_layer_
+            params = store.Parameters(self.parameters_, theta, A, b, meta=meta,
+                                      input=None if self.input_layer_ is None else self._input_q())
+            net = net_of_parameters(config, params, depth, scheme, output, SOURCE)
+            annotations = {**run_annotations(self._output_names(), self.metrics_), **self._targets_record()}
         return on_rank0(self._comm(), save_onnx, net, Path(path), dtype, annotations)
 
 

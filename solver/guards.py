@@ -12,7 +12,8 @@ an ``InputError`` that says what was asked, the estimate and which key to change
   unstable trial point), or a forced ``solver.dt`` breaks the CFL bound at the start;
 - an exported or converted net needs more memory than the machine has, or an ONNX file over
   protobuf's 2 GiB (``export --depth``, ``predict --depth``, ``plain2resnet --substeps`` and the
-  plain net's width);
+  plain net's width); a plain net wider than ``plain2resnet --max-width``, whose d x d
+  decompositions would take hours;
 - a Monte Carlo of a viscous run (``train.paths``, ``train.sde_steps``, ``train.check_points``;
   ``compare.paths``, ``compare.sde_steps``, ``compare.mc_points``) exceeds ``MAX_PATH_STEPS``
   per rank;
@@ -61,6 +62,14 @@ BYTES_PER_FLOW_BLOCK = 12_000
 # --format npz): max RSS 130 MB at d = 300 and 603 MB at d = 1200, the equivalent of 44 d × d
 # float64 arrays; taken as 12 + 2 per layer (16 here), on the low side.
 PLAIN_WORK_MATRICES = 12
+# plain2resnet: the time of the flow model, per layer a d x d SVD (twice: the rank, the proper
+# SVD) and two real Schur decompositions (the rotation logarithms), computed twice (the estimate of
+# the ResNet's size, then the conversion). Measured (flow_model of a 2 -> d -> 2 tanh net, one
+# process, load average ~5 on 2 cores): 0.79 s at d = 400, 2.8 s at 800, 87 s at 1600, i.e. 2.7
+# to 10.6 ns per d³ and layer; the low end is taken. The default width limit, 2000, is then at
+# least 1.5 minutes of the command for a 2-layer net (about 4 minutes at the measured 1600 rate).
+PLAIN_SECONDS_PER_CUBE = 2.7e-9
+MAX_PLAIN_WIDTH = 2000
 # predict --grid: bytes per grid point besides 32 per class (measured: max RSS 208 MB and 450 MB
 # for --grid 256 and 1024 of a 2D run, K = 2, --method pde: 245 B per point).
 GRID_POINT_BYTES = 176
@@ -185,8 +194,13 @@ def initial_speed(config, theta: np.ndarray | None = None, seed: int | None = No
                   cells: int | None = None, degree: int = 1) -> tuple[float, ...]:
     """max |v| on each piece of time of the configured field (θ given, or the model's seeded
     initial θ), at the piece's midpoint, where the solver takes it: at the velocity nodes of a
-    box mesh of ``cells`` (the lattice of spacing h/k: exact), else at 2000 points of Ω."""
+    box mesh of ``cells`` (the lattice of spacing h/k: exact), else at 2000 points of Ω.
+    InputError if there are more pieces (``field.slabs``) than ``solver.max_steps``."""
     fc = config.field
+    if pieces(config) > config.solver.max_steps:  # before the speeds: their cost grows as slabs²
+        raise _refuse(config, f"field.slabs = {fc.slabs} means at least one time step per slab, "
+                              f"{fc.slabs} per solve, over solver.max_steps = {config.solver.max_steps}; "
+                              f"lower field.slabs, or raise solver.max_steps")
     domain = config.domain_object()
     if fc.kind == "rotation":
         return (abs(fc.omega) * domain.radius,) * pieces(config)
@@ -409,6 +423,20 @@ def check_plain_width(comm: MPI.Comm, source: str, width: int, layers: int) -> N
                  shared=False)
 
 
+def check_plain_cost(source: str, width: int, layers: int, max_width: int) -> None:
+    """``plain2resnet``: InputError if the net's width exceeds ``max_width`` (``--max-width``),
+    with the estimated time of its d x d decompositions (rank-local: the same on every rank for
+    the same arguments)."""
+    if width <= max_width:
+        return
+    seconds = 2 * layers * float(width) ** 3 * PLAIN_SECONDS_PER_CUBE
+    hours = f"{seconds / 3600:.3g} hours" if seconds >= 3600 else f"{seconds / 60:.3g} minutes"
+    raise _refuse(source, f"plain2resnet of a net of width {width} ({layers} layers): the flow model "
+                          f"decomposes a {width} x {width} matrix per layer (SVDs, rotation logarithms), "
+                          f"an estimated {hours} or more, over --max-width {max_width}; use a narrower net, "
+                          f"or pass --max-width {width} to run it anyway")
+
+
 def check_train(comm: MPI.Comm, config, num_classes: int, theta: np.ndarray | None = None) -> dict:
     """Memory and time steps of ``train`` on the config's mesh, before the data, the mesh or the
     solver are made (collective). Returns the estimates (for the log)."""
@@ -507,9 +535,26 @@ def check_compare(comm: MPI.Comm, config, refine: list[int] | tuple[int, ...] = 
     return estimates
 
 
-def check_export(comm: MPI.Comm, run: str, depth: int, block_bytes: float, onnx: bool) -> None:
+def export_block_bytes(config, scheme: str) -> float:
+    """The arrays of one exported residual block of the config's MLP field, in bytes: the
+    field's weights once per evaluation of the block (euler 1, midpoint 2, rk4 4; an unknown
+    scheme counts 4, the name is checked where the net is built). 0 for fields that are not MLPs."""
+    if config.field.kind not in ("mlp", "mlp1"):
+        return 0.0
+    evaluations = {"euler": 1, "midpoint": 2, "rk4": 4}.get(scheme, 4)
+    width = config.field.width or config.dim  # "mlp1": exported as W2 = I, width d
+    return evaluations * (2 * width * config.dim + width + config.dim) * 8
+
+
+def check_export(comm: MPI.Comm, run: str, depth: int, block_bytes: float, onnx: bool,
+                 api: bool = False) -> None:
     """Memory of an exported ResNet of the run directory ``run``: ``depth`` blocks of
-    ``block_bytes`` of arrays each, and the size of its ONNX file (collective)."""
+    ``block_bytes`` of arrays each, and the size of its ONNX file (collective). ``api``: the
+    message names ``FlowClassifier.export_onnx``'s depth, not the command line's flags."""
+    if api:
+        _check_net(comm, run, f"export_onnx(depth={depth})", depth, block_bytes, BYTES_PER_BLOCK, onnx,
+                   "lower depth (midpoint or rk4 blocks need fewer)", other_format="")
+        return
     _check_net(comm, run, f"export --depth {depth}", depth, block_bytes, BYTES_PER_BLOCK, onnx,
                "lower --depth (midpoint or rk4 blocks need fewer)")
 
@@ -523,11 +568,11 @@ def check_flow_resnet(comm: MPI.Comm, source: str, substeps: int, blocks: float,
 
 
 def _check_net(comm, config, what: str, blocks: float, block_bytes: float, overhead: float,
-               onnx: bool, advice: str) -> None:
+               onnx: bool, advice: str, other_format: str = ", or --format npz") -> None:
     arrays = blocks * block_bytes
     if onnx and arrays > ONNX_LIMIT:
         raise _refuse(config, f"{what}: an ONNX file of an estimated {size(arrays)} ({blocks:.3g} "
-                              f"blocks) exceeds protobuf's limit of 2 GiB; {advice}, or --format npz")
+                              f"blocks) exceeds protobuf's limit of 2 GiB; {advice}{other_format}")
     check_memory(comm, config, what,
                  [(f"{blocks:.3g} blocks", blocks * (overhead + BLOCK_ARRAY_FACTOR * block_bytes))],
                  advice, shared=False)

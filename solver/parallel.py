@@ -7,11 +7,20 @@ ranks' results in rank order, i.e. in the original order of the items, on every 
 Work that only rank 0 does (writing a file, reading one that may be broken) goes through
 :func:`on_rank0`, so that its result, or its ``InputError``, reaches every rank; checks that
 every rank does on its own go through :func:`agreed`, so that one rank's error raises on all.
+What still escapes on one rank only (a fault, not an input: MemoryError, a bug, a full disk)
+meets :func:`one_outcome`: the ranks that arrive at its end agree on one outcome, and a failed
+rank whose peers never arrive (they wait for it in a collective) aborts the job after
+``PEER_WAIT`` seconds instead of leaving them waiting forever.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
+import sys
+import time
+import traceback
 from collections.abc import Iterator
 
 import numpy as np
@@ -65,6 +74,29 @@ def on_rank0(comm: MPI.Comm, fn, *args, **kwargs):
     return value
 
 
+def check_same(comm: MPI.Comm, source: str, **arrays: np.ndarray) -> None:
+    """InputError on every rank unless every rank holds the same ``arrays`` (name=array: shape,
+    dtype and values compared through a digest; collective: one allgather). Where the ranks
+    must pass the same data (the estimator's X and y), a difference would otherwise train each
+    rank on its own data, or mismatch the ranks' shares of the points."""
+    mine = {}
+    for name, array in arrays.items():
+        array = np.asarray(array)
+        data = (array.tobytes() if array.dtype.kind != "O"
+                else "\x00".join(map(repr, array.ravel().tolist())).encode())
+        mine[name] = (array.shape, array.dtype.str, hashlib.sha256(data).hexdigest())
+    everyone = comm.allgather(mine)
+    for name in arrays:
+        differ = [rank for rank, theirs in enumerate(everyone) if theirs[name] != everyone[0][name]]
+        if differ:
+            first = differ[0]
+            how = (f"rank 0's has shape {everyone[0][name][0]}, rank {first}'s {everyone[first][name][0]}"
+                   if everyone[first][name][0] != everyone[0][name][0] else
+                   f"rank {first}'s values or dtype are not rank 0's")
+            raise InputError(f"{name} differs between the ranks ({how}); under MPI every rank passes the "
+                             f"same {name}", source)
+
+
 @contextlib.contextmanager
 def agreed(comm: MPI.Comm) -> Iterator[None]:
     """Rank-local checks whose failure on any rank raises on every rank (collective: one
@@ -85,3 +117,82 @@ def agreed(comm: MPI.Comm) -> Iterator[None]:
     for rank, message in enumerate(verdicts):
         if message is not None:
             raise InputError(f"rank {rank} refused its input: {message}")
+
+
+# How long a rank that failed waits for its peers to arrive before it aborts the job (seconds;
+# None: wait forever). Peers that can still arrive are at most rank-local work away from the
+# end of the block (if a collective lies between, they wait there for the failed rank and never
+# arrive), so the wait is short next to a fit; the command line's EXIT_WAIT is the same.
+PEER_WAIT: float | None = 30.0
+
+
+def await_peers(exits: MPI.Comm, code: int, wait: float | None, message: str) -> None:
+    """Return once every rank of ``exits`` has called this (collective: a non-blocking barrier
+    on ``exits``, which nothing else may use). A rank whose ``code`` is not 0 and whose peers
+    have not all called it within ``wait`` seconds prints ``message`` to stderr and aborts the
+    job with ``code``: its peers wait for it in a collective it will never reach.
+    """
+    request = exits.Ibarrier()
+    started = time.monotonic()
+    deadline = None if (code == 0 or wait is None) else started + wait
+    while not request.Test():
+        now = time.monotonic()
+        if deadline is not None and now > deadline:
+            print(message, file=sys.stderr, flush=True)
+            # The launcher forwards a rank's stderr through its proxy, which MPI_Abort kills:
+            # without a pause the message was lost in one CI run (exit 2, empty stderr).
+            time.sleep(1.0)
+            exits.Abort(code)
+        if now - started > 0.01:  # peers that are not about to arrive: poll gently (2 cores shared)
+            time.sleep(0.005)
+
+
+@contextlib.contextmanager
+def one_outcome(comm: MPI.Comm, wait: float | None = None) -> Iterator[None]:
+    """A collective block whose outcome is the same on every rank, even if it fails on one rank
+    only (collective: ``comm.Dup()`` on entry; on exit a non-blocking barrier and an allgather on
+    the duplicate).
+
+    A rank that raised waits for its peers (``await_peers``): if they arrive, it raises its own
+    exception again, and a peer that had succeeded raises a RuntimeError naming it (the first
+    failed rank's); if they do not arrive within ``wait`` seconds (default ``PEER_WAIT``) it
+    prints its traceback and aborts the job (``comm.Abort``). On one rank the block is just run.
+    """
+    if comm.size == 1:
+        yield
+        return
+    exits = comm.Dup()
+    failure = None
+    try:
+        yield
+    except BaseException as error:  # noqa: BLE001 (agreed on, then raised again below)
+        failure = error
+    verdict = None if failure is None else f"{type(failure).__name__}: {failure}"
+    if failure is not None:
+        details = "".join(traceback.format_exception(failure))
+        message = (f"{details}error: rank {comm.rank} failed ({verdict}) and the other ranks did not "
+                   f"arrive within {PEER_WAIT if wait is None else wait} s (they wait for it in a "
+                   f"collective); aborting the job")
+    await_peers(exits, int(failure is not None), PEER_WAIT if wait is None else wait,
+                message if failure is not None else "")
+    verdicts = exits.allgather(verdict)
+    exits.Free()
+    if failure is not None:
+        raise failure
+    for rank, failed in enumerate(verdicts):
+        if failed is not None:
+            raise RuntimeError(f"rank {rank} failed: {failed}")
+
+
+def one_outcome_method(method):
+    """``method`` of an object with a ``_comm()`` (the estimators) run inside :func:`one_outcome`
+    on that communicator: a fault that escapes on one rank only raises on every rank, or aborts
+    the job after ``PEER_WAIT`` seconds if the others wait for the failed rank in a collective
+    (the Python API has no exit watchdog)."""
+
+    @functools.wraps(method)
+    def collective(self, *args, **kwargs):
+        with one_outcome(self._comm()):
+            return method(self, *args, **kwargs)
+
+    return collective

@@ -24,6 +24,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from solver import FlowClassifier, FlowRegressor
 from solver.estimator import OutsideDomainWarning, UncertifiedWarning
+from solver.errors import InputError
 
 # The API checks fit dozens of times: the smallest problem that is still the whole pipeline (a
 # 4² mesh, 2 iterations, certification at the start and the end, no refinement). 34 s for all
@@ -347,6 +348,39 @@ def test_onnx_export_converges_to_the_characteristics(comm, shared_directory):
     print(f"\nONNX (midpoint, 32 and 128 blocks) against the characteristics: max |Δ logit| "
           f"{errors[0]:.2e}, {errors[1]:.2e}")
     assert errors[1] < errors[0] / 10  # 16 at order 2
+
+
+def test_onnx_export_depth_is_guarded_before_the_net_is_built(comm, shared_directory):
+    """export_onnx(depth=10**9) ran unbounded (issue 25): refused with the estimate, naming the
+    estimator's depth, not the command line's flags; a bad depth is one InputError; nothing written."""
+    X, y = moons(60)
+    clf = FlowClassifier(**TINY).fit(X, y)
+    path = shared_directory(comm) / "net.onnx"
+    with pytest.raises(InputError, match=r"export_onnx\(depth=1000000000\): an ONNX file of an estimated .* GiB "
+                                         r"\(1e\+09 blocks\) exceeds protobuf's limit of 2 GiB; lower depth") as error:
+        clf.export_onnx(path, depth=10**9)
+    assert "--" not in str(error.value)
+    for depth in (0, 2.5, True):
+        with pytest.raises(InputError, match=f"depth must be an integer >= 1, got {depth!r}"):
+            clf.export_onnx(path, depth=depth)
+    assert not path.exists()
+
+
+@pytest.mark.serial
+def test_a_viscous_runs_monte_carlo_is_guarded_before_predict_starts(tmp_path):
+    """FlowClassifier.load of a viscous run with train.paths = 10⁶ predicted for minutes with no
+    output (issue 25's unbounded Monte Carlo, through the API): the same guard as train's."""
+    X, y = moons(60)
+    FlowClassifier(**TINY).fit(X, y).save(tmp_path / "run")
+    config = tmp_path / "run" / "config.toml"
+    text = config.read_text()
+    assert "\nviscosity = 0.0\n" in text and "\npaths = 512\n" in text and '\nscheme = "sl"\n' in text
+    config.write_text(text.replace("\nviscosity = 0.0\n", "\nviscosity = 0.01\n")
+                      .replace("\npaths = 512\n", "\npaths = 1000000\n").replace('\nscheme = "sl"\n', '\nscheme = "rk3"\n'))
+    loaded = FlowClassifier.load(tmp_path / "run")
+    with pytest.raises(InputError, match=r"predict: the Monte Carlo of the viscous flow .* \(60 point\(s\) x "
+                                         r"1000000 paths x 16 steps\).* lower the number of points"):
+        loaded.predict(X)
 
 
 def test_one_and_two_ranks_predict_the_same(comm):

@@ -283,6 +283,17 @@ def test_monte_carlo_work_is_refused_before_it_starts(section, values, command, 
     check(config_from_dict({"field": dict(viscosity=0.01), "data": dict(points=400)}))  # the defaults pass
 
 
+def test_more_slabs_than_max_steps_are_refused_before_the_speeds():
+    """field.slabs = 10⁶: the speed estimate (one evaluation per slab, each slower with more
+    slabs) ran for minutes; at least one step per slab is over solver.max_steps at once."""
+    config = config_from_dict(dict(field=dict(width=3, slabs=10**6), data=dict(points=40)))
+    with pytest.raises(InputError, match=r"field.slabs = 1000000 means at least one time step per slab, 1000000 per "
+                                         r"solve, over solver.max_steps = 10000"):
+        guards.check_train(MPI.COMM_WORLD, config, 2)
+    config = config_from_dict(dict(field=dict(width=3, slabs=10**6), solver=dict(max_steps=10**6), data=dict(points=40)))
+    assert guards.pieces(config) == 10**6  # not refused by this rule when max_steps allows it
+
+
 @pytest.mark.serial
 def test_predict_grid_depth_and_plain_width_guards():
     config = config_from_dict(dict(field=dict(width=5, slabs=2)))
@@ -294,6 +305,12 @@ def test_predict_grid_depth_and_plain_width_guards():
     with pytest.raises(InputError, match=r"net.npz: plain2resnet of a net of width 20000 needs an estimated"):
         guards.check_plain_width(MPI.COMM_SELF, "net.npz", 20000, 2)
     guards.check_plain_width(MPI.COMM_SELF, "net.npz", 100, 4)
+    # The time of the d x d decompositions: refused over --max-width, with the estimate.
+    with pytest.raises(InputError, match=r"net.npz: plain2resnet of a net of width 20000 \(2 layers\): .* an "
+                                         r"estimated 24 hours or more, over --max-width 2000; .* --max-width 20000"):
+        guards.check_plain_cost("net.npz", 20000, 2, guards.MAX_PLAIN_WIDTH)
+    guards.check_plain_cost("net.npz", 20000, 2, 20000)
+    guards.check_plain_cost("net.npz", 2000, 2, 2000)
 
 
 @pytest.mark.serial

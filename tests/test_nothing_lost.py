@@ -187,6 +187,10 @@ BOUNDED = [
     # ---- bounded work: the knobs that scale it are estimated and refused before it starts
     Case("train: train.paths 1e6, viscous", ["train", P], files(**{P: toml("[field]\nviscosity = 0.01\n[train]\npaths = 1000000")}),
          ["p.toml", "train: the Monte Carlo", "path-steps", "train.paths"]),
+    Case("train: field.slabs 1e6", ["train", P], files(**{P: toml("[field]\nslabs = 1000000")}),
+         ["p.toml", "field.slabs = 1000000 means at least one time step per slab", "solver.max_steps = 10000"]),
+    Case("compare: field.slabs 1e6", ["compare", P], files(**{P: toml("[field]\nslabs = 1000000")}),
+         ["p.toml", "field.slabs = 1000000", "lower field.slabs"]),
     Case("train: train.sde_steps 1e6, viscous", ["train", P],
          files(**{P: toml("[field]\nviscosity = 0.01\n[train]\nsde_steps = 1000000")}), ["p.toml", "train.sde_steps"]),
     Case("compare: compare.paths 1e6, viscous", ["compare", P],
@@ -202,7 +206,10 @@ BOUNDED = [
                                                  "--depth", "1000000000", "--map", "m"],
          run_at("run"), ["run", "predict --depth 1000000000", "lower --depth"]),
     Case("plain2resnet: a 20000-wide layer", ["plain2resnet", "net.npz", "--substeps", "4", "--out", "new.onnx"],
-         wide_net("net.npz"), ["net.npz", "width 20000", "narrower net"]),
+         wide_net("net.npz"), ["net.npz", "width 20000", "--max-width 2000", "narrower net"]),
+    Case("plain2resnet: a 20000-wide layer, --max-width 20000", ["plain2resnet", "net.npz", "--substeps", "4",
+                                                                 "--out", "new.onnx", "--max-width", "20000"],
+         wide_net("net.npz"), ["net.npz", "width 20000 needs an estimated", "narrower net"]),
     # ---- one model, one prediction: a viscous run is not predicted by the inviscid flow
     *[Case(f"predict --method {method} of a viscous run", ["predict", "run", "--grid", "4", "--method", method,
                                                            "--map", "m"],

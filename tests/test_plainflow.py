@@ -6,6 +6,7 @@ from mpi4py import MPI
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -406,6 +407,30 @@ def test_command_writes_onnx_npz_json(tmp_path):
     # An existing output is not overwritten without --force: the same InputError on every rank.
     with pytest.raises(InputError, match="--force"):
         args.run(comm, args)
+
+
+def test_command_refuses_a_net_wider_than_max_width_on_every_rank(tmp_path):
+    """The width limit (the d x d decompositions' time grows as d³) with its estimate, before any
+    decomposition; raising --max-width lets the same net through."""
+    comm = MPI.COMM_WORLD
+    root = comm.bcast(str(tmp_path) if comm.rank == 0 else None, root=0)
+    net = random_net("tanh")
+    width = max(max(layer.n_in, layer.n_out) for layer in net.layers)
+    if comm.rank == 0:
+        save_npz(net, f"{root}/net.npz")
+    comm.Barrier()
+    base = [f"{root}/net.npz", "--substeps", "8", "--out", f"{root}/new.onnx", "--format", "npz"]
+    narrow = _args(*base, "--max-width", str(width - 1))
+    with pytest.raises(InputError, match=rf"net of width {width} \({len(net.layers)} layers\).* an estimated "
+                                         rf".* over --max-width {width - 1}; use a narrower net, or pass "
+                                         rf"--max-width {width} to run it anyway"):
+        narrow.run(comm, narrow)
+    with pytest.raises(InputError, match="--max-width must be >= 1, got 0"):
+        zero = _args(*base, "--max-width", "0")
+        zero.run(comm, zero)
+    assert not Path(f"{root}/new.npz").exists()
+    enough = _args(*base, "--max-width", str(width))
+    assert enough.run(comm, enough) == 0
 
 
 @pytest.mark.parametrize(

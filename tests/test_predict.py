@@ -125,6 +125,47 @@ def test_the_default_prediction_is_the_characteristics_as_the_estimator_gives(co
     assert not np.array_equal(written, softmax(fe_test))  # a different method
 
 
+def test_points_outside_omega_the_flow_predicts_and_the_pde_refuses(comm, trained_run, compared, shared_directory):
+    """Outside Ω the flow (χ·v continued by zero) leaves a point in place: --method
+    characteristics and resnet give it the output layer's logits A x + b, as
+    FlowClassifier.load(RUN).predict does (one warning); --method pde, whose u_h lives on Ω's mesh,
+    refuses it and writes nothing."""
+    from solver import FlowClassifier
+    from solver.check import predict
+
+    X, _ = compared
+    far = np.vstack([X[:6], [[40.0, -30.0], [-25.0, 60.0]]])  # lines 8 and 9 of points.csv
+    work = points_file(comm, shared_directory(comm), far).parent
+    run = read_run(trained_run)
+    x = to_omega(run, far, "points", outside="warn")
+    inside = run.config.domain_object().contains(x)
+    assert inside.tolist() == [True] * 6 + [False] * 2
+    A, b = run.parameters.A, run.parameters.b
+    estimator = FlowClassifier.load(trained_run)
+    for method in ("characteristics", "resnet"):
+        out = work / f"{method}.csv"
+        assert main(["predict", str(trained_run), str(work / "points.csv"), "--out", str(out), "--proba",
+                     "--method", method, "--force"]) == 0
+        comm.Barrier()
+        rows = read_csv(out)[1]
+        written = np.array([[float(v) for v in r[3:]] for r in rows])
+        np.testing.assert_allclose(written[6:], predict.probabilities(x[6:] @ A.T + b), atol=1e-12)
+        expected = predict.probabilities(predict.logits(comm, run, x[:6], method)[0])
+        np.testing.assert_allclose(written[:6], expected, atol=1e-12)
+        if method == "characteristics":  # the model's own prediction, the estimator's too
+            labels = np.array([int(r[2]) for r in rows])
+            with pytest.warns(Warning, match="2 of 8 points lie outside Ω"):
+                np.testing.assert_array_equal(labels, estimator.predict(far))
+    refused = work / "pde.csv"
+    with pytest.raises(InputError, match=r"2 of 8 points lie outside Ω .* lines \[8, 9\].* the PDE's solution lives "
+                                         r"on Ω's mesh only"):
+        predict.check_method(run, "pde")
+        to_omega(run, far, str(work / "points.csv"), np.arange(2, 10), outside="refuse")
+    assert main(["predict", str(trained_run), str(work / "points.csv"), "--out", str(refused),
+                 "--method", "pde"]) == 2
+    assert not refused.exists()
+
+
 def test_a_run_with_p_only_is_refused(trained_run, tmp_path):
     (tmp_path / store.CONFIG).write_bytes((trained_run / store.CONFIG).read_bytes())
     np.savez(tmp_path / store.THETA, p=store.read_parameters(trained_run / store.THETA).p)

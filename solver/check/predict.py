@@ -147,30 +147,42 @@ def read_points(path: Path, run: TrainedRun) -> tuple[np.ndarray, list[str], np.
     return read(path, run.input_dim, taken)
 
 
-def to_omega(run: TrainedRun, X: np.ndarray, source: str, lines: np.ndarray | None = None) -> np.ndarray:
+def to_omega(run: TrainedRun, X: np.ndarray, source: str, lines: np.ndarray | None = None,
+             outside: str = "refuse") -> np.ndarray:
     """Data coordinates (shape=(n, run.input_dim)) -> Ω (shape=(n, dim)): zero coordinates for
     the augmented axes, then the run's scaling.
 
-    A learned input layer maps any point into Ω.
+    A learned input layer maps any point into Ω. Points outside Ω: ``outside="refuse"`` (the
+    PDE's u_h lives on Ω's mesh only) raises; ``"warn"`` (the characteristics and the ResNet,
+    where the flow χ·v is continued by zero, so such points do not move) logs one warning naming
+    them and keeps them (:func:`logits` gives them the output layer's logits, as
+    ``FlowClassifier.predict`` does).
 
     Raises:
-        InputError: naming ``source`` and the first lines, if points fall outside Ω.
+        InputError: naming ``source`` and the first lines, if points fall outside Ω and
+            ``outside`` is "refuse".
     """
     if run.input_layer is not None:
         return run.input_layer(run.parameters.input, X)
     X = np.hstack([X, np.zeros((len(X), run.augmented))])
     x = run.scaling.apply(X)
     domain = run.config.domain_object()
-    outside = np.flatnonzero(~domain.contains(x))
-    if outside.size:
-        where = lines[outside[:5]].tolist() if lines is not None else outside[:5].tolist()
+    beyond = np.flatnonzero(~domain.contains(x))
+    if beyond.size:
+        where = lines[beyond[:5]].tolist() if lines is not None else beyond[:5].tolist()
         region = ""
         if isinstance(domain, Box):
             low = run.scaling.inverse(np.asarray(domain.lower)[None])[0][: run.input_dim]
             high = run.scaling.inverse(np.asarray(domain.upper)[None])[0][: run.input_dim]
             region = f"; Ω holds the data coordinates {np.round(low, 4).tolist()} to {np.round(high, 4).tolist()}"
-        raise InputError(f"{outside.size} of {len(x)} points lie outside Ω after the run's input scaling, "
-                         f"e.g. {'lines' if lines is not None else 'points'} {where}{region}", source)
+        said = (f"{beyond.size} of {len(x)} points lie outside Ω after the run's input scaling, "
+                f"e.g. {'lines' if lines is not None else 'points'} {where}{region}")
+        if outside == "refuse":
+            raise InputError(f"{said}; the PDE's solution lives on Ω's mesh only (--method characteristics "
+                             f"or resnet predicts them by the output layer)", source)
+        log.warning("warning: %s: %s; the flow does not move them (χ·v is continued by zero outside Ω), so "
+                    "they get the output layer's logits A x + b (a larger data.margin in training leaves "
+                    "more room)", source, said)
     return x
 
 
@@ -223,17 +235,23 @@ def logits(comm: MPI.Comm, run: TrainedRun, x: np.ndarray, method: str = "charac
     started = time.perf_counter()
     if method == "pde":
         return _pde_logits(comm, run, model, x, source)
+    # Outside Ω (to_omega warned) the flow, χ·v continued by zero, leaves a point where it is: the
+    # output layer's logits, as FlowClassifier gives them.
+    out = x @ A.T + b
+    inside = config.domain_object().contains(x)
     if method == "characteristics":
         from solver.model import characteristics
 
-        out = characteristics.solve(comm, model.field(parameters.theta), lambda y: y @ A.T + b, x).u0
+        out[inside] = characteristics.solve(comm, model.field(parameters.theta), lambda y: y @ A.T + b,
+                                            x[inside]).u0
         seconds["characteristics"] = time.perf_counter() - started
         return out, seconds
     from solver.resnet.net import OutputLayer, forward, resnet_from_velocity
 
     depth = depth or 16 * model.slabs
     net = resnet_from_velocity(model, parameters.theta, depth, scheme, output=OutputLayer("linear", A, b))
-    out = gather_rows(comm, forward(net, x[rank_share(comm, len(x))]))
+    mine = x[inside]
+    out[inside] = gather_rows(comm, forward(net, mine[rank_share(comm, len(mine))]))
     seconds["resnet"] = time.perf_counter() - started
     return out, seconds
 

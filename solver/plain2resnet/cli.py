@@ -16,6 +16,7 @@ import numpy as np
 from mpi4py import MPI
 
 from solver.errors import InputError
+from solver.guards import MAX_PLAIN_WIDTH
 from solver.plain2resnet.time_scaling import DEFAULT_SCALING, TIME_SCALINGS
 from solver.resnet.formats import FORMATS, ONNX_DTYPES, parse_formats
 
@@ -79,6 +80,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=DEFAULT_SCALING,
         help=f"the time scaling h(τ) of section 3 (default {DEFAULT_SCALING}; see solver/plain2resnet/time_scaling.py)",
     )
+    p.add_argument(
+        "--max-width",
+        type=int,
+        default=MAX_PLAIN_WIDTH,
+        metavar="D",
+        help=f"refuse a net wider than D, whose d x d decompositions take long (default {MAX_PLAIN_WIDTH}: "
+        f"minutes; the time grows as D³)",
+    )
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     p.set_defaults(run=run)
     return p
@@ -100,7 +109,8 @@ def run(comm: MPI.Comm, args: argparse.Namespace) -> int:
 
     check_arguments(args)  # alike on every rank: only the arguments and the file system
     width, layers = on_rank0(comm, net_size, args)
-    guards.check_plain_width(comm, str(args.net), width, layers)  # before the d x d SVDs of estimate
+    guards.check_plain_cost(str(args.net), width, layers, args.max_width)  # before the d x d SVDs of estimate
+    guards.check_plain_width(comm, str(args.net), width, layers)
     blocks, block_bytes = on_rank0(comm, estimate, args)
     guards.check_flow_resnet(comm, str(args.net), args.substeps, blocks, block_bytes,
                              "onnx" in parse_formats(args.format))
@@ -190,6 +200,8 @@ def check_arguments(args: argparse.Namespace) -> dict[str, Path]:
     formats = parse_formats(args.format)
     if args.substeps < 1:
         raise InputError(f"--substeps must be >= 1, got {args.substeps}")
+    if args.max_width < 1:
+        raise InputError(f"--max-width must be >= 1, got {args.max_width}")
     if not np.isfinite(args.beta) or args.beta <= 0:
         raise InputError(f"--beta must be a positive number, got {args.beta}")
     paths = output_paths(args.out, formats)

@@ -231,7 +231,8 @@ class TrainConfig:
     adapt: bool = True  # raise the resolution where the check fails (else report only)
     max_dofs: int = 400_000  # DG dofs per component the resolution may grow to
     # Stop once a check certifies this test accuracy (the characteristics' accuracy on the test
-    # points, the check passed); a check also runs where the PDE's test accuracy first reaches it
+    # points, the check passed); a check also runs where the PDE's test accuracy first reaches it,
+    # and none at the start (it would certify nothing the run ends with)
     target_accuracy: float | None = None  # end training once a check certifies this test accuracy (none: all iterations)
     # With field.viscosity > 0 the reference of the checks is the Monte Carlo of the reflected SDE
     # (model/stochastic.py, antithetic pairs, Heun steps) with its error bound, not the characteristics.

@@ -72,6 +72,7 @@ def test_training_ends_at_a_certified_target_accuracy(comm, shared_directory):
     first = next(h for h in history if h["test_accuracy"] >= target)
     assert np.isfinite(first["check_seconds"]), first
     assert any(np.isfinite(h["check_seconds"]) and h["iteration"] % 10 for h in history), history
+    assert np.isnan(history[0]["check_seconds"])  # the start is not checked
     checks = [h for h in history if np.isfinite(h["check_seconds"])]
     assert all(h["accuracy_characteristics"] < target or h["max_logit_difference"] > 0.5
                or h["label_agreement"] < 0.995 for h in checks[:-1])

@@ -245,6 +245,10 @@ class TrainConfig:
     agreement: float = 0.995  # the least fraction of equal labels for a certified run
     adapt: bool = True  # raise the resolution where the check fails (else report only)
     max_dofs: int = 400_000  # DG dofs per component the resolution may grow to
+    # Stop once a check certifies this test accuracy (the characteristics' accuracy on the test
+    # points, the check passed); a check also runs where the PDE's test accuracy first reaches it,
+    # and none at the start (it would certify nothing the run ends with)
+    target_accuracy: float | None = None  # end training once a check certifies this test accuracy (none: all iterations)
     # With field.viscosity > 0 the reference of the checks is the Monte Carlo of the reflected SDE
     # (model/stochastic.py, antithetic pairs, Heun steps) with its error bound, not the characteristics.
     paths: int = 512  # viscous runs: Monte Carlo paths per checked point (even: antithetic pairs)
@@ -537,6 +541,7 @@ def _train(r: _Reader, s: dict[str, Any], source: str) -> TrainConfig:
         agreement=partial(validate.number, low=0.0, low_open=True, high=1.0),
         adapt=validate.boolean,
         max_dofs=partial(validate.integer, low=1),
+        target_accuracy=partial(validate.optional(validate.number), low=0.0, low_open=True, high=1.0),
         paths=_antithetic_paths,
         sde_steps=partial(validate.integer, low=2, high=10**6),
     ))

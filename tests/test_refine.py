@@ -8,6 +8,7 @@ from mpi4py import MPI
 import numpy as np
 import pytest
 
+import dolfinx.geometry
 import dolfinx.mesh
 
 from solver.check import compare_field as cmp
@@ -65,6 +66,38 @@ def test_the_indicator_marks_the_cells_a_bad_path_crosses(comm):
     # a cell only exact paths cross has indicator 0; every crossed cell has a positive one
     crossed = comm.allreduce(int(np.sum(indicator > 0)))
     assert crossed == len(expected)
+
+
+def gjk_indicator(mesh, paths, errors):
+    """The indicator by dolfinx's collision test of every sample (tube_indicator before the fast
+    locator took the samples clear of the cell boundaries)."""
+    tdim, owned = mesh.topology.dim, mesh.topology.index_map(mesh.topology.dim).size_local
+    indicator = np.zeros(owned)
+    tree = dolfinx.geometry.bb_tree(mesh, tdim, entities=np.arange(owned, dtype=np.int32))
+    n, d = paths.shape[1], paths.shape[2]
+    padded = np.zeros((paths.shape[0] * n, 3))
+    padded[:, :d] = paths.reshape(-1, d)
+    hits = dolfinx.geometry.compute_colliding_cells(mesh, dolfinx.geometry.compute_collisions_points(tree, padded), padded)
+    np.maximum.at(indicator, hits.array, errors[np.repeat(np.arange(len(padded)) % n, np.diff(hits.offsets))])
+    return indicator
+
+
+@pytest.mark.parametrize("dim, refined", [(2, False), (2, True), (3, False), (3, True)],
+                         ids=["2d-lattice", "2d-refined", "3d-lattice", "3d-refined"])
+def test_the_indicator_is_that_of_every_colliding_cell(comm, dim, refined):
+    """η_K equals that of dolfinx's collision test of every sample, with samples on vertices,
+    edges and facets (where several cells collide), just off them, and anywhere."""
+    box = Box((-1.0,) * dim, (1.0,) * dim)
+    cells = 6 if dim == 2 else 3
+    mesh = refine.mesh_with_marks(comm, box, cells, (left_half(box, cells),) if refined else ())
+    rng = np.random.default_rng(7)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1.0, 1.0, 2 * cells + 1)] * dim, indexing="ij"), axis=-1).reshape(-1, dim)
+    points = np.concatenate([grid, grid + 3e-6, grid - 2e-5, rng.uniform(-1.0, 1.0, (len(grid), dim))])
+    points = np.clip(points, -1.0, 1.0)
+    S = 4
+    paths = points[: (len(points) // S) * S].reshape(S, -1, dim)
+    errors = rng.uniform(0.0, 1.0, paths.shape[1])
+    np.testing.assert_array_equal(refine.tube_indicator(mesh, paths, errors), gjk_indicator(mesh, paths, errors))
 
 
 def test_marks_rebuild_the_same_mesh_on_any_partition(comm):

@@ -79,6 +79,18 @@ def test_scheme_benchmark_runs(tmp_path):
         assert row in report, report
 
 
+@pytest.mark.slow  # trains once and runs the three peers: ~30 s here
+def test_hard_target_benchmark_runs(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "scripts.bench_hard_target", "--quick", "--points", "2000",
+                           "--budget", "2", "--out", str(tmp_path)], capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = (tmp_path / "report.md").read_text()
+    for row in ("| 2,000 (1,600 / 400) | PDE, 2 ranks", "| 2,000 (1,600 / 400) | euler, batch 1024 |",
+                "| 2,000 (1,600 / 400) | euler, full batch |", "| 2,000 (1,600 / 400) | dopri5-adjoint, full batch |"):
+        assert row in report, report
+    assert "at commit `" in report and "load average at start" in report
+
+
 def test_semi_lagrangian_scripts_run(tmp_path, trained_run):
     """bench_substeps on a trained run, bench_gradient and bench_optimizers on the SL scheme."""
     config = (ROOT / "problems" / "moons.toml").read_text()

@@ -160,6 +160,28 @@ def test_the_transpose_is_the_adjoint_of_the_forward(comm):
     assert abs(forward - adjoint) <= 1e-12 * max(1.0, abs(forward))
 
 
+def test_several_components_in_one_message_equal_one_at_a_time(comm):
+    """The point evaluator's products with k columns (values, gradients, transpose; one message
+    each) and the solver's block scatters give exactly what k products with one column give."""
+    solver = SemiLagrangianSolver(create_mesh(comm, SQUARE, 7), degree=2, num_components=3)
+    model = VelocityModel(dim=2, width=4, slabs=1, T=1.0, activation="tanh", domain=SQUARE)
+    field = model.field(model.init(seed=4, scale=1.5))
+    result = solver.solve(field, lambda q: np.stack([q[:, 0], np.sin(3 * q[:, 1]), q[:, 0] * q[:, 1]], axis=1))
+    evaluator, _, u_next = result.trajectory.departures[0]
+    U = np.ascontiguousarray(u_next.T)  # (n_local, 3)
+    one = np.stack([evaluator(U[:, c]) for c in range(3)], axis=1)
+    assert np.array_equal(evaluator(U), one)
+    assert np.array_equal(evaluator.gradient(U), np.stack([evaluator.gradient(U[:, c]) for c in range(3)], axis=2))
+    lam = np.random.default_rng(comm.rank).standard_normal((solver.num_owned, 3))
+    back = solver.accumulate_ghosts(evaluator.transpose(lam))
+    back_one = np.stack([solver.accumulate_ghosts(evaluator.transpose(lam[:, c])) for c in range(3)], axis=1)
+    assert back.shape == (solver.num_owned, 3) and np.array_equal(back, back_one)
+    ghosted = solver._ghosted(U[: solver.num_owned].T)
+    assert np.array_equal(ghosted[:, : solver.num_owned], u_next[:, : solver.num_owned])
+    # The ghosts hold their owners' values (f at the ghosts' own coordinates: equal to round-off).
+    np.testing.assert_allclose(ghosted, u_next, rtol=0, atol=1e-13)
+
+
 @pytest.mark.serial
 def test_scheme_in_the_config(tmp_path):
     path = tmp_path / "p.toml"

@@ -58,6 +58,37 @@ def test_resume_reaches_the_same_iterates(comm, shared_directory):
     np.testing.assert_allclose(state_parts.p, state_whole.p, rtol=0, atol=1e-12)
 
 
+def test_training_ends_at_a_certified_target_accuracy(comm, shared_directory):
+    """train.target_accuracy: the first iterate whose PDE test accuracy reaches it is checked (off
+    the check_every schedule), the run ends at the first check that passes with the
+    characteristics' test accuracy at the target, its iterates are those of a run without a
+    target, and a run resumed before the stop ends at the same iterate."""
+    target = 0.99
+    targeted = dict(SMALL["train"], iterations=30, target_accuracy=target)
+    outcome = train(comm, Problem.build(comm, config_from_dict({**SMALL, "train": targeted})), None)
+    history, stop = outcome.history, outcome.history[-1]["iteration"]
+    assert 0 < stop < 30
+    assert outcome.check.passed and outcome.check.test.accuracy_characteristics >= target
+    first = next(h for h in history if h["test_accuracy"] >= target)
+    assert np.isfinite(first["check_seconds"]), first
+    assert any(np.isfinite(h["check_seconds"]) and h["iteration"] % 10 for h in history), history
+    assert np.isnan(history[0]["check_seconds"])  # the start is not checked
+    checks = [h for h in history if np.isfinite(h["check_seconds"])]
+    assert all(h["accuracy_characteristics"] < target or h["max_logit_difference"] > 0.5
+               or h["label_agreement"] < 0.995 for h in checks[:-1])
+
+    plain = dict(SMALL["train"], iterations=stop)
+    without = train(comm, Problem.build(comm, config_from_dict({**SMALL, "train": plain})), None)
+    np.testing.assert_allclose(outcome.state.p, without.state.p, rtol=0, atol=1e-12)
+
+    parts = shared_directory(comm)
+    early = dict(targeted, iterations=first["iteration"] - 1)
+    train(comm, Problem.build(comm, config_from_dict({**SMALL, "train": early})), parts)
+    resumed = train(comm, Problem.build(comm, config_from_dict({**SMALL, "train": targeted})), parts, resume=True)
+    assert resumed.state.iteration == stop
+    np.testing.assert_allclose(resumed.state.p, outcome.state.p, rtol=0, atol=1e-12)
+
+
 def test_stage_memory_reaches_the_solver(comm):
     """solver.stage_memory (MiB per rank) bounds what the solver keeps for the adjoint: stage
     states and the slabs' Lᵀ; it keeps stage states while one more still fits."""

@@ -165,31 +165,41 @@ class PointEvaluator:
         return self._to_askers(self._owned_on_facets.astype(np.float64)) > 0.5
 
     def _to_askers(self, owned_values: np.ndarray) -> np.ndarray:
-        """Values of the points this rank owns sent back to the ranks that asked, in their order."""
-        received = np.empty(int(self._recv_counts.sum()))
+        """Values of the points this rank owns (shape=(m,) or (m, k): k per point) sent back to
+        the ranks that asked, in their order: shape=(n,) or (n, k). One message for all k."""
+        owned_values = np.ascontiguousarray(owned_values, dtype=np.float64)
+        k = int(np.prod(owned_values.shape[1:]))
+        received = np.empty((int(self._recv_counts.sum()),) + owned_values.shape[1:])
         self.comm.Alltoallv(
-            [np.ascontiguousarray(owned_values, dtype=np.float64), self._send_counts, MPI.DOUBLE],
-            [received, self._recv_counts, MPI.DOUBLE],
+            [owned_values, self._send_counts * k, MPI.DOUBLE],
+            [received, self._recv_counts * k, MPI.DOUBLE],
         )
-        result = np.full(self.num_points, np.nan)  # NaN for points outside the mesh (outside="nan")
+        # NaN for points outside the mesh (outside="nan").
+        result = np.full((self.num_points,) + owned_values.shape[1:], np.nan)
         result[self._recv_order] = received
         return result
 
     def __call__(self, u: fem.Function | np.ndarray) -> np.ndarray:
-        """u_h at this rank's points, in its order (collective). Returns shape=(n,)."""
+        """u_h at this rank's points, in its order (collective). ``u``: a function, or local
+        coefficients of shape=(n_local,) or (n_local, k) (k functions at once, one message).
+        Returns shape=(n,) or (n, k)."""
         values = u.x.array if isinstance(u, fem.Function) else u
         return self._to_askers(self.P @ values)
 
     def gradient(self, values: np.ndarray) -> np.ndarray:
-        """∇u_h at this rank's points, shape=(n, gdim), of the local coefficients ``values``
-        (ghosts current; built with ``gradient=True``; collective)."""
-        return np.stack([self._to_askers(G @ values) for G in self.G], axis=1)
+        """∇u_h at this rank's points of the local coefficients ``values`` (ghosts current;
+        built with ``gradient=True``; collective): shape=(n, gdim) for values of shape=(n_local,),
+        (n, gdim, k) for shape=(n_local, k) (one message)."""
+        return self._to_askers(np.stack([G @ values for G in self.G], axis=1))
 
     def transpose(self, r: np.ndarray) -> np.ndarray:
-        """Pᵀ r: adds the weights ``r`` (shape=(n,), this rank's points) into local dofs (collective)."""
-        send = np.ascontiguousarray(np.asarray(r, dtype=np.float64)[self._recv_order])
-        owned = np.empty(int(self._send_counts.sum()))
-        self.comm.Alltoallv([send, self._recv_counts, MPI.DOUBLE], [owned, self._send_counts, MPI.DOUBLE])
+        """Pᵀ r: adds the weights ``r`` (shape=(n,) or (n, k): k sets at once, this rank's
+        points) into local dofs, shape=(n_local,) or (n_local, k) (collective)."""
+        r = np.asarray(r, dtype=np.float64)
+        k = int(np.prod(r.shape[1:]))
+        send = np.ascontiguousarray(r[self._recv_order])
+        owned = np.empty((int(self._send_counts.sum()),) + r.shape[1:])
+        self.comm.Alltoallv([send, self._recv_counts * k, MPI.DOUBLE], [owned, self._send_counts * k, MPI.DOUBLE])
         return self.P.T @ owned
 
 

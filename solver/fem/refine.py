@@ -31,11 +31,14 @@ import ufl
 from solver.errors import InputError
 from solver.fem.locate import CellLocator
 from solver.fem.mesh import create_mesh
+from solver.fem.pointeval import _nearest_facet, _pull_back, cell_locator
 from solver.model.domain import Domain
 
 # Midpoints are rounded to this many digits before they are stored (JSON keeps them exactly; the
 # rounding only makes the arrays independent of the summation order of each rank).
 DIGITS = 12
+# tube_indicator: a sample farther than this from its cell's boundary lies in that cell only.
+CLEAR = 1e-5
 
 
 def mesh_with_marks(comm: MPI.Comm, domain: Domain, cells: int, marks: tuple = (),
@@ -79,7 +82,8 @@ def refined_at(mesh: dolfinx.mesh.Mesh, midpoints: np.ndarray, level: int = 0) -
 
 
 def tube_indicator(mesh: dolfinx.mesh.Mesh, paths: np.ndarray, errors: np.ndarray) -> np.ndarray:
-    """η_K on this rank's owned cells (the module's docstring). Local.
+    """η_K on this rank's owned cells (the module's docstring). Collective the first time a
+    mesh's cell locator is built (``pointeval.cell_locator``), else local.
 
     Args:
         paths: the characteristics of all points (of every rank) sampled in time, shape=(S, n, d),
@@ -97,13 +101,25 @@ def tube_indicator(mesh: dolfinx.mesh.Mesh, paths: np.ndarray, errors: np.ndarra
     indicator = np.zeros(owned)
     if owned == 0 or paths.size == 0:
         return indicator
-    tree = dolfinx.geometry.bb_tree(mesh, tdim, entities=np.arange(owned, dtype=np.int32))
     n, d = paths.shape[1], paths.shape[2]
-    padded = np.zeros((paths.shape[0] * n, 3))
-    padded[:, :d] = paths.reshape(-1, d)
+    samples = paths.reshape(-1, d)
+    # A sample farther than CLEAR from the boundary of the owned cell that holds it collides with
+    # that cell only (cells do not overlap; dolfinx's collision test takes a distance below 1e-6):
+    # those take the fast locator (fem/locate.py), the rest dolfinx's GJK test, as before. The
+    # same cells either way; the GJK test of every sample was 0.94 s of a 5.5 s FlowClassifier fit
+    # on breast cancer (cProfile).
+    found = cell_locator(mesh).locate(samples, exhaustive=False)
+    inside = np.flatnonzero(found.cells >= 0)
+    X, J_inverse, which = _pull_back(mesh, found.cells[inside], samples[inside])
+    clear = inside[_nearest_facet(X, J_inverse, which) > CLEAR]
+    np.maximum.at(indicator, found.cells[clear], errors[clear % n])
+    rest = np.setdiff1d(np.arange(len(samples)), clear, assume_unique=True)
+    tree = dolfinx.geometry.bb_tree(mesh, tdim, entities=np.arange(owned, dtype=np.int32))
+    padded = np.zeros((len(rest), 3))
+    padded[:, :d] = samples[rest]
     hits = dolfinx.geometry.compute_colliding_cells(
         mesh, dolfinx.geometry.compute_collisions_points(tree, padded), padded)
-    point_of_link = np.repeat(np.arange(len(padded)) % n, np.diff(hits.offsets))
+    point_of_link = np.repeat(rest % n, np.diff(hits.offsets))
     np.maximum.at(indicator, hits.array, errors[point_of_link])
     return indicator
 

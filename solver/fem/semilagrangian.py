@@ -108,7 +108,7 @@ class SemiLagrangianSolver:
         mesh.topology.create_entities(tdim - 1)
         mesh.topology.create_connectivity(tdim - 1, tdim)
         self.h_min = min_cell_size(mesh)
-        self._work = la.vector(index_map)  # owned values → ghosts, ghosts → owners
+        self._works = {}  # k → a vector of block size k: owned values → ghosts, ghosts → owners
 
     # --- the substep rule --------------------------------------------------------------------
 
@@ -216,7 +216,7 @@ class SemiLagrangianSolver:
             if keep:
                 trajectory.states[len(trajectory.piece_of_step)] = u[:, : self.num_owned].copy()
                 trajectory.departures[j] = (evaluator, stages, u)
-            u = self._ghosted(np.stack([evaluator(u[c]) for c in range(len(u))]))
+            u = self._ghosted(evaluator(u.T).T)  # the K components in one message
             trajectory.piece_of_step.append(j)
             substeps.append(n)
             lengths.append(t1 - t0)
@@ -234,21 +234,31 @@ class SemiLagrangianSolver:
             u0.append(uh)
         return ForwardResult(u0, trajectory, substeps[::-1], lengths[::-1], speeds[::-1])
 
+    def _work(self, k: int) -> la.Vector:
+        """A vector of block size k on V's index map (one scatter for k values per node)."""
+        if k not in self._works:
+            self._works[k] = la.vector(self.V.dofmap.index_map, bs=k)
+        return self._works[k]
+
     def _ghosted(self, owned: np.ndarray) -> np.ndarray:
-        """Owned values (shape=(K, n_owned)) with their ghosts filled: shape=(K, n_local)."""
-        out = np.empty((len(owned), self.num_local))
-        for c, row in enumerate(owned):
-            self._work.array[: self.num_owned] = row
-            self._work.scatter_forward()
-            out[c] = self._work.array
-        return out
+        """Owned values (shape=(K, n_owned)) with their ghosts filled: shape=(K, n_local)
+        (collective: one scatter for the K components)."""
+        work = self._work(len(owned))
+        values = work.array.reshape(self.num_local, len(owned))
+        values[: self.num_owned] = owned.T
+        work.scatter_forward()
+        return values.T.copy()
 
     def accumulate_ghosts(self, local: np.ndarray) -> np.ndarray:
-        """Local values (shape=(n_local,)) with the ghosts' added to their owners: the owned
-        part, shape=(n_owned,) (the transpose of ``_ghosted``; collective)."""
-        self._work.array[:] = local
-        self._work.scatter_reverse(la.InsertMode.add)
-        return self._work.array[: self.num_owned].copy()
+        """Local values (shape=(n_local,) or (n_local, k)) with the ghosts' added to their
+        owners: the owned part, shape=(n_owned,) or (n_owned, k) (the transpose of
+        ``_ghosted``; collective, one scatter)."""
+        k = 1 if local.ndim == 1 else local.shape[1]
+        work = self._work(k)
+        work.array[:] = local.ravel()
+        work.scatter_reverse(la.InsertMode.add)
+        owned = work.array.reshape(self.num_local, k)[: self.num_owned]
+        return (owned[:, 0] if local.ndim == 1 else owned).copy()
 
     def destroy(self) -> None:
         """Nothing PETSc to free (the interface of ``TransportSolver``)."""
@@ -281,10 +291,11 @@ class SemiLagrangianAdjoint:
         for j in range(len(pieces) - 1):  # t = 0 first: the reverse of the forward's order
             evaluator, stages, u_next = traj.departures[j]
             # The departure points' cotangent Σ_c λ_c ∇u_{j+1,c}(X) (before λ moves on).
+            gradients = evaluator.gradient(u_next.T)  # (n, d, K): one message for the K components
             g = np.zeros((solver.num_owned, solver.dim))
             for c in range(self.K):
-                g += lam[c][:, None] * evaluator.gradient(u_next[c])
-            lam = np.stack([solver.accumulate_ghosts(evaluator.transpose(lam[c])) for c in range(self.K)])
+                g += lam[c][:, None] * gradients[:, :, c]
+            lam = solver.accumulate_ghosts(evaluator.transpose(lam.T)).T
             n = result.steps_per_piece[j]
             p = params[j]
 

@@ -235,8 +235,8 @@ def train(comm: MPI.Comm, problem: Problem, out: Path | None, resume: bool = Fal
         progress = Progress(tc.iterations, 0)
         started = time.perf_counter()
         state = optimize.start(problem.J.value_and_gradient, initial_parameters(problem))
-        try:
-            first = check(comm, problem, state.p)
+        try:  # with a target, the start's check certifies nothing the run ends with: none
+            first = check(comm, problem, state.p) if tc.target_accuracy is None else None
         except stopping.Interrupted as stop:  # a signal during the first check: the start, unchecked
             first = None
             stopped = stop
@@ -264,7 +264,8 @@ def train(comm: MPI.Comm, problem: Problem, out: Path | None, resume: bool = Fal
         seconds = time.perf_counter() - started
         scheduled = state.iteration % tc.check_every == 0
         try:
-            result = check(comm, problem, state.p) if scheduled or state.iteration == tc.iterations else None
+            wanted = scheduled or state.iteration == tc.iterations or reaches_target(comm, problem, history[-1])
+            result = check(comm, problem, state.p) if wanted else None
         except stopping.Interrupted as stop:  # resumed, the step and its check are redone alike
             if checkpoint is not None:
                 save_checkpoint(comm, checkpoint, before, history, problem.resolution)
@@ -274,11 +275,17 @@ def train(comm: MPI.Comm, problem: Problem, out: Path | None, resume: bool = Fal
         log_line(history[-1], progress)
         # Raised only on the schedule (the end is the final check's), so that a run stopped
         # and resumed with more iterations takes the same path as an uninterrupted one.
+        done = certified_target(tc, result)
         if scheduled and result.certified_difference > tc.refine_threshold and tc.adapt:
             new = next_resolution(comm, problem, state.p, tc.refine_threshold)
             problem, state = raise_resolution(comm, problem, state, new) or (problem, state)
-        if checkpoint is not None and (state.iteration % tc.save_every == 0 or state.iteration == tc.iterations):
+        if checkpoint is not None and (done or state.iteration % tc.save_every == 0 or state.iteration == tc.iterations):
             save_checkpoint(comm, checkpoint, state, history, problem.resolution)
+        if done and checked_on == problem.resolution:
+            log.info("training ends at iteration %d: the check certifies test accuracy %.4f >= "
+                     "train.target_accuracy = %g", state.iteration, result.test.accuracy_characteristics,
+                     tc.target_accuracy)
+            break
         if checkpoint is not None and (signum := stopping.requested(comm)):  # SIGINT/SIGTERM: stop here, resumable
             save_checkpoint(comm, checkpoint, state, history, problem.resolution)
             raise stopping.Stopped(signum, state.iteration, checkpoint)
@@ -321,6 +328,25 @@ def train(comm: MPI.Comm, problem: Problem, out: Path | None, resume: bool = Fal
                     "the check certifies is loose; raise train.paths (standard error ~ 1/√paths) or "
                     "train.sde_steps", final.monte_carlo_bound, tc.tolerance)
     return Outcome(problem, state, history, final)
+
+
+def reaches_target(comm: MPI.Comm, problem: Problem, previous: dict) -> bool:
+    """Whether the iterate just evaluated is the first whose PDE test accuracy reaches
+    ``train.target_accuracy`` (the row before it, ``previous``, was below): a check runs there,
+    not only on the schedule. It depends only on the history, so a resumed run checks where an
+    uninterrupted one does (collective: the accuracy is global)."""
+    target = problem.config.train.target_accuracy
+    if target is None or previous["test_accuracy"] >= target:
+        return False
+    return problem.accuracy(comm)[1] >= target
+
+
+def certified_target(tc, result: certify.Check | None) -> bool:
+    """Whether a check certifies ``train.target_accuracy``: it passed (logits within the
+    tolerance, labels agreeing) and the characteristics classify the test points at least that
+    well."""
+    return (tc.target_accuracy is not None and result is not None and result.passed
+            and result.test.accuracy_characteristics >= tc.target_accuracy)
 
 
 @dataclass

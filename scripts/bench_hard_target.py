@@ -26,6 +26,7 @@ from mpi4py import MPI  # noqa: F401
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from scripts.bench_lib import learning, machine, peer

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from test_hostile_cli import DRIVER, ROOT, assert_one_clear_error, make_run, snapshot, toml
+from cli_harness import DRIVER, ROOT, assert_one_clear_error, make_run, snapshot, toml
 
 pytestmark = [pytest.mark.serial, pytest.mark.slow]  # each case starts its own mpirun
 

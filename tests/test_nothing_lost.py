@@ -133,9 +133,12 @@ SANITY = [
     Case("train: one feature column", ["train", P],
          files(**{P: csv_config("d.csv"), "d.csv": "x1,label\n" + "".join(f"{v},{i % 2}\n" for i, v in enumerate(LINE))}),
          ["d.csv", "1 feature column but Ω is 2-dimensional", "data.augment_dim = 2"], ["too wide"]),
-    Case("train: three feature columns in 2D", ["train", P],  # a 2D [domain] (without one, Ω is 3D)
+    Case("train: three feature columns in 2D, fixed scaling", ["train", P],  # a 2D [domain] (without one, Ω is 3D)
+         files(**{P: csv_config("d.csv", "[domain]\nlower = [-1.0, -1.0]\nupper = [1.0, 1.0]\n[input]\nkind = \"scaling\""), "d.csv": "x1,x2,x3,label\n" + "".join(f"{v},{v},0.5,{i % 2}\n" for i, v in enumerate(LINE))}),
+         ["d.csv", "3 feature columns but Ω is 2-dimensional", "3D domain", "input.kind"], ["too wide"]),
+    Case("train: three feature columns in 2D, one constant", ["train", P],  # the learned input layer's default
          files(**{P: csv_config("d.csv", "[domain]\nlower = [-1.0, -1.0]\nupper = [1.0, 1.0]"), "d.csv": "x1,x2,x3,label\n" + "".join(f"{v},{v},0.5,{i % 2}\n" for i, v in enumerate(LINE))}),
-         ["d.csv", "3 feature columns but Ω is 2-dimensional", "3D domain"], ["too wide"]),
+         ["d.csv", "constant", "'x3'"], ["too wide"]),
     Case("train: duplicate points", ["train", P],
          files(**{P: csv_config("d.csv"), "d.csv": "x1,x2,label\n" + "0.5,0.5,0\n0.5,0.5,1\n" * 10}),
          ["d.csv", "coincide"], ["too wide"]),

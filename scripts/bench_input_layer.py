@@ -68,12 +68,16 @@ def models(task: str, iterations: int, init: str, seed: int) -> dict:
     }
 
 
-def cross_validate(name: str, task: str, iterations: int, init: str, folds: int, seed: int) -> dict:
-    """Every model on the same folds: scores, fit seconds, certification (flows)."""
+def cross_validate(name: str, task: str, iterations: int, init: str, folds: int, seed: int,
+                   only: list[str] | None = None) -> dict:
+    """Every model (or those named in ``only``) on the same folds: scores, fit seconds,
+    certification (flows)."""
     X, y = DATA[name][0](return_X_y=True)
     splitter = (StratifiedKFold if task == "classification" else KFold)(folds, shuffle=True, random_state=seed)
     rows = {}
     for label, make in models(task, iterations, init, seed).items():
+        if only and label not in only:
+            continue
         scores, seconds, certified = [], [], []
         for train, test in splitter.split(X, y):
             model = make()
@@ -119,19 +123,22 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--init", default="pca", choices=("pca", "lda"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--models", default="", help="comma-separated model names (default: all)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     root = Path(__file__).resolve().parent.parent
     commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=root, capture_output=True,
                             text=True).stdout.strip()
     meta = dict(command="python scripts/bench_input_layer.py " + " ".join(
-                    f"--{k} {v}" for k, v in vars(args).items() if k != "out"),
+                    f"--{k} {v!r}" if k == "models" else f"--{k} {v}" for k, v in vars(args).items()
+                    if k != "out" and not (k == "models" and not v)),
                 commit=commit, machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
                 load_start=[round(x, 2) for x in os.getloadavg()], folds=args.folds,
                 iterations=args.iterations, init=args.init)
     results = {}
     for name in args.data.split(","):
-        results[name] = cross_validate(name, DATA[name][1], args.iterations, args.init, args.folds, args.seed)
+        results[name] = cross_validate(name, DATA[name][1], args.iterations, args.init, args.folds, args.seed,
+                                       [m for m in args.models.split(",") if m])
         meta["load_end"] = [round(x, 2) for x in os.getloadavg()]
         (args.out / "results.json").write_text(json.dumps(dict(meta=meta, results=results), indent=1))
         (args.out / "report.md").write_text(report(results, meta))  # after each data set: nothing lost

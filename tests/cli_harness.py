@@ -142,12 +142,21 @@ def run_at(name: str, **how):
     return lambda tmp, plain_onnx: make_run(tmp / name, **how)
 
 
-def solver(argv, cwd: Path, timeout: float = TIMEOUT, ranks: int = 2) -> subprocess.CompletedProcess:
-    """``main(argv)`` on ``ranks`` ranks in ``cwd``, this checkout's solver; the whole job is
+def solver(argv, cwd: Path, timeout: float = TIMEOUT, ranks: int = 2, cap: int | None = None,
+           driver: str = DRIVER) -> subprocess.CompletedProcess:
+    """``main(argv)`` (or ``driver``) on ``ranks`` ranks in ``cwd``, this checkout's solver; the
+    address space of mpirun and every rank capped at ``cap`` bytes if given; the whole job is
     killed at ``timeout`` (a hang)."""
-    cmd = [str(MPIRUN), "-n", str(ranks), sys.executable, "-c", DRIVER, *map(str, argv)]
+    import resource
+
+    cmd = [str(MPIRUN), "-n", str(ranks), sys.executable, "-c", driver, *map(str, argv)]
+
+    def limit():
+        if cap is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
     process = subprocess.Popen(cmd, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, start_new_session=True)
+                               text=True, start_new_session=True, preexec_fn=limit)
     try:
         out, err = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -5,20 +5,15 @@ Each case is a ``mpirun -n P`` of its own under a timeout."""
 
 from mpi4py import MPI  # noqa: F401 (before anything that loads dolfinx)
 
-import os
-import resource
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from cli_harness import DRIVER, ROOT, assert_one_clear_error, make_run, snapshot, toml
+from cli_harness import DRIVER, assert_one_clear_error, make_run, snapshot, solver, toml
 
 pytestmark = [pytest.mark.serial, pytest.mark.slow]  # each case starts its own mpirun
 
-MPIRUN = Path(sys.executable).parent / "mpirun"
 GiB = 2**30
 
 
@@ -26,22 +21,7 @@ def capped(argv, cwd: Path, cap: int | None, ranks: int, timeout: float = 240,
            driver: str = DRIVER) -> subprocess.CompletedProcess:
     """``driver`` with ``argv`` on ``ranks`` ranks, the address space of mpirun and every rank
     capped at ``cap`` bytes; the job is killed at ``timeout`` (a hang fails the test)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    cmd = [str(MPIRUN), "-n", str(ranks), sys.executable, "-c", driver, *map(str, argv)]
-
-    def limit():
-        if cap is not None:
-            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-
-    process = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True, preexec_fn=limit)
-    try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        out, err = process.communicate()
-        pytest.fail(f"hang: no exit within {timeout} s\nstdout:\n{out}\nstderr:\n{err}")
-    return subprocess.CompletedProcess(cmd, process.returncode, out, err)
+    return solver(argv, cwd, timeout, ranks, cap=cap, driver=driver)
 
 
 @pytest.mark.parametrize("ranks", [1, 2])

@@ -20,7 +20,7 @@ from solver._lazy import exports
 # What a user needs, each imported from its module on first use: ``import solver`` stays light
 # (scikit-learn and the model come with FlowClassifier, dolfinx only when it fits).
 __all__, __getattr__, __dir__ = exports(__name__, {
-    "FlowClassifier": "estimator", "FlowRegressor": "estimator",
+    "FlowClassifier": "estimator", "FlowRegressor": "estimator", "Run": "check.predict",
     "FacetWarning": "errors", "OutsideDomainWarning": "errors", "UncertifiedWarning": "errors",
     "InputError": "errors", "UnstableSolve": "errors",
     "KernelCompileError": "fem.gradient_kernels",

@@ -215,3 +215,14 @@ def test_predict_replaces_a_users_file_only_with_force_and_its_own_map_freely(co
     assert (trained_run / "map-characteristics-4.npz").is_file()
     gc.collect()
     comm.Barrier()
+
+
+def test_a_run_opens_from_the_public_api(trained_run):
+    """``solver.Run.open(path)``: the run directory's config, parameters, classes and resolution,
+    as predict reads them (rank-local)."""
+    import solver
+
+    run = solver.Run.open(trained_run)
+    assert run.config.data.kind == "moons" and run.classes == ("0", "1") and run.input_dim == 2
+    assert run.parameters.theta.size + run.parameters.A.size + run.parameters.b.size == run.parameters.p.size
+    assert run.resolution.cells >= 12 and run.input_layer is None

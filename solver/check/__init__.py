@@ -10,4 +10,5 @@ __all__, __getattr__, __dir__ = exports(__name__, {
     "refinement_study": "compare_field", "sample_points": "compare_field",
     "solve_and_compare": "compare_field",
     "load_parameters": "compare_run",
+    "Run": "predict", "read_run": "predict",
 })

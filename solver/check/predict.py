@@ -42,8 +42,9 @@ METHODS = ("pde", "characteristics", "resnet")
 
 
 @dataclass(frozen=True)
-class TrainedRun:
-    """What a prediction needs of a run directory.
+class Run:
+    """A trained run directory, opened: ``solver.Run.open("runs/moons")`` (what ``predict``,
+    ``export`` and ``FlowClassifier.load`` read of it).
 
     Attributes:
         path: the run directory.
@@ -65,6 +66,11 @@ class TrainedRun:
     augmented: int
     input_layer: InputLayer | None = None
 
+    @classmethod
+    def open(cls, path: str | Path) -> Run:
+        """The trained run in the directory ``path`` (``read_run``; rank-local, no dolfinx)."""
+        return read_run(Path(path))
+
     @property
     def input_dim(self) -> int:
         """The number of features a point has in data coordinates."""
@@ -73,7 +79,7 @@ class TrainedRun:
         return self.config.dim - self.augmented
 
 
-def read_run(run: Path) -> TrainedRun:
+def read_run(run: Path) -> Run:
     """The trained run in ``run`` (rank-local: every rank reads it alike).
 
     Raises:
@@ -120,7 +126,7 @@ def read_run(run: Path) -> TrainedRun:
                              f"{layer.n_params} parameters; theta.npz holds "
                              f"{0 if parameters.input is None else parameters.input.size} and Ω is "
                              f"{config.dim}-dimensional", str(path))
-    return TrainedRun(run, config, parameters, scaling, resolution, classes, augmented_axes(config, meta), layer)
+    return Run(run, config, parameters, scaling, resolution, classes, augmented_axes(config, meta), layer)
 
 
 def augmented_axes(config: Config, meta: dict) -> int:
@@ -134,7 +140,7 @@ def augmented_axes(config: Config, meta: dict) -> int:
     return config.dim - 2
 
 
-def read_points(path: Path, run: TrainedRun) -> tuple[np.ndarray, list[str], np.ndarray]:
+def read_points(path: Path, run: Run) -> tuple[np.ndarray, list[str], np.ndarray]:
     """The points of a CSV file in data coordinates (rank-local): ``model.data.read_points``
     with ``run.input_dim`` features.
 
@@ -147,7 +153,7 @@ def read_points(path: Path, run: TrainedRun) -> tuple[np.ndarray, list[str], np.
     return read(path, run.input_dim, taken)
 
 
-def to_omega(run: TrainedRun, X: np.ndarray, source: str, lines: np.ndarray | None = None,
+def to_omega(run: Run, X: np.ndarray, source: str, lines: np.ndarray | None = None,
              outside: str = "refuse") -> np.ndarray:
     """Data coordinates (shape=(n, run.input_dim)) -> Ω (shape=(n, dim)): zero coordinates for
     the augmented axes, then the run's scaling.
@@ -186,7 +192,7 @@ def to_omega(run: TrainedRun, X: np.ndarray, source: str, lines: np.ndarray | No
     return x
 
 
-def grid_points(run: TrainedRun, n: int) -> tuple[np.ndarray, np.ndarray]:
+def grid_points(run: Run, n: int) -> tuple[np.ndarray, np.ndarray]:
     """The n-per-direction grid of Ω's bounding box (shape=(n**dim, dim), Ω coordinates) and
     the mask of those in Ω."""
     domain = run.config.domain_object()
@@ -194,14 +200,14 @@ def grid_points(run: TrainedRun, n: int) -> tuple[np.ndarray, np.ndarray]:
     return points, domain.contains(points)
 
 
-def default_method(run: TrainedRun) -> str:
+def default_method(run: Run) -> str:
     """The model's own prediction: the characteristics, as ``FlowClassifier`` and ONNX predict
     (no mesh, the same on any number of ranks); for a viscous run (ε > 0) the PDE, the only
     method that computes its expectation over the stochastic flow (:func:`check_method`)."""
     return "pde" if run.config.field.viscosity > 0 else "characteristics"
 
 
-def check_method(run: TrainedRun, method: str) -> None:
+def check_method(run: Run, method: str) -> None:
     """InputError unless ``method`` predicts what the run learned: a viscous run (ε > 0) learned
     the expectation over the stochastic flow, which the PDE with its diffusion computes; the
     characteristics and the ResNet follow the inviscid flow and would drop ε silently."""
@@ -215,7 +221,7 @@ def check_method(run: TrainedRun, method: str) -> None:
                          f"stochastic ResNet)", str(run.path / store.CONFIG))
 
 
-def logits(comm: MPI.Comm, run: TrainedRun, x: np.ndarray, method: str = "characteristics", *, depth: int | None = None,
+def logits(comm: MPI.Comm, run: Run, x: np.ndarray, method: str = "characteristics", *, depth: int | None = None,
            scheme: str = "midpoint", source: str = "points") -> tuple[np.ndarray, dict]:
     """The run's logits A q(T; x) + b at ``x`` (Ω coordinates, shape=(n, dim), the same on every
     rank), shape=(n, K) on every rank, and the seconds of each part (collective).
@@ -256,7 +262,7 @@ def logits(comm: MPI.Comm, run: TrainedRun, x: np.ndarray, method: str = "charac
     return out, seconds
 
 
-def _pde_logits(comm: MPI.Comm, run: TrainedRun, model, x: np.ndarray, source: str) -> tuple[np.ndarray, dict]:
+def _pde_logits(comm: MPI.Comm, run: Run, model, x: np.ndarray, source: str) -> tuple[np.ndarray, dict]:
     """One forward solve on the run's final resolution, then u_h(0, x) (collective)."""
     from solver.fem.pointeval import PointEvaluator
     from solver.fem.refine import mesh_with_marks

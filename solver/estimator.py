@@ -108,7 +108,6 @@ PARAMETERS = {
     "input_dim": ("input", "dim"),
     "input_init": ("input", "init"),
 }
-SOURCE = "<FlowClassifier>"  # where a bad parameter came from, in messages (``cells: ...``)
 # A problem-file key in a message from the library (``mesh.cells``) -> the estimator's parameter.
 _KEYS = {f"{section}.{key}": name for name, (section, key) in PARAMETERS.items()}
 _KEY_PATTERN = re.compile(r"\b(" + "|".join(re.escape(k) for k in sorted(_KEYS, key=len, reverse=True)) + r")\b")
@@ -166,6 +165,11 @@ class _FlowEstimator(BaseEstimator):
 
     _default_loss = "cross_entropy"
     _default_tolerance = TrainConfig.tolerance
+
+    @property
+    def _source(self) -> str:
+        """Where a bad parameter came from, in messages (``<FlowRegressor>: cells: ...``)."""
+        return f"<{type(self).__name__}>"
     _writes_data = True  # fit(run_dir=...) writes the training points as data.csv
 
     _parameter_constraints: dict = {
@@ -282,18 +286,18 @@ class _FlowEstimator(BaseEstimator):
         more features than D go through the learned input layer."""
         fixed = {"disk": 2, "ball": 3}.get(self.domain)
         if self.input_dim is not None and fixed is not None and self.input_dim != fixed:
-            raise InputError(f"input_dim={self.input_dim} but a {self.domain!r} domain is {fixed}D", SOURCE)
+            raise InputError(f"input_dim={self.input_dim} but a {self.domain!r} domain is {fixed}D", self._source)
         dim = fixed or self.input_dim or self.augment_dim or min(max(n_features, 2), 3)
         if n_features > dim:
             if self.augment_dim is not None:
                 raise InputError(f"X has {n_features} features, more than Ω's {dim} dimensions: they go through "
                                  f"the learned input layer, and augment_dim (which pads fewer features with "
-                                 f"zeros) must be None", SOURCE)
+                                 f"zeros) must be None", self._source)
             return dim
         if self.augment_dim is not None and dim != self.augment_dim:
             raise InputError(f"X has {n_features} feature(s), which a {self.domain!r} domain with "
                              f"augment_dim={self.augment_dim!r} cannot hold: Ω ({dim}D) needs at least as "
-                             f"many dimensions as X has features, and augment_dim must be its dimension", SOURCE)
+                             f"many dimensions as X has features, and augment_dim must be its dimension", self._source)
         return dim
 
     def _seed(self, comm: MPI.Comm) -> int:
@@ -337,7 +341,7 @@ class _FlowEstimator(BaseEstimator):
         return {}
 
     def _config(self, n_samples: int, n_features: int, seed: int, data: str = DATA_FILE):
-        return config_from_dict(self._problem_dict(n_samples, n_features, seed, data), source=SOURCE)
+        return config_from_dict(self._problem_dict(n_samples, n_features, seed, data), source=self._source)
 
     # --- fit --------------------------------------------------------------------------------
 
@@ -368,7 +372,7 @@ class _FlowEstimator(BaseEstimator):
             self._validate_params()
             X, y = self._validate_targets(X, y)
             if len(X) < 2:
-                raise InputError(f"{type(self).__name__} needs at least 2 samples, got 1 sample", SOURCE)
+                raise InputError(f"{type(self).__name__} needs at least 2 samples, got 1 sample", self._source)
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -381,7 +385,7 @@ class _FlowEstimator(BaseEstimator):
 
     def _fit(self, comm: MPI.Comm, X: np.ndarray, y: np.ndarray, run_dir: str | Path | None,
              force: bool) -> None:
-        check_same(comm, SOURCE, X=X, y=y)  # else each rank would train on its own data
+        check_same(comm, self._source, X=X, y=y)  # else each rank would train on its own data
         seed = self._seed(comm)
         with agreed(comm):
             targets, names_out, fitted = self._encode(y)
@@ -391,7 +395,7 @@ class _FlowEstimator(BaseEstimator):
             names = tuple(f"x{j + 1}" for j in range(X.shape[1]))
             dataset = place_in_domain("csv", X, targets, K, names, names_out, seed=dc.seed,
                                       test_fraction=dc.test_fraction, augment_dim=dc.augment_dim,
-                                      domain=config.domain_object(), margin=dc.margin, source=SOURCE,
+                                      domain=config.domain_object(), margin=dc.margin, source=self._source,
                                       input_kind=config.input.kind, input_init=config.input.init,
                                       input_constant="ignore")  # as scikit-learn's estimators do
         guards.check_train(comm, config, K)
@@ -416,7 +420,7 @@ class _FlowEstimator(BaseEstimator):
                 outcome = train(comm, problem, out)
             except UnstableSolve as error:
                 problem.destroy()
-                raise InputError(f"unstable solve: {error.message}; lower cfl or scale", SOURCE) from None
+                raise InputError(f"unstable solve: {error.message}; lower cfl or scale", self._source) from None
             try:
                 metrics = (write_training_outputs(comm, outcome, out) if out is not None
                            else training_metrics(comm, outcome))
@@ -453,7 +457,7 @@ class _FlowEstimator(BaseEstimator):
 
     def _model(self):
         """The resolved problem, Ω, the velocity model and (θ, A, b)."""
-        config = config_from_dict(self.config_, source=SOURCE)
+        config = config_from_dict(self.config_, source=self._source)
         domain = config.domain_object()
         model = velocity_model(config, domain)
         p = self.parameters_
@@ -486,7 +490,7 @@ class _FlowEstimator(BaseEstimator):
                 guards.check_monte_carlo(self._comm(), config, "predict", len(X), config.train.paths,
                                          config.train.sde_steps, "the number of points (predict in batches), "
                                          "or train.paths or train.sde_steps in the run's config.toml")
-        check_same(self._comm(), SOURCE, X=X)  # else the ranks' shares of the points mismatch
+        check_same(self._comm(), self._source, X=X)  # else the ranks' shares of the points mismatch
         logits = x @ A.T + b  # outside Ω the flow (χ·v continued by zero) leaves points in place
         inside = domain.contains(x)
         if not inside.all():
@@ -516,7 +520,7 @@ class _FlowEstimator(BaseEstimator):
         values = {**self.config_, "data": {**self.config_["data"]}}
         if self.run_dir_ is None:
             values["data"]["path"] = str(Path(out).absolute() / DATA_FILE)
-        config = config_from_dict(values, source=SOURCE)
+        config = config_from_dict(values, source=self._source)
         on_rank0(comm, store.write_config, out / store.CONFIG, config.to_toml())
         # The parameters as given (cells=None stays None), random_state as the seed it gave.
         given = {name: getattr(self, name) for name in PARAMETERS}
@@ -621,16 +625,16 @@ class _FlowEstimator(BaseEstimator):
             check_is_fitted(self)
             config, _, _, (theta, A, b) = self._model()
             if isinstance(depth, bool) or not isinstance(depth, Integral) or depth < 1:
-                raise InputError(f"depth must be an integer >= 1, got {depth!r}", SOURCE)
+                raise InputError(f"depth must be an integer >= 1, got {depth!r}", self._source)
         # the net's memory and ONNX size, before it is built (export --depth's guard; collective)
-        guards.check_export(self._comm(), SOURCE, depth, guards.export_block_bytes(config, scheme), True, api=True)
+        guards.check_export(self._comm(), self._source, depth, guards.export_block_bytes(config, scheme), True, api=True)
         with agreed(self._comm()):
             meta = {"scaling": self.scaling_}
             if self.input_layer_ is not None:
                 meta["input"] = self.input_layer_
             params = store.Parameters(self.parameters_, theta, A, b, meta=meta,
                                       input=None if self.input_layer_ is None else self._input_q())
-            net = net_of_parameters(config, params, depth, scheme, output, SOURCE)
+            net = net_of_parameters(config, params, depth, scheme, output, self._source)
             annotations = {**run_annotations(self._output_names(), self.metrics_), **self._targets_record()}
         return on_rank0(self._comm(), save_onnx, net, Path(path), dtype, annotations)
 
@@ -653,7 +657,7 @@ class FlowClassifier(ClassifierMixin, _FlowEstimator):
         classes, encoded = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise InputError(f"FlowClassifier needs samples of at least 2 classes, got 1 class "
-                             f"({classes[0]!r})", SOURCE)
+                             f"({classes[0]!r})", self._source)
         return encoded.astype(np.int64), tuple(str(c) for c in classes), {"classes_": classes}
 
     def _num_outputs(self) -> int:
@@ -719,7 +723,7 @@ class FlowRegressor(RegressorMixin, _FlowEstimator):
         X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True, multi_output=True)
         if self.loss not in (None, "squared_error"):
             raise InputError(f'FlowRegressor fits the squared error: loss must be None or "squared_error", '
-                             f'got {self.loss!r}', SOURCE)
+                             f'got {self.loss!r}', self._source)
         return X, y
 
     def _encode(self, y):

@@ -144,7 +144,7 @@ def test_regressor_learns(tmp_path):
     assert two.predict(X).shape == (150, 2) and two.score(X, Y) > 0.9
     loaded = FlowRegressor.load(two.save(tmp_path / "run"))
     assert np.array_equal(loaded.predict(X), two.predict(X))
-    with pytest.raises(ValueError, match="squared_error"):
+    with pytest.raises(ValueError, match="<FlowRegressor>: .*squared_error"):
         FlowRegressor(loss="cross_entropy", **SMALL).fit(X, y)
 
 

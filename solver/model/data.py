@@ -725,13 +725,6 @@ class Dataset:
     def dim(self) -> int:
         return self.X_train.shape[1]
 
-    @property
-    def num_features(self) -> int:
-        """The data's own number of features (before augmentation or the input layer)."""
-        if self.input_layer is not None:
-            return self.input_layer.num_features
-        return self.dim - self.augmented
-
     def placed(self, q: np.ndarray) -> Dataset:
         """This data set with its points in Ω at the input layer's parameters ``q`` (a learned
         layer only): X_train and X_test are layer(q, features)."""

@@ -211,3 +211,17 @@ def test_bad_loss(comm):
     X, y = np.zeros((1, 2)), np.zeros(1, dtype=int)
     with pytest.raises(InputError, match='Invalid loss "hinge"'):
         ReducedFunctional(solver, model, X, y, 2, loss="hinge")
+
+
+def test_cross_entropy_of_a_transposed_view():
+    """The loss's gradient subtracts 1 at each label through a flat index: a transposed (not
+    C-ordered) array of logits gives the same value and gradient as its contiguous copy (it
+    lost the −1 before: the reduced functional's batched point evaluation hands in such a view)."""
+    from solver.model.losses import cross_entropy
+
+    rng = np.random.default_rng(0)
+    logits, labels = rng.normal(size=(50, 3)), rng.integers(0, 3, 50)
+    view, copy = logits.T, np.ascontiguousarray(logits.T)
+    (value, gradient), (expected, expected_gradient) = cross_entropy(view, labels), cross_entropy(copy, labels)
+    assert value == expected and np.array_equal(gradient, expected_gradient)
+    assert np.allclose(gradient.sum(axis=0), 0.0)  # softmax minus the one-hot label, per point

@@ -247,7 +247,8 @@ class ReducedFunctional:
                               frozen_steps=self.frozen_steps, keep=keep)
         # The transported components at the points, shape=(m, n): the logits by class, or the
         # coordinates Q_j (then logits = A PQ + b P1).
-        at_points = np.stack([self.evaluator(u) for u in result.transported])
+        # All components in one message (the evaluator takes k columns).
+        at_points = np.ascontiguousarray(self.evaluator(np.stack([u.x.array for u in result.transported], axis=1)).T)
         logits = at_points
         if self.coordinates_transported:
             logits = A @ logits + b[:, None] * self._ones_at_points
@@ -280,7 +281,8 @@ class ReducedFunctional:
         m = self.solver.num_components
         # ∂J/∂(transported values at the points): dloss itself, or Aᵀ dloss for the coordinates.
         r = A.T @ dloss if self.coordinates_transported else dloss
-        lam_final = [self.solver.accumulate_ghosts(self.evaluator.transpose(r[c])) for c in range(m)]
+        owned = self.solver.accumulate_ghosts(self.evaluator.transpose(np.ascontiguousarray(r.T)))
+        lam_final = [np.ascontiguousarray(owned[:, c]) for c in range(m)]  # Pᵀ r of every component, one message
         if self.adjoint is None:
             self.adjoint = make_adjoint(self.solver, m)
         lam0, velocity_grads = self.adjoint.backward(field, result, lam_final)
@@ -307,8 +309,8 @@ class ReducedFunctional:
             # ∂J/∂z_i = Σ_c r_ci ∇u_c(z_i) over the transported components (u_h(0, ·) is
             # continuous, so z ↦ u_c(z) is too; ∇ is the gradient in the cell holding z_i), then
             # the layer's VJP.
-            gz = sum(r[c][:, None] * self.evaluator.gradient(u.x.array)
-                     for c, u in enumerate(result.transported))
+            gradients = self.evaluator.gradient(np.stack([u.x.array for u in result.transported], axis=1))
+            gz = np.einsum("cn,ngc->ng", r, gradients)  # gradients: (n, gdim, components), one message
             grad_q = self.input_layer.vjp(self.input_parameters(p), self.features, gz)
         local = np.concatenate([grad_theta, grad_A.ravel(), grad_b, grad_q])
         grad = np.empty_like(local)

@@ -43,20 +43,31 @@ class Box:
     def diameter(self) -> float:
         return float(np.linalg.norm(np.subtract(self.upper, self.lower)))
 
+    # χ and ∇χ column by column: a product over the short axis of (n, dim) arrays cost 4× the
+    # arithmetic (the velocity takes χ at every node of every RK4 stage).
+    def _factors(self, x: np.ndarray) -> list[np.ndarray]:
+        """4 (x_i − a_i)(b_i − x_i)/(b_i − a_i)², one array of shape=(n,) per coordinate."""
+        return [(4.0 / (b - a) ** 2) * ((x[:, i] - a) * (b - x[:, i]))
+                for i, (a, b) in enumerate(zip(self.lower, self.upper))]
+
     def cutoff(self, x: np.ndarray) -> np.ndarray:
         """χ at points ``x`` (shape=(n, dim)); returns shape=(n,)."""
-        a, b = np.asarray(self.lower), np.asarray(self.upper)
-        return np.prod(4.0 * (x - a) * (b - x) / (b - a) ** 2, axis=1)
+        factors = self._factors(x)
+        out = factors[0].copy()
+        for f in factors[1:]:
+            out *= f
+        return out
 
     def cutoff_gradient(self, x: np.ndarray) -> np.ndarray:
         """∇χ at points ``x`` (shape=(n, dim)); returns shape=(n, dim)."""
-        a, b = np.asarray(self.lower), np.asarray(self.upper)
-        factors = 4.0 * (x - a) * (b - x) / (b - a) ** 2
-        out = 4.0 * (a + b - 2.0 * x) / (b - a) ** 2  # the slopes, times the other factors:
-        for i in range(x.shape[1]):
-            for j in range(x.shape[1]):
+        factors = self._factors(x)
+        out = np.empty(x.shape)
+        for i, (a, b) in enumerate(zip(self.lower, self.upper)):
+            column = (4.0 / (b - a) ** 2) * (a + b - 2.0 * x[:, i])  # the slope, times the other factors
+            for j, f in enumerate(factors):
                 if j != i:
-                    out[:, i] *= factors[:, j]
+                    column *= f
+            out[:, i] = column
         return out
 
     def contains(self, x: np.ndarray, tol: float = 1e-12) -> np.ndarray:
@@ -114,7 +125,7 @@ class Ball:
 
     def cutoff(self, x: np.ndarray) -> np.ndarray:
         """χ at points ``x`` (shape=(n, dim)); returns shape=(n,)."""
-        r2 = np.sum((x - np.asarray(self.center)) ** 2, axis=1)
+        r2 = sum((x[:, i] - c) ** 2 for i, c in enumerate(self.center))  # by column, as the box's
         return 1.0 - r2 / self.radius**2
 
     def cutoff_gradient(self, x: np.ndarray) -> np.ndarray:

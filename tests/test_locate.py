@@ -144,3 +144,37 @@ def test_points_outside_the_mesh_are_refused_or_skipped(comm, domain, beyond):
     assert error.value.source == "points.csv"
     values = PointEvaluator(V, points, outside="nan")(u)
     assert np.array_equal(np.isnan(values), [False, True, False, True])
+
+
+@pytest.mark.parametrize("name, domain, cells, lattice", DOMAINS, ids=[d[0] for d in DOMAINS])
+@pytest.mark.parametrize("family", ["Lagrange", "DG"])
+@pytest.mark.parametrize("degree", [1, 2, 3])
+def test_values_and_gradients_at_points_are_exact_for_the_space_polynomials(comm, name, domain, cells, lattice,
+                                                                           family, degree):
+    """u = a polynomial of degree k lies in P_k: PointEvaluator's values and gradients (the
+    continuous and the discontinuous paths, which compute reference coordinates and derivatives
+    differently) equal the polynomial's and its gradient's at random points, on any ranks."""
+    mesh = create_mesh(comm, domain, cells)
+    d = domain.dim
+    V = fem.functionspace(mesh, (family, degree))
+    coefficients = np.random.default_rng(7).standard_normal((d, degree + 1))
+
+    def poly(x):  # Σ_i Σ_p c_ip x_i^p (+ a mixed term of degree 2 for k >= 2)
+        value = sum(coefficients[i, p] * x[i] ** p for i in range(d) for p in range(degree + 1))
+        return value + (x[0] * x[1] if degree >= 2 else 0.0)
+
+    def grad(x):  # shape=(n, d)
+        g = np.stack([sum(p * coefficients[i, p] * x[:, i] ** (p - 1) for p in range(1, degree + 1))
+                      for i in range(d)], axis=1)
+        if degree >= 2:
+            g[:, 0] += x[:, 1]
+            g[:, 1] += x[:, 0]
+        return g
+
+    u = fem.Function(V)
+    u.interpolate(poly)
+    rng = np.random.default_rng(comm.rank)
+    points = rng.uniform(-0.6, 0.6, size=(50, d)) / np.sqrt(d)  # inside the box and the ball
+    evaluator = PointEvaluator(V, points, report=False, gradient=True, continuous=family == "Lagrange")
+    np.testing.assert_allclose(evaluator(u), poly(points.T), atol=1e-11)
+    np.testing.assert_allclose(evaluator.gradient(u.x.array), grad(points), atol=1e-10)

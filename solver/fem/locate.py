@@ -148,10 +148,13 @@ class Lattice:
             cells[~inside] = -1
         return cells
 
-    def find(self, points: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def find(self, points: np.ndarray, keys: np.ndarray,
+             exhaustive: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """For ``points`` (shape=(n, gdim)): the owned cell of its square/cube that holds each
         (smallest key first; -1 for none) and its key, shape=(n,) each; the points near a face of
-        their square/cube (indices) and the cells of the neighbours across, shape=(len(near), m)."""
+        their square/cube (indices) and the cells of the neighbours across, shape=(len(near), m).
+        ``exhaustive=False``: only the near points no cell of their own square/cube holds
+        (``CellLocator.locate``)."""
         n, gdim = len(points), len(self.counts)
         s = ((points - self.lower) / self.spacing).T
         base = np.clip(np.floor(s), 0, (self.counts - 1)[:, None]).astype(np.int64)
@@ -181,6 +184,8 @@ class Lattice:
         low = (f < NEAR_FACE) & (base > 0)
         high = (f > 1 - NEAR_FACE) & (base < (self.counts - 1)[:, None])
         near = np.flatnonzero(np.logical_or.reduce(low | high))
+        if not exhaustive:
+            near = near[best_cell[near] < 0]
         columns = [np.full((len(near), 0), -1, dtype=np.int32)]
         if len(near):
             low, high, base = low[:, near], high[:, near], base[:, near]
@@ -291,11 +296,8 @@ class CellLocator:
             part = slice(start, min(start + CHUNK, n))
             p = points[part]
             if self.lattice is not None:
-                cell, key, near, extra = self.lattice.find(p, self.keys)
+                cell, key, near, extra = self.lattice.find(p, self.keys, exhaustive)
                 best = (cell, key, self.reference(p, cell))
-                if not exhaustive:
-                    unfound = cell[near] < 0
-                    near, extra = near[unfound], extra[unfound]
                 if len(near):
                     other = self._best(p[near], extra)
                     better = other[1] < best[1][near]
@@ -319,6 +321,12 @@ class CellLocator:
                 row += coefficients[i * (d + 1) + j] * points[:, j]
             reference[:, i] = row
         return reference
+
+    def inverse_jacobians(self, cells: np.ndarray) -> np.ndarray:
+        """J⁻¹ of each of ``cells`` (shape=(n,), local owned cells), shape=(n, gdim, gdim)."""
+        d = self.gdim
+        coefficients = self._affine.take(cells, axis=1).reshape(d, d + 1, len(cells))
+        return np.ascontiguousarray(coefficients[:, :d, :].transpose(2, 0, 1))
 
     def _tree_candidates(self, points: np.ndarray) -> np.ndarray:
         """The owned cells whose bounding boxes hold each point, -1-padded, shape=(n, m)."""

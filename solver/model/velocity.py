@@ -374,7 +374,7 @@ class VelocityModel:
         hidden = self._act.value(z)
         chi = self.domain.cutoff(x)
         gc = chi[:, None] * g  # χ is θ-independent: fold it into g
-        dz = (gc if self.layers == 1 else gc @ p.W2) * self._act.derivative(z)  # (n, m)
+        dz = (gc if self.layers == 1 else gc @ p.W2) * self._act.slope(z, hidden)  # (n, m)
         ones = np.ones(len(x))  # column sums as products: a sum over axis 0 took 6× as long
         if self.layers == 1:  # W2 = I, b2 = 0 are not parameters
             local = (dz.T @ x, ones @ dz)
@@ -450,11 +450,15 @@ class MLPField:
         p = self._nodes[model._slab_of(t)]
         z = _affine(x, p.W1, p.b1)
         hidden = model._act.value(z)
-        slope = model._act.derivative(z)  # (n, m)
-        W2 = np.eye(model.dim) if model.layers == 1 else p.W2
+        slope = model._act.slope(z, hidden)  # (n, m)
+        d = model.dim
+        W2 = np.eye(d) if model.layers == 1 else p.W2
         h = hidden if model.layers == 1 else _affine(hidden, p.W2, p.b2)
         chi = model.domain.cutoff(x)
-        inner = (W2 * slope[:, None, :]) @ p.W1  # (n, d, m) @ (m, d)
+        # Σ_m W2_im a'_m W1_mk for all (i, k) as one product (n, m) @ (m, d²): a batched
+        # (n, d, m) @ (m, d) product took 3× as long.
+        pairs = (W2.T[:, :, None] * p.W1[:, None, :]).reshape(len(p.W1), d * d)  # [m, i d + k]
+        inner = (slope @ pairs).reshape(len(x), d, d)
         return chi[:, None, None] * inner + h[:, :, None] * model.domain.cutoff_gradient(x)[:, None, :]
 
     def kinks(self, t: float | np.ndarray, x: np.ndarray) -> np.ndarray | None:

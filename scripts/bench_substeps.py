@@ -3,10 +3,13 @@ tracing (the RK4 substeps). For a run directory: max |u_h(0, X) − f(q(T; X))| 
 training and test points and the label agreement, on P_k meshes of the given cells, for each
 ``solver.substep_rotation``.
 
-    .venv/bin/python scripts/bench_substeps.py RUN [--cells 7,10] [--degree 2] [--rotations 4,2,1,0.5,0.1]
+    .venv/bin/python -m scripts.bench_substeps RUN [--cells 7,10] [--degree 2] [--rotations 4,2,1,0.5,0.1]
+        [--slabs-per-step all,1]
 
 Serial. A row whose difference barely moves with the rotation says the tracing error is below the
-interpolation error (``fem/semilagrangian.py``'s SUBSTEP_ROTATION).
+interpolation error (``fem/semilagrangian.py``'s SUBSTEP_ROTATION); ``--slabs-per-step`` compares
+one step from T to 0 ("all", the default) with steps of fewer slabs (an interpolation between
+steps), with the seconds of one forward solve (the least of ``REPEATS``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 from mpi4py import MPI
 
 import argparse
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +34,16 @@ from solver.model.from_config import velocity_model
 from solver.rundir import store
 
 
+REPEATS = 5  # forward solves timed per row: the least of them (a shared machine's noise is additive)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("--cells", default=None, help="comma-separated (default: the run's mesh.cells)")
     parser.add_argument("--degree", type=int, default=2)
     parser.add_argument("--rotations", default="4,2,1,0.5,0.1")
+    parser.add_argument("--slabs-per-step", default="all", help='comma-separated integers or "all"')
     args = parser.parse_args()
     comm = MPI.COMM_SELF
     config = load_config(args.run / store.CONFIG)
@@ -48,17 +56,26 @@ def main() -> None:
     reference = characteristics.flow(field, X, 0.0, field.T) @ A.T + b
     cells = [int(c) for c in args.cells.split(",")] if args.cells else [config.mesh.cells]
     print(f"{args.run}: {len(X)} points, P{args.degree}")
-    print(f"{'cells':>5} {'rotation':>8} {'substeps per slab':>24} {'max |Δ|':>8} {'agreement':>9}")
+    print(f"{'cells':>5} {'rotation':>8} {'slabs/step':>10} {'substeps per slab':>24} {'max |Δ|':>8} {'agreement':>9} "
+          f"{'forward s':>9}")
     for n in cells:
+        mesh = create_mesh(comm, domain, n)
         for rotation in [float(r) for r in args.rotations.split(",")]:
-            solver = SemiLagrangianSolver(create_mesh(comm, domain, n), degree=args.degree,
-                                          num_components=transported_components(*A.shape),
-                                          substep_rotation=rotation)
-            result = solve_affine(solver, field, A, b, keep=False)
-            evaluator = PointEvaluator(solver.V, X, report=False)
-            fe = np.stack([evaluator(u) for u in result.u0], axis=1)
-            print(f"{n:5d} {rotation:8g} {str(result.steps_per_piece):>24} {np.abs(fe - reference).max():8.3f} "
-                  f"{np.mean(fe.argmax(axis=1) == reference.argmax(axis=1)):9.3f}")
+            for per in args.slabs_per_step.split(","):
+                solver = SemiLagrangianSolver(mesh, degree=args.degree, num_components=transported_components(*A.shape),
+                                              substep_rotation=rotation, slabs_per_step=None if per == "all" else int(per))
+                solve_affine(solver, field, A, b, keep=False)  # warm: the locator, the caches
+                seconds = []
+                for _ in range(REPEATS):
+                    started = time.perf_counter()
+                    result = solve_affine(solver, field, A, b, keep=False)
+                    seconds.append(time.perf_counter() - started)
+                seconds = min(seconds)
+                evaluator = PointEvaluator(solver.V, X, report=False)
+                fe = np.stack([evaluator(u) for u in result.u0], axis=1)
+                print(f"{n:5d} {rotation:8g} {per:>10} {str(result.steps_per_piece):>24} "
+                      f"{np.abs(fe - reference).max():8.3f} "
+                      f"{np.mean(fe.argmax(axis=1) == reference.argmax(axis=1)):9.3f} {seconds:9.4f}")
 
 
 if __name__ == "__main__":

@@ -159,6 +159,10 @@ class SolverConfig:
     scheme: str = "sl"
     # "sl": RK4 substeps of the departure points, each turning the flow by at most this much
     substep_rotation: float = 1.0
+    # "sl": the slabs one step spans, or "all": one step from T to 0, the nodes traced through
+    # every slab and f taken at their departure points (no interpolation between slabs; measured
+    # against one step per slab in docs/benchmarks/schemes.md)
+    slabs_per_step: int | str = "all"
 
 
 @dataclass(frozen=True)
@@ -443,6 +447,8 @@ def config_from_dict(
     solver_keys = set(sections["solver"])
     if "scheme" not in solver_keys and (field.viscosity > 0 or "dt" in solver_keys or RUN_SOLVER_KEYS <= solver_keys):
         sections["solver"]["scheme"] = "rk3"  # viscous, a forced RK3 step, or a run from before schemes
+    if RUN_SOLVER_KEYS | {"scheme", "substep_rotation"} <= solver_keys and "slabs_per_step" not in solver_keys:
+        sections["solver"]["slabs_per_step"] = 1  # a run from before steps spanned slabs: one per slab
     r.check_keys("mesh", sections["mesh"], SECTION_KEYS["mesh"])
     # No [mesh] keys: the starting mesh of the scheme and Ω's dimension (DEFAULT_MESH); else
     # MeshConfig's defaults.
@@ -462,6 +468,7 @@ def config_from_dict(
         max_steps=partial(validate.integer, low=1),
         scheme=partial(validate.choice, choices=SCHEMES),
         substep_rotation=partial(validate.number, low=0.0, high=4.0, low_open=True),
+        slabs_per_step=_slabs_per_step,
     ))
     if solver.scheme == "sl" and field.viscosity > 0:
         raise r.error("solver", "scheme", f'"sl" transports without viscosity (field.viscosity = '
@@ -497,6 +504,15 @@ def _stage_memory(name: str, value: Any) -> int | str:
     if isinstance(value, str):
         raise validate.expected(name, 'an integer >= 0 (MiB per rank) or "auto"', value)
     return validate.integer(name, value, low=0)
+
+
+def _slabs_per_step(name: str, value: Any) -> int | str:
+    """solver.slabs_per_step: an integer >= 1 or "all"."""
+    if value == "all":
+        return value
+    if isinstance(value, str):
+        raise validate.expected(name, 'an integer >= 1 or "all"', value)
+    return validate.integer(name, value, low=1)
 
 
 def stage_memory_bytes(solver: SolverConfig) -> int | None:

@@ -27,10 +27,10 @@ DISK = Ball((0.0, 0.0), 1.0)
 
 
 def make_problem(comm, domain=SQUARE, cells=12, degree=1, K=2, activation="tanh", slabs=2, layers=2,
-                 loss="cross_entropy", kinetic=0.0, roughness=0.0):
+                 loss="cross_entropy", kinetic=0.0, roughness=0.0, slabs_per_step=None):
     """A small learning problem on the semi-Lagrangian solver; the same data on any rank count."""
     solver = SemiLagrangianSolver(create_mesh(comm, domain, cells), degree=degree,
-                                  num_components=min(K, domain.dim))
+                                  num_components=min(K, domain.dim), slabs_per_step=slabs_per_step)
     model = VelocityModel(dim=domain.dim, width=4 if layers == 2 else domain.dim, slabs=slabs, T=1.0,
                           activation=activation, domain=domain, layers=layers)
     rng = np.random.default_rng(0)
@@ -53,6 +53,10 @@ TAYLOR_CASES = [
     ("box3d-P1-tanh", dict(domain=CUBE, cells=4)),
     ("box2d-P1-squared-error-kinetic", dict(loss="squared_error", kinetic=0.1, roughness=0.2)),
     ("box2d-P1-mlp1-3slabs", dict(layers=1, slabs=3)),
+    # Steps of one slab and of two slabs then one: the interpolations between steps and their
+    # transposes in the adjoint.
+    ("box2d-P2-3slabs-a-step-each", dict(degree=2, cells=8, slabs=3, slabs_per_step=1)),
+    ("box2d-P2-3slabs-2-per-step-3classes", dict(degree=2, cells=8, K=3, slabs=3, slabs_per_step=2)),
 ]
 
 
@@ -147,11 +151,11 @@ def test_order_in_the_substeps(comm):
 def test_the_transpose_is_the_adjoint_of_the_forward(comm):
     """⟨λ, S u⟩ = ⟨Sᵀ λ, u⟩ over the owned dofs for a slab's interpolation, on any rank count
     (the ghosts of Sᵀλ are added to their owners)."""
-    solver = SemiLagrangianSolver(create_mesh(comm, SQUARE, 9), degree=2, num_components=1)
-    model = VelocityModel(dim=2, width=4, slabs=1, T=1.0, activation="tanh", domain=SQUARE)
+    solver = SemiLagrangianSolver(create_mesh(comm, SQUARE, 9), degree=2, num_components=1, slabs_per_step=1)
+    model = VelocityModel(dim=2, width=4, slabs=2, T=1.0, activation="tanh", domain=SQUARE)
     field = model.field(model.init(seed=3, scale=1.5))
     result = solver.solve(field, lambda q: np.sin(2 * q[:, :1]) + q[:, 1:], keep=True)
-    evaluator, _, u_next = result.trajectory.departures[0]
+    evaluator, _, u_next, _, _ = result.trajectory.departures[0]  # slab 0's step interpolates u_h(t_1)
     rng = np.random.default_rng(comm.rank)
     lam = rng.standard_normal(solver.num_owned)
     forward = comm.allreduce(float(lam @ evaluator(u_next[0])), op=MPI.SUM)
@@ -163,11 +167,11 @@ def test_the_transpose_is_the_adjoint_of_the_forward(comm):
 def test_several_components_in_one_message_equal_one_at_a_time(comm):
     """The point evaluator's products with k columns (values, gradients, transpose; one message
     each) and the solver's block scatters give exactly what k products with one column give."""
-    solver = SemiLagrangianSolver(create_mesh(comm, SQUARE, 7), degree=2, num_components=3)
-    model = VelocityModel(dim=2, width=4, slabs=1, T=1.0, activation="tanh", domain=SQUARE)
+    solver = SemiLagrangianSolver(create_mesh(comm, SQUARE, 7), degree=2, num_components=3, slabs_per_step=1)
+    model = VelocityModel(dim=2, width=4, slabs=2, T=1.0, activation="tanh", domain=SQUARE)
     field = model.field(model.init(seed=4, scale=1.5))
     result = solver.solve(field, lambda q: np.stack([q[:, 0], np.sin(3 * q[:, 1]), q[:, 0] * q[:, 1]], axis=1))
-    evaluator, _, u_next = result.trajectory.departures[0]
+    evaluator, _, u_next, _, _ = result.trajectory.departures[0]
     U = np.ascontiguousarray(u_next.T)  # (n_local, 3)
     one = np.stack([evaluator(U[:, c]) for c in range(3)], axis=1)
     assert np.array_equal(evaluator(U), one)
@@ -197,7 +201,17 @@ def test_scheme_in_the_config(tmp_path):
         path.write_text(text)
         config = load_config(path)
         assert (config.solver.scheme, (config.mesh.cells, config.mesh.degree)) == (scheme, mesh), text
+    # One step from T to 0 by default; a run's config.toml written before steps spanned slabs
+    # (every [solver] key of then, none of slabs_per_step) was trained with one step per slab.
+    run_then = ('[solver]\ncfl = 1.0\ncheckpoint_every = 4\nstage_memory = "auto"\nmax_steps = 10000\n'
+                'scheme = "sl"\nsubstep_rotation = 1.0\n')
+    for text, per in [("", "all"), ('[solver]\nslabs_per_step = 2\n', 2), (run_then, 1),
+                      (run_then + 'slabs_per_step = "all"\n', "all")]:
+        path.write_text(text)
+        assert load_config(path).solver.slabs_per_step == per, text
     for text, words in [('[solver]\nscheme = "euler"\n', ["solver.scheme", "euler", "rk3"]),
+                        ('[solver]\nslabs_per_step = 0\n', ["solver.slabs_per_step", "0"]),
+                        ('[solver]\nslabs_per_step = "some"\n', ["solver.slabs_per_step", "all"]),
                         ('[solver]\nscheme = "sl"\n[field]\nviscosity = 0.01\n', ["solver.scheme", "viscosity"]),
                         ('[solver]\nsubstep_rotation = 0\n', ["solver.substep_rotation"]),
                         ('[solver]\nscheme = "sl"\ndt = 0.01\n', ["solver.dt", "rk3"])]:

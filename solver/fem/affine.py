@@ -13,8 +13,27 @@ min(K, d) components too: λ for Q_j is Σ_k A_kj λ_k (``ForwardResult.output``
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from dolfinx import fem
+
+
+@dataclass(frozen=True, eq=False)
+class Affine:
+    """The terminal value f(x) = A x + b (A shape=(K, d), b shape=(K,)): values at points
+    (shape=(n, d) → (n, K)) and its Jacobian ``matrix`` = A, which the semi-Lagrangian adjoint
+    needs where it takes f at departure points (``fem/semilagrangian.py``)."""
+
+    A: np.ndarray
+    b: np.ndarray
+
+    @property
+    def matrix(self) -> np.ndarray:
+        return self.A
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return x @ self.A.T + self.b
 
 
 def transported_components(num_classes: int, dim: int) -> int:
@@ -60,10 +79,10 @@ def solve_affine(solver, field, A: np.ndarray, b: np.ndarray, coordinates: bool 
                          f"A {A.shape} transported as {'coordinates' if coordinates else 'logits'} "
                          f"needs {d if coordinates else K}")
     if not coordinates:
-        result = solver.solve(field, lambda x: x @ A.T + b, **options)
+        result = solver.solve(field, Affine(A, b), **options)
         result.transported = result.u0
         return result
-    result = solver.solve(field, lambda x: x, **options)
+    result = solver.solve(field, Affine(np.eye(d), np.zeros(d)), **options)
     ones = constant_coefficients(solver.V)
     result.transported = result.u0
     result.output = (A, b, ones)

@@ -18,7 +18,8 @@ def make_solver(mesh, solver: SolverConfig, *, degree: int, num_components: int,
                                stage_memory=stage_memory_bytes(solver), viscosity=viscosity)
     elif solver.scheme == "sl":
         made = SemiLagrangianSolver(mesh, degree=degree, num_components=num_components,
-                                    substep_rotation=solver.substep_rotation, viscosity=viscosity)
+                                    substep_rotation=solver.substep_rotation, viscosity=viscosity,
+                                    slabs_per_step=None if solver.slabs_per_step == "all" else solver.slabs_per_step)
     else:
         raise InputError(f'Invalid scheme "{solver.scheme}". Must be one of {list(SCHEMES)}')
     made.max_steps = solver.max_steps

@@ -1,34 +1,45 @@
-"""The terminal-value transport problem (eq. 1) by semi-Lagrangian steps, one per slab, with its
-exact discrete adjoint.
+"""The terminal-value transport problem (eq. 1) by semi-Lagrangian steps, with its exact discrete
+adjoint.
 
 On a slab [t_j, t_{j+1}] θ is constant, so v does not depend on t and the solution is carried
 along the slab's flow map Φ_j (x' = v(x) from t_j to t_{j+1}):
 
     u(t_j, x) = u(t_{j+1}, Φ_j(x)).
 
-The scheme: u_h lives in continuous P_k (Lagrange); its nodes x_n are traced through Φ_j by
-classical RK4 substeps (the departure points X_n = Φ_j,h(x_n)), located across ranks
-(``fem/pointeval.py``, the fast locator) and u_h(t_{j+1}) is interpolated there:
+The scheme: u_h lives in continuous P_k (Lagrange). A step spans slabs j0 … j1 − 1: the nodes x_n
+are traced through their flow maps by classical RK4 substeps, slab after slab (the departure
+points X_n = Φ_{j1−1,h} ∘ … ∘ Φ_{j0,h}(x_n)), and u_h(t_{j0}) takes the values there of
 
-    u_j = S_j u_{j+1},   S_j[n, :] = the basis functions at X_n.
+- f itself, for the step that ends at T: u_h(t_{j0}, x_n) = f(X_n), no interpolation;
+- the previous step's u_h otherwise, located across ranks (``fem/pointeval.py``) and
+  interpolated: u_{j0} = S u_{j1}, S[n, :] = the basis functions at X_n.
 
-One sparse product per slab and component, whatever the speed of v: the step is not bound by the
-CFL condition, and a local refinement costs only its own nodes.
+The step is not bound by the CFL condition, and a local refinement costs only its own nodes.
 
-Choices, measured (``scripts/bench_semilagrangian.py``; its report lists the numbers):
+Choices, measured:
 
-- **Continuous P_k, nodal interpolation.** u_h(t_{j+1}) is continuous, so J depends continuously
-  on θ even where a departure point crosses a facet: with a discontinuous u_h it would jump there.
-  ∇u_h jumps across facets, so J is piecewise smooth (a kink where a point crosses a facet): the
-  Taylor remainder still falls at order 2 for small steps, as for a ReLU network, since the
-  share of points that cross a facet within a step ε is O(ε).
+- **One step from T to 0** (``slabs_per_step`` None, ``solver.slabs_per_step = "all"``, the
+  default). The same error against the characteristics as a step per slab, at a fraction of
+  the cost: the nodes' paths are traced either way, but the one step locates no departure
+  point and sends no message but one ghost update (``python -m scripts.bench_substeps RUN
+  --cells 8,16,32 --rotations 1 --slabs-per-step all,1,2`` on a trained moons run: the max
+  logit difference to the characteristics and the seconds of a forward solve per row). u_h(0)
+  is then the interpolant of f ∘ Φ_h, and the states between T and 0 are not computed; the
+  pictures of a run (``rundir/outputs.py``) solve with a step per slab for them.
+- **Continuous P_k, nodal interpolation.** u_h is continuous, so J depends continuously on θ
+  even where a departure point or a data point crosses a facet: with a discontinuous u_h it
+  would jump there. ∇u_h jumps across facets, so J is piecewise smooth (a kink where a point
+  crosses a facet): the Taylor remainder still falls at order 2 for small steps, as for a ReLU
+  network, since the share of points that cross a facet within a step ε is O(ε).
 - **Substeps.** RK4 on each slab with n = ⌈|slab| · Lip(v) / ``SUBSTEP_ROTATION``⌉ substeps,
   Lip(v) the largest Jacobian norm of v at the nodes (central differences): a substep turns the
   flow by at most ``SUBSTEP_ROTATION``. It does not depend on the mesh.
-- **The adjoint.** With λ_j = ∂J/∂u_j: λ_{j+1} = S_jᵀ λ_j (the transpose sends values back to the
-  ranks that own the cells, then adds ghost entries to their owners), and the departure points
-  receive the cotangent Σ_c λ_j,c[n] ∇u_{j+1,c}(X_n), carried back through the RK4 substeps
-  (reverse mode; ``VelocityModel.slab_vjp`` gives the θ- and point-cotangents of each stage).
+- **The adjoint.** With λ = ∂J/∂u_{j0} at the nodes: the departure points receive the cotangent
+  Σ_c λ_c[n] ∇u_{j1,c}(X_n) (∇f = A for the step from T, f = A x + b: ``fem/affine.Affine``),
+  carried back through the RK4 substeps of each slab (reverse mode; ``VelocityModel.slab_vjp``
+  gives the θ- and point-cotangents of each stage); λ moves on as Sᵀ λ (the transpose sends
+  values back to the ranks that own the cells, then adds ghost entries to their owners). The
+  step from T hands back (X, λ): ∂J/∂A = λ X, ∂J/∂b = Σ_n λ_n.
 - **Parallel.** Each rank traces its owned nodes; a departure point may lie in another rank's
   cell: the point evaluator sends it there and the value back (one Alltoallv per product).
 """
@@ -60,8 +71,9 @@ _RK4_WEIGHTS = (1.0 / 6.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 6.0)
 
 
 class SemiLagrangianSolver:
-    """Solves ∂t u + v·∇u = 0, u(T) = f backward in time by one semi-Lagrangian step per slab
-    (collective over ``mesh.comm``), for K components sharing the departure points.
+    """Solves ∂t u + v·∇u = 0, u(T) = f backward in time by semi-Lagrangian steps of
+    ``slabs_per_step`` slabs (collective over ``mesh.comm``), for K components sharing the
+    departure points.
 
     The interface is ``TransportSolver``'s (``solve`` → ``ForwardResult``), so the learning
     problem, the certification and the outputs run on either.
@@ -72,6 +84,8 @@ class SemiLagrangianSolver:
         num_components: K.
         substep_rotation: the substep rule's bound on h · max‖∇v‖.
         viscosity: must be 0 (the stochastic characteristics of a viscous run need ``rk3``).
+        slabs_per_step: the slabs one step spans (the departure points are traced through all
+            of them before one interpolation); None: all, one step from T to 0.
     """
 
     scheme = "sl"
@@ -81,7 +95,8 @@ class SemiLagrangianSolver:
     checkpoint_every = 1
 
     def __init__(self, mesh: dmesh.Mesh, *, degree: int = 1, num_components: int = 1,
-                 substep_rotation: float = SUBSTEP_ROTATION, viscosity: float = 0.0):
+                 substep_rotation: float = SUBSTEP_ROTATION, viscosity: float = 0.0,
+                 slabs_per_step: int | None = None):
         if degree not in (1, 2, 3):
             raise InputError(f"the semi-Lagrangian degree must be 1, 2 or 3, got {degree}")
         if viscosity:
@@ -93,7 +108,10 @@ class SemiLagrangianSolver:
         self.mesh = mesh
         self.degree = degree
         self.num_components = num_components
+        if slabs_per_step is not None and not (isinstance(slabs_per_step, (int, np.integer)) and slabs_per_step >= 1):
+            raise InputError(f"slabs_per_step must be a positive integer or None (all), got {slabs_per_step!r}")
         self.substep_rotation = substep_rotation
+        self.slabs_per_step = slabs_per_step
         self.viscosity = 0.0
         self.dim = mesh.geometry.dim
         self.V = fem.functionspace(mesh, ("Lagrange", degree))
@@ -190,38 +208,62 @@ class SemiLagrangianSolver:
             raise InputError("terminal function f returned non-finite values on the mesh")
         return np.ascontiguousarray(values.T)
 
+    def steps(self, slabs: int) -> list[tuple[int, int]]:
+        """The semi-Lagrangian steps as slab ranges [j0, j1), in the order of the solve: the
+        first ends at T (``slabs_per_step`` slabs each; the last takes what is left)."""
+        per = slabs if self.slabs_per_step is None else min(int(self.slabs_per_step), slabs)
+        ends = list(range(slabs, 0, -per))
+        return [(max(end - per, 0), end) for end in ends]
+
     def solve(self, field, terminal, frozen_steps: list[int] | None = None,
               keep: bool = True) -> ForwardResult:
         """u_h(0, ·) from u(T) = f (collective); ``TransportSolver.solve``'s arguments, with
-        ``frozen_steps`` the RK4 substeps of each slab."""
+        ``frozen_steps`` the RK4 substeps of each slab.
+
+        The step that ends at T takes f at its departure points itself (f is a function, not
+        yet an interpolant); each later step interpolates the previous one's u_h. An adjoint
+        needs f's Jacobian there: ``terminal.matrix`` of an affine terminal (``fem/affine.py``).
+        """
         if field.dim != self.dim:
             raise InputError(f"velocity field has dimension {field.dim}, the mesh {self.dim}")
         pieces = TransportSolver.time_pieces(field)
-        u = self.terminal_values(terminal)
-        f_max = self.comm.allreduce(float(np.max(np.abs(u), initial=0.0)), op=MPI.MAX)
+        slabs = len(pieces) - 1
+        if frozen_steps is not None and len(frozen_steps) != slabs:
+            raise InputError(f"frozen_steps has {len(frozen_steps)} entries for {slabs} slabs")
+        f_max = None
         trajectory = Trajectory(times=None, piece_of_step=[], checkpoint_every=1 if keep else 0)
-        substeps, lengths, speeds = [], [], []
+        substeps = [0] * slabs
         owned = self.nodes[: self.num_owned]
-        for j in reversed(range(len(pieces) - 1)):
-            t0, t1 = pieces[j], pieces[j + 1]
-            t = 0.5 * (t0 + t1)
-            n = self.substeps_for(field, t0, t1) if frozen_steps is None else int(frozen_steps[j])
-            if self.max_steps is not None and n > self.max_steps:
-                raise UnstableSolve(f"a slab needs {n} substeps, more than solver.max_steps = "
-                                    f"{self.max_steps}")
-            stages = [] if keep else None
-            departure = self.trace(field, t, owned, t1 - t0, n, stages)
-            evaluator = PointEvaluator(self.V, departure, "departure points", report=False, gradient=keep,
-                                       continuous=True)
+        u = None  # u_h at the end of the current step (K, n_local); None at T
+        times = []
+        for j0, j1 in self.steps(slabs):
+            departure, stages = owned, {}
+            for j in range(j0, j1):  # forward in t through the step's slabs: X = Φ_{j1−1} ∘ … ∘ Φ_{j0}(x)
+                t0, t1 = pieces[j], pieces[j + 1]
+                n = self.substeps_for(field, t0, t1) if frozen_steps is None else int(frozen_steps[j])
+                if self.max_steps is not None and n > self.max_steps:
+                    raise UnstableSolve(f"a slab needs {n} substeps, more than solver.max_steps = "
+                                        f"{self.max_steps}")
+                stages[j] = [] if keep else None
+                departure = self.trace(field, 0.5 * (t0 + t1), departure, t1 - t0, n, stages[j])
+                substeps[j] = n
+            if u is None:  # from T: f itself at the departure points
+                values, evaluator = self._terminal_at(terminal, departure), None
+                f_max = self.comm.allreduce(float(np.max(np.abs(values), initial=0.0)), op=MPI.MAX)
+                if keep:
+                    trajectory.states[0] = self.terminal_values(terminal)[:, : self.num_owned]
+            else:
+                evaluator = PointEvaluator(self.V, departure, "departure points", report=False, gradient=keep,
+                                           continuous=True)
+                if keep:
+                    trajectory.states[len(times)] = u[:, : self.num_owned].copy()
+                values = evaluator(u.T)  # the K components in one message
             if keep:
-                trajectory.states[len(trajectory.piece_of_step)] = u[:, : self.num_owned].copy()
-                trajectory.departures[j] = (evaluator, stages, u)
-            u = self._ghosted(evaluator(u.T).T)  # the K components in one message
-            trajectory.piece_of_step.append(j)
-            substeps.append(n)
-            lengths.append(t1 - t0)
-            speeds.append(0.0)
-        trajectory.times = pieces[::-1].copy()  # t at the start of each slab's step, then 0
+                trajectory.departures[j0] = (evaluator, stages, u, departure, terminal)
+            times.append(pieces[j1])
+            u = self._ghosted(np.ascontiguousarray(values.T))
+            trajectory.piece_of_step.append(j0)
+        trajectory.times = np.array(times + [pieces[0]])  # t at the start of each step, then 0
         trajectory.piece_of_step = np.asarray(trajectory.piece_of_step)
         growth = self.comm.allreduce(float(np.max(np.abs(u), initial=0.0)), op=MPI.MAX)
         if not np.isfinite(growth) or growth > 10.0 * f_max + 1e-12:
@@ -232,7 +274,18 @@ class SemiLagrangianSolver:
             uh = fem.Function(self.V, name=f"u{c}")
             uh.x.array[:] = u[c]
             u0.append(uh)
-        return ForwardResult(u0, trajectory, substeps[::-1], lengths[::-1], speeds[::-1])
+        lengths = list(np.diff(pieces))
+        return ForwardResult(u0, trajectory, substeps, lengths, [0.0] * slabs)
+
+    def _terminal_at(self, terminal, points: np.ndarray) -> np.ndarray:
+        """f at this rank's ``points`` (shape=(n, d)), shape=(n, K) (collective: the checks)."""
+        values = np.asarray(terminal(points), dtype=np.float64).reshape(len(points), -1)
+        if values.shape[1] != self.num_components:
+            raise InputError(f"terminal function has {values.shape[1]} components, the solver "
+                             f"expects {self.num_components}")
+        if self.comm.allreduce(int(not np.all(np.isfinite(values))), op=MPI.SUM):
+            raise InputError("terminal function f returned non-finite values on the mesh")
+        return values
 
     def _work(self, k: int) -> la.Vector:
         """A vector of block size k on V's index map (one scatter for k values per node)."""
@@ -276,9 +329,16 @@ class SemiLagrangianAdjoint:
         self.solver = solver
         self.K = num_components
         self.theta_gradient: np.ndarray | None = None
+        self.terminal_cotangent: tuple[np.ndarray, np.ndarray] | None = None
 
     def backward(self, field, result: ForwardResult, lam_final: list[np.ndarray]):
-        """λ⁰ = ∂J/∂u⁰ from λ^N = ∂J/∂u_h(0) (owned, K arrays); sets ``theta_gradient``."""
+        """λ at T = ∂J/∂u_h(T) from λ^N = ∂J/∂u_h(0) (owned, K arrays); sets ``theta_gradient``
+        and ``terminal_cotangent``.
+
+        The step from T took f at its departure points X, so J depends on f through f(X) alone:
+        the first return value is None and ``terminal_cotangent`` = (X, λ) (owned, shape=(n, d)
+        and (K, n)): ∂J/∂f = Σ_n λ_n δ_{X_n}, e.g. ∂J/∂A = λ X and ∂J/∂b = Σ_n λ_n for f = A x + b.
+        """
         solver, traj = self.solver, result.trajectory
         if not traj.departures:
             raise InputError("the forward run kept no departure points (solve(..., keep=False))")
@@ -288,22 +348,30 @@ class SemiLagrangianAdjoint:
         lam = np.array(lam_final, dtype=np.float64).reshape(self.K, solver.num_owned)
         grad = np.zeros(model.n_params)
         size = model.node_size
-        for j in range(len(pieces) - 1):  # t = 0 first: the reverse of the forward's order
-            evaluator, stages, u_next = traj.departures[j]
-            # The departure points' cotangent Σ_c λ_c ∇u_{j+1,c}(X) (before λ moves on).
-            gradients = evaluator.gradient(u_next.T)  # (n, d, K): one message for the K components
-            g = np.zeros((solver.num_owned, solver.dim))
-            for c in range(self.K):
-                g += lam[c][:, None] * gradients[:, :, c]
-            lam = solver.accumulate_ghosts(evaluator.transpose(lam.T)).T
-            n = result.steps_per_piece[j]
-            p = params[j]
+        for j0, j1 in reversed(solver.steps(len(pieces) - 1)):  # t = 0 first: the reverse of the forward
+            evaluator, stages, u_next, departure, terminal = traj.departures[j0]
+            # The departure points' cotangent Σ_c λ_c ∇u_{next,c}(X) (before λ moves on).
+            if evaluator is None:  # the step from T: ∇f(X)
+                matrix = getattr(terminal, "matrix", None)
+                if matrix is None:
+                    raise InputError("the semi-Lagrangian adjoint needs an affine terminal f = A x + b "
+                                     "(fem/affine.py: Affine), whose Jacobian it knows")
+                g = lam.T @ np.asarray(matrix, dtype=np.float64)
+                self.terminal_cotangent = (departure, lam)
+                lam = None
+            else:
+                gradients = evaluator.gradient(u_next.T)  # (n, d, K): one message for the K components
+                g = np.einsum("cn,ndc->nd", lam, gradients)
+                lam = solver.accumulate_ghosts(evaluator.transpose(lam.T)).T
+            for j in reversed(range(j0, j1)):
+                p = params[j]
 
-            def slab_vjp(Y, kbar, p=p):
-                return model.slab_vjp(p, Y, kbar, points=True)
+                def slab_vjp(Y, kbar, p=p):
+                    return model.slab_vjp(p, Y, kbar, points=True)
 
-            _, g_theta = solver.trace_back(slab_vjp, stages, pieces[j + 1] - pieces[j], n, g)
-            grad[j * size : (j + 1) * size] += g_theta
+                g, g_theta = solver.trace_back(slab_vjp, stages[j], pieces[j + 1] - pieces[j],
+                                               result.steps_per_piece[j], g)
+                grad[j * size : (j + 1) * size] += g_theta
         self.theta_gradient = grad
         return lam, {}
 

@@ -205,8 +205,10 @@ class Trajectory:
     # The solver's, like the stages.
     operators: dict[int, PETSc.Mat] = dataclass_field(default_factory=dict)
     operator_bytes: int = 0  # their memory (values, column and row indices)
-    # The semi-Lagrangian scheme's record per slab j: (the departure points' evaluator, the RK4
-    # stage points, u_{j+1} with ghosts), what its adjoint reads (``fem/semilagrangian.py``).
+    # The semi-Lagrangian scheme's record per step, by its first slab j0: (the departure points'
+    # evaluator (None for the step from T), the RK4 stage points by slab, the next step's u_h
+    # with ghosts (None from T), the departure points, the terminal), what its adjoint reads
+    # (``fem/semilagrangian.py``).
     departures: dict[int, tuple] = dataclass_field(default_factory=dict)
 
     @property

@@ -301,6 +301,9 @@ class ReducedFunctional:
             # logits = A PQ + b P1 at the points: A and b act after the transport.
             grad_A = dloss @ at_points.T
             grad_b = dloss @ self._ones_at_points
+        elif lam0 is None:  # f = A x + b taken at points X (semi-Lagrangian): ∂J/∂f = Σ_n λ_n δ_{X_n}
+            X, lam = self.adjoint.terminal_cotangent
+            grad_A, grad_b = lam @ X, lam.sum(axis=1)
         else:  # f = A x + b was transported: through λ⁰ and I(x_j), I(1)
             grad_A = np.array([[lam0[k] @ self._coordinates[j] for j in range(self.d)] for k in range(self.K)])
             grad_b = np.array([lam0[k] @ self._ones for k in range(self.K)])

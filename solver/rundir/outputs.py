@@ -276,12 +276,19 @@ def solve_with_states(problem, p: np.ndarray, frames: int):
     solver, J = problem.solver, problem.J
     theta, A, b = J.split(p)
     steps = int(sum(J.last.steps)) if J.last is not None else frames
-    kept = solver.checkpoint_every
+    kept = solver.checkpoint_every, getattr(solver, "slabs_per_step", None)
     solver.checkpoint_every = max(1, steps // frames)
+    if hasattr(solver, "slabs_per_step"):
+        # Semi-Lagrangian: a state at every slab's start for the pictures (training's one step
+        # from T to 0 keeps none between; its u_h(0) differs from this one's by the
+        # interpolation between slabs only).
+        solver.slabs_per_step = 1
     try:
         return solve_affine(solver, problem.model.field(theta), A, b)
     finally:
-        solver.checkpoint_every = kept
+        solver.checkpoint_every = kept[0]
+        if hasattr(solver, "slabs_per_step"):
+            solver.slabs_per_step = kept[1]
 
 
 def write_animation(comm: MPI.Comm, problem, p: np.ndarray, path: Path, result=None) -> None:

@@ -29,7 +29,6 @@ import numpy as np
 
 from solver.config import load_config
 from solver.parallel import on_rank0
-from solver.rundir import store
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,31 +62,23 @@ def main(argv: list[str] | None = None) -> dict:
             output=dataclasses.replace(config.output, vtx=False),  # the pictures, not the ParaView files
         )
 
-    # The run directory gets the resolved config first, as the command line writes it.
-    from solver.rundir.files import prepare_run_directory
+    # `solver.fit` is what `python -m solver train` runs. It makes the mesh, scales the data
+    # into Ω (``model.data.Scaling``: one factor for all axes, the training points filling the
+    # central 80% of Ω), and sets up the transport solver and the reduced functional
+    # J(θ, A, b) with its adjoint gradient. Then L-BFGS runs on it; every `check_every`
+    # iterations and at the end, the training and test points are carried along the
+    # characteristics of the current field and the logits compared with the PDE's u_h(0, X):
+    # where they differ by more than `train.tolerance` the mesh is refined. The run directory
+    # gets config.toml, theta.npz, metrics.json, history.csv and the pictures.
+    import solver
 
-    run = prepare_run_directory(comm, out / "moons", force=True)
-    on_rank0(comm, store.write_config, run / store.CONFIG, config.to_toml())
-
-    # `Problem.build` makes the mesh, scales the data into Ω (``model.data.Scaling``: one
-    # factor for all axes, the training points filling the central 80% of Ω), and sets up the
-    # transport solver and the reduced functional J(θ, A, b) with its adjoint gradient.
-    # `train` runs L-BFGS on it; every `check_every` iterations and at the end, the training
-    # and test points are carried along the characteristics of the current field and the
-    # logits compared with the PDE's u_h(0, X): where they differ by more than
-    # `train.tolerance` the mesh is refined. The outputs are theta.npz, metrics.json,
-    # history.csv and the pictures.
-    from solver.learn.train import Problem, describe_check, train
-    from solver.rundir.outputs import write_training_outputs
-
-    outcome = train(comm, Problem.build(comm, config), run)
-    metrics = write_training_outputs(comm, outcome, run)
-    say(comm, f"trained {metrics['iterations']} iterations on {outcome.problem.resolution}: "
+    outcome = solver.fit(config, out / "moons", comm=comm, force=True)
+    run, metrics = outcome.out, outcome.metrics
+    say(comm, f"trained {metrics['iterations']} iterations on {outcome.resolution}: "
               f"test accuracy {metrics['test_accuracy']:.3f} (PDE), "
-              f"{metrics['check']['test']['accuracy_characteristics']:.3f} (characteristics)")
-    say(comm, ("certified: " if metrics["certified"] else "NOT certified: ") + describe_check(outcome.check))
-    dataset = outcome.problem.dataset
-    outcome.problem.destroy()
+              f"{metrics['check']['test']['accuracy_characteristics']:.3f} (characteristics), "
+              f"{'certified' if outcome.certified else 'NOT certified'}")
+    dataset = outcome.dataset
 
     # ## 2. Compare
     #

@@ -53,15 +53,14 @@ def main(argv: list[str] | None = None) -> dict:
     from solver.check.compare_field import format_table, refinement_study, sample_points, solve_and_compare
 
     points, grid = sample_points(config)
-    run = solve_and_compare(comm, config, cells[-1], points, grid)
-    c = run.comparison
-    say(comm, f"{cells[-1]} cells across, DG{config.mesh.degree}, {c.dofs} dofs, {c.steps} time steps:")
-    say(comm, f"  max |u_h − characteristics| at {len(points)} points: {c.max_points:.2e}")
-    say(comm, f"  L2 difference to the characteristics {c.l2:.2e}, to the exact solution {c.l2_exact:.2e}")
-    exact = run.field.exact_flow(points, 0.0, run.field.T)  # one revolution: back where it started
-    say(comm, f"  the characteristics' q(T) against the exact rotation: "
-              f"{np.max(np.abs(run.ref_points - run.terminal(exact))):.1e}")
-    run.destroy()
+    with solve_and_compare(comm, config, cells[-1], points, grid) as run:
+        c = run.comparison
+        say(comm, f"{cells[-1]} cells across, DG{config.mesh.degree}, {c.dofs} dofs, {c.steps} time steps:")
+        say(comm, f"  max |u_h − characteristics| at {len(points)} points: {c.max_points:.2e}")
+        say(comm, f"  L2 difference to the characteristics {c.l2:.2e}, to the exact solution {c.l2_exact:.2e}")
+        exact = run.field.exact_flow(points, 0.0, run.field.T)  # one revolution: back where it started
+        say(comm, f"  the characteristics' q(T) against the exact rotation: "
+                  f"{np.max(np.abs(run.ref_points - run.terminal(exact))):.1e}")
 
     # ## Refinement
     #

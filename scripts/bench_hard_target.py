@@ -150,10 +150,7 @@ def main() -> None:
     python = peer.ensure_peer(bench)
     for n in points:
         run_case(bench, python, n, args.budget, args.full_batch_limit, args.ranks)
-    bench.results["load_at_end"] = machine.load_average()
-    bench.save()
-    (bench.out / "report.md").write_text(report(bench))
-    print((bench.out / "report.md").read_text())
+    bench.finish(report)
 
 
 if __name__ == "__main__":

@@ -183,7 +183,7 @@ def refinement(comm: MPI.Comm, args, config, cells: list[int], out: Path) -> dic
 def command_train(comm: MPI.Comm, args) -> int:
     """Learn the velocity field for the configured data; write a run directory
     (``solver.fit``: the guards, the run directory, the signals and the outputs are there)."""
-    from solver.learn.fitting import fit
+    from solver.fitting import fit
 
     fit(args.config, args.out, comm=comm, force=args.force, resume=args.resume, wording="cli")
     return 0

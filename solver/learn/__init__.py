@@ -5,7 +5,7 @@ from solver._lazy import exports
 
 # The names code outside this package uses, each imported from its module on first use.
 __all__, __getattr__, __dir__ = exports(__name__, {
-    "Resolution": "certify", "fit": "fitting", "FitOutcome": "fitting",
+    "Resolution": "certify",
     "ReducedFunctional": "reduced",
     "Problem": "train", "describe_check": "train", "load_checkpoint": "train",
     "load_dataset": "train",

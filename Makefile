@@ -3,7 +3,7 @@ NP ?= 2
 PY := .venv/bin/python
 MPIRUN := .venv/bin/mpirun
 
-.PHONY: demo test test-quick check-install transport bench benchmarks env
+.PHONY: demo demo-pages test test-quick check-install transport bench benchmarks env
 
 env:
 	scripts/bootstrap.sh
@@ -12,6 +12,12 @@ env:
 demo: env
 	$(MPIRUN) -n $(NP) $(PY) -m solver train problems/moons.toml --out runs/moons --force
 	$(MPIRUN) -n $(NP) $(PY) -m solver compare runs/moons
+
+# The demos of docs/demos/ executed as pages with their output and figures: build/demo-pages/
+# (git-ignored; docs/demos.md). Installs the `demos` extra (jupytext, nbconvert) if missing.
+demo-pages: env
+	$(PY) -c "import jupytext, nbconvert, ipykernel" 2>/dev/null || $(PY) -m pip install --quiet -e ".[test,demos]"
+	$(PY) -m scripts.demo_pages --out build/demo-pages
 
 # The transport solver alone: a random field, PDE vs characteristics, with a refinement study.
 transport: env

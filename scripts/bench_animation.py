@@ -37,16 +37,15 @@ def main() -> None:
     config = load_config(args.run / store.CONFIG)
     parameters = store.read_parameters(args.run / store.THETA)
     ended = parameters.meta["resolution"]
-    problem = Problem.build(comm, config, Resolution(int(ended["cells"]), int(ended["degree"])))
-    import matplotlib.pyplot  # noqa: F401 (its import is not the animation's cost)
+    with Problem.build(comm, config, Resolution(int(ended["cells"]), int(ended["degree"]))) as problem:
+        import matplotlib.pyplot  # noqa: F401 (its import is not the animation's cost)
 
-    timed("one forward solve", lambda: problem.J.evaluate(parameters.p))
-    result = timed("the solve keeping the frames' states",
-                   lambda: solve_with_states(problem, parameters.p, config.output.frames))
-    timed(f"flow.gif ({config.output.frames} frames) from it",
-          lambda: write_animation(comm, problem, parameters.p, args.out, result))
-    print(f"{args.out}: {args.out.stat().st_size / 1e3:.0f} kB")
-    problem.destroy()
+        timed("one forward solve", lambda: problem.J.evaluate(parameters.p))
+        result = timed("the solve keeping the frames' states",
+                       lambda: solve_with_states(problem, parameters.p, config.output.frames))
+        timed(f"flow.gif ({config.output.frames} frames) from it",
+              lambda: write_animation(comm, problem, parameters.p, args.out, result))
+        print(f"{args.out}: {args.out.stat().st_size / 1e3:.0f} kB")
 
 
 if __name__ == "__main__":

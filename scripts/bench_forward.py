@@ -52,38 +52,37 @@ def worker(case: dict, steps: int, products: int, K: int) -> dict:
     mesh = create_mesh(comm, domain, case["cells"])
     model = VelocityModel(dim=d, width=8, slabs=1, T=1.0, activation="tanh", domain=domain)
     field = model.field(model.init(seed=0, scale=1.0))
-    solver = TransportSolver(mesh, degree=case.get("degree", 1), num_components=K)
+    with TransportSolver(mesh, degree=case.get("degree", 1), num_components=K) as solver:
 
-    comm.Barrier()
-    t0 = time.perf_counter()
-    speed = solver.set_velocity(field, 0.5)
-    solver.assemble_operator()
-    comm.Barrier()
-    assemble = time.perf_counter() - t0
-
-    u = solver.block("bench", K)
-    u.rows[:] = np.random.default_rng(comm.rank).random(u.rows.shape)
-    x, y = solver.L.createVecRight(), solver.L.createVecLeft()
-    x.array[:] = u.rows[0]
-    dt = 0.5 * solver.max_dt(speed)
-    for _ in range(3):  # warm up
-        solver.rk3_step(u, dt)
-        solver.L.mult(x, y)
-
-    def timed(fn, n):
         comm.Barrier()
-        t = time.perf_counter()
-        for _ in range(n):
-            fn()
+        t0 = time.perf_counter()
+        speed = solver.set_velocity(field, 0.5)
+        solver.assemble_operator()
         comm.Barrier()
-        return (time.perf_counter() - t) / n
+        assemble = time.perf_counter() - t0
 
-    step = timed(lambda: solver.rk3_step(u, dt), steps)
-    matvec = timed(lambda: solver.L.mult(x, y), products)
-    dofs = solver.num_dofs_global
-    x.destroy()
-    y.destroy()
-    solver.destroy()
+        u = solver.block("bench", K)
+        u.rows[:] = np.random.default_rng(comm.rank).random(u.rows.shape)
+        x, y = solver.L.createVecRight(), solver.L.createVecLeft()
+        x.array[:] = u.rows[0]
+        dt = 0.5 * solver.max_dt(speed)
+        for _ in range(3):  # warm up
+            solver.rk3_step(u, dt)
+            solver.L.mult(x, y)
+
+        def timed(fn, n):
+            comm.Barrier()
+            t = time.perf_counter()
+            for _ in range(n):
+                fn()
+            comm.Barrier()
+            return (time.perf_counter() - t) / n
+
+        step = timed(lambda: solver.rk3_step(u, dt), steps)
+        matvec = timed(lambda: solver.L.mult(x, y), products)
+        dofs = solver.num_dofs_global
+        x.destroy()
+        y.destroy()
     return dict(
         ranks=comm.size,
         dofs=dofs,

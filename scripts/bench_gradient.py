@@ -153,16 +153,15 @@ def measure(comm, case, n: int, repeats: int, stage_memory: int | None = None, s
         solver = TransportSolver(mesh, degree=case.degree, num_components=components, checkpoint_every=4,
                                  stage_memory=stage_memory)
     X, y = case.data(n)
-    J = ReducedFunctional(solver, case.model, X[comm.rank :: comm.size], y[comm.rank :: comm.size],
-                          case.num_classes, **case.objective)
-    p = case.initial(J)
-    J.value_and_gradient(p)  # compile forms, warm caches
-    J.freeze_steps(J.last.steps)
-    forward, gradient, ratio = paired_times(comm, lambda: J(p), lambda: J.value_and_gradient(p), repeats)
-    row = dict(N=n, K=case.num_classes, components=components, scheme=scheme, dofs=solver.num_dofs_global, steps=int(sum(J.last.steps)), forward_s=forward,
-               value_and_gradient_s=gradient, ratio=ratio, parameters=J.split(p),
-               stage_memory=getattr(solver, "stage_memory", 0) or 0)
-    J.destroy()
+    with ReducedFunctional(solver, case.model, X[comm.rank :: comm.size], y[comm.rank :: comm.size],
+                          case.num_classes, **case.objective) as J:
+        p = case.initial(J)
+        J.value_and_gradient(p)  # compile forms, warm caches
+        J.freeze_steps(J.last.steps)
+        forward, gradient, ratio = paired_times(comm, lambda: J(p), lambda: J.value_and_gradient(p), repeats)
+        row = dict(N=n, K=case.num_classes, components=components, scheme=scheme, dofs=solver.num_dofs_global, steps=int(sum(J.last.steps)), forward_s=forward,
+                   value_and_gradient_s=gradient, ratio=ratio, parameters=J.split(p),
+                   stage_memory=getattr(solver, "stage_memory", 0) or 0)
     solver.destroy()
     return row
 

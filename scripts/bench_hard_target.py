@@ -70,19 +70,10 @@ def run_case(bench: Bench, python: Path, points: int, budget: float, full_batch_
                 config=str(path.relative_to(bench.out)), pde=pde, peers={})
     bench.results.setdefault("cases", {})[str(points)] = case
     bench.save()
-    arrays = dict(X_train=dataset.X_train, y_train=dataset.y_train, X_test=dataset.X_test,
-                  y_test=dataset.y_test, **peer.initial_theta(config))
-    for variant, keys in peer_variants(len(dataset.y_train), full_batch_limit).items():
-        bench.progress(SECTION, name, f"peer {variant}, Adam lr {LR}, budget {budget:.0f} s")
-        spec = dict(peer.model_spec(config, dataset.num_classes, keys["method"]), **keys, optimizer="adam",
-                    lr=LR, iterations=10**7, seed=config.train.seed, mode="train", target_accuracy=TARGET,
-                    time_budget=budget, stop_at_target=True)
-        tag = variant.replace(", ", "-").replace(" ", "")
-        r = peer.run_job(bench, python, f"{name}-{tag}", spec, arrays)
-        case["peers"][variant] = dict(iterations=r["iterations"], batch_size=keys.get("batch_size"),
-                                      test_accuracy=r["test_accuracy"], seconds=r["train_time"], budget=budget,
-                                      time_to_target=r["time_to_target"], iteration_at_target=r["iteration_at_target"],
-                                      peak_rss_bytes=r["peak_rss_bytes"])
+    variants = peer_variants(len(dataset.y_train), full_batch_limit)
+    for variant, row in peer.adam_to_target(bench, python, SECTION, name, name, config, dataset, variants, LR,
+                                            TARGET, budget):
+        case["peers"][variant] = row
         bench.save()
     return case
 
@@ -150,10 +141,7 @@ def main() -> None:
     python = peer.ensure_peer(bench)
     for n in points:
         run_case(bench, python, n, args.budget, args.full_batch_limit, args.ranks)
-    bench.results["load_at_end"] = machine.load_average()
-    bench.save()
-    (bench.out / "report.md").write_text(report(bench))
-    print((bench.out / "report.md").read_text())
+    bench.finish(report)
 
 
 if __name__ == "__main__":

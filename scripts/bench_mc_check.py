@@ -38,29 +38,28 @@ def main() -> None:
     comm = MPI.COMM_WORLD
     config = load_config(args.run / store.CONFIG)
     epsilon = config.field.viscosity
-    problem = Problem.build(comm, config)
-    p = store.read_parameters(args.run / store.THETA).p
-    theta, A, b = problem.J.split(p)
-    field = problem.model.field(theta)
-    X = np.concatenate([problem.dataset.X_train, problem.dataset.X_test])
-    fe = evaluate_everywhere(problem.solver.V, problem.J.evaluate(p).u0, X, "data")
-    logits = lambda x: x @ A.T + b  # noqa: E731
-    inviscid = characteristics.solve(comm, field, logits, X).u0
-    print(f"{len(X)} points, ε = {epsilon}, {problem.resolution}: characteristics max |Δ| "
-          f"{np.abs(fe - inviscid).max():.3f}, labels agree {np.mean(fe.argmax(1) == inviscid.argmax(1)):.4f}")
-    print(f"{'variant':>28} {'max SE':>7} {'max bias':>8} {'max bound':>9} {'max |Δ|':>7} {'beyond':>6} "
-          f"{'agree':>6} {'CPU s':>6}")
-    for variant in args.variants.split(","):
-        scheme, paths, steps, *independent = variant.split(":")
-        started = time.process_time()
-        mc = stochastic.solve(comm, field, problem.domain, logits, X, epsilon, paths=int(paths), steps=int(steps),
-                              seed=config.train.seed, antithetic=not independent, heun=scheme == "heun")
-        seconds = time.process_time() - started
-        beyond = certify.excess(fe, mc.u0, mc.bound).max()
-        print(f"{variant:>28} {mc.standard_error.max():7.3f} {mc.bias.max():8.3f} {mc.bound.max():9.3f} "
-              f"{np.abs(fe - mc.u0).max():7.3f} {beyond:6.3f} {np.mean(fe.argmax(1) == mc.u0.argmax(1)):6.4f} "
-              f"{seconds:6.2f}")
-    problem.destroy()
+    with Problem.build(comm, config) as problem:
+        p = store.read_parameters(args.run / store.THETA).p
+        theta, A, b = problem.J.split(p)
+        field = problem.model.field(theta)
+        X = np.concatenate([problem.dataset.X_train, problem.dataset.X_test])
+        fe = evaluate_everywhere(problem.solver.V, problem.J.evaluate(p).u0, X, "data")
+        logits = lambda x: x @ A.T + b  # noqa: E731
+        inviscid = characteristics.solve(comm, field, logits, X).u0
+        print(f"{len(X)} points, ε = {epsilon}, {problem.resolution}: characteristics max |Δ| "
+              f"{np.abs(fe - inviscid).max():.3f}, labels agree {np.mean(fe.argmax(1) == inviscid.argmax(1)):.4f}")
+        print(f"{'variant':>28} {'max SE':>7} {'max bias':>8} {'max bound':>9} {'max |Δ|':>7} {'beyond':>6} "
+              f"{'agree':>6} {'CPU s':>6}")
+        for variant in args.variants.split(","):
+            scheme, paths, steps, *independent = variant.split(":")
+            started = time.process_time()
+            mc = stochastic.solve(comm, field, problem.domain, logits, X, epsilon, paths=int(paths), steps=int(steps),
+                                  seed=config.train.seed, antithetic=not independent, heun=scheme == "heun")
+            seconds = time.process_time() - started
+            beyond = certify.excess(fe, mc.u0, mc.bound).max()
+            print(f"{variant:>28} {mc.standard_error.max():7.3f} {mc.bias.max():8.3f} {mc.bound.max():9.3f} "
+                  f"{np.abs(fe - mc.u0).max():7.3f} {beyond:6.3f} {np.mean(fe.argmax(1) == mc.u0.argmax(1)):6.4f} "
+                  f"{seconds:6.2f}")
 
 
 if __name__ == "__main__":

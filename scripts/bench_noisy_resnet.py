@@ -47,13 +47,12 @@ def main() -> None:
 
     pde = []
     for cells in (args.cells // 2, args.cells):
-        solver = TransportSolver(create_mesh(comm, domain, cells), degree=2, num_components=2,
-                                 viscosity=args.eps)
-        t0 = time.perf_counter()
-        result = solver.solve(model.field(theta), lambda y: y @ A.T + b, keep=False)
-        pde.append(evaluate_everywhere(solver.V, result.u0, x, "points"))
-        print(f"PDE DG2 {cells}²: {sum(result.steps_per_piece)} steps, {time.perf_counter() - t0:.2f} s")
-        solver.destroy()
+        with TransportSolver(create_mesh(comm, domain, cells), degree=2, num_components=2,
+                                 viscosity=args.eps) as solver:
+            t0 = time.perf_counter()
+            result = solver.solve(model.field(theta), lambda y: y @ A.T + b, keep=False)
+            pde.append(evaluate_everywhere(solver.V, result.u0, x, "points"))
+            print(f"PDE DG2 {cells}²: {sum(result.steps_per_piece)} steps, {time.perf_counter() - t0:.2f} s")
     u = pde[-1]
     print(f"PDE error estimate max |u_h − u_2h| = {np.abs(pde[1] - pde[0]).max():.2e}")
 

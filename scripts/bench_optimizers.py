@@ -109,15 +109,14 @@ def main() -> None:
     config = load_config(args.config)
     results = {}
     for name, method in (("L-BFGS", run_lbfgs), ("Newton-Krylov (trust-ncg)", run_newton_krylov)):
-        problem = Problem.build(comm, config)
-        p0 = initial_parameters(problem)
-        clock = Clock(comm, problem, args.target)
-        method(comm, problem, p0, clock, args.seconds)
-        iteration, seconds = clock.to_target()
-        results[name] = dict(iterations_to_target=iteration, seconds_to_target=seconds,
-                             final_accuracy=clock.curve[-1][2], iterations=clock.curve[-1][0],
-                             gradients=clock.evaluations, curve=clock.curve)
-        problem.destroy()
+        with Problem.build(comm, config) as problem:
+            p0 = initial_parameters(problem)
+            clock = Clock(comm, problem, args.target)
+            method(comm, problem, p0, clock, args.seconds)
+            iteration, seconds = clock.to_target()
+            results[name] = dict(iterations_to_target=iteration, seconds_to_target=seconds,
+                                 final_accuracy=clock.curve[-1][2], iterations=clock.curve[-1][0],
+                                 gradients=clock.evaluations, curve=clock.curve)
     if comm.rank == 0:
         print(f"{args.config.name}, target {args.target}, scheme {config.solver.scheme}, {comm.size} rank(s)")
         print(f"{'method':>28} {'iterations':>10} {'gradients':>9} {'to target':>12} {'final acc':>9}")

@@ -85,56 +85,55 @@ def main() -> None:
     terminal = lambda x: x @ A.T + b  # noqa: E731 (the output layer f of eq. 13)
 
     mesh = mesh_with_marks(comm, config.domain_object(), run.resolution.cells, run.resolution.marks)
-    solver = TransportSolver(mesh, degree=run.resolution.degree, num_components=transported_components(*A.shape),
+    with TransportSolver(mesh, degree=run.resolution.degree, num_components=transported_components(*A.shape),
                              cfl=config.solver.cfl,
                              dt=config.solver.dt, checkpoint_every=config.solver.checkpoint_every,
-                             viscosity=config.field.viscosity)
-    solve_s, result = timed(lambda: solve_affine(solver, field, A, b, keep=False), args.repeats)
+                             viscosity=config.field.viscosity) as solver:
+        solve_s, result = timed(lambda: solve_affine(solver, field, A, b, keep=False), args.repeats)
 
-    # The locator's set-up (lattice or tree) is part of the cost: each repeat builds one afresh,
-    # as a first evaluator on the mesh does; the evaluator itself takes the mesh's cached one.
-    locator = cell_locator(solver.V.mesh)
+        # The locator's set-up (lattice or tree) is part of the cost: each repeat builds one afresh,
+        # as a first evaluator on the mesh does; the evaluator itself takes the mesh's cached one.
+        locator = cell_locator(solver.V.mesh)
 
-    def locate():
-        CellLocator(solver.V.mesh)
-        return PointEvaluator(solver.V, points, "grid", report=False)
+        def locate():
+            CellLocator(solver.V.mesh)
+            return PointEvaluator(solver.V, points, "grid", report=False)
 
-    locate_s, evaluator = timed(locate, args.repeats)
-    evaluate_s, pde = timed(lambda: np.stack([evaluator(u) for u in result.u0], axis=1), args.repeats)
-    rows = {"PDE (solve + locate + evaluate)": solve_s + locate_s + evaluate_s}
-    parts = dict(solve=solve_s, locate=locate_s, evaluate=evaluate_s)
+        locate_s, evaluator = timed(locate, args.repeats)
+        evaluate_s, pde = timed(lambda: np.stack([evaluator(u) for u in result.u0], axis=1), args.repeats)
+        rows = {"PDE (solve + locate + evaluate)": solve_s + locate_s + evaluate_s}
+        parts = dict(solve=solve_s, locate=locate_s, evaluate=evaluate_s)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        onnx = save_onnx(learned_net(args.run, args.depth, "euler"), Path(tmp) / "net.onnx", "float32")
-        net = load_onnx_session(onnx, threads=1)
-        x_data = run.scaling.inverse(points)  # the net takes data coordinates
-        resnet_s, resnet = timed(lambda: net(x_data).astype(np.float64), args.repeats)
-    rows[f"ResNet, {args.depth} Euler blocks (onnxruntime float32, 1 thread)"] = resnet_s
-    agreement = {"PDE vs ResNet": float(np.mean(pde.argmax(1) == resnet.argmax(1)))}
-    if args.characteristics:
-        from solver.model import characteristics
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx = save_onnx(learned_net(args.run, args.depth, "euler"), Path(tmp) / "net.onnx", "float32")
+            net = load_onnx_session(onnx, threads=1)
+            x_data = run.scaling.inverse(points)  # the net takes data coordinates
+            resnet_s, resnet = timed(lambda: net(x_data).astype(np.float64), args.repeats)
+        rows[f"ResNet, {args.depth} Euler blocks (onnxruntime float32, 1 thread)"] = resnet_s
+        agreement = {"PDE vs ResNet": float(np.mean(pde.argmax(1) == resnet.argmax(1)))}
+        if args.characteristics:
+            from solver.model import characteristics
 
-        char_s, char = timed(lambda: characteristics.solve(comm, field, terminal, points).u0, 1)
-        rows["characteristics (DOP853, 1e-10)"] = char_s
-        agreement["PDE vs characteristics"] = float(np.mean(pde.argmax(1) == char.argmax(1)))
-    if args.dolfinx:
-        parts["locate (dolfinx determine_point_ownership)"] = timed(lambda: dolfinx_locate(solver.V, points), 1)[0]
+            char_s, char = timed(lambda: characteristics.solve(comm, field, terminal, points).u0, 1)
+            rows["characteristics (DOP853, 1e-10)"] = char_s
+            agreement["PDE vs characteristics"] = float(np.mean(pde.argmax(1) == char.argmax(1)))
+        if args.dolfinx:
+            parts["locate (dolfinx determine_point_ownership)"] = timed(lambda: dolfinx_locate(solver.V, points), 1)[0]
 
-    dim = config.dim
-    print(f"{args.run}: {len(points):,} points ({args.grid}^{dim} grid), {run.resolution}, "
-          f"{solver.num_dofs_global:,} dofs x {len(b)}, {sum(result.steps_per_piece)} time steps, "
-          f"lattice locator: {locator.lattice is not None}")
-    print("\n| route | CPU seconds |\n|---|---|")
-    for name, seconds in rows.items():
-        print(f"| {name} | {seconds:.4f} |")
-    for name, seconds in parts.items():
-        print(f"| — {name} | {seconds:.4f} |")
-    print(f"\nResNet / PDE: {resnet_s / rows['PDE (solve + locate + evaluate)']:.1f}x; labels agree: "
-          + ", ".join(f"{k} {100 * v:.2f}%" for k, v in agreement.items()))
-    if args.json:
-        args.json.write_text(json.dumps(dict(run=str(args.run), grid=args.grid, points=len(points), routes=rows,
-                                             parts=parts, agreement=agreement), indent=1))
-    solver.destroy()
+        dim = config.dim
+        print(f"{args.run}: {len(points):,} points ({args.grid}^{dim} grid), {run.resolution}, "
+              f"{solver.num_dofs_global:,} dofs x {len(b)}, {sum(result.steps_per_piece)} time steps, "
+              f"lattice locator: {locator.lattice is not None}")
+        print("\n| route | CPU seconds |\n|---|---|")
+        for name, seconds in rows.items():
+            print(f"| {name} | {seconds:.4f} |")
+        for name, seconds in parts.items():
+            print(f"| — {name} | {seconds:.4f} |")
+        print(f"\nResNet / PDE: {resnet_s / rows['PDE (solve + locate + evaluate)']:.1f}x; labels agree: "
+              + ", ".join(f"{k} {100 * v:.2f}%" for k, v in agreement.items()))
+        if args.json:
+            args.json.write_text(json.dumps(dict(run=str(args.run), grid=args.grid, points=len(points), routes=rows,
+                                                 parts=parts, agreement=agreement), indent=1))
 
 
 if __name__ == "__main__":

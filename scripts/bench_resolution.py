@@ -42,35 +42,33 @@ from solver.rundir import store
 
 def measure(comm, mesh, degree, config, dataset, model, p, label: str) -> np.ndarray:
     """Print one row; return this rank's training points' logit errors."""
-    solver = TransportSolver(mesh, degree=degree, num_components=transported_components(dataset.num_classes, mesh.geometry.dim),
-                             cfl=config.solver.cfl)
-    mine = rank_share(comm, len(dataset.y_train))
-    X, y = dataset.X_train[mine], dataset.y_train[mine]
-    tc = config.train
-    J = ReducedFunctional(solver, model, X, y, dataset.num_classes, loss=tc.loss,
-                          weight_decay=tc.weight_decay, smoothness=tc.smoothness, kinetic=tc.kinetic,
-                          roughness=tc.roughness)
-    comm.Barrier()
-    started = time.perf_counter()
-    evaluation = J.evaluate(p)
-    forward = comm.allreduce(time.perf_counter() - started, op=MPI.MAX)
-    theta, A, b = J.split(p)
-    exact = characteristics.flow(model.field(theta), X, 0.0, model.T) @ A.T + b
-    errors = np.abs(evaluation.predictions - exact).max(axis=1)
-    worst = comm.allreduce(float(errors.max(initial=0.0)), op=MPI.MAX)
-    agree = comm.allreduce(int(np.sum(evaluation.predictions.argmax(1) == exact.argmax(1)))) / len(dataset.y_train)
-    comm.Barrier()
-    started = time.perf_counter()
-    J.value_and_gradient(p)
-    gradient = comm.allreduce(time.perf_counter() - started, op=MPI.MAX)
-    cells = mesh.topology.index_map(mesh.topology.dim).size_global
-    h_min = min_cell_size(mesh)
-    if comm.rank == 0:
-        print(f"| {label} | {cells} | {solver.num_dofs_global} | {sum(evaluation.steps)} | "
-              f"{h_min:.3f} | {worst:.3f} | {100 * agree:.1f}% | "
-              f"{forward:.2f} | {gradient:.2f} |", flush=True)
-    J.destroy()
-    solver.destroy()
+    with TransportSolver(mesh, degree=degree, num_components=transported_components(dataset.num_classes, mesh.geometry.dim),
+                             cfl=config.solver.cfl) as solver:
+        mine = rank_share(comm, len(dataset.y_train))
+        X, y = dataset.X_train[mine], dataset.y_train[mine]
+        tc = config.train
+        with ReducedFunctional(solver, model, X, y, dataset.num_classes, loss=tc.loss,
+                              weight_decay=tc.weight_decay, smoothness=tc.smoothness, kinetic=tc.kinetic,
+                              roughness=tc.roughness) as J:
+            comm.Barrier()
+            started = time.perf_counter()
+            evaluation = J.evaluate(p)
+            forward = comm.allreduce(time.perf_counter() - started, op=MPI.MAX)
+            theta, A, b = J.split(p)
+            exact = characteristics.flow(model.field(theta), X, 0.0, model.T) @ A.T + b
+            errors = np.abs(evaluation.predictions - exact).max(axis=1)
+            worst = comm.allreduce(float(errors.max(initial=0.0)), op=MPI.MAX)
+            agree = comm.allreduce(int(np.sum(evaluation.predictions.argmax(1) == exact.argmax(1)))) / len(dataset.y_train)
+            comm.Barrier()
+            started = time.perf_counter()
+            J.value_and_gradient(p)
+            gradient = comm.allreduce(time.perf_counter() - started, op=MPI.MAX)
+            cells = mesh.topology.index_map(mesh.topology.dim).size_global
+            h_min = min_cell_size(mesh)
+            if comm.rank == 0:
+                print(f"| {label} | {cells} | {solver.num_dofs_global} | {sum(evaluation.steps)} | "
+                      f"{h_min:.3f} | {worst:.3f} | {100 * agree:.1f}% | "
+                      f"{forward:.2f} | {gradient:.2f} |", flush=True)
     return errors
 
 

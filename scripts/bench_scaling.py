@@ -95,66 +95,64 @@ def worker(case: dict, repeats: int) -> dict | None:
     d = case["dim"]
     domain = Box((-1.0,) * d, (1.0,) * d)
     mesh = create_mesh(comm, domain, case["cells"])
-    solver = TransportSolver(mesh, degree=case["degree"], num_components=K)
-    model = VelocityModel(dim=d, width=WIDTH, slabs=SLABS, T=1.0, activation="tanh", domain=domain)
-    X = np.random.default_rng(0).uniform(-0.8, 0.8, (POINTS, d))
-    y = (X[:, 0] * X[:, 1] > 0).astype(int)
-    mine = rank_share(comm, POINTS)
-    J = ReducedFunctional(solver, model, X[mine], y[mine], K)
-    p = J.initial(0, 1.5)
-    J.value_and_gradient(p)  # compile, warm the caches, make the product data
-    # the CFL steps, or (the small mesh of the fit) the large mesh's: more steps than the CFL bound
-    # needs are stable, and the same S makes the per-slab work weigh alike in both
-    J.freeze_steps(case.get("freeze") or J.last.steps)
-    if "freeze" in case:
-        J.value_and_gradient(p)  # warm again at the frozen steps
-    steps = int(sum(J.last.steps))
+    with TransportSolver(mesh, degree=case["degree"], num_components=K) as solver:
+        model = VelocityModel(dim=d, width=WIDTH, slabs=SLABS, T=1.0, activation="tanh", domain=domain)
+        X = np.random.default_rng(0).uniform(-0.8, 0.8, (POINTS, d))
+        y = (X[:, 0] * X[:, 1] > 0).astype(int)
+        mine = rank_share(comm, POINTS)
+        with ReducedFunctional(solver, model, X[mine], y[mine], K) as J:
+            p = J.initial(0, 1.5)
+            J.value_and_gradient(p)  # compile, warm the caches, make the product data
+            # the CFL steps, or (the small mesh of the fit) the large mesh's: more steps than the CFL bound
+            # needs are stable, and the same S makes the per-slab work weigh alike in both
+            J.freeze_steps(case.get("freeze") or J.last.steps)
+            if "freeze" in case:
+                J.value_and_gradient(p)  # warm again at the frozen steps
+            steps = int(sum(J.last.steps))
 
-    scatters = _count_dolfinx_scatters(dolfinx.la.Vector)
+            scatters = _count_dolfinx_scatters(dolfinx.la.Vector)
 
-    def logged(fn) -> dict:
-        before = {name: PETSc.Log.Event(name).getPerfInfo() for name in EVENTS}
-        scatters.clear()
-        fn()
-        after = {name: PETSc.Log.Event(name).getPerfInfo() for name in EVENTS}
-        events = {name: {k: after[name][k] - before[name][k] for k in ("count", "flops", "time", "numMessages",
-                                                                      "messageLength", "numReductions")}
-                  for name in EVENTS}
-        return dict(events=events, dolfinx_scatters=dict(scatters))
+            def logged(fn) -> dict:
+                before = {name: PETSc.Log.Event(name).getPerfInfo() for name in EVENTS}
+                scatters.clear()
+                fn()
+                after = {name: PETSc.Log.Event(name).getPerfInfo() for name in EVENTS}
+                events = {name: {k: after[name][k] - before[name][k] for k in ("count", "flops", "time", "numMessages",
+                                                                              "messageLength", "numReductions")}
+                          for name in EVENTS}
+                return dict(events=events, dolfinx_scatters=dict(scatters))
 
-    forward_log = logged(lambda: J(p))
-    gradient_log = logged(lambda: J.value_and_gradient(p))
+            forward_log = logged(lambda: J(p))
+            gradient_log = logged(lambda: J.value_and_gradient(p))
 
-    def timed(fn) -> tuple[float, float]:
-        """Wall and CPU seconds of this process, the max over ranks. On a shared machine the
-        CPU time is the better measure of the work (the wall time waits for other jobs)."""
-        comm.Barrier()
-        t, cpu = time.perf_counter(), time.process_time()
-        fn()
-        return (comm.allreduce(time.perf_counter() - t, op=MPI.MAX),
-                comm.allreduce(time.process_time() - cpu, op=MPI.MAX))
+            def timed(fn) -> tuple[float, float]:
+                """Wall and CPU seconds of this process, the max over ranks. On a shared machine the
+            CPU time is the better measure of the work (the wall time waits for other jobs)."""
+                comm.Barrier()
+                t, cpu = time.perf_counter(), time.process_time()
+                fn()
+                return (comm.allreduce(time.perf_counter() - t, op=MPI.MAX),
+                        comm.allreduce(time.process_time() - cpu, op=MPI.MAX))
 
-    pairs = [(*timed(lambda: J(p)), *timed(lambda: J.value_and_gradient(p))) for _ in range(repeats)]
+            pairs = [(*timed(lambda: J(p)), *timed(lambda: J.value_and_gradient(p))) for _ in range(repeats)]
 
-    imap = solver.V.dofmap.index_map
-    owners = np.asarray(imap.owners)
-    receive = np.bincount(owners, minlength=comm.size)  # ghost dofs from each rank
-    send = np.asarray(comm.alltoall(receive.tolist()))  # my dofs each rank ghosts
-    info = solver.L.getInfo()
-    rank = dict(owned=int(imap.size_local), ghosts=int(imap.num_ghosts),
-                receive_from=int(np.count_nonzero(receive)), send_to=int(np.count_nonzero(send)),
-                send_dofs=int(send.sum()), nnz=int(info["nz_used"]), forward=forward_log, gradient=gradient_log)
-    ranks = comm.gather(rank, root=0)
-    report = None
-    if comm.rank == 0:
-        f, f_cpu, g, g_cpu = np.median(np.array(pairs), axis=0)
-        report = dict(ranks=comm.size, dofs=int(solver.num_dofs_global), K=K, steps=steps,
-                      steps_per_piece=[int(n) for n in J.last.steps],
-                      slabs=SLABS, forward_s=float(f), value_and_gradient_s=float(g),
-                      forward_cpu_s=float(f_cpu), value_and_gradient_cpu_s=float(g_cpu),
-                      per_rank=ranks)
-    J.destroy()
-    solver.destroy()
+            imap = solver.V.dofmap.index_map
+            owners = np.asarray(imap.owners)
+            receive = np.bincount(owners, minlength=comm.size)  # ghost dofs from each rank
+            send = np.asarray(comm.alltoall(receive.tolist()))  # my dofs each rank ghosts
+            info = solver.L.getInfo()
+            rank = dict(owned=int(imap.size_local), ghosts=int(imap.num_ghosts),
+                        receive_from=int(np.count_nonzero(receive)), send_to=int(np.count_nonzero(send)),
+                        send_dofs=int(send.sum()), nnz=int(info["nz_used"]), forward=forward_log, gradient=gradient_log)
+            ranks = comm.gather(rank, root=0)
+            report = None
+            if comm.rank == 0:
+                f, f_cpu, g, g_cpu = np.median(np.array(pairs), axis=0)
+                report = dict(ranks=comm.size, dofs=int(solver.num_dofs_global), K=K, steps=steps,
+                              steps_per_piece=[int(n) for n in J.last.steps],
+                              slabs=SLABS, forward_s=float(f), value_and_gradient_s=float(g),
+                              forward_cpu_s=float(f_cpu), value_and_gradient_cpu_s=float(g_cpu),
+                              per_rank=ranks)
     return report
 
 

@@ -273,10 +273,7 @@ def main() -> None:
     optimizers(bench, [n for n in args.optimizers.split(",") if n], args.optimizer_seconds)
     if args.gradient_cases:
         gradient_ratios(bench, args.gradient_cases)
-    bench.results["load_at_end"] = machine.load_average()
-    bench.save()
-    (bench.out / "report.md").write_text(report(bench))
-    print((bench.out / "report.md").read_text())
+    bench.finish(report)
 
 
 if __name__ == "__main__":

@@ -89,27 +89,26 @@ def main() -> None:
         field = build_field(config, domain)
         base = None
         for eps in [float(e) for e in args.eps.split(",")]:
-            solver = TransportSolver(mesh, degree=config.mesh.degree, num_components=2,
-                                     viscosity=eps)
-            times = []
-            for _ in range(args.repeat):
-                comm.Barrier()
-                t0 = time.perf_counter()
-                result = solver.solve(field, terminal, keep=False)
-                times.append(comm.allreduce(time.perf_counter() - t0, op=MPI.MAX))
-            steps, seconds = sum(result.steps_per_piece), float(np.median(times))
-            row = dict(problem=name, cells=config.mesh.cells, k=config.mesh.degree,
-                       dofs=solver.num_dofs_global, eps=eps, steps=steps, seconds=seconds)
-            if eps == 0:
-                base = (steps, seconds, result.dt_per_piece)
-            elif base is not None:
-                dt_adv = min(base[2])
-                for pc in ("icc", "gamg"):
-                    its, ksp_seconds = ksp_solve(solver, dt_adv, pc, comm)
-                    row[f"imex_{pc}_its"] = its
-                    row[f"imex_{pc}_seconds"] = base[1] + 3 * 2 * base[0] * ksp_seconds
-            rows.append(row)
-            solver.destroy()
+            with TransportSolver(mesh, degree=config.mesh.degree, num_components=2,
+                                     viscosity=eps) as solver:
+                times = []
+                for _ in range(args.repeat):
+                    comm.Barrier()
+                    t0 = time.perf_counter()
+                    result = solver.solve(field, terminal, keep=False)
+                    times.append(comm.allreduce(time.perf_counter() - t0, op=MPI.MAX))
+                steps, seconds = sum(result.steps_per_piece), float(np.median(times))
+                row = dict(problem=name, cells=config.mesh.cells, k=config.mesh.degree,
+                           dofs=solver.num_dofs_global, eps=eps, steps=steps, seconds=seconds)
+                if eps == 0:
+                    base = (steps, seconds, result.dt_per_piece)
+                elif base is not None:
+                    dt_adv = min(base[2])
+                    for pc in ("icc", "gamg"):
+                        its, ksp_seconds = ksp_solve(solver, dt_adv, pc, comm)
+                        row[f"imex_{pc}_its"] = its
+                        row[f"imex_{pc}_seconds"] = base[1] + 3 * 2 * base[0] * ksp_seconds
+                rows.append(row)
     if comm.rank == 0:
         print(f"ranks: {comm.size}")
         print("| problem | mesh | dofs | ε | explicit steps | explicit s/solve | CG+ICC its | "

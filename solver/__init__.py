@@ -21,6 +21,7 @@ from solver._lazy import exports
 # (scikit-learn and the model come with FlowClassifier, dolfinx only when it fits).
 __all__, __getattr__, __dir__ = exports(__name__, {
     "FlowClassifier": "estimator", "FlowRegressor": "estimator", "Run": "check.predict",
+    "fit": "fitting", "FitOutcome": "fitting",
     "FacetWarning": "errors", "OutsideDomainWarning": "errors", "UncertifiedWarning": "errors",
     "InputError": "errors", "UnstableSolve": "errors",
     "KernelCompileError": "fem.gradient_kernels",

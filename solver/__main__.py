@@ -41,7 +41,7 @@ import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from solver import stopping  # noqa: E402
-from solver.errors import InputError, UnstableSolve  # noqa: E402
+from solver.errors import InputError  # noqa: E402
 from solver.parallel import await_peers, on_rank0  # noqa: E402 (on_rank0: also this module's name for it)
 from solver.rundir import store  # noqa: E402
 
@@ -181,158 +181,12 @@ def refinement(comm: MPI.Comm, args, config, cells: list[int], out: Path) -> dic
 
 
 def command_train(comm: MPI.Comm, args) -> int:
-    """Learn the velocity field for the configured data; write a run directory.
+    """Learn the velocity field for the configured data; write a run directory
+    (``solver.fit``: the guards, the run directory, the signals and the outputs are there)."""
+    from solver.fitting import fit
 
-    Everything that can fail on the inputs (the problem file, the size and time guards, the data,
-    ``train.init``, the checkpoint to resume from) is checked before the run directory is made
-    or replaced, and before dolfinx is loaded.
-    """
-    from solver import guards
-    from solver.config import TRAIN_SECTIONS, load_config
-
-    if args.resume:
-        config = resume_config(comm, args)
-        arrays, _ = store.read_checkpoint(args.out / store.CHECKPOINT)  # readable, finite: before the mesh
-    else:
-        config = load_config(args.config)
-        refuse_run_directory(comm, args, config)
-    guards.check_data(comm, config)
-    init = init_parameters(config)
-    n_theta = guards.n_theta(config)
-    guards.check_train(comm, config, config.data.classes or 2, None if init is None else init[:n_theta])
-    dataset = load_dataset(config)
-    n_params = (n_theta + dataset.num_classes * (config.dim + 1)
-                + (0 if dataset.input_layer is None else dataset.input_layer.n_params))
-    if args.resume:
-        store.check_checkpoint(arrays, n_params, str(args.out / store.CHECKPOINT))
-    if init is not None and init.shape != (n_params,):
-        raise InputError(f"train.init has {init.size} parameters, this config's field, classes and input "
-                         f"layer need {n_params}", init_file(config))
-    if args.resume:
-        out = args.out
-    else:
-        out = prepare_run_directory(comm, args.out, args.force, run_inputs(args, config))
-        on_rank0(comm, store.write_config, out / store.CONFIG, config.to_toml(TRAIN_SECTIONS))
-
-    from solver.learn.train import Problem, train
-    from solver.rundir.outputs import write_training_outputs
-
-    started = time.perf_counter()
-    problem = Problem.build(comm, config, dataset=dataset)  # the data generated once, not twice
-    from solver.model.data import describe
-
-    log.info("%s", describe(problem.dataset))
-    log.info(
-        "train: %d parameters (%d velocity, %d output%s), mesh %d cells/direction, %s%d, %d dofs x %d, "
-        "%s, %d iterations, %d ranks",
-        problem.J.n_params, problem.J.n_theta, problem.J.n_output,
-        f", {problem.J.n_input} input layer" if problem.J.n_input else "",
-        config.mesh.cells, "P" if config.solver.scheme == "sl" else "DG", config.mesh.degree,
-        problem.solver.num_dofs_global, problem.solver.num_components, config.train.optimizer,
-        config.train.iterations, comm.size,
-    )
-    stopping.install()
-    try:
-        outcome = train(comm, problem, out, resume=args.resume)
-    except UnstableSolve as error:  # not a trial point (those are backed off from): the start
-        raise InputError(f"unstable solve: {error.message}; lower solver.dt (or remove it), "
-                         f"solver.cfl or field.scale", config.source) from None
-    if signum := stopping.requested(comm):  # the signal came during the final check: all is saved
-        raise stopping.Stopped(signum, outcome.state.iteration, out / store.CHECKPOINT)
-    metrics = write_training_outputs(comm, outcome, out)
-    log.info(
-        "trained: loss %.5f, train accuracy %.4f, test accuracy %.4f (PDE on %s; %s: %.4f), "
-        "%d iterations, %.1f s -> %s",
-        metrics["final_loss"], metrics["train_accuracy"], metrics["test_accuracy"],
-        outcome.problem.resolution, "the flow" if outcome.check.reference == "characteristics" else
-        "its Monte Carlo", metrics["check"]["test"]["accuracy_characteristics"],
-        metrics["iterations"], time.perf_counter() - started, out,
-    )
-    from solver.learn.train import describe_check
-
-    if metrics["certified"]:
-        log.info("certified: %s", describe_check(outcome.check))
-    else:
-        from solver.learn.certify import advice
-
-        log.info("NOT CERTIFIED: %s (train.tolerance = %g, train.agreement = %g); the numbers above "
-                 "are the PDE's on %s, not the learned flow's; see metrics.json 'check'. What to do: %s",
-                 describe_check(outcome.check), config.train.tolerance, config.train.agreement,
-                 outcome.problem.resolution, advice(outcome.check, config.train.adapt, config.train.tolerance,
-                                                    metrics["dofs"]))
-    outcome.problem.destroy()
+    fit(args.config, args.out, comm=comm, force=args.force, resume=args.resume, wording="cli")
     return 0
-
-
-# What a resumed run may change: how far it goes and what it writes; the rest is the run's.
-RESUMABLE_KEYS = {("train", "iterations"), ("train", "save_every"), ("output", "vtx"), ("output", "png"),
-                  ("output", "animation"), ("output", "frames")}
-
-
-def resume_config(comm: MPI.Comm, args):
-    """The config of the run in ``--out`` to resume, or CONFIG if it differs only in
-    ``RESUMABLE_KEYS`` (then written into the run); the run's stale temporary files removed."""
-    from solver.config import TRAIN_SECTIONS, load_config
-    from solver.rundir.files import remove_temporaries
-
-    path = args.out / store.CONFIG
-    if args.out.is_symlink():
-        raise InputError("is a symbolic link; --resume continues a run directory given as itself", str(args.out))
-    if not path.is_file():
-        raise InputError(f"--resume needs a run directory with {store.CONFIG} (is this a run?)", str(args.out))
-    config = load_config(path)
-    for name in on_rank0(comm, remove_temporaries, args.out):
-        log.info("removed %s, left by a write that was killed", args.out / name)
-    if args.config is None:
-        return config
-    given = load_config(args.config)
-    run, new = config.to_dict(TRAIN_SECTIONS), given.to_dict(TRAIN_SECTIONS)
-    differences = [(section, key, run[section].get(key), new[section].get(key))
-                   for section in run.keys() | new.keys()
-                   for key in run.get(section, {}).keys() | new.get(section, {}).keys()
-                   if run.get(section, {}).get(key) != new.get(section, {}).get(key)]
-    refused = sorted(d for d in differences if d[:2] not in RESUMABLE_KEYS)
-    if refused:
-        listed = "; ".join(f"{s}.{k} = {a!r} in the run, {b!r} here" for s, k, a, b in refused[:6])
-        more = f" (and {len(refused) - 6} more)" if len(refused) > 6 else ""
-        raise InputError(f"differs from the config of the run {path}: {listed}{more}; --resume continues "
-                         f"that run as it was (only {', '.join(sorted(f'{s}.{k}' for s, k in RESUMABLE_KEYS))} "
-                         f"may change): drop CONFIG, or start a new run with another --out", str(args.config))
-    if differences:
-        on_rank0(comm, store.write_config, path, given.to_toml(TRAIN_SECTIONS))
-        log.info("resume with %s", ", ".join(f"{s}.{k} = {b!r}" for s, k, _, b in sorted(differences)))
-    return given
-
-
-def load_dataset(config):
-    """The configured data set, placed in Ω (``model.data.configured_dataset``, without dolfinx)."""
-    from solver.model.data import configured_dataset
-
-    dataset = configured_dataset(config)
-    if dataset.dim != config.dim:
-        raise InputError(f"the data are {dataset.dim}-dimensional but Ω is {config.dim}-dimensional "
-                         f"(set data.augment_dim = {config.dim} or change the domain)", config.source)
-    return dataset
-
-
-def init_file(config) -> str:
-    path = Path(config.train.init)
-    return str(path / store.THETA if path.is_dir() else path)
-
-
-def init_parameters(config):
-    """p of the run ``train.init`` names (read, finite, at least θ's length), or None."""
-    if config.train.init is None:
-        return None
-    from solver import guards
-
-    if not Path(config.train.init).exists():
-        raise InputError(f"train.init: {config.train.init} does not exist (train that run first)", config.source)
-    p = store.read_parameters(init_file(config)).p
-    if p.size < guards.n_theta(config):
-        raise InputError(f"train.init has {p.size} parameters, this config's field alone needs "
-                         f"{guards.n_theta(config)}", init_file(config))
-    return p
 
 
 def run_inputs(args, config) -> list[Path]:
@@ -340,12 +194,6 @@ def run_inputs(args, config) -> list[Path]:
     paths = [args.config] if args.config is not None else []
     paths += [config.data.params.get("path"), config.train.init, config.compare.points_file]
     return [Path(p) for p in paths if p]
-
-
-def prepare_run_directory(comm: MPI.Comm, out: Path, force: bool, inputs) -> Path:
-    from solver.rundir.files import prepare_run_directory as prepare
-
-    return prepare(comm, out, force=force, inputs=inputs)
 
 
 def preflight_compare(comm: MPI.Comm, args) -> None:

@@ -82,19 +82,11 @@ TINY_RUN = dict(
 @pytest.fixture(scope="module")
 def trained_run(shared_directory) -> Path:
     """A run directory as ``train`` leaves it, of TINY_RUN (shared by all ranks; one per module)."""
-    from solver.config import config_from_dict
-    from solver.learn.train import Problem, train
-    from solver.rundir import store
-    from solver.rundir.outputs import write_training_outputs
+    import solver
 
     comm = MPI.COMM_WORLD
-    run = shared_directory(comm)
-    config = config_from_dict(TINY_RUN)
-    if comm.rank == 0:
-        store.write_config(run / store.CONFIG, config.to_toml())
-    outcome = train(comm, Problem.build(comm, config), run)
-    write_training_outputs(comm, outcome, run)
-    outcome.problem.destroy()
+    run = shared_directory(comm) / "run"
+    solver.fit(TINY_RUN, run, comm=comm)
     gc.collect()
     comm.Barrier()
     return run

@@ -70,24 +70,23 @@ CASES = [
 
 @pytest.mark.parametrize("name, kwargs", CASES, ids=[c[0] for c in CASES])
 def test_taylor_every_block(comm, name, kwargs, parameter_blocks):
-    J = make_problem(comm, **kwargs)
-    p = J.initial(seed=1, scale=1.5)
-    J0 = J(p)
-    J.freeze_steps(J.evaluate(p).steps)  # a step count jumping with θ would make J non-smooth
-    value, gradient = J.value_and_gradient(p)
-    assert value == J0
-    rng = np.random.default_rng(3)  # the same direction on every rank
-    lines = []
-    for block, where in parameter_blocks(J).items():
-        direction = np.zeros(J.n_params)
-        direction[where] = rng.standard_normal(where.stop - where.start)
-        remainders, rates = taylor_remainders(J, p, gradient, direction, J0=J0, epsilon=0.02, num=4)
-        lines.append(f"{block:>12}: rates {np.array2string(rates, precision=3)}")
-        assert min(rates) >= 1.9, f"{name} {block}: remainders {remainders}, rates {rates}"
-    print(f"\n{name}\n" + "\n".join(lines))
-    # No state was left perturbed: J at p is what it was.
-    assert J(p) == J0
-    J.destroy()
+    with make_problem(comm, **kwargs) as J:
+        p = J.initial(seed=1, scale=1.5)
+        J0 = J(p)
+        J.freeze_steps(J.evaluate(p).steps)  # a step count jumping with θ would make J non-smooth
+        value, gradient = J.value_and_gradient(p)
+        assert value == J0
+        rng = np.random.default_rng(3)  # the same direction on every rank
+        lines = []
+        for block, where in parameter_blocks(J).items():
+            direction = np.zeros(J.n_params)
+            direction[where] = rng.standard_normal(where.stop - where.start)
+            remainders, rates = taylor_remainders(J, p, gradient, direction, J0=J0, epsilon=0.02, num=4)
+            lines.append(f"{block:>12}: rates {np.array2string(rates, precision=3)}")
+            assert min(rates) >= 1.9, f"{name} {block}: remainders {remainders}, rates {rates}"
+        print(f"\n{name}\n" + "\n".join(lines))
+        # No state was left perturbed: J at p is what it was.
+        assert J(p) == J0
 
 
 @pytest.mark.parametrize("viscosity", [0.0, 0.02])
@@ -95,10 +94,9 @@ def test_gradient_same_on_one_rank_and_all(comm, viscosity):
     """The partition changes neither J nor ∇J beyond round-off (1e-10 relative)."""
     results = []
     for c in (MPI.COMM_SELF, comm):
-        J = make_problem(c, viscosity=viscosity)
-        value, gradient = J.value_and_gradient(J.initial(seed=2, scale=1.0))
-        results.append((value, gradient))
-        J.destroy()
+        with make_problem(c, viscosity=viscosity) as J:
+            value, gradient = J.value_and_gradient(J.initial(seed=2, scale=1.0))
+            results.append((value, gradient))
     (v1, g1), (v2, g2) = results
     assert abs(v1 - v2) <= 1e-10 * abs(v1)
     assert np.abs(g1 - g2).max() <= 1e-10 * np.abs(g1).max()
@@ -114,13 +112,12 @@ def test_transported_coordinates_give_the_logits_solution_and_gradient(comm, K, 
     cells = 10 if dim == 2 else 4
     runs = []
     for coordinates in (True, False):
-        J = make_problem(comm, domain=domain, cells=cells, degree=degree, K=K, loss=loss, coordinates=coordinates)
-        assert J.solver.num_components == (dim if coordinates else K)
-        p = J.initial(seed=4, scale=1.5)
-        value, gradient = J.value_and_gradient(p)
-        u0 = np.stack([u.x.array[: J.solver.num_owned] for u in J.last.u0])
-        runs.append((value, gradient, u0, J.last.steps))
-        J.destroy()
+        with make_problem(comm, domain=domain, cells=cells, degree=degree, K=K, loss=loss, coordinates=coordinates) as J:
+            assert J.solver.num_components == (dim if coordinates else K)
+            p = J.initial(seed=4, scale=1.5)
+            value, gradient = J.value_and_gradient(p)
+            u0 = np.stack([u.x.array[: J.solver.num_owned] for u in J.last.u0])
+            runs.append((value, gradient, u0, J.last.steps))
     (v1, g1, u1, s1), (v2, g2, u2, s2) = runs
     assert s1 == s2
     assert abs(v1 - v2) <= 1e-12 * abs(v2), (v1, v2)
@@ -136,12 +133,11 @@ def test_stored_and_recomputed_stages_give_the_same_gradient(comm):
     p = None
     gradients = []
     for stage_memory in (2**28, 150_000, 0):  # all, a few steps (~41 kB each in serial), none
-        J = make_problem(comm, stage_memory=stage_memory)
-        p = J.initial(seed=2, scale=1.0) if p is None else p
-        gradients.append(J.value_and_gradient(p)[1])
-        kept, steps = len(J.solver._stage_pool), sum(J.last.steps)
-        operators = len(J.solver._operator_pool)
-        J.destroy()
+        with make_problem(comm, stage_memory=stage_memory) as J:
+            p = J.initial(seed=2, scale=1.0) if p is None else p
+            gradients.append(J.value_and_gradient(p)[1])
+            kept, steps = len(J.solver._stage_pool), sum(J.last.steps)
+            operators = len(J.solver._operator_pool)
         if stage_memory == 0:
             assert kept == 0 and operators == 0
         elif stage_memory == 2**28:
@@ -158,50 +154,46 @@ def test_assembled_fallback_gives_the_same_gradient(comm, monkeypatch):
     gradients = []
     for supported in (True, False):
         monkeypatch.setattr(adjoint.SlabGradient, "supported", staticmethod(lambda solver: supported))
-        J = make_problem(comm, stage_memory=0)
-        gradients.append(J.value_and_gradient(J.initial(seed=2, scale=1.0))[1])
-        assert isinstance(J.adjoint.gradient, adjoint.SlabGradient if supported else adjoint.AssembledSlab)
-        J.destroy()
+        with make_problem(comm, stage_memory=0) as J:
+            gradients.append(J.value_and_gradient(J.initial(seed=2, scale=1.0))[1])
+            assert isinstance(J.adjoint.gradient, adjoint.SlabGradient if supported else adjoint.AssembledSlab)
     assert np.abs(gradients[1] - gradients[0]).max() <= 1e-12 * np.abs(gradients[0]).max()
 
 
 def test_kept_stages_are_the_same_steps_on_every_rank(comm):
     """The adjoint recomputes the steps whose stages were not kept, collectively: every rank must
     keep the same steps, whatever its share of the dofs (a disk mesh splits unevenly)."""
-    J = make_problem(comm, domain=Ball((0.0, 0.0), 1.0), cells=9)
-    p = J.initial(seed=2, scale=1.0)
-    theta, A, b = J.split(p)
-    field = J.model.field(theta)
-    n_min = comm.allreduce(J.solver.num_owned, op=MPI.MIN)
-    n_max = comm.allreduce(J.solver.num_owned, op=MPI.MAX)  # the budget is the largest share's
-    if comm.size > 1:
-        assert n_min < comm.allreduce(J.solver.num_owned, op=MPI.MAX)  # else the test proves nothing
-    pieces = J.model.slabs
-    for steps in range(2, 8):  # a budget that fits `steps` steps of the smallest rank's share
-        # (and Lᵀ of pieces whose steps all fit)
-        J.solver.stage_memory = steps * 3 * 2 * n_min * 8 + pieces * J.solver.operator_bytes()
-        result = J.solver.solve(field, lambda x: x @ A.T + b, keep=True)
-        kept = sorted(result.trajectory.stages)
-        operators = sorted(result.trajectory.operators)
-        used = len(kept) * 3 * 2 * n_max * 8 + len(operators) * J.solver.operator_bytes()
-        assert len(kept) >= 1 and used <= J.solver.stage_memory
-        assert all(k == (kept, operators) for k in comm.allgather((kept, operators)))
-    J.value_and_gradient(p)  # some steps kept, the others recomputed: collective on all ranks
-    J.destroy()
+    with make_problem(comm, domain=Ball((0.0, 0.0), 1.0), cells=9) as J:
+        p = J.initial(seed=2, scale=1.0)
+        theta, A, b = J.split(p)
+        field = J.model.field(theta)
+        n_min = comm.allreduce(J.solver.num_owned, op=MPI.MIN)
+        n_max = comm.allreduce(J.solver.num_owned, op=MPI.MAX)  # the budget is the largest share's
+        if comm.size > 1:
+            assert n_min < comm.allreduce(J.solver.num_owned, op=MPI.MAX)  # else the test proves nothing
+        pieces = J.model.slabs
+        for steps in range(2, 8):  # a budget that fits `steps` steps of the smallest rank's share
+            # (and Lᵀ of pieces whose steps all fit)
+            J.solver.stage_memory = steps * 3 * 2 * n_min * 8 + pieces * J.solver.operator_bytes()
+            result = J.solver.solve(field, lambda x: x @ A.T + b, keep=True)
+            kept = sorted(result.trajectory.stages)
+            operators = sorted(result.trajectory.operators)
+            used = len(kept) * 3 * 2 * n_max * 8 + len(operators) * J.solver.operator_bytes()
+            assert len(kept) >= 1 and used <= J.solver.stage_memory
+            assert all(k == (kept, operators) for k in comm.allgather((kept, operators)))
+        J.value_and_gradient(p)  # some steps kept, the others recomputed: collective on all ranks
 
 
 def test_adjoint_needs_checkpoints(comm):
     from solver.fem.adjoint import Adjoint
 
-    J = make_problem(comm)
-    theta, A, b = J.split(J.initial(seed=0))
-    field = J.model.field(theta)
-    result = J.solver.solve(field, lambda x: x @ A.T + b, keep=False)
-    adjoint = Adjoint(J.solver, J.K)
-    with pytest.raises(InputError, match="checkpoints"):
-        adjoint.backward(field, result, [np.zeros(J.solver.num_owned)] * J.K)
-    adjoint.destroy()
-    J.destroy()
+    with make_problem(comm) as J:
+        theta, A, b = J.split(J.initial(seed=0))
+        field = J.model.field(theta)
+        result = J.solver.solve(field, lambda x: x @ A.T + b, keep=False)
+        with Adjoint(J.solver, J.K) as adjoint:
+            with pytest.raises(InputError, match="checkpoints"):
+                adjoint.backward(field, result, [np.zeros(J.solver.num_owned)] * J.K)
 
 
 def test_bad_loss(comm):

@@ -4,15 +4,12 @@ rank refuses raises on every rank, before any collective, instead of leaving the
 
 from mpi4py import MPI  # noqa: F401 (before anything that loads dolfinx)
 
-import os
-import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-from cli_harness import ENV, MPIRUN
+from cli_harness import solver
 
 pytestmark = [pytest.mark.serial, pytest.mark.slow]  # each case starts its own mpirun (slow: the quick lane skips them)
 
@@ -55,15 +52,7 @@ except ValueError as error:
     ("export", "Invalid scheme"),
 ])
 def test_one_ranks_bad_input_raises_on_every_rank(tmp_path, case, fragment):
-    cmd = [str(MPIRUN), "-n", "2", sys.executable, "-c", SCRIPT, case]
-    process = subprocess.Popen(cmd, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
-    try:
-        out, err = process.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        out, err = process.communicate()
-        pytest.fail(f"hang\n{out}\n{err}")
+    process, out, err, _ = run_two_ranks(tmp_path, SCRIPT, case)
     # The ranks' lines may interleave on one line of mpirun's output: split at each "[rank ".
     lines = ["[rank" + part for part in out.split("[rank")[1:]]
     assert len(lines) == 2 and process.returncode == 0, out + err
@@ -89,19 +78,13 @@ def test_ranks_that_pass_different_data_raise_the_same_error(tmp_path, case, fra
     assert lines[0].replace("[rank 0", "[rank 1") == lines[1] and fragment in lines[0], out
 
 
-def run_two_ranks(tmp_path, script: str, *args: str, timeout: float = 120) -> tuple[subprocess.Popen, str, str, float]:
-    """``mpirun -n 2 python -c script args`` in its own session; fails the test on a hang."""
-    cmd = [str(MPIRUN), "-n", "2", sys.executable, "-c", script, *args]
+def run_two_ranks(tmp_path, script: str, *args: str,
+                  timeout: float = 120) -> tuple[subprocess.CompletedProcess, str, str, float]:
+    """``mpirun -n 2 python -c script args`` in ``tmp_path`` (``cli_harness.solver``: the test fails
+    on a hang): the finished process, its stdout and stderr, and its wall time."""
     started = time.monotonic()
-    process = subprocess.Popen(cmd, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
-    try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        out, err = process.communicate()
-        pytest.fail(f"hang\n{out}\n{err}")
-    return process, out, err, time.monotonic() - started
+    done = solver(args, tmp_path, timeout=timeout, driver=script)
+    return done, done.stdout, done.stderr, time.monotonic() - started
 
 
 FAULT = """

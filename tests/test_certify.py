@@ -190,10 +190,10 @@ def viscous_run(shared_directory):
     config = config_from_dict(VISCOUS)
     out = shared_directory(comm)
     outcome = train(comm, Problem.build(comm, config), out)
-    on_rank0(comm, store.write_config, out / store.CONFIG, config.to_toml())
-    write_training_outputs(comm, outcome, out)
-    yield outcome, out
-    outcome.problem.destroy()
+    with outcome.problem:
+        on_rank0(comm, store.write_config, out / store.CONFIG, config.to_toml())
+        write_training_outputs(comm, outcome, out)
+        yield outcome, out
     gc.collect()
     comm.Barrier()
 
@@ -239,31 +239,29 @@ def test_a_too_coarse_mesh_fails_the_monte_carlo_check_and_is_refined(comm, visc
     from solver.learn.train import check, next_resolution
 
     outcome, _ = viscous_run
-    coarse = Problem.build(comm, outcome.problem.config, certify.Resolution(3, 2))
-    coarse.J.evaluate(outcome.state.p)
-    result = check(comm, coarse, outcome.state.p)
-    print(f"\n3² DG2: max Δ {result.max_logit_difference:.3f}, bound {result.monte_carlo_bound:.3f}, "
-          f"beyond it {result.certified_difference:.3f}")
-    assert not result.close and not result.passed
-    assert result.certified_difference > 0.5 > 2 * result.monte_carlo_bound
-    finer = next_resolution(comm, coarse, outcome.state.p, 0.5)
-    assert (finer.cells, finer.degree) == (3, 2) and len(finer.marks) == 1 and len(finer.marks[0]) > 0
-    assert all(other == finer for other in comm.allgather(finer))
-    coarse.destroy()
+    with Problem.build(comm, outcome.problem.config, certify.Resolution(3, 2)) as coarse:
+        coarse.J.evaluate(outcome.state.p)
+        result = check(comm, coarse, outcome.state.p)
+        print(f"\n3² DG2: max Δ {result.max_logit_difference:.3f}, bound {result.monte_carlo_bound:.3f}, "
+              f"beyond it {result.certified_difference:.3f}")
+        assert not result.close and not result.passed
+        assert result.certified_difference > 0.5 > 2 * result.monte_carlo_bound
+        finer = next_resolution(comm, coarse, outcome.state.p, 0.5)
+        assert (finer.cells, finer.degree) == (3, 2) and len(finer.marks) == 1 and len(finer.marks[0]) > 0
+        assert all(other == finer for other in comm.allgather(finer))
 
 
 def test_the_monte_carlo_check_is_the_same_on_one_rank_and_all(comm, viscous_run):
     from solver.learn.train import check
 
     outcome, _ = viscous_run
-    alone = Problem.build(MPI.COMM_SELF, outcome.problem.config)
-    alone.J.evaluate(outcome.state.p)
-    one = check(MPI.COMM_SELF, alone, outcome.state.p).to_dict()
-    together = outcome.check.to_dict()
-    for name in ("train", "test"):
-        for key, value in together[name].items():
-            assert one[name][key] == pytest.approx(value, abs=1e-10), (name, key)
-    alone.destroy()
+    with Problem.build(MPI.COMM_SELF, outcome.problem.config) as alone:
+        alone.J.evaluate(outcome.state.p)
+        one = check(MPI.COMM_SELF, alone, outcome.state.p).to_dict()
+        together = outcome.check.to_dict()
+        for name in ("train", "test"):
+            for key, value in together[name].items():
+                assert one[name][key] == pytest.approx(value, abs=1e-10), (name, key)
 
 
 def test_inviscid_checks_keep_their_fields(comm):

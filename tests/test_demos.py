@@ -1,9 +1,10 @@
-"""The literate demos of docs/demos/ run, in their reduced sizes (``--quick``), on 1 and 2 ranks:
-each must finish and reach what its prose promises."""
+"""The literate demos of docs/demos/ (jupytext percent files) run as scripts, in their reduced
+sizes (``--quick``), on 1 and 2 ranks: each must finish and reach what its prose promises."""
 
 from mpi4py import MPI
 
-import importlib.util
+import runpy
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,11 +13,25 @@ DEMOS = Path(__file__).resolve().parents[1] / "docs" / "demos"
 
 
 def run_demo(name: str, *argv: str) -> dict:
-    """``main(["--quick", *argv])`` of docs/demos/<name>.py, imported from its file."""
-    spec = importlib.util.spec_from_file_location(f"demo_{name}", DEMOS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main(["--quick", *argv])
+    """docs/demos/<name>.py run as ``python NAME.py --quick *argv`` (in this process): its
+    ``result``."""
+    path = DEMOS / f"{name}.py"
+    saved, sys.argv = sys.argv, [str(path), "--quick", *argv]
+    try:
+        return runpy.run_path(str(path), run_name="__main__")["result"]
+    finally:
+        sys.argv = saved
+        import matplotlib.pyplot as plt
+
+        plt.close("all")  # the figures the page shows
+
+
+def test_every_demo_is_a_percent_notebook():
+    """Each demo opens with the jupytext header of the percent format and has markdown cells."""
+    for path in DEMOS.glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert "format_name: percent" in text.split("# ---")[1], path
+        assert "\n# %% [markdown]\n" in text and "\n# %%\n" in text, path
 
 
 def test_every_demo_has_a_test():

@@ -224,8 +224,8 @@ def test_the_run_directory_files_and_history_columns_are_documented():
 def test_the_csv_example_is_a_problem_the_solver_accepts(tmp_path):
     """The worked example of docs/problem-files.md, written to files: the config loads and the
     data set is built from the CSV file (what ``train`` does before it builds a mesh)."""
-    from solver.__main__ import load_dataset
     from solver.config import load_config
+    from solver.model.data import configured_dataset
 
     text = read(DOCS / "problem-files.md")
     (csv_text,) = code_blocks(text, "csv")
@@ -233,7 +233,7 @@ def test_the_csv_example_is_a_problem_the_solver_accepts(tmp_path):
     path = re.search(r'path = "([^"]+)"', problem).group(1)
     (tmp_path / path).write_text(csv_text)
     (tmp_path / "problem.toml").write_text(problem)
-    dataset = load_dataset(load_config(tmp_path / "problem.toml"))
+    dataset = configured_dataset(load_config(tmp_path / "problem.toml"))
     rows = csv_text.strip().splitlines()
     labels = sorted({row.split(",")[rows[0].split(",").index("label")] for row in rows[1:]})
     assert dataset.class_names == tuple(labels)

@@ -305,21 +305,12 @@ def test_fit_run_dir_is_a_run(comm, shared_directory):
 @pytest.mark.serial
 def test_load_a_command_line_run(comm, shared_directory):
     """A `train` run loads as an estimator whose predictions are the run's characteristics."""
-    from solver.config import config_from_dict
-    from solver.learn.train import Problem, train
-    from solver.rundir import store
-    from solver.rundir.outputs import write_training_outputs
+    import solver
 
-    config = config_from_dict(dict(mesh=dict(cells=8), data=dict(kind="moons", points=100),
-                                   train=dict(iterations=5), output=dict(png=False, vtx=False)))
     run = shared_directory(comm) / "cli"
-    run.mkdir(exist_ok=True)
-    if comm.rank == 0:
-        store.write_config(run / store.CONFIG, config.to_toml())
-    outcome = train(comm, Problem.build(comm, config), run)
-    metrics = write_training_outputs(comm, outcome, run)
-    dataset = outcome.problem.dataset
-    outcome.problem.destroy()
+    outcome = solver.fit(dict(mesh=dict(cells=8), data=dict(kind="moons", points=100),
+                              train=dict(iterations=5), output=dict(png=False, vtx=False)), run, comm=comm)
+    metrics, dataset = outcome.metrics, outcome.dataset
     clf = FlowClassifier.load(run)
     assert list(clf.classes_) == [0, 1] and clf.n_features_in_ == 2
     X_test = dataset.scaling.inverse(dataset.X_test)

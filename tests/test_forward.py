@@ -84,12 +84,11 @@ def test_rotation_matches_exact_solution(comm):
     config = make_config(DISK, ROTATION, OFFCENTRE, degree=2)
     for cells in (8, 16):
         mesh = create_mesh(comm, config.domain_object(), cells)
-        solver = TransportSolver(mesh, degree=2, cfl=1.0)
-        result = solver.solve(cmp.build_field(config, config.domain_object()), terminal)
-        points = np.random.default_rng(0).uniform(-0.6, 0.6, (200, 2))
-        values = evaluate_everywhere(solver.V, result.u0, points)[:, 0]
-        errors.append(np.abs(values - terminal(points)[:, 0]).max())
-        solver.destroy()
+        with TransportSolver(mesh, degree=2, cfl=1.0) as solver:
+            result = solver.solve(cmp.build_field(config, config.domain_object()), terminal)
+            points = np.random.default_rng(0).uniform(-0.6, 0.6, (200, 2))
+            values = evaluate_everywhere(solver.V, result.u0, points)[:, 0]
+            errors.append(np.abs(values - terminal(points)[:, 0]).max())
     assert errors[1] < errors[0] / 4, errors
     assert errors[1] < 5e-3, errors
 
@@ -107,9 +106,8 @@ def test_same_answer_on_one_and_all_ranks(comm, domain, field, terminal, degree)
     points, grid = cmp.sample_points(config)
     results = []
     for c in (MPI.COMM_SELF, comm):
-        run = cmp.solve_and_compare(c, config, 8, points, grid)
-        results.append((run.comparison, run.fe_points, run.fe_grid))
-        run.destroy()
+        with cmp.solve_and_compare(c, config, 8, points, grid) as run:
+            results.append((run.comparison, run.fe_points, run.fe_grid))
     (c1, p1, g1), (c2, p2, g2) = results
     scale = np.abs(p1).max()
     assert np.abs(p1 - p2).max() <= 1e-10 * scale
@@ -139,26 +137,25 @@ def test_block_products_match_single_products(comm):
     MatMults per column, also on the second use with new values."""
     config = make_config(BOX2, MLP2, GAUSS2)
     domain = config.domain_object()
-    solver = TransportSolver(create_mesh(comm, domain, 8), num_components=3)
-    solver.set_velocity(cmp.build_field(config, domain), 0.3)
-    solver.assemble_operator()
-    rng = np.random.default_rng(comm.rank)
-    x, y = solver.L.createVecRight(), solver.L.createVecLeft()
-    from petsc4py import PETSc
+    with TransportSolver(create_mesh(comm, domain, 8), num_components=3) as solver:
+        solver.set_velocity(cmp.build_field(config, domain), 0.3)
+        solver.assemble_operator()
+        rng = np.random.default_rng(comm.rank)
+        x, y = solver.L.createVecRight(), solver.L.createVecLeft()
+        from petsc4py import PETSc
 
-    Lt = solver.L.transpose(PETSc.Mat())
-    for A, transposed in ((solver.L, False), (Lt, True)):
-        for name in ("first", "second", "first"):
-            block = solver.block(name, 3)
-            block.rows[:] = rng.standard_normal(block.rows.shape)
-            product = block.product(A).copy()
-            for k in range(3):
-                x.array[:] = block.rows[k]
-                (solver.L.multTranspose if transposed else solver.L.mult)(x, y)
-                assert np.allclose(product[k], y.array, rtol=0, atol=1e-12 * np.abs(y.array).max())
-    for v in (x, y, Lt):
-        v.destroy()
-    solver.destroy()
+        Lt = solver.L.transpose(PETSc.Mat())
+        for A, transposed in ((solver.L, False), (Lt, True)):
+            for name in ("first", "second", "first"):
+                block = solver.block(name, 3)
+                block.rows[:] = rng.standard_normal(block.rows.shape)
+                product = block.product(A).copy()
+                for k in range(3):
+                    x.array[:] = block.rows[k]
+                    (solver.L.multTranspose if transposed else solver.L.mult)(x, y)
+                    assert np.allclose(product[k], y.array, rtol=0, atol=1e-12 * np.abs(y.array).max())
+        for v in (x, y, Lt):
+            v.destroy()
 
 
 def test_linear_terminal_transported_along_exact_characteristics(comm):
@@ -247,10 +244,9 @@ def test_field_varying_continuously_in_time_is_refused(comm):
             return None
 
     box = Box((-1.0, -1.0), (1.0, 1.0))
-    solver = TransportSolver(create_mesh(comm, box, 4))
-    with pytest.raises(InputError, match="constant in time on pieces"):
-        solver.solve(Swirl(), lambda x: x[:, :1])
-    solver.destroy()
+    with TransportSolver(create_mesh(comm, box, 4)) as solver:
+        with pytest.raises(InputError, match="constant in time on pieces"):
+            solver.solve(Swirl(), lambda x: x[:, :1])
 
 
 def test_points_on_facets_are_counted_and_reported(comm):
@@ -260,25 +256,24 @@ def test_points_on_facets_are_counted_and_reported(comm):
     from solver.fem.pointeval import PointEvaluator
 
     box = Box((-1.0, -1.0), (1.0, 1.0))
-    solver = TransportSolver(create_mesh(comm, box, 4))  # vertices at x = 0: facets there
-    y = np.linspace(-0.9, 0.9, 7)
-    on = np.stack([np.zeros_like(y), y + 0.01], axis=1)
-    off = on + [0.1, 0.0]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        assert PointEvaluator(solver.V, on, "on.csv").num_on_facets == 7 * comm.size
-        assert PointEvaluator(solver.V, off, "off.csv").num_on_facets == 0
-    messages = [str(w.message) for w in caught if issubclass(w.category, FacetWarning)]
-    if comm.rank == 0:
-        assert len(messages) == 1 and messages[0].startswith(f"on.csv: {7 * comm.size} of {7 * comm.size} points")
-        assert messages[0].count(". ") == 0 and len(messages[0]) < 200  # one sentence
-    else:
-        assert messages == []
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", FacetWarning)  # filtered by class: raised here, were it not ignored
-        warnings.filterwarnings("ignore", category=FacetWarning)
-        PointEvaluator(solver.V, on, "on.csv")
-    solver.destroy()
+    with TransportSolver(create_mesh(comm, box, 4)) as solver:
+        y = np.linspace(-0.9, 0.9, 7)
+        on = np.stack([np.zeros_like(y), y + 0.01], axis=1)
+        off = on + [0.1, 0.0]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert PointEvaluator(solver.V, on, "on.csv").num_on_facets == 7 * comm.size
+            assert PointEvaluator(solver.V, off, "off.csv").num_on_facets == 0
+        messages = [str(w.message) for w in caught if issubclass(w.category, FacetWarning)]
+        if comm.rank == 0:
+            assert len(messages) == 1 and messages[0].startswith(f"on.csv: {7 * comm.size} of {7 * comm.size} points")
+            assert messages[0].count(". ") == 0 and len(messages[0]) < 200  # one sentence
+        else:
+            assert messages == []
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FacetWarning)  # filtered by class: raised here, were it not ignored
+            warnings.filterwarnings("ignore", category=FacetWarning)
+            PointEvaluator(solver.V, on, "on.csv")
 
 
 def test_internal_grid_is_moved_off_facets_silently(comm):
@@ -289,23 +284,22 @@ def test_internal_grid_is_moved_off_facets_silently(comm):
     from solver.parallel import rank_share
 
     box = Box((-1.0, -1.0), (1.0, 1.0))
-    solver = TransportSolver(create_mesh(comm, box, 16))
-    grid = box.grid(17)  # every point a vertex of the mesh
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", FacetWarning)
-        on_grid = grid_evaluator(solver.V, grid, "plot grid")
-    assert on_grid.num_on_facets == 0
-    moved = np.abs(on_grid.points - grid).max()
-    assert 0 < moved < 5e-3  # moved, by less than a pixel of the 81² plot grid (2.5e-2)
-    # Every rank holds the same moved grid (the nudge depends on the point, not the partition).
-    assert np.array_equal(comm.bcast(on_grid.points, root=0), on_grid.points)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        as_given = PointEvaluator(solver.V, grid[rank_share(comm, len(grid))], "user.csv")
-    assert as_given.num_on_facets == len(grid)
-    if comm.rank == 0:
-        assert any("user.csv" in str(w.message) for w in caught if w.category is FacetWarning)
-    solver.destroy()
+    with TransportSolver(create_mesh(comm, box, 16)) as solver:
+        grid = box.grid(17)  # every point a vertex of the mesh
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FacetWarning)
+            on_grid = grid_evaluator(solver.V, grid, "plot grid")
+        assert on_grid.num_on_facets == 0
+        moved = np.abs(on_grid.points - grid).max()
+        assert 0 < moved < 5e-3  # moved, by less than a pixel of the 81² plot grid (2.5e-2)
+        # Every rank holds the same moved grid (the nudge depends on the point, not the partition).
+        assert np.array_equal(comm.bcast(on_grid.points, root=0), on_grid.points)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            as_given = PointEvaluator(solver.V, grid[rank_share(comm, len(grid))], "user.csv")
+        assert as_given.num_on_facets == len(grid)
+        if comm.rank == 0:
+            assert any("user.csv" in str(w.message) for w in caught if w.category is FacetWarning)
 
 
 def test_points_beside_a_curved_mesh_are_not_on_facets(comm):
@@ -316,8 +310,7 @@ def test_points_beside_a_curved_mesh_are_not_on_facets(comm):
 
     config = make_config(DISK, ROTATION, OFFCENTRE, cells=16)
     points, _ = cmp.sample_points(config)
-    solver = TransportSolver(create_mesh(comm, config.domain_object(), 16))
-    evaluator = PointEvaluator(solver.V, points[rank_share(comm, len(points))], "compare.points")
-    assert evaluator.num_outside > 0  # 3 of these 500 (measured)
-    assert evaluator.num_on_facets == 0
-    solver.destroy()
+    with TransportSolver(create_mesh(comm, config.domain_object(), 16)) as solver:
+        evaluator = PointEvaluator(solver.V, points[rank_share(comm, len(points))], "compare.points")
+        assert evaluator.num_outside > 0  # 3 of these 500 (measured)
+        assert evaluator.num_on_facets == 0

@@ -38,24 +38,23 @@ def test_mesh_and_step_estimates(comm, domain, cells, degree):
                                    terminal=dict(kind="gaussian")))
     omega = config.domain_object()
     estimate = guards.mesh_estimate(omega, cells, degree)
-    solver = TransportSolver(create_mesh(comm, omega, cells), degree=degree)
-    num_cells = solver.mesh.topology.index_map(omega.dim).size_global
-    if domain["kind"] == "box":
-        assert estimate.cells == num_cells and estimate.dofs == solver.num_dofs_global
-        assert estimate.h_min == pytest.approx(solver.h_min, rel=1e-12)
-    else:
-        assert 1 / 1.5 <= estimate.cells / num_cells <= 1.5
-        assert 1.0 <= estimate.h_min / solver.h_min <= 1.3
-    result = solver.solve(build_field(config, omega), config.terminal_object(), keep=False)
-    speeds = guards.initial_speed(config, cells=cells, degree=degree)
-    steps = guards.time_steps(config, estimate, degree, speeds)
-    if domain["kind"] == "box":  # at the solver's velocity nodes: the same speeds, the same steps
-        assert speeds == pytest.approx(result.max_speed, rel=1e-12)
-        assert steps == sum(result.steps_per_piece)
-    else:
-        assert 0.7 <= max(speeds) / max(result.max_speed) <= 1.3
-        assert 0.5 * sum(result.steps_per_piece) <= steps <= 1.5 * sum(result.steps_per_piece)
-    solver.destroy()
+    with TransportSolver(create_mesh(comm, omega, cells), degree=degree) as solver:
+        num_cells = solver.mesh.topology.index_map(omega.dim).size_global
+        if domain["kind"] == "box":
+            assert estimate.cells == num_cells and estimate.dofs == solver.num_dofs_global
+            assert estimate.h_min == pytest.approx(solver.h_min, rel=1e-12)
+        else:
+            assert 1 / 1.5 <= estimate.cells / num_cells <= 1.5
+            assert 1.0 <= estimate.h_min / solver.h_min <= 1.3
+        result = solver.solve(build_field(config, omega), config.terminal_object(), keep=False)
+        speeds = guards.initial_speed(config, cells=cells, degree=degree)
+        steps = guards.time_steps(config, estimate, degree, speeds)
+        if domain["kind"] == "box":  # at the solver's velocity nodes: the same speeds, the same steps
+            assert speeds == pytest.approx(result.max_speed, rel=1e-12)
+            assert steps == sum(result.steps_per_piece)
+        else:
+            assert 0.7 <= max(speeds) / max(result.max_speed) <= 1.3
+            assert 0.5 * sum(result.steps_per_piece) <= steps <= 1.5 * sum(result.steps_per_piece)
 
 
 def test_memory_estimate_matches_a_measured_run():
@@ -95,14 +94,13 @@ def test_the_solver_refuses_a_solve_beyond_max_steps(comm):
     from solver.fem.transport import TransportSolver
 
     config = config_from_dict(dict(mesh=dict(cells=4), solver=dict(dt=0.01)))
-    solver = TransportSolver(create_mesh(comm, config.domain_object(), 4), dt=0.01)
-    solver.max_steps = 50
-    field = build_field(config, config.domain_object())
-    with pytest.raises(UnstableSolve, match="more than solver.max_steps = 50"):
-        solver.solve(field, config.terminal_object())
-    solver.max_steps = 100
-    assert sum(solver.solve(field, config.terminal_object(), keep=False).steps_per_piece) == 100
-    solver.destroy()
+    with TransportSolver(create_mesh(comm, config.domain_object(), 4), dt=0.01) as solver:
+        solver.max_steps = 50
+        field = build_field(config, config.domain_object())
+        with pytest.raises(UnstableSolve, match="more than solver.max_steps = 50"):
+            solver.solve(field, config.terminal_object())
+        solver.max_steps = 100
+        assert sum(solver.solve(field, config.terminal_object(), keep=False).steps_per_piece) == 100
 
 
 # --- run directories ----------------------------------------------------------------------------

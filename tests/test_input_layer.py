@@ -145,39 +145,37 @@ def test_taylor_every_block_with_the_input_layer(comm, name, kwargs, parameter_b
     the data points move with them through the continuous u_h(0, ·), whose gradient is
     piecewise (a point crossing a facet is a kink, met by O(ε) of the points: the slope is fitted
     over four halvings, as for the semi-Lagrangian steps)."""
-    J = make_problem(comm, **kwargs)
-    p = J.initial(seed=1, scale=1.5)
-    p[J.n_theta + J.n_output :] += 0.3 * np.random.default_rng(5).standard_normal(J.n_input)
-    J0 = J(p)
-    J.freeze_steps(J.evaluate(p).steps)
-    value, gradient = J.value_and_gradient(p)
-    assert value == J0
-    rng = np.random.default_rng(3)
-    blocks = parameter_blocks(J)
-    n = J.n_theta + J.n_output
-    d, F = J.input_layer.dim, J.input_layer.num_features
-    blocks["input.E"] = slice(n, n + d * F)
-    blocks["input.e"] = slice(n + d * F, J.n_params)
-    lines = []
-    for block, where in blocks.items():
-        direction = np.zeros(J.n_params)
-        direction[where] = rng.standard_normal(where.stop - where.start)
-        epsilon = EPSILON_INPUT if block.startswith("input") else EPSILON
-        remainders, rates = taylor_remainders(J, p, gradient, direction, J0=J0, epsilon=epsilon, num=5)
-        slope = np.polyfit(np.log2(epsilon / 2.0 ** np.arange(5)), np.log2(remainders), 1)[0]
-        lines.append(f"{block:>12}: slope {slope:.3f}, rates {np.array2string(rates, precision=3)}")
-        assert slope >= 1.75, f"{name} {block}: remainders {remainders}, rates {rates}, slope {slope}"
-    print(f"\n{name}\n" + "\n".join(lines))
-    J.destroy()
+    with make_problem(comm, **kwargs) as J:
+        p = J.initial(seed=1, scale=1.5)
+        p[J.n_theta + J.n_output :] += 0.3 * np.random.default_rng(5).standard_normal(J.n_input)
+        J0 = J(p)
+        J.freeze_steps(J.evaluate(p).steps)
+        value, gradient = J.value_and_gradient(p)
+        assert value == J0
+        rng = np.random.default_rng(3)
+        blocks = parameter_blocks(J)
+        n = J.n_theta + J.n_output
+        d, F = J.input_layer.dim, J.input_layer.num_features
+        blocks["input.E"] = slice(n, n + d * F)
+        blocks["input.e"] = slice(n + d * F, J.n_params)
+        lines = []
+        for block, where in blocks.items():
+            direction = np.zeros(J.n_params)
+            direction[where] = rng.standard_normal(where.stop - where.start)
+            epsilon = EPSILON_INPUT if block.startswith("input") else EPSILON
+            remainders, rates = taylor_remainders(J, p, gradient, direction, J0=J0, epsilon=epsilon, num=5)
+            slope = np.polyfit(np.log2(epsilon / 2.0 ** np.arange(5)), np.log2(remainders), 1)[0]
+            lines.append(f"{block:>12}: slope {slope:.3f}, rates {np.array2string(rates, precision=3)}")
+            assert slope >= 1.75, f"{name} {block}: remainders {remainders}, rates {rates}, slope {slope}"
+        print(f"\n{name}\n" + "\n".join(lines))
 
 
 def test_same_on_one_rank_and_all(comm):
     results = []
     for c in (MPI.COMM_SELF, comm):
-        J = make_problem(c)
-        p = J.initial(seed=2)
-        results.append((J.value_and_gradient(p), J.points))
-        J.destroy()
+        with make_problem(c) as J:
+            p = J.initial(seed=2)
+            results.append((J.value_and_gradient(p), J.points))
     ((v1, g1), _), ((v2, g2), _) = results
     assert abs(v1 - v2) <= 1e-10 * abs(v1)
     assert np.abs(g1 - g2).max() <= 1e-9 * np.abs(g1).max()
@@ -185,13 +183,12 @@ def test_same_on_one_rank_and_all(comm):
 
 def test_refused_on_a_discontinuous_scheme(comm):
     mesh = create_mesh(comm, SQUARE, 4)
-    solver = make_solver(mesh, SolverConfig(scheme="rk3"), degree=1, num_components=2)
-    model = VelocityModel(dim=2, width=4, slabs=2, T=1.0, activation="tanh", domain=SQUARE, layers=2)
-    X, y = features()
-    layer = InputLayer.fit(X, SQUARE, 0.2)
-    with pytest.raises(InputError, match="continuous"):
-        ReducedFunctional(solver, model, X, np.minimum(y, 1), 2, input_layer=layer)
-    solver.destroy()
+    with make_solver(mesh, SolverConfig(scheme="rk3"), degree=1, num_components=2) as solver:
+        model = VelocityModel(dim=2, width=4, slabs=2, T=1.0, activation="tanh", domain=SQUARE, layers=2)
+        X, y = features()
+        layer = InputLayer.fit(X, SQUARE, 0.2)
+        with pytest.raises(InputError, match="continuous"):
+            ReducedFunctional(solver, model, X, np.minimum(y, 1), 2, input_layer=layer)
 
 
 def write_wine(path_train, path_test):

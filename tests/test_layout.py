@@ -26,8 +26,8 @@ PACKAGE = ROOT / "solver"
 # and json only) are the layer "rundir.store": every layer that reads or writes a run directory
 # or a net uses them, so that each format and the write-then-rename live in one place; the rest
 # of rundir/ (what commands write at the end: outputs, fields, plots) is the top layer.
-LAYERS = ("_lazy", "errors", "validate", "convergence", "parallel", "stopping", "model", "config", "guards", "rundir.store",
-          "fem", "learn", "resnet", "check", "plain2resnet", "rundir", "estimator", "__main__")
+LAYERS = ("_lazy", "errors", "owned", "validate", "convergence", "parallel", "stopping", "model", "config", "guards", "rundir.store",
+          "fem", "learn", "resnet", "check", "plain2resnet", "rundir", "fitting", "estimator", "__main__")
 LOW_MODULES = {"solver.rundir.files": "rundir.store", "solver.rundir.store": "rundir.store",
                "solver.rundir.columns": "rundir.store"}
 

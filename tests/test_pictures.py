@@ -116,18 +116,17 @@ def test_frames_are_states_of_the_solve_from_0_to_T(comm):
     from solver.rundir.animation import frame_states
     from solver.rundir.outputs import solve_with_states
 
-    problem = Problem.build(comm, config_from_dict(TINY_2D))
-    p = initial_parameters(problem)
-    problem.J.evaluate(p)
-    result = solve_with_states(problem, p, FRAMES)
-    chosen = frame_states(result, FRAMES)
-    times = [t for t, _ in chosen]
-    assert len(chosen) == FRAMES and times[0] == 0.0 and chosen[0][1] is None
-    assert np.all(np.diff(times) > 0) and times[-1] == pytest.approx(problem.model.T)
-    assert all(step in result.trajectory.states for _, step in chosen[1:])
-    # fewer states than frames: one frame per state
-    assert len(frame_states(result, 10**6)) == len(result.trajectory.states) + 1
-    problem.destroy()
+    with Problem.build(comm, config_from_dict(TINY_2D)) as problem:
+        p = initial_parameters(problem)
+        problem.J.evaluate(p)
+        result = solve_with_states(problem, p, FRAMES)
+        chosen = frame_states(result, FRAMES)
+        times = [t for t, _ in chosen]
+        assert len(chosen) == FRAMES and times[0] == 0.0 and chosen[0][1] is None
+        assert np.all(np.diff(times) > 0) and times[-1] == pytest.approx(problem.model.T)
+        assert all(step in result.trajectory.states for _, step in chosen[1:])
+        # fewer states than frames: one frame per state
+        assert len(frame_states(result, 10**6)) == len(result.trajectory.states) + 1
 
 
 def test_a_3d_run_shows_slices_through_its_data(comm, shared_directory):

@@ -33,10 +33,9 @@ def compared(trained_run):
     config = load_config(trained_run / store.CONFIG)
     parameters = store.read_parameters(trained_run / store.THETA)
     ended = parameters.meta["resolution"]
-    problem = Problem.build(comm, config, Resolution(ended["cells"], ended["degree"]))
-    _, fe_test = run_agreement(comm, problem, parameters.p)
-    X = problem.dataset.scaling.inverse(problem.dataset.X_test)
-    problem.destroy()
+    with Problem.build(comm, config, Resolution(ended["cells"], ended["degree"])) as problem:
+        _, fe_test = run_agreement(comm, problem, parameters.p)
+        X = problem.dataset.scaling.inverse(problem.dataset.X_test)
     gc.collect()
     comm.Barrier()
     return X, fe_test

@@ -141,23 +141,21 @@ def test_refined_at_finds_the_cell_of_each_mark(domain):
 ], ids=["box2d-DG1", "box3d-DG2"])
 def test_taylor_on_a_locally_refined_mesh(comm, domain, cells, degree):
     mesh = refine.mesh_with_marks(comm, domain, cells, (left_half(domain, cells),))
-    solver = TransportSolver(mesh, degree=degree, num_components=2)
-    model = VelocityModel(dim=domain.dim, width=4, slabs=2, T=1.0, activation="tanh", domain=domain)
-    rng = np.random.default_rng(0)
-    X = rng.uniform(-0.6, 0.6, (40, domain.dim))
-    y = (X[:, 0] * X[:, 1] > 0).astype(int)
-    mine = slice(comm.rank, None, comm.size)
-    J = ReducedFunctional(solver, model, X[mine], y[mine], 2, kinetic=0.1)
-    p = J.initial(seed=1, scale=1.5)
-    J0 = J(p)
-    J.freeze_steps(J.evaluate(p).steps)
-    _, gradient = J.value_and_gradient(p)
-    direction = np.random.default_rng(3).standard_normal(J.n_params)
-    remainders, rates = taylor_remainders(J, p, gradient, direction, J0=J0, epsilon=0.02, num=4)
-    print(f"\nlocally refined ({mesh.topology.index_map(domain.dim).size_global} cells): rates {rates}")
-    assert min(rates) >= 1.9, f"remainders {remainders}, rates {rates}"
-    J.destroy()
-    solver.destroy()
+    with TransportSolver(mesh, degree=degree, num_components=2) as solver:
+        model = VelocityModel(dim=domain.dim, width=4, slabs=2, T=1.0, activation="tanh", domain=domain)
+        rng = np.random.default_rng(0)
+        X = rng.uniform(-0.6, 0.6, (40, domain.dim))
+        y = (X[:, 0] * X[:, 1] > 0).astype(int)
+        mine = slice(comm.rank, None, comm.size)
+        with ReducedFunctional(solver, model, X[mine], y[mine], 2, kinetic=0.1) as J:
+            p = J.initial(seed=1, scale=1.5)
+            J0 = J(p)
+            J.freeze_steps(J.evaluate(p).steps)
+            _, gradient = J.value_and_gradient(p)
+            direction = np.random.default_rng(3).standard_normal(J.n_params)
+            remainders, rates = taylor_remainders(J, p, gradient, direction, J0=J0, epsilon=0.02, num=4)
+            print(f"\nlocally refined ({mesh.topology.index_map(domain.dim).size_global} cells): rates {rates}")
+            assert min(rates) >= 1.9, f"remainders {remainders}, rates {rates}"
 
 
 @pytest.mark.slow  # a refinement study
@@ -175,11 +173,10 @@ def test_a_locally_refined_mesh_keeps_the_convergence_order(comm):
     for local in (False, True):
         for cells in (8, 16, 32):
             marks = (left_half(domain, cells),) if local else ()
-            solver = TransportSolver(refine.mesh_with_marks(comm, domain, cells, marks), degree=1,
-                                     num_components=1, cfl=1.0)
-            result = solver.solve(field, terminal, keep=False)
-            errors[local, cells] = cmp.l2_differences(solver, field, terminal, result)[0]
-            solver.destroy()
+            with TransportSolver(refine.mesh_with_marks(comm, domain, cells, marks), degree=1,
+                                     num_components=1, cfl=1.0) as solver:
+                result = solver.solve(field, terminal, keep=False)
+                errors[local, cells] = cmp.l2_differences(solver, field, terminal, result)[0]
     orders = [np.log2(errors[True, c] / errors[True, 2 * c]) for c in (8, 16)]
     print(f"\nL2 errors, uniform: {[errors[False, c] for c in (8, 16, 32)]}, "
           f"left half refined: {[errors[True, c] for c in (8, 16, 32)]}; orders {orders}")

@@ -57,10 +57,10 @@ def numbers(comm: MPI.Comm, config: dict) -> dict[str, np.ndarray]:
     p0 = initial_parameters(problem)
     value, gradient = problem.J.value_and_gradient(p0)
     outcome = train(comm, problem, None)
-    losses = np.array([row["loss"] for row in outcome.history])
-    result = dict(J=np.array(value), gradient=gradient, theta=outcome.state.p, losses=losses,
-                  dofs=np.array(problem.solver.num_dofs_global))
-    outcome.problem.destroy()
+    with outcome.problem:
+        losses = np.array([row["loss"] for row in outcome.history])
+        result = dict(J=np.array(value), gradient=gradient, theta=outcome.state.p, losses=losses,
+                      dofs=np.array(problem.solver.num_dofs_global))
     gc.collect()
     return result
 

@@ -71,36 +71,34 @@ def test_taylor_every_block(comm, name, kwargs, parameter_blocks):
     frozen: a count that jumps with θ would make J jump). u_h is continuous, so J is; its
     kinks where departure points cross facets are met by O(ε) of the points, so the remainder
     is O(ε²) on average over ε, not step by step."""
-    J = make_problem(comm, **kwargs)
-    p = J.initial(seed=1, scale=1.5)
-    J0 = J(p)
-    J.freeze_steps(J.evaluate(p).steps)
-    value, gradient = J.value_and_gradient(p)
-    assert value == J0
-    rng = np.random.default_rng(3)
-    lines = []
-    for block, where in parameter_blocks(J).items():
-        direction = np.zeros(J.n_params)
-        direction[where] = rng.standard_normal(where.stop - where.start)
-        remainders, rates = taylor_remainders(J, p, gradient, direction, J0=J0, epsilon=EPSILON, num=5)
-        # Step-to-step rates wobble where a departure point crosses a facet within the step: the
-        # fitted slope over the four halvings is the test (1.82–2.07 measured; a wrong gradient
-        # gives 1).
-        slope = fitted_order(EPSILON / 2.0 ** np.arange(5), remainders)
-        lines.append(f"{block:>12}: slope {slope:.3f}, rates {np.array2string(rates, precision=3)}")
-        assert slope >= 1.75, f"{name} {block}: remainders {remainders}, rates {rates}, slope {slope}"
-    print(f"\n{name}\n" + "\n".join(lines))
-    assert J(p) == J0
-    J.destroy()
+    with make_problem(comm, **kwargs) as J:
+        p = J.initial(seed=1, scale=1.5)
+        J0 = J(p)
+        J.freeze_steps(J.evaluate(p).steps)
+        value, gradient = J.value_and_gradient(p)
+        assert value == J0
+        rng = np.random.default_rng(3)
+        lines = []
+        for block, where in parameter_blocks(J).items():
+            direction = np.zeros(J.n_params)
+            direction[where] = rng.standard_normal(where.stop - where.start)
+            remainders, rates = taylor_remainders(J, p, gradient, direction, J0=J0, epsilon=EPSILON, num=5)
+            # Step-to-step rates wobble where a departure point crosses a facet within the step: the
+            # fitted slope over the four halvings is the test (1.82–2.07 measured; a wrong gradient
+            # gives 1).
+            slope = fitted_order(EPSILON / 2.0 ** np.arange(5), remainders)
+            lines.append(f"{block:>12}: slope {slope:.3f}, rates {np.array2string(rates, precision=3)}")
+            assert slope >= 1.75, f"{name} {block}: remainders {remainders}, rates {rates}, slope {slope}"
+        print(f"\n{name}\n" + "\n".join(lines))
+        assert J(p) == J0
 
 
 def test_gradient_same_on_one_rank_and_all(comm):
     """The partition changes neither J nor ∇J beyond round-off."""
     results = []
     for c in (MPI.COMM_SELF, comm):
-        J = make_problem(c, K=3)
-        results.append(J.value_and_gradient(J.initial(seed=2, scale=1.0)))
-        J.destroy()
+        with make_problem(c, K=3) as J:
+            results.append(J.value_and_gradient(J.initial(seed=2, scale=1.0)))
     (v1, g1), (v2, g2) = results
     assert abs(v1 - v2) <= 1e-10 * abs(v1)
     assert np.abs(g1 - g2).max() <= 1e-9 * np.abs(g1).max()

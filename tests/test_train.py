@@ -41,7 +41,7 @@ def test_training_reduces_the_loss(comm, shared_directory):
     assert last < first / 3, (first, last)
     assert history[-1]["train_accuracy"] >= 0.9
     assert [h["iteration"] for h in history] == list(range(9))
-    problem.J.destroy()
+    problem.destroy()
 
 
 def test_resume_reaches_the_same_iterates(comm, shared_directory):
@@ -95,33 +95,31 @@ def test_training_ends_at_a_certified_target_accuracy(comm, shared_directory):
 def test_stage_memory_reaches_the_solver(comm):
     """solver.stage_memory (MiB per rank) bounds what the solver keeps for the adjoint: stage
     states and the slabs' Lᵀ; it keeps stage states while one more still fits."""
-    problem = Problem.build(comm, config_from_dict({**SMALL, "solver": dict(stage_memory=1, scheme="rk3")}))
-    solver = problem.solver
-    assert solver.stage_memory == 2**20
-    problem.J.value_and_gradient(problem.J.initial(seed=0))
-    step_bytes = 3 * problem.dataset.num_classes * solver._max_owned * 8
-    kept, steps = len(solver._stage_pool), sum(problem.J.last.steps)  # 1 rank: 11 of 25 steps
-    assert 0 < kept <= steps
-    assert kept * step_bytes + solver._kept_bytes <= 2**20
-    assert kept == steps or (kept + 1) * step_bytes + solver._kept_bytes > 2**20
-    problem.J.destroy()
+    with Problem.build(comm, config_from_dict({**SMALL, "solver": dict(stage_memory=1, scheme="rk3")})) as problem:
+        solver = problem.solver
+        assert solver.stage_memory == 2**20
+        problem.J.value_and_gradient(problem.J.initial(seed=0))
+        step_bytes = 3 * problem.dataset.num_classes * solver._max_owned * 8
+        kept, steps = len(solver._stage_pool), sum(problem.J.last.steps)  # 1 rank: 11 of 25 steps
+        assert 0 < kept <= steps
+        assert kept * step_bytes + solver._kept_bytes <= 2**20
+        assert kept == steps or (kept + 1) * step_bytes + solver._kept_bytes > 2**20
 
 
 def test_stage_memory_auto_is_a_share_of_the_available_memory(comm):
     """The default, solver.stage_memory = "auto": the solver takes AUTO_STAGE_SHARE of the memory
     available to each rank (the same on every rank) when its first gradient's forward starts,
     and keeps every stage state of a small problem."""
-    problem = Problem.build(comm, config_from_dict({**SMALL, "solver": dict(scheme="rk3")}))  # RK3's budget
-    solver = problem.solver
-    assert problem.config.solver.stage_memory == "auto" and solver.stage_memory is None
-    before = available_memory(comm)
-    problem.J.value_and_gradient(problem.J.initial(seed=0))
-    budget = solver.stage_memory
-    assert comm.allgather(budget) == [budget] * comm.size
-    after = available_memory(comm)  # other processes (and this one) move it a little
-    assert 0.8 * AUTO_STAGE_SHARE * min(before, after) <= budget <= 1.2 * AUTO_STAGE_SHARE * max(before, after)
-    assert len(solver._stage_pool) == sum(problem.J.last.steps)
-    problem.J.destroy()
+    with Problem.build(comm, config_from_dict({**SMALL, "solver": dict(scheme="rk3")})) as problem:
+        solver = problem.solver
+        assert problem.config.solver.stage_memory == "auto" and solver.stage_memory is None
+        before = available_memory(comm)
+        problem.J.value_and_gradient(problem.J.initial(seed=0))
+        budget = solver.stage_memory
+        assert comm.allgather(budget) == [budget] * comm.size
+        after = available_memory(comm)  # other processes (and this one) move it a little
+        assert 0.8 * AUTO_STAGE_SHARE * min(before, after) <= budget <= 1.2 * AUTO_STAGE_SHARE * max(before, after)
+        assert len(solver._stage_pool) == sum(problem.J.last.steps)
 
 
 def test_warm_start_from_a_run(comm, shared_directory):
@@ -146,16 +144,15 @@ def test_warm_start_from_a_run(comm, shared_directory):
 def test_resume_from_a_missing_or_broken_checkpoint(comm, shared_directory):
     """No checkpoint, or one cut short by a crash of the file system: an InputError naming it."""
     out = shared_directory(comm)
-    problem = Problem.build(comm, config_from_dict(SMALL))
-    with pytest.raises(InputError, match="checkpoint.npz: file not found"):
-        train(comm, problem, out, resume=True)
-    comm.Barrier()  # every rank has looked before rank 0 writes (else a slow rank finds the broken file)
-    if comm.rank == 0:
-        (out / "checkpoint.npz").write_bytes(b"PK\x03\x04 cut short")
-    comm.Barrier()
-    with pytest.raises(InputError, match="checkpoint.npz: cannot read the checkpoint: the file is empty or truncated"):
-        train(comm, problem, out, resume=True)
-    problem.J.destroy()
+    with Problem.build(comm, config_from_dict(SMALL)) as problem:
+        with pytest.raises(InputError, match="checkpoint.npz: file not found"):
+            train(comm, problem, out, resume=True)
+        comm.Barrier()  # every rank has looked before rank 0 writes (else a slow rank finds the broken file)
+        if comm.rank == 0:
+            (out / "checkpoint.npz").write_bytes(b"PK\x03\x04 cut short")
+        comm.Barrier()
+        with pytest.raises(InputError, match="checkpoint.npz: cannot read the checkpoint: the file is empty or truncated"):
+            train(comm, problem, out, resume=True)
 
 
 def test_bad_training_configs(comm):

@@ -29,14 +29,13 @@ def cosine(x: np.ndarray) -> np.ndarray:
 def diffusion_error(comm, degree: int, cells: int, eps: float, T: float = 1.0) -> float:
     """‖u_h(0) − e^{−επ²T} cos(πx₁)‖_L2 for v = 0, u(T) = cos(πx₁) on [−1, 1]² (Neumann walls:
     ∂t u = −εΔu = επ² u backward from T, so u(t) = e^{−επ²(T−t)} cos(πx₁))."""
-    solver = TransportSolver(create_mesh(comm, BOX2, cells), degree=degree, viscosity=eps)
-    field = RigidRotation(0.0, (0.0, 0.0), T, 2)  # v = 0, steady
-    u0 = solver.solve(field, cosine, keep=False).u0[0]
-    x = ufl.SpatialCoordinate(solver.mesh)
-    exact = np.exp(-eps * np.pi**2 * T) * ufl.cos(np.pi * x[0])
-    dx = ufl.dx(domain=solver.mesh, metadata={"quadrature_degree": 3 * degree + 2})
-    local = fem.assemble_scalar(fem.form((u0 - exact) ** 2 * dx))
-    solver.destroy()
+    with TransportSolver(create_mesh(comm, BOX2, cells), degree=degree, viscosity=eps) as solver:
+        field = RigidRotation(0.0, (0.0, 0.0), T, 2)  # v = 0, steady
+        u0 = solver.solve(field, cosine, keep=False).u0[0]
+        x = ufl.SpatialCoordinate(solver.mesh)
+        exact = np.exp(-eps * np.pi**2 * T) * ufl.cos(np.pi * x[0])
+        dx = ufl.dx(domain=solver.mesh, metadata={"quadrature_degree": 3 * degree + 2})
+        local = fem.assemble_scalar(fem.form((u0 - exact) ** 2 * dx))
     return float(np.sqrt(comm.allreduce(local, op=MPI.SUM)))
 
 
@@ -64,15 +63,12 @@ def test_zero_viscosity_is_the_inviscid_solver(comm):
     config = config_from_dict(dict(mesh=dict(cells=6), terminal=dict(kind="gaussian")))
     field, f = build_field(config, BOX2), config.terminal_object()
     mesh = create_mesh(comm, BOX2, 6)
-    plain = TransportSolver(mesh)
-    zero = TransportSolver(mesh, viscosity=0.0)
-    assert zero.diffusion is None and zero.max_dt(1.3) == plain.max_dt(1.3)
-    a = plain.solve(field, f, keep=False)
-    b = zero.solve(field, f, keep=False)
-    assert a.steps_per_piece == b.steps_per_piece
-    assert np.array_equal(a.u0[0].x.array, b.u0[0].x.array)
-    plain.destroy()
-    zero.destroy()
+    with TransportSolver(mesh) as plain, TransportSolver(mesh, viscosity=0.0) as zero:
+        assert zero.diffusion is None and zero.max_dt(1.3) == plain.max_dt(1.3)
+        a = plain.solve(field, f, keep=False)
+        b = zero.solve(field, f, keep=False)
+        assert a.steps_per_piece == b.steps_per_piece
+        assert np.array_equal(a.u0[0].x.array, b.u0[0].x.array)
 
 
 @pytest.mark.serial  # dense eigenvalues of a small operator on one rank
@@ -84,16 +80,15 @@ def test_sipg_operator_is_symmetric_semidefinite_and_bounded(domain, cells, degr
     """M^½(−εM⁻¹S)M^{−½} = −εM^{−½}SM^{−½} is symmetric with eigenvalues in [−‖εM⁻¹S‖∞, 0]
     (the penalty makes S positive semi-definite; the ∞-norm bounds the spectral radius, which
     the explicit step uses)."""
-    solver = TransportSolver(create_mesh(MPI.COMM_SELF, domain, cells), degree=degree, viscosity=1.0)
-    D = solver.diffusion.convert("dense").getDenseArray()
-    m = np.sqrt(1.0 / solver.inverse_mass.array)
-    A = m[:, None] * D / m[None, :]
-    assert np.abs(A - A.T).max() <= 1e-10 * np.abs(A).max()
-    eig = np.linalg.eigvalsh(0.5 * (A + A.T))
-    assert eig.max() <= 1e-9 * solver.diffusion_rate
-    assert -eig.min() <= solver.diffusion_rate
-    assert -eig.min() >= 0.3 * solver.diffusion_rate  # the bound is not loose by much (1.3–2.0 ×)
-    solver.destroy()
+    with TransportSolver(create_mesh(MPI.COMM_SELF, domain, cells), degree=degree, viscosity=1.0) as solver:
+        D = solver.diffusion.convert("dense").getDenseArray()
+        m = np.sqrt(1.0 / solver.inverse_mass.array)
+        A = m[:, None] * D / m[None, :]
+        assert np.abs(A - A.T).max() <= 1e-10 * np.abs(A).max()
+        eig = np.linalg.eigvalsh(0.5 * (A + A.T))
+        assert eig.max() <= 1e-9 * solver.diffusion_rate
+        assert -eig.min() <= solver.diffusion_rate
+        assert -eig.min() >= 0.3 * solver.diffusion_rate  # the bound is not loose by much (1.3–2.0 ×)
 
 
 def test_viscous_step_is_stable_and_smooths(comm):
@@ -104,12 +99,11 @@ def test_viscous_step_is_stable_and_smooths(comm):
     rough = lambda x: np.sign(np.sin(7 * x[:, :1]))  # noqa: E731
     steps = []
     for eps in (0.01, 0.04):
-        solver = TransportSolver(mesh, degree=1, viscosity=eps)
-        result = solver.solve(field, rough, keep=False)
-        steps.append(sum(result.steps_per_piece))
-        top = comm.allreduce(np.abs(result.u0[0].x.array).max(), op=MPI.MAX)
-        assert top <= 1.0
-        solver.destroy()
+        with TransportSolver(mesh, degree=1, viscosity=eps) as solver:
+            result = solver.solve(field, rough, keep=False)
+            steps.append(sum(result.steps_per_piece))
+            top = comm.allreduce(np.abs(result.u0[0].x.array).max(), op=MPI.MAX)
+            assert top <= 1.0
     assert 3.5 <= steps[1] / steps[0] <= 4.5
 
 
@@ -123,13 +117,12 @@ def test_guard_estimates_the_viscous_steps_on_the_low_side(comm, domain, cells, 
     config = config_from_dict(dict(domain=domain, mesh=dict(cells=cells, degree=degree),
                                    field=dict(viscosity=0.05), terminal=dict(kind="gaussian")))
     omega = config.domain_object()
-    solver = TransportSolver(create_mesh(comm, omega, cells), degree=degree, viscosity=0.05)
-    result = solver.solve(build_field(config, omega), config.terminal_object(), keep=False)
-    speeds = guards.initial_speed(config, cells=cells, degree=degree)
-    estimate = guards.time_steps(config, guards.mesh_estimate(omega, cells, degree), degree, speeds)
-    actual = sum(result.steps_per_piece)
-    assert actual / 2.5 <= estimate <= actual, (estimate, actual)
-    solver.destroy()
+    with TransportSolver(create_mesh(comm, omega, cells), degree=degree, viscosity=0.05) as solver:
+        result = solver.solve(build_field(config, omega), config.terminal_object(), keep=False)
+        speeds = guards.initial_speed(config, cells=cells, degree=degree)
+        estimate = guards.time_steps(config, guards.mesh_estimate(omega, cells, degree), degree, speeds)
+        actual = sum(result.steps_per_piece)
+        assert actual / 2.5 <= estimate <= actual, (estimate, actual)
 
 
 # --- stochastic characteristics (model/stochastic.py) -------------------------------------------
@@ -248,11 +241,10 @@ def test_viscous_solution_tends_to_the_inviscid_one(comm):
     mesh = create_mesh(comm, BOX2, 12)
     u, steps = {}, None
     for eps in (4e-3, 1e-3, 0.0):
-        solver = TransportSolver(mesh, viscosity=eps)
+        with TransportSolver(mesh, viscosity=eps) as solver:
         # the largest ε's step count for every ε: the differences are the viscosity's, not the step's
-        result = solver.solve(field, f, frozen_steps=steps, keep=False)
-        steps = steps or result.steps_per_piece
-        u[eps] = result.u0[0].x.array[: solver.num_owned].copy()
-        solver.destroy()
+            result = solver.solve(field, f, frozen_steps=steps, keep=False)
+            steps = steps or result.steps_per_piece
+            u[eps] = result.u0[0].x.array[: solver.num_owned].copy()
     d = [np.sqrt(comm.allreduce(np.sum((u[e] - u[0.0]) ** 2), op=MPI.SUM)) for e in (4e-3, 1e-3)]
     assert 3.0 <= d[0] / d[1] <= 5.0, d

@@ -7,7 +7,7 @@ from __future__ import annotations
 import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from scripts.harness import PROBLEMS, PYTHON, ROOT, SCRIPTS, Process, config_with, mpirun, run_measured
 from solver.rundir.files import write_json_atomic
@@ -47,6 +47,17 @@ class Bench:
     def save(self) -> None:
         """Write results.json (atomically), so that an interrupted run keeps what it measured."""
         write_json_atomic(self.out / "results.json", self.results)
+
+    def finish(self, report: Callable[[Bench], str]) -> None:
+        """The end of a benchmark: the load average now (``results["load_at_end"]``, which the
+        report states), results.json, and report.md (``report(self)``), printed too."""
+        from scripts.bench_lib import machine
+
+        self.results["load_at_end"] = machine.load_average()
+        self.save()
+        text = report(self)
+        (self.out / "report.md").write_text(text)
+        print(text)
 
     def run(self, command: list, log: str) -> Process:
         """Run ``command`` (``scripts.harness.run_measured``), its output into ``logs/<log>.log``:

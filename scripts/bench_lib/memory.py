@@ -69,47 +69,46 @@ def worker(config_path: Path, operation: str, checkpoint_every: int, stage_memor
 
     comm = MPI.COMM_WORLD
     config = load_config(config_path)
-    problem = Problem.build(comm, config)
-    solver, J = problem.solver, problem.J
-    # Read at solve time: the trajectory a forward keeps for the adjoint.
-    solver.checkpoint_every = checkpoint_every
-    if stage_memory is not None:
-        solver.stage_memory = stage_memory
-    p = J.initial(config.train.seed, config.field.scale)
-    theta, A, b = J.split(p)
-    field = problem.model.field(theta)
-    operations = {
-        "value": lambda: J(p),
-        "forward": lambda: solver.solve(field, lambda x: x @ A.T + b, keep=True),
-        "gradient": lambda: J.value_and_gradient(p),
-    }
-    run = operations[operation]
-    # One value solve first: what any first solve allocates once (BLAS buffers, PETSc and
-    # dolfinx internals) is not the operation's own memory.
-    J(p)
-    gc.collect()
-    reset = reset_peak()
-    before = status("VmRSS")
-    started = time.perf_counter()
-    value = run()
-    first = time.perf_counter() - started
-    peak = status("VmHWM")
-    result = dict(operation=operation, checkpoint_every=checkpoint_every, stage_memory=solver.stage_memory,
-                  dofs=solver.num_dofs_global, classes=solver.num_components, rss_before=before, peak_rss=peak,
-                  peak_increase=peak - before, peak_reset=reset, first_seconds=first,
-                  ru_maxrss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    if operation == "forward":
-        trajectory = value.trajectory
-        result.update(steps=trajectory.num_steps, checkpoints_kept=len(trajectory.states),
-                      stages_kept=len(trajectory.stages), trajectory_bytes=trajectory.nbytes())
-    del value
-    times = []
-    for _ in range(repeats):
+    with Problem.build(comm, config) as problem:
+        solver, J = problem.solver, problem.J
+        # Read at solve time: the trajectory a forward keeps for the adjoint.
+        solver.checkpoint_every = checkpoint_every
+        if stage_memory is not None:
+            solver.stage_memory = stage_memory
+        p = J.initial(config.train.seed, config.field.scale)
+        theta, A, b = J.split(p)
+        field = problem.model.field(theta)
+        operations = {
+            "value": lambda: J(p),
+            "forward": lambda: solver.solve(field, lambda x: x @ A.T + b, keep=True),
+            "gradient": lambda: J.value_and_gradient(p),
+        }
+        run = operations[operation]
+        # One value solve first: what any first solve allocates once (BLAS buffers, PETSc and
+        # dolfinx internals) is not the operation's own memory.
+        J(p)
+        gc.collect()
+        reset = reset_peak()
+        before = status("VmRSS")
         started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    result["seconds"] = median(times) if times else first
-    J.destroy()
+        value = run()
+        first = time.perf_counter() - started
+        peak = status("VmHWM")
+        result = dict(operation=operation, checkpoint_every=checkpoint_every, stage_memory=solver.stage_memory,
+                      dofs=solver.num_dofs_global, classes=solver.num_components, rss_before=before, peak_rss=peak,
+                      peak_increase=peak - before, peak_reset=reset, first_seconds=first,
+                      ru_maxrss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        if operation == "forward":
+            trajectory = value.trajectory
+            result.update(steps=trajectory.num_steps, checkpoints_kept=len(trajectory.states),
+                          stages_kept=len(trajectory.stages), trajectory_bytes=trajectory.nbytes())
+        del value
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - started)
+        result["seconds"] = median(times) if times else first
     return result
 
 

@@ -68,22 +68,9 @@ def peers(n_train: int) -> dict[str, dict]:
 
 def train_peers(bench: Bench, python, name: str, config, dataset, target: float) -> dict:
     """Every peer variant, Adam, from the training run's θ, until the target or the budget."""
-    arrays = dict(X_train=dataset.X_train, y_train=dataset.y_train, X_test=dataset.X_test,
-                  y_test=dataset.y_test, **peer.initial_theta(config))
     budget = QUICK_BUDGET if bench.quick else BUDGET
-    out = {}
-    for variant, keys in peers(len(dataset.y_train)).items():
-        bench.progress(SECTION, name, f"peer {variant}, Adam, budget {budget:.0f} s")
-        spec = dict(peer.model_spec(config, dataset.num_classes, keys["method"]), **keys, optimizer="adam",
-                    lr=ADAM_LR, iterations=10**7, seed=config.train.seed, mode="train", target_accuracy=target,
-                    time_budget=budget, stop_at_target=True)
-        tag = variant.replace(", ", "-").replace(" ", "")
-        r = peer.run_job(bench, python, f"millions-{name.replace(' ', '')}-{tag}", spec, arrays)
-        out[variant] = dict(iterations=r["iterations"], batch_size=keys.get("batch_size"),
-                            test_accuracy=r["test_accuracy"], seconds=r["train_time"], budget=budget,
-                            time_to_target=r["time_to_target"], iteration_at_target=r["iteration_at_target"],
-                            peak_rss_bytes=r["peak_rss_bytes"])
-    return out
+    return dict(peer.adam_to_target(bench, python, SECTION, name, f"millions-{name.replace(' ', '')}", config,
+                                    dataset, peers(len(dataset.y_train)), ADAM_LR, target, budget))
 
 
 def run(bench: Bench, peer_python) -> dict:

@@ -69,3 +69,23 @@ def run_job(bench: Bench, python: Path, name: str, spec: dict, arrays: dict[str,
     result = dict(json.loads(path.read_text()), peak_rss_bytes=process.peak_rss)
     bench.results["peer_versions"] = dict(torch=result["torch"], torchdiffeq=result["torchdiffeq"])
     return result
+
+
+def adam_to_target(bench: Bench, python: Path, section: str, name: str, job: str, config: Config, dataset,
+                   variants: dict[str, dict], lr: float, target: float, budget: float):
+    """Each peer variant (``{variant: the job's keys}``) trained with Adam at ``lr`` from the
+    training run's θ until the test accuracy ``target`` or ``budget`` seconds; yields (variant,
+    its row) as each finishes, so that the caller can save after each. Jobs are ``job-VARIANT``."""
+    arrays = dict(X_train=dataset.X_train, y_train=dataset.y_train, X_test=dataset.X_test,
+                  y_test=dataset.y_test, **initial_theta(config))
+    for variant, keys in variants.items():
+        bench.progress(section, name, f"peer {variant}, Adam lr {lr}, budget {budget:.0f} s")
+        spec = dict(model_spec(config, dataset.num_classes, keys["method"]), **keys, optimizer="adam",
+                    lr=lr, iterations=10**7, seed=config.train.seed, mode="train", target_accuracy=target,
+                    time_budget=budget, stop_at_target=True)
+        tag = variant.replace(", ", "-").replace(" ", "")
+        r = run_job(bench, python, f"{job}-{tag}", spec, arrays)
+        yield variant, dict(iterations=r["iterations"], batch_size=keys.get("batch_size"),
+                            test_accuracy=r["test_accuracy"], seconds=r["train_time"], budget=budget,
+                            time_to_target=r["time_to_target"], iteration_at_target=r["iteration_at_target"],
+                            peak_rss_bytes=r["peak_rss_bytes"])

@@ -56,33 +56,32 @@ def worker(run: Path, n: int, onnx: Path, repeats: int) -> tuple[dict, dict[str,
     from solver.learn.train import Problem
 
     comm = MPI.COMM_WORLD
-    problem = Problem.build(comm, load_config(run / "config.toml"))
-    theta, A, b = problem.J.split(load_parameters(run))
-    field = problem.model.field(theta)
-    terminal = lambda x: x @ A.T + b  # noqa: E731 (the output layer f of eq. 13)
-    grid = plane_grid(problem.domain, n)
+    with Problem.build(comm, load_config(run / "config.toml")) as problem:
+        theta, A, b = problem.J.split(load_parameters(run))
+        field = problem.model.field(theta)
+        terminal = lambda x: x @ A.T + b  # noqa: E731 (the output layer f of eq. 13)
+        grid = plane_grid(problem.domain, n)
 
-    solve_times, result = timed(lambda: problem.solver.solve(field, terminal, keep=False), repeats)
-    locate_times, evaluator = timed(lambda: PointEvaluator(problem.solver.V, grid, "grid"), repeats)
-    apply_times, pde = timed(lambda: np.stack([evaluator(u) for u in result.u0], axis=1), repeats)
-    char_times, char = timed(lambda: characteristics.solve(comm, field, terminal, grid).u0, repeats)
-    net = load_onnx_session(onnx, threads=1)
-    x_data = problem.dataset.scaling.inverse(grid)  # the net takes data coordinates
-    net(x_data[:16])  # onnxruntime allocates its buffers on the first run
-    resnet_times, resnet = timed(lambda: net(x_data).astype(np.float64), repeats)
+        solve_times, result = timed(lambda: problem.solver.solve(field, terminal, keep=False), repeats)
+        locate_times, evaluator = timed(lambda: PointEvaluator(problem.solver.V, grid, "grid"), repeats)
+        apply_times, pde = timed(lambda: np.stack([evaluator(u) for u in result.u0], axis=1), repeats)
+        char_times, char = timed(lambda: characteristics.solve(comm, field, terminal, grid).u0, repeats)
+        net = load_onnx_session(onnx, threads=1)
+        x_data = problem.dataset.scaling.inverse(grid)  # the net takes data coordinates
+        net(x_data[:16])  # onnxruntime allocates its buffers on the first run
+        resnet_times, resnet = timed(lambda: net(x_data).astype(np.float64), repeats)
 
-    seconds = {"PDE": median(solve_times) + median(locate_times) + median(apply_times),
-               "characteristics": median(char_times), "ResNet": median(resnet_times)}
-    numbers = dict(
-        grid=n, points=len(grid), dofs=problem.solver.num_dofs_global, steps=int(sum(result.steps_per_piece)),
-        seconds=seconds, pde_parts=dict(solve=median(solve_times), locate=median(locate_times),
-                                         evaluate=median(apply_times)),
-        ratios={f"{a} / {b}": seconds[a] / seconds[b] for a, b in
-                (("characteristics", "PDE"), ("PDE", "ResNet"), ("characteristics", "ResNet"))},
-        differences={"PDE vs characteristics": compare(pde, char), "PDE vs ResNet": compare(pde, resnet),
-                     "characteristics vs ResNet": compare(char, resnet)},
-    )
-    problem.J.destroy()
+        seconds = {"PDE": median(solve_times) + median(locate_times) + median(apply_times),
+                   "characteristics": median(char_times), "ResNet": median(resnet_times)}
+        numbers = dict(
+            grid=n, points=len(grid), dofs=problem.solver.num_dofs_global, steps=int(sum(result.steps_per_piece)),
+            seconds=seconds, pde_parts=dict(solve=median(solve_times), locate=median(locate_times),
+                                             evaluate=median(apply_times)),
+            ratios={f"{a} / {b}": seconds[a] / seconds[b] for a, b in
+                    (("characteristics", "PDE"), ("PDE", "ResNet"), ("characteristics", "ResNet"))},
+            differences={"PDE vs characteristics": compare(pde, char), "PDE vs ResNet": compare(pde, resnet),
+                         "characteristics vs ResNet": compare(char, resnet)},
+        )
     maps = dict(grid=grid, PDE=pde, characteristics=char, ResNet=resnet,
                 X_train=problem.dataset.X_train, y_train=problem.dataset.y_train)
     return numbers, maps

@@ -225,15 +225,14 @@ def recheck(out: Path, section: dict, mc_spec: dict) -> dict:
             seed = run_["seed"]
             path = out / "runs" / f"s5-{r['dataset']}-eps{r['epsilon']:g}-{seed}" / "checkpoint.npz"
             state, _, _ = load_checkpoint(path)
-            problem = Problem.build(MPI.COMM_SELF, sweep_config(r["dataset"], spec, r["epsilon"], seed))
-            problem.J(state.p)  # J.last: the forward solve at p
-            theta, A, b = (np.array(a) for a in problem.J.split(state.p))
-            ds = problem.dataset
-            trained = Trained({}, problem.model, theta, A, b, np.concatenate([ds.X_train, ds.X_test]),
-                              np.concatenate([ds.y_train, ds.y_test]),
-                              test_logits=np.stack([problem.test(u) for u in problem.J.last.u0], axis=1))
-            run_["model"] = model_check(trained, r["epsilon"], mc_spec, seed)
-            problem.destroy()
+            with Problem.build(MPI.COMM_SELF, sweep_config(r["dataset"], spec, r["epsilon"], seed)) as problem:
+                problem.J(state.p)  # J.last: the forward solve at p
+                theta, A, b = (np.array(a) for a in problem.J.split(state.p))
+                ds = problem.dataset
+                trained = Trained({}, problem.model, theta, A, b, np.concatenate([ds.X_train, ds.X_test]),
+                                  np.concatenate([ds.y_train, ds.y_test]),
+                                  test_logits=np.stack([problem.test(u) for u in problem.J.last.u0], axis=1))
+                run_["model"] = model_check(trained, r["epsilon"], mc_spec, seed)
         r["model_test_accuracy"] = spread([x["model"]["test_accuracy"] for x in r["runs"]])
     section["monte_carlo"] = dict(mc_spec)
     return section

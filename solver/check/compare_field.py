@@ -36,6 +36,7 @@ from solver.model.domain import Ball, Domain
 from solver.model.terminal import Terminal
 from solver.model.from_config import velocity_model
 from solver.model.velocity import Field, RigidRotation
+from solver.owned import Owned
 from solver.parallel import gather_rows
 
 log = logging.getLogger("solver")
@@ -115,7 +116,7 @@ class Comparison:
 
 
 @dataclass
-class MeshComparison:
+class MeshComparison(Owned):
     """A comparison on one mesh with what it computed, for plots and output.
 
     Owns ``solver``: call :meth:`destroy` when done.
@@ -229,9 +230,8 @@ def compare_on_mesh(
     comm: MPI.Comm, config: Config, cells: int, points: np.ndarray, grid: np.ndarray
 ) -> Comparison:
     """The numbers of :func:`solve_and_compare` (collective); nothing is kept."""
-    run = solve_and_compare(comm, config, cells, points, grid)
-    run.destroy()
-    return run.comparison
+    with solve_and_compare(comm, config, cells, points, grid) as run:
+        return run.comparison
 
 
 def read_points(path: str, domain: Domain) -> np.ndarray:

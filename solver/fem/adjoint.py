@@ -39,6 +39,7 @@ from solver.errors import InputError
 from solver.fem.transport import ForwardResult, TransportSolver, operator_integrand
 from solver.fem.gradient_kernels import combine
 from solver.fem.slab_derivative import SlabAccumulator, SlabGradient
+from solver.owned import Owned
 
 # Stage pairs handed to the slab gradient together (whole steps, at least one), at the memory
 # of PAIRS_PER_ADD DG vectors (the ψ's; 2· in parallel). The column-wise products ran faster on
@@ -48,7 +49,7 @@ from solver.fem.slab_derivative import SlabAccumulator, SlabGradient
 PAIRS_PER_ADD = 48
 
 
-class VelocityGradient:
+class VelocityGradient(Owned):
     """∂/∂v_h Σ_c a_op(v_h; η_c, ψ_c) for P pairs (η_c, ψ_c) of DG functions, as one vector.
 
     Args:
@@ -136,7 +137,7 @@ class AssembledSlab(SlabAccumulator):
         self.gradient.destroy()
 
 
-class Adjoint:
+class Adjoint(Owned):
     """The backward sweep for a ``TransportSolver`` with a piecewise-steady field.
 
     Args:

@@ -38,6 +38,7 @@ from dolfinx import fem
 
 from solver.fem.gradient_kernels import add_pair_rows, add_pairs, facet_terms, pairs_into_columns
 from solver.fem.transport import UPWIND_DELTA, TransportSolver
+from solver.owned import Owned
 
 
 def _tabulate(function_space: fem.FunctionSpace, nderivs: int, points: np.ndarray) -> np.ndarray:
@@ -58,7 +59,7 @@ def _scatter_add(out: np.ndarray, nodes: np.ndarray, values: np.ndarray) -> None
         out[:, i] += np.bincount(flat, values[..., i].ravel(), minlength=out.shape[0])
 
 
-class SlabAccumulator(ABC):
+class SlabAccumulator(Owned, ABC):
     """What the adjoint needs of a velocity derivative: the stage pairs (η_p, ψ_p) of a slab
     added up, then contracted into ∂/∂v_h Σ_p ψ_pᵀ A(v_h) η_p for the current v_h."""
 

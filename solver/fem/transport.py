@@ -54,6 +54,7 @@ from solver.config import SolverConfig
 from solver.errors import InputError, UnstableSolve
 from solver.guards import available_memory
 from solver.fem.mesh import min_cell_size
+from solver.owned import Owned
 
 log = logging.getLogger("solver")
 
@@ -139,7 +140,7 @@ def diffusion_integrand(u, phi, dx: ufl.Measure, dS: ufl.Measure, degree: int) -
     )
 
 
-class Block:
+class Block(Owned):
     """K owned DG vectors as the columns of one dense PETSc matrix (n_owned × K, column-major).
 
     ``rows`` is a (K, n_owned) view of the matrix's own storage: ``rows[k]`` is component k.
@@ -243,7 +244,7 @@ class ForwardResult:
         return A @ rows + b[:, None] * ones[: rows.shape[1]]
 
 
-class TransportSolver:
+class TransportSolver(Owned):
     """Solves ∂t u + v·∇u = 0, u(T) = f backward in time for K components sharing one operator.
 
     The defaults are those of the config's ``[solver]`` section (``config.SolverConfig``).

@@ -36,6 +36,7 @@ from solver.fem.transport import TransportSolver
 from solver.model.input_layer import InputLayer
 from solver.model.losses import LOSSES, cross_entropy, squared_error
 from solver.model.velocity import VelocityModel
+from solver.owned import Owned
 
 @dataclass
 class Evaluation:
@@ -49,7 +50,7 @@ class Evaluation:
     u0: list  # u_h(0, ·), K DG functions
 
 
-class ReducedFunctional:
+class ReducedFunctional(Owned):
     """J(p) and J'(p) for the transport learning problem (collective).
 
     The defaults of the objective are those of the config's ``[train]`` section.

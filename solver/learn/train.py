@@ -30,6 +30,7 @@ from solver.model import characteristics
 from solver.fem.pointeval import PointEvaluator
 from solver.learn.reduced import ReducedFunctional
 from solver.model.from_config import velocity_model
+from solver.owned import Owned
 from solver.parallel import on_rank0, rank_share
 from solver.model.velocity import VelocityModel
 from solver.rundir import store
@@ -63,7 +64,7 @@ def checked_points(dataset: Dataset, limit: int) -> Checked:
 
 
 @dataclass
-class Problem:
+class Problem(Owned):
     """Everything a run needs, built collectively from a config."""
 
     config: Config

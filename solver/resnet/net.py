@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from solver import __version__
+from solver.model.activations import sigmoid, softmax
 from solver.model.domain import Ball, Box, Domain
 from solver.model.input_layer import InputLayer, squash
 from solver.errors import InputError
@@ -142,11 +143,9 @@ class OutputLayer:
         """f at points ``x`` (shape=(n, d)); returns shape=(n, K)."""
         z = x @ self.weights.T + self.bias
         if self.kind == "softmax":
-            # Subtracting the row maximum keeps exp from overflowing; the result is unchanged.
-            e = np.exp(z - z.max(axis=1, keepdims=True))
-            return e / e.sum(axis=1, keepdims=True)
+            return softmax(z)
         if self.kind == "sigmoid":
-            return 0.5 * (1.0 + np.tanh(0.5 * z))  # tanh form: no overflow
+            return sigmoid(z)
         return z
 
     @classmethod

@@ -32,6 +32,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from solver import __version__
 from solver.errors import InputError
+from solver.model.activations import ONNX_OPS
 from solver.resnet.formats import ONNX_DTYPES
 from solver.rundir.files import atomic_file
 
@@ -39,8 +40,6 @@ OPSET = 17
 IR_VERSION = 8
 PRODUCER = "solver"
 DTYPES: dict[str, int] = dict(zip(ONNX_DTYPES, (TensorProto.FLOAT, TensorProto.DOUBLE)))
-# ONNX ops of the activations both exporters know; softplus is built from elementary ops.
-ACTIVATION_OPS = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid"}
 
 
 def float_dtype(dtype: Any) -> np.dtype:
@@ -137,9 +136,10 @@ class OnnxGraph:
         return out
 
     def activation(self, name: str, z: str) -> str:
-        """a(z) for an activation of ``ACTIVATION_OPS`` or softplus; InputError for another."""
-        if name in ACTIVATION_OPS:
-            return self.node(ACTIVATION_OPS[name], z)
+        """a(z) for an activation with an ONNX operator (``model.activations.ONNX_OPS``; LeakyRelu at
+        its default slope) or softplus; InputError for another."""
+        if name in ONNX_OPS:
+            return self.node(ONNX_OPS[name], z)
         if name == "softplus":
             # onnxruntime has no float64 Softplus; max(z, 0) + log(1 + e^{−|z|}) is the stable
             # form of log(1 + e^z) (numpy's logaddexp) in both dtypes.

@@ -42,7 +42,7 @@ from pathlib import Path  # noqa: E402
 
 from solver import stopping  # noqa: E402
 from solver.errors import InputError  # noqa: E402
-from solver.parallel import await_peers, on_rank0  # noqa: E402 (on_rank0: also this module's name for it)
+from solver.parallel import await_peers, on_rank0, one_blas_thread  # noqa: E402 (on_rank0: also this module's name for it)
 from solver.rundir import store  # noqa: E402
 
 log = logging.getLogger("solver")
@@ -491,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         if comm.rank == 0:
             print(f"{error.usage}error: {error}", file=sys.stderr, flush=True)
         return finish(comm, exits, 2)
-    with cli_logging(comm, args.verbose):
+    with cli_logging(comm, args.verbose), one_blas_thread():
         return _run(comm, exits, args)
 
 

@@ -98,6 +98,21 @@ def check_same(comm: MPI.Comm, source: str, **arrays: np.ndarray) -> None:
 
 
 @contextlib.contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """BLAS (OpenBLAS, MKL) on one thread inside the block, as before it after.
+
+    The solver's products are many small ones ((n, d) @ (d, m) at the nodes of every RK4 stage):
+    threads gain nothing there, and an MPI rank's BLAS threads compete with the other ranks
+    and with any other job for the cores. Measured (peaks at 39,189 nodes, one value + gradient,
+    2 cores under a load of ~3.8): 3.1-5.8 s with OpenBLAS's default threads, 0.84-0.97 s on one.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+@contextlib.contextmanager
 def agreed(comm: MPI.Comm) -> Iterator[None]:
     """Rank-local checks whose failure on any rank raises on every rank (collective: one
     allgather when the block ends, also when it raised).

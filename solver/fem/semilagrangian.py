@@ -55,6 +55,7 @@ from dolfinx import mesh as dmesh
 from mpi4py import MPI
 
 from solver.errors import InputError, UnstableSolve
+from solver.owned import Owned
 from solver.fem.mesh import min_cell_size
 from solver.fem.pointeval import PointEvaluator
 from solver.fem.transport import ForwardResult, TransportSolver, Trajectory, velocity_space
@@ -70,7 +71,7 @@ _RK4_NODES = (0.0, 0.5, 0.5, 1.0)
 _RK4_WEIGHTS = (1.0 / 6.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 6.0)
 
 
-class SemiLagrangianSolver:
+class SemiLagrangianSolver(Owned):
     """Solves ∂t u + v·∇u = 0, u(T) = f backward in time by semi-Lagrangian steps of
     ``slabs_per_step`` slabs (collective over ``mesh.comm``), for K components sharing the
     departure points.
@@ -317,7 +318,7 @@ class SemiLagrangianSolver:
         """Nothing PETSc to free (the interface of ``TransportSolver``)."""
 
 
-class SemiLagrangianAdjoint:
+class SemiLagrangianAdjoint(Owned):
     """The backward sweep of ``SemiLagrangianSolver.solve`` (collective).
 
     ``backward`` returns λ⁰ and no velocity-node cotangents: the θ-gradient of the tracing is

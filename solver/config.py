@@ -151,7 +151,7 @@ class SolverConfig:
     # the memory available to each rank when the first gradient's forward solve starts
     stage_memory: int | str = "auto"
     max_steps: int = 10_000  # time steps of one solve; more is refused (training: backs off)
-    # "sl": one semi-Lagrangian step per slab on continuous P_k (fem/semilagrangian.py), which
+    # "sl": semi-Lagrangian steps on continuous P_k (fem/semilagrangian.py), which
     # reached every certified target measured sooner (docs/benchmarks/schemes.md); "rk3": DG
     # upwind + SSP-RK3 under the CFL bound (fem/transport.py), the scheme of viscous runs (a file
     # with field.viscosity > 0 or a solver.dt and no scheme gets it) and of runs made before

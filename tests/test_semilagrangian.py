@@ -104,6 +104,27 @@ def test_gradient_same_on_one_rank_and_all(comm):
     assert np.abs(g1 - g2).max() <= 1e-9 * np.abs(g1).max()
 
 
+def test_tracing_only_the_nodes_read_changes_nothing(comm):
+    """With one step from T to 0 each node's value is f at its own traced end: tracing only the
+    nodes the data points read (``ReducedFunctional.restrict``) gives J and ∇J of the whole solve
+    (to round-off), on any rank count; the other nodes are NaN until an evaluation everywhere."""
+    whole = make_problem(comm, K=3, cells=10, degree=2)
+    part = make_problem(comm, K=3, cells=10, degree=2)
+    part.restrict()
+    read = part.nodes_read
+    assert read is not None and 0 < comm.allreduce(int(read.sum())) < part.solver.num_dofs_global
+    p = whole.initial(seed=2, scale=1.5)
+    (v1, g1), (v2, g2) = whole.value_and_gradient(p), part.value_and_gradient(p)
+    assert abs(v1 - v2) <= 1e-13 * abs(v1)
+    np.testing.assert_allclose(g2, g1, rtol=0, atol=1e-12 * np.abs(g1).max())
+    owned = part.solver.num_owned
+    assert np.isnan(part.last.u0[0].x.array[:owned][~read]).all()
+    everywhere = part.evaluate(p, everywhere=True).u0[0].x.array[:owned]
+    np.testing.assert_array_equal(everywhere, whole.last.u0[0].x.array[:owned])
+    whole.destroy()
+    part.destroy()
+
+
 # degree, cells, the least observed order of max |u_h(0, X) − f(q(T; X))| between successive meshes
 ORDERS = [(1, (12, 24, 48), 1.8), (2, (12, 24, 48), 2.7)]
 
@@ -153,7 +174,7 @@ def test_the_transpose_is_the_adjoint_of_the_forward(comm):
     model = VelocityModel(dim=2, width=4, slabs=2, T=1.0, activation="tanh", domain=SQUARE)
     field = model.field(model.init(seed=3, scale=1.5))
     result = solver.solve(field, lambda q: np.sin(2 * q[:, :1]) + q[:, 1:], keep=True)
-    evaluator, _, u_next, _, _ = result.trajectory.departures[0]  # slab 0's step interpolates u_h(t_1)
+    evaluator, _, u_next, *_ = result.trajectory.departures[0]  # slab 0's step interpolates u_h(t_1)
     rng = np.random.default_rng(comm.rank)
     lam = rng.standard_normal(solver.num_owned)
     forward = comm.allreduce(float(lam @ evaluator(u_next[0])), op=MPI.SUM)
@@ -169,7 +190,7 @@ def test_several_components_in_one_message_equal_one_at_a_time(comm):
     model = VelocityModel(dim=2, width=4, slabs=2, T=1.0, activation="tanh", domain=SQUARE)
     field = model.field(model.init(seed=4, scale=1.5))
     result = solver.solve(field, lambda q: np.stack([q[:, 0], np.sin(3 * q[:, 1]), q[:, 0] * q[:, 1]], axis=1))
-    evaluator, _, u_next, _, _ = result.trajectory.departures[0]
+    evaluator, _, u_next, *_ = result.trajectory.departures[0]
     U = np.ascontiguousarray(u_next.T)  # (n_local, 3)
     one = np.stack([evaluator(U[:, c]) for c in range(3)], axis=1)
     assert np.array_equal(evaluator(U), one)

@@ -88,7 +88,7 @@ def run_agreement(comm: MPI.Comm, problem, p: np.ndarray) -> tuple[dict, np.ndar
     from solver.fem.pointeval import evaluate_everywhere
 
     J = problem.J
-    evaluation = J.evaluate(p)
+    evaluation = J.evaluate(p, everywhere=True)
     problem.sync()  # a learned input layer: the data points at p's
     theta, A, b = J.split(p)
     field = problem.model.field(theta)

@@ -217,9 +217,14 @@ class SemiLagrangianSolver(Owned):
         return [(max(end - per, 0), end) for end in ends]
 
     def solve(self, field, terminal, frozen_steps: list[int] | None = None,
-              keep: bool = True) -> ForwardResult:
+              keep: bool = True, nodes: np.ndarray | None = None) -> ForwardResult:
         """u_h(0, ·) from u(T) = f (collective); ``TransportSolver.solve``'s arguments, with
         ``frozen_steps`` the RK4 substeps of each slab.
+
+        ``nodes``: with one step from T to 0, trace only these owned nodes (a mask, shape=
+        (n_owned,), e.g. ``read_nodes`` of the evaluators that will read u_h(0)); the others'
+        values are NaN. Each node's value is f at its own traced end, so the nodes read are all
+        that need tracing. Ignored with several steps (they interpolate between them).
 
         The step that ends at T takes f at its departure points itself (f is a function, not
         yet an interpolant); each later step interpolates the previous one's u_h. An adjoint
@@ -237,8 +242,10 @@ class SemiLagrangianSolver(Owned):
         owned = self.nodes[: self.num_owned]
         u = None  # u_h at the end of the current step (K, n_local); None at T
         times = []
-        for j0, j1 in self.steps(slabs):
-            departure, stages = owned, {}
+        steps = self.steps(slabs)
+        active = None if nodes is None or len(steps) > 1 else np.flatnonzero(nodes)
+        for j0, j1 in steps:
+            departure, stages = (owned if u is not None or active is None else owned[active]), {}
             for j in range(j0, j1):  # forward in t through the step's slabs: X = Φ_{j1−1} ∘ … ∘ Φ_{j0}(x)
                 t0, t1 = pieces[j], pieces[j + 1]
                 n = self.substeps_for(field, t0, t1) if frozen_steps is None else int(frozen_steps[j])
@@ -251,6 +258,9 @@ class SemiLagrangianSolver(Owned):
             if u is None:  # from T: f itself at the departure points
                 values, evaluator = self._terminal_at(terminal, departure), None
                 f_max = self.comm.allreduce(float(np.max(np.abs(values), initial=0.0)), op=MPI.MAX)
+                if active is not None:  # the nodes not traced: NaN, never read
+                    traced, values = values, np.full((self.num_owned, values.shape[1]), np.nan)
+                    values[active] = traced
                 if keep:
                     trajectory.states[0] = self.terminal_values(terminal)[:, : self.num_owned]
             else:
@@ -260,13 +270,14 @@ class SemiLagrangianSolver(Owned):
                     trajectory.states[len(times)] = u[:, : self.num_owned].copy()
                 values = evaluator(u.T)  # the K components in one message
             if keep:
-                trajectory.departures[j0] = (evaluator, stages, u, departure, terminal)
+                trajectory.departures[j0] = (evaluator, stages, u, departure, terminal, active)
             times.append(pieces[j1])
+            last = values if active is None else values[active]
             u = self._ghosted(np.ascontiguousarray(values.T))
             trajectory.piece_of_step.append(j0)
         trajectory.times = np.array(times + [pieces[0]])  # t at the start of each step, then 0
         trajectory.piece_of_step = np.asarray(trajectory.piece_of_step)
-        growth = self.comm.allreduce(float(np.max(np.abs(u), initial=0.0)), op=MPI.MAX)
+        growth = self.comm.allreduce(float(np.max(np.abs(last), initial=0.0)), op=MPI.MAX)
         if not np.isfinite(growth) or growth > 10.0 * f_max + 1e-12:
             raise UnstableSolve(f"the semi-Lagrangian solve is unstable (max|u(0)| = {growth:.3g} "
                                 f"against max|f| = {f_max:.3g})")
@@ -277,6 +288,14 @@ class SemiLagrangianSolver(Owned):
             u0.append(uh)
         lengths = list(np.diff(pieces))
         return ForwardResult(u0, trajectory, substeps, lengths, [0.0] * slabs)
+
+    def read_nodes(self, *evaluators: PointEvaluator) -> np.ndarray:
+        """The owned nodes whose values the evaluators' products read (the dofs of the cells
+        holding their points, on any rank), a mask of shape=(n_owned,) (collective)."""
+        local = np.zeros(self.num_local)
+        for evaluator in evaluators:
+            local[evaluator.P.indices] = 1.0
+        return self.accumulate_ghosts(local) > 0.0
 
     def _terminal_at(self, terminal, points: np.ndarray) -> np.ndarray:
         """f at this rank's ``points`` (shape=(n, d)), shape=(n, K) (collective: the checks)."""
@@ -350,13 +369,15 @@ class SemiLagrangianAdjoint(Owned):
         grad = np.zeros(model.n_params)
         size = model.node_size
         for j0, j1 in reversed(solver.steps(len(pieces) - 1)):  # t = 0 first: the reverse of the forward
-            evaluator, stages, u_next, departure, terminal = traj.departures[j0]
+            evaluator, stages, u_next, departure, terminal, active = traj.departures[j0]
             # The departure points' cotangent Σ_c λ_c ∇u_{next,c}(X) (before λ moves on).
             if evaluator is None:  # the step from T: ∇f(X)
                 matrix = getattr(terminal, "matrix", None)
                 if matrix is None:
                     raise InputError("the semi-Lagrangian adjoint needs an affine terminal f = A x + b "
                                      "(fem/affine.py: Affine), whose Jacobian it knows")
+                if active is not None:  # only these nodes were traced (the others are read by no one)
+                    lam = lam[:, active]
                 g = lam.T @ np.asarray(matrix, dtype=np.float64)
                 self.terminal_cotangent = (departure, lam)
                 lam = None

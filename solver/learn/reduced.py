@@ -162,6 +162,19 @@ class ReducedFunctional(Owned):
         if input_layer is None and self.coordinates_transported:
             self._ones_at_points = self.evaluator(self._ones_local)
         self.last: Evaluation | None = None  # the latest evaluation (the accepted iterate, in an optimizer)
+        self.nodes_read: np.ndarray | None = None  # ``restrict``: the owned nodes a solve traces
+
+    def restrict(self, *evaluators: PointEvaluator) -> None:
+        """Solve only for the nodes that J's data points and ``evaluators`` (e.g. the test
+        points') read, where the scheme allows it: one semi-Lagrangian step from T to 0, fixed
+        data points (no learned input layer). J and ∇J are unchanged; u_h(0) of ``last`` is
+        NaN elsewhere until an ``evaluate(p, everywhere=True)`` (collective).
+
+        Measured on peaks (data on the plane x3 = 0 of a 7³ P2 mesh): see
+        ``python -m scripts.bench_schemes --problems peaks``."""
+        solver = self.solver
+        if self.input_layer is None and getattr(solver, "slabs_per_step", 0) is None:
+            self.nodes_read = solver.read_nodes(self.evaluator, *evaluators)
 
     # --- parameters ---------------------------------------------------------------------
 
@@ -240,12 +253,13 @@ class ReducedFunctional(Owned):
         y.destroy()
         return value, grads
 
-    def _forward(self, p: np.ndarray, keep: bool = False):
+    def _forward(self, p: np.ndarray, keep: bool = False, everywhere: bool = False):
         theta, A, b = self.split(p)
         self._place(p)
         field = self.model.field(theta)
+        only = {} if everywhere or self.nodes_read is None else dict(nodes=self.nodes_read)
         result = solve_affine(self.solver, field, A, b, coordinates=self.coordinates_transported,
-                              frozen_steps=self.frozen_steps, keep=keep)
+                              frozen_steps=self.frozen_steps, keep=keep, **only)
         # The transported components at the points, shape=(m, n): the logits by class, or the
         # coordinates Q_j (then logits = A PQ + b P1).
         # All components in one message (the evaluator takes k columns).
@@ -268,9 +282,10 @@ class ReducedFunctional(Owned):
         self.last = evaluation
         return evaluation.value
 
-    def evaluate(self, p: np.ndarray) -> Evaluation:
-        """J(p) with its parts and the predictions (collective)."""
-        evaluation, *_ = self._forward(p)
+    def evaluate(self, p: np.ndarray, everywhere: bool = False) -> Evaluation:
+        """J(p) with its parts and the predictions (collective); ``everywhere``: u_h(0) at every
+        node even if ``restrict`` set nodes (for pictures and fields)."""
+        evaluation, *_ = self._forward(p, everywhere=everywhere)
         self.last = evaluation
         return evaluation
 

@@ -130,6 +130,7 @@ class Problem(Owned):
             solver.destroy()
             raise InputError(error.message, error.source or config.source) from None
         test = PointEvaluator(solver.V, dataset.X_test[theirs], "data (test points)")
+        J.restrict(test)  # only the nodes that the training and test points read
         every = checked_points(dataset, config.train.check_points)
         checked = Checked(every.train[mine], every.test[theirs])
         return cls(config, domain, dataset, model, solver, J, test, mine, theirs, checked, resolution)
@@ -340,6 +341,8 @@ def _train(comm: MPI.Comm, problem: Problem, out: Path | None, resume: bool) -> 
         if checkpoint is not None:
             save_checkpoint(comm, checkpoint, state, history, problem.resolution)
         raise stopping.Stopped(stop.signum, state.iteration, checkpoint) from None
+    if problem.J.nodes_read is not None:
+        problem.J.evaluate(state.p, everywhere=True)  # J.last's u_h(0) at every node, for what follows
     if final.monte_carlo_bound > tc.tolerance / 2:  # the check could not see errors this large
         log.warning("the Monte Carlo's error bound %.3f is more than half train.tolerance = %g: what "
                     "the check certifies is loose; raise train.paths (standard error ~ 1/√paths) or "

@@ -125,6 +125,26 @@ def test_tracing_only_the_nodes_read_changes_nothing(comm):
     part.destroy()
 
 
+@pytest.mark.parametrize("activation", ["tanh", "softplus"])
+def test_kept_hidden_layers_give_the_same_gradient(comm, monkeypatch, activation):
+    """The adjoint with the stages' hidden layers kept by the forward (HIDDEN_MEMORY) and with
+    them recomputed: the same ∇J, bit for bit (tanh's a′ from a; softplus's from z)."""
+    import solver.fem.semilagrangian as sl
+
+    gradients = []
+    for memory in (sl.HIDDEN_MEMORY, 0):
+        monkeypatch.setattr(sl, "HIDDEN_MEMORY", memory)
+        J = make_problem(comm, K=3, slabs=3, activation=activation)
+        p = J.initial(seed=4, scale=1.5)
+        gradients.append(J.value_and_gradient(p)[1])
+        result = J.solver.solve(J.model.field(J.split(p)[0]), lambda q: q[:, :2], keep=True)
+        kept = [layer is not None for record in result.trajectory.departures.values()
+                for slab in record[1].values() for _, layer in slab]
+        assert kept and all(kept) == (memory > 0) and any(kept) == (memory > 0)
+        J.destroy()
+    np.testing.assert_array_equal(gradients[0], gradients[1])
+
+
 # degree, cells, the least observed order of max |u_h(0, X) − f(q(T; X))| between successive meshes
 ORDERS = [(1, (12, 24, 48), 1.8), (2, (12, 24, 48), 2.7)]
 

@@ -66,6 +66,12 @@ from solver.fem.transport import ForwardResult, TransportSolver, Trajectory, vel
 # 3 digits at 1.0 and at 0.1, with 5× the substeps).
 SUBSTEP_ROTATION = 1.0
 
+# The most memory (bytes per rank) a solve keeps of the velocity's hidden layer at the RK4 stages
+# for its adjoint, which then skips z = W1 Y + b1, a(z) and χ(Y) there (the most of a stage's
+# vector-Jacobian product, measured: python -m scripts.bench_gradient --cases ... --scheme sl);
+# stages beyond it are recomputed.
+HIDDEN_MEMORY = 256 * 2**20
+
 # RK4's stage offsets and weights.
 _RK4_NODES = (0.0, 0.5, 0.5, 1.0)
 _RK4_WEIGHTS = (1.0 / 6.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 6.0)
@@ -157,22 +163,28 @@ class SemiLagrangianSolver(Owned):
 
     @staticmethod
     def trace(field, t: float, x: np.ndarray, length: float, substeps: int,
-              stages: list | None = None) -> np.ndarray:
+              stages: list | None = None, hidden: bool = False) -> np.ndarray:
         """Φ(x): RK4 with ``substeps`` steps of x' = v(t, x) over ``length`` (v steady at t).
 
-        ``stages``: if a list, the stage points Y (shape=(n, d)) of every substep are appended,
-        4 per substep, for the adjoint.
+        ``stages``: if a list, (Y, H) of every stage of every substep are appended, 4 per
+        substep, for the adjoint: the stage points Y (shape=(n, d)) and, if ``hidden`` and the
+        field has ``evaluate_keeping``, its hidden layer there (else None), which the adjoint
+        then does not recompute.
         """
         h = length / substeps
         y = x.copy()
+        keeping = hidden and stages is not None and hasattr(field, "evaluate_keeping")
         for _ in range(substeps):
             k_prev = None
             increment = np.zeros_like(y)
             for c, w in zip(_RK4_NODES, _RK4_WEIGHTS):
                 point = y if k_prev is None else y + (c * h) * k_prev
+                if keeping:
+                    k_prev, layer = field.evaluate_keeping(t, point)
+                else:
+                    k_prev, layer = field(t, point), None
                 if stages is not None:
-                    stages.append(point)
-                k_prev = field(t, point)
+                    stages.append((point, layer))
                 increment += w * k_prev
             y = y + h * increment
         return y
@@ -180,8 +192,8 @@ class SemiLagrangianSolver(Owned):
     @staticmethod
     def trace_back(slab_vjp, stages: list, length: float, substeps: int, g: np.ndarray):
         """Reverse mode through ``trace``: the point cotangent at x and the θ-cotangent, from
-        ``g`` = ∂J/∂Φ(x) (shape=(n, d)). ``slab_vjp(Y, k̄)`` → (θ-grad, point-grad) of
-        Σ k̄·v(Y)."""
+        ``g`` = ∂J/∂Φ(x) (shape=(n, d)). ``slab_vjp(Y, k̄, H)`` → (θ-grad, point-grad) of
+        Σ k̄·v(Y), H the hidden layer at Y that ``trace`` kept (or None)."""
         h = length / substeps
         theta = 0.0
         for s in reversed(range(substeps)):
@@ -189,7 +201,7 @@ class SemiLagrangianSolver(Owned):
             kbar = [w * h * g for w in _RK4_WEIGHTS]  # y_{s+1} = y_s + h Σ w_c k_c
             ybar = g.copy()
             for c in (3, 2, 1, 0):
-                gt, gy = slab_vjp(Y[c], kbar[c])  # k_c = v(Y_c), Y_c = y_s + c h k_{c−1}
+                gt, gy = slab_vjp(*Y[c], kbar[c])  # k_c = v(Y_c), Y_c = y_s + c h k_{c−1}
                 theta = theta + gt
                 ybar += gy
                 if c:
@@ -243,6 +255,7 @@ class SemiLagrangianSolver(Owned):
         u = None  # u_h at the end of the current step (K, n_local); None at T
         times = []
         steps = self.steps(slabs)
+        kept = 0  # bytes of hidden layers kept for the adjoint
         active = None if nodes is None or len(steps) > 1 else np.flatnonzero(nodes)
         for j0, j1 in steps:
             departure, stages = (owned if u is not None or active is None else owned[active]), {}
@@ -253,7 +266,11 @@ class SemiLagrangianSolver(Owned):
                     raise UnstableSolve(f"a slab needs {n} substeps, more than solver.max_steps = "
                                         f"{self.max_steps}")
                 stages[j] = [] if keep else None
-                departure = self.trace(field, 0.5 * (t0 + t1), departure, t1 - t0, n, stages[j])
+                # The hidden layers of the stages for the adjoint while they fit in HIDDEN_MEMORY.
+                size = 4 * n * len(departure) * getattr(getattr(field, "model", None), "width", 0) * 8
+                hidden = keep and kept + size <= HIDDEN_MEMORY
+                kept += size if hidden else 0
+                departure = self.trace(field, 0.5 * (t0 + t1), departure, t1 - t0, n, stages[j], hidden)
                 substeps[j] = n
             if u is None:  # from T: f itself at the departure points
                 values, evaluator = self._terminal_at(terminal, departure), None
@@ -388,8 +405,8 @@ class SemiLagrangianAdjoint(Owned):
             for j in reversed(range(j0, j1)):
                 p = params[j]
 
-                def slab_vjp(Y, kbar, p=p):
-                    return model.slab_vjp(p, Y, kbar, points=True)
+                def slab_vjp(Y, H, kbar, p=p):
+                    return model.slab_vjp(p, Y, kbar, points=True, hidden=H)
 
                 g, g_theta = solver.trace_back(slab_vjp, stages[j], pieces[j + 1] - pieces[j],
                                                result.steps_per_piece[j], g)

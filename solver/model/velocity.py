@@ -331,10 +331,14 @@ class VelocityModel:
 
     def _evaluate(self, p: Params, x: np.ndarray) -> np.ndarray:
         """v at ``x`` (shape=(n, d)) for the fixed parameters ``p``; returns shape=(n, d)."""
+        return self._evaluate_keeping(p, x)[0]
+
+    def _evaluate_keeping(self, p: Params, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """v at ``x`` and the hidden layer a(W1 x + b1) (shape=(n, m)) it came from."""
         hidden = self._act.value(_affine(x, p.W1, p.b1))
-        out = hidden if self.layers == 1 else _affine(hidden, p.W2, p.b2)  # one layer: W2 = I, b2 = 0
+        out = hidden.copy() if self.layers == 1 else _affine(hidden, p.W2, p.b2)  # one layer: W2 = I, b2 = 0
         out *= self.domain.cutoff(x)[:, None]
-        return out
+        return out, hidden
 
     def velocity(self, theta: np.ndarray, t: float, x: np.ndarray) -> np.ndarray:
         """v(t, x; θ) of eq. 2 at the points ``x`` (shape=(n, d)); returns shape=(n, d)."""
@@ -361,20 +365,22 @@ class VelocityModel:
         grad[j * size : (j + 1) * size] = self.slab_vjp(self.params_at(theta, t), x, g)[0]
         return grad
 
-    def slab_vjp(self, p: Params, x: np.ndarray, g: np.ndarray,
-                 points: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    def slab_vjp(self, p: Params, x: np.ndarray, g: np.ndarray, points: bool = False,
+                 hidden: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """Gradients of Σ_i g_i · v(x_i) for one slab's parameters ``p``: with respect to them
         (flat, shape=(node_size,)) and, if ``points``, to the points (shape=(n, d); else None).
 
         v = χ h with h = W2 a(W1 x + b1) + b2, so ∂(g·v)/∂x = (g·h) ∇χ + χ W1ᵀ (a'(z) ⊙ W2ᵀ g):
         what the semi-Lagrangian adjoint (``fem/semilagrangian.py``) carries back through the
-        traced departure points. ``x``, ``g`` unchecked (shape=(n, d)).
+        traced departure points. ``x``, ``g`` unchecked (shape=(n, d)); ``hidden``: a(W1 x + b1)
+        if the caller kept it (``MLPField.evaluate_keeping``).
         """
-        z = _affine(x, p.W1, p.b1)  # (n, m)
-        hidden = self._act.value(z)
+        act = self._act
+        z = _affine(x, p.W1, p.b1) if hidden is None or act.derivative_at is None else None  # (n, m)
+        hidden = act.value(z) if hidden is None else hidden
         chi = self.domain.cutoff(x)
         gc = chi[:, None] * g  # χ is θ-independent: fold it into g
-        dz = (gc if self.layers == 1 else gc @ p.W2) * self._act.slope(z, hidden)  # (n, m)
+        dz = (gc if self.layers == 1 else gc @ p.W2) * act.slope(z, hidden)  # (n, m)
         ones = np.ones(len(x))  # column sums as products: a sum over axis 0 took 6× as long
         if self.layers == 1:  # W2 = I, b2 = 0 are not parameters
             local = (dz.T @ x, ones @ dz)
@@ -442,6 +448,12 @@ class MLPField:
             mask = j == slab
             out[mask] = model._evaluate(self._nodes[slab], x[mask])
         return out
+
+    def evaluate_keeping(self, t: float, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """v(t, x) (shape=(n, dim)) for one time t, and the hidden layer it came from (shape=(n,
+        width)): what ``VelocityModel.slab_vjp`` takes to skip recomputing it."""
+        model = self.model
+        return model._evaluate_keeping(self._nodes[model._slab_of(t)], model._check_points(x))
 
     def jacobian(self, t: float, x: np.ndarray) -> np.ndarray:
         """∂v/∂x at ``x`` (shape=(n, d)) for one time t, shape=(n, d, d):

@@ -266,6 +266,9 @@ class Resolution:
     cells: int
     degree: int
     marks: tuple = ()
+    # What the degree is of, for messages only ("DG" or "P": ``learn.train.Problem`` sets it
+    # from the scheme): not compared, not stored.
+    space: str = dataclasses.field(default="DG", compare=False)
 
     def to_dict(self) -> dict:
         """JSON: ``cells``, ``degree``, and ``marks`` (lists) if the mesh was refined locally."""
@@ -281,11 +284,11 @@ class Resolution:
 
     def with_marks(self, midpoints: np.ndarray) -> Resolution:
         """One more local refinement: the cells with these midpoints (shape=(m, d))."""
-        return Resolution(self.cells, self.degree, (*self.marks, _frozen_level(midpoints)))
+        return Resolution(self.cells, self.degree, (*self.marks, _frozen_level(midpoints)), self.space)
 
     def __str__(self) -> str:
         local = f" + {len(self.marks)} local refinement(s) of {sum(map(len, self.marks))} cells" if self.marks else ""
-        return f"DG{self.degree} on {self.cells} cells/direction{local}"
+        return f"{self.space}{self.degree} on {self.cells} cells/direction{local}"
 
     def raised(self, max_degree: int = 2) -> Resolution:
         """One DG degree more up to ``max_degree``, then 1.5× the cells (odd, so that data on a
@@ -301,9 +304,9 @@ class Resolution:
         cost).
         """
         if self.degree < max_degree:
-            return Resolution(self.cells, self.degree + 1, self.marks)
+            return Resolution(self.cells, self.degree + 1, self.marks, self.space)
         cells = math.ceil(1.5 * self.cells)
-        return Resolution(cells + (cells % 2 == 0), self.degree)
+        return Resolution(cells + (cells % 2 == 0), self.degree, space=self.space)
 
     def dofs_ratio(self, other: Resolution, dim: int) -> float:
         """The DG dofs of ``other`` over this one's: (cells ratio)^d · dim P_k ratio."""

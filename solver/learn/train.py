@@ -98,7 +98,8 @@ class Problem(Owned):
         ``limit``: refuse a mesh over ``train.max_dofs`` (an InputError); False for a local
         refinement, whose size is known only once built (``_rebuilt_within_limit``).
         """
-        resolution = resolution or certify.Resolution(config.mesh.cells, config.mesh.degree)
+        resolution = dataclasses.replace(resolution or certify.Resolution(config.mesh.cells, config.mesh.degree),
+                                         space="P" if config.solver.scheme == "sl" else "DG")
         domain = config.domain_object()
         dataset = load_dataset(config, domain) if dataset is None else dataset
         if dataset.dim != domain.dim:
@@ -251,7 +252,7 @@ def _train(comm: MPI.Comm, problem: Problem, out: Path | None, resume: bool) -> 
         else:
             stopped = None
         history = [record(comm, problem, state, time.perf_counter() - started, first)]
-        log_line(history[-1], progress)
+        log_line(history[-1], progress, problem.resolution.space)
         if checkpoint is not None:
             save_checkpoint(comm, checkpoint, state, history, problem.resolution)
         if stopped is not None:
@@ -280,7 +281,7 @@ def _train(comm: MPI.Comm, problem: Problem, out: Path | None, resume: bool) -> 
             raise stopping.Stopped(stop.signum, before.iteration, checkpoint) from None
         checked_on = problem.resolution
         history.append(record(comm, problem, state, seconds, result))
-        log_line(history[-1], progress)
+        log_line(history[-1], progress, problem.resolution.space)
         # Raised only on the schedule (the end is the final check's), so that a run stopped
         # and resumed with more iterations takes the same path as an uninterrupted one.
         done = certified_target(tc, result)
@@ -623,7 +624,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds // 60 % 60:02d} min"
 
 
-def log_line(row: dict, progress: Progress | None = None) -> None:
+def log_line(row: dict, progress: Progress | None = None, space: str = "DG") -> None:
     """One iteration's line: ``iter 12/100``, loss, accuracies (test only if there are test
     points), |g|, time steps, seconds, elapsed and ETA; at a check, the flow's numbers."""
     total = f"/{progress.total}" if progress is not None else ""
@@ -637,9 +638,9 @@ def log_line(row: dict, progress: Progress | None = None) -> None:
         local = f" + {int(row['refinements'])} local" if row.get("refinements", 0) > 0 else ""
         bound = row.get("monte_carlo_bound", float("nan"))
         accuracy = row["accuracy_characteristics"]
-        line += "  | %s:%s agree %.1f%%, max Δ %.2f%s (DG%d, %d cells%s)" % (
+        line += "  | %s:%s agree %.1f%%, max Δ %.2f%s (%s%d, %d cells%s)" % (
             "flow" if not np.isfinite(bound) else "Monte Carlo",
             " test %.3f," % accuracy if np.isfinite(accuracy) else "", 100 * row["label_agreement"],
             row["max_logit_difference"], "" if not np.isfinite(bound) else ", its bound %.2f" % bound,
-            row["degree"], row["cells"], local)
+            space, row["degree"], row["cells"], local)
     log.info("%s", line)

@@ -212,6 +212,7 @@ class InputConfig:
     # dimension, or 3 for data of more than 3 features
     dim: int | None = None
     init: str = "pca"  # the learned layer's start: "pca" (principal directions) or "lda" (classes)
+    decay: float = 0.0  # the learned layer's weight decay: weight of |E|² in J (e is not penalized)
 
 
 @dataclass(frozen=True)
@@ -487,6 +488,7 @@ def _input(r: _Reader, s: dict[str, Any]) -> InputConfig:
         kind=validate.optional(partial(validate.choice, choices=INPUT_KINDS)),
         dim=partial(validate.optional(validate.integer), low=2, high=3),
         init=partial(validate.choice, choices=INPUT_INITS),
+        decay=partial(validate.number, low=0.0),
     ))
 
 

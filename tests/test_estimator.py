@@ -130,6 +130,24 @@ def test_four_features_through_the_learned_input_layer(tmp_path):
 
 
 @pytest.mark.serial
+def test_input_decay_defaults_and_shrinks_E():
+    """input_decay (input.decay, the weight of |E|²) left at None is the estimator's own (a
+    classifier's 1e-3, a regressor's 1) and a given value is used; a larger one ends with a
+    smaller E on the same data."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 6))
+    y = X[:, 0] - 0.5 * X[:, 1] ** 2 + 0.3 * rng.normal(size=80)
+    small = dict(cells=4, iterations=15, adapt=False, check_every=100)
+    fits = {decay: FlowRegressor(**small, input_decay=decay).fit(X, y) for decay in (None, 0.0)}
+    assert fits[None].config_["input"]["decay"] == 1.0 and fits[0.0].config_["input"]["decay"] == 0.0
+    E = {decay: np.linalg.norm(reg._input_q()[: 3 * 6]) for decay, reg in fits.items()}
+    print(f"\n|E| with the default decay {E[None]:.3f}, without {E[0.0]:.3f}")
+    assert E[None] < 0.9 * E[0.0], E
+    clf = FlowClassifier(**small).fit(X, (y > 0).astype(int))
+    assert clf.config_["input"]["decay"] == 1e-3
+
+
+@pytest.mark.serial
 def test_regressor_learns(tmp_path):
     """A smooth function of 2 features, one and two outputs: R² > 0.9 on the training points,
     certified, predictions in y's units and shape; save/load keeps the target scaling."""

@@ -107,7 +107,7 @@ def test_constant_columns_and_records():
         InputLayer.from_dict({"mean": [0.0]})
 
 
-def make_problem(comm, domain=SQUARE, cells=8, degree=2, K=3, F=6, loss="cross_entropy"):
+def make_problem(comm, domain=SQUARE, cells=8, degree=2, K=3, F=6, loss="cross_entropy", input_decay=0.0):
     """Raw features in R^F through a learned layer into Ω; the same data on any rank count."""
     solver = SemiLagrangianSolver(create_mesh(comm, domain, cells), degree=degree,
                                   num_components=min(K, domain.dim))
@@ -121,7 +121,7 @@ def make_problem(comm, domain=SQUARE, cells=8, degree=2, K=3, F=6, loss="cross_e
     start = layer.initial(X, None)
     mine = slice(comm.rank, None, comm.size)
     return ReducedFunctional(solver, model, X[mine], y[mine], K, loss=loss, weight_decay=1e-3,
-                             smoothness=1e-2, input_layer=layer, input_start=start)
+                             smoothness=1e-2, input_layer=layer, input_start=start, input_decay=input_decay)
 
 
 TAYLOR_CASES = [
@@ -169,6 +169,26 @@ def test_taylor_every_block_with_the_input_layer(comm, name, kwargs, parameter_b
         assert slope >= 1.75, f"{name} {block}: remainders {remainders}, rates {rates}, slope {slope}"
     print(f"\n{name}\n" + "\n".join(lines))
     J.destroy()
+
+
+def test_input_decay_adds_half_its_weight_times_E_squared(comm):
+    """input.decay δ adds (δ/2)|E|² to J and δE to ∇J's E block: nothing to e, θ, A, b."""
+    p, d, F = None, None, None
+    out = []
+    for decay in (0.0, 0.7):
+        J = make_problem(comm, input_decay=decay)
+        if p is None:
+            p = J.initial(seed=1)
+            p[J.n_theta + J.n_output :] += 0.3 * np.random.default_rng(5).standard_normal(J.n_input)
+            d, F, n = J.input_layer.dim, J.input_layer.num_features, J.n_theta + J.n_output
+        out.append(J.value_and_gradient(p))
+        J.destroy()
+    (v0, g0), (v1, g1) = out
+    E = p[n : n + d * F]
+    assert abs((v1 - v0) - 0.5 * 0.7 * float(E @ E)) <= 1e-12 * abs(v1)
+    expected = np.zeros_like(g0)
+    expected[n : n + d * F] = 0.7 * E
+    assert np.abs((g1 - g0) - expected).max() <= 1e-12 * np.abs(g1).max()
 
 
 def test_same_on_one_rank_and_all(comm):
@@ -290,6 +310,8 @@ def test_bad_inputs_of_many_features(tmp_path, capsys):
     assert error.value.source == str(one)
     with pytest.raises(InputError, match=r"input\.dim") as error:
         config_from_dict({"input": {"dim": 4}}, source="p.toml")
+    with pytest.raises(InputError, match=r"input\.decay"):
+        config_from_dict({"input": {"decay": -1.0}}, source="p.toml")
     with pytest.raises(InputError, match=r"input\.kind.*sl"):
         config_from_dict({"input": {"kind": "learned"}, "solver": {"scheme": "rk3"}})
     with pytest.raises(InputError, match=r"input\.dim"):

@@ -124,6 +124,7 @@ class Problem:
                 loss=config.train.loss, weight_decay=config.train.weight_decay,
                 smoothness=config.train.smoothness, kinetic=config.train.kinetic,
                 roughness=config.train.roughness, input_layer=layer, input_start=dataset.input_q,
+                input_decay=config.input.decay,
             )
         except InputError as error:
             solver.destroy()

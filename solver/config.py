@@ -213,6 +213,8 @@ class InputConfig:
     dim: int | None = None
     init: str = "pca"  # the learned layer's start: "pca" (principal directions) or "lda" (classes)
     decay: float = 0.0  # the learned layer's weight decay: weight of |E|² in J (e is not penalized)
+    # InputLayer.pretrain; θ then starts at a tenth of field.scale (learn/train.py)
+    pretrain: int = 0  # L-BFGS iterations fitting the learned layer and the output layer without the flow before training; 0: none
 
 
 @dataclass(frozen=True)
@@ -489,6 +491,7 @@ def _input(r: _Reader, s: dict[str, Any]) -> InputConfig:
         dim=partial(validate.optional(validate.integer), low=2, high=3),
         init=partial(validate.choice, choices=INPUT_INITS),
         decay=partial(validate.number, low=0.0),
+        pretrain=partial(validate.integer, low=0),
     ))
 
 

@@ -148,6 +148,20 @@ def test_input_decay_defaults_and_shrinks_E():
 
 
 @pytest.mark.serial
+def test_training_starts_where_the_pretrained_layers_end():
+    """input_pretrain > 0: the first row of the history (the start of training, before any flow
+    iteration) already classifies wine as the pretrained layers do; without it, the random
+    output layer's start does not."""
+    from sklearn.datasets import load_wine
+
+    X, y = load_wine(return_X_y=True)
+    small = dict(cells=4, iterations=1, adapt=False, check_every=100)
+    start = {n: FlowClassifier(**small, input_pretrain=n).fit(X, y).history_[0]["train_accuracy"] for n in (0, 200)}
+    print(f"\nwine, training accuracy at the start: {start}")
+    assert start[200] > 0.95 and start[0] < 0.9
+
+
+@pytest.mark.serial
 def test_regressor_learns(tmp_path):
     """A smooth function of 2 features, one and two outputs: R² > 0.9 on the training points,
     certified, predictions in y's units and shape; save/load keeps the target scaling."""

@@ -147,18 +147,19 @@ def test_input_decay_defaults_and_shrinks_E():
     assert clf.config_["input"]["decay"] == 1e-3
 
 
-@pytest.mark.serial
-def test_training_starts_where_the_pretrained_layers_end():
+def test_training_starts_where_the_pretrained_layers_end(comm):
     """input_pretrain > 0: the first row of the history (the start of training, before any flow
     iteration) already classifies wine as the pretrained layers do; without it, the random
-    output layer's start does not."""
+    output layer's start does not. Every rank starts from rank 0's pretrained layers."""
     from sklearn.datasets import load_wine
 
     X, y = load_wine(return_X_y=True)
     small = dict(cells=4, iterations=1, adapt=False, check_every=100)
-    start = {n: FlowClassifier(**small, input_pretrain=n).fit(X, y).history_[0]["train_accuracy"] for n in (0, 200)}
+    fits = {n: FlowClassifier(**small, input_pretrain=n).fit(X, y) for n in (0, 200)}
+    start = {n: clf.history_[0]["train_accuracy"] for n, clf in fits.items()}
     print(f"\nwine, training accuracy at the start: {start}")
     assert start[200] > 0.95 and start[0] < 0.9
+    assert same_on_every_rank(comm, fits[200].parameters_)
 
 
 @pytest.mark.serial

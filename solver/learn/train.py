@@ -219,12 +219,12 @@ PRETRAINED_THETA_SCALE = 0.1
 
 def pretrained(problem: Problem, layer, iterations: int) -> np.ndarray:
     """The starting p after ``InputLayer.pretrain`` of the input and output layers on all
-    training points (the same on every rank, no communication), θ seeded at
-    PRETRAINED_THETA_SCALE × field.scale."""
-    config, ds = problem.config, problem.dataset
+    training points, θ seeded at PRETRAINED_THETA_SCALE × field.scale (collective over J's
+    communicator: rank 0 fits, every rank gets its numbers, bit for bit)."""
+    config, ds, comm = problem.config, problem.dataset, problem.J.comm
     started = time.perf_counter()
-    q, A, b = layer.pretrain(ds.input_q, ds.features_train, ds.y_train, ds.num_classes, config.train.loss,
-                             config.input.decay, iterations, seed=config.train.seed)
+    q, A, b = on_rank0(comm, layer.pretrain, ds.input_q, ds.features_train, ds.y_train, ds.num_classes,
+                       config.train.loss, config.input.decay, iterations, seed=config.train.seed)
     log.info("input layer pretrained without the flow (%d L-BFGS iterations at most): %.1f s",
              iterations, time.perf_counter() - started)
     theta = problem.model.init(config.train.seed, PRETRAINED_THETA_SCALE * config.field.scale)

@@ -216,6 +216,9 @@ class InputConfig:
     # dimension, or 3 for data of more than 3 features
     dim: int | None = None
     init: str = "pca"  # the learned layer's start: "pca" (principal directions) or "lda" (classes)
+    decay: float = 0.0  # the learned layer's weight decay: weight of |E|² in J (e is not penalized)
+    # InputLayer.pretrain; θ then starts at a tenth of field.scale (learn/train.py)
+    pretrain: int = 0  # L-BFGS iterations fitting the learned layer and the output layer without the flow before training; 0: none
 
 
 @dataclass(frozen=True)
@@ -494,6 +497,8 @@ def _input(r: _Reader, s: dict[str, Any]) -> InputConfig:
         kind=validate.optional(partial(validate.choice, choices=INPUT_KINDS)),
         dim=partial(validate.optional(validate.integer), low=2, high=3),
         init=partial(validate.choice, choices=INPUT_INITS),
+        decay=partial(validate.number, low=0.0),
+        pretrain=partial(validate.integer, low=0),
     ))
 
 

@@ -107,7 +107,33 @@ def test_constant_columns_and_records():
         InputLayer.from_dict({"mean": [0.0]})
 
 
-def make_problem(comm, domain=SQUARE, cells=8, degree=2, K=3, F=6, loss="cross_entropy"):
+def test_pretrain_fits_the_layers_without_the_flow():
+    """InputLayer.pretrain lowers the flow-less model's loss from its start and classifies wine (13
+    features, 3 classes) through a 3D box, and gives the same numbers when called again (every
+    rank calls it alike); the regression loss is fitted too."""
+    from sklearn.datasets import load_wine
+
+    from solver.model.losses import cross_entropy, squared_error
+
+    X, y = load_wine(return_X_y=True)
+    layer = InputLayer.fit(X, CUBE, margin=0.1)
+    q0 = layer.initial(X, y)
+
+    def loss(q, A, b, fn, targets):
+        return fn(A @ layer(q, X).T + b[:, None], targets)[0] / len(X)
+
+    A0 = np.random.default_rng(7919).normal(0.0, 1.0 / np.sqrt(3), (3, 3))  # pretrain's seed 0 start
+    q, A, b = layer.pretrain(q0, X, y, 3, "cross_entropy", 1e-3, 200)
+    assert loss(q, A, b, cross_entropy, y) < 0.5 * loss(q0, A0, np.zeros(3), cross_entropy, y)
+    assert np.mean(np.argmax(layer(q, X) @ A.T + b, axis=1) == y) > 0.95
+    again = layer.pretrain(q0, X, y, 3, "cross_entropy", 1e-3, 200)
+    assert all(np.array_equal(u, v) for u, v in zip((q, A, b), again))
+    t = (X[:, :1] - X[:, :1].mean()) / X[:, :1].std()  # a standardized target, shape=(n, 1)
+    q, A, b = layer.pretrain(q0, X, t, 1, "squared_error", 1e-3, 200)
+    assert loss(q, A, b, squared_error, t) < 0.05  # ½ mean square: R² > 0.9
+
+
+def make_problem(comm, domain=SQUARE, cells=8, degree=2, K=3, F=6, loss="cross_entropy", input_decay=0.0):
     """Raw features in R^F through a learned layer into Ω; the same data on any rank count."""
     solver = SemiLagrangianSolver(create_mesh(comm, domain, cells), degree=degree,
                                   num_components=min(K, domain.dim))
@@ -121,7 +147,7 @@ def make_problem(comm, domain=SQUARE, cells=8, degree=2, K=3, F=6, loss="cross_e
     start = layer.initial(X, None)
     mine = slice(comm.rank, None, comm.size)
     return ReducedFunctional(solver, model, X[mine], y[mine], K, loss=loss, weight_decay=1e-3,
-                             smoothness=1e-2, input_layer=layer, input_start=start)
+                             smoothness=1e-2, input_layer=layer, input_start=start, input_decay=input_decay)
 
 
 TAYLOR_CASES = [
@@ -168,6 +194,26 @@ def test_taylor_every_block_with_the_input_layer(comm, name, kwargs, parameter_b
             lines.append(f"{block:>12}: slope {slope:.3f}, rates {np.array2string(rates, precision=3)}")
             assert slope >= 1.75, f"{name} {block}: remainders {remainders}, rates {rates}, slope {slope}"
         print(f"\n{name}\n" + "\n".join(lines))
+
+
+def test_input_decay_adds_half_its_weight_times_E_squared(comm):
+    """input.decay δ adds (δ/2)|E|² to J and δE to ∇J's E block: nothing to e, θ, A, b."""
+    p, d, F = None, None, None
+    out = []
+    for decay in (0.0, 0.7):
+        J = make_problem(comm, input_decay=decay)
+        if p is None:
+            p = J.initial(seed=1)
+            p[J.n_theta + J.n_output :] += 0.3 * np.random.default_rng(5).standard_normal(J.n_input)
+            d, F, n = J.input_layer.dim, J.input_layer.num_features, J.n_theta + J.n_output
+        out.append(J.value_and_gradient(p))
+        J.destroy()
+    (v0, g0), (v1, g1) = out
+    E = p[n : n + d * F]
+    assert abs((v1 - v0) - 0.5 * 0.7 * float(E @ E)) <= 1e-12 * abs(v1)
+    expected = np.zeros_like(g0)
+    expected[n : n + d * F] = 0.7 * E
+    assert np.abs((g1 - g0) - expected).max() <= 1e-12 * np.abs(g1).max()
 
 
 def test_same_on_one_rank_and_all(comm):
@@ -287,6 +333,10 @@ def test_bad_inputs_of_many_features(tmp_path, capsys):
     assert error.value.source == str(one)
     with pytest.raises(InputError, match=r"input\.dim") as error:
         config_from_dict({"input": {"dim": 4}}, source="p.toml")
+    with pytest.raises(InputError, match=r"input\.pretrain"):
+        config_from_dict({"input": {"pretrain": -1}}, source="p.toml")
+    with pytest.raises(InputError, match=r"input\.decay"):
+        config_from_dict({"input": {"decay": -1.0}}, source="p.toml")
     with pytest.raises(InputError, match=r"input\.kind.*sl"):
         config_from_dict({"input": {"kind": "learned"}, "solver": {"scheme": "rk3"}})
     with pytest.raises(InputError, match=r"input\.dim"):

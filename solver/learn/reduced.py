@@ -5,10 +5,12 @@ f(x) = A x + b (K logits). The forward solve carries f back to t = 0, the predic
 data X_i is u_h(0, X_i) = P u^N, and
 
     J(p) = (1/N) Σ_i loss(u_h(0, X_i), y_i) + (α/2)|θ|² + (β/2) Σ_j |θ_{j+1} − θ_j|²
-           + (γ/2) Σ_j |slab j| ∫_Ω |v_h,j|² dx + (ρ/2) Σ_j |slab j| ∫_Ω |∇v_h,j|² dx,
+           + (γ/2) Σ_j |slab j| ∫_Ω |v_h,j|² dx + (ρ/2) Σ_j |slab j| ∫_Ω |∇v_h,j|² dx
+           + (δ/2)|E|²,
 
 with v_h,j the velocity interpolant on slab j (θ is constant there), α the weight decay, β the
-smoothness, γ the kinetic and ρ the roughness weight, and softmax cross-entropy
+smoothness, γ the kinetic and ρ the roughness weight, δ the weight of a learned input
+layer's E (``input.decay``), and softmax cross-entropy
 (classification) or squared error (regression) as the loss. The gradient is the gradient of
 exactly this discrete J: λ^N = Pᵀ ∂loss, the transposed steps (``fem/adjoint.py``),
 the VJP of the velocity model per slab, and for the output layer (f is linear, so its DG
@@ -78,6 +80,7 @@ class ReducedFunctional(Owned):
             J is continuous in q as the points cross facets.
         input_start: the layer's starting q (the same on every rank: ``InputLayer.initial`` of
             all training features), for :meth:`initial`.
+        input_decay: δ, the weight of |E|² of the input layer (its offset e is not penalized).
     """
 
     def __init__(
@@ -96,6 +99,7 @@ class ReducedFunctional(Owned):
         coordinates: bool | None = None,
         input_layer: InputLayer | None = None,
         input_start: np.ndarray | None = None,
+        input_decay: float = 0.0,
     ):
         if loss not in LOSSES:
             raise InputError(f'Invalid loss "{loss}". Must be one of {list(LOSSES)}')
@@ -117,6 +121,7 @@ class ReducedFunctional(Owned):
         self.num_points = self.comm.allreduce(len(points), op=MPI.SUM)
         self.input_layer = input_layer
         self.input_start = input_start
+        self.input_decay = input_decay
         self.last_input = None  # the input layer's q at the latest evaluation (None: no layer)
         if input_layer is None:
             self.evaluator = PointEvaluator(solver.V, points, "data")
@@ -232,6 +237,16 @@ class ReducedFunctional(Owned):
             grad = grad + g.ravel()
         return value, grad
 
+    def _input_regularization(self, p: np.ndarray) -> tuple[float, np.ndarray]:
+        """(δ/2)|E|² of the input layer and its gradient w.r.t. q, shape=(n_input,)."""
+        grad = np.zeros(self.n_input)
+        if self.input_layer is None or not self.input_decay:
+            return 0.0, grad
+        n_E = self.input_layer.dim * self.input_layer.num_features  # q = (E row by row, e)
+        E = self.input_parameters(p)[:n_E]
+        grad[:n_E] = self.input_decay * E
+        return 0.5 * self.input_decay * float(E @ E), grad
+
     def _field_energy(self, theta: np.ndarray) -> tuple[float, dict[int, np.ndarray]]:
         """½ Σ_j |slab j| V_jᵀ (γ M + ρ K) V_j over the velocity interpolants (M the mass, K the
         stiffness matrix), and its gradient w.r.t. the owned velocity nodes of each slab
@@ -271,6 +286,7 @@ class ReducedFunctional(Owned):
         predictions = logits.T
         data_loss = self.comm.allreduce(local_loss, op=MPI.SUM) / self.num_points
         reg, _ = self._regularization(theta)
+        reg += self._input_regularization(p)[0]
         energy, self._energy_gradient = self._field_energy(theta)  # the gradient's, if one follows
         reg += energy
         evaluation = Evaluation(data_loss + reg, data_loss, reg, predictions, result.steps_per_piece, result.u0)
@@ -336,6 +352,7 @@ class ReducedFunctional(Owned):
         self.comm.Allreduce(local, grad, op=MPI.SUM)
         _, reg_grad = self._regularization(theta)
         grad[: self.n_theta] += reg_grad
+        grad[self.n_theta + self.n_output :] += self._input_regularization(p)[1]
         return evaluation.value, grad
 
     def derivative(self, p: np.ndarray) -> np.ndarray:

@@ -502,22 +502,19 @@ def _input(r: _Reader, s: dict[str, Any]) -> InputConfig:
     ))
 
 
-def _stage_memory(name: str, value: Any) -> int | str:
-    """solver.stage_memory: MiB (an integer >= 0) or "auto"."""
-    if value == "auto":
-        return value
-    if isinstance(value, str):
-        raise validate.expected(name, 'an integer >= 0 (MiB per rank) or "auto"', value)
-    return validate.integer(name, value, low=0)
+def _integer_or(word: str, low: int, unit: str = ""):
+    """The validator of a key that takes an integer >= ``low`` or the string ``word``."""
+    def check(name: str, value: Any) -> int | str:
+        if value == word:
+            return value
+        if isinstance(value, str):
+            raise validate.expected(name, f'an integer >= {low}{unit} or "{word}"', value)
+        return validate.integer(name, value, low=low)
+    return check
 
 
-def _slabs_per_step(name: str, value: Any) -> int | str:
-    """solver.slabs_per_step: an integer >= 1 or "all"."""
-    if value == "all":
-        return value
-    if isinstance(value, str):
-        raise validate.expected(name, 'an integer >= 1 or "all"', value)
-    return validate.integer(name, value, low=1)
+_stage_memory = _integer_or("auto", 0, " (MiB per rank)")  # solver.stage_memory
+_slabs_per_step = _integer_or("all", 1)  # solver.slabs_per_step
 
 
 def stage_memory_bytes(solver: SolverConfig) -> int | None:

@@ -36,6 +36,9 @@ ALLOWED_UPWARD = {
     # config checks [train] with the optimizer's own names and defaults; learn/optimize.py is
     # numpy-only (no FE code), so config stays free of dolfinx.
     ("solver.config", "solver.learn.optimize"),
+    # InputLayer.pretrain fits the input and output layers by the training's own L-BFGS (imported
+    # inside the method; learn/optimize.py is numpy-only, as above).
+    ("solver.model.input_layer", "solver.learn.optimize"),
 }
 
 # Packages that must not load dolfinx (numpy, scipy, scikit-learn and onnx only).

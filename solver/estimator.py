@@ -42,7 +42,6 @@ from pathlib import Path
 
 import numpy as np
 from mpi4py import MPI
-from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Hidden, Interval, StrOptions
@@ -64,6 +63,7 @@ from solver.config import (
 from solver.errors import FacetWarning, InputError, OutsideDomainWarning, UncertifiedWarning, UnstableSolve
 from solver.learn.optimize import OPTIMIZERS
 from solver.model import characteristics
+from solver.model.activations import softmax
 from solver.model.domain import DOMAIN_KINDS
 from solver.model.losses import LOSSES
 from solver.model.data import Scaling, augment, make_dataset, place_in_domain, write_csv
@@ -726,7 +726,7 @@ class FlowClassifier(ClassifierMixin, _FlowEstimator):
 
     def predict_proba(self, X) -> np.ndarray:
         """softmax of the logits, shape=(n, K) (collective)."""
-        return softmax(self._logits(X), axis=1)
+        return softmax(self._logits(X))
 
     def predict(self, X) -> np.ndarray:
         """The label of the largest logit, shape=(n,) (collective)."""

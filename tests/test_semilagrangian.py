@@ -119,7 +119,9 @@ def test_tracing_only_the_nodes_read_changes_nothing(comm):
     np.testing.assert_allclose(g2, g1, rtol=0, atol=1e-12 * np.abs(g1).max())
     owned = part.solver.num_owned
     assert np.isnan(part.last.u0[0].x.array[:owned][~read]).all()
-    everywhere = part.evaluate(p, everywhere=True).u0[0].x.array[:owned]
+    assert not part.last.everywhere
+    everywhere = part.complete(p).u0[0].x.array[:owned]
+    assert part.last.everywhere and part.complete(p) is part.last  # no second solve
     np.testing.assert_array_equal(everywhere, whole.last.u0[0].x.array[:owned])
     whole.destroy()
     part.destroy()

@@ -50,6 +50,7 @@ class Evaluation:
     predictions: np.ndarray  # u_h(0, X_i) at this rank's points, shape=(n, K)
     steps: list[int]
     u0: list  # u_h(0, ·), K DG functions
+    everywhere: bool = True  # u0 at every node (False: only at ``ReducedFunctional.nodes_read``)
 
 
 class ReducedFunctional(Owned):
@@ -173,7 +174,7 @@ class ReducedFunctional(Owned):
         """Solve only for the nodes that J's data points and ``evaluators`` (e.g. the test
         points') read, where the scheme allows it: one semi-Lagrangian step from T to 0, fixed
         data points (no learned input layer). J and ∇J are unchanged; u_h(0) of ``last`` is
-        NaN elsewhere until an ``evaluate(p, everywhere=True)`` (collective).
+        NaN elsewhere until an ``evaluate(p, everywhere=True)`` or ``complete(p)`` (collective).
 
         Measured on peaks (data on the plane x3 = 0 of a 7³ P2 mesh): see
         ``python -m scripts.bench_schemes --problems peaks``."""
@@ -289,7 +290,8 @@ class ReducedFunctional(Owned):
         reg += self._input_regularization(p)[0]
         energy, self._energy_gradient = self._field_energy(theta)  # the gradient's, if one follows
         reg += energy
-        evaluation = Evaluation(data_loss + reg, data_loss, reg, predictions, result.steps_per_piece, result.u0)
+        evaluation = Evaluation(data_loss + reg, data_loss, reg, predictions, result.steps_per_piece, result.u0,
+                                everywhere=not only)
         return evaluation, field, result, dloss / self.num_points, at_points
 
     def __call__(self, p: np.ndarray) -> float:
@@ -297,6 +299,11 @@ class ReducedFunctional(Owned):
         evaluation, *_ = self._forward(p)
         self.last = evaluation
         return evaluation.value
+
+    def complete(self, p: np.ndarray) -> Evaluation:
+        """``last`` (which must be at ``p``) with u_h(0) at every node: one more solve only if
+        the last one traced fewer (``restrict``) (collective)."""
+        return self.last if self.last is not None and self.last.everywhere else self.evaluate(p, everywhere=True)
 
     def evaluate(self, p: np.ndarray, everywhere: bool = False) -> Evaluation:
         """J(p) with its parts and the predictions (collective); ``everywhere``: u_h(0) at every

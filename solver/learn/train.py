@@ -307,8 +307,6 @@ def _train(comm: MPI.Comm, problem: Problem, out: Path | None, resume: bool) -> 
         checked_on = problem.resolution
         history.append(record(comm, problem, state, seconds, result))
         log_line(history[-1], progress, problem.resolution.space)
-        # Raised only on the schedule (the end is the final check's), so that a run stopped
-        # and resumed with more iterations takes the same path as an uninterrupted one.
         done = certified_target(tc, result)
         if not done and at_target_but_resolution(tc, result):
             # The flow classifies the test points as well as the target asks and only the PDE's
@@ -321,6 +319,8 @@ def _train(comm: MPI.Comm, problem: Problem, out: Path | None, resume: bool) -> 
             checked_on = problem.resolution
             history[-1] = record(comm, problem, state, seconds, result)
             done = certified_target(tc, result)
+        # Raised past refine_above only on the schedule (the end is the final check's), so that a
+        # run stopped and resumed with more iterations takes the same path as an uninterrupted one.
         if scheduled and result.certified_difference > tc.refine_threshold and tc.adapt:
             new = next_resolution(comm, problem, state.p, tc.refine_threshold)
             problem, state = raise_resolution(comm, problem, state, new) or (problem, state)
@@ -368,8 +368,7 @@ def _train(comm: MPI.Comm, problem: Problem, out: Path | None, resume: bool) -> 
         if checkpoint is not None:
             save_checkpoint(comm, checkpoint, state, history, problem.resolution)
         raise stopping.Stopped(stop.signum, state.iteration, checkpoint) from None
-    if problem.J.nodes_read is not None:
-        problem.J.evaluate(state.p, everywhere=True)  # J.last's u_h(0) at every node, for what follows
+    problem.J.complete(state.p)  # J.last's u_h(0) at every node, for what follows
     if final.monte_carlo_bound > tc.tolerance / 2:  # the check could not see errors this large
         log.warning("the Monte Carlo's error bound %.3f is more than half train.tolerance = %g: what "
                     "the check certifies is loose; raise train.paths (standard error ~ 1/√paths) or "

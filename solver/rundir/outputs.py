@@ -76,8 +76,7 @@ def write_training_outputs(comm: MPI.Comm, outcome, out: Path) -> dict:
              resolution=problem.resolution.to_dict(), classes=list(problem.dataset.class_names),
              augmented=problem.dataset.augmented, **input_record(problem, state.p))
     metrics = training_metrics(comm, outcome)
-    if problem.J.nodes_read is not None:
-        problem.J.evaluate(state.p, everywhere=True)  # u0.bp and the pictures read every cell
+    problem.J.complete(state.p)  # u0.bp and the pictures read every cell
     if config.output.png:
         write_training_pictures(comm, problem, state.p, outcome.history, out, metrics["test_accuracy"])
     if config.output.vtx or config.output.animation:
@@ -203,8 +202,7 @@ def write_training_pictures(comm: MPI.Comm, problem, p: np.ndarray, history: lis
     from solver.fem.pointeval import evaluate_everywhere
 
     dataset, J = problem.dataset, problem.J
-    if J.nodes_read is not None:
-        J.evaluate(p, everywhere=True)  # the plot grid reads every cell
+    J.complete(p)  # the plot grid reads every cell
     raster = Raster.of(problem.domain, 81, slice_levels(problem.domain, dataset))
     raster.classify(evaluate_everywhere(problem.solver.V, J.last.u0, raster.plane_points(problem.domain),
                                         "plot grid", internal=True))

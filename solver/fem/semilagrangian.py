@@ -213,13 +213,7 @@ class SemiLagrangianSolver(Owned):
 
     def terminal_values(self, terminal) -> np.ndarray:
         """f at the nodes (owned and ghosts): shape=(K, n_local) (collective)."""
-        values = np.asarray(terminal(self.nodes), dtype=np.float64).reshape(self.num_local, -1)
-        if values.shape[1] != self.num_components:
-            raise InputError(f"terminal function has {values.shape[1]} components, the solver "
-                             f"expects {self.num_components}")
-        if self.comm.allreduce(int(not np.all(np.isfinite(values))), op=MPI.SUM):
-            raise InputError("terminal function f returned non-finite values on the mesh")
-        return np.ascontiguousarray(values.T)
+        return np.ascontiguousarray(self._terminal_at(terminal, self.nodes).T)
 
     def steps(self, slabs: int) -> list[tuple[int, int]]:
         """The semi-Lagrangian steps as slab ranges [j0, j1), in the order of the solve: the

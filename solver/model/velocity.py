@@ -336,8 +336,11 @@ class VelocityModel:
     def _evaluate_keeping(self, p: Params, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """v at ``x`` and the hidden layer a(W1 x + b1) (shape=(n, m)) it came from."""
         hidden = self._act.value(_affine(x, p.W1, p.b1))
-        out = hidden.copy() if self.layers == 1 else _affine(hidden, p.W2, p.b2)  # one layer: W2 = I, b2 = 0
-        out *= self.domain.cutoff(x)[:, None]
+        chi = self.domain.cutoff(x)[:, None]
+        if self.layers == 1:  # W2 = I, b2 = 0
+            return hidden * chi, hidden
+        out = _affine(hidden, p.W2, p.b2)
+        out *= chi
         return out, hidden
 
     def velocity(self, theta: np.ndarray, t: float, x: np.ndarray) -> np.ndarray:

@@ -115,9 +115,9 @@ def run_agreement(comm: MPI.Comm, problem, p: np.ndarray) -> tuple[dict, np.ndar
         result[name] = certify.compare_logits(MPI.COMM_SELF, fe, reference, y, bound).to_dict()
         what, value = ("characteristics", "f(q(T; X))") if bound is None else ("Monte Carlo", "E f(X_T)")
         log.info(
-            "%5s: PDE (%d cells, DG%d) and %s agree on %.2f%% of %d labels; "
+            "%5s: PDE (%d cells, %s%d) and %s agree on %.2f%% of %d labels; "
             "max |u_h(0, X) − %s| = %.3e; accuracy PDE %.4f, %s %.4f",
-            name, result["mesh_cells"], result["degree"], what,
+            name, result["mesh_cells"], problem.resolution.space, result["degree"], what,
             100 * result[name]["label_agreement"], len(X), value,
             result[name]["max_logit_difference"], result[name]["accuracy_pde"], what,
             result[name]["accuracy_characteristics"],

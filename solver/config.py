@@ -219,6 +219,9 @@ class InputConfig:
     decay: float = 0.0  # the learned layer's weight decay: weight of |E|² in J (e is not penalized)
     # InputLayer.pretrain; θ then starts at a tenth of field.scale (learn/train.py)
     pretrain: int = 0  # L-BFGS iterations fitting the learned layer and the output layer without the flow before training; 0: none
+    # the pretraining's restarts, each from its own seeded A, the lowest objective kept (local
+    # minima: InputLayer.pretrain); dealt out over the ranks
+    restarts: int = 1  # pretraining restarts (A drawn anew for each); the one of lowest objective is kept
 
 
 @dataclass(frozen=True)
@@ -499,6 +502,7 @@ def _input(r: _Reader, s: dict[str, Any]) -> InputConfig:
         init=partial(validate.choice, choices=INPUT_INITS),
         decay=partial(validate.number, low=0.0),
         pretrain=partial(validate.integer, low=0),
+        restarts=partial(validate.integer, low=1),
     ))
 
 

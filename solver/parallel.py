@@ -5,7 +5,8 @@ A set of n items known on every rank is split into contiguous, balanced shares
 (:func:`rank_share`); each rank works on its share, and :func:`gather_rows` concatenates the
 ranks' results in rank order, i.e. in the original order of the items, on every rank.
 Work that only rank 0 does (writing a file, reading one that may be broken) goes through
-:func:`on_rank0`, so that its result, or its ``InputError``, reaches every rank; checks that
+:func:`on_rank0`, so that its result, or its ``InputError``, reaches every rank (independent
+calls dealt out over the ranks, through :func:`shared_out`); checks that
 every rank does on its own go through :func:`agreed`, so that one rank's error raises on all.
 What still escapes on one rank only (a fault, not an input: MemoryError, a bug, a full disk)
 meets :func:`one_outcome`: the ranks that arrive at its end agree on one outcome, and a failed
@@ -72,6 +73,26 @@ def on_rank0(comm: MPI.Comm, fn, *args, **kwargs):
         message, source, name = value
         raise (UnstableSolve if name == "UnstableSolve" else InputError)(message, source)
     return value
+
+
+def shared_out(comm: MPI.Comm, fn, n: int) -> list:
+    """``[fn(0), …, fn(n − 1)]`` on every rank, each call made on one rank only (the calls dealt
+    out by :func:`rank_share`; collective: one allgather), or every rank raises the InputError of
+    the first call that raised one. Like :func:`on_rank0`, for n independent calls whose results
+    do not depend on where they ran (e.g. seeded restarts): the same list on any number of ranks.
+    """
+    verdict = None
+    try:
+        verdict = ("result", [fn(i) for i in range(n)[rank_share(comm, n)]])
+    except InputError as error:
+        verdict = ("error", (error.message, error.source, type(error).__name__))
+    results = []
+    for kind, value in comm.allgather(verdict):
+        if kind == "error":
+            message, source, name = value
+            raise (UnstableSolve if name == "UnstableSolve" else InputError)(message, source)
+        results.extend(value)
+    return results
 
 
 def check_same(comm: MPI.Comm, source: str, **arrays: np.ndarray) -> None:

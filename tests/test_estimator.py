@@ -160,6 +160,11 @@ def test_training_starts_where_the_pretrained_layers_end(comm):
     print(f"\nwine, training accuracy at the start: {start}")
     assert start[200] > 0.95 and start[0] < 0.9
     assert same_on_every_rank(comm, fits[200].parameters_)
+    # Restarts, dealt out over the ranks: the same choice on every rank (and on 1 and 2 ranks).
+    restarted = FlowClassifier(**small, input_pretrain=200, input_restarts=3).fit(X, y)
+    assert restarted.config_["input"]["restarts"] == 3
+    assert same_on_every_rank(comm, restarted.parameters_)
+    assert restarted.history_[0]["train_accuracy"] > 0.95
 
 
 @pytest.mark.serial

@@ -123,13 +123,17 @@ def test_pretrain_fits_the_layers_without_the_flow():
         return fn(A @ layer(q, X).T + b[:, None], targets)[0] / len(X)
 
     A0 = np.random.default_rng(7919).normal(0.0, 1.0 / np.sqrt(3), (3, 3))  # pretrain's seed 0 start
-    q, A, b = layer.pretrain(q0, X, y, 3, "cross_entropy", 1e-3, 200)
+    q, A, b, value = layer.pretrain(q0, X, y, 3, "cross_entropy", 1e-3, 200)
     assert loss(q, A, b, cross_entropy, y) < 0.5 * loss(q0, A0, np.zeros(3), cross_entropy, y)
+    E = q[: 3 * X.shape[1]]
+    assert value == pytest.approx(loss(q, A, b, cross_entropy, y) + 0.5e-3 * E @ E, rel=1e-12)
     assert np.mean(np.argmax(layer(q, X) @ A.T + b, axis=1) == y) > 0.95
     again = layer.pretrain(q0, X, y, 3, "cross_entropy", 1e-3, 200)
-    assert all(np.array_equal(u, v) for u, v in zip((q, A, b), again))
+    assert all(np.array_equal(u, v) for u, v in zip((q, A, b, value), again))
+    other = layer.pretrain(q0, X, y, 3, "cross_entropy", 1e-3, 200, restart=1)  # another start of A
+    assert not np.array_equal(other[1], A)
     t = (X[:, :1] - X[:, :1].mean()) / X[:, :1].std()  # a standardized target, shape=(n, 1)
-    q, A, b = layer.pretrain(q0, X, t, 1, "squared_error", 1e-3, 200)
+    q, A, b, _ = layer.pretrain(q0, X, t, 1, "squared_error", 1e-3, 200)
     assert loss(q, A, b, squared_error, t) < 0.05  # ½ mean square: R² > 0.9
 
 
@@ -335,6 +339,8 @@ def test_bad_inputs_of_many_features(tmp_path, capsys):
         config_from_dict({"input": {"dim": 4}}, source="p.toml")
     with pytest.raises(InputError, match=r"input\.pretrain"):
         config_from_dict({"input": {"pretrain": -1}}, source="p.toml")
+    with pytest.raises(InputError, match=r"input\.restarts"):
+        config_from_dict({"input": {"restarts": 0}}, source="p.toml")
     with pytest.raises(InputError, match=r"input\.decay"):
         config_from_dict({"input": {"decay": -1.0}}, source="p.toml")
     with pytest.raises(InputError, match=r"input\.kind.*sl"):

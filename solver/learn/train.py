@@ -31,7 +31,7 @@ from solver.fem.pointeval import PointEvaluator
 from solver.learn.reduced import ReducedFunctional
 from solver.model.from_config import velocity_model
 from solver.owned import Owned
-from solver.parallel import on_rank0, one_blas_thread, rank_share
+from solver.parallel import on_rank0, one_blas_thread, rank_share, shared_out
 from solver.model.velocity import VelocityModel
 from solver.rundir import store
 
@@ -222,14 +222,23 @@ PRETRAINED_THETA_SCALE = 0.1
 
 def pretrained(problem: Problem, layer, iterations: int) -> np.ndarray:
     """The starting p after ``InputLayer.pretrain`` of the input and output layers on all
-    training points, θ seeded at PRETRAINED_THETA_SCALE × field.scale (collective over J's
-    communicator: rank 0 fits, every rank gets its numbers, bit for bit)."""
+    training points, the best of ``input.restarts`` restarts (the lowest objective; the first
+    of equals), θ seeded at PRETRAINED_THETA_SCALE × field.scale (collective over J's
+    communicator: the restarts are dealt out over the ranks, every rank gets their numbers, bit
+    for bit, the same on any number of ranks)."""
     config, ds, comm = problem.config, problem.dataset, problem.J.comm
     started = time.perf_counter()
-    q, A, b = on_rank0(comm, layer.pretrain, ds.input_q, ds.features_train, ds.y_train, ds.num_classes,
-                       config.train.loss, config.input.decay, iterations, seed=config.train.seed)
-    log.info("input layer pretrained without the flow (%d L-BFGS iterations at most): %.1f s",
-             iterations, time.perf_counter() - started)
+
+    def restart(r: int):
+        return layer.pretrain(ds.input_q, ds.features_train, ds.y_train, ds.num_classes, config.train.loss,
+                              config.input.decay, iterations, seed=config.train.seed, restart=r)
+
+    fits = shared_out(comm, restart, config.input.restarts)
+    best = min(range(len(fits)), key=lambda r: fits[r][3])
+    q, A, b, _ = fits[best]
+    log.info("input layer pretrained without the flow (%d L-BFGS iterations at most, best of %d restarts: "
+             "restart %d, objective %s): %.1f s", iterations, len(fits), best,
+             " ".join(f"{fit[3]:.4g}" for fit in fits), time.perf_counter() - started)
     theta = problem.model.init(config.train.seed, PRETRAINED_THETA_SCALE * config.field.scale)
     return np.concatenate([theta, A.ravel(), b, q])
 

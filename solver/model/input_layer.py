@@ -150,20 +150,27 @@ class InputLayer:
         return np.concatenate([E.ravel(), np.zeros(d)])
 
     def pretrain(self, q: np.ndarray, X: np.ndarray, targets: np.ndarray, num_outputs: int, loss: str,
-                 decay: float, iterations: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 decay: float, iterations: int, seed: int = 0,
+                 restart: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
         """The layer and the output layer fitted without the flow: minimize
         (1/n) Σ_i loss(A z_i + b, y_i) + (δ/2)|E|², z = self(q, X), by L-BFGS (``learn/optimize.py``) from ``q``
         and a seeded random A (b = 0), at most ``iterations`` iterations.
+
+        The objective has many local minima (10 classes through 3 dimensions): ``restart`` r
+        starts A from the r-th seeded draw, and the caller keeps the restart of the lowest
+        objective (``learn/train.py``, ``input.restarts``).
 
         Args:
             q: the starting layer parameters (:meth:`initial`), shape=(n_params,).
             X: all training features, shape=(n, F); targets: their labels, shape=(n,) (ints,
                 cross-entropy) or standardized targets, shape=(n,) or (n, K) (squared error).
             num_outputs: K; loss: "cross_entropy" or "squared_error"; decay: δ.
+            seed, restart: A's start is drawn from ``default_rng(seed + 7919 + restart)``.
 
         Returns:
-            (q, shape=(n_params,); A, shape=(K, d); b, shape=(K,)). Deterministic: every rank
-            that calls it with the same arguments gets the same numbers (no communication).
+            (q, shape=(n_params,); A, shape=(K, d); b, shape=(K,); the objective there).
+            Deterministic: every rank that calls it with the same arguments gets the same
+            numbers (no communication).
         """
         from solver.learn import optimize  # the training's own L-BFGS (scipy's L-BFGS-B took 11 of
         # 15 s inside its Fortran core for 1000 iterations on digits, 235 parameters, machine loaded)
@@ -172,7 +179,7 @@ class InputLayer:
         fn = cross_entropy if loss == "cross_entropy" else squared_error
         d, K, n, m = self.dim, num_outputs, len(X), self.n_params
         n_E = d * self.num_features
-        A0 = np.random.default_rng(seed + 7919).normal(0.0, 1.0 / np.sqrt(d), (K, d))
+        A0 = np.random.default_rng(seed + 7919 + restart).normal(0.0, 1.0 / np.sqrt(d), (K, d))
 
         def objective(v):
             qv, A, b = v[:m], v[m : m + K * d].reshape(K, d), v[m + K * d :]
@@ -192,7 +199,7 @@ class InputLayer:
             except optimize.NoDecrease:  # converged to what the line search can resolve
                 break
         v = state.p
-        return v[:m], v[m : m + K * d].reshape(K, d), v[m + K * d :]
+        return v[:m], v[m : m + K * d].reshape(K, d), v[m + K * d :], float(state.value)
 
     # --- the map and its vector-Jacobian product ------------------------------------------
 

@@ -220,25 +220,31 @@ def initial_parameters(problem: Problem) -> np.ndarray:
 PRETRAINED_THETA_SCALE = 0.1
 
 
+def pretrain_input(comm: MPI.Comm, layer, q: np.ndarray, X: np.ndarray, targets: np.ndarray, num_outputs: int,
+                   loss: str, decay: float, iterations: int, restarts: int = 1,
+                   seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[float]]:
+    """``InputLayer.pretrain`` from ``restarts`` seeded starts of A (its arguments), the lowest
+    objective kept (the first of equals): (q, A, b, every restart's objective). Collective: the
+    restarts are dealt out over the ranks, and every rank gets the same numbers, bit for bit, on
+    any number of ranks."""
+    fits = shared_out(comm, lambda r: layer.pretrain(q, X, targets, num_outputs, loss, decay, iterations,
+                                                     seed=seed, restart=r), restarts)
+    values = [fit[3] for fit in fits]
+    return (*fits[values.index(min(values))][:3], values)
+
+
 def pretrained(problem: Problem, layer, iterations: int) -> np.ndarray:
-    """The starting p after ``InputLayer.pretrain`` of the input and output layers on all
-    training points, the best of ``input.restarts`` restarts (the lowest objective; the first
-    of equals), θ seeded at PRETRAINED_THETA_SCALE × field.scale (collective over J's
-    communicator: the restarts are dealt out over the ranks, every rank gets their numbers, bit
-    for bit, the same on any number of ranks)."""
+    """The starting p after :func:`pretrain_input` of the input and output layers on all
+    training points (``input.restarts`` restarts), θ seeded at PRETRAINED_THETA_SCALE ×
+    field.scale (collective over J's communicator)."""
     config, ds, comm = problem.config, problem.dataset, problem.J.comm
     started = time.perf_counter()
-
-    def restart(r: int):
-        return layer.pretrain(ds.input_q, ds.features_train, ds.y_train, ds.num_classes, config.train.loss,
-                              config.input.decay, iterations, seed=config.train.seed, restart=r)
-
-    fits = shared_out(comm, restart, config.input.restarts)
-    best = min(range(len(fits)), key=lambda r: fits[r][3])
-    q, A, b, _ = fits[best]
-    log.info("input layer pretrained without the flow (%d L-BFGS iterations at most, best of %d restarts: "
-             "restart %d, objective %s): %.1f s", iterations, len(fits), best,
-             " ".join(f"{fit[3]:.4g}" for fit in fits), time.perf_counter() - started)
+    q, A, b, values = pretrain_input(comm, layer, ds.input_q, ds.features_train, ds.y_train, ds.num_classes,
+                                     config.train.loss, config.input.decay, iterations, config.input.restarts,
+                                     seed=config.train.seed)
+    log.info("input layer pretrained without the flow (%d L-BFGS iterations at most; objective %s over %d "
+             "restarts, the lowest kept): %.1f s", iterations, " ".join(f"{v:.4g}" for v in values), len(values),
+             time.perf_counter() - started)
     theta = problem.model.init(config.train.seed, PRETRAINED_THETA_SCALE * config.field.scale)
     return np.concatenate([theta, A.ravel(), b, q])
 

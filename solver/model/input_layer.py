@@ -181,14 +181,17 @@ class InputLayer:
         n_E = d * self.num_features
         A0 = np.random.default_rng(seed + 7919 + restart).normal(0.0, 1.0 / np.sqrt(d), (K, d))
 
+        x = self.standardize(X)  # once: the objective below is called some thousand times
+
         def objective(v):
             qv, A, b = v[:m], v[m : m + K * d].reshape(K, d), v[m + K * d :]
-            z = self(qv, X)
+            w = self._pre(qv, x)
+            z = squash(w, self.center, self.half, self.ball)
             value, g = fn(A @ z.T + b[:, None], targets)  # g: shape=(K, n)
             g = g / n
             E = qv[:n_E]
-            gq = self.vjp(qv, X, g.T @ A)
-            gq[:n_E] += decay * E
+            gw = self._pre_cotangent(w, g.T @ A)
+            gq = np.concatenate([(gw.T @ x).ravel() + decay * E, gw.sum(axis=0)])
             return value / n + 0.5 * decay * float(E @ E), np.concatenate([gq, (g @ z).ravel(), g.sum(axis=1)])
 
         start = np.concatenate([np.asarray(q, dtype=np.float64), A0.ravel(), np.zeros(K)])
@@ -212,8 +215,12 @@ class InputLayer:
 
     def pre(self, q: np.ndarray, X: np.ndarray) -> np.ndarray:
         """w = E x̂ + e, shape=(n, d)."""
+        return self._pre(q, self.standardize(X))
+
+    def _pre(self, q: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """w = E x + e for standardized features ``x``, shape=(n, d)."""
         E, e = self.split(q)
-        return self.standardize(X) @ E.T + e
+        return x @ E.T + e
 
     def __call__(self, q: np.ndarray, X: np.ndarray) -> np.ndarray:
         """z, shape=(n, d), strictly inside Ω's central part."""
@@ -229,13 +236,15 @@ class InputLayer:
     def vjp(self, q: np.ndarray, X: np.ndarray, gz: np.ndarray) -> np.ndarray:
         """(∂z/∂q)ᵀ gz for the cotangents ``gz`` (shape=(n, d)) of z: shape=(n_params,)."""
         x = self.standardize(X)
-        w = self.pre(q, X)
-        if not self.ball:
-            gw = gz * self.half * (1.0 - np.tanh(w) ** 2)
-        else:
-            g, dg = self._radial(w)  # z − c = ρ g(r) w, dz = ρ (g dw + (g'(r)/r) w (w·dw))
-            gw = self.half[0] * (g[:, None] * gz + (dg * np.sum(w * gz, axis=1))[:, None] * w)
+        gw = self._pre_cotangent(self._pre(q, x), gz)
         return np.concatenate([(gw.T @ x).ravel(), gw.sum(axis=0)])
+
+    def _pre_cotangent(self, w: np.ndarray, gz: np.ndarray) -> np.ndarray:
+        """(∂z/∂w)ᵀ gz at w = E x̂ + e, shape=(n, d): the squash's transpose."""
+        if not self.ball:
+            return gz * self.half * (1.0 - np.tanh(w) ** 2)
+        g, dg = self._radial(w)  # z − c = ρ g(r) w, dz = ρ (g dw + (g'(r)/r) w (w·dw))
+        return self.half[0] * (g[:, None] * gz + (dg * np.sum(w * gz, axis=1))[:, None] * w)
 
     @staticmethod
     def _radial(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

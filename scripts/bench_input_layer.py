@@ -63,8 +63,8 @@ class LayersAlone(BaseEstimator):
     without the flow as its ``fit`` does (``pretrain_input``, the estimator's decay of E,
     ``INPUT_PRETRAIN`` iterations, ``INPUT_RESTARTS`` restarts): u(0, x) = A z + b."""
 
-    def __init__(self, flow=None, init="pca", seed=0):
-        self.flow, self.init, self.seed = flow, init, seed
+    def __init__(self, flow=None, init="pca", seed=0, restarts=INPUT_RESTARTS):
+        self.flow, self.init, self.seed, self.restarts = flow, init, seed, restarts
 
     def fit(self, X, y):
         classes = isinstance(self.flow, FlowClassifier)
@@ -79,7 +79,7 @@ class LayersAlone(BaseEstimator):
         q0 = self.layer_.initial(X, targets if classes else None, self.init)
         self.q_, self.A_, self.b_, _ = pretrain_input(MPI.COMM_SELF, self.layer_, q0, X, targets, outputs, loss,
                                                       self.flow._default_input_decay, INPUT_PRETRAIN,
-                                                      INPUT_RESTARTS, seed=self.seed)
+                                                      self.restarts, seed=self.seed)
         return self
 
     def _outputs(self, X):
@@ -94,6 +94,14 @@ class ClassifierAlone(ClassifierMixin, LayersAlone):
 class RegressorAlone(RegressorMixin, LayersAlone):
     def predict(self, X):
         return self._outputs(X)[:, 0] * self.std_ + self.mean_
+
+
+def restart_rows(task: str, init: str, seed: int, sweep: tuple[int, ...]) -> dict:
+    """The "layers alone" model with each of the restart counts ``sweep``, by name (factories)."""
+    alone = ClassifierAlone if task == "classification" else RegressorAlone
+    owner = FlowClassifier if task == "classification" else FlowRegressor
+    return {f"layers alone (best of {r})": (lambda r=r: make_pipeline(StandardScaler(), alone(owner(), init, seed, r)))
+            for r in sweep}
 
 
 def models(task: str, iterations: int, init: str, seed: int) -> dict:
@@ -119,15 +127,14 @@ def models(task: str, iterations: int, init: str, seed: int) -> dict:
 
 
 def cross_validate(name: str, task: str, iterations: int, init: str, folds: int, seed: int,
-                   only: list[str] | None = None) -> dict:
+                   only: list[str] | None = None, sweep: tuple[int, ...] = ()) -> dict:
     """Every model (or those named in ``only``) on the same folds: scores, fit seconds,
     certification (flows)."""
     X, y = DATA[name][0](return_X_y=True)
     splitter = (StratifiedKFold if task == "classification" else KFold)(folds, shuffle=True, random_state=seed)
     rows = {}
-    for label, make in models(task, iterations, init, seed).items():
-        if only and label not in only:
-            continue
+    chosen = {label: make for label, make in models(task, iterations, init, seed).items() if not only or label in only}
+    for label, make in (chosen | restart_rows(task, init, seed, sweep)).items():
         scores, seconds, certified = [], [], []
         for train, test in splitter.split(X, y):
             model = make()
@@ -178,21 +185,24 @@ def main() -> None:
     parser.add_argument("--init", default="pca", choices=("pca", "lda"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", default="", help="comma-separated model names (default: all)")
+    parser.add_argument("--restarts-sweep", default="", help="comma-separated restart counts: a 'layers alone "
+                        "(best of R)' row for each (default: none)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     root = Path(__file__).resolve().parent.parent
     commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=root, capture_output=True,
                             text=True).stdout.strip()
     meta = dict(command="python scripts/bench_input_layer.py " + " ".join(
-                    f"--{k} {v!r}" if k == "models" else f"--{k} {v}" for k, v in vars(args).items()
-                    if k != "out" and not (k == "models" and not v)),
+                    f"--{k} {v!r}" if k == "models" else f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+                    if k != "out" and not (k in ("models", "restarts_sweep") and not v)),
                 commit=commit, machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
                 load_start=[round(x, 2) for x in os.getloadavg()], folds=args.folds,
                 iterations=args.iterations, init=args.init)
     results = {}
     for name in args.data.split(","):
         results[name] = cross_validate(name, DATA[name][1], args.iterations, args.init, args.folds, args.seed,
-                                       [m for m in args.models.split(",") if m])
+                                       [m for m in args.models.split(",") if m],
+                                       tuple(int(r) for r in args.restarts_sweep.split(",") if r))
         meta["load_end"] = [round(x, 2) for x in os.getloadavg()]
         (args.out / "results.json").write_text(json.dumps(dict(meta=meta, results=results), indent=1))
         (args.out / "report.md").write_text(report(results, meta))  # after each data set: nothing lost

@@ -116,16 +116,15 @@ _KEYS = {f"{section}.{key}": name for name, (section, key) in PARAMETERS.items()
 _KEY_PATTERN = re.compile(r"\b(" + "|".join(re.escape(k) for k in sorted(_KEYS, key=len, reverse=True)) + r")\b")
 DATA_FILE = "data.csv"  # the training points, in a run directory that fit writes
 # The estimators' input.pretrain: L-BFGS iterations of the learned input layer and the output
-# layer without the flow before training. Measured on digits (scripts/bench_input_layer.py, 5
-# folds, 100 iterations, docs/experiments/input-layer/report.md): test accuracy 0.848 ± 0.020 in
-# 6 s per fit; on fold 0, 0.850 in 9.1 s with 50 iterations, against 0.825 in 74 s with 200
-# iterations and no pretraining. 3000 pretraining iterations: 0.851 ± 0.022 over the 5 folds.
+# layer without the flow before training. Measured on digits (fold 0 of
+# scripts/bench_input_layer.py's folds, one start): 0.850 in 9.1 s with 50 flow iterations after
+# it, against 0.825 in 74 s with 200 iterations and no pretraining.
 INPUT_PRETRAIN = 1000
 # The estimators' input.restarts: that pretraining from as many seeded starts of A, the lowest
-# objective kept. Digits through a 3D box has many local minima: over 5 folds, the pretrained
-# model alone (no flow; /tmp script, the folds of scripts/bench_input_layer.py) scored 0.848 ±
-# 0.020 from one start and 0.854, 0.879, 0.881, 0.874 as the best of 4, 6, 8, 10; its test
-# accuracy on fold 0 ranged over 0.819–0.897 across the starts. Dealt out over the ranks.
+# objective kept, dealt out over the ranks. Digits through a 3D box has many local minima (fold 0:
+# test accuracy 0.819–0.897 across the starts); the layers alone over 5 folds, best of 1, 2, 4, 8,
+# 16: 0.846, 0.860, 0.854, 0.881, 0.874, and the flow after the best of 8: 0.885 against the
+# bottleneck MLP's 0.864 (docs/experiments/input-layer/report.md).
 INPUT_RESTARTS = 8
 
 

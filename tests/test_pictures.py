@@ -44,7 +44,7 @@ def drawn(monkeypatch):
     record = {}
     save = plots.save_figure
 
-    def recording(plt, fig, path):
+    def recording(fig, path):
         axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
         shown = []
         for ax in axes:
@@ -58,7 +58,7 @@ def drawn(monkeypatch):
                    for t in legend.get_texts()]
         record[Path(path).name] = dict(axes=shown, suptitle=fig._suptitle.get_text() if fig._suptitle else "",
                                        legends=legends)
-        save(plt, fig, path)
+        save(fig, path)
 
     monkeypatch.setattr(plots, "save_figure", recording)
     return record
@@ -235,7 +235,8 @@ def test_decision_boundary_display_works_with_the_estimator(tmp_path, drawn):
     display.ax_.set_title("FlowClassifier on moons: P(class 1)")
     probability = display.response
     assert probability.shape == (40, 40) and 0.0 <= probability.min() < 0.2 and 0.8 < probability.max() <= 1.0
-    plots.save_figure(plt, display.figure_, tmp_path / "boundary.png")
+    plots.save_figure(display.figure_, tmp_path / "boundary.png")
+    plt.close(display.figure_)  # scikit-learn drew it through pyplot
     check_picture(tmp_path / "boundary.png", drawn["boundary.png"])
 
 

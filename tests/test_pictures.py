@@ -44,7 +44,7 @@ def drawn(monkeypatch):
     record = {}
     save = plots.save_figure
 
-    def recording(plt, fig, path):
+    def recording(fig, path):
         axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
         shown = []
         for ax in axes:
@@ -58,7 +58,7 @@ def drawn(monkeypatch):
                    for t in legend.get_texts()]
         record[Path(path).name] = dict(axes=shown, suptitle=fig._suptitle.get_text() if fig._suptitle else "",
                                        legends=legends)
-        save(plt, fig, path)
+        save(fig, path)
 
     monkeypatch.setattr(plots, "save_figure", recording)
     return record
@@ -235,7 +235,8 @@ def test_decision_boundary_display_works_with_the_estimator(tmp_path, drawn):
     display.ax_.set_title("FlowClassifier on moons: P(class 1)")
     probability = display.response
     assert probability.shape == (40, 40) and 0.0 <= probability.min() < 0.2 and 0.8 < probability.max() <= 1.0
-    plots.save_figure(plt, display.figure_, tmp_path / "boundary.png")
+    plots.save_figure(display.figure_, tmp_path / "boundary.png")
+    plt.close(display.figure_)  # scikit-learn drew it through pyplot
     check_picture(tmp_path / "boundary.png", drawn["boundary.png"])
 
 
@@ -253,3 +254,86 @@ def test_views_draw_in_data_coordinates():
     lo, hi = view.data(np.array([box.lower, box.upper]))
     assert view.extent() == pytest.approx([lo[0], hi[0], lo[1], hi[1]])
     assert view.label(0) == "x1 (data coordinates)"
+
+
+# Draws every library picture (synthetic data, no solve) with the svg backend chosen first, as a
+# notebook has its inline backend; prints what it finds afterwards.
+DRAW_UNDER_ANOTHER_BACKEND = r"""
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("svg")
+from mpi4py import MPI  # noqa: F401 (before anything that loads dolfinx)
+import numpy as np
+
+from solver.model.data import Scaling
+from solver.model.domain import Box
+from solver.rundir import plots
+from solver.rundir.animation import draw_flow_animation
+from solver.rundir.outputs import Raster
+from solver.rundir.predictions import _map_figure
+
+out = Path(sys.argv[1])
+rng = np.random.default_rng(0)
+box = Box((-1.0, -1.0), (1.0, 1.0))
+view = plots.View(box, Scaling((2.0, 2.0), (0.1, -0.2)), ("x1", "x2"), ("a", "b"))
+X = rng.uniform(-0.9, 0.9, (40, 2))
+y = (X[:, 0] * X[:, 1] > 0).astype(int)
+times = np.linspace(0.0, 1.0, 3)
+paths = X[None] * (1 - 0.2 * times)[:, None, None]  # (times, n, 2)
+grid = np.stack([a.ravel() for a in np.meshgrid(*2 * [np.linspace(-1, 1, 9)], indexing="ij")], axis=1)
+raster = Raster.of(box, 9)
+raster.classify(np.column_stack([grid[:, 0], -grid[:, 0]]))
+history = [dict(iteration=i, loss=1.0 / (i + 1), train_accuracy=0.5, test_accuracy=0.5, cells=8, degree=1,
+                refinements=0, max_logit_difference=0.1, label_agreement=0.99) for i in range(3)]
+plots.comparison_figure(out / "comparison.png", grid, grid[:, 0], grid[:, 0] + 1e-3, paths, "comparison")
+plots.convergence_figure(out / "convergence.png", dict(rows=[dict(h_min=h, l2=h**2, max_points=h) for h in (0.5, 0.25)],
+                                                       fitted_order_l2=2.0, fitted_order_max=1.0), "convergence")
+plots.prediction_figure(out / "prediction.png", view, raster, X, y, X, y, y, "prediction")
+plots.velocity_figure(out / "velocity.png", view, grid, np.stack(2 * [grid[:, ::-1]]), [0.0, 1.0],
+                      1 - np.max(grid**2, axis=1), "velocity")
+plots.characteristics_figure(out / "characteristics.png", view, paths, y, "characteristics")
+plots.loss_figure(out / "loss.png", history, "loss")
+plots.confusion_figure(out / "confusion.png", y, 1 - y, ["a", "b"], "confusion")
+plots.certification_figure(out / "certification.png", history, 0.5, 0.95, "certification")
+plots.roc_figure(out / "roc.png", y, X[:, 0] * X[:, 1] + 0.5, ["a", "b"], "roc")
+plots.reliability_figure(out / "reliability.png", y, np.column_stack([1 - y, y]) * 0.8 + 0.1, "reliability")
+_map_figure(out / "map.png", grid.reshape(9, 9, 2), (grid[:, 0] > 0).astype(int).reshape(9, 9),
+            np.full((9, 9), 0.9), ("a", "b"), "map")
+draw_flow_animation(out / "flow.gif", view, times, paths, y, 2, [raster.slices[0][1]] * 3, "flow")
+cube = Box((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0))
+view3 = plots.View(cube, Scaling.identity(3), ("x1", "x2", "x3"))
+paths3 = np.concatenate([paths, np.zeros((3, 40, 1))], axis=2)
+plots.characteristics_figure(out / "characteristics3d.png", view3, paths3, y, "characteristics 3D")
+draw_flow_animation(out / "flow3d.gif", view3, times, paths3, y, 2, None, "flow 3D")
+print(json.dumps(dict(backend=matplotlib.get_backend(), pyplot="matplotlib.pyplot" in sys.modules)))
+"""
+
+
+@pytest.mark.serial  # a subprocess: under mpirun it would inherit the rank's MPI environment
+def test_pictures_leave_the_users_backend_alone(tmp_path):
+    """A user's backend (a notebook's inline one; here svg, chosen before pyplot is imported) is
+    the same after the library drew every picture and both animations, and pyplot (its global
+    figures) was never imported: the library draws on plain matplotlib Figures."""
+    import json
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", DRAW_UNDER_ANOTHER_BACKEND, str(tmp_path)], cwd=root,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen == dict(backend="svg", pyplot=False), seen
+    pictures = ("comparison", "convergence", "prediction", "velocity", "characteristics", "loss", "confusion",
+                "certification", "roc", "reliability", "map", "characteristics3d")
+    for name in pictures:
+        with Image.open(tmp_path / f"{name}.png") as image:
+            assert image.format == "PNG" and min(image.size) > 200, (name, image.size)
+    for name in ("flow", "flow3d"):
+        assert gif_frames(tmp_path / f"{name}.gif") == (3, (358, 358)), name  # 5.6 in at 64 dpi

@@ -90,19 +90,16 @@ def write_flow_animation(comm: MPI.Comm, problem, p: np.ndarray, result, path: P
 
 def draw_flow_animation(path: Path, view, times, paths, labels, K: int, images, name: str) -> int:
     """The GIF of :func:`write_flow_animation` (rank-local); returns the number of frames."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.animation import PillowWriter
+    from matplotlib.lines import Line2D
 
-    from solver.rundir.plots import class_image
+    from solver.rundir.plots import class_image, figure, tab10
 
-    cmap = plt.get_cmap("tab10")
+    cmap = tab10()
     colours = [cmap(int(k)) for k in labels]
     data = view.data(paths)
     three = view.dim == 3
-    fig = plt.figure(figsize=(5.6, 5.6), dpi=64)
+    fig = figure(figsize=(5.6, 5.6), dpi=64)  # a plain Figure on an Agg canvas: the user's backend stays
     if three:
         ax = fig.add_subplot(projection="3d")
         dots = ax.scatter(*data[0].T, c=colours, s=6, depthshade=False)
@@ -123,7 +120,7 @@ def draw_flow_animation(path: Path, view, times, paths, labels, K: int, images, 
         what = ("points q(t; X) (colour: true class) over the class u_h(t, ·) predicts;\n"
                 "t = 0: the prediction, t = T: the output layer f")
     present = sorted(set(int(k) for k in labels))
-    fig.legend(handles=[plt.Line2D([], [], color=cmap(k), marker="o", ls="", label=view.class_name(k))
+    fig.legend(handles=[Line2D([], [], color=cmap(k), marker="o", ls="", label=view.class_name(k))
                         for k in present], loc="lower center", ncols=min(len(present), 5), fontsize=7)
     heading = ax.set_title("", fontsize=8)
     ax.locator_params(nbins=5)  # text layout is most of a frame's cost: fewer tick labels
@@ -146,7 +143,6 @@ def draw_flow_animation(path: Path, view, times, paths, labels, K: int, images, 
             for i in range(len(times)):
                 frame(i)
                 writer.grab_frame()
-        plt.close(fig)
         with atomic_file(path) as f:
             f.write(gif.read_bytes())
     return len(times)

@@ -1,6 +1,8 @@
-"""Pictures (rank-local, matplotlib's Agg backend): plotting lives at the edge, not in the core.
+"""Pictures (rank-local): plotting lives at the edge, not in the core.
 
-Each picture is written atomically (``solver.rundir.files.atomic_file``): whole, or not at all.
+Every picture is a plain ``matplotlib.figure.Figure`` drawn by Agg (:func:`figure`), never
+through pyplot: the user's backend (a notebook's inline one) and pyplot's figures stay as they
+were. Each picture is written atomically (``solver.rundir.files.atomic_file``): whole, or not at all.
 """
 
 from __future__ import annotations
@@ -8,27 +10,37 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from solver.rundir.files import atomic_file
 
 
-def _pyplot():
-    import matplotlib
+def figure(**kw) -> Figure:
+    """A new Figure (``Figure``'s keywords: figsize, dpi, layout) on its own Agg canvas.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Not pyplot: ``matplotlib.use("Agg")`` would switch the user's backend for the rest of the
+    session (a notebook's ``plt.show()`` then shows nothing), and pyplot keeps every figure
+    until it is closed. This figure is freed with its last reference.
+    """
+    fig = Figure(**kw)
+    FigureCanvasAgg(fig)  # sets fig.canvas; also what an animation's writer draws the frames with
+    return fig
 
-    return plt
+
+def tab10():
+    """The class colours: class k is ``tab10()(k)``."""
+    return matplotlib.colormaps["tab10"]
 
 
-def save_figure(plt, fig, path: str | Path) -> None:
-    """Write ``fig`` to ``path`` (PNG) atomically and close it."""
-    try:
-        with atomic_file(path) as f:
-            fig.savefig(f, format="png", dpi=110)
-    finally:
-        plt.close(fig)
+def save_figure(fig: Figure, path: str | Path) -> None:
+    """Write ``fig`` to ``path`` (PNG) atomically."""
+    with atomic_file(path) as f:
+        fig.savefig(f, format="png", dpi=110)
 
 
 def _slice_2d(grid: np.ndarray, *values: np.ndarray):
@@ -60,12 +72,12 @@ def comparison_figure(
         trajectories: sample characteristics q(t), shape=(num_times, num_points, d), or None.
         title: the figure's title.
     """
-    plt = _pyplot()
     xy, fe, ref = _slice_2d(grid, fe_grid, ref_grid)
     if grid.shape[1] == 3:
         title += f" (3D: the grid's x3-plane nearest the middle, {len(xy)} of {len(grid)} points)"
     err = np.abs(fe - ref)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), constrained_layout=True)
+    fig = figure(figsize=(15, 4.6), layout="constrained")
+    axes = fig.subplots(1, 3)
     vmin, vmax = min(fe.min(), ref.min()), max(fe.max(), ref.max())
     for ax, values, name in ((axes[0], fe, "u_h(0, x)  (finite elements)"), (axes[1], ref, "f(q(T; x))  (characteristics)")):
         tc = ax.tricontourf(xy[:, 0], xy[:, 1], values, levels=30, vmin=vmin, vmax=vmax, cmap="viridis")
@@ -88,15 +100,15 @@ def comparison_figure(
         ax.set_xlabel("x1")
         ax.set_ylabel("x2")
     fig.suptitle(title)
-    save_figure(plt, fig, path)
+    save_figure(fig, path)
 
 
 def convergence_figure(path: str | Path, study: dict, title: str) -> None:
     """Errors against h_min on log-log axes, with the fitted orders."""
-    plt = _pyplot()
     rows = study["rows"]
     h = np.array([r["h_min"] for r in rows])
-    fig, ax = plt.subplots(figsize=(5.5, 4.5), constrained_layout=True)
+    fig = figure(figsize=(5.5, 4.5), layout="constrained")
+    ax = fig.subplots()
     for key, label, order in (
         ("l2", "L2", study["fitted_order_l2"]),
         ("max_points", "max at points", study["fitted_order_max"]),
@@ -107,7 +119,7 @@ def convergence_figure(path: str | Path, study: dict, title: str) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     ax.set_title(title)
-    save_figure(plt, fig, path)
+    save_figure(fig, path)
 
 
 # --- training pictures: drawn in data coordinates ---------------------------------------------
@@ -221,14 +233,13 @@ def prediction_figure(path, view: View, raster, X_train, y_train, X_test, y_test
             true classes (shape=(m,)): every point drawn (up to SHOWN_POINTS of each set); None
             leaves the bottom row out but the 3D scatter.
     """
-    plt = _pyplot()
-    cmap = plt.get_cmap("tab10")
+    cmap = tab10()
     K = raster.num_classes
     slices = raster.slices
     three = view.dim == 3
     columns = max(len(slices), 3) if three else 1
     rows = 2 if three else 1
-    fig = plt.figure(figsize=(5.2 * columns, 5.0 * rows + 0.6), constrained_layout=True)
+    fig = figure(figsize=(5.2 * columns, 5.0 * rows + 0.6), layout="constrained")
     misclassified = int(np.sum(predicted_test != y_test))
     shown = ""
     if len(X_train) > SHOWN_POINTS or len(X_test) > SHOWN_POINTS:
@@ -275,13 +286,13 @@ def prediction_figure(path, view: View, raster, X_train, y_train, X_test, y_test
                      f"coordinates)", fontsize=8)
         if wrong.any():
             ax.legend(fontsize=7, loc="upper left")
-    handles = [plt.Line2D([], [], color=cmap(k), marker="s", ls="", label=view.class_name(k)) for k in range(K)]
-    handles += [plt.Line2D([], [], color="gray", marker="o", ls="", ms=4, label="train point (true class)"),
-                plt.Line2D([], [], color="gray", marker="s", ls="", mec="k", label="test point (true class)"),
-                plt.Line2D([], [], color="k", lw=0.5, label="probability 0.6, 0.8, 0.95")]
+    handles = [Line2D([], [], color=cmap(k), marker="s", ls="", label=view.class_name(k)) for k in range(K)]
+    handles += [Line2D([], [], color="gray", marker="o", ls="", ms=4, label="train point (true class)"),
+                Line2D([], [], color="gray", marker="s", ls="", mec="k", label="test point (true class)"),
+                Line2D([], [], color="k", lw=0.5, label="probability 0.6, 0.8, 0.95")]
     fig.legend(handles=handles, loc="outside lower center", ncols=3 if columns == 1 else len(handles), fontsize=7)
     fig.suptitle(f"{title}\nbackground: class predicted by u_h(0, ·){shown}", fontsize=10)
-    save_figure(plt, fig, path)
+    save_figure(fig, path)
 
 
 def _projection_panels(fig, rows: int, columns: int, view: View, flow, K: int, cmap) -> None:
@@ -322,8 +333,8 @@ def velocity_figure(path, view: View, grid, velocities, times, chi, title) -> No
         grid: points of the x1-x2 plane (the middle slice in 3D), shape=(n, d), Ω coordinates.
         velocities: Ω units per unit time, shape=(len(times), n, d); chi: χ at the grid, shape=(n,).
     """
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(times), figsize=(4.3 * len(times), 4.8), constrained_layout=True)
+    fig = figure(figsize=(4.3 * len(times), 4.8), layout="constrained")
+    axes = fig.subplots(1, len(times))
     axes = np.atleast_1d(axes)
     xy = view.data(grid)[:, :2]
     v_data = view.velocity(velocities)[..., :2]  # data units per unit time
@@ -339,13 +350,13 @@ def velocity_figure(path, view: View, grid, velocities, times, chi, title) -> No
         ax.set_xlabel(view.label(0))
         ax.set_ylabel(view.label(1))
         ax.set_title(f"v(t = {t:.2f}, ·); max |v| {speed.max():.3g} data units per unit t", fontsize=9)
-    handles = [plt.Line2D([], [], color="r", lw=2, label="χ = 0: ∂Ω, where v vanishes"),
-               plt.matplotlib.patches.Patch(color="0.6", alpha=0.3, label="χ < 0.05: v damped to < 5%")]
+    handles = [Line2D([], [], color="r", lw=2, label="χ = 0: ∂Ω, where v vanishes"),
+               Patch(color="0.6", alpha=0.3, label="χ < 0.05: v damped to < 5%")]
     fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8)
     where = "" if view.dim == 2 else f"; the slice {view.names[2]} = middle of Ω, in-plane components (v1, v2)"
     fig.suptitle(f"{title}: arrows v(t, x)·τ, τ = {tau:.3g} (data units, as the axes), colour |v|{where}",
                  fontsize=10)
-    save_figure(plt, fig, path)
+    save_figure(fig, path)
 
 
 def characteristics_figure(path, view: View, trajectories, labels, title) -> None:
@@ -354,9 +365,8 @@ def characteristics_figure(path, view: View, trajectories, labels, title) -> Non
     Args:
         trajectories: Ω coordinates, shape=(num_times, n, d); labels: shape=(n,).
     """
-    plt = _pyplot()
-    cmap = plt.get_cmap("tab10")
-    fig = plt.figure(figsize=(6.2, 5.8), constrained_layout=True)
+    cmap = tab10()
+    fig = figure(figsize=(6.2, 5.8), layout="constrained")
     three = view.dim == 3
     ax = fig.add_subplot(projection="3d") if three else fig.add_subplot()
     paths = view.data(trajectories)
@@ -375,16 +385,16 @@ def characteristics_figure(path, view: View, trajectories, labels, title) -> Non
     ax.set_title(f"{title}\nq(t; X) from t = 0 (dot) to T (cross), colour: true class"
                  + (" (3D, data coordinates)" if three else ""), fontsize=9)
     present = sorted(set(int(k) for k in labels))
-    ax.legend(handles=[plt.Line2D([], [], color=cmap(k), lw=1, label=view.class_name(k)) for k in present],
+    ax.legend(handles=[Line2D([], [], color=cmap(k), lw=1, label=view.class_name(k)) for k in present],
               fontsize=7, loc="best")
-    save_figure(plt, fig, path)
+    save_figure(fig, path)
 
 
 def loss_figure(path, history: list[dict], title) -> None:
     """Loss (log scale) and train/test accuracy against the iteration; the legend below the axes."""
-    plt = _pyplot()
     it = [h["iteration"] for h in history]
-    fig, ax = plt.subplots(figsize=(6, 4.4), constrained_layout=True)
+    fig = figure(figsize=(6, 4.4), layout="constrained")
+    ax = fig.subplots()
     lines = ax.semilogy(it, [h["loss"] for h in history], "k-", label="J (left axis)")
     ax.set_xlabel("iteration")
     ax.set_ylabel("J (objective, log scale)")
@@ -395,7 +405,7 @@ def loss_figure(path, history: list[dict], title) -> None:
     ax2.set_ylabel("accuracy (PDE, right axis)")
     fig.legend(handles=lines, loc="outside lower center", ncols=3, fontsize=8)
     ax.set_title(f"{title}: objective and accuracy per iteration", fontsize=10)
-    save_figure(plt, fig, path)
+    save_figure(fig, path)
 
 
 # --- how good the model's predictions are -----------------------------------------------------
@@ -407,7 +417,6 @@ def confusion_figure(path, y_true: np.ndarray, y_pred: np.ndarray, classes: list
     Args:
         y_true, y_pred: classes 0..K−1, shape=(n,); classes: the K class names.
     """
-    plt = _pyplot()
     K = len(classes)
     counts = np.zeros((K, K), dtype=np.int64)
     np.add.at(counts, (np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)), 1)
@@ -416,7 +425,8 @@ def confusion_figure(path, y_true: np.ndarray, y_pred: np.ndarray, classes: list
     import textwrap
 
     size = 2.2 + 0.55 * K
-    fig, ax = plt.subplots(figsize=(max(size + 1.6, 5.6), size + 0.4), constrained_layout=True)
+    fig = figure(figsize=(max(size + 1.6, 5.6), size + 0.4), layout="constrained")
+    ax = fig.subplots()
     image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true class")
     for i in range(K):
@@ -429,7 +439,7 @@ def confusion_figure(path, y_true: np.ndarray, y_pred: np.ndarray, classes: list
     ax.set_ylabel("true class")
     accuracy = np.trace(counts) / max(1, counts.sum())
     ax.set_title(f"{textwrap.fill(title, 60)}\n{counts.sum()} points, accuracy {accuracy:.3f}", fontsize=9)
-    save_figure(plt, fig, path)
+    save_figure(fig, path)
 
 
 def certification_figure(path, history: list[dict], tolerance: float, agreement: float, title: str) -> None:
@@ -442,9 +452,9 @@ def certification_figure(path, history: list[dict], tolerance: float, agreement:
         history: history.csv's rows (``store.HISTORY_COLUMNS``); the checks are the rows with a
             finite max_logit_difference.
     """
-    plt = _pyplot()
     rows = [h for h in history if np.isfinite(h.get("max_logit_difference", np.nan))]
-    fig, ax = plt.subplots(figsize=(7.0, 4.6), constrained_layout=True)
+    fig = figure(figsize=(7.0, 4.6), layout="constrained")
+    ax = fig.subplots()
     it = [h["iteration"] for h in rows]
     lines = ax.semilogy(it, [max(h["max_logit_difference"], 1e-16) for h in rows], "ko-", ms=4,
                         label="max |u_h − f∘q| over the logits")
@@ -471,10 +481,10 @@ def certification_figure(path, history: list[dict], tolerance: float, agreement:
                         ha="right", fontsize=7, color="r")
             changes += 1
         previous = resolution
-    lines.append(plt.Line2D([], [], color="r", ls="--", lw=0.8, label=f"resolution raised ({changes})"))
+    lines.append(Line2D([], [], color="r", ls="--", lw=0.8, label=f"resolution raised ({changes})"))
     fig.legend(handles=lines, loc="outside lower center", ncols=3, fontsize=7)
     ax.set_title(f"{title}: {len(rows)} checks of the PDE against the characteristics", fontsize=9)
-    save_figure(plt, fig, path)
+    save_figure(fig, path)
 
 
 def roc_figure(path, y_true: np.ndarray, probability: np.ndarray, classes: list[str], title: str) -> None:
@@ -486,10 +496,10 @@ def roc_figure(path, y_true: np.ndarray, probability: np.ndarray, classes: list[
     """
     from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
 
-    plt = _pyplot()
     positive = classes[1]
     y = np.asarray(y_true) == 1
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9.6, 4.6), constrained_layout=True)
+    fig = figure(figsize=(9.6, 4.6), layout="constrained")
+    left, right = fig.subplots(1, 2)
     if y.all() or not y.any():
         for ax in (left, right):
             ax.text(0.5, 0.5, f"only one class among the {len(y)} points:\nno curve", ha="center",
@@ -512,7 +522,7 @@ def roc_figure(path, y_true: np.ndarray, probability: np.ndarray, classes: list[
     right.set_title(f"precision-recall, average precision {ap_text}", fontsize=9)
     fig.suptitle(f"{title}\npositive class: {positive}, score: its predicted probability ({len(y)} points)",
                  fontsize=10)
-    save_figure(plt, fig, path)
+    save_figure(fig, path)
 
 
 def reliability_figure(path, y_true: np.ndarray, probabilities: np.ndarray, title: str,
@@ -525,7 +535,6 @@ def reliability_figure(path, y_true: np.ndarray, probabilities: np.ndarray, titl
         y_true: classes, shape=(n,); probabilities: shape=(n, K), rows summing to 1.
         bins: None: about 25 points a bin on average, 3 to 10 bins (a bin of 2 points says little).
     """
-    plt = _pyplot()
     bins = bins or int(np.clip(len(y_true) // 25, 3, 10))
     confidence = probabilities.max(axis=1)
     right = probabilities.argmax(axis=1) == np.asarray(y_true)
@@ -537,8 +546,8 @@ def reliability_figure(path, y_true: np.ndarray, probabilities: np.ndarray, titl
     mean_conf = np.bincount(which, weights=confidence, minlength=bins)[filled] / counts[filled]
     accuracy = np.bincount(which, weights=right.astype(float), minlength=bins)[filled] / counts[filled]
     ece = float(np.sum(counts[filled] * np.abs(accuracy - mean_conf)) / max(1, len(confidence)))
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5.6, 6.2), height_ratios=[3, 1], sharex=True,
-                                      constrained_layout=True)
+    fig = figure(figsize=(5.6, 6.2), layout="constrained")
+    top, bottom = fig.subplots(2, 1, height_ratios=[3, 1], sharex=True)
     top.plot([1.0 / K, 1.0], [1.0 / K, 1.0], color="0.5", ls=":", lw=1, label="perfect calibration")
     top.plot(mean_conf, accuracy, "b-", lw=1, label="this model")
     top.scatter(mean_conf, accuracy, s=8 + 200 * counts[filled] / counts.max(), color="b", zorder=3)
@@ -551,4 +560,4 @@ def reliability_figure(path, y_true: np.ndarray, probabilities: np.ndarray, titl
     bottom.set_xlabel("probability of the predicted class (predict_proba's largest)")
     bottom.set_ylabel("points")
     bottom.set_title("points per bin", fontsize=8)
-    save_figure(plt, fig, path)
+    save_figure(fig, path)

@@ -106,14 +106,15 @@ def write_map(stem: str | Path, points: np.ndarray, data_points: np.ndarray, ins
 
 def _map_figure(path: Path, data_points: np.ndarray, labels: np.ndarray, confidence: np.ndarray,
                 classes: tuple[str, ...], title: str) -> None:
-    from solver.rundir.plots import _pyplot, save_figure
+    from matplotlib.patches import Rectangle
+
+    from solver.rundir.plots import figure, save_figure, tab10
 
     if labels.ndim == 3:  # the middle plane x3 = const
         middle = labels.shape[2] // 2
         data_points, labels, confidence = data_points[:, :, middle], labels[:, :, middle], confidence[:, :, middle]
         title = f"{title} (middle plane x3 = {data_points[0, 0, 2]:.3g})"
-    plt = _pyplot()
-    colors = plt.get_cmap("tab10")(np.arange(len(classes)) % 10)
+    colors = tab10()(np.arange(len(classes)) % 10)
     rgba = np.ones((*labels.shape, 4))
     rgba[labels >= 0] = colors[labels[labels >= 0]]
     # Shade by confidence: white at 1/K (a tie), the class colour at 1.
@@ -122,12 +123,13 @@ def _map_figure(path: Path, data_points: np.ndarray, labels: np.ndarray, confide
     rgba[..., :3] = 1.0 - weight * (1.0 - rgba[..., :3])
     rgba[labels < 0] = (1.0, 1.0, 1.0, 0.0)
     x, y = data_points[..., 0], data_points[..., 1]
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig = figure(figsize=(5.5, 5))
+    ax = fig.subplots()
     ax.imshow(np.transpose(rgba, (1, 0, 2)), origin="lower", interpolation="nearest",
               extent=(x.min(), x.max(), y.min(), y.max()), aspect="equal")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[k]) for k in range(K)]
+    handles = [Rectangle((0, 0), 1, 1, color=colors[k]) for k in range(K)]
     ax.legend(handles, [f"class {c}" for c in classes], loc="upper right", fontsize=8)
     ax.set_xlabel("x1")
     ax.set_ylabel("x2")
     ax.set_title(title, fontsize=9)
-    save_figure(plt, fig, path)
+    save_figure(fig, path)

@@ -161,8 +161,6 @@ say(f"FlowClassifier.load: accuracy {accuracy:.3f} on 200 new moons points; the 
 pictures = sorted(p.name for p in run.glob("*.png"))
 say(f"pictures in {run}: {', '.join(pictures)}")
 shown = ["prediction.png", "velocity.png", "characteristics.png", "loss.png"]
-if "get_ipython" in globals():  # a notebook (the page): the run's pictures switched pyplot to Agg
-    globals()["get_ipython"]().run_line_magic("matplotlib", "inline")
 figure, axes = plt.subplots(2, 2, figsize=(12, 10))
 for ax, name in zip(axes.flat, shown):
     ax.imshow(plt.imread(run / name))

@@ -259,6 +259,10 @@ class TrainConfig:
     # points, the check passed); a check also runs where the PDE's test accuracy first reaches it,
     # and none at the start (it would certify nothing the run ends with)
     target_accuracy: float | None = None  # end training once a check certifies this test accuracy (none: all iterations)
+    # With a target and more training points than this, train first on a random subset of this
+    # many (all the test points) until a check certifies the target, then on all of them from
+    # there for the iterations left (learn/train.py, first_stage)
+    subsample: int = 100_000  # the first stage's training points (with train.target_accuracy); 0: all points from the start
     # With field.viscosity > 0 the reference of the checks is the Monte Carlo of the reflected SDE
     # (model/stochastic.py, antithetic pairs, Heun steps) with its error bound, not the characteristics.
     paths: int = 512  # viscous runs: Monte Carlo paths per checked point (even: antithetic pairs)
@@ -564,6 +568,7 @@ def _train(r: _Reader, s: dict[str, Any], source: str) -> TrainConfig:
         adapt=validate.boolean,
         max_dofs=partial(validate.integer, low=1),
         target_accuracy=partial(validate.optional(validate.number), low=0.0, low_open=True, high=1.0),
+        subsample=partial(validate.integer, low=0),
         paths=_antithetic_paths,
         sde_steps=partial(validate.integer, low=2, high=10**6),
     ))

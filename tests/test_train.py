@@ -17,7 +17,7 @@ from solver.config import config_from_dict
 from solver.errors import InputError
 from solver.fem.transport import AUTO_STAGE_SHARE
 from solver.guards import available_memory
-from solver.learn.train import Problem, initial_parameters, train
+from solver.learn.train import Problem, first_stage, initial_parameters, train
 
 MPIRUN = Path(sys.executable).parent / "mpirun"
 
@@ -90,6 +90,37 @@ def test_training_ends_at_a_certified_target_accuracy(comm, shared_directory):
     resumed = train(comm, Problem.build(comm, config_from_dict({**base, "train": targeted})), parts, resume=True)
     assert resumed.state.iteration == stop
     np.testing.assert_allclose(resumed.state.p, outcome.state.p, rtol=0, atol=1e-12)
+
+
+def test_a_first_stage_on_a_subset_of_the_points(comm):
+    """train.subsample: with a target and more training points than it, training starts on a
+    seeded subset of that many (and all the test points) until a check certifies the target
+    there, and goes on from those parameters and that resolution on all the points, whose check
+    at the start certifies it too: the run ends there, its history the first stage's rows with
+    the last one evaluated on all the points. Without a target, or with subsample = 0, there is
+    no first stage."""
+    target = 0.95
+    base = {**SMALL, "mesh": dict(cells=24)}
+    staged = dict(SMALL["train"], iterations=30, target_accuracy=target, subsample=100)
+    with Problem.build(comm, config_from_dict({**base, "train": staged})) as problem:
+        first = first_stage(comm, problem)
+        with first.problem:
+            assert len(first.problem.dataset.y_train) == 100 and len(problem.dataset.y_train) == 160
+            assert np.array_equal(first.problem.dataset.X_test, problem.dataset.X_test)
+            assert first.check.passed and first.check.test.accuracy_characteristics >= target
+        outcome = train(comm, problem, None)
+    with outcome.problem:
+        assert outcome.state.iteration == first.state.iteration > 0
+        np.testing.assert_array_equal(outcome.state.p, first.state.p)
+        assert [h["iteration"] for h in outcome.history] == list(range(first.state.iteration + 1))
+        assert [h["loss"] for h in outcome.history[:-1]] == [h["loss"] for h in first.history[:-1]]
+        # The last row is the same iterate on all 160 points: its loss is theirs, not the subset's.
+        assert outcome.history[-1]["loss"] != first.history[-1]["loss"]
+        assert outcome.check.passed and outcome.check.test.accuracy_characteristics >= target
+        assert outcome.problem.resolution == first.problem.resolution
+    for train_keys in (dict(staged, subsample=0), dict(staged, target_accuracy=None), dict(staged, subsample=160)):
+        with Problem.build(comm, config_from_dict({**base, "train": train_keys})) as problem:
+            assert first_stage(comm, problem) is None
 
 
 def test_stage_memory_reaches_the_solver(comm):

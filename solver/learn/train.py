@@ -146,6 +146,11 @@ class Problem(Owned):
         self.dataset = self.dataset.placed(q)
         self.test = PointEvaluator(self.solver.V, self.dataset.X_test[self.test_share], "data (test points)")
 
+    def test_logits(self) -> np.ndarray:
+        """u_h(0) of the latest evaluation at this rank's test points, shape=(n, K) (collective:
+        the K components in one message, as the evaluator takes k columns)."""
+        return self.test(np.stack([u.x.array for u in self.J.last.u0], axis=1))
+
     def accuracy(self, comm: MPI.Comm) -> tuple[float, float]:
         """Train and test accuracy of the latest evaluation; NaN for regression targets
         (collective)."""
@@ -154,8 +159,7 @@ class Problem(Owned):
             return float("nan"), float("nan")
         pred_train = self.J.last.predictions.argmax(axis=1)
         correct_train = int(np.sum(pred_train == self.dataset.y_train[self.train_share]))
-        test_values = np.stack([self.test(u) for u in self.J.last.u0], axis=1)
-        correct_test = int(np.sum(test_values.argmax(axis=1) == self.dataset.y_test[self.test_share]))
+        correct_test = int(np.sum(self.test_logits().argmax(axis=1) == self.dataset.y_test[self.test_share]))
         n_train, n_test = len(self.dataset.y_train), len(self.dataset.y_test)
         return (comm.allreduce(correct_train) / n_train,
                 comm.allreduce(correct_test) / n_test if n_test else float("nan"))
@@ -515,7 +519,7 @@ def check(comm: MPI.Comm, problem: Problem, p: np.ndarray, reference: str | None
     field = problem.model.field(theta)
     ds, mine, theirs, pick = problem.dataset, problem.train_share, problem.test_share, problem.checked
     fe_train = problem.J.last.predictions
-    fe_test = np.stack([problem.test(u) for u in problem.J.last.u0], axis=1)
+    fe_test = problem.test_logits()
     y_train, y_test = ds.y_train[mine][pick.train], ds.y_test[theirs][pick.test]
     if reference is None:
         reference = certify.MONTE_CARLO if problem.config.field.viscosity > 0 else certify.CHARACTERISTICS
@@ -599,7 +603,7 @@ def next_resolution(comm: MPI.Comm, problem: Problem, p: np.ndarray, threshold: 
     field = problem.model.field(theta)
     ds, pick = problem.dataset, problem.checked
     X = np.concatenate([ds.X_train[problem.train_share][pick.train], ds.X_test[problem.test_share][pick.test]])
-    fe_test = np.stack([problem.test(u) for u in problem.J.last.u0], axis=1)
+    fe_test = problem.test_logits()
     fe = np.concatenate([problem.J.last.predictions[pick.train], fe_test[pick.test]])
     if getattr(problem.solver, "slabs_per_step", 0) is None:
         # One semi-Lagrangian step from T to 0: the nodes' values are f at their traced ends, so

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 from mpi4py import MPI
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_regressor
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Hidden, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
@@ -98,6 +98,8 @@ PARAMETERS = {
     "random_state": ("train", "seed"),
     "check_every": ("train", "check_every"),
     "tolerance": ("train", "tolerance"),
+    "target_accuracy": ("train", "target_accuracy"),
+    "validation_fraction": ("data", "test_fraction"),
     "agreement": ("train", "agreement"),
     "adapt": ("train", "adapt"),
     "max_dofs": ("train", "max_dofs"),
@@ -149,6 +151,12 @@ class _FlowEstimator(BaseEstimator):
     dimension and the scheme (``config.DEFAULT_MESH``: for the default ``scheme="sl"`` 16² P2 in
     2D, 5³ P2 in 3D); training raises it where
     the certification check asks (``adapt``), up to ``max_dofs``.
+
+    ``target_accuracy`` (a classifier's; default None: all ``iterations``) ends training at the
+    first check that certifies that accuracy on the ``validation_fraction`` of X held out for it
+    (a stratified split seeded by ``random_state``; default 0: every point trains), as
+    ``train.target_accuracy`` does on a problem file's test points; with more training points
+    than ``train.subsample`` it trains on a subset first (``learn/train.py``, ``first_stage``).
 
     ``random_state``: an int (the seed of the initial θ and output layer), None or a
     ``RandomState`` (a seed drawn from it on rank 0, the same on every rank). ``seed`` is its
@@ -229,6 +237,8 @@ class _FlowEstimator(BaseEstimator):
         "seed": [Hidden(StrOptions({"deprecated"})), Interval(Integral, 0, None, closed="left")],
         "check_every": [Interval(Integral, 1, None, closed="left")],
         "tolerance": [Interval(Real, 0, None, closed="neither"), None],
+        "target_accuracy": [Interval(Real, 0, 1, closed="right"), None],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "agreement": [Interval(Real, 0, 1, closed="right")],
         "adapt": ["boolean"],
         "max_dofs": [Interval(Integral, 1, None, closed="left")],
@@ -269,6 +279,8 @@ class _FlowEstimator(BaseEstimator):
         seed="deprecated",
         check_every=TrainConfig.check_every,
         tolerance=None,
+        target_accuracy=None,
+        validation_fraction=0.0,
         agreement=TrainConfig.agreement,
         adapt=TrainConfig.adapt,
         max_dofs=TrainConfig.max_dofs,
@@ -305,6 +317,8 @@ class _FlowEstimator(BaseEstimator):
         self.seed = seed
         self.check_every = check_every
         self.tolerance = tolerance
+        self.target_accuracy = target_accuracy
+        self.validation_fraction = validation_fraction
         self.agreement = agreement
         self.adapt = adapt
         self.max_dofs = max_dofs
@@ -361,6 +375,13 @@ class _FlowEstimator(BaseEstimator):
         """The problem file of this estimator for n_samples points of n_features features, which
         are those of the CSV file ``data`` when fit writes a run directory; ``seed``: train.seed."""
         dim = self._omega_dim(n_features)
+        if is_regressor(self) and (self.target_accuracy is not None or self.validation_fraction):
+            raise InputError(f"target_accuracy={self.target_accuracy!r}, validation_fraction="
+                             f"{self.validation_fraction!r}: a regressor has no accuracy to reach; leave "
+                             f"them None and 0", self._source)
+        if self.target_accuracy is not None and not self.validation_fraction:
+            raise InputError(f"target_accuracy={self.target_accuracy!r} is measured on held-out points: set "
+                             f"validation_fraction (e.g. 0.1), the share of X held out for it", self._source)
         sections: dict[str, dict] = {"domain": {}, "mesh": {}, "field": {}, "train": {}, "solver": {}}
         for name, (section, key) in PARAMETERS.items():
             value = seed if name == "random_state" else getattr(self, name)
@@ -368,8 +389,9 @@ class _FlowEstimator(BaseEstimator):
                 sections[section][key] = value
         if self.domain == "box":  # the default box, in D dimensions
             sections["domain"].update(lower=[DomainConfig.lower[0]] * dim, upper=[DomainConfig.upper[0]] * dim)
-        # The CSV route, all points for training (cross-validation is scikit-learn's job).
-        sections["data"] = {"kind": "csv", "path": data, "points": n_samples, "test_fraction": 0.0,
+        # The CSV route, all points for training (cross-validation is scikit-learn's job) but the
+        # validation_fraction held out for target_accuracy (as MLPClassifier's early_stopping).
+        sections["data"] = {"kind": "csv", "path": data, "points": n_samples, "test_fraction": self.validation_fraction, "seed": seed,
                             "margin": self.margin}
         if dim > n_features:
             sections["data"]["augment_dim"] = dim

@@ -237,6 +237,26 @@ def test_bad_parameters_name_the_parameter():
         FlowClassifier(**TINY).fit(X, np.zeros(len(X)))
 
 
+def test_a_target_accuracy_on_held_out_points_ends_the_fit(comm):
+    """target_accuracy with validation_fraction: that share of X is held out (stratified), the
+    history's test accuracy is theirs, and the fit ends at the first check that certifies the
+    target on them, before its iterations; without a validation fraction, or for a regressor,
+    the target is refused with both names."""
+    X, y = moons(200)
+    kw = dict(cells=24, iterations=40, random_state=0)
+    clf = FlowClassifier(**kw, target_accuracy=0.95, validation_fraction=0.2).fit(X, y)
+    last = clf.history_[-1]
+    print(f"\nended at iteration {last['iteration']}: validation accuracy {last['test_accuracy']:.3f}")
+    assert 0 < last["iteration"] < 40 and clf.certified_
+    assert last["accuracy_characteristics"] >= 0.95
+    assert clf.config_["data"]["test_fraction"] == 0.2 and clf.config_["train"]["target_accuracy"] == 0.95
+    assert same_on_every_rank(comm, clf.parameters_)
+    with pytest.raises(ValueError, match=r"target_accuracy=0\.9 .* set validation_fraction"):
+        FlowClassifier(**kw, target_accuracy=0.9).fit(X, y)
+    with pytest.raises(ValueError, match="a regressor has no accuracy"):
+        FlowRegressor(**kw, target_accuracy=0.9, validation_fraction=0.2).fit(X, y.astype(float))
+
+
 def test_random_state_and_the_deprecated_seed(comm):
     """random_state seeds the initial parameters; seed is its old name (a FutureWarning); a
     RandomState draws one seed, the same on every rank."""

@@ -18,6 +18,7 @@ from solver.errors import InputError
 from solver.fem.transport import AUTO_STAGE_SHARE
 from solver.guards import available_memory
 from solver.learn.train import Problem, first_stage, initial_parameters, train
+from solver import stopping
 
 MPIRUN = Path(sys.executable).parent / "mpirun"
 
@@ -92,7 +93,7 @@ def test_training_ends_at_a_certified_target_accuracy(comm, shared_directory):
     np.testing.assert_allclose(resumed.state.p, outcome.state.p, rtol=0, atol=1e-12)
 
 
-def test_a_first_stage_on_a_subset_of_the_points(comm):
+def test_a_first_stage_on_a_subset_of_the_points(comm, shared_directory, monkeypatch):
     """train.subsample: with a target and more training points than it, training starts on a
     seeded subset of that many (and all the test points) until a check certifies the target
     there, and goes on from those parameters and that resolution on all the points, whose check
@@ -118,6 +119,18 @@ def test_a_first_stage_on_a_subset_of_the_points(comm):
         assert outcome.history[-1]["loss"] != first.history[-1]["loss"]
         assert outcome.check.passed and outcome.check.test.accuracy_characteristics >= target
         assert outcome.problem.resolution == first.problem.resolution
+    # A stop asked during the first stage ends it; the run saves where the second starts and stops
+    # there, resumably (on all the points).
+    out = shared_directory(comm)
+    monkeypatch.setattr(stopping, "_received", signal.SIGINT)
+    with pytest.raises(stopping.Stopped) as stopped:
+        train(comm, Problem.build(comm, config_from_dict({**base, "train": staged})), out)
+    assert stopped.value.iteration == 1 and (out / "checkpoint.npz").exists()
+    monkeypatch.setattr(stopping, "_received", 0)
+    resumed = train(comm, Problem.build(comm, config_from_dict({**base, "train": staged})), out, resume=True)
+    with resumed.problem:
+        assert len(resumed.problem.dataset.y_train) == 160 and resumed.history[0]["iteration"] == 0
+        assert resumed.check.passed and resumed.check.test.accuracy_characteristics >= target
     for train_keys in (dict(staged, subsample=0), dict(staged, target_accuracy=None), dict(staged, subsample=160)):
         with Problem.build(comm, config_from_dict({**base, "train": train_keys})) as problem:
             assert first_stage(comm, problem) is None

@@ -271,8 +271,9 @@ def train(comm: MPI.Comm, problem: Problem, out: Path | None, resume: bool = Fal
         return _train(comm, problem, out, resume)
 
 
-def _train(comm: MPI.Comm, problem: Problem, out: Path | None, resume: bool) -> Outcome:
-    """``train``'s loop."""
+def _train(comm: MPI.Comm, problem: Problem, out: Path | None, resume: bool, first_of_two: bool = False) -> Outcome:
+    """``train``'s loop; ``first_of_two``: the first stage's (``first_stage``), which a stop request
+    ends (the run then saves and stops where the second starts)."""
     tc = problem.config.train
     checkpoint = None if out is None else out / store.CHECKPOINT
     if resume:
@@ -312,6 +313,8 @@ def _train(comm: MPI.Comm, problem: Problem, out: Path | None, resume: bool) -> 
         log_line(history[-1], progress, problem.resolution.space)
         if checkpoint is not None:
             save_checkpoint(comm, checkpoint, state, history, problem.resolution)
+            if stopped is None and staged is not None and (signum := stopping.requested(comm)):
+                stopped = stopping.Interrupted(signum)  # asked during the first stage: stop here, resumable
         if stopped is not None:
             raise stopping.Stopped(stopped.signum, state.iteration, checkpoint)
 
@@ -370,6 +373,9 @@ def _train(comm: MPI.Comm, problem: Problem, out: Path | None, resume: bool) -> 
         if checkpoint is not None and (signum := stopping.requested(comm)):  # SIGINT/SIGTERM: stop here, resumable
             save_checkpoint(comm, checkpoint, state, history, problem.resolution)
             raise stopping.Stopped(signum, state.iteration, checkpoint)
+        if first_of_two and stopping.requested(comm):  # the first stage ends; the run saves where the second starts
+            log.info("first stage ends at iteration %d: a stop was asked", state.iteration)
+            break
 
     # The last iteration's check, if it had one on the mesh the run ends on.
     same = result is not None and history[-1]["iteration"] == state.iteration and checked_on == problem.resolution
@@ -441,7 +447,7 @@ def first_stage(comm: MPI.Comm, problem: Problem) -> Outcome | None:
         features_train=None if ds.features_train is None else ds.features_train[keep])
     staged = dataclasses.replace(config, train=dataclasses.replace(tc, subsample=0))
     log.info("first stage: %d of the %d training points (train.subsample)", tc.subsample, n)
-    outcome = _train(comm, Problem.build(comm, staged, problem.resolution, subset), None, False)
+    outcome = _train(comm, Problem.build(comm, staged, problem.resolution, subset), None, False, first_of_two=True)
     log.info("first stage ends at iteration %d on %s; on all %d training points from here",
              outcome.state.iteration, outcome.problem.resolution, n)
     return outcome

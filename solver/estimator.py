@@ -472,7 +472,7 @@ class _FlowEstimator(BaseEstimator):
         if run_dir is not None:
             from solver.rundir.files import prepare_run_directory
 
-            out = prepare_run_directory(comm, run_dir, force=force, wording="api")
+            out = prepare_run_directory(comm, run_dir, force=force, wording="estimator")
             config = self._config(*X.shape, seed, data=str(out.absolute() / DATA_FILE))
             if self._writes_data:
                 on_rank0(comm, write_csv, out / DATA_FILE, X, targets)
@@ -622,7 +622,7 @@ class _FlowEstimator(BaseEstimator):
         comm = self._comm()
         with agreed(comm):
             check_is_fitted(self)
-        out = prepare_run_directory(comm, path, force=force, wording="api")
+        out = prepare_run_directory(comm, path, force=force, wording="estimator")
         self._write(comm, out)
         return out
 

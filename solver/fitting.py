@@ -88,8 +88,9 @@ def fit(config: str | Path | Config | Mapping | None, out: str | Path | None = N
             an input).
         resume: continue the run in ``out`` from its checkpoint; ``config``, if given, may differ
             from the run's only in ``RESUMABLE_KEYS``.
-        wording: how refusals of ``out`` name the options, "api" (``force=True``) or "cli"
-            (``--force``, the command line's).
+        wording: how the refusals of ``out``, ``force`` and ``resume`` name the options: "api"
+            (``out=``, ``force=True``, ``resume=True``) or "cli" (``--out``, ``--force``,
+            ``--resume``: the command line's); ``rundir.files.WORDING``.
 
     With ``out``, SIGINT and SIGTERM stop training at the next safe point (``solver.stopping``):
     the checkpoint is written and ``stopping.Stopped`` raised; ``fit(config, out, resume=True)``
@@ -99,6 +100,8 @@ def fit(config: str | Path | Config | Mapping | None, out: str | Path | None = N
         InputError: bad input (the problem, a guard, the data, ``train.init``, the checkpoint, the
             run directory, an unstable solve at the start), alike on every rank.
     """
+    if wording not in ("api", "cli"):
+        raise ValueError(f'wording: "api" or "cli", got {wording!r}')
     comm = MPI.COMM_WORLD if comm is None else comm
     out = None if out is None else Path(out)
     if resume and out is None:
@@ -109,7 +112,7 @@ def fit(config: str | Path | Config | Mapping | None, out: str | Path | None = N
     if isinstance(config, Config) and Path(config.source).is_file():  # loaded from a file: an input too
         problem_file = Path(config.source)
     if resume:
-        config = _resume_config(comm, out, config)
+        config = _resume_config(comm, out, config, wording)
         arrays, _ = store.read_checkpoint(out / store.CHECKPOINT)  # readable, finite: before the mesh
     else:
         config = _config(config)
@@ -217,16 +220,19 @@ def _refuse(comm: MPI.Comm, out: Path, force: bool, inputs: list[Path], wording:
         raise InputError(reason, str(out))
 
 
-def _resume_config(comm: MPI.Comm, out: Path, given) -> Config:
+def _resume_config(comm: MPI.Comm, out: Path, given, wording: str) -> Config:
     """The config of the run in ``out`` to resume, or ``given`` if it differs only in
-    ``RESUMABLE_KEYS`` (then written into the run); the run's stale temporary files removed."""
-    from solver.rundir.files import remove_temporaries
+    ``RESUMABLE_KEYS`` (then written into the run); the run's stale temporary files removed.
+    ``wording``: the caller's (``rundir.files.WORDING``), how the refusals name the options."""
+    from solver.rundir.files import WORDING, remove_temporaries
 
+    say = WORDING[wording]
     path = out / store.CONFIG
     if out.is_symlink():
-        raise InputError("is a symbolic link; --resume continues a run directory given as itself", str(out))
+        raise InputError(f"is a symbolic link; {say['resuming']} continues a run directory given as itself",
+                         str(out))
     if not path.is_file():
-        raise InputError(f"--resume needs a run directory with {store.CONFIG} (is this a run?)", str(out))
+        raise InputError(f"{say['resuming']} needs a run directory with {store.CONFIG} (is this a run?)", str(out))
     config = load_config(path)
     for name in on_rank0(comm, remove_temporaries, out):
         log.info("removed %s, left by a write that was killed", out / name)
@@ -242,9 +248,9 @@ def _resume_config(comm: MPI.Comm, out: Path, given) -> Config:
     if refused:
         listed = "; ".join(f"{s}.{k} = {a!r} in the run, {b!r} here" for s, k, a, b in refused[:6])
         more = f" (and {len(refused) - 6} more)" if len(refused) > 6 else ""
-        raise InputError(f"differs from the config of the run {path}: {listed}{more}; --resume continues "
+        raise InputError(f"differs from the config of the run {path}: {listed}{more}; {say['resuming']} continues "
                          f"that run as it was (only {', '.join(sorted(f'{s}.{k}' for s, k in RESUMABLE_KEYS))} "
-                         f"may change): drop CONFIG, or start a new run with another --out", given.source)
+                         f"may change): {say['keep']}, or {say['new_run']}", given.source)
     if differences:
         on_rank0(comm, store.write_config, path, given.to_toml(TRAIN_SECTIONS))
         log.info("resume with %s", ", ".join(f"{s}.{k} = {b!r}" for s, k, _, b in sorted(differences)))

@@ -15,7 +15,7 @@ import pytest
 import solver
 from cli_harness import PROBLEM, toml
 from solver.errors import InputError
-from solver.rundir import store
+from solver.rundir import files, store
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +84,48 @@ def test_fit_resumes_a_run_with_more_iterations(comm, problem_file, shared_direc
     assert store.read_parameters(run / store.THETA).p.tolist() == resumed.parameters.tolist()
     with pytest.raises(InputError, match="field.width"):  # only how far and what it writes may change
         solver.fit({**PROBLEM, "field": {"width": 4, "slabs": 2}}, run, comm=comm, resume=True)
+
+
+def test_fit_names_its_arguments_and_the_command_line_its_flags(comm, shared_directory):
+    """Each refusal of ``out``, ``force`` and ``resume`` in ``fit``'s words (``out=``,
+    ``force=True``, ``resume=True``), and in the command line's (``--out``, ``--force``,
+    ``--resume``) with ``wording="cli"``, as ``python -m solver train`` passes it."""
+    folder = shared_directory(comm)
+    run, link, empty = folder / "run", folder / "link", folder / "empty"
+    if comm.rank == 0:
+        run.mkdir()
+        (run / files.MARKER).write_text(files.MARKER_TEXT)
+        (run / store.CONFIG).write_text(toml())
+        link.symlink_to(run)
+        empty.mkdir()
+    comm.Barrier()
+    other = {**PROBLEM, "mesh": {**PROBLEM["mesh"], "cells": PROBLEM["mesh"]["cells"] + 1}}
+    calls = {  # the message's own words, then fit's and the command line's
+        "exists": (lambda w: solver.fit(PROBLEM, run, comm=comm, wording=w), ["exists: "],
+                   ["pass force=True to replace it, or resume=True to continue its training"],
+                   ["pass --force to replace it, or --resume to continue its training"]),
+        "a link": (lambda w: solver.fit(None, link, comm=comm, resume=True, wording=w),
+                   ["is a symbolic link; "], ["resume=True continues a run directory given as itself"],
+                   ["--resume continues a run directory given as itself"]),
+        "no run": (lambda w: solver.fit(None, empty, comm=comm, resume=True, wording=w), [str(empty)],
+                   ["resume=True needs a run directory with config.toml"],
+                   ["--resume needs a run directory with config.toml"]),
+        "differs": (lambda w: solver.fit(other, run, comm=comm, resume=True, wording=w),
+                    ["differs from the config of the run", "mesh.cells"],
+                    ["; resume=True continues that run as it was", "may change): pass config=None, or start "
+                     "a new run in another directory (out=)"],
+                    ["; --resume continues that run as it was", "may change): drop CONFIG, or start a new "
+                     "run with another --out"]),
+    }
+    for name, (call, common, api, cli) in calls.items():
+        for wording, words in (("api", api), ("cli", cli)):
+            with pytest.raises(InputError) as error:
+                call(wording)
+            message = str(error.value)
+            assert all(w in message for w in common + words), (name, wording, message)
+            assert ("--" in message) == (wording == "cli"), (name, wording, message)
+    with pytest.raises(InputError) as error:  # the default: fit's own words
+        solver.fit(None, empty, comm=comm, resume=True)
+    assert "resume=True needs" in str(error.value)
+    with pytest.raises(ValueError, match="wording"):
+        solver.fit(PROBLEM, comm=comm, wording="estimator")

@@ -323,10 +323,13 @@ def test_the_api_wording_names_no_command_line_flags(tmp_path, monkeypatch):
     (user / "notes.txt").write_text("")
     (tmp_path / "link").symlink_to(run)
     for path in (run, user, tmp_path / "link", tmp_path / "link"):
-        cli, api = (files.refuse_run_directory(path, False, (), wording) for wording in ("cli", "api"))
+        cli, api, estimator = (files.refuse_run_directory(path, False, (), wording)
+                               for wording in ("cli", "api", "estimator"))
         assert "--" in cli or "symbolic link" in cli
-        assert "--" not in api, api
-    assert "force=True" in files.refuse_run_directory(run, False, (), "api")
+        assert "--" not in api and "--" not in estimator, (api, estimator)
+    assert "force=True to replace it, or resume=True" in files.refuse_run_directory(run, False, (), "api")
+    # FlowClassifier.fit(run_dir=) and save(path) cannot resume: their message does not offer it
+    assert files.refuse_run_directory(run, False, (), "estimator") == "exists: pass force=True to replace it"
     with pytest.raises(InputError, match="choose another directory") as error:
         files.prepare_run_directory(MPI.COMM_SELF, user, force=True, wording="api")
     assert "--out" not in str(error.value) and "--force" not in str(error.value)

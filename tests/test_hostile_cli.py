@@ -143,7 +143,8 @@ CASES = [
                             ("none", "file not found"))],
     Case("train: --resume with a CONFIG that differs", ["train", P, "--resume", "--out", "run"],
          both(files(**{P: toml("[mesh]\ncells = 7")}), run_at("run")),
-         ["p.toml", "differs from the config of the run", "mesh.cells = 6 in the run, 7 here"],
+         ["p.toml", "differs from the config of the run", "mesh.cells = 6 in the run, 7 here",
+          "--resume continues that run", "drop CONFIG, or start a new run with another --out"],
          survive=["run/theta.npz"]),
     # ---- train --out and --force: the user's files survive
     Case("train --force: the CSV inside the run directory", ["train", P, "--out", "run", "--force"],

@@ -107,7 +107,7 @@ CASES = [
     Case("train --force: --out a link to a run", ["train", P, "--out", "l", "--force"],
          both(files(**{P: toml()}), run_at("run"), link("l", "run")), ["l", "symbolic link"]),
     Case("train --resume: --out a link to a run", ["train", "--resume", "--out", "l"],
-         both(run_at("run"), link("l", "run")), ["l", "symbolic link"]),
+         both(run_at("run"), link("l", "run")), ["l", "symbolic link", "--resume continues a run directory"]),
     Case("compare --force: --out a link to a directory", ["compare", P, "--out", "l", "--force"],
          both(files(**{P: toml(), "elsewhere/keep.txt": "mine"}), link("l", "elsewhere")), ["l", "symbolic link"]),
 ]

@@ -50,3 +50,68 @@ def test_a_broken_run_is_one_input_error(comm, trained_run, shared_directory):
     comm.Barrier()
     with pytest.raises(InputError, match="theta.npz: cannot read learned parameters: the file is empty or truncated"):
         compare_run(comm, broken)
+
+
+def _copy_run(comm, trained_run, folder, **changes):
+    """``trained_run``'s config.toml, with ``changes`` ({section: {key: value}}), and theta.npz in
+    ``folder`` (collective: rank 0 writes)."""
+    from solver.config import TRAIN_SECTIONS, config_from_dict, load_config
+
+    sections = load_config(trained_run / store.CONFIG).to_dict(TRAIN_SECTIONS)
+    for section, values in changes.items():
+        sections[section] = {**sections.get(section, {}), **values}
+    if comm.rank == 0:
+        store.write_config(folder / store.CONFIG, config_from_dict(sections).to_toml(TRAIN_SECTIONS))
+        (folder / store.THETA).write_bytes((trained_run / store.THETA).read_bytes())
+    comm.Barrier()
+    return folder
+
+
+@pytest.fixture
+def freed(monkeypatch):
+    """The Problems destroyed, in order (``Problem.destroy`` counted)."""
+    from solver.learn.train import Problem
+
+    freed, destroy = [], Problem.destroy
+
+    def counted(self):
+        freed.append(self)
+        destroy(self)
+
+    monkeypatch.setattr(Problem, "destroy", counted)
+    return freed
+
+
+def test_compare_on_another_mesh_frees_each_problem_once(comm, trained_run, shared_directory, freed):
+    run = _copy_run(comm, trained_run, shared_directory(comm), compare=dict(cells=8))
+    seen = []
+
+    def with_problem(comm, problem, p):
+        seen.append((problem, problem.resolution.cells, any(f is problem for f in freed)))
+
+    result = compare_run(comm, run, with_problem)
+    ended = store.read_json(trained_run / store.METRICS)["mesh_cells"]
+    assert result["mesh_cells"] == 8 and result["training_mesh"]["mesh_cells"] == ended
+    [(checked, cells, already_freed)] = seen
+    assert cells == 8 and not already_freed  # the check's problem, before it is freed
+    # the training mesh's problem, then the check's: each once
+    assert len(freed) == 2 and freed[1] is checked and freed[0] is not checked
+
+
+def test_a_run_of_another_field_frees_its_problem(comm, trained_run, shared_directory, freed):
+    run = _copy_run(comm, trained_run, shared_directory(comm), field=dict(width=5))
+    with pytest.raises(InputError, match="theta.npz has .* parameters, the config needs"):
+        compare_run(comm, run)
+    assert len(freed) == 1
+
+
+def test_an_error_during_the_check_frees_its_problem(comm, trained_run, freed, monkeypatch):
+    from solver.check import compare_run as module
+
+    def failing(comm, problem, p):
+        raise RuntimeError("the check failed")
+
+    monkeypatch.setattr(module, "run_agreement", failing)
+    with pytest.raises(RuntimeError, match="the check failed"):
+        compare_run(comm, trained_run)
+    assert len(freed) == 1

@@ -146,6 +146,8 @@ def solve_and_compare(
     field = build_field(config, domain)
     solver = make_solver(create_mesh(comm, domain, cells), config.solver, degree=config.mesh.degree,
                          num_components=terminal.num_components, viscosity=config.field.viscosity)
+    # Not a with block: the solver outlives this call, returned in the MeshComparison whose
+    # owner destroys it; freed here only if the comparison is not made.
     try:
         t0 = time.perf_counter()
         result = solver.solve(field, terminal, keep=False)
@@ -160,25 +162,25 @@ def solve_and_compare(
             for x in (points, grid)
         )
         l2, l2_relative, l2_exact, seconds_reference = l2_differences(solver, field, terminal, result)
+        comparison = Comparison(
+            cells=cells,
+            h_min=solver.h_min,
+            dofs=solver.num_dofs_global,
+            steps=result.trajectory.num_steps,
+            l2=l2,
+            l2_relative=l2_relative,
+            max_points=float(np.max(np.abs(fe_points - ref_points), initial=0.0)),
+            max_grid=float(np.max(np.abs(fe_grid - ref_grid), initial=0.0)),
+            l2_exact=l2_exact,
+            seconds_solve=seconds_solve,
+            seconds_reference=seconds_reference,
+        )
+        return MeshComparison(
+            comparison, solver, result, field, terminal, fe_points, ref_points, fe_grid, ref_grid
+        )
     except BaseException:
         solver.destroy()
         raise
-    comparison = Comparison(
-        cells=cells,
-        h_min=solver.h_min,
-        dofs=solver.num_dofs_global,
-        steps=result.trajectory.num_steps,
-        l2=l2,
-        l2_relative=l2_relative,
-        max_points=float(np.max(np.abs(fe_points - ref_points), initial=0.0)),
-        max_grid=float(np.max(np.abs(fe_grid - ref_grid), initial=0.0)),
-        l2_exact=l2_exact,
-        seconds_solve=seconds_solve,
-        seconds_reference=seconds_reference,
-    )
-    return MeshComparison(
-        comparison, solver, result, field, terminal, fe_points, ref_points, fe_grid, ref_grid
-    )
 
 
 def monte_carlo(comm: MPI.Comm, config: Config, points: np.ndarray) -> stochastic.MonteCarloResult:
@@ -302,17 +304,16 @@ def refinement_study(comm: MPI.Comm, config: Config, cells_list: list[int]) -> d
     mc = monte_carlo(comm, config, points) if config.field.viscosity > 0 else None
     rows, coarser = [], None
     for cells in cells_list:
-        run = solve_and_compare(comm, config, cells, points, grid)
-        run.destroy()
-        c = run.comparison
+        with solve_and_compare(comm, config, cells, points, grid) as run:  # one mesh at a time
+            c, fe_points = run.comparison, run.fe_points
         log.info(
             "refine: cells %4d  dofs %8d  steps %5d  L2 %.3e  max %.3e  (%.2f s)",
             c.cells, c.dofs, c.steps, c.l2, c.max_points, c.seconds_solve,
         )
         rows.append(c.row())
         if mc is not None:
-            rows[-1]["monte_carlo"] = monte_carlo_agreement(run.fe_points, mc, coarser)
-            coarser = run.fe_points
+            rows[-1]["monte_carlo"] = monte_carlo_agreement(fe_points, mc, coarser)
+            coarser = fe_points
     # Orders against the nominal size diameter/cells: h_min of unstructured (gmsh) meshes
     # does not halve exactly when cells doubles.
     h = np.array([1.0 / r["cells"] for r in rows])

@@ -152,20 +152,31 @@ def compare_run(comm: MPI.Comm, run: Path, with_problem=None) -> dict:
         problem = Problem.build(comm, config, resolution)
     except InputError as error:  # the marks of a local refinement come from theta.npz
         raise InputError(error.message, error.source or str(run / store.THETA)) from None
-    if p.shape != (problem.J.n_params,):
-        problem.destroy()
-        raise InputError(f"theta.npz has {p.size} parameters, the config needs {problem.J.n_params}", str(run))
-    result, fe_test = run_agreement(comm, problem, p)
-    check = config.compare
-    ended = problem.resolution
-    wanted = Resolution(check.cells or ended.cells, check.degree or ended.degree,
-                        ended.marks if (check.cells or ended.cells) == ended.cells else ())
-    if wanted != problem.resolution:
-        log.info("the check's PDE prediction: %s (compare.cells, compare.degree)", wanted)
+    with problem:
+        if p.shape != (problem.J.n_params,):
+            raise InputError(f"theta.npz has {p.size} parameters, the config needs {problem.J.n_params}", str(run))
+        result, fe_test = run_agreement(comm, problem, p)
+        check = config.compare
+        ended = problem.resolution
+        wanted = Resolution(check.cells or ended.cells, check.degree or ended.degree,
+                            ended.marks if (check.cells or ended.cells) == ended.cells else ())
+        if wanted == ended:
+            return _finish(comm, run, problem, p, result, fe_test, with_problem)
+        dataset = problem.dataset
+    # The training mesh is freed before the check's is built (as ``Problem.rebuilt`` does).
+    log.info("the check's PDE prediction: %s (compare.cells, compare.degree)", wanted)
+    with Problem.build(comm, config, wanted, dataset) as problem:
         training_mesh = result
-        problem = problem.rebuilt(comm, wanted)
         result, fe_test = run_agreement(comm, problem, p)
         result["training_mesh"] = training_mesh
+        return _finish(comm, run, problem, p, result, fe_test, with_problem)
+
+
+def _finish(comm: MPI.Comm, run: Path, problem, p: np.ndarray, result: dict, fe_test: np.ndarray,
+            with_problem) -> dict:
+    """The exported ResNet's numbers added to ``result`` (the check on ``problem``, ``fe_test``
+    its PDE logits at the test points, shape=(n_test, K)), written to run/compare.json, then
+    ``with_problem`` called; the caller frees ``problem`` (collective)."""
     theta, A, b = problem.J.split(p)
     field = problem.model.field(theta)
     if len(problem.dataset.y_test):
@@ -178,5 +189,4 @@ def compare_run(comm: MPI.Comm, run: Path, with_problem=None) -> dict:
     on_rank0(comm, store.write_json, run / store.COMPARISON, result)
     if with_problem is not None:
         with_problem(comm, problem, p)
-    problem.destroy()
     return result

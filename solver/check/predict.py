@@ -276,10 +276,9 @@ def _pde_logits(comm: MPI.Comm, run: Run, model, x: np.ndarray, source: str) -> 
     # The mesh the run ended on, as training and ``compare RUN`` build it (``learn.train.Problem``).
     mesh = mesh_with_marks(comm, config.domain_object(), run.resolution.cells, run.resolution.marks,
                            str(run.path / store.THETA))
-    solver = make_solver(mesh, config.solver, degree=run.resolution.degree,
-                         num_components=transported_components(*A.shape), viscosity=config.field.viscosity)
-    seconds["mesh"] = time.perf_counter() - started
-    try:
+    with make_solver(mesh, config.solver, degree=run.resolution.degree,
+                     num_components=transported_components(*A.shape), viscosity=config.field.viscosity) as solver:
+        seconds["mesh"] = time.perf_counter() - started
         started = time.perf_counter()
         u0 = solve_affine(solver, model.field(parameters.theta), A, b, keep=False).u0
         seconds["solve"] = time.perf_counter() - started
@@ -291,8 +290,6 @@ def _pde_logits(comm: MPI.Comm, run: Run, model, x: np.ndarray, source: str) -> 
         local = np.stack([evaluator(u) for u in u0], axis=1)
         seconds["evaluate"] = time.perf_counter() - started
         out = gather_rows(comm, local)
-    finally:
-        solver.destroy()
     return out, seconds
 
 

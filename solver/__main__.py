@@ -108,7 +108,7 @@ def command_compare(comm: MPI.Comm, args) -> int:
     from solver.rundir.outputs import write_comparison_outputs
 
     points, grid = cmp.sample_points(config)  # compare.points_file read before the run directory is made
-    out = prepare_run_directory(comm, args.out, force=args.force)
+    out = prepare_run_directory(comm, args.out, force=args.force, wording="compare")
     on_rank0(comm, store.write_config, out / store.CONFIG, config.to_toml(COMPARE_SECTIONS))
     refine = parse_cells(args.refine) if args.refine is not None else list(config.compare.refine)
 

@@ -330,6 +330,8 @@ def test_the_api_wording_names_no_command_line_flags(tmp_path, monkeypatch):
     assert "force=True to replace it, or resume=True" in files.refuse_run_directory(run, False, (), "api")
     # FlowClassifier.fit(run_dir=) and save(path) cannot resume: their message does not offer it
     assert files.refuse_run_directory(run, False, (), "estimator") == "exists: pass force=True to replace it"
+    # compare CONFIG --out cannot resume either: its message offers --force only
+    assert files.refuse_run_directory(run, False, (), "compare") == "exists: pass --force to replace it"
     with pytest.raises(InputError, match="choose another directory") as error:
         files.prepare_run_directory(MPI.COMM_SELF, user, force=True, wording="api")
     assert "--out" not in str(error.value) and "--force" not in str(error.value)

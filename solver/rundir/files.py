@@ -42,8 +42,8 @@ MARKER_TEXT = ("A run directory of `python -m solver`: `--force` may replace thi
 OLD_RUN_FILES = ("config.toml", "theta.npz", "history.csv")
 RUN_ENTRY = re.compile(r"config\.toml|theta\.npz|checkpoint\.npz|history\.csv|metrics\.json|"
                        r"compare\.json|[\w.-]+\.png|[\w.-]+\.bp|flow\.gif|resnet-[\w.-]+\.(npz|onnx)")
-# How the messages name the options, per caller: "cli" the command line's flags (train, compare
-# CONFIG), "api" the arguments of ``solver.fit(config, out, force=, resume=)``, "estimator" those of
+# How the messages name the options, per caller: "cli" the command line's flags (train),
+# "compare" those of compare CONFIG (which cannot resume), "api" the arguments of ``solver.fit(config, out, force=, resume=)``, "estimator" those of
 # ``FlowClassifier.fit(X, y, run_dir=, force=)`` and ``save(path, force=)`` (which cannot resume).
 # The run directory's refusals use other, force, resume and new; a refused resume of ``fit``
 # (``solver.fitting``) resuming, keep and new_run.
@@ -57,6 +57,8 @@ WORDING = {
                 new_run="start a new run in another directory (out=)"),
     "estimator": dict(other="choose another directory", force="pass force=True to replace it",
                       resume="", new="e.g. runs/NAME"),
+    "compare": dict(other="choose another --out", force="pass --force to replace it", resume="",
+                    new="e.g. --out runs/NAME"),
 }
 # atomic_file's temporaries ".NAME.XXXXXXXX.tmp", and those of earlier versions:
 # ".NAME.XXXXXXXX" and ".checkpoint.XXXXXXXX.npz".
@@ -118,7 +120,7 @@ def prepare_run_directory(comm: MPI.Comm, path: str | Path, force: bool = False,
     ``force``, or without it if it holds nothing but the ``MARKER`` (a run that failed at the
     start). It is never replaced if it holds one of ``inputs`` (the problem file, the data file,
     ``train.init``), is the current directory or contains it, or is a symbolic link. ``wording``:
-    a key of ``WORDING`` (the caller: "cli", "api" or "estimator"), how the messages name the
+    a key of ``WORDING`` (the caller: "cli", "compare", "api" or "estimator"), how the messages name the
     options.
 
     Raises:

@@ -438,7 +438,8 @@ def first_stage(comm: MPI.Comm, problem: Problem) -> Outcome | None:
     (docs/benchmarks/hard_target.md)."""
     config, ds = problem.config, problem.dataset
     tc, n = config.train, len(ds.y_train)
-    if tc.target_accuracy is None or not tc.subsample or n <= tc.subsample or not len(ds.y_test):
+    if (tc.target_accuracy is None or not tc.subsample or n <= tc.subsample or not len(ds.y_test)
+            or not certify.is_labels(ds.y_train)):  # no accuracy, no target to end the stage
         return None
     keep = np.sort(np.random.default_rng(tc.seed).choice(n, tc.subsample, replace=False))
     subset = dataclasses.replace(
